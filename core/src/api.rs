@@ -1,0 +1,169 @@
+//! The JSON resources of API.md, shared by the REST handlers, the event websocket and the UI.
+//! Field names here are the public contract: renaming one is a breaking change.
+
+use crate::status::Status;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Project {
+    pub id: i64,
+    pub name: String,
+    pub ci_config: String,
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Pipeline {
+    pub id: i64,
+    pub project_id: i64,
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    pub status: Status,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub triggered_by: String,
+    pub cancel: Option<CancelInfo>,
+    /// Present on the single-pipeline read and on create.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jobs: Option<Vec<Job>>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: i64,
+    pub pipeline_id: i64,
+    pub project_id: i64,
+    pub name: String,
+    pub stage: String,
+    pub status: Status,
+    pub interruptible: bool,
+    pub created_at: String,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub runner_id: Option<i64>,
+    pub exit_code: Option<i32>,
+    pub failure_reason: Option<String>,
+    pub cancel: Option<CancelInfo>,
+    pub after_script: Option<AfterScriptResult>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CancelMode {
+    Graceful,
+    Abort,
+}
+
+impl CancelMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelMode::Graceful => "graceful",
+            CancelMode::Abort => "abort",
+        }
+    }
+    pub fn parse(text: &str) -> Option<CancelMode> {
+        [CancelMode::Graceful, CancelMode::Abort].into_iter().find(|m| m.as_str() == text)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CancelReason {
+    User,
+    Pipeline,
+    Superseded,
+    CancelTimeout,
+    RunnerLost,
+}
+
+impl CancelReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelReason::User => "user",
+            CancelReason::Pipeline => "pipeline",
+            CancelReason::Superseded => "superseded",
+            CancelReason::CancelTimeout => "cancel_timeout",
+            CancelReason::RunnerLost => "runner_lost",
+        }
+    }
+    pub fn parse(text: &str) -> Option<CancelReason> {
+        [
+            CancelReason::User,
+            CancelReason::Pipeline,
+            CancelReason::Superseded,
+            CancelReason::CancelTimeout,
+            CancelReason::RunnerLost,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == text)
+    }
+}
+
+/// Who asked for a cancel or abort, when, and why.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CancelInfo {
+    pub mode: CancelMode,
+    pub requested_by: String,
+    pub requested_at: String,
+    pub reason: CancelReason,
+}
+
+/// What after_script did, as the runner reported it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AfterScriptResult {
+    pub exit_code: Option<i32>,
+    pub duration_ms: u64,
+    pub timed_out: bool,
+}
+
+/// One entry of a job's timeline (`GET /api/v1/jobs/{id}/events`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TimelineEvent {
+    pub at: String,
+    pub from: Option<Status>,
+    pub to: Status,
+    pub actor: String,
+    pub mode: Option<CancelMode>,
+    pub reason: Option<String>,
+    pub detail: Option<String>,
+}
+
+/// One text frame of the event websocket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum EventFrame {
+    Job { job: Job },
+    Pipeline { pipeline: Pipeline },
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreateProject {
+    pub name: String,
+    pub ci_config: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct UpdateProject {
+    pub ci_config: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CreatePipeline {
+    #[serde(rename = "ref")]
+    pub git_ref: String,
+    #[serde(default)]
+    pub ci_config: Option<String>,
+}
+
+/// The error shape of every failed API call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorDetail {
+    pub code: String,
+    pub message: String,
+}

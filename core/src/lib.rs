@@ -1,0 +1,19 @@
+//! Usher's pure domain, shared by the server, the runner and the browser UI.
+//!
+//! Nothing here does IO or needs tokio, so it compiles for wasm32 and the UI can ask
+//! the very same rules the server enforces (which buttons to show, what a status means).
+//! - [`status`]: job statuses and the one transition table every state change goes through.
+//! - [`pipeline`]: pipeline status derived from its jobs; which waiting jobs may start.
+//! - [`roles`]: who may do what.
+//! - [`api`]: the JSON resources of the public API and the event websocket.
+//! - [`protocol`]: the messages between server and runner.
+//! - [`config`]: the CI YAML model (and, with the `parser` feature, its parser).
+
+pub mod api;
+pub mod config;
+pub mod pipeline;
+pub mod protocol;
+pub mod roles;
+pub mod status;
+
+pub use status::{JobEvent, Outcome, Status};

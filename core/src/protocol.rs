@@ -1,0 +1,96 @@
+//! Runner protocol v1: the JSON text frames exchanged over one websocket at
+//! `/api/runner/v1/connect` (see docs/runner-protocol.md).
+//!
+//! The server pushes jobs, cancels and aborts; the runner streams logs and reports.
+//! Every answer to the runner carries the job's current status, so a runner that missed
+//! a push still learns of a cancel with its next log append.
+
+use crate::api::AfterScriptResult;
+use crate::config::ArtifactsWhen;
+use crate::status::Status;
+use serde::{Deserialize, Serialize};
+
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Runner → server.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum RunnerMessage {
+    /// First frame. `held_jobs`: jobs it is still working on (after a reconnect);
+    /// `runner_id`: the id the server gave it before, to keep after a reconnect.
+    Hello { version: u32, name: String, concurrency: u32, held_jobs: Vec<i64>, runner_id: Option<i64> },
+    /// One more free slot: hand me a job when there is one.
+    RequestJob,
+    /// Log bytes of a job starting at byte `offset` (appended only if it is the current end).
+    Log { job_id: i64, offset: u64, data: String },
+    /// The job is over on the runner side.
+    Finished { job_id: i64, report: JobReport },
+    Heartbeat,
+}
+
+/// Server → runner.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome { runner_id: i64, version: u32 },
+    Job { job: JobAssignment },
+    /// Graceful: stop the script (TERM, grace, KILL), run after_script, report.
+    Cancel { job_id: i64 },
+    /// Kill every process of the job now; no after_script, nothing more to report.
+    Abort { job_id: i64 },
+    /// Answer to `Log`: the log's length on the server and the job's status.
+    LogAck { job_id: i64, log_length: u64, status: Status },
+    /// Answer to `Finished`.
+    FinishedAck { job_id: i64, status: Status },
+    /// Answer to `Hello` for each held job.
+    JobStatus { job_id: i64, status: Status },
+    Error { message: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobAssignment {
+    pub job_id: i64,
+    pub pipeline_id: i64,
+    pub project_name: String,
+    pub git_ref: String,
+    pub name: String,
+    pub stage: String,
+    /// Pipeline and job variables, already merged, in order.
+    pub variables: Vec<(String, String)>,
+    pub before_script: Vec<String>,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+    pub timeout_secs: u64,
+    pub cancel_grace_secs: u64,
+    pub after_script_timeout_secs: u64,
+    pub artifacts: Option<ArtifactsAssignment>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactsAssignment {
+    pub paths: Vec<String>,
+    pub when: ArtifactsWhen,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// Exit code of the script shell (None when killed by a signal).
+    pub exit_code: Option<i32>,
+    /// `script_failure` or `timeout` when the script did not succeed.
+    pub failure_reason: Option<String>,
+    pub duration_ms: u64,
+    pub after_script: Option<AfterScriptResult>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_are_tagged_json() {
+        let m = ServerMessage::Cancel { job_id: 7 };
+        assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"cancel","job_id":7}"#);
+        let r: RunnerMessage = serde_json::from_str(r#"{"type":"request_job"}"#).unwrap();
+        assert_eq!(r, RunnerMessage::RequestJob);
+    }
+}
