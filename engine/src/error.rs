@@ -1,0 +1,71 @@
+//! What can go wrong in an engine call, with the API error code and HTTP status each
+//! maps to (API.md "Errors"). The adapters (REST, server functions) only translate.
+
+use usher_core::config::ConfigError;
+use usher_core::status::InvalidTransition;
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("authentication required: missing, unknown or revoked credentials")]
+    Unauthorized,
+    #[error("your role ({role}) may not {action}; it needs {needed} or higher")]
+    Forbidden { role: String, action: &'static str, needed: String },
+    #[error("{0} not found")]
+    NotFound(String),
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("invalid CI configuration: {0}")]
+    InvalidConfig(#[from] ConfigError),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl EngineError {
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::BadRequest(_) => "bad_request",
+            EngineError::Unauthorized => "unauthorized",
+            EngineError::Forbidden { .. } => "forbidden",
+            EngineError::NotFound(_) => "not_found",
+            EngineError::InvalidTransition(_) => "invalid_transition",
+            EngineError::InvalidConfig(_) => "invalid_config",
+            EngineError::Conflict(_) => "conflict",
+            EngineError::Internal(_) => "internal",
+        }
+    }
+
+    pub fn http_status(&self) -> u16 {
+        match self {
+            EngineError::BadRequest(_) => 400,
+            EngineError::Unauthorized => 401,
+            EngineError::Forbidden { .. } => 403,
+            EngineError::NotFound(_) => 404,
+            EngineError::InvalidTransition(_) | EngineError::Conflict(_) => 409,
+            EngineError::InvalidConfig(_) => 422,
+            EngineError::Internal(_) => 500,
+        }
+    }
+}
+
+impl From<InvalidTransition> for EngineError {
+    fn from(e: InvalidTransition) -> Self {
+        EngineError::InvalidTransition(e.to_string())
+    }
+}
+
+impl From<sqlx::Error> for EngineError {
+    fn from(e: sqlx::Error) -> Self {
+        tracing::error!("database error: {e}");
+        EngineError::Internal(format!("database error: {e}"))
+    }
+}
+
+impl From<sqlx::migrate::MigrateError> for EngineError {
+    fn from(e: sqlx::migrate::MigrateError) -> Self {
+        EngineError::Internal(format!("database migration failed: {e}"))
+    }
+}

@@ -1,0 +1,511 @@
+//! [`Engine`]: one method per action. Every way in (REST handler, server function,
+//! websocket, runner session, reaper) calls these, so a rule enforced here holds
+//! everywhere. Methods check the actor's role, apply events through
+//! [`Store::transition_job`], publish what committed, and advance the pipeline.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use usher_core::api::{CancelMode, CancelReason, CreatePipeline, CreateProject, Job, Pipeline, Project, TimelineEvent};
+use usher_core::config;
+use usher_core::pipeline::{ready_decisions, JobNode};
+use usher_core::protocol::{ArtifactsAssignment, JobAssignment, JobReport};
+use usher_core::roles::{Action, Role};
+use usher_core::status::{JobEvent, Status};
+
+use crate::auth::{hash_password, hash_token, new_token, verify_password};
+use crate::store::{JobConfigJson, NewJob, PipelineFilter, StoredSpec, TransitionCtx, Transitioned};
+use crate::{format_time, now, Actor, Bus, BusEvent, EngineError, Store};
+
+/// Extra time past grace + after_script_timeout before the reaper gives up on a report.
+pub const CANCEL_DEADLINE_MARGIN_SECS: u64 = 30;
+/// How long a browser session lasts.
+pub const SESSION_DAYS: i64 = 14;
+
+#[derive(Clone)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    store: Store,
+    bus: Bus,
+    /// Held from a transition's commit to its publication, so subscribers see the
+    /// changes of a job in commit order.
+    publish_order: tokio::sync::Mutex<()>,
+}
+
+/// First-start credentials of `admin`, to print once.
+pub struct BootstrapCredentials {
+    pub password: String,
+    /// Only when it was generated (not given through USHER_ADMIN_TOKEN).
+    pub token: Option<String>,
+}
+
+pub struct PipelineQuery {
+    pub git_ref: Option<String>,
+    pub status: Option<Status>,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+impl Engine {
+    pub async fn open(database_url: &str) -> Result<Engine, EngineError> {
+        let store = Store::connect(database_url).await?;
+        Ok(Engine { inner: Arc::new(Inner { store, bus: Bus::new(4096), publish_order: tokio::sync::Mutex::new(()) }) })
+    }
+
+    pub fn bus(&self) -> &Bus {
+        &self.inner.bus
+    }
+
+    fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub async fn close(&self) {
+        self.store().close().await;
+    }
+
+    // ---- users, tokens, sessions ----
+
+    /// On an empty database, creates `admin`. Returns what to print, or None.
+    pub async fn bootstrap_admin(&self, admin_token: Option<&str>) -> Result<Option<BootstrapCredentials>, EngineError> {
+        if self.store().count_users().await? > 0 {
+            return Ok(None);
+        }
+        let password = new_token("")[..24].to_string();
+        let user_id = self.store().create_user("admin", Role::Admin, Some(&hash_password(&password)?)).await?;
+        let (token, generated) = match admin_token {
+            Some(t) if !t.is_empty() => (t.to_string(), false),
+            _ => (new_token("usher_"), true),
+        };
+        self.store().add_api_token(user_id, &hash_token(&token)).await?;
+        Ok(Some(BootstrapCredentials { password, token: generated.then_some(token) }))
+    }
+
+    /// `usher user add` (local administration: whoever can open the database).
+    pub async fn add_user(&self, name: &str, role: Role, password: Option<&str>) -> Result<i64, EngineError> {
+        if name.trim().is_empty() {
+            return Err(EngineError::BadRequest("a user needs a name".into()));
+        }
+        let hash = password.map(hash_password).transpose()?;
+        self.store().create_user(name, role, hash.as_deref()).await
+    }
+
+    /// `usher token create NAME`: a new API token for that user.
+    pub async fn create_api_token(&self, user_name: &str) -> Result<String, EngineError> {
+        let user_id = self
+            .store()
+            .user_id_by_name(user_name)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("user `{user_name}`")))?;
+        let token = new_token("usher_");
+        self.store().add_api_token(user_id, &hash_token(&token)).await?;
+        Ok(token)
+    }
+
+    /// `usher runner-token create`.
+    pub async fn create_runner_token(&self) -> Result<String, EngineError> {
+        let token = new_token("usher_rt_");
+        self.store().add_runner_token(&hash_token(&token)).await?;
+        Ok(token)
+    }
+
+    pub async fn authenticate_token(&self, token: &str) -> Result<Actor, EngineError> {
+        self.store().actor_by_token_hash(&hash_token(token)).await?.ok_or(EngineError::Unauthorized)
+    }
+
+    pub async fn authenticate_session(&self, session: &str) -> Result<Actor, EngineError> {
+        self.store().actor_by_session_hash(&hash_token(session)).await?.ok_or(EngineError::Unauthorized)
+    }
+
+    /// Checks a password and opens a browser session; returns the session secret.
+    pub async fn login(&self, name: &str, password: &str) -> Result<String, EngineError> {
+        let refused = || EngineError::BadRequest("unknown user or wrong password".into());
+        let (user_id, hash) = self.store().user_credentials(name).await?.ok_or_else(refused)?;
+        let hash = hash.ok_or_else(refused)?;
+        let ok = tokio::task::spawn_blocking({
+            let password = password.to_string();
+            move || verify_password(&password, &hash)
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))?;
+        if !ok {
+            return Err(refused());
+        }
+        let session = new_token("");
+        let expires = format_time(chrono::Utc::now() + chrono::Duration::days(SESSION_DAYS));
+        self.store().add_session(&hash_token(&session), user_id, &expires).await?;
+        Ok(session)
+    }
+
+    pub async fn logout(&self, session: &str) -> Result<(), EngineError> {
+        self.store().delete_session(&hash_token(session)).await
+    }
+
+    // ---- projects ----
+
+    pub async fn create_project(&self, actor: &Actor, req: CreateProject) -> Result<Project, EngineError> {
+        actor.require(Action::ManageProjects)?;
+        if req.name.trim().is_empty() {
+            return Err(EngineError::BadRequest("a project needs a name".into()));
+        }
+        config::parse(&req.ci_config)?;
+        self.store().create_project(req.name.trim(), &req.ci_config).await
+    }
+
+    pub async fn list_projects(&self, actor: &Actor) -> Result<Vec<Project>, EngineError> {
+        actor.require(Action::Read)?;
+        self.store().list_projects().await
+    }
+
+    pub async fn get_project(&self, actor: &Actor, id: i64) -> Result<Project, EngineError> {
+        actor.require(Action::Read)?;
+        self.store().get_project(id).await?.ok_or_else(|| EngineError::NotFound(format!("project {id}")))
+    }
+
+    pub async fn update_project(&self, actor: &Actor, id: i64, ci_config: &str) -> Result<Project, EngineError> {
+        actor.require(Action::ManageProjects)?;
+        config::parse(ci_config)?;
+        self.store().update_project_config(id, ci_config).await?.ok_or_else(|| EngineError::NotFound(format!("project {id}")))
+    }
+
+    // ---- pipelines ----
+
+    pub async fn create_pipeline(&self, actor: &Actor, project_id: i64, req: CreatePipeline) -> Result<Pipeline, EngineError> {
+        actor.require(Action::CreatePipeline)?;
+        let project = self.get_project(actor, project_id).await?;
+        if req.git_ref.trim().is_empty() {
+            return Err(EngineError::BadRequest("`ref` must not be empty".into()));
+        }
+        let source = req.ci_config.as_deref().unwrap_or(&project.ci_config);
+        let cfg = config::parse(source)?;
+        let jobs: Vec<NewJob> = cfg
+            .jobs
+            .iter()
+            .map(|j| NewJob {
+                name: j.name.clone(),
+                stage: j.stage.clone(),
+                stage_index: cfg.stages.iter().position(|s| *s == j.stage).unwrap_or(0) as i64,
+                needs: j.needs.clone(),
+                interruptible: j.interruptible,
+                spec: StoredSpec { job: JobConfigJson::from(j), pipeline_variables: cfg.variables.clone() },
+            })
+            .collect();
+        let id = self.store().create_pipeline(project_id, req.git_ref.trim(), &actor.name, &jobs).await?;
+        self.advance_pipeline(id).await?;
+        self.pipeline_with_jobs(id).await
+    }
+
+    pub async fn list_pipelines(&self, actor: &Actor, project_id: Option<i64>, q: PipelineQuery) -> Result<Vec<Pipeline>, EngineError> {
+        actor.require(Action::Read)?;
+        if let Some(id) = project_id {
+            self.get_project(actor, id).await?;
+        }
+        let per_page = q.per_page.clamp(1, 100);
+        let page = q.page.max(1);
+        self.store()
+            .list_pipelines(&PipelineFilter {
+                project_id,
+                git_ref: q.git_ref,
+                status: q.status,
+                limit: per_page,
+                offset: (page - 1) * per_page,
+            })
+            .await
+    }
+
+    pub async fn get_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+        actor.require(Action::Read)?;
+        self.pipeline_with_jobs(id).await
+    }
+
+    async fn pipeline_with_jobs(&self, id: i64) -> Result<Pipeline, EngineError> {
+        let mut p = self.store().get_pipeline(id).await?.ok_or_else(|| EngineError::NotFound(format!("pipeline {id}")))?;
+        p.jobs = Some(self.store().jobs_of_pipeline(id).await?);
+        Ok(p)
+    }
+
+    /// Graceful cancel of every unfinished job of a pipeline.
+    pub async fn cancel_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+        actor.require(Action::Cancel)?;
+        self.stop_pipeline(actor, id, CancelMode::Graceful).await
+    }
+
+    /// Abort of every unfinished job of a pipeline.
+    pub async fn abort_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+        actor.require(Action::Abort)?;
+        self.stop_pipeline(actor, id, CancelMode::Abort).await
+    }
+
+    async fn stop_pipeline(&self, actor: &Actor, id: i64, mode: CancelMode) -> Result<Pipeline, EngineError> {
+        let pipeline = self.pipeline_with_jobs(id).await?;
+        if matches!(pipeline.status, Status::Success | Status::Failed | Status::Skipped) {
+            return Err(EngineError::InvalidTransition(format!(
+                "cannot {} a pipeline that is {}",
+                if mode == CancelMode::Abort { "abort" } else { "cancel" },
+                pipeline.status
+            )));
+        }
+        let unfinished: Vec<Job> = pipeline.jobs.unwrap_or_default().into_iter().filter(|j| !j.status.is_terminal()).collect();
+        if unfinished.is_empty() {
+            return self.pipeline_with_jobs(id).await;
+        }
+        self.store().set_pipeline_cancel(id, mode, &actor.name, CancelReason::Pipeline).await?;
+        // Later stages first, so waiting jobs end `canceled` rather than `skipped`.
+        for job in unfinished.iter().rev() {
+            let result = match mode {
+                CancelMode::Graceful => self.stop_job(actor, job.id, JobEvent::Cancel, CancelReason::Pipeline, None).await,
+                CancelMode::Abort => self.stop_job(actor, job.id, JobEvent::Abort, CancelReason::Pipeline, None).await,
+            };
+            match result {
+                // A job that finished meanwhile is not an error of the pipeline cancel.
+                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.pipeline_with_jobs(id).await
+    }
+
+    // ---- jobs ----
+
+    pub async fn get_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+        actor.require(Action::Read)?;
+        self.store().get_job(id).await?.ok_or_else(|| EngineError::NotFound(format!("job {id}")))
+    }
+
+    /// Graceful cancel: created/pending → canceled; running → canceling (runner told now).
+    pub async fn cancel_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+        actor.require(Action::Cancel)?;
+        self.stop_job(actor, id, JobEvent::Cancel, CancelReason::User, None).await
+    }
+
+    /// Abort: canceled at once; the runner kills every process of the job.
+    pub async fn abort_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+        actor.require(Action::Abort)?;
+        self.stop_job(actor, id, JobEvent::Abort, CancelReason::User, None).await
+    }
+
+    async fn stop_job(&self, actor: &Actor, id: i64, event: JobEvent, reason: CancelReason, detail: Option<String>) -> Result<Job, EngineError> {
+        let (mode, deadline) = if event == JobEvent::Abort {
+            (CancelMode::Abort, None)
+        } else {
+            let spec = self.store().job_spec(id).await?;
+            let secs = spec.job.cancel_grace_secs + spec.job.after_script_timeout_secs + CANCEL_DEADLINE_MARGIN_SECS;
+            (CancelMode::Graceful, Some(format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))))
+        };
+        let ctx = TransitionCtx {
+            actor: actor.name.clone(),
+            cancel: Some((mode, reason)),
+            cancel_deadline: deadline,
+            detail,
+            ..Default::default()
+        };
+        Ok(self.apply(id, event, ctx).await?.job)
+    }
+
+    pub async fn job_log(&self, actor: &Actor, id: i64, offset: u64) -> Result<(String, bool), EngineError> {
+        let job = self.get_job(actor, id).await?;
+        let text = self.store().read_log(id, offset).await?;
+        Ok((text, job.status.is_terminal()))
+    }
+
+    pub async fn job_timeline(&self, actor: &Actor, id: i64) -> Result<Vec<TimelineEvent>, EngineError> {
+        self.get_job(actor, id).await?;
+        self.store().timeline(id).await
+    }
+
+    // ---- runners ----
+
+    /// The runner token's id, or 401.
+    pub async fn authenticate_runner(&self, token: &str) -> Result<i64, EngineError> {
+        self.store().runner_token_id(&hash_token(token)).await?.ok_or(EngineError::Unauthorized)
+    }
+
+    /// Registers a connecting runner; a runner reconnecting with its previous id (and
+    /// the same token) keeps it, so the jobs it holds stay its own.
+    pub async fn register_runner(&self, name: &str, token_id: i64, previous_id: Option<i64>) -> Result<i64, EngineError> {
+        if let Some(id) = previous_id {
+            if self.store().touch_runner(id, token_id).await? {
+                return Ok(id);
+            }
+        }
+        self.store().add_runner(name, token_id).await
+    }
+
+    pub async fn job_status(&self, job_id: i64) -> Result<Status, EngineError> {
+        Ok(self.store().get_job(job_id).await?.ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?.status)
+    }
+
+    /// Hands the oldest pending job to this runner, if there is one.
+    pub async fn claim_job(&self, runner_id: i64) -> Result<Option<JobAssignment>, EngineError> {
+        loop {
+            let Some(job_id) = self.store().oldest_pending_job().await? else { return Ok(None) };
+            let ctx = TransitionCtx { actor: format!("runner:{runner_id}"), runner_id: Some(runner_id), ..Default::default() };
+            match self.apply(job_id, JobEvent::Start, ctx).await {
+                Ok(t) if t.changed => return Ok(Some(self.assignment(&t.job).await?)),
+                // Taken or cancelled meanwhile: try the next one.
+                Ok(_) | Err(EngineError::InvalidTransition(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn assignment(&self, job: &Job) -> Result<JobAssignment, EngineError> {
+        let spec = self.store().job_spec(job.id).await?;
+        let pipeline = self.store().get_pipeline(job.pipeline_id).await?.ok_or_else(|| EngineError::NotFound("pipeline".into()))?;
+        let project = self.store().get_project(job.project_id).await?.ok_or_else(|| EngineError::NotFound("project".into()))?;
+        let mut variables = vec![
+            ("CI".to_string(), "true".to_string()),
+            ("CI_JOB_ID".to_string(), job.id.to_string()),
+            ("CI_PIPELINE_ID".to_string(), job.pipeline_id.to_string()),
+            ("CI_PROJECT_NAME".to_string(), project.name.clone()),
+            ("CI_COMMIT_REF_NAME".to_string(), pipeline.git_ref.clone()),
+            ("CI_JOB_NAME".to_string(), job.name.clone()),
+            ("CI_JOB_STAGE".to_string(), job.stage.clone()),
+        ];
+        variables.extend(spec.pipeline_variables);
+        variables.extend(spec.job.variables);
+        Ok(JobAssignment {
+            job_id: job.id,
+            pipeline_id: job.pipeline_id,
+            project_name: project.name,
+            git_ref: pipeline.git_ref,
+            name: job.name.clone(),
+            stage: job.stage.clone(),
+            variables,
+            before_script: spec.job.before_script,
+            script: spec.job.script,
+            after_script: spec.job.after_script,
+            timeout_secs: spec.job.timeout_secs,
+            cancel_grace_secs: spec.job.cancel_grace_secs,
+            after_script_timeout_secs: spec.job.after_script_timeout_secs,
+            artifacts: spec.job.artifacts.map(|(paths, when)| ArtifactsAssignment { paths, when }),
+        })
+    }
+
+    pub async fn append_log(&self, runner_id: i64, job_id: i64, offset: u64, data: &str) -> Result<(u64, Status), EngineError> {
+        self.store().append_log(job_id, runner_id, offset, data).await
+    }
+
+    /// The runner's final report. A job that was aborted or reaped meanwhile stays as it
+    /// is (the report is late, not wrong); the answer is the job's status.
+    pub async fn finish_job(&self, runner_id: i64, job_id: i64, report: JobReport) -> Result<Status, EngineError> {
+        let ok = report.exit_code == Some(0) && report.failure_reason.is_none();
+        let timed_out = report.failure_reason.as_deref() == Some("timeout");
+        let ctx = TransitionCtx {
+            actor: format!("runner:{runner_id}"),
+            runner_id: Some(runner_id),
+            exit_code: report.exit_code,
+            failure_reason: if ok { None } else { Some(report.failure_reason.clone().unwrap_or_else(|| "script_failure".into())) },
+            after_script: report.after_script.clone(),
+            detail: report.after_script.as_ref().map(|a| {
+                format!(
+                    "after_script {} in {} ms",
+                    match (a.timed_out, a.exit_code) {
+                        (true, _) => "timed out".to_string(),
+                        (false, Some(c)) => format!("exited {c}"),
+                        (false, None) => "was killed".to_string(),
+                    },
+                    a.duration_ms
+                )
+            }),
+            ..Default::default()
+        };
+        let event = if timed_out { JobEvent::Timeout } else { JobEvent::Finish { ok } };
+        let result = match self.apply(job_id, event, ctx.clone()).await {
+            Err(EngineError::InvalidTransition(_)) if timed_out => self.apply(job_id, JobEvent::Finish { ok: false }, ctx).await,
+            other => other,
+        };
+        match result {
+            Ok(t) => Ok(t.job.status),
+            Err(EngineError::InvalidTransition(_)) => self.job_status(job_id).await,
+            Err(e) => Err(e),
+        }
+    }
+
+    // ---- reaper ----
+
+    /// Ends `canceling` jobs whose deadline passed without a report. Returns how many.
+    pub async fn reap_overdue_cancels(&self) -> Result<usize, EngineError> {
+        let mut reaped = 0;
+        for id in self.store().overdue_canceling_jobs(&now()).await? {
+            let ctx = TransitionCtx {
+                actor: "system".into(),
+                cancel: Some((CancelMode::Graceful, CancelReason::CancelTimeout)),
+                detail: Some("no report from the runner by the cancel deadline".into()),
+                ..Default::default()
+            };
+            match self.apply(id, JobEvent::CancelDeadline, ctx).await {
+                Ok(t) if t.changed => reaped += 1,
+                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Runs the reaper every `every` until the engine is dropped by everyone else.
+    pub fn spawn_reaper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.reap_overdue_cancels().await {
+                    tracing::warn!("reaper: {e}");
+                }
+            }
+        })
+    }
+
+    // ---- the one path of every status change ----
+
+    async fn apply(&self, job_id: i64, event: JobEvent, ctx: TransitionCtx) -> Result<Transitioned, EngineError> {
+        let transitioned = {
+            let _order = self.inner.publish_order.lock().await;
+            let t = self.store().transition_job(job_id, event, &ctx).await?;
+            if t.changed {
+                self.bus().publish(BusEvent::Job(t.job.clone()));
+                if let Some(p) = &t.pipeline {
+                    self.bus().publish(BusEvent::Pipeline(p.clone()));
+                }
+            }
+            t
+        };
+        if transitioned.changed && transitioned.job.status.is_terminal() {
+            self.advance_pipeline(transitioned.job.pipeline_id).await?;
+        }
+        Ok(transitioned)
+    }
+
+    /// Enqueues or skips waiting jobs whose prerequisites have finished, until nothing moves.
+    async fn advance_pipeline(&self, pipeline_id: i64) -> Result<(), EngineError> {
+        loop {
+            let rows = self.store().job_nodes(pipeline_id).await?;
+            let nodes: Vec<JobNode<'_>> = rows
+                .iter()
+                .map(|r| JobNode { name: &r.name, stage_index: r.stage_index, needs: r.needs.as_deref(), status: r.status })
+                .collect();
+            let decisions = ready_decisions(&nodes);
+            if decisions.is_empty() {
+                return Ok(());
+            }
+            for (index, event) in decisions {
+                let ctx = TransitionCtx { actor: "system".into(), ..Default::default() };
+                let _order = self.inner.publish_order.lock().await;
+                match self.store().transition_job(rows[index].id, event, &ctx).await {
+                    Ok(t) if t.changed => {
+                        self.bus().publish(BusEvent::Job(t.job.clone()));
+                        if let Some(p) = t.pipeline {
+                            self.bus().publish(BusEvent::Pipeline(p));
+                        }
+                    }
+                    Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,342 @@
+//! Runs one job with the shell executor: `before_script` + `script` in one bash, then
+//! `after_script` in a second bash that starts where the first one stopped.
+//!
+//! Graceful cancel (and job timeout): SIGTERM to the script's process group, wait
+//! `cancel_grace`, SIGKILL the group; then after_script runs in the script's last working
+//! directory with every variable the script exported plus `CI_JOB_STATUS`. The state is
+//! saved by the generated script after every line and in its TERM/EXIT traps, and the
+//! working directory is read from /proc at the moment of the stop. Finally every process
+//! that still carries the job's cookie is killed. Abort kills everything at once.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::process::Command;
+use tokio::sync::mpsc;
+use usher_core::api::AfterScriptResult;
+use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
+
+use crate::logsink::{self, LogHandle};
+use crate::procs::{self, COOKIE_VAR};
+
+/// What the server asks of a running job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Control {
+    Cancel,
+    Abort,
+}
+
+/// How the job ended on the runner.
+#[derive(Debug, PartialEq)]
+pub enum JobOutcome {
+    /// Report this to the server.
+    Report(JobReport),
+    /// Aborted: everything killed, nothing to report.
+    Aborted,
+}
+
+enum Stop {
+    Exited(Option<i32>),
+    Cancel,
+    Timeout,
+    Abort,
+}
+
+const PASSED_THROUGH: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "SHELL"];
+
+/// Quotes a string for bash.
+fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn script_text(job: &JobAssignment, state_file: &Path) -> String {
+    let state = sh_quote(&state_file.to_string_lossy());
+    let mut s = String::new();
+    s.push_str("set -eo pipefail\n");
+    s.push_str(&format!("__usher_state={state}\n"));
+    s.push_str(
+        "__usher_save_state() { { export -p; printf 'cd -- %q\\n' \"$PWD\"; } > \"$__usher_state.tmp\" 2>/dev/null \
+         && command mv -f \"$__usher_state.tmp\" \"$__usher_state\" 2>/dev/null; }\n",
+    );
+    s.push_str("trap '__usher_save_state' EXIT\n");
+    s.push_str("trap '__usher_save_state; exit 143' TERM\n");
+    for line in job.before_script.iter().chain(job.script.iter()) {
+        s.push_str(&format!("printf '\\033[32;1m$ %s\\033[0m\\n' {}\n", sh_quote(line)));
+        s.push_str(line);
+        s.push_str("\n__usher_save_state\n");
+    }
+    s
+}
+
+fn after_script_text(job: &JobAssignment, state_file: &Path, cwd: Option<&Path>, status: &str) -> String {
+    let mut s = String::new();
+    s.push_str(&format!("[ -f {0} ] && source {0} >/dev/null 2>&1\n", sh_quote(&state_file.to_string_lossy())));
+    if let Some(cwd) = cwd {
+        s.push_str(&format!("cd -- {} 2>/dev/null\n", sh_quote(&cwd.to_string_lossy())));
+    }
+    s.push_str(&format!("export CI_JOB_STATUS={status}\n"));
+    s.push_str("set -eo pipefail\n");
+    for line in &job.after_script {
+        s.push_str(&format!("printf '\\033[32;1m$ %s\\033[0m\\n' {}\n", sh_quote(line)));
+        s.push_str(line);
+        s.push('\n');
+    }
+    s
+}
+
+/// Starts `bash file` in its own process group with output into the job log.
+fn spawn_bash(file: &Path, cwd: &Path, job: &JobAssignment, cookie: &str, log: &LogHandle) -> std::io::Result<tokio::process::Child> {
+    let (reader, writer) = std::io::pipe()?;
+    let mut cmd = Command::new("bash");
+    cmd.arg("--noprofile")
+        .arg("--norc")
+        .arg(file)
+        .current_dir(cwd)
+        // Only a few variables of the runner's own environment reach a job: a local
+        // runner lives in the server process, whose environment holds secrets.
+        .env_clear()
+        .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())))
+        .envs(job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .env(COOKIE_VAR, cookie)
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer.try_clone()?))
+        .stderr(Stdio::from(writer))
+        .process_group(0)
+        .kill_on_drop(false);
+    let child = cmd.spawn()?;
+    drop(cmd); // closes our copies of the pipe's write end
+    let log = log.clone();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let mut reader = reader;
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match reader.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => log.write(buf[..n].to_vec()),
+            }
+        }
+    });
+    Ok(child)
+}
+
+/// Waits for the script, a control message or the timeout.
+async fn wait_script(child: &mut tokio::process::Child, control: &mut mpsc::UnboundedReceiver<Control>, timeout: Duration) -> Stop {
+    let deadline = tokio::time::sleep(timeout);
+    tokio::pin!(deadline);
+    loop {
+        tokio::select! {
+            status = child.wait() => return Stop::Exited(status.ok().and_then(|s| s.code())),
+            c = control.recv() => match c {
+                Some(Control::Cancel) => return Stop::Cancel,
+                Some(Control::Abort) => return Stop::Abort,
+                None => std::future::pending::<()>().await,
+            },
+            _ = &mut deadline => return Stop::Timeout,
+        }
+    }
+}
+
+/// SIGTERM, grace, SIGKILL. Returns true if an abort came in meanwhile.
+async fn stop_gracefully(child: &mut tokio::process::Child, pgid: u32, grace: Duration, control: &mut mpsc::UnboundedReceiver<Control>) -> bool {
+    procs::signal_group(pgid, Signal::SIGTERM);
+    let grace_over = tokio::time::sleep(grace);
+    tokio::pin!(grace_over);
+    let aborted = loop {
+        tokio::select! {
+            _ = child.wait() => break false,
+            _ = &mut grace_over => {
+                procs::signal_group(pgid, Signal::SIGKILL);
+                let _ = child.wait().await;
+                break false;
+            }
+            c = control.recv() => match c {
+                Some(Control::Abort) => break true,
+                Some(Control::Cancel) => continue,
+                None => { let _ = child.wait().await; break false; }
+            },
+        }
+    };
+    // Whatever is left of the group (background jobs that ignored TERM) goes now.
+    procs::signal_group(pgid, Signal::SIGKILL);
+    aborted
+}
+
+/// Runs a job to its end. Log output goes through `out`; the returned outcome says
+/// what to report.
+pub async fn run_job(
+    job: JobAssignment,
+    builds_dir: &Path,
+    mut control: mpsc::UnboundedReceiver<Control>,
+    out: mpsc::UnboundedSender<RunnerMessage>,
+) -> JobOutcome {
+    let started = Instant::now();
+    let log = logsink::spawn(job.job_id, out);
+    let cookie = format!("{}-{}-{}", std::process::id(), job.job_id, hex::encode(rand::random::<[u8; 8]>()));
+    let build_dir = builds_dir.join(format!("job-{}", job.job_id));
+    let meta_dir = builds_dir.join(format!("job-{}.usher", job.job_id));
+    let outcome = run_in_dirs(&job, &build_dir, &meta_dir, &cookie, &log, &mut control, started).await;
+    let killed = procs::kill_all_with_cookie(&cookie).await;
+    if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
+        log.note(&format!("Killed {killed} leftover process(es) of the job."));
+    }
+    log.flush().await;
+    let _ = std::fs::remove_dir_all(&build_dir);
+    let _ = std::fs::remove_dir_all(&meta_dir);
+    outcome
+}
+
+async fn run_in_dirs(
+    job: &JobAssignment,
+    build_dir: &Path,
+    meta_dir: &Path,
+    cookie: &str,
+    log: &LogHandle,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+    started: Instant,
+) -> JobOutcome {
+    let report_error = |message: String| {
+        log.note(&message);
+        JobOutcome::Report(JobReport {
+            exit_code: None,
+            failure_reason: Some("runner_system_failure".into()),
+            duration_ms: started.elapsed().as_millis() as u64,
+            after_script: None,
+        })
+    };
+    let _ = std::fs::remove_dir_all(build_dir);
+    if let Err(e) = std::fs::create_dir_all(build_dir).and_then(|_| std::fs::create_dir_all(meta_dir)) {
+        return report_error(format!("Could not create the build directory {}: {e}", build_dir.display()));
+    }
+    let state_file = meta_dir.join("state.sh");
+    let script_file = meta_dir.join("script.sh");
+    if let Err(e) = std::fs::write(&script_file, script_text(job, &state_file)) {
+        return report_error(format!("Could not write the job script: {e}"));
+    }
+    log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, build_dir.display()));
+    let mut child = match spawn_bash(&script_file, build_dir, job, cookie, log) {
+        Ok(c) => c,
+        Err(e) => return report_error(format!("Could not start bash: {e}")),
+    };
+    let pgid = child.id().unwrap_or(0);
+    let stop = wait_script(&mut child, control, Duration::from_secs(job.timeout_secs)).await;
+
+    let mut cwd_at_stop: Option<PathBuf> = None;
+    let (exit_code, failure_reason, status) = match stop {
+        Stop::Exited(code) => {
+            procs::signal_group(pgid, Signal::SIGKILL);
+            let ok = code == Some(0);
+            (code, (!ok).then(|| "script_failure".to_string()), if ok { "success" } else { "failed" })
+        }
+        Stop::Abort => {
+            procs::signal_group(pgid, Signal::SIGKILL);
+            procs::kill_all_with_cookie(cookie).await;
+            log.note("Aborted: every process of the job was killed.");
+            return JobOutcome::Aborted;
+        }
+        Stop::Cancel | Stop::Timeout => {
+            let timed_out = matches!(stop, Stop::Timeout);
+            cwd_at_stop = procs::cwd_of(pgid);
+            let grace = Duration::from_secs(job.cancel_grace_secs);
+            log.note(&if timed_out {
+                format!("Job timed out after {} s: stopping the script (SIGTERM, SIGKILL after {} s).", job.timeout_secs, job.cancel_grace_secs)
+            } else {
+                format!("Cancel requested: stopping the script (SIGTERM, SIGKILL after {} s).", job.cancel_grace_secs)
+            });
+            if stop_gracefully(&mut child, pgid, grace, control).await {
+                procs::kill_all_with_cookie(cookie).await;
+                log.note("Aborted: every process of the job was killed.");
+                return JobOutcome::Aborted;
+            }
+            if timed_out {
+                (None, Some("timeout".to_string()), "failed")
+            } else {
+                (None, None, "canceled")
+            }
+        }
+    };
+
+    let after_script = if job.after_script.is_empty() {
+        None
+    } else {
+        match run_after_script(job, build_dir, meta_dir, &state_file, cwd_at_stop.as_deref(), status, cookie, log, control).await {
+            Some(result) => Some(result),
+            None => {
+                procs::kill_all_with_cookie(cookie).await;
+                log.note("Aborted: every process of the job was killed.");
+                return JobOutcome::Aborted;
+            }
+        }
+    };
+    JobOutcome::Report(JobReport {
+        exit_code,
+        failure_reason,
+        duration_ms: started.elapsed().as_millis() as u64,
+        after_script,
+    })
+}
+
+/// Runs after_script; None if an abort arrived meanwhile.
+#[allow(clippy::too_many_arguments)]
+async fn run_after_script(
+    job: &JobAssignment,
+    build_dir: &Path,
+    meta_dir: &Path,
+    state_file: &Path,
+    cwd: Option<&Path>,
+    status: &str,
+    cookie: &str,
+    log: &LogHandle,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Option<AfterScriptResult> {
+    let file = meta_dir.join("after_script.sh");
+    let started = Instant::now();
+    log.note("Running after_script");
+    let failed = |log: &LogHandle, e: std::io::Error| {
+        log.note(&format!("Could not start after_script: {e}"));
+        Some(AfterScriptResult { exit_code: None, duration_ms: 0, timed_out: false })
+    };
+    if let Err(e) = std::fs::write(&file, after_script_text(job, state_file, cwd, status)) {
+        return failed(log, e);
+    }
+    let mut child = match spawn_bash(&file, build_dir, job, cookie, log) {
+        Ok(c) => c,
+        Err(e) => return failed(log, e),
+    };
+    let pgid = child.id().unwrap_or(0);
+    let timeout = tokio::time::sleep(Duration::from_secs(job.after_script_timeout_secs));
+    tokio::pin!(timeout);
+    let (exit_code, timed_out) = loop {
+        tokio::select! {
+            s = child.wait() => break (s.ok().and_then(|s| s.code()), false),
+            _ = &mut timeout => {
+                procs::signal_group(pgid, Signal::SIGKILL);
+                let _ = child.wait().await;
+                log.note(&format!("after_script timed out after {} s and was killed.", job.after_script_timeout_secs));
+                break (None, true);
+            }
+            c = control.recv() => match c {
+                Some(Control::Abort) => {
+                    procs::signal_group(pgid, Signal::SIGKILL);
+                    return None;
+                }
+                Some(Control::Cancel) => continue,
+                None => { let s = child.wait().await; break (s.ok().and_then(|s| s.code()), false); }
+            },
+        }
+    };
+    procs::signal_group(pgid, Signal::SIGKILL);
+    Some(AfterScriptResult { exit_code, duration_ms: started.elapsed().as_millis() as u64, timed_out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sh_quote;
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(sh_quote("it's"), r"'it'\''s'");
+    }
+}

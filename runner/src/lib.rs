@@ -1,0 +1,10 @@
+//! The Usher runner as a library: [`session::run`] keeps a websocket to the server,
+//! takes jobs and runs each with [`executor::run_job`]. The `usher-runner` binary and the
+//! server's `--local-runners` both use it, so local and remote runners speak one protocol.
+
+pub mod executor;
+pub mod logsink;
+pub mod procs;
+pub mod session;
+
+pub use session::{run, RunnerConfig};

@@ -1,0 +1,112 @@
+//! The job log on its way to the server: bytes from the job's processes and the runner's
+//! own notes go through one sink, which turns them into `Log` messages with byte offsets
+//! (valid UTF-8, split only at character boundaries) and batches what is already waiting.
+
+use tokio::sync::{mpsc, oneshot};
+use usher_core::protocol::RunnerMessage;
+
+const MAX_BATCH: usize = 64 * 1024;
+
+pub enum SinkMsg {
+    Data(Vec<u8>),
+    /// Acknowledged once everything sent before it is on its way to the server.
+    Flush(oneshot::Sender<()>),
+}
+
+#[derive(Clone)]
+pub struct LogHandle {
+    tx: mpsc::UnboundedSender<SinkMsg>,
+}
+
+impl LogHandle {
+    pub fn write(&self, bytes: impl Into<Vec<u8>>) {
+        let _ = self.tx.send(SinkMsg::Data(bytes.into()));
+    }
+
+    /// A line from the runner itself, in yellow so it stands apart from the job's output.
+    pub fn note(&self, text: &str) {
+        self.write(format!("\x1b[33;1m{text}\x1b[0m\n"));
+    }
+
+    pub async fn flush(&self) {
+        let (tx, rx) = oneshot::channel();
+        if self.tx.send(SinkMsg::Flush(tx)).is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the sink task for one job.
+pub fn spawn(job_id: i64, out: mpsc::UnboundedSender<RunnerMessage>) -> LogHandle {
+    let (tx, mut rx) = mpsc::unbounded_channel::<SinkMsg>();
+    tokio::spawn(async move {
+        let mut offset: u64 = 0;
+        let mut carry: Vec<u8> = Vec::new();
+        while let Some(first) = rx.recv().await {
+            let mut flushes = Vec::new();
+            let push = |msg: SinkMsg, carry: &mut Vec<u8>, flushes: &mut Vec<oneshot::Sender<()>>| match msg {
+                SinkMsg::Data(d) => carry.extend_from_slice(&d),
+                SinkMsg::Flush(f) => flushes.push(f),
+            };
+            push(first, &mut carry, &mut flushes);
+            while carry.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(msg) => push(msg, &mut carry, &mut flushes),
+                    Err(_) => break,
+                }
+            }
+            let text = take_utf8(&mut carry, !flushes.is_empty());
+            if !text.is_empty() {
+                let len = text.len() as u64;
+                let _ = out.send(RunnerMessage::Log { job_id, offset, data: text });
+                offset += len;
+            }
+            for f in flushes {
+                let _ = f.send(());
+            }
+        }
+    });
+    LogHandle { tx }
+}
+
+/// Takes the longest valid UTF-8 prefix of `buf` (invalid bytes become U+FFFD); keeps an
+/// incomplete character at the end for the next batch unless `all` is set.
+fn take_utf8(buf: &mut Vec<u8>, all: bool) -> String {
+    let mut keep_from = buf.len();
+    if !all {
+        // An incomplete multi-byte sequence can only be in the last 3 bytes.
+        for back in 1..=3.min(buf.len()) {
+            let i = buf.len() - back;
+            let b = buf[i];
+            if b & 0xC0 == 0xC0 {
+                let needed = if b >= 0xF0 { 4 } else if b >= 0xE0 { 3 } else { 2 };
+                if back < needed {
+                    keep_from = i;
+                }
+                break;
+            }
+            if b & 0x80 == 0 {
+                break;
+            }
+        }
+    }
+    let rest = buf.split_off(keep_from);
+    let text = String::from_utf8_lossy(buf).into_owned();
+    *buf = rest;
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::take_utf8;
+
+    #[test]
+    fn keeps_a_split_character_for_later() {
+        let mut buf = "añ".as_bytes().to_vec();
+        buf.pop();
+        assert_eq!(take_utf8(&mut buf, false), "a");
+        buf.push("ñ".as_bytes()[1]);
+        assert_eq!(take_utf8(&mut buf, false), "ñ");
+        assert!(buf.is_empty());
+    }
+}

@@ -1,0 +1,59 @@
+//! `usher-runner`: a standalone runner process (API.md "CLI and configuration").
+
+use clap::Parser;
+use std::path::PathBuf;
+use tokio::sync::watch;
+
+#[derive(Parser, Debug)]
+#[command(name = "usher-runner", version, about = "Runs Usher jobs with graceful cancellation")]
+struct Args {
+    /// The server, e.g. http://127.0.0.1:3000
+    #[arg(long, env = "USHER_RUNNER_URL")]
+    url: String,
+    /// A token from `usher runner-token create`.
+    #[arg(long, env = "USHER_RUNNER_TOKEN", hide_env_values = true)]
+    token: String,
+    /// How many jobs to run at once.
+    #[arg(long, default_value_t = 1)]
+    concurrency: u32,
+    /// Where each job gets its build directory.
+    #[arg(long, default_value = "./builds")]
+    builds_dir: PathBuf,
+    /// The name shown in the server's runner list.
+    #[arg(long)]
+    name: Option<String>,
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    let args = Args::parse();
+    if args.concurrency == 0 {
+        eprintln!("usher-runner: --concurrency must be at least 1");
+        std::process::exit(2);
+    }
+    let builds_dir = match std::path::absolute(&args.builds_dir) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("usher-runner: bad --builds-dir: {e}");
+            std::process::exit(2);
+        }
+    };
+    let name = args.name.unwrap_or_else(|| {
+        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "runner".into())
+    });
+    let (stop_tx, stop_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+        let _ = stop_tx.send(true);
+    });
+    usher_runner::run(
+        usher_runner::RunnerConfig { url: args.url, token: args.token, name, concurrency: args.concurrency, builds_dir },
+        stop_rx,
+    )
+    .await;
+}

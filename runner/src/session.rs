@@ -1,0 +1,186 @@
+//! The runner's side of runner protocol v1 (docs/runner-protocol.md): one websocket to
+//! the server, reconnected with backoff; jobs pushed to it run as tasks, and cancels and
+//! aborts pushed to it reach those tasks at once. Reports wait for the server's
+//! acknowledgement and are sent again after a reconnect.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use usher_core::protocol::{JobReport, RunnerMessage, ServerMessage, PROTOCOL_VERSION};
+use usher_core::status::Status;
+
+use crate::executor::{run_job, Control, JobOutcome};
+
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// `http://host:port` of the server.
+    pub url: String,
+    pub token: String,
+    pub name: String,
+    pub concurrency: u32,
+    pub builds_dir: PathBuf,
+}
+
+/// What job tasks tell the session.
+enum Internal {
+    Send(RunnerMessage),
+    Done { job_id: i64, report: Option<JobReport> },
+}
+
+struct State {
+    runner_id: Option<i64>,
+    /// Jobs being worked on, with the channel to their task.
+    held: HashMap<i64, mpsc::UnboundedSender<Control>>,
+    /// Reports not yet acknowledged by the server.
+    unacked: HashMap<i64, JobReport>,
+}
+
+/// Runs until `shutdown` turns true. Jobs still running then are aborted.
+pub async fn run(config: RunnerConfig, mut shutdown: watch::Receiver<bool>) {
+    let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
+    let mut state = State { runner_id: None, held: HashMap::new(), unacked: HashMap::new() };
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        match connect_and_serve(&config, &mut state, &internal_tx, &mut internal_rx, &mut shutdown).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(runner = %config.name, "connection to {} lost: {e}; retrying in {backoff:?}", config.url);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.changed() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    for control in state.held.values() {
+        let _ = control.send(Control::Abort);
+    }
+}
+
+fn ws_url(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    let rest = base.strip_prefix("http://").map(|r| format!("ws://{r}"));
+    let rest = rest.or_else(|| base.strip_prefix("https://").map(|r| format!("wss://{r}")));
+    format!("{}/api/runner/v1/connect", rest.unwrap_or_else(|| base.to_string()))
+}
+
+async fn connect_and_serve(
+    config: &RunnerConfig,
+    state: &mut State,
+    internal_tx: &mpsc::UnboundedSender<Internal>,
+    internal_rx: &mut mpsc::UnboundedReceiver<Internal>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Result<(), String> {
+    let mut request = ws_url(&config.url).into_client_request().map_err(|e| e.to_string())?;
+    request.headers_mut().insert(
+        "authorization",
+        format!("Bearer {}", config.token).parse().map_err(|_| "the runner token is not a valid header value".to_string())?,
+    );
+    let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
+    let (mut sink, mut stream) = ws.split();
+    let send = |msg: &RunnerMessage| Message::Text(serde_json::to_string(msg).expect("serialisable").into());
+
+    let hello = RunnerMessage::Hello {
+        version: PROTOCOL_VERSION,
+        name: config.name.clone(),
+        concurrency: config.concurrency,
+        held_jobs: state.held.keys().copied().chain(state.unacked.keys().copied()).collect(),
+        runner_id: state.runner_id,
+    };
+    sink.send(send(&hello)).await.map_err(|e| e.to_string())?;
+    // Reports that were not acknowledged before the connection broke.
+    for (job_id, report) in &state.unacked {
+        sink.send(send(&RunnerMessage::Finished { job_id: *job_id, report: report.clone() })).await.map_err(|e| e.to_string())?;
+    }
+    let free = config.concurrency.saturating_sub(state.held.len() as u32);
+    for _ in 0..free {
+        sink.send(send(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
+    }
+
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(c))) => return Err(format!("server closed the connection: {c:?}")),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("connection closed".into()),
+                };
+                let msg: ServerMessage = match serde_json::from_str(&text) {
+                    Ok(m) => m,
+                    Err(e) => { tracing::warn!("unreadable frame from the server: {e}"); continue; }
+                };
+                match msg {
+                    ServerMessage::Welcome { runner_id, .. } => state.runner_id = Some(runner_id),
+                    ServerMessage::Job { job } => {
+                        let job_id = job.job_id;
+                        let (control_tx, control_rx) = mpsc::unbounded_channel();
+                        state.held.insert(job_id, control_tx);
+                        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<RunnerMessage>();
+                        let forward = internal_tx.clone();
+                        tokio::spawn(async move {
+                            while let Some(m) = out_rx.recv().await {
+                                if forward.send(Internal::Send(m)).is_err() { break; }
+                            }
+                        });
+                        let done = internal_tx.clone();
+                        let builds_dir = config.builds_dir.clone();
+                        tokio::spawn(async move {
+                            let outcome = run_job(job, &builds_dir, control_rx, out_tx).await;
+                            let report = match outcome { JobOutcome::Report(r) => Some(r), JobOutcome::Aborted => None };
+                            let _ = done.send(Internal::Done { job_id, report });
+                        });
+                    }
+                    ServerMessage::Cancel { job_id } => control(state, job_id, Control::Cancel),
+                    ServerMessage::Abort { job_id } => control(state, job_id, Control::Abort),
+                    ServerMessage::LogAck { job_id, status, .. } | ServerMessage::JobStatus { job_id, status } => {
+                        // The fallback for a missed push: every answer carries the status.
+                        match status {
+                            Status::Canceling => control(state, job_id, Control::Cancel),
+                            s if s.is_terminal() => control(state, job_id, Control::Abort),
+                            _ => {}
+                        }
+                    }
+                    ServerMessage::FinishedAck { job_id, .. } => { state.unacked.remove(&job_id); }
+                    ServerMessage::Error { message } => tracing::warn!("server: {message}"),
+                }
+            }
+            Some(internal) = internal_rx.recv() => match internal {
+                Internal::Send(msg) => sink.send(send(&msg)).await.map_err(|e| e.to_string())?,
+                Internal::Done { job_id, report } => {
+                    state.held.remove(&job_id);
+                    if let Some(report) = report {
+                        state.unacked.insert(job_id, report.clone());
+                        sink.send(send(&RunnerMessage::Finished { job_id, report })).await.map_err(|e| e.to_string())?;
+                    }
+                    sink.send(send(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
+                }
+            },
+            _ = heartbeat.tick() => sink.send(send(&RunnerMessage::Heartbeat)).await.map_err(|e| e.to_string())?,
+            _ = shutdown.changed() => {
+                if *shutdown.borrow() {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
+
+fn control(state: &State, job_id: i64, c: Control) {
+    if let Some(tx) = state.held.get(&job_id) {
+        let _ = tx.send(c);
+    }
+}

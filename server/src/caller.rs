@@ -1,0 +1,68 @@
+//! Who is calling: an API client with `Authorization: Bearer <token>`, or a browser with
+//! the session cookie. Also the same-origin check that protects cookie-authenticated
+//! requests from cross-site use.
+
+use axum::extract::{FromRef, FromRequestParts};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap};
+use usher_engine::{Actor, Engine, EngineError};
+
+use crate::api::ApiError;
+
+pub use usher_engine::auth::SESSION_COOKIE;
+
+/// The value of a cookie in the request, if present.
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    usher_engine::auth::cookie_value(headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
+}
+
+pub fn bearer(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
+}
+
+/// Whether a browser request comes from a page of this server: `Sec-Fetch-Site` says
+/// same-origin (or user-initiated), or `Origin` names this host. A request carrying
+/// neither is refused, since every current browser sends at least one.
+pub fn is_same_origin(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        return site == "same-origin" || site == "none";
+    }
+    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
+    match (origin, host) {
+        (Some(origin), Some(host)) => {
+            origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host)
+        }
+        _ => false,
+    }
+}
+
+/// Resolves the caller from request headers (token first, then session cookie).
+pub async fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Actor, EngineError> {
+    if let Some(token) = bearer(headers) {
+        return engine.authenticate_token(&token).await;
+    }
+    if let Some(session) = cookie(headers, SESSION_COOKIE) {
+        return engine.authenticate_session(&session).await;
+    }
+    Err(EngineError::Unauthorized)
+}
+
+/// Extractor: the authenticated caller of an API request, or 401.
+pub struct Caller(pub Actor);
+
+impl<S> FromRequestParts<S> for Caller
+where
+    Engine: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let engine = Engine::from_ref(state);
+        Ok(Caller(authenticate(&engine, &parts.headers).await?))
+    }
+}

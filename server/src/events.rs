@@ -1,0 +1,98 @@
+//! The event websocket `/api/v1/events` (API.md "Event websocket"): every committed
+//! status change, as `{"type":"job"|"pipeline", …}` text frames, filtered by project,
+//! pipeline or job. A subscriber too slow to keep up is closed with a reason rather
+//! than buffered without bound.
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+use tokio::sync::broadcast::error::RecvError;
+use usher_core::api::EventFrame;
+use usher_engine::BusEvent;
+
+use crate::api::ApiError;
+use crate::caller::{authenticate, bearer, is_same_origin};
+use crate::AppState;
+
+#[derive(Deserialize, Default)]
+pub struct EventFilter {
+    project_id: Option<i64>,
+    pipeline_id: Option<i64>,
+    job_id: Option<i64>,
+}
+
+impl EventFilter {
+    fn frame(&self, event: BusEvent) -> Option<EventFrame> {
+        match event {
+            BusEvent::Job(job) => {
+                let keep = self.project_id.is_none_or(|p| p == job.project_id)
+                    && self.pipeline_id.is_none_or(|p| p == job.pipeline_id)
+                    && self.job_id.is_none_or(|j| j == job.id);
+                keep.then_some(EventFrame::Job { job })
+            }
+            BusEvent::Pipeline(pipeline) => {
+                let keep = self.job_id.is_none()
+                    && self.project_id.is_none_or(|p| p == pipeline.project_id)
+                    && self.pipeline_id.is_none_or(|p| p == pipeline.id);
+                keep.then_some(EventFrame::Pipeline { pipeline })
+            }
+        }
+    }
+}
+
+pub async fn events_ws(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(filter): Query<EventFilter>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let actor = authenticate(&state.engine, &headers).await?;
+    actor.require(usher_core::roles::Action::Read)?;
+    // A cookie-authenticated socket must be opened by one of our own pages.
+    if bearer(&headers).is_none() && !is_same_origin(&headers) {
+        return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-site websocket refused"));
+    }
+    let receiver = state.engine.bus().subscribe();
+    let shutdown = state.shutdown.clone();
+    Ok(upgrade
+        .read_buffer_size(4096)
+        .max_message_size(64 * 1024)
+        .on_upgrade(move |socket| stream_events(socket, filter, receiver, shutdown)))
+}
+
+async fn stream_events(
+    mut socket: WebSocket,
+    filter: EventFilter,
+    mut receiver: tokio::sync::broadcast::Receiver<BusEvent>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            event = receiver.recv() => match event {
+                Ok(event) => {
+                    let Some(frame) = filter.frame(event) else { continue };
+                    let text = serde_json::to_string(&frame).expect("serialisable");
+                    if socket.send(Message::Text(text.into())).await.is_err() {
+                        return;
+                    }
+                }
+                Err(RecvError::Lagged(missed)) => {
+                    let reason = format!("too slow: missed {missed} events; reconnect and re-read state");
+                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
+                    return;
+                }
+                Err(RecvError::Closed) => return,
+            },
+            incoming = socket.recv() => match incoming {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            },
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                let _ = socket.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
+                return;
+            }
+        }
+    }
+}

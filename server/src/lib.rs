@@ -1,0 +1,119 @@
+//! The Usher server as a library: [`start`] opens the engine, builds the router
+//! (Leptos pages, `/api/v1`, the event websocket, the runner protocol) and serves it,
+//! with optional in-process runners. `main.rs` is the CLI around it; the integration
+//! tests start it on a free port the same way.
+
+pub mod api;
+pub mod caller;
+pub mod demo;
+pub mod events;
+pub mod runner_ws;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use axum::extract::FromRef;
+use leptos::config::LeptosOptions;
+use tokio::sync::watch;
+use usher_engine::Engine;
+
+/// What every handler can reach.
+#[derive(Clone, FromRef)]
+pub struct AppState {
+    pub engine: Engine,
+    pub leptos_options: LeptosOptions,
+    /// Turns true when the server shuts down; long-lived websockets end then.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+pub struct ServeOptions {
+    pub addr: SocketAddr,
+    pub database_url: String,
+    pub data_dir: PathBuf,
+    pub local_runners: u32,
+    pub demo: bool,
+    pub admin_token: Option<String>,
+    /// Where the built site (`pkg/`) lives.
+    pub site_root: String,
+}
+
+/// A running server.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
+    runners: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Server {
+    /// Graceful stop: runners abort their jobs and disconnect, websockets close,
+    /// in-flight requests finish.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        for r in self.runners {
+            let _ = r.await;
+        }
+        let _ = self.task.await;
+        self.engine.close().await;
+    }
+}
+
+/// The database URL for a data dir when none is given.
+pub fn default_database_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("usher.db").display())
+}
+
+/// Opens the engine (creating the data dir), bootstraps admin, prints first-start
+/// credentials, and serves until [`Server::stop`].
+pub async fn start(opts: ServeOptions) -> Result<Server, String> {
+    std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("cannot create {}: {e}", opts.data_dir.display()))?;
+    let engine = Engine::open(&opts.database_url).await.map_err(|e| e.to_string())?;
+    if let Some(creds) = engine.bootstrap_admin(opts.admin_token.as_deref()).await.map_err(|e| e.to_string())? {
+        println!("First start: created the user `admin`.");
+        println!("  admin password: {}", creds.password);
+        if let Some(token) = creds.token {
+            println!("  admin API token: {token}");
+        }
+        println!("These are shown only once.");
+    }
+    if opts.demo {
+        demo::ensure_demo_project(&engine).await.map_err(|e| e.to_string())?;
+    }
+    let listener = tokio::net::TcpListener::bind(opts.addr).await.map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
+    let addr = listener.local_addr().map_err(|e| e.to_string())?;
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let leptos_options = LeptosOptions::builder().output_name("usher").site_root(opts.site_root.as_str()).site_pkg_dir("pkg").site_addr(addr).build();
+    let state = AppState { engine: engine.clone(), leptos_options, shutdown: stop_rx.clone() };
+    let router = web::router(state);
+    let reaper = engine.spawn_reaper(Duration::from_secs(1));
+    let mut shutdown_rx = stop_rx.clone();
+    let task = tokio::spawn(async move {
+        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|s| *s).await;
+            })
+            .await;
+        reaper.abort();
+        if let Err(e) = result {
+            tracing::error!("server error: {e}");
+        }
+    });
+    let mut runners = Vec::new();
+    if opts.local_runners > 0 {
+        let token = engine.create_runner_token().await.map_err(|e| e.to_string())?;
+        for i in 0..opts.local_runners {
+            let config = usher_runner::RunnerConfig {
+                url: format!("http://{addr}"),
+                token: token.clone(),
+                name: format!("local-{}", i + 1),
+                concurrency: 1,
+                builds_dir: std::path::absolute(opts.data_dir.join("builds").join(format!("local-{}", i + 1))).map_err(|e| e.to_string())?,
+            };
+            runners.push(tokio::spawn(usher_runner::run(config, stop_rx.clone())));
+        }
+    }
+    Ok(Server { addr, engine, stop: stop_tx, task, runners })
+}

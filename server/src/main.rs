@@ -1,0 +1,144 @@
+//! `usher`: the server and its administration commands (API.md "CLI and configuration").
+
+use clap::{Parser, Subcommand};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use usher_core::roles::Role;
+use usher_engine::Engine;
+
+#[derive(Parser)]
+#[command(name = "usher", version, about = "A CI server whose cancel lets jobs clean up")]
+struct Cli {
+    /// Database URL: sqlite://… or postgres://… (default: SQLite in the data dir).
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    database_url: Option<String>,
+    /// Where the SQLite database and build directories live.
+    #[arg(long, env = "USHER_DATA_DIR", default_value = "./data", global = true)]
+    data_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the web UI, the API and the runner protocol.
+    Serve {
+        #[arg(long, env = "USHER_ADDR", default_value = "127.0.0.1:3000")]
+        addr: SocketAddr,
+        /// Runners to start inside the server process.
+        #[arg(long, env = "USHER_LOCAL_RUNNERS", default_value_t = 0)]
+        local_runners: u32,
+        /// Create a demo project when there are no projects.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage the tokens runners connect with.
+    RunnerToken {
+        #[command(subcommand)]
+        command: RunnerTokenCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user.
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Read the password from standard input (else the user can only use tokens).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Print a new API token for a user.
+    Create { name: String },
+}
+
+#[derive(Subcommand)]
+enum RunnerTokenCommand {
+    /// Print a new runner token.
+    Create,
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    Role::parse(text).ok_or_else(|| format!("`{text}` is not a role (viewer, developer, maintainer, admin)"))
+}
+
+fn fail(message: impl std::fmt::Display) -> ! {
+    eprintln!("usher: {message}");
+    std::process::exit(1);
+}
+
+#[tokio::main]
+async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let database_url = cli.database_url.clone().unwrap_or_else(|| usher_server::default_database_url(&cli.data_dir));
+    match cli.command {
+        Command::Serve { addr, local_runners, demo } => {
+            let server = usher_server::start(usher_server::ServeOptions {
+                addr,
+                database_url,
+                data_dir: cli.data_dir,
+                local_runners,
+                demo,
+                admin_token: std::env::var("USHER_ADMIN_TOKEN").ok(),
+                site_root: std::env::var("LEPTOS_SITE_ROOT").unwrap_or_else(|_| "target/site".into()),
+            })
+            .await
+            .unwrap_or_else(|e| fail(e));
+            println!("Usher is serving http://{}", server.addr);
+            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            eprintln!("usher: shutting down");
+            server.stop().await;
+        }
+        other => {
+            std::fs::create_dir_all(&cli.data_dir).unwrap_or_else(|e| fail(e));
+            let engine = Engine::open(&database_url).await.unwrap_or_else(|e| fail(e));
+            match other {
+                Command::User { command: UserCommand::Add { name, role, password_stdin } } => {
+                    let password = password_stdin.then(|| {
+                        let mut text = String::new();
+                        std::io::stdin().read_to_string(&mut text).unwrap_or_else(|e| fail(e));
+                        text.trim_end_matches(['\n', '\r']).to_string()
+                    });
+                    if password.as_deref() == Some("") {
+                        fail("the password on standard input is empty");
+                    }
+                    engine.add_user(&name, role, password.as_deref()).await.unwrap_or_else(|e| fail(e));
+                    eprintln!("added user `{name}` ({role})");
+                }
+                Command::Token { command: TokenCommand::Create { name } } => {
+                    println!("{}", engine.create_api_token(&name).await.unwrap_or_else(|e| fail(e)));
+                }
+                Command::RunnerToken { command: RunnerTokenCommand::Create } => {
+                    println!("{}", engine.create_runner_token().await.unwrap_or_else(|e| fail(e)));
+                }
+                Command::Serve { .. } => unreachable!(),
+            }
+            engine.close().await;
+        }
+    }
+}

@@ -1,0 +1,138 @@
+//! The server's side of runner protocol v1 (`/api/runner/v1/connect`, documented in
+//! docs/runner-protocol.md). One session per connected runner: it hands out pending
+//! jobs when the runner has free slots, turns its log and report frames into engine
+//! calls, and pushes `cancel`/`abort` the moment a held job's status changes on the bus.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::response::Response;
+use tokio::sync::broadcast::error::RecvError;
+use usher_core::protocol::{RunnerMessage, ServerMessage, PROTOCOL_VERSION};
+use usher_core::status::Status;
+use usher_engine::{BusEvent, Engine, EngineError};
+
+use crate::api::ApiError;
+use crate::caller::bearer;
+use crate::AppState;
+
+pub async fn connect(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
+    let token_id = state.engine.authenticate_runner(&token).await?;
+    let engine = state.engine.clone();
+    let shutdown = state.shutdown.clone();
+    Ok(upgrade.max_message_size(4 * 1024 * 1024).on_upgrade(move |socket| async move {
+        if let Err(e) = session(engine, token_id, socket, shutdown).await {
+            tracing::info!("runner session ended: {e}");
+        }
+    }))
+}
+
+async fn send(socket: &mut WebSocket, msg: &ServerMessage) -> Result<(), String> {
+    let text = serde_json::to_string(msg).expect("serialisable");
+    socket.send(Message::Text(text.into())).await.map_err(|e| e.to_string())
+}
+
+async fn recv(socket: &mut WebSocket) -> Result<Option<RunnerMessage>, String> {
+    loop {
+        match socket.recv().await {
+            None | Some(Ok(Message::Close(_))) => return Ok(None),
+            Some(Err(e)) => return Err(e.to_string()),
+            Some(Ok(Message::Text(t))) => return serde_json::from_str(&t).map(Some).map_err(|e| format!("unreadable frame: {e}")),
+            Some(Ok(_)) => continue,
+        }
+    }
+}
+
+async fn session(engine: Engine, token_id: i64, mut socket: WebSocket, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
+    // Subscribe before anything else so no status change falls between read and watch.
+    let mut bus = engine.bus().subscribe();
+    let Some(RunnerMessage::Hello { version, name, held_jobs, runner_id, .. }) = recv(&mut socket).await? else {
+        return Err("the first frame must be `hello`".into());
+    };
+    if version != PROTOCOL_VERSION {
+        send(&mut socket, &ServerMessage::Error { message: format!("this server speaks runner protocol {PROTOCOL_VERSION}, not {version}") }).await?;
+        return Err("protocol version mismatch".into());
+    }
+    let runner_id = engine.register_runner(&name, token_id, runner_id).await.map_err(|e| e.to_string())?;
+    send(&mut socket, &ServerMessage::Welcome { runner_id, version: PROTOCOL_VERSION }).await?;
+    let mut held: HashSet<i64> = HashSet::new();
+    for job_id in held_jobs {
+        let status = engine.job_status(job_id).await.map_err(|e| e.to_string())?;
+        if !status.is_terminal() {
+            held.insert(job_id);
+        }
+        send(&mut socket, &ServerMessage::JobStatus { job_id, status }).await?;
+    }
+
+    let mut free_slots: u32 = 0;
+    let mut try_claim = false;
+    let mut safety_net = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if try_claim {
+            try_claim = false;
+            while free_slots > 0 {
+                match engine.claim_job(runner_id).await.map_err(|e| e.to_string())? {
+                    Some(job) => {
+                        free_slots -= 1;
+                        held.insert(job.job_id);
+                        send(&mut socket, &ServerMessage::Job { job }).await?;
+                    }
+                    None => break,
+                }
+            }
+        }
+        tokio::select! {
+            msg = recv(&mut socket) => match msg? {
+                None => return Ok(()),
+                Some(RunnerMessage::RequestJob) => { free_slots += 1; try_claim = true; }
+                Some(RunnerMessage::Log { job_id, offset, data }) => {
+                    match engine.append_log(runner_id, job_id, offset, &data).await {
+                        Ok((log_length, status)) => send(&mut socket, &ServerMessage::LogAck { job_id, log_length, status }).await?,
+                        Err(e) => send(&mut socket, &ServerMessage::Error { message: e.to_string() }).await?,
+                    }
+                }
+                Some(RunnerMessage::Finished { job_id, report }) => {
+                    held.remove(&job_id);
+                    match engine.finish_job(runner_id, job_id, report).await {
+                        Ok(status) => send(&mut socket, &ServerMessage::FinishedAck { job_id, status }).await?,
+                        Err(e) => send(&mut socket, &ServerMessage::Error { message: e.to_string() }).await?,
+                    }
+                }
+                Some(RunnerMessage::Heartbeat) => {}
+                Some(RunnerMessage::Hello { .. }) => send(&mut socket, &ServerMessage::Error { message: "already said hello".into() }).await?,
+            },
+            event = bus.recv() => match event {
+                Ok(BusEvent::Job(job)) if held.contains(&job.id) => {
+                    if job.status == Status::Canceling {
+                        send(&mut socket, &ServerMessage::Cancel { job_id: job.id }).await?;
+                    } else if job.status.is_terminal() {
+                        // Ended by someone else (abort, reaper): kill what is left.
+                        held.remove(&job.id);
+                        send(&mut socket, &ServerMessage::Abort { job_id: job.id }).await?;
+                    }
+                }
+                Ok(BusEvent::Job(job)) if job.status == Status::Pending => try_claim = free_slots > 0,
+                Ok(_) => {}
+                Err(RecvError::Lagged(_)) => {
+                    // Missed events: re-read the status of every held job.
+                    for job_id in held.clone() {
+                        let status = engine.job_status(job_id).await.map_err(|e| e.to_string())?;
+                        if status.is_terminal() { held.remove(&job_id); }
+                        send(&mut socket, &ServerMessage::JobStatus { job_id, status }).await?;
+                    }
+                    try_claim = free_slots > 0;
+                }
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            _ = safety_net.tick() => try_claim = free_slots > 0,
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                let _ = socket.send(Message::Close(None)).await;
+                return Ok(());
+            }
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Test harness: a real server (SQLite in a temp dir, real local runners running bash)
+//! on a free loopback port, an API client, and process checks read from /proc.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use usher_server::{start, ServeOptions, Server};
+
+pub const ADMIN_TOKEN: &str = "usher_test_admin_token";
+
+pub struct TestServer {
+    pub server: Option<Server>,
+    pub base: String,
+    pub data_dir: tempfile::TempDir,
+    pub client: reqwest::Client,
+    /// Every job of this test carries USHER_TEST_RUN=<this> in its environment.
+    pub run_marker: String,
+}
+
+impl TestServer {
+    pub async fn start(local_runners: u32) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let server = start(ServeOptions {
+            addr: "127.0.0.1:0".parse().unwrap(),
+            database_url: usher_server::default_database_url(data_dir.path()),
+            data_dir: data_dir.path().to_path_buf(),
+            local_runners,
+            demo: false,
+            admin_token: Some(ADMIN_TOKEN.into()),
+            site_root: "target/site".into(),
+        })
+        .await
+        .expect("server starts");
+        let base = format!("http://{}", server.addr);
+        let run_marker = format!("{}-{}", std::process::id(), rand_suffix());
+        TestServer { server: Some(server), base, data_dir, client: reqwest::Client::new(), run_marker }
+    }
+
+    pub fn builds_dir(&self) -> PathBuf {
+        self.data_dir.path().join("builds").join("local-1")
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.stop().await;
+        }
+    }
+
+    pub async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        self.call_as(ADMIN_TOKEN, method, path, body).await
+    }
+
+    pub async fn call_as(&self, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+        let url = format!("{}{}", self.base, path);
+        let mut req = match method {
+            "GET" => self.client.get(url),
+            "POST" => self.client.post(url),
+            "PUT" => self.client.put(url),
+            other => panic!("method {other}"),
+        }
+        .bearer_auth(token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("request");
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
+
+    /// Creates a project and a pipeline; the config gets USHER_TEST_RUN added.
+    pub async fn pipeline(&self, ci_config: &str) -> Value {
+        let config = format!("variables:\n  USHER_TEST_RUN: \"{}\"\n{ci_config}", self.run_marker);
+        let name = format!("p-{}", rand_suffix());
+        let (status, project) = self.call("POST", "/api/v1/projects", Some(json!({"name": name, "ci_config": config}))).await;
+        assert_eq!(status, 201, "{project}");
+        let (status, pipeline) =
+            self.call("POST", &format!("/api/v1/projects/{}/pipelines", project["id"]), Some(json!({"ref": "main"}))).await;
+        assert_eq!(status, 201, "{pipeline}");
+        pipeline
+    }
+
+    pub fn job_id(pipeline: &Value, name: &str) -> i64 {
+        pipeline["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).expect("job")["id"].as_i64().unwrap()
+    }
+
+    pub async fn job(&self, id: i64) -> Value {
+        let (status, job) = self.call("GET", &format!("/api/v1/jobs/{id}"), None).await;
+        assert_eq!(status, 200, "{job}");
+        job
+    }
+
+    pub async fn log(&self, id: i64) -> (String, bool) {
+        let resp = self.client.get(format!("{}/api/v1/jobs/{id}/log", self.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let complete = resp.headers().get("x-log-complete").map(|v| v == "true").unwrap_or(false);
+        (resp.text().await.unwrap(), complete)
+    }
+
+    pub async fn wait_for_log(&self, id: i64, needle: &str) -> String {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (log, _) = self.log(id).await;
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < until, "job {id}: `{needle}` never appeared in the log:\n{log}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub async fn wait_for_status(&self, id: i64, status: &str) -> Value {
+        let until = Instant::now() + Duration::from_secs(60);
+        loop {
+            let job = self.job(id).await;
+            if job["status"] == status {
+                return job;
+            }
+            assert!(Instant::now() < until, "job {id} never became {status}: {job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    /// Whatever happened in the test, no process of its jobs outlives it.
+    fn drop(&mut self) {
+        for pid in pids_with_env(&format!("USHER_TEST_RUN={}", self.run_marker)) {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+pub fn rand_suffix() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    format!("{nanos:x}{}", N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// Live (not zombie) processes whose environment contains `var` (`NAME=value`).
+pub fn pids_with_env(var: &str) -> Vec<i32> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        if env.split(|b| *b == 0).any(|v| v == var.as_bytes()) && is_alive(pid) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+pub fn is_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(true),
+        Err(_) => false,
+    }
+}
+
+/// The processes of one job (every one carries CI_JOB_ID in its environment).
+pub fn job_processes(job_id: i64, run_marker: &str) -> Vec<i32> {
+    let marked = pids_with_env(&format!("USHER_TEST_RUN={run_marker}"));
+    let of_job = pids_with_env(&format!("CI_JOB_ID={job_id}"));
+    marked.into_iter().filter(|p| of_job.contains(p)).collect()
+}
+
+pub async fn wait_until_gone(job_id: i64, run_marker: &str) -> Vec<i32> {
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = job_processes(job_id, run_marker);
+        if left.is_empty() || Instant::now() > until {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// `key=value` from the job output line that contains `key=` (not the echoed command,
+/// which starts with `$ ` in the runner's colour).
+pub fn log_value(log: &str, key: &str) -> String {
+    let needle = format!("{key}=");
+    let line = log.lines().filter(|l| !l.starts_with("\u{1b}[32;1m$ ")).find(|l| l.contains(&needle)).unwrap_or_else(|| panic!("no `{needle}` in log:\n{log}"));
+    line.split(&needle).nth(1).unwrap().split_whitespace().next().unwrap_or("").trim_end_matches("\u{1b}[0m").to_string()
+}
+
+pub fn path_exists(p: &str) -> bool {
+    Path::new(p).exists()
+}
