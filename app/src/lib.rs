@@ -1,0 +1,57 @@
+//! Usher's web UI. Pages are rendered on the server and hydrated in the browser; every
+//! button is an `<ActionForm>` over a server function, so it also works as a plain form
+//! post before the WASM has loaded. Pages follow the event websocket to update live.
+//!
+//! - [`server`]: the server functions (thin adapters over `usher_engine::Engine`).
+//! - [`live`]: the event websocket subscription in the browser.
+//! - [`ansi`]: job logs with ANSI colours turned into escaped, styled text.
+//! - [`pages`]: the routes of API.md "Pages".
+
+pub mod ansi;
+pub mod components;
+pub mod live;
+pub mod pages;
+pub mod server;
+
+use leptos::prelude::*;
+use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_router::components::{Route, Router, Routes};
+use leptos_router::path;
+
+/// The HTML document around the app (server side).
+pub fn shell(options: LeptosOptions) -> impl IntoView {
+    view! {
+        <!DOCTYPE html>
+        <html lang="en">
+            <head>
+                <meta charset="utf-8"/>
+                <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
+                <AutoReload options=options.clone()/>
+                <HydrationScripts options/>
+                <MetaTags/>
+            </head>
+            <body>
+                <App/>
+            </body>
+        </html>
+    }
+}
+
+#[component]
+pub fn App() -> impl IntoView {
+    provide_meta_context();
+    view! {
+        <Stylesheet id="leptos" href="/pkg/usher.css"/>
+        <Title text="Usher"/>
+        <Router>
+            <Routes fallback=|| view! { <main class="page"><p>"Page not found."</p></main> }>
+                <Route path=path!("/login") view=pages::login::LoginPage/>
+                <Route path=path!("/") view=pages::pipelines::RecentPipelinesPage/>
+                <Route path=path!("/projects/:id") view=pages::pipelines::ProjectPage/>
+                <Route path=path!("/pipelines/:id") view=pages::pipeline::PipelinePage/>
+                <Route path=path!("/jobs/:id") view=pages::job::JobPage/>
+            </Routes>
+        </Router>
+    }
+}

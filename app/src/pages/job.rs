@@ -1,0 +1,165 @@
+//! `/jobs/{id}`: status, Cancel/Abort, the live log (ANSI colours as styled text), the
+//! cancel and after_script facts, and the timeline of state changes.
+
+use leptos::either::Either;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_params_map;
+use usher_core::api::{EventFrame, Job};
+
+use crate::ansi;
+use crate::components::{short_time, ErrorBox, Header, LiveDot, StatusBadge};
+use crate::live::follow_events;
+use crate::pages::pipeline::JobButtons;
+use crate::server::{job_log_since, job_page, job_timeline, AbortJob, CancelJob, JobPageData};
+
+#[component]
+pub fn JobPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+    let data = Resource::new(id, job_page);
+    view! {
+        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => Either::Left(view! { <JobView data=d/> }),
+                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn JobView(data: JobPageData) -> impl IntoView {
+    let JobPageData { viewer, job: first, timeline: first_timeline, log: first_log } = data;
+    let id = first.id;
+    let role = viewer.role;
+    let job = RwSignal::new(first.clone());
+    let timeline = RwSignal::new(first_timeline);
+    let log = RwSignal::new(first_log);
+    let log_complete = RwSignal::new(first.status.is_terminal());
+    let connected = RwSignal::new(false);
+    let refresh_timeline = move || {
+        spawn_local(async move {
+            if let Ok(t) = job_timeline(id).await {
+                timeline.set(t);
+            }
+        })
+    };
+    let fetch_log = move || {
+        spawn_local(async move {
+            let offset = log.with_untracked(|l| l.len()) as u64;
+            if let Ok((more, complete)) = job_log_since(id, offset).await {
+                if log.with_untracked(|l| l.len()) as u64 == offset && !more.is_empty() {
+                    log.update(|l| l.push_str(&more));
+                }
+                log_complete.set(complete);
+            }
+        })
+    };
+    follow_events(
+        format!("job_id={id}"),
+        connected,
+        move || {
+            spawn_local(async move {
+                if let Ok(fresh) = job_page(id).await {
+                    job.set(fresh.job);
+                    timeline.set(fresh.timeline);
+                }
+            })
+        },
+        move |frame| {
+            if let EventFrame::Job { job: j } = frame {
+                job.set(j);
+                refresh_timeline();
+                fetch_log();
+            }
+        },
+    );
+    // Follow the log while the job may still write to it.
+    Effect::new(move |_| {
+        if let Ok(handle) = set_interval_with_handle(
+            move || {
+                if !log_complete.get_untracked() {
+                    fetch_log();
+                }
+            },
+            std::time::Duration::from_millis(700),
+        ) {
+            on_cleanup(move || handle.clear());
+        }
+    });
+
+    let cancel = ServerAction::<CancelJob>::new();
+    let abort = ServerAction::<AbortJob>::new();
+    let error = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
+            match value {
+                Ok(j) => job.set(j),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        }
+    });
+    let status = Signal::derive(move || job.get().status);
+
+    view! {
+        <Header viewer=viewer/>
+        <main class="page">
+            <p class="crumbs"><a href=format!("/pipelines/{}", first.pipeline_id)>"pipeline #" {first.pipeline_id}</a> " / " {first.stage.clone()}</p>
+            <div class="title-row">
+                <h1>"Job " {first.name.clone()} " #" {id}</h1>
+                <StatusBadge status=status/>
+                <LiveDot connected=connected/>
+                <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
+            </div>
+            {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
+            <JobFacts job=job/>
+            <h2>"Log"</h2>
+            <pre class="log" data-testid="log">
+                {move || log.with(|l| ansi::parse(l)).into_iter().map(|run| view! { <span class=run.class>{run.text}</span> }).collect_view()}
+            </pre>
+            <h2>"Timeline"</h2>
+            <table class="timeline">
+                <thead><tr><th>"When"</th><th>"Change"</th><th>"By"</th><th>"Mode"</th><th>"Reason"</th><th>"Detail"</th></tr></thead>
+                <tbody>
+                    {move || timeline.get().into_iter().map(|e| view! {
+                        <tr>
+                            <td>{short_time(&e.at)}</td>
+                            <td>{e.from.map(|f| format!("{f} → ")).unwrap_or_default()} {e.to.as_str()}</td>
+                            <td>{e.actor}</td>
+                            <td>{e.mode.map(|m| m.as_str()).unwrap_or("")}</td>
+                            <td>{e.reason.unwrap_or_default()}</td>
+                            <td>{e.detail.unwrap_or_default()}</td>
+                        </tr>
+                    }).collect_view()}
+                </tbody>
+            </table>
+        </main>
+    }
+}
+
+#[component]
+fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
+    view! {
+        <dl class="facts">
+            {move || {
+                let j = job.get();
+                let mut rows: Vec<(&'static str, String)> = Vec::new();
+                if let Some(t) = &j.started_at { rows.push(("Started", short_time(t))); }
+                if let Some(t) = &j.finished_at { rows.push(("Finished", short_time(t))); }
+                if let Some(c) = j.exit_code { rows.push(("Exit code", c.to_string())); }
+                if let Some(r) = &j.failure_reason { rows.push(("Failure", r.clone())); }
+                if let Some(c) = &j.cancel {
+                    rows.push(("Cancel", format!("{} by {} at {} ({})", c.mode.as_str(), c.requested_by, short_time(&c.requested_at), c.reason.as_str())));
+                }
+                if let Some(a) = &j.after_script {
+                    let outcome = if a.timed_out { "timed out".to_string() } else { a.exit_code.map(|c| format!("exit {c}")).unwrap_or_else(|| "killed".into()) };
+                    rows.push(("after_script", format!("{outcome} in {} ms", a.duration_ms)));
+                }
+                rows.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()
+            }}
+        </dl>
+    }
+}

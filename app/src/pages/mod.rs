@@ -1,0 +1,6 @@
+//! The routes of API.md "Pages".
+
+pub mod job;
+pub mod login;
+pub mod pipeline;
+pub mod pipelines;

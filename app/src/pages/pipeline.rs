@@ -1,0 +1,188 @@
+//! `/pipelines/{id}`: the pipeline's stages and jobs with status badges, Cancel and
+//! Abort for the pipeline and for each job, following the event websocket so a click
+//! shows `canceling` and then `canceled` without a reload.
+
+use leptos::either::Either;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_params_map;
+use usher_core::api::{EventFrame, Job};
+use usher_core::roles::Role;
+use usher_core::status::Status;
+
+use crate::components::{may_abort, may_cancel, ErrorBox, Header, LiveDot, StatusBadge, ABORT_CONFIRM};
+use crate::live::follow_events;
+use crate::server::{pipeline_page, AbortJob, AbortPipeline, CancelJob, CancelPipeline, PipelinePageData};
+
+#[component]
+pub fn PipelinePage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+    let data = Resource::new(id, pipeline_page);
+    view! {
+        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => Either::Left(view! { <PipelineView data=d/> }),
+                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn PipelineView(data: PipelinePageData) -> impl IntoView {
+    let PipelinePageData { viewer, project_name, pipeline } = data;
+    let pipeline_id = pipeline.id;
+    let project_id = pipeline.project_id;
+    let role = viewer.role;
+    let status = RwSignal::new(pipeline.status);
+    let jobs = RwSignal::new(pipeline.jobs.clone().unwrap_or_default());
+    let connected = RwSignal::new(false);
+    let upsert = move |job: Job| {
+        jobs.update(|list| {
+            if let Some(j) = list.iter_mut().find(|j| j.id == job.id) {
+                *j = job;
+            }
+        })
+    };
+    follow_events(
+        format!("pipeline_id={pipeline_id}"),
+        connected,
+        move || {
+            spawn_local(async move {
+                if let Ok(fresh) = pipeline_page(pipeline_id).await {
+                    status.set(fresh.pipeline.status);
+                    jobs.set(fresh.pipeline.jobs.unwrap_or_default());
+                }
+            })
+        },
+        move |frame| match frame {
+            EventFrame::Job { job } => upsert(job),
+            EventFrame::Pipeline { pipeline } => status.set(pipeline.status),
+        },
+    );
+
+    let cancel_job = ServerAction::<CancelJob>::new();
+    let abort_job = ServerAction::<AbortJob>::new();
+    let cancel_pipeline = ServerAction::<CancelPipeline>::new();
+    let abort_pipeline = ServerAction::<AbortPipeline>::new();
+    let error = RwSignal::new(None::<String>);
+    Effect::new(move |_| match cancel_job.value().get() {
+        Some(Ok(job)) => upsert(job),
+        Some(Err(e)) => error.set(Some(e.to_string())),
+        None => {}
+    });
+    Effect::new(move |_| match abort_job.value().get() {
+        Some(Ok(job)) => upsert(job),
+        Some(Err(e)) => error.set(Some(e.to_string())),
+        None => {}
+    });
+    Effect::new(move |_| {
+        for value in [cancel_pipeline.value().get(), abort_pipeline.value().get()].into_iter().flatten() {
+            match value {
+                Ok(p) => {
+                    status.set(p.status);
+                    if let Some(list) = p.jobs {
+                        jobs.set(list);
+                    }
+                }
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        }
+    });
+
+    // Stages in pipeline order, each with the ids of its jobs.
+    let stages = move || {
+        jobs.with(|list| {
+            let mut stages: Vec<(String, Vec<i64>)> = Vec::new();
+            for j in list {
+                match stages.iter_mut().find(|(s, _)| *s == j.stage) {
+                    Some((_, ids)) => ids.push(j.id),
+                    None => stages.push((j.stage.clone(), vec![j.id])),
+                }
+            }
+            stages
+        })
+    };
+
+    view! {
+        <Header viewer=viewer/>
+        <main class="page">
+            <p class="crumbs"><a href=format!("/projects/{project_id}")>{project_name}</a> " / pipeline #" {pipeline_id}</p>
+            <div class="title-row">
+                <h1>"Pipeline #" {pipeline_id} " on " <code>{pipeline.git_ref.clone()}</code></h1>
+                <StatusBadge status=status/>
+                <LiveDot connected=connected/>
+            </div>
+            <div class="buttons pipeline-buttons">
+                <Show when=move || may_cancel(role, status.get())>
+                    <ActionForm action=cancel_pipeline>
+                        <input type="hidden" name="pipeline_id" value=pipeline_id/>
+                        <button type="submit" class="btn primary" title="Cancel every unfinished job; running jobs clean up first">"Cancel"</button>
+                    </ActionForm>
+                </Show>
+                <Show when=move || may_abort(role, status.get())>
+                    <ActionForm action=abort_pipeline>
+                        <input type="hidden" name="pipeline_id" value=pipeline_id/>
+                        <button type="submit" class="btn secondary" onclick=ABORT_CONFIRM title="Kill every unfinished job now">"Abort"</button>
+                    </ActionForm>
+                </Show>
+            </div>
+            {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
+            <div class="stages">
+                <For
+                    each=stages
+                    key=|(stage, ids)| (stage.clone(), ids.len())
+                    children=move |(stage, ids)| view! {
+                        <section class="stage">
+                            <h2>{stage}</h2>
+                            <ul class="jobs">
+                                {ids.into_iter().map(|id| view! {
+                                    <JobRow id=id jobs=jobs role=role cancel=cancel_job abort=abort_job/>
+                                }).collect_view()}
+                            </ul>
+                        </section>
+                    }
+                />
+            </div>
+        </main>
+    }
+}
+
+#[component]
+fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<CancelJob>, abort: ServerAction<AbortJob>) -> impl IntoView {
+    let job = move || jobs.with(|l| l.iter().find(|j| j.id == id).cloned());
+    let status = Signal::derive(move || job().map(|j| j.status).unwrap_or(Status::Created));
+    let name = jobs.with_untracked(|l| l.iter().find(|j| j.id == id).map(|j| j.name.clone())).unwrap_or_default();
+    let label = name.clone();
+    view! {
+        <li class="job" data-job-id=id data-job-name=name.clone()>
+            <a class="job-name" href=format!("/jobs/{id}")>{label}</a>
+            <StatusBadge status=status/>
+            <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
+        </li>
+    }
+}
+
+/// Cancel (primary) and Abort (secondary, confirmed) for one job.
+#[component]
+pub fn JobButtons(id: i64, status: Signal<Status>, role: Role, cancel: ServerAction<CancelJob>, abort: ServerAction<AbortJob>) -> impl IntoView {
+    view! {
+        <span class="buttons">
+            <Show when=move || may_cancel(role, status.get())>
+                <ActionForm action=cancel>
+                    <input type="hidden" name="job_id" value=id/>
+                    <button type="submit" class="btn primary" title="Stop the script and let after_script clean up">"Cancel"</button>
+                </ActionForm>
+            </Show>
+            <Show when=move || may_abort(role, status.get())>
+                <ActionForm action=abort>
+                    <input type="hidden" name="job_id" value=id/>
+                    <button type="submit" class="btn secondary" onclick=ABORT_CONFIRM title="Kill every process now; no after_script">"Abort"</button>
+                </ActionForm>
+            </Show>
+        </span>
+    }
+}

@@ -1,0 +1,130 @@
+//! `/` (recent pipelines of all projects) and `/projects/{id}` (one project's pipelines,
+//! with a form to run a new one). Rows update live from the event websocket.
+
+use leptos::either::Either;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_params_map;
+use usher_core::api::{EventFrame, Pipeline};
+use usher_core::roles::Action;
+
+use crate::components::{short_time, ErrorBox, Header, LiveDot, StatusBadge};
+use crate::live::follow_events;
+use crate::server::{list_pipelines, PipelineListData, RunPipeline};
+
+#[component]
+pub fn RecentPipelinesPage() -> impl IntoView {
+    let data = Resource::new(|| (), |_| list_pipelines(None));
+    view! {
+        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => Either::Left(view! { <PipelineList data=d/> }),
+                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+pub fn ProjectPage() -> impl IntoView {
+    let params = use_params_map();
+    let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
+    let data = Resource::new(id, |id| list_pipelines(Some(id)));
+    view! {
+        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => Either::Left(view! { <PipelineList data=d/> }),
+                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn PipelineList(data: PipelineListData) -> impl IntoView {
+    let PipelineListData { viewer, project, pipelines } = data;
+    let project_id = project.as_ref().map(|p| p.id);
+    let rows = RwSignal::new(pipelines);
+    let connected = RwSignal::new(false);
+    let reload = move || {
+        spawn_local(async move {
+            if let Ok(fresh) = list_pipelines(project_id).await {
+                rows.set(fresh.pipelines);
+            }
+        })
+    };
+    let query = project_id.map(|p| format!("project_id={p}")).unwrap_or_default();
+    follow_events(query, connected, reload, move |frame| {
+        if let EventFrame::Pipeline { pipeline } = frame {
+            let known = rows.with_untracked(|r| r.iter().any(|(p, _)| p.id == pipeline.id));
+            if known {
+                rows.update(|r| {
+                    if let Some((p, _)) = r.iter_mut().find(|(p, _)| p.id == pipeline.id) {
+                        *p = pipeline;
+                    }
+                });
+            } else {
+                reload();
+            }
+        }
+    });
+    let run = ServerAction::<RunPipeline>::new();
+    Effect::new(move |_| {
+        if let Some(Ok(_)) = run.value().get() {
+            reload();
+        }
+    });
+    let may_run = viewer.role.may(Action::CreatePipeline);
+    let title = project.as_ref().map(|p| p.name.clone()).unwrap_or_else(|| "Recent pipelines".to_string());
+    view! {
+        <Header viewer=viewer/>
+        <main class="page">
+            <div class="title-row">
+                <h1>{title}</h1>
+                <LiveDot connected=connected/>
+            </div>
+            {match project_id {
+                Some(pid) if may_run => Either::Left(view! {
+                    <ActionForm action=run>
+                        <input type="hidden" name="project_id" value=pid/>
+                        <label>"Ref " <input type="text" name="git_ref" value="main"/></label>
+                        <button type="submit" class="btn primary">"Run pipeline"</button>
+                    </ActionForm>
+                }),
+                _ => Either::Right(()),
+            }}
+            <table class="pipelines">
+                <thead><tr><th>"Pipeline"</th><th>"Project"</th><th>"Ref"</th><th>"Status"</th><th>"Created"</th><th>"By"</th></tr></thead>
+                <tbody>
+                    <For
+                        each=move || rows.get()
+                        key=|(p, _)| (p.id, p.status)
+                        children=|(pipeline, project_name)| view! { <PipelineRow pipeline=pipeline project_name=project_name/> }
+                    />
+                </tbody>
+            </table>
+            <Show when=move || rows.with(|r| r.is_empty())>
+                <p class="empty">"No pipelines yet."</p>
+            </Show>
+        </main>
+    }
+}
+
+#[component]
+fn PipelineRow(pipeline: Pipeline, project_name: String) -> impl IntoView {
+    let status = pipeline.status;
+    view! {
+        <tr class="pipeline" data-pipeline-id=pipeline.id>
+            <td><a href=format!("/pipelines/{}", pipeline.id)>"#" {pipeline.id}</a></td>
+            <td><a href=format!("/projects/{}", pipeline.project_id)>{project_name}</a></td>
+            <td>{pipeline.git_ref.clone()}</td>
+            <td><StatusBadge status=Signal::stored(status)/></td>
+            <td>{short_time(&pipeline.created_at)}</td>
+            <td>{pipeline.triggered_by.clone()}</td>
+        </tr>
+    }
+}

@@ -1,0 +1,146 @@
+//! Server functions: each resolves the signed-in user from the session cookie, calls one
+//! engine method, and maps the error. No rule lives here.
+
+use leptos::prelude::*;
+use serde::{Deserialize, Serialize};
+use usher_core::api::{Job, Pipeline, Project, TimelineEvent};
+use usher_core::roles::Role;
+
+/// The signed-in user, for deciding what to show.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Viewer {
+    pub name: String,
+    pub role: Role,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelineListData {
+    pub viewer: Viewer,
+    pub project: Option<Project>,
+    /// Each pipeline with its project's name.
+    pub pipelines: Vec<(Pipeline, String)>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct PipelinePageData {
+    pub viewer: Viewer,
+    pub project_name: String,
+    /// With its jobs.
+    pub pipeline: Pipeline,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobPageData {
+    pub viewer: Viewer,
+    pub job: Job,
+    pub timeline: Vec<TimelineEvent>,
+    pub log: String,
+}
+
+#[cfg(feature = "ssr")]
+mod ssr {
+    use leptos::prelude::*;
+    use usher_engine::{Actor, Engine, EngineError};
+
+    pub fn engine() -> Result<Engine, ServerFnError> {
+        use_context::<Engine>().ok_or_else(|| ServerFnError::new("the engine is not available"))
+    }
+
+    pub fn fail(e: EngineError) -> ServerFnError {
+        ServerFnError::new(e.to_string())
+    }
+
+    /// The user of the session cookie of the current request.
+    pub async fn actor() -> Result<(Engine, Actor), ServerFnError> {
+        let engine = engine()?;
+        let parts = use_context::<http::request::Parts>().ok_or_else(|| ServerFnError::new("no request"))?;
+        let session = usher_engine::auth::cookie_value(
+            parts.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()),
+            usher_engine::auth::SESSION_COOKIE,
+        )
+        .ok_or_else(|| fail(EngineError::Unauthorized))?;
+        let actor = engine.authenticate_session(&session).await.map_err(fail)?;
+        Ok((engine, actor))
+    }
+
+    pub fn viewer(actor: &Actor) -> super::Viewer {
+        super::Viewer { name: actor.name.clone(), role: actor.role }
+    }
+}
+
+#[server(prefix = "/ui")]
+pub async fn list_pipelines(project_id: Option<i64>) -> Result<PipelineListData, ServerFnError> {
+    use usher_engine::service::PipelineQuery;
+    let (engine, actor) = ssr::actor().await?;
+    let projects = engine.list_projects(&actor).await.map_err(ssr::fail)?;
+    let query = PipelineQuery { git_ref: None, status: None, page: 1, per_page: 50 };
+    let pipelines = engine.list_pipelines(&actor, project_id, query).await.map_err(ssr::fail)?;
+    let name_of = |id: i64| projects.iter().find(|p| p.id == id).map(|p| p.name.clone()).unwrap_or_default();
+    Ok(PipelineListData {
+        viewer: ssr::viewer(&actor),
+        project: project_id.and_then(|id| projects.iter().find(|p| p.id == id).cloned()),
+        pipelines: pipelines.into_iter().map(|p| (name_of(p.project_id), p)).map(|(n, p)| (p, n)).collect(),
+    })
+}
+
+#[server(prefix = "/ui")]
+pub async fn pipeline_page(id: i64) -> Result<PipelinePageData, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let pipeline = engine.get_pipeline(&actor, id).await.map_err(ssr::fail)?;
+    let project = engine.get_project(&actor, pipeline.project_id).await.map_err(ssr::fail)?;
+    Ok(PipelinePageData { viewer: ssr::viewer(&actor), project_name: project.name, pipeline })
+}
+
+#[server(prefix = "/ui")]
+pub async fn job_page(id: i64) -> Result<JobPageData, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let job = engine.get_job(&actor, id).await.map_err(ssr::fail)?;
+    let timeline = engine.job_timeline(&actor, id).await.map_err(ssr::fail)?;
+    let (log, _) = engine.job_log(&actor, id, 0).await.map_err(ssr::fail)?;
+    Ok(JobPageData { viewer: ssr::viewer(&actor), job, timeline, log })
+}
+
+/// The log from byte `offset`, and whether it is complete.
+#[server(prefix = "/ui")]
+pub async fn job_log_since(id: i64, offset: u64) -> Result<(String, bool), ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.job_log(&actor, id, offset).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn job_timeline(id: i64) -> Result<Vec<TimelineEvent>, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.job_timeline(&actor, id).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn cancel_job(job_id: i64) -> Result<Job, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.cancel_job(&actor, job_id).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn abort_job(job_id: i64) -> Result<Job, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.abort_job(&actor, job_id).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn cancel_pipeline(pipeline_id: i64) -> Result<Pipeline, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.cancel_pipeline(&actor, pipeline_id).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn abort_pipeline(pipeline_id: i64) -> Result<Pipeline, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.abort_pipeline(&actor, pipeline_id).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn run_pipeline(project_id: i64, git_ref: String) -> Result<Pipeline, ServerFnError> {
+    use usher_core::api::CreatePipeline;
+    let (engine, actor) = ssr::actor().await?;
+    let git_ref = if git_ref.trim().is_empty() { "main".to_string() } else { git_ref };
+    engine.create_pipeline(&actor, project_id, CreatePipeline { git_ref, ci_config: None }).await.map_err(ssr::fail)
+}
