@@ -28,7 +28,11 @@ impl Style {
     }
 
     fn apply(&mut self, params: &str) {
-        let codes: Vec<u32> = if params.is_empty() { vec![0] } else { params.split(';').filter_map(|p| p.parse().ok()).collect() };
+        let codes: Vec<u32> = if params.is_empty() {
+            vec![0]
+        } else {
+            params.split(';').filter_map(|p| p.parse().ok()).collect()
+        };
         for code in codes {
             match code {
                 0 => *self = Style::default(),
@@ -50,7 +54,10 @@ pub fn parse(log: &str) -> Vec<Run> {
     let mut chars = log.chars().peekable();
     let flush = |text: &mut String, style: Style, runs: &mut Vec<Run>| {
         if !text.is_empty() {
-            runs.push(Run { text: std::mem::take(text), class: style.class() });
+            runs.push(Run {
+                text: std::mem::take(text),
+                class: style.class(),
+            });
         }
     };
     while let Some(c) = chars.next() {
@@ -91,9 +98,18 @@ mod tests {
         assert_eq!(
             runs,
             vec![
-                Run { text: "a".into(), class: "".into() },
-                Run { text: "green <b>".into(), class: "ansi-fg-2 ansi-bold".into() },
-                Run { text: "z".into(), class: "".into() },
+                Run {
+                    text: "a".into(),
+                    class: "".into()
+                },
+                Run {
+                    text: "green <b>".into(),
+                    class: "ansi-fg-2 ansi-bold".into()
+                },
+                Run {
+                    text: "z".into(),
+                    class: "".into()
+                },
             ]
         );
     }

@@ -14,9 +14,9 @@ pub mod pages;
 pub mod server;
 
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::path;
+use leptos_router::{SsrMode, path};
 
 /// The HTML document around the app (server side).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -47,10 +47,12 @@ pub fn App() -> impl IntoView {
         <Router>
             <Routes fallback=|| view! { <main class="page"><p>"Page not found."</p></main> }>
                 <Route path=path!("/login") view=pages::login::LoginPage/>
-                <Route path=path!("/") view=pages::pipelines::RecentPipelinesPage/>
-                <Route path=path!("/projects/:id") view=pages::pipelines::ProjectPage/>
-                <Route path=path!("/pipelines/:id") view=pages::pipeline::PipelinePage/>
-                <Route path=path!("/jobs/:id") view=pages::job::JobPage/>
+                // Async: the whole page is rendered before it is sent, so it is complete
+                // (and its forms usable) before or without hydration.
+                <Route path=path!("/") view=pages::pipelines::RecentPipelinesPage ssr=SsrMode::Async/>
+                <Route path=path!("/projects/:id") view=pages::pipelines::ProjectPage ssr=SsrMode::Async/>
+                <Route path=path!("/pipelines/:id") view=pages::pipeline::PipelinePage ssr=SsrMode::Async/>
+                <Route path=path!("/jobs/:id") view=pages::job::JobPage ssr=SsrMode::Async/>
             </Routes>
         </Router>
     }

@@ -8,18 +8,17 @@ use usher_core::api::EventFrame;
 
 /// Follows `/api/v1/events?{query}`. `connected` tells whether the socket is open;
 /// `on_open` runs on each connect; `on_frame` for every frame.
-pub fn follow_events(
-    query: String,
-    connected: RwSignal<bool>,
-    on_open: impl Fn() + 'static,
-    on_frame: impl Fn(EventFrame) + 'static,
-) {
+pub fn follow_events(query: String, connected: RwSignal<bool>, on_open: impl Fn() + 'static, on_frame: impl Fn(EventFrame) + 'static) {
     #[cfg(feature = "hydrate")]
     {
-        use wasm_bindgen::closure::Closure;
         use wasm_bindgen::JsCast;
+        use wasm_bindgen::closure::Closure;
         let location = window().location();
-        let scheme = if location.protocol().map(|p| p == "https:").unwrap_or(false) { "wss" } else { "ws" };
+        let scheme = if location.protocol().map(|p| p == "https:").unwrap_or(false) {
+            "wss"
+        } else {
+            "ws"
+        };
         let host = location.host().unwrap_or_default();
         let Ok(ws) = web_sys::WebSocket::new(&format!("{scheme}://{host}/api/v1/events?{query}")) else {
             return;

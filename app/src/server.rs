@@ -64,7 +64,10 @@ mod ssr {
     }
 
     pub fn viewer(actor: &Actor) -> super::Viewer {
-        super::Viewer { name: actor.name.clone(), role: actor.role }
+        super::Viewer {
+            name: actor.name.clone(),
+            role: actor.role,
+        }
     }
 }
 
@@ -73,13 +76,22 @@ pub async fn list_pipelines(project_id: Option<i64>) -> Result<PipelineListData,
     use usher_engine::service::PipelineQuery;
     let (engine, actor) = ssr::actor().await?;
     let projects = engine.list_projects(&actor).await.map_err(ssr::fail)?;
-    let query = PipelineQuery { git_ref: None, status: None, page: 1, per_page: 50 };
+    let query = PipelineQuery {
+        git_ref: None,
+        status: None,
+        page: 1,
+        per_page: 50,
+    };
     let pipelines = engine.list_pipelines(&actor, project_id, query).await.map_err(ssr::fail)?;
     let name_of = |id: i64| projects.iter().find(|p| p.id == id).map(|p| p.name.clone()).unwrap_or_default();
     Ok(PipelineListData {
         viewer: ssr::viewer(&actor),
         project: project_id.and_then(|id| projects.iter().find(|p| p.id == id).cloned()),
-        pipelines: pipelines.into_iter().map(|p| (name_of(p.project_id), p)).map(|(n, p)| (p, n)).collect(),
+        pipelines: pipelines
+            .into_iter()
+            .map(|p| (name_of(p.project_id), p))
+            .map(|(n, p)| (p, n))
+            .collect(),
     })
 }
 
@@ -88,7 +100,11 @@ pub async fn pipeline_page(id: i64) -> Result<PipelinePageData, ServerFnError> {
     let (engine, actor) = ssr::actor().await?;
     let pipeline = engine.get_pipeline(&actor, id).await.map_err(ssr::fail)?;
     let project = engine.get_project(&actor, pipeline.project_id).await.map_err(ssr::fail)?;
-    Ok(PipelinePageData { viewer: ssr::viewer(&actor), project_name: project.name, pipeline })
+    Ok(PipelinePageData {
+        viewer: ssr::viewer(&actor),
+        project_name: project.name,
+        pipeline,
+    })
 }
 
 #[server(prefix = "/ui")]
@@ -97,7 +113,12 @@ pub async fn job_page(id: i64) -> Result<JobPageData, ServerFnError> {
     let job = engine.get_job(&actor, id).await.map_err(ssr::fail)?;
     let timeline = engine.job_timeline(&actor, id).await.map_err(ssr::fail)?;
     let (log, _) = engine.job_log(&actor, id, 0).await.map_err(ssr::fail)?;
-    Ok(JobPageData { viewer: ssr::viewer(&actor), job, timeline, log })
+    Ok(JobPageData {
+        viewer: ssr::viewer(&actor),
+        job,
+        timeline,
+        log,
+    })
 }
 
 /// The log from byte `offset`, and whether it is complete.
@@ -142,5 +163,8 @@ pub async fn run_pipeline(project_id: i64, git_ref: String) -> Result<Pipeline, 
     use usher_core::api::CreatePipeline;
     let (engine, actor) = ssr::actor().await?;
     let git_ref = if git_ref.trim().is_empty() { "main".to_string() } else { git_ref };
-    engine.create_pipeline(&actor, project_id, CreatePipeline { git_ref, ci_config: None }).await.map_err(ssr::fail)
+    engine
+        .create_pipeline(&actor, project_id, CreatePipeline { git_ref, ci_config: None })
+        .await
+        .map_err(ssr::fail)
 }

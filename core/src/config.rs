@@ -147,10 +147,12 @@ mod parser {
                 One(String),
                 Many(Vec<String>),
             }
-            Ok(match OneOrMany::deserialize(d).map_err(|_| de::Error::custom("expected a string or a list of strings"))? {
-                OneOrMany::One(s) => Lines(vec![s]),
-                OneOrMany::Many(v) => Lines(v),
-            })
+            Ok(
+                match OneOrMany::deserialize(d).map_err(|_| de::Error::custom("expected a string or a list of strings"))? {
+                    OneOrMany::One(s) => Lines(vec![s]),
+                    OneOrMany::Many(v) => Lines(v),
+                },
+            )
         }
     }
 
@@ -285,20 +287,26 @@ mod parser {
 
     /// The line (1-based) where `key:` first starts a line at `indent` spaces, if any.
     fn line_of_key(source: &str, key: &str, indent: usize) -> Option<usize> {
-        source.lines().position(|l| {
-            let trimmed = l.trim_start_matches(' ');
-            l.len() - trimmed.len() == indent
-                && (trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(':'))
-                    || trimmed
-                        .strip_prefix(&format!("\"{key}\""))
-                        .or_else(|| trimmed.strip_prefix(&format!("'{key}'")))
-                        .is_some_and(|rest| rest.trim_start().starts_with(':')))
-        })
-        .map(|i| i + 1)
+        source
+            .lines()
+            .position(|l| {
+                let trimmed = l.trim_start_matches(' ');
+                l.len() - trimmed.len() == indent
+                    && (trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(':'))
+                        || trimmed
+                            .strip_prefix(&format!("\"{key}\""))
+                            .or_else(|| trimmed.strip_prefix(&format!("'{key}'")))
+                            .is_some_and(|rest| rest.trim_start().starts_with(':')))
+            })
+            .map(|i| i + 1)
     }
 
     fn job_error(source: &str, job: &str, key: &str, message: String) -> ConfigError {
-        ConfigError { line: line_of_key(source, job, 0).map(|l| line_of_field(source, l, key).unwrap_or(l)), key: Some(format!("{job}.{key}")), message }
+        ConfigError {
+            line: line_of_key(source, job, 0).map(|l| line_of_field(source, l, key).unwrap_or(l)),
+            key: Some(format!("{job}.{key}")),
+            message,
+        }
     }
 
     /// The line of `field:` inside the block that starts at line `block` (1-based).
@@ -308,19 +316,35 @@ mod parser {
             .enumerate()
             .skip(block)
             .take_while(|(_, l)| l.is_empty() || l.starts_with([' ', '\t', '#']))
-            .find(|(_, l)| l.trim_start().strip_prefix(field).is_some_and(|rest| rest.trim_start().starts_with(':')))
+            .find(|(_, l)| {
+                l.trim_start()
+                    .strip_prefix(field)
+                    .is_some_and(|rest| rest.trim_start().starts_with(':'))
+            })
             .map(|(i, _)| i + 1)
     }
 
     /// Seconds of a job's (or the default's) duration key, with a fallback.
-    fn seconds(source: &str, job: &str, key: &str, own: Option<Duration>, dflt: &Option<Duration>, fallback: u64) -> Result<u64, ConfigError> {
+    fn seconds(
+        source: &str,
+        job: &str,
+        key: &str,
+        own: Option<Duration>,
+        dflt: &Option<Duration>,
+        fallback: u64,
+    ) -> Result<u64, ConfigError> {
         let (owner, value) = match (own, dflt) {
             (Some(d), _) => (job, d),
             (None, Some(d)) => ("default", d.clone()),
             (None, None) => return Ok(fallback),
         };
         parse_duration(&value.0).ok_or_else(|| {
-            job_error(source, owner, key, format!("\"{}\" is not a duration (write 90s, 10m, 1h 30m, or seconds)", value.0))
+            job_error(
+                source,
+                owner,
+                key,
+                format!("\"{}\" is not a duration (write 90s, 10m, 1h 30m, or seconds)", value.0),
+            )
         })
     }
 
@@ -359,9 +383,7 @@ mod parser {
             .and_then(|w| w.auto_cancel)
             .and_then(|a| a.on_new_commit)
             .unwrap_or_default();
-        let stages = raw
-            .stages
-            .unwrap_or_else(|| DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
+        let stages = raw.stages.unwrap_or_else(|| DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
         let variables = raw.variables.map(|v| v.0).unwrap_or_default();
         let default = raw.default.unwrap_or_default();
 
@@ -396,12 +418,15 @@ mod parser {
             let artifacts = job
                 .artifacts
                 .or_else(|| {
-                    default
-                        .artifacts
-                        .as_ref()
-                        .map(|a| RawArtifacts { paths: a.paths.clone(), when: a.when })
+                    default.artifacts.as_ref().map(|a| RawArtifacts {
+                        paths: a.paths.clone(),
+                        when: a.when,
+                    })
                 })
-                .map(|a| ArtifactsConfig { paths: a.paths, when: a.when });
+                .map(|a| ArtifactsConfig {
+                    paths: a.paths,
+                    when: a.when,
+                });
             jobs.push(JobConfig {
                 before_script: pick_lines(job.before_script, &default.before_script),
                 after_script: pick_lines(job.after_script, &default.after_script),
@@ -411,7 +436,14 @@ mod parser {
                 variables: job_vars,
                 timeout_secs: seconds(source, &name, "timeout", job.timeout, &default.timeout, DEFAULT_TIMEOUT_SECS)?,
                 interruptible: job.interruptible.or(default.interruptible).unwrap_or(false),
-                cancel_grace_secs: seconds(source, &name, "cancel_grace", job.cancel_grace, &default.cancel_grace, DEFAULT_CANCEL_GRACE_SECS)?,
+                cancel_grace_secs: seconds(
+                    source,
+                    &name,
+                    "cancel_grace",
+                    job.cancel_grace,
+                    &default.cancel_grace,
+                    DEFAULT_CANCEL_GRACE_SECS,
+                )?,
                 after_script_timeout_secs: seconds(
                     source,
                     &name,
@@ -425,10 +457,19 @@ mod parser {
             });
         }
         if jobs.is_empty() {
-            return Err(ConfigError { line: None, key: None, message: "the configuration defines no jobs".into() });
+            return Err(ConfigError {
+                line: None,
+                key: None,
+                message: "the configuration defines no jobs".into(),
+            });
         }
         validate_needs(source, &stages, &jobs)?;
-        Ok(CiConfig { auto_cancel, stages, variables, jobs })
+        Ok(CiConfig {
+            auto_cancel,
+            stages,
+            variables,
+            jobs,
+        })
     }
 
     fn validate_needs(source: &str, stages: &[String], jobs: &[JobConfig]) -> Result<(), ConfigError> {
@@ -437,7 +478,12 @@ mod parser {
         for job in jobs {
             for need in job.needs.iter().flatten() {
                 let Some(other) = index.get(need.as_str()) else {
-                    return Err(job_error(source, &job.name, "needs", format!("job `{}` needs `{need}`, which is not a job", job.name)));
+                    return Err(job_error(
+                        source,
+                        &job.name,
+                        "needs",
+                        format!("job `{}` needs `{need}`, which is not a job", job.name),
+                    ));
                 };
                 if stage_of(other) > stage_of(job) {
                     return Err(job_error(
@@ -477,7 +523,12 @@ mod parser {
         let mut done = HashSet::new();
         for job in jobs {
             if let Some(cycle) = visit(job.name.as_str(), &index, &mut done, &mut Vec::new()) {
-                return Err(job_error(source, &cycle[0], "needs", format!("`needs` forms a cycle: {}", cycle.join(" → "))));
+                return Err(job_error(
+                    source,
+                    &cycle[0],
+                    "needs",
+                    format!("`needs` forms a cycle: {}", cycle.join(" → ")),
+                ));
             }
         }
         Ok(())

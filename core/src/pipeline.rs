@@ -57,11 +57,7 @@ pub fn ready_decisions(jobs: &[JobNode<'_>]) -> Vec<(usize, JobEvent)> {
                 .filter(|j| needs.iter().any(|n| n == j.name))
                 .map(|j| j.status)
                 .collect(),
-            None => jobs
-                .iter()
-                .filter(|j| j.stage_index < job.stage_index)
-                .map(|j| j.status)
-                .collect(),
+            None => jobs.iter().filter(|j| j.stage_index < job.stage_index).map(|j| j.status).collect(),
         };
         if prerequisites.iter().all(|s| s.is_terminal()) {
             let event = if prerequisites.iter().all(|s| *s == Status::Success) {
@@ -104,7 +100,12 @@ mod tests {
     }
 
     fn node<'a>(name: &'a str, stage_index: usize, needs: Option<&'a [String]>, status: Status) -> JobNode<'a> {
-        JobNode { name, stage_index, needs, status }
+        JobNode {
+            name,
+            stage_index,
+            needs,
+            status,
+        }
     }
 
     #[test]

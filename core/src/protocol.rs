@@ -18,13 +18,26 @@ pub const PROTOCOL_VERSION: u32 = 1;
 pub enum RunnerMessage {
     /// First frame. `held_jobs`: jobs it is still working on (after a reconnect);
     /// `runner_id`: the id the server gave it before, to keep after a reconnect.
-    Hello { version: u32, name: String, concurrency: u32, held_jobs: Vec<i64>, runner_id: Option<i64> },
+    Hello {
+        version: u32,
+        name: String,
+        concurrency: u32,
+        held_jobs: Vec<i64>,
+        runner_id: Option<i64>,
+    },
     /// One more free slot: hand me a job when there is one.
     RequestJob,
     /// Log bytes of a job starting at byte `offset` (appended only if it is the current end).
-    Log { job_id: i64, offset: u64, data: String },
+    Log {
+        job_id: i64,
+        offset: u64,
+        data: String,
+    },
     /// The job is over on the runner side.
-    Finished { job_id: i64, report: JobReport },
+    Finished {
+        job_id: i64,
+        report: JobReport,
+    },
     Heartbeat,
 }
 
@@ -32,19 +45,40 @@ pub enum RunnerMessage {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerMessage {
-    Welcome { runner_id: i64, version: u32 },
-    Job { job: JobAssignment },
+    Welcome {
+        runner_id: i64,
+        version: u32,
+    },
+    Job {
+        job: JobAssignment,
+    },
     /// Graceful: stop the script (TERM, grace, KILL), run after_script, report.
-    Cancel { job_id: i64 },
+    Cancel {
+        job_id: i64,
+    },
     /// Kill every process of the job now; no after_script, nothing more to report.
-    Abort { job_id: i64 },
+    Abort {
+        job_id: i64,
+    },
     /// Answer to `Log`: the log's length on the server and the job's status.
-    LogAck { job_id: i64, log_length: u64, status: Status },
+    LogAck {
+        job_id: i64,
+        log_length: u64,
+        status: Status,
+    },
     /// Answer to `Finished`.
-    FinishedAck { job_id: i64, status: Status },
+    FinishedAck {
+        job_id: i64,
+        status: Status,
+    },
     /// Answer to `Hello` for each held job.
-    JobStatus { job_id: i64, status: Status },
-    Error { message: String },
+    JobStatus {
+        job_id: i64,
+        status: Status,
+    },
+    Error {
+        message: String,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,8 +1,8 @@
 //! Credentials: API, session and runner tokens (random, stored only as SHA-256 hashes,
 //! which is enough for 256-bit random secrets) and passwords (argon2id, memory-hard).
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use usher_core::roles::{Action, Role};

@@ -11,7 +11,11 @@ pub enum EngineError {
     #[error("authentication required: missing, unknown or revoked credentials")]
     Unauthorized,
     #[error("your role ({role}) may not {action}; it needs {needed} or higher")]
-    Forbidden { role: String, action: &'static str, needed: String },
+    Forbidden {
+        role: String,
+        action: &'static str,
+        needed: String,
+    },
     #[error("{0} not found")]
     NotFound(String),
     #[error("{0}")]

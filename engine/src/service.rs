@@ -8,14 +8,14 @@ use std::time::Duration;
 
 use usher_core::api::{CancelMode, CancelReason, CreatePipeline, CreateProject, Job, Pipeline, Project, TimelineEvent};
 use usher_core::config;
-use usher_core::pipeline::{ready_decisions, JobNode};
+use usher_core::pipeline::{JobNode, ready_decisions};
 use usher_core::protocol::{ArtifactsAssignment, JobAssignment, JobReport};
 use usher_core::roles::{Action, Role};
 use usher_core::status::{JobEvent, Status};
 
 use crate::auth::{hash_password, hash_token, new_token, verify_password};
 use crate::store::{JobConfigJson, NewJob, PipelineFilter, StoredSpec, TransitionCtx, Transitioned};
-use crate::{format_time, now, Actor, Bus, BusEvent, EngineError, Store};
+use crate::{Actor, Bus, BusEvent, EngineError, Store, format_time, now};
 
 /// Extra time past grace + after_script_timeout before the reaper gives up on a report.
 pub const CANCEL_DEADLINE_MARGIN_SECS: u64 = 30;
@@ -52,7 +52,13 @@ pub struct PipelineQuery {
 impl Engine {
     pub async fn open(database_url: &str) -> Result<Engine, EngineError> {
         let store = Store::connect(database_url).await?;
-        Ok(Engine { inner: Arc::new(Inner { store, bus: Bus::new(4096), publish_order: tokio::sync::Mutex::new(()) }) })
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                store,
+                bus: Bus::new(4096),
+                publish_order: tokio::sync::Mutex::new(()),
+            }),
+        })
     }
 
     pub fn bus(&self) -> &Bus {
@@ -75,13 +81,19 @@ impl Engine {
             return Ok(None);
         }
         let password = new_token("")[..24].to_string();
-        let user_id = self.store().create_user("admin", Role::Admin, Some(&hash_password(&password)?)).await?;
+        let user_id = self
+            .store()
+            .create_user("admin", Role::Admin, Some(&hash_password(&password)?))
+            .await?;
         let (token, generated) = match admin_token {
             Some(t) if !t.is_empty() => (t.to_string(), false),
             _ => (new_token("usher_"), true),
         };
         self.store().add_api_token(user_id, &hash_token(&token)).await?;
-        Ok(Some(BootstrapCredentials { password, token: generated.then_some(token) }))
+        Ok(Some(BootstrapCredentials {
+            password,
+            token: generated.then_some(token),
+        }))
     }
 
     /// `usher user add` (local administration: whoever can open the database).
@@ -113,11 +125,17 @@ impl Engine {
     }
 
     pub async fn authenticate_token(&self, token: &str) -> Result<Actor, EngineError> {
-        self.store().actor_by_token_hash(&hash_token(token)).await?.ok_or(EngineError::Unauthorized)
+        self.store()
+            .actor_by_token_hash(&hash_token(token))
+            .await?
+            .ok_or(EngineError::Unauthorized)
     }
 
     pub async fn authenticate_session(&self, session: &str) -> Result<Actor, EngineError> {
-        self.store().actor_by_session_hash(&hash_token(session)).await?.ok_or(EngineError::Unauthorized)
+        self.store()
+            .actor_by_session_hash(&hash_token(session))
+            .await?
+            .ok_or(EngineError::Unauthorized)
     }
 
     /// Checks a password and opens a browser session; returns the session secret.
@@ -162,13 +180,19 @@ impl Engine {
 
     pub async fn get_project(&self, actor: &Actor, id: i64) -> Result<Project, EngineError> {
         actor.require(Action::Read)?;
-        self.store().get_project(id).await?.ok_or_else(|| EngineError::NotFound(format!("project {id}")))
+        self.store()
+            .get_project(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("project {id}")))
     }
 
     pub async fn update_project(&self, actor: &Actor, id: i64, ci_config: &str) -> Result<Project, EngineError> {
         actor.require(Action::ManageProjects)?;
         config::parse(ci_config)?;
-        self.store().update_project_config(id, ci_config).await?.ok_or_else(|| EngineError::NotFound(format!("project {id}")))
+        self.store()
+            .update_project_config(id, ci_config)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("project {id}")))
     }
 
     // ---- pipelines ----
@@ -190,10 +214,16 @@ impl Engine {
                 stage_index: cfg.stages.iter().position(|s| *s == j.stage).unwrap_or(0) as i64,
                 needs: j.needs.clone(),
                 interruptible: j.interruptible,
-                spec: StoredSpec { job: JobConfigJson::from(j), pipeline_variables: cfg.variables.clone() },
+                spec: StoredSpec {
+                    job: JobConfigJson::from(j),
+                    pipeline_variables: cfg.variables.clone(),
+                },
             })
             .collect();
-        let id = self.store().create_pipeline(project_id, req.git_ref.trim(), &actor.name, &jobs).await?;
+        let id = self
+            .store()
+            .create_pipeline(project_id, req.git_ref.trim(), &actor.name, &jobs)
+            .await?;
         self.advance_pipeline(id).await?;
         self.pipeline_with_jobs(id).await
     }
@@ -222,7 +252,11 @@ impl Engine {
     }
 
     async fn pipeline_with_jobs(&self, id: i64) -> Result<Pipeline, EngineError> {
-        let mut p = self.store().get_pipeline(id).await?.ok_or_else(|| EngineError::NotFound(format!("pipeline {id}")))?;
+        let mut p = self
+            .store()
+            .get_pipeline(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("pipeline {id}")))?;
         p.jobs = Some(self.store().jobs_of_pipeline(id).await?);
         Ok(p)
     }
@@ -248,11 +282,18 @@ impl Engine {
                 pipeline.status
             )));
         }
-        let unfinished: Vec<Job> = pipeline.jobs.unwrap_or_default().into_iter().filter(|j| !j.status.is_terminal()).collect();
+        let unfinished: Vec<Job> = pipeline
+            .jobs
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| !j.status.is_terminal())
+            .collect();
         if unfinished.is_empty() {
             return self.pipeline_with_jobs(id).await;
         }
-        self.store().set_pipeline_cancel(id, mode, &actor.name, CancelReason::Pipeline).await?;
+        self.store()
+            .set_pipeline_cancel(id, mode, &actor.name, CancelReason::Pipeline)
+            .await?;
         // Later stages first, so waiting jobs end `canceled` rather than `skipped`.
         for job in unfinished.iter().rev() {
             let result = match mode {
@@ -272,7 +313,10 @@ impl Engine {
 
     pub async fn get_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
         actor.require(Action::Read)?;
-        self.store().get_job(id).await?.ok_or_else(|| EngineError::NotFound(format!("job {id}")))
+        self.store()
+            .get_job(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))
     }
 
     /// Graceful cancel: created/pending → canceled; running → canceling (runner told now).
@@ -287,13 +331,23 @@ impl Engine {
         self.stop_job(actor, id, JobEvent::Abort, CancelReason::User, None).await
     }
 
-    async fn stop_job(&self, actor: &Actor, id: i64, event: JobEvent, reason: CancelReason, detail: Option<String>) -> Result<Job, EngineError> {
+    async fn stop_job(
+        &self,
+        actor: &Actor,
+        id: i64,
+        event: JobEvent,
+        reason: CancelReason,
+        detail: Option<String>,
+    ) -> Result<Job, EngineError> {
         let (mode, deadline) = if event == JobEvent::Abort {
             (CancelMode::Abort, None)
         } else {
             let spec = self.store().job_spec(id).await?;
             let secs = spec.job.cancel_grace_secs + spec.job.after_script_timeout_secs + CANCEL_DEADLINE_MARGIN_SECS;
-            (CancelMode::Graceful, Some(format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))))
+            (
+                CancelMode::Graceful,
+                Some(format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))),
+            )
         };
         let ctx = TransitionCtx {
             actor: actor.name.clone(),
@@ -320,7 +374,10 @@ impl Engine {
 
     /// The runner token's id, or 401.
     pub async fn authenticate_runner(&self, token: &str) -> Result<i64, EngineError> {
-        self.store().runner_token_id(&hash_token(token)).await?.ok_or(EngineError::Unauthorized)
+        self.store()
+            .runner_token_id(&hash_token(token))
+            .await?
+            .ok_or(EngineError::Unauthorized)
     }
 
     /// Registers a connecting runner; a runner reconnecting with its previous id (and
@@ -335,14 +392,25 @@ impl Engine {
     }
 
     pub async fn job_status(&self, job_id: i64) -> Result<Status, EngineError> {
-        Ok(self.store().get_job(job_id).await?.ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?.status)
+        Ok(self
+            .store()
+            .get_job(job_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?
+            .status)
     }
 
     /// Hands the oldest pending job to this runner, if there is one.
     pub async fn claim_job(&self, runner_id: i64) -> Result<Option<JobAssignment>, EngineError> {
         loop {
-            let Some(job_id) = self.store().oldest_pending_job().await? else { return Ok(None) };
-            let ctx = TransitionCtx { actor: format!("runner:{runner_id}"), runner_id: Some(runner_id), ..Default::default() };
+            let Some(job_id) = self.store().oldest_pending_job().await? else {
+                return Ok(None);
+            };
+            let ctx = TransitionCtx {
+                actor: format!("runner:{runner_id}"),
+                runner_id: Some(runner_id),
+                ..Default::default()
+            };
             match self.apply(job_id, JobEvent::Start, ctx).await {
                 Ok(t) if t.changed => return Ok(Some(self.assignment(&t.job).await?)),
                 // Taken or cancelled meanwhile: try the next one.
@@ -354,8 +422,16 @@ impl Engine {
 
     async fn assignment(&self, job: &Job) -> Result<JobAssignment, EngineError> {
         let spec = self.store().job_spec(job.id).await?;
-        let pipeline = self.store().get_pipeline(job.pipeline_id).await?.ok_or_else(|| EngineError::NotFound("pipeline".into()))?;
-        let project = self.store().get_project(job.project_id).await?.ok_or_else(|| EngineError::NotFound("project".into()))?;
+        let pipeline = self
+            .store()
+            .get_pipeline(job.pipeline_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound("pipeline".into()))?;
+        let project = self
+            .store()
+            .get_project(job.project_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound("project".into()))?;
         let mut variables = vec![
             ("CI".to_string(), "true".to_string()),
             ("CI_JOB_ID".to_string(), job.id.to_string()),
@@ -398,7 +474,11 @@ impl Engine {
             actor: format!("runner:{runner_id}"),
             runner_id: Some(runner_id),
             exit_code: report.exit_code,
-            failure_reason: if ok { None } else { Some(report.failure_reason.clone().unwrap_or_else(|| "script_failure".into())) },
+            failure_reason: if ok {
+                None
+            } else {
+                Some(report.failure_reason.clone().unwrap_or_else(|| "script_failure".into()))
+            },
             after_script: report.after_script.clone(),
             detail: report.after_script.as_ref().map(|a| {
                 format!(
@@ -429,8 +509,13 @@ impl Engine {
 
     /// Ends `canceling` jobs whose deadline passed without a report. Returns how many.
     pub async fn reap_overdue_cancels(&self) -> Result<usize, EngineError> {
+        self.reap_overdue_cancels_as_of(&now()).await
+    }
+
+    /// The reaper's pass as if the time were `as_of` (RFC 3339), for tests that cannot wait.
+    pub async fn reap_overdue_cancels_as_of(&self, as_of: &str) -> Result<usize, EngineError> {
         let mut reaped = 0;
-        for id in self.store().overdue_canceling_jobs(&now()).await? {
+        for id in self.store().overdue_canceling_jobs(as_of).await? {
             let ctx = TransitionCtx {
                 actor: "system".into(),
                 cancel: Some((CancelMode::Graceful, CancelReason::CancelTimeout)),
@@ -486,14 +571,22 @@ impl Engine {
             let rows = self.store().job_nodes(pipeline_id).await?;
             let nodes: Vec<JobNode<'_>> = rows
                 .iter()
-                .map(|r| JobNode { name: &r.name, stage_index: r.stage_index, needs: r.needs.as_deref(), status: r.status })
+                .map(|r| JobNode {
+                    name: &r.name,
+                    stage_index: r.stage_index,
+                    needs: r.needs.as_deref(),
+                    status: r.status,
+                })
                 .collect();
             let decisions = ready_decisions(&nodes);
             if decisions.is_empty() {
                 return Ok(());
             }
             for (index, event) in decisions {
-                let ctx = TransitionCtx { actor: "system".into(), ..Default::default() };
+                let ctx = TransitionCtx {
+                    actor: "system".into(),
+                    ..Default::default()
+                };
                 let _order = self.inner.publish_order.lock().await;
                 match self.store().transition_job(rows[index].id, event, &ctx).await {
                     Ok(t) if t.changed => {

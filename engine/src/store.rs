@@ -12,9 +12,9 @@ use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, J
 use usher_core::config::JobConfig;
 use usher_core::pipeline::derive_status;
 use usher_core::roles::Role;
-use usher_core::status::{next, JobEvent, Outcome, Status};
+use usher_core::status::{JobEvent, Outcome, Status, next};
 
-use crate::{now, Actor, EngineError};
+use crate::{Actor, EngineError, now};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -130,7 +130,9 @@ fn bad_status(text: &str) -> EngineError {
 
 fn cancel_info(row: &AnyRow) -> Result<Option<CancelInfo>, sqlx::Error> {
     let mode: Option<String> = row.try_get("cancel_mode")?;
-    let Some(mode) = mode.and_then(|m| CancelMode::parse(&m)) else { return Ok(None) };
+    let Some(mode) = mode.and_then(|m| CancelMode::parse(&m)) else {
+        return Ok(None);
+    };
     Ok(Some(CancelInfo {
         mode,
         requested_by: row.try_get::<Option<String>, _>("cancel_by")?.unwrap_or_default(),
@@ -209,7 +211,11 @@ impl Store {
     /// Connects and migrates. `sqlite://…` or `postgres://…`.
     pub async fn connect(url: &str) -> Result<Store, EngineError> {
         sqlx::any::install_default_drivers();
-        let backend = if url.starts_with("postgres") { Backend::Postgres } else { Backend::Sqlite };
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
         let pool = match backend {
             // SQLite has one writer; one connection serialises every transaction, so a
             // compare-and-set never meets SQLITE_BUSY and commit order is publish order.
@@ -238,7 +244,10 @@ impl Store {
     // ---- users and credentials ----
 
     pub async fn count_users(&self) -> Result<i64, EngineError> {
-        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users").fetch_one(&self.pool).await?.try_get("n")?)
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
     }
 
     pub async fn create_user(&self, name: &str, role: Role, password_hash: Option<&str>) -> Result<i64, EngineError> {
@@ -260,7 +269,10 @@ impl Store {
 
     /// (user id, password hash) of a user.
     pub async fn user_credentials(&self, name: &str) -> Result<Option<(i64, Option<String>)>, EngineError> {
-        let row = sqlx::query("SELECT id, password_hash FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT id, password_hash FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(match row {
             Some(r) => Some((r.try_get("id")?, r.try_get("password_hash")?)),
             None => None,
@@ -268,7 +280,10 @@ impl Store {
     }
 
     pub async fn user_id_by_name(&self, name: &str) -> Result<Option<i64>, EngineError> {
-        let row = sqlx::query("SELECT id FROM users WHERE name = $1").bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT id FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
 
@@ -317,7 +332,10 @@ impl Store {
     }
 
     pub async fn delete_session(&self, token_hash: &str) -> Result<(), EngineError> {
-        sqlx::query("DELETE FROM sessions WHERE token_hash = $1").bind(token_hash).execute(&self.pool).await?;
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
         Ok(())
     }
 
@@ -363,28 +381,34 @@ impl Store {
     // ---- projects ----
 
     pub async fn create_project(&self, name: &str, ci_config: &str) -> Result<Project, EngineError> {
-        let row = sqlx::query("INSERT INTO projects (name, ci_config, created_at) VALUES ($1, $2, $3) RETURNING id, name, ci_config, created_at")
-            .bind(name)
-            .bind(ci_config)
-            .bind(now())
-            .fetch_one(&self.pool)
-            .await
-            .map_err(|e| match e {
-                sqlx::Error::Database(d) if d.is_unique_violation() => {
-                    EngineError::Conflict(format!("a project named `{name}` already exists"))
-                }
-                e => e.into(),
-            })?;
+        let row =
+            sqlx::query("INSERT INTO projects (name, ci_config, created_at) VALUES ($1, $2, $3) RETURNING id, name, ci_config, created_at")
+                .bind(name)
+                .bind(ci_config)
+                .bind(now())
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| match e {
+                    sqlx::Error::Database(d) if d.is_unique_violation() => {
+                        EngineError::Conflict(format!("a project named `{name}` already exists"))
+                    }
+                    e => e.into(),
+                })?;
         project_from_row(&row)
     }
 
     pub async fn list_projects(&self) -> Result<Vec<Project>, EngineError> {
-        let rows = sqlx::query("SELECT id, name, ci_config, created_at FROM projects ORDER BY id").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT id, name, ci_config, created_at FROM projects ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(project_from_row).collect()
     }
 
     pub async fn get_project(&self, id: i64) -> Result<Option<Project>, EngineError> {
-        let row = sqlx::query("SELECT id, name, ci_config, created_at FROM projects WHERE id = $1").bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query("SELECT id, name, ci_config, created_at FROM projects WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(project_from_row).transpose()
     }
 
@@ -472,10 +496,12 @@ impl Store {
     }
 
     pub async fn jobs_of_pipeline(&self, pipeline_id: i64) -> Result<Vec<Job>, EngineError> {
-        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id"))
-            .bind(pipeline_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id"
+        ))
+        .bind(pipeline_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter().map(job_from_row).collect()
     }
 
@@ -515,12 +541,18 @@ impl Store {
     // ---- jobs ----
 
     pub async fn get_job(&self, id: i64) -> Result<Option<Job>, EngineError> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {
-        let row = sqlx::query("SELECT spec FROM jobs WHERE id = $1").bind(id).fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT spec FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_one(&self.pool)
+            .await?;
         let spec: String = row.try_get("spec")?;
         serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))
     }
@@ -549,6 +581,14 @@ impl Store {
     pub async fn transition_job(&self, job_id: i64, event: JobEvent, ctx: &TransitionCtx) -> Result<Transitioned, EngineError> {
         loop {
             let mut tx = self.pool.begin().await?;
+            if self.backend == Backend::Postgres {
+                // Transitions of one pipeline take turns, so each re-derivation of the
+                // pipeline status sees every job change committed before it.
+                sqlx::query("SELECT p.id FROM pipelines p JOIN jobs j ON j.pipeline_id = p.id WHERE j.id = $1 FOR UPDATE OF p")
+                    .bind(job_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+            }
             let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
                 .bind(job_id)
                 .fetch_optional(&mut *tx)
@@ -562,7 +602,12 @@ impl Store {
             let to = match next(current.status, event)? {
                 Outcome::Unchanged => {
                     tx.commit().await?;
-                    return Ok(Transitioned { from: current.status, job: current, changed: false, pipeline: None });
+                    return Ok(Transitioned {
+                        from: current.status,
+                        job: current,
+                        changed: false,
+                        pipeline: None,
+                    });
                 }
                 Outcome::Move(to) => to,
             };
@@ -626,10 +671,18 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             let pipeline = self.rederive_pipeline(&mut tx, current.pipeline_id, &t).await?;
-            let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")).bind(job_id).fetch_one(&mut *tx).await?;
+            let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+                .bind(job_id)
+                .fetch_one(&mut *tx)
+                .await?;
             let job = job_from_row(&row)?;
             tx.commit().await?;
-            return Ok(Transitioned { job, from: current.status, changed: true, pipeline });
+            return Ok(Transitioned {
+                job,
+                from: current.status,
+                changed: true,
+                pipeline,
+            });
         }
     }
 
@@ -640,7 +693,10 @@ impl Store {
         pipeline_id: i64,
         t: &str,
     ) -> Result<Option<Pipeline>, EngineError> {
-        let rows = sqlx::query("SELECT status FROM jobs WHERE pipeline_id = $1").bind(pipeline_id).fetch_all(&mut **tx).await?;
+        let rows = sqlx::query("SELECT status FROM jobs WHERE pipeline_id = $1")
+            .bind(pipeline_id)
+            .fetch_all(&mut **tx)
+            .await?;
         let statuses: Vec<Status> = rows
             .iter()
             .map(|r| {
@@ -649,12 +705,17 @@ impl Store {
             })
             .collect::<Result<_, EngineError>>()?;
         let derived = derive_status(statuses.iter().copied());
-        let row = sqlx::query(&format!("SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE id = $1")).bind(pipeline_id).fetch_one(&mut **tx).await?;
+        let row = sqlx::query(&format!("SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE id = $1"))
+            .bind(pipeline_id)
+            .fetch_one(&mut **tx)
+            .await?;
         let mut pipeline = pipeline_from_row(&row)?;
         if pipeline.status == derived {
             return Ok(None);
         }
-        let started = statuses.iter().any(|s| *s != Status::Created && *s != Status::Pending && *s != Status::Skipped);
+        let started = statuses
+            .iter()
+            .any(|s| *s != Status::Created && *s != Status::Pending && *s != Status::Skipped);
         if started && pipeline.started_at.is_none() {
             pipeline.started_at = Some(t.to_string());
         }
@@ -671,10 +732,11 @@ impl Store {
     }
 
     pub async fn timeline(&self, job_id: i64) -> Result<Vec<TimelineEvent>, EngineError> {
-        let rows = sqlx::query("SELECT at, from_status, to_status, actor, mode, reason, detail FROM job_events WHERE job_id = $1 ORDER BY id")
-            .bind(job_id)
-            .fetch_all(&self.pool)
-            .await?;
+        let rows =
+            sqlx::query("SELECT at, from_status, to_status, actor, mode, reason, detail FROM job_events WHERE job_id = $1 ORDER BY id")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await?;
         rows.iter()
             .map(|r| {
                 let from: Option<String> = r.try_get("from_status")?;
@@ -724,20 +786,22 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         let new_length = length + data.len() as u64;
-        sqlx::query("UPDATE jobs SET log_length = $1 WHERE id = $2").bind(new_length as i64).bind(job_id).execute(&mut *tx).await?;
+        sqlx::query("UPDATE jobs SET log_length = $1 WHERE id = $2")
+            .bind(new_length as i64)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok((new_length, status))
     }
 
     /// The log from byte `offset` on (snapped forward to a character boundary).
     pub async fn read_log(&self, job_id: i64, offset: u64) -> Result<String, EngineError> {
-        let rows = sqlx::query(
-            "SELECT byte_offset, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset",
-        )
-        .bind(job_id)
-        .bind(offset as i64)
-        .fetch_all(&self.pool)
-        .await?;
+        let rows = sqlx::query("SELECT byte_offset, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset")
+            .bind(job_id)
+            .bind(offset as i64)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = String::new();
         for r in rows {
             let start: i64 = r.try_get("byte_offset")?;

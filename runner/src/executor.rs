@@ -72,7 +72,10 @@ fn script_text(job: &JobAssignment, state_file: &Path) -> String {
 
 fn after_script_text(job: &JobAssignment, state_file: &Path, cwd: Option<&Path>, status: &str) -> String {
     let mut s = String::new();
-    s.push_str(&format!("[ -f {0} ] && source {0} >/dev/null 2>&1\n", sh_quote(&state_file.to_string_lossy())));
+    s.push_str(&format!(
+        "[ -f {0} ] && source {0} >/dev/null 2>&1\n",
+        sh_quote(&state_file.to_string_lossy())
+    ));
     if let Some(cwd) = cwd {
         s.push_str(&format!("cd -- {} 2>/dev/null\n", sh_quote(&cwd.to_string_lossy())));
     }
@@ -140,7 +143,12 @@ async fn wait_script(child: &mut tokio::process::Child, control: &mut mpsc::Unbo
 }
 
 /// SIGTERM, grace, SIGKILL. Returns true if an abort came in meanwhile.
-async fn stop_gracefully(child: &mut tokio::process::Child, pgid: u32, grace: Duration, control: &mut mpsc::UnboundedReceiver<Control>) -> bool {
+async fn stop_gracefully(
+    child: &mut tokio::process::Child,
+    pgid: u32,
+    grace: Duration,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> bool {
     procs::signal_group(pgid, Signal::SIGTERM);
     let grace_over = tokio::time::sleep(grace);
     tokio::pin!(grace_over);
@@ -228,7 +236,11 @@ async fn run_in_dirs(
         Stop::Exited(code) => {
             procs::signal_group(pgid, Signal::SIGKILL);
             let ok = code == Some(0);
-            (code, (!ok).then(|| "script_failure".to_string()), if ok { "success" } else { "failed" })
+            (
+                code,
+                (!ok).then(|| "script_failure".to_string()),
+                if ok { "success" } else { "failed" },
+            )
         }
         Stop::Abort => {
             procs::signal_group(pgid, Signal::SIGKILL);
@@ -241,9 +253,15 @@ async fn run_in_dirs(
             cwd_at_stop = procs::cwd_of(pgid);
             let grace = Duration::from_secs(job.cancel_grace_secs);
             log.note(&if timed_out {
-                format!("Job timed out after {} s: stopping the script (SIGTERM, SIGKILL after {} s).", job.timeout_secs, job.cancel_grace_secs)
+                format!(
+                    "Job timed out after {} s: stopping the script (SIGTERM, SIGKILL after {} s).",
+                    job.timeout_secs, job.cancel_grace_secs
+                )
             } else {
-                format!("Cancel requested: stopping the script (SIGTERM, SIGKILL after {} s).", job.cancel_grace_secs)
+                format!(
+                    "Cancel requested: stopping the script (SIGTERM, SIGKILL after {} s).",
+                    job.cancel_grace_secs
+                )
             });
             if stop_gracefully(&mut child, pgid, grace, control).await {
                 procs::kill_all_with_cookie(cookie).await;
@@ -261,7 +279,19 @@ async fn run_in_dirs(
     let after_script = if job.after_script.is_empty() {
         None
     } else {
-        match run_after_script(job, build_dir, meta_dir, &state_file, cwd_at_stop.as_deref(), status, cookie, log, control).await {
+        match run_after_script(
+            job,
+            build_dir,
+            meta_dir,
+            &state_file,
+            cwd_at_stop.as_deref(),
+            status,
+            cookie,
+            log,
+            control,
+        )
+        .await
+        {
             Some(result) => Some(result),
             None => {
                 procs::kill_all_with_cookie(cookie).await;
@@ -296,7 +326,11 @@ async fn run_after_script(
     log.note("Running after_script");
     let failed = |log: &LogHandle, e: std::io::Error| {
         log.note(&format!("Could not start after_script: {e}"));
-        Some(AfterScriptResult { exit_code: None, duration_ms: 0, timed_out: false })
+        Some(AfterScriptResult {
+            exit_code: None,
+            duration_ms: 0,
+            timed_out: false,
+        })
     };
     if let Err(e) = std::fs::write(&file, after_script_text(job, state_file, cwd, status)) {
         return failed(log, e);
@@ -328,7 +362,11 @@ async fn run_after_script(
         }
     };
     procs::signal_group(pgid, Signal::SIGKILL);
-    Some(AfterScriptResult { exit_code, duration_ms: started.elapsed().as_millis() as u64, timed_out })
+    Some(AfterScriptResult {
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+        timed_out,
+    })
 }
 
 #[cfg(test)]

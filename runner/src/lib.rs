@@ -7,4 +7,4 @@ pub mod logsink;
 pub mod procs;
 pub mod session;
 
-pub use session::{run, RunnerConfig};
+pub use session::{RunnerConfig, run};

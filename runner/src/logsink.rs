@@ -58,7 +58,11 @@ pub fn spawn(job_id: i64, out: mpsc::UnboundedSender<RunnerMessage>) -> LogHandl
             let text = take_utf8(&mut carry, !flushes.is_empty());
             if !text.is_empty() {
                 let len = text.len() as u64;
-                let _ = out.send(RunnerMessage::Log { job_id, offset, data: text });
+                let _ = out.send(RunnerMessage::Log {
+                    job_id,
+                    offset,
+                    data: text,
+                });
                 offset += len;
             }
             for f in flushes {
@@ -79,7 +83,13 @@ fn take_utf8(buf: &mut Vec<u8>, all: bool) -> String {
             let i = buf.len() - back;
             let b = buf[i];
             if b & 0xC0 == 0xC0 {
-                let needed = if b >= 0xF0 { 4 } else if b >= 0xE0 { 3 } else { 2 };
+                let needed = if b >= 0xF0 {
+                    4
+                } else if b >= 0xE0 {
+                    3
+                } else {
+                    2
+                };
                 if back < needed {
                     keep_from = i;
                 }

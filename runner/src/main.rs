@@ -26,7 +26,9 @@ struct Args {
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into())).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
     let args = Args::parse();
     if args.concurrency == 0 {
         eprintln!("usher-runner: --concurrency must be at least 1");
@@ -40,7 +42,9 @@ async fn main() {
         }
     };
     let name = args.name.unwrap_or_else(|| {
-        std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_else(|_| "runner".into())
+        std::fs::read_to_string("/etc/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "runner".into())
     });
     let (stop_tx, stop_rx) = watch::channel(false);
     tokio::spawn(async move {
@@ -52,7 +56,13 @@ async fn main() {
         let _ = stop_tx.send(true);
     });
     usher_runner::run(
-        usher_runner::RunnerConfig { url: args.url, token: args.token, name, concurrency: args.concurrency, builds_dir },
+        usher_runner::RunnerConfig {
+            url: args.url,
+            token: args.token,
+            name,
+            concurrency: args.concurrency,
+            builds_dir,
+        },
         stop_rx,
     )
     .await;

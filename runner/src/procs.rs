@@ -5,7 +5,7 @@
 //! every descendant; scanning `/proc/*/environ` for it finds them all (the approach of
 //! Jenkins' ProcessTreeKiller; it needs no privileges, unlike cgroups).
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::Path;
 
@@ -20,14 +20,20 @@ pub fn signal_group(pgid: u32, signal: Signal) {
 pub fn processes_with_cookie(cookie: &str) -> Vec<i32> {
     let needle = format!("{COOKIE_VAR}={cookie}");
     let me = std::process::id() as i32;
-    let Ok(entries) = std::fs::read_dir("/proc") else { return Vec::new() };
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
     let mut found = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
         if pid == me {
             continue;
         }
-        let Ok(environ) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")) else { continue };
+        let Ok(environ) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")) else {
+            continue;
+        };
         if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) && !is_zombie(pid) {
             found.push(pid);
         }

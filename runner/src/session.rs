@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use usher_core::protocol::{JobReport, RunnerMessage, ServerMessage, PROTOCOL_VERSION};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use usher_core::protocol::{JobReport, PROTOCOL_VERSION, RunnerMessage, ServerMessage};
 use usher_core::status::Status;
 
-use crate::executor::{run_job, Control, JobOutcome};
+use crate::executor::{Control, JobOutcome, run_job};
 
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -43,7 +43,11 @@ struct State {
 /// Runs until `shutdown` turns true. Jobs still running then are aborted.
 pub async fn run(config: RunnerConfig, mut shutdown: watch::Receiver<bool>) {
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
-    let mut state = State { runner_id: None, held: HashMap::new(), unacked: HashMap::new() };
+    let mut state = State {
+        runner_id: None,
+        held: HashMap::new(),
+        unacked: HashMap::new(),
+    };
     let mut backoff = Duration::from_millis(100);
     loop {
         if *shutdown.borrow() {
@@ -83,7 +87,9 @@ async fn connect_and_serve(
     let mut request = ws_url(&config.url).into_client_request().map_err(|e| e.to_string())?;
     request.headers_mut().insert(
         "authorization",
-        format!("Bearer {}", config.token).parse().map_err(|_| "the runner token is not a valid header value".to_string())?,
+        format!("Bearer {}", config.token)
+            .parse()
+            .map_err(|_| "the runner token is not a valid header value".to_string())?,
     );
     let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = ws.split();
@@ -99,7 +105,12 @@ async fn connect_and_serve(
     sink.send(send(&hello)).await.map_err(|e| e.to_string())?;
     // Reports that were not acknowledged before the connection broke.
     for (job_id, report) in &state.unacked {
-        sink.send(send(&RunnerMessage::Finished { job_id: *job_id, report: report.clone() })).await.map_err(|e| e.to_string())?;
+        sink.send(send(&RunnerMessage::Finished {
+            job_id: *job_id,
+            report: report.clone(),
+        }))
+        .await
+        .map_err(|e| e.to_string())?;
     }
     let free = config.concurrency.saturating_sub(state.held.len() as u32);
     for _ in 0..free {

@@ -3,7 +3,7 @@
 
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{FromRequest, Path, Query, Request, State};
-use axum::http::{header, StatusCode};
+use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -13,8 +13,8 @@ use usher_core::status::Status;
 use usher_engine::service::PipelineQuery;
 use usher_engine::{Engine, EngineError};
 
-use crate::caller::Caller;
 use crate::AppState;
+use crate::caller::Caller;
 
 /// Largest accepted request body.
 pub const BODY_LIMIT: usize = 1024 * 1024;
@@ -28,7 +28,11 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+        }
     }
 }
 
@@ -44,7 +48,12 @@ impl From<EngineError> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_string(), message: self.message } };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
         (self.status, Json(body)).into_response()
     }
 }
@@ -96,7 +105,11 @@ fn id(text: &str, what: &str) -> ApiResult<i64> {
     text.parse().map_err(|_| EngineError::NotFound(format!("{what} {text}")).into())
 }
 
-async fn create_project(State(engine): State<Engine>, Caller(actor): Caller, ApiJson(req): ApiJson<CreateProject>) -> ApiResult<impl IntoResponse> {
+async fn create_project(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    ApiJson(req): ApiJson<CreateProject>,
+) -> ApiResult<impl IntoResponse> {
     Ok((StatusCode::CREATED, Json(engine.create_project(&actor, req).await?)))
 }
 
@@ -123,7 +136,10 @@ async fn create_pipeline(
     Path(p): Path<String>,
     ApiJson(req): ApiJson<CreatePipeline>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok((StatusCode::CREATED, Json(engine.create_pipeline(&actor, id(&p, "project")?, req).await?)))
+    Ok((
+        StatusCode::CREATED,
+        Json(engine.create_pipeline(&actor, id(&p, "project")?, req).await?),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -138,11 +154,13 @@ struct PipelineParams {
 fn number_param(value: Option<&str>, name: &str, default: i64) -> ApiResult<i64> {
     match value.filter(|v| !v.is_empty()) {
         None => Ok(default),
-        Some(v) => v
-            .parse::<i64>()
-            .ok()
-            .filter(|n| *n >= 1)
-            .ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("`{name}` must be a positive integer, not `{v}`"))),
+        Some(v) => v.parse::<i64>().ok().filter(|n| *n >= 1).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("`{name}` must be a positive integer, not `{v}`"),
+            )
+        }),
     }
 }
 
@@ -154,7 +172,9 @@ async fn list_pipelines(
 ) -> ApiResult<impl IntoResponse> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
-        Some(s) => Some(Status::parse(s).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("`{s}` is not a status")))?),
+        Some(s) => {
+            Some(Status::parse(s).ok_or_else(|| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("`{s}` is not a status")))?)
+        }
     };
     let query = PipelineQuery {
         git_ref: q.git_ref.filter(|r| !r.is_empty()),
@@ -194,18 +214,30 @@ struct LogParams {
     offset: Option<String>,
 }
 
-async fn job_log(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>, Query(q): Query<LogParams>) -> ApiResult<Response> {
+async fn job_log(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    Path(p): Path<String>,
+    Query(q): Query<LogParams>,
+) -> ApiResult<Response> {
     let offset = match q.offset.as_deref().filter(|o| !o.is_empty()) {
         None => 0,
-        Some(o) => o
-            .parse::<u64>()
-            .map_err(|_| ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("`offset` must be a byte count, not `{o}`")))?,
+        Some(o) => o.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("`offset` must be a byte count, not `{o}`"),
+            )
+        })?,
     };
     let (text, complete) = engine.job_log(&actor, id(&p, "job")?, offset).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
-            (header::HeaderName::from_static("x-log-complete"), if complete { "true" } else { "false" }),
+            (
+                header::HeaderName::from_static("x-log-complete"),
+                if complete { "true" } else { "false" },
+            ),
         ],
         text,
     )

@@ -39,12 +39,33 @@ lint:
 
 /// Creates the demo project and a first pipeline, unless some project exists.
 pub async fn ensure_demo_project(engine: &Engine) -> Result<(), EngineError> {
-    let system = Actor { user_id: 0, name: "demo".into(), role: usher_core::roles::Role::Admin };
+    let system = Actor {
+        user_id: 0,
+        name: "demo".into(),
+        role: usher_core::roles::Role::Admin,
+    };
     if !engine.list_projects(&system).await?.is_empty() {
         return Ok(());
     }
-    let project = engine.create_project(&system, CreateProject { name: "demo".into(), ci_config: DEMO_CONFIG.into() }).await?;
-    engine.create_pipeline(&system, project.id, CreatePipeline { git_ref: "main".into(), ci_config: None }).await?;
+    let project = engine
+        .create_project(
+            &system,
+            CreateProject {
+                name: "demo".into(),
+                ci_config: DEMO_CONFIG.into(),
+            },
+        )
+        .await?;
+    engine
+        .create_pipeline(
+            &system,
+            project.id,
+            CreatePipeline {
+                git_ref: "main".into(),
+                ci_config: None,
+            },
+        )
+        .await?;
     Ok(())
 }
 

@@ -12,9 +12,9 @@ use tokio::sync::broadcast::error::RecvError;
 use usher_core::api::EventFrame;
 use usher_engine::BusEvent;
 
+use crate::AppState;
 use crate::api::ApiError;
 use crate::caller::{authenticate, bearer, is_same_origin};
-use crate::AppState;
 
 #[derive(Deserialize, Default)]
 pub struct EventFilter {

@@ -71,7 +71,11 @@ pub fn default_database_url(data_dir: &std::path::Path) -> String {
 pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("cannot create {}: {e}", opts.data_dir.display()))?;
     let engine = Engine::open(&opts.database_url).await.map_err(|e| e.to_string())?;
-    if let Some(creds) = engine.bootstrap_admin(opts.admin_token.as_deref()).await.map_err(|e| e.to_string())? {
+    if let Some(creds) = engine
+        .bootstrap_admin(opts.admin_token.as_deref())
+        .await
+        .map_err(|e| e.to_string())?
+    {
         println!("First start: created the user `admin`.");
         println!("  admin password: {}", creds.password);
         if let Some(token) = creds.token {
@@ -82,11 +86,22 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     if opts.demo {
         demo::ensure_demo_project(&engine).await.map_err(|e| e.to_string())?;
     }
-    let listener = tokio::net::TcpListener::bind(opts.addr).await.map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
+    let listener = tokio::net::TcpListener::bind(opts.addr)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = watch::channel(false);
-    let leptos_options = LeptosOptions::builder().output_name("usher").site_root(opts.site_root.as_str()).site_pkg_dir("pkg").site_addr(addr).build();
-    let state = AppState { engine: engine.clone(), leptos_options, shutdown: stop_rx.clone() };
+    let leptos_options = LeptosOptions::builder()
+        .output_name("usher")
+        .site_root(opts.site_root.as_str())
+        .site_pkg_dir("pkg")
+        .site_addr(addr)
+        .build();
+    let state = AppState {
+        engine: engine.clone(),
+        leptos_options,
+        shutdown: stop_rx.clone(),
+    };
     let router = web::router(state);
     let reaper = engine.spawn_reaper(Duration::from_secs(1));
     let mut shutdown_rx = stop_rx.clone();
@@ -110,10 +125,17 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
                 token: token.clone(),
                 name: format!("local-{}", i + 1),
                 concurrency: 1,
-                builds_dir: std::path::absolute(opts.data_dir.join("builds").join(format!("local-{}", i + 1))).map_err(|e| e.to_string())?,
+                builds_dir: std::path::absolute(opts.data_dir.join("builds").join(format!("local-{}", i + 1)))
+                    .map_err(|e| e.to_string())?,
             };
             runners.push(tokio::spawn(usher_runner::run(config, stop_rx.clone())));
         }
     }
-    Ok(Server { addr, engine, stop: stop_tx, task, runners })
+    Ok(Server {
+        addr,
+        engine,
+        stop: stop_tx,
+        task,
+        runners,
+    })
 }

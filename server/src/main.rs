@@ -91,7 +91,10 @@ async fn main() {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let database_url = cli.database_url.clone().unwrap_or_else(|| usher_server::default_database_url(&cli.data_dir));
+    let database_url = cli
+        .database_url
+        .clone()
+        .unwrap_or_else(|| usher_server::default_database_url(&cli.data_dir));
     match cli.command {
         Command::Serve { addr, local_runners, demo } => {
             let server = usher_server::start(usher_server::ServeOptions {
@@ -118,7 +121,14 @@ async fn main() {
             std::fs::create_dir_all(&cli.data_dir).unwrap_or_else(|e| fail(e));
             let engine = Engine::open(&database_url).await.unwrap_or_else(|e| fail(e));
             match other {
-                Command::User { command: UserCommand::Add { name, role, password_stdin } } => {
+                Command::User {
+                    command:
+                        UserCommand::Add {
+                            name,
+                            role,
+                            password_stdin,
+                        },
+                } => {
                     let password = password_stdin.then(|| {
                         let mut text = String::new();
                         std::io::stdin().read_to_string(&mut text).unwrap_or_else(|e| fail(e));
@@ -130,10 +140,14 @@ async fn main() {
                     engine.add_user(&name, role, password.as_deref()).await.unwrap_or_else(|e| fail(e));
                     eprintln!("added user `{name}` ({role})");
                 }
-                Command::Token { command: TokenCommand::Create { name } } => {
+                Command::Token {
+                    command: TokenCommand::Create { name },
+                } => {
                     println!("{}", engine.create_api_token(&name).await.unwrap_or_else(|e| fail(e)));
                 }
-                Command::RunnerToken { command: RunnerTokenCommand::Create } => {
+                Command::RunnerToken {
+                    command: RunnerTokenCommand::Create,
+                } => {
                     println!("{}", engine.create_runner_token().await.unwrap_or_else(|e| fail(e)));
                 }
                 Command::Serve { .. } => unreachable!(),

@@ -6,18 +6,18 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
 use tokio::sync::broadcast::error::RecvError;
-use usher_core::protocol::{RunnerMessage, ServerMessage, PROTOCOL_VERSION};
+use usher_core::protocol::{PROTOCOL_VERSION, RunnerMessage, ServerMessage};
 use usher_core::status::Status;
 use usher_engine::{BusEvent, Engine, EngineError};
 
+use crate::AppState;
 use crate::api::ApiError;
 use crate::caller::bearer;
-use crate::AppState;
 
 pub async fn connect(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
     let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
@@ -47,18 +47,46 @@ async fn recv(socket: &mut WebSocket) -> Result<Option<RunnerMessage>, String> {
     }
 }
 
-async fn session(engine: Engine, token_id: i64, mut socket: WebSocket, mut shutdown: tokio::sync::watch::Receiver<bool>) -> Result<(), String> {
+async fn session(
+    engine: Engine,
+    token_id: i64,
+    mut socket: WebSocket,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), String> {
     // Subscribe before anything else so no status change falls between read and watch.
     let mut bus = engine.bus().subscribe();
-    let Some(RunnerMessage::Hello { version, name, held_jobs, runner_id, .. }) = recv(&mut socket).await? else {
+    let Some(RunnerMessage::Hello {
+        version,
+        name,
+        held_jobs,
+        runner_id,
+        ..
+    }) = recv(&mut socket).await?
+    else {
         return Err("the first frame must be `hello`".into());
     };
     if version != PROTOCOL_VERSION {
-        send(&mut socket, &ServerMessage::Error { message: format!("this server speaks runner protocol {PROTOCOL_VERSION}, not {version}") }).await?;
+        send(
+            &mut socket,
+            &ServerMessage::Error {
+                message: format!("this server speaks runner protocol {PROTOCOL_VERSION}, not {version}"),
+            },
+        )
+        .await?;
         return Err("protocol version mismatch".into());
     }
-    let runner_id = engine.register_runner(&name, token_id, runner_id).await.map_err(|e| e.to_string())?;
-    send(&mut socket, &ServerMessage::Welcome { runner_id, version: PROTOCOL_VERSION }).await?;
+    let runner_id = engine
+        .register_runner(&name, token_id, runner_id)
+        .await
+        .map_err(|e| e.to_string())?;
+    send(
+        &mut socket,
+        &ServerMessage::Welcome {
+            runner_id,
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .await?;
     let mut held: HashSet<i64> = HashSet::new();
     for job_id in held_jobs {
         let status = engine.job_status(job_id).await.map_err(|e| e.to_string())?;

@@ -2,21 +2,21 @@
 //! login form, static files — and the layers every request passes: body size limit,
 //! same-origin check for cookie-authenticated writes, sign-in guard for pages.
 
+use axum::Router;
 use axum::body::Body;
 use axum::extract::{DefaultBodyLimit, Form, Request, State};
-use axum::http::{header, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use leptos::prelude::provide_context;
-use leptos_axum::{generate_route_list, handle_server_fns_with_context, LeptosRoutes};
+use leptos_axum::{LeptosRoutes, generate_route_list, handle_server_fns_with_context};
 use serde::Deserialize;
-use usher_app::{shell, App};
+use usher_app::{App, shell};
 
-use crate::api::{self, ApiError, BODY_LIMIT};
-use crate::caller::{bearer, cookie, is_same_origin, SESSION_COOKIE};
 use crate::AppState;
+use crate::api::{self, ApiError, BODY_LIMIT};
+use crate::caller::{SESSION_COOKIE, bearer, cookie, is_same_origin};
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
@@ -28,7 +28,12 @@ pub fn router(state: AppState) -> Router {
         .route("/ui/{*fn_name}", post(server_fn_handler).get(server_fn_handler))
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))
-        .leptos_routes_with_context(&state, routes, move || provide_context(engine.clone()), move || shell(options.clone()))
+        .leptos_routes_with_context(
+            &state,
+            routes,
+            move || provide_context(engine.clone()),
+            move || shell(options.clone()),
+        )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
         .layer(middleware::from_fn_with_state(state.clone(), require_sign_in))
         .layer(middleware::from_fn(refuse_cross_site))
@@ -44,9 +49,8 @@ async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) ->
 /// Cookie-authenticated writes (and the login form) must come from our own pages.
 async fn refuse_cross_site(req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    let browser_write = !safe
-        && bearer(req.headers()).is_none()
-        && (cookie(req.headers(), SESSION_COOKIE).is_some() || req.uri().path() == "/auth/login");
+    let browser_write =
+        !safe && bearer(req.headers()).is_none() && (cookie(req.headers(), SESSION_COOKIE).is_some() || req.uri().path() == "/auth/login");
     if browser_write && !is_same_origin(req.headers()) {
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-site request refused").into_response();
     }
@@ -109,11 +113,17 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
                 usher_engine::service::SESSION_DAYS * 24 * 3600
             );
             let mut response = Redirect::to(safe_next(form.next.as_deref())).into_response();
-            response.headers_mut().insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ascii cookie"));
+            response
+                .headers_mut()
+                .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ascii cookie"));
             response
         }
         Err(_) => {
-            let next = form.next.as_deref().map(|n| format!("&next={}", encode_query(n))).unwrap_or_default();
+            let next = form
+                .next
+                .as_deref()
+                .map(|n| format!("&next={}", encode_query(n)))
+                .unwrap_or_default();
             Redirect::to(&format!("/login?error=1{next}")).into_response()
         }
     }

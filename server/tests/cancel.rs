@@ -33,7 +33,10 @@ sleeper:
 "#;
 
 fn with_marker(config: &str, marker: &std::path::Path) -> String {
-    config.replace("  stage: test\n", &format!("  stage: test\n  variables:\n    MARKER: \"{}\"\n", marker.display()))
+    config.replace(
+        "  stage: test\n",
+        &format!("  stage: test\n  variables:\n    MARKER: \"{}\"\n", marker.display()),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -49,7 +52,9 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
         t.base.trim_start_matches("http://")
     ))
     .unwrap();
-    request.headers_mut().insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
     let (mut events, _) = tokio_tungstenite::connect_async(request).await.expect("event websocket");
 
     let log = t.wait_for_log(job_id, "ready").await;
@@ -68,14 +73,26 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
     let (log, complete) = t.log(job_id).await;
     assert!(complete, "a canceled job's log is complete");
     let expected_cwd = t.builds_dir().join(format!("job-{job_id}")).join("work/sub");
-    assert_eq!(log_value(&log, "after_cwd"), expected_cwd.display().to_string(), "after_script starts where the script was:\n{log}");
+    assert_eq!(
+        log_value(&log, "after_cwd"),
+        expected_cwd.display().to_string(),
+        "after_script starts where the script was:\n{log}"
+    );
     assert_eq!(log_value(&log, "after_status"), "canceled");
-    assert_eq!(log_value(&log, "after_killed"), bg_pid.to_string(), "after_script saw BG_PID and killed a live process");
+    assert_eq!(
+        log_value(&log, "after_killed"),
+        bg_pid.to_string(),
+        "after_script saw BG_PID and killed a live process"
+    );
     assert_eq!(log_value(&log, "after_removed"), res_dir);
     assert!(marker.exists(), "after_script ran to its end");
     assert!(!is_alive(bg_pid), "the detached process is gone");
     assert!(!path_exists(&res_dir), "the temp dir is gone");
-    assert_eq!(wait_until_gone(job_id, &t.run_marker).await, Vec::<i32>::new(), "no process of the job survives");
+    assert_eq!(
+        wait_until_gone(job_id, &t.run_marker).await,
+        Vec::<i32>::new(),
+        "no process of the job survives"
+    );
 
     assert_eq!(job["cancel"]["reason"], "user");
     assert_eq!(job["after_script"]["exit_code"], 0, "{job}");
@@ -83,7 +100,12 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
     assert!(job["finished_at"].is_string());
 
     let (_, timeline) = t.call("GET", &format!("/api/v1/jobs/{job_id}/events"), None).await;
-    let moves: Vec<String> = timeline.as_array().unwrap().iter().map(|e| e["to"].as_str().unwrap().to_string()).collect();
+    let moves: Vec<String> = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["to"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!(moves, ["created", "pending", "running", "canceling", "canceled"], "{timeline}");
     assert_eq!(timeline[3]["actor"], "admin");
     assert_eq!(timeline[3]["mode"], "graceful");
@@ -91,7 +113,11 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
     // The websocket saw canceling, then canceled, for this job.
     let mut seen = Vec::new();
     while !seen.contains(&"canceled".to_string()) {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), events.next()).await.expect("a frame").unwrap().unwrap();
+        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
+            .await
+            .expect("a frame")
+            .unwrap()
+            .unwrap();
         let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
         assert_eq!(v["type"], "job");
         assert_eq!(v["job"]["id"], job_id);
@@ -117,7 +143,11 @@ async fn abort_kills_everything_and_runs_no_after_script() {
     assert_eq!(answer["status"], "canceled", "abort is immediate: {answer}");
     assert_eq!(answer["cancel"]["mode"], "abort");
 
-    assert_eq!(wait_until_gone(job_id, &t.run_marker).await, Vec::<i32>::new(), "every process of the job is killed");
+    assert_eq!(
+        wait_until_gone(job_id, &t.run_marker).await,
+        Vec::<i32>::new(),
+        "every process of the job is killed"
+    );
     assert!(!is_alive(bg_pid), "even the one that left the process group");
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!marker.exists(), "after_script did not run");
@@ -194,15 +224,36 @@ async fn api_errors_have_the_contract_shape() {
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
     let (status, body) = t.call("GET", "/api/v1/jobs/999999", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
-    let (status, body) = t.call("POST", "/api/v1/projects", Some(serde_json::json!({"name": "x", "ci_config": "job:\n  script: [a]\n  scirpt: [b]\n"}))).await;
+    let (status, body) = t
+        .call(
+            "POST",
+            "/api/v1/projects",
+            Some(serde_json::json!({"name": "x", "ci_config": "job:\n  script: [a]\n  scirpt: [b]\n"})),
+        )
+        .await;
     assert_eq!((status, body["error"]["code"].as_str()), (422, Some("invalid_config")), "{body}");
     assert!(body["error"]["message"].as_str().unwrap().contains("line 3"), "{body}");
-    let resp = t.client.post(format!("{}/api/v1/projects", t.base)).bearer_auth(ADMIN_TOKEN).header("content-type", "application/json").body("{not json").send().await.unwrap();
+    let resp = t
+        .client
+        .post(format!("{}/api/v1/projects", t.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 400);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "bad_request");
     let huge = "x".repeat(2 * 1024 * 1024);
-    let resp = t.client.post(format!("{}/api/v1/projects", t.base)).bearer_auth(ADMIN_TOKEN).json(&serde_json::json!({"name": "big", "ci_config": huge})).send().await.unwrap();
+    let resp = t
+        .client
+        .post(format!("{}/api/v1/projects", t.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&serde_json::json!({"name": "big", "ci_config": huge}))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(resp.status().as_u16(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_large");

@@ -8,10 +8,10 @@ use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
 
 use crate::ansi;
-use crate::components::{short_time, ErrorBox, Header, LiveDot, StatusBadge};
+use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, short_time};
 use crate::live::follow_events;
 use crate::pages::pipeline::JobButtons;
-use crate::server::{job_log_since, job_page, job_timeline, AbortJob, CancelJob, JobPageData};
+use crate::server::{AbortJob, CancelJob, JobPageData, job_log_since, job_page, job_timeline};
 
 #[component]
 pub fn JobPage() -> impl IntoView {
@@ -32,7 +32,12 @@ pub fn JobPage() -> impl IntoView {
 
 #[component]
 fn JobView(data: JobPageData) -> impl IntoView {
-    let JobPageData { viewer, job: first, timeline: first_timeline, log: first_log } = data;
+    let JobPageData {
+        viewer,
+        job: first,
+        timeline: first_timeline,
+        log: first_log,
+    } = data;
     let id = first.id;
     let role = viewer.role;
     let job = RwSignal::new(first.clone());

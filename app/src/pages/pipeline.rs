@@ -10,9 +10,9 @@ use usher_core::api::{EventFrame, Job};
 use usher_core::roles::Role;
 use usher_core::status::Status;
 
-use crate::components::{may_abort, may_cancel, ErrorBox, Header, LiveDot, StatusBadge, ABORT_CONFIRM};
+use crate::components::{ABORT_CONFIRM, ErrorBox, Header, LiveDot, StatusBadge, may_abort, may_cancel};
 use crate::live::follow_events;
-use crate::server::{pipeline_page, AbortJob, AbortPipeline, CancelJob, CancelPipeline, PipelinePageData};
+use crate::server::{AbortJob, AbortPipeline, CancelJob, CancelPipeline, PipelinePageData, pipeline_page};
 
 #[component]
 pub fn PipelinePage() -> impl IntoView {
@@ -33,7 +33,11 @@ pub fn PipelinePage() -> impl IntoView {
 
 #[component]
 fn PipelineView(data: PipelinePageData) -> impl IntoView {
-    let PipelinePageData { viewer, project_name, pipeline } = data;
+    let PipelinePageData {
+        viewer,
+        project_name,
+        pipeline,
+    } = data;
     let pipeline_id = pipeline.id;
     let project_id = pipeline.project_id;
     let role = viewer.role;
@@ -155,7 +159,9 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
 fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<CancelJob>, abort: ServerAction<AbortJob>) -> impl IntoView {
     let job = move || jobs.with(|l| l.iter().find(|j| j.id == id).cloned());
     let status = Signal::derive(move || job().map(|j| j.status).unwrap_or(Status::Created));
-    let name = jobs.with_untracked(|l| l.iter().find(|j| j.id == id).map(|j| j.name.clone())).unwrap_or_default();
+    let name = jobs
+        .with_untracked(|l| l.iter().find(|j| j.id == id).map(|j| j.name.clone()))
+        .unwrap_or_default();
     let label = name.clone();
     view! {
         <li class="job" data-job-id=id data-job-name=name.clone()>
@@ -168,7 +174,13 @@ fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<Ca
 
 /// Cancel (primary) and Abort (secondary, confirmed) for one job.
 #[component]
-pub fn JobButtons(id: i64, status: Signal<Status>, role: Role, cancel: ServerAction<CancelJob>, abort: ServerAction<AbortJob>) -> impl IntoView {
+pub fn JobButtons(
+    id: i64,
+    status: Signal<Status>,
+    role: Role,
+    cancel: ServerAction<CancelJob>,
+    abort: ServerAction<AbortJob>,
+) -> impl IntoView {
     view! {
         <span class="buttons">
             <Show when=move || may_cancel(role, status.get())>

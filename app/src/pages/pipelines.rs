@@ -8,9 +8,9 @@ use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Pipeline};
 use usher_core::roles::Action;
 
-use crate::components::{short_time, ErrorBox, Header, LiveDot, StatusBadge};
+use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, short_time};
 use crate::live::follow_events;
-use crate::server::{list_pipelines, PipelineListData, RunPipeline};
+use crate::server::{PipelineListData, RunPipeline, list_pipelines};
 
 #[component]
 pub fn RecentPipelinesPage() -> impl IntoView {
@@ -46,7 +46,11 @@ pub fn ProjectPage() -> impl IntoView {
 
 #[component]
 fn PipelineList(data: PipelineListData) -> impl IntoView {
-    let PipelineListData { viewer, project, pipelines } = data;
+    let PipelineListData {
+        viewer,
+        project,
+        pipelines,
+    } = data;
     let project_id = project.as_ref().map(|p| p.id);
     let rows = RwSignal::new(pipelines);
     let connected = RwSignal::new(false);
@@ -79,7 +83,10 @@ fn PipelineList(data: PipelineListData) -> impl IntoView {
         }
     });
     let may_run = viewer.role.may(Action::CreatePipeline);
-    let title = project.as_ref().map(|p| p.name.clone()).unwrap_or_else(|| "Recent pipelines".to_string());
+    let title = project
+        .as_ref()
+        .map(|p| p.name.clone())
+        .unwrap_or_else(|| "Recent pipelines".to_string());
     view! {
         <Header viewer=viewer/>
         <main class="page">

@@ -6,8 +6,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
-use usher_server::{start, ServeOptions, Server};
+use serde_json::{Value, json};
+use usher_server::{ServeOptions, Server, start};
 
 pub const ADMIN_TOKEN: &str = "usher_test_admin_token";
 
@@ -36,7 +36,13 @@ impl TestServer {
         .expect("server starts");
         let base = format!("http://{}", server.addr);
         let run_marker = format!("{}-{}", std::process::id(), rand_suffix());
-        TestServer { server: Some(server), base, data_dir, client: reqwest::Client::new(), run_marker }
+        TestServer {
+            server: Some(server),
+            base,
+            data_dir,
+            client: reqwest::Client::new(),
+            run_marker,
+        }
     }
 
     pub fn builds_dir(&self) -> PathBuf {
@@ -75,16 +81,30 @@ impl TestServer {
     pub async fn pipeline(&self, ci_config: &str) -> Value {
         let config = format!("variables:\n  USHER_TEST_RUN: \"{}\"\n{ci_config}", self.run_marker);
         let name = format!("p-{}", rand_suffix());
-        let (status, project) = self.call("POST", "/api/v1/projects", Some(json!({"name": name, "ci_config": config}))).await;
+        let (status, project) = self
+            .call("POST", "/api/v1/projects", Some(json!({"name": name, "ci_config": config})))
+            .await;
         assert_eq!(status, 201, "{project}");
-        let (status, pipeline) =
-            self.call("POST", &format!("/api/v1/projects/{}/pipelines", project["id"]), Some(json!({"ref": "main"}))).await;
+        let (status, pipeline) = self
+            .call(
+                "POST",
+                &format!("/api/v1/projects/{}/pipelines", project["id"]),
+                Some(json!({"ref": "main"})),
+            )
+            .await;
         assert_eq!(status, 201, "{pipeline}");
         pipeline
     }
 
     pub fn job_id(pipeline: &Value, name: &str) -> i64 {
-        pipeline["jobs"].as_array().unwrap().iter().find(|j| j["name"] == name).expect("job")["id"].as_i64().unwrap()
+        pipeline["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|j| j["name"] == name)
+            .expect("job")["id"]
+            .as_i64()
+            .unwrap()
     }
 
     pub async fn job(&self, id: i64) -> Value {
@@ -94,7 +114,13 @@ impl TestServer {
     }
 
     pub async fn log(&self, id: i64) -> (String, bool) {
-        let resp = self.client.get(format!("{}/api/v1/jobs/{id}/log", self.base)).bearer_auth(ADMIN_TOKEN).send().await.unwrap();
+        let resp = self
+            .client
+            .get(format!("{}/api/v1/jobs/{id}/log", self.base))
+            .bearer_auth(ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
         let complete = resp.headers().get("x-log-complete").map(|v| v == "true").unwrap_or(false);
         (resp.text().await.unwrap(), complete)
     }
@@ -136,7 +162,10 @@ impl Drop for TestServer {
 pub fn rand_suffix() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos();
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
     format!("{nanos:x}{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
@@ -144,8 +173,12 @@ pub fn rand_suffix() -> String {
 pub fn pids_with_env(var: &str) -> Vec<i32> {
     let mut out = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else { continue };
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
         if env.split(|b| *b == 0).any(|v| v == var.as_bytes()) && is_alive(pid) {
             out.push(pid);
         }
@@ -155,7 +188,10 @@ pub fn pids_with_env(var: &str) -> Vec<i32> {
 
 pub fn is_alive(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')).unwrap_or(true),
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            .unwrap_or(true),
         Err(_) => false,
     }
 }
@@ -182,8 +218,19 @@ pub async fn wait_until_gone(job_id: i64, run_marker: &str) -> Vec<i32> {
 /// which starts with `$ ` in the runner's colour).
 pub fn log_value(log: &str, key: &str) -> String {
     let needle = format!("{key}=");
-    let line = log.lines().filter(|l| !l.starts_with("\u{1b}[32;1m$ ")).find(|l| l.contains(&needle)).unwrap_or_else(|| panic!("no `{needle}` in log:\n{log}"));
-    line.split(&needle).nth(1).unwrap().split_whitespace().next().unwrap_or("").trim_end_matches("\u{1b}[0m").to_string()
+    let line = log
+        .lines()
+        .filter(|l| !l.starts_with("\u{1b}[32;1m$ "))
+        .find(|l| l.contains(&needle))
+        .unwrap_or_else(|| panic!("no `{needle}` in log:\n{log}"));
+    line.split(&needle)
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap_or("")
+        .trim_end_matches("\u{1b}[0m")
+        .to_string()
 }
 
 pub fn path_exists(p: &str) -> bool {

@@ -1,0 +1,34 @@
+# Usher's two commands (see README): `make run` and `make test`.
+SHELL := /bin/bash
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
+# cargo-leptos writes the site (JS, WASM, CSS, assets) under the workspace's target/site.
+export LEPTOS_SITE_ROOT := $(CURDIR)/target/site
+
+.PHONY: run test build-release build-debug test-rust test-e2e clean
+
+## Install what is missing, build in release mode, serve http://127.0.0.1:3000
+## (SQLite under ./data, one local runner, the demo project).
+run: build-release
+	$(TARGET_DIR)/release/usher serve --addr 127.0.0.1:3000 --data-dir ./data --local-runners 1 --demo
+
+build-release:
+	scripts/setup
+	cargo leptos build --release
+
+## Everything CI checks: Rust unit and integration tests, then the browser suite.
+test: build-debug test-rust test-e2e
+
+build-debug:
+	scripts/setup --test
+	cargo leptos build
+
+# Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres).
+test-rust:
+	USHER_REQUIRE_POSTGRES=1 scripts/with-postgres cargo test --workspace --exclude usher-frontend
+
+test-e2e:
+	cd end2end && USHER_BIN=$(TARGET_DIR)/debug/usher npx playwright test
+
+clean:
+	cargo clean

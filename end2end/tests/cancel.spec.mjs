@@ -1,0 +1,115 @@
+// The mission in a real browser: Cancel shows `canceling`, then `canceled`, without a
+// reload; Abort asks first and ends the job at once; buttons also work without JS.
+import { test, expect } from '@playwright/test';
+
+const base = () => process.env.USHER_URL;
+const token = () => process.env.USHER_TOKEN;
+
+const CONFIG = `
+stages: [test]
+graceful:
+  stage: test
+  script: [echo working, sleep 1000]
+  after_script: [echo cleaning up, sleep 2, echo cleaned up]
+stuck:
+  stage: test
+  script: [echo stuck, sleep 1000]
+  after_script: [echo this must not run]
+`;
+
+async function api(request, method, path, data) {
+  const resp = await request.fetch(base() + path, { method, data, headers: { Authorization: `Bearer ${token()}` } });
+  expect(resp.ok(), `${method} ${path}: ${resp.status()} ${await resp.text()}`).toBeTruthy();
+  return resp.json();
+}
+
+async function newPipeline(request, config = CONFIG) {
+  const project = await api(request, 'POST', '/api/v1/projects', { name: `e2e-${Date.now()}-${Math.random()}`, ci_config: config });
+  return api(request, 'POST', `/api/v1/projects/${project.id}/pipelines`, { ref: 'main' });
+}
+
+async function signIn(page, name = 'e2e', password = 'e2e-password') {
+  await page.goto(base() + '/login');
+  await page.getByLabel('User').fill(name);
+  await page.getByLabel('Password').fill(password);
+  await page.getByRole('button', { name: 'Sign in' }).click();
+  await expect(page).toHaveURL(base() + '/');
+}
+
+test('Cancel winds a job down live; Abort asks, then kills', async ({ page, request }) => {
+  const errors = [];
+  page.on('console', (m) => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', (e) => errors.push(String(e)));
+  const pipeline = await newPipeline(request);
+  await signIn(page);
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  await expect(page.locator('[data-live="connected"]')).toBeVisible();
+
+  const graceful = page.locator('li.job[data-job-name="graceful"]');
+  const stuck = page.locator('li.job[data-job-name="stuck"]');
+  await expect(graceful.locator('.badge')).toHaveText('running', { timeout: 30_000 });
+  await expect(stuck.locator('.badge')).toHaveText('running', { timeout: 30_000 });
+
+  // Any reload would drop this marker.
+  await page.evaluate(() => { window.__sameDocument = true; });
+  await graceful.getByRole('button', { name: 'Cancel' }).click();
+  await expect(graceful.locator('.badge')).toHaveText('canceling');
+  await expect(graceful.getByRole('button', { name: 'Cancel' })).toHaveCount(0);
+  await expect(graceful.locator('.badge')).toHaveText('canceled', { timeout: 30_000 });
+
+  // Abort asks for confirmation; dismissing it changes nothing.
+  page.once('dialog', (d) => d.dismiss());
+  await stuck.getByRole('button', { name: 'Abort' }).click();
+  await page.waitForTimeout(500);
+  await expect(stuck.locator('.badge')).toHaveText('running');
+  page.once('dialog', (d) => { expect(d.message()).toContain('after_script'); d.accept(); });
+  await stuck.getByRole('button', { name: 'Abort' }).click();
+  await expect(stuck.locator('.badge')).toHaveText('canceled');
+  expect(await page.evaluate(() => window.__sameDocument)).toBe(true);
+
+  // The job page shows the log, after_script's cleanup included, and the timeline.
+  const gracefulId = pipeline.jobs.find((j) => j.name === 'graceful').id;
+  await page.goto(`${base()}/jobs/${gracefulId}`);
+  await expect(page.getByTestId('log')).toContainText('cleaned up');
+  await expect(page.locator('table.timeline')).toContainText('running → canceling');
+  const stuckId = pipeline.jobs.find((j) => j.name === 'stuck').id;
+  await page.goto(`${base()}/jobs/${stuckId}`);
+  await expect(page.getByTestId('log')).toContainText('stuck');
+  await expect(page.getByTestId('log')).not.toContainText('this must not run');
+  expect(errors).toEqual([]);
+});
+
+test('Cancel works as a plain form post before hydration', async ({ browser, request }) => {
+  const pipeline = await newPipeline(request, `
+quiet:
+  script: [sleep 1000]
+  after_script: [echo bye]
+`);
+  const context = await browser.newContext({ javaScriptEnabled: false });
+  const page = await context.newPage();
+  await signIn(page);
+  const job = page.locator('li.job[data-job-name="quiet"]');
+  await expect(async () => {
+    await page.goto(`${base()}/pipelines/${pipeline.id}`);
+    await expect(job.locator('.badge')).toHaveText('running', { timeout: 1000 });
+  }).toPass({ timeout: 30_000 });
+  await job.getByRole('button', { name: 'Cancel' }).click();
+  // The server function redirects the plain form post back to the page.
+  await expect(page).toHaveURL(new RegExp(`/pipelines/${pipeline.id}\\??$`));
+  await expect(job.locator('.badge')).toHaveText(/canceling|canceled/);
+  await context.close();
+});
+
+test('a viewer sees no Cancel or Abort', async ({ page, request }) => {
+  const pipeline = await newPipeline(request, `
+slow:
+  script: [sleep 1000]
+`);
+  await signIn(page, 'watcher', 'watcher-password');
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  const job = page.locator('li.job[data-job-name="slow"]');
+  await expect(job.locator('.badge')).toHaveText('running', { timeout: 30_000 });
+  await expect(page.getByRole('button', { name: 'Cancel' })).toHaveCount(0);
+  await expect(page.getByRole('button', { name: 'Abort' })).toHaveCount(0);
+  await api(request, 'POST', `/api/v1/pipelines/${pipeline.id}/abort`);
+});

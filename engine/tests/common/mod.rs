@@ -1,0 +1,55 @@
+//! Engines on both databases: SQLite in a temp dir, and PostgreSQL when
+//! TEST_DATABASE_URL is set (`make test` always sets it via scripts/with-postgres; a
+//! fresh database is created per test).
+
+#![allow(dead_code)]
+
+use sqlx::Connection;
+use usher_engine::{Actor, Engine};
+
+pub struct Db {
+    pub name: &'static str,
+    pub url: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+pub async fn databases() -> Vec<Db> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut out = vec![Db {
+        name: "sqlite",
+        url: format!("sqlite://{}?mode=rwc", dir.path().join("t.db").display()),
+        _dir: Some(dir),
+    }];
+    match std::env::var("TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            sqlx::any::install_default_drivers();
+            let name = format!("t_{}_{}", std::process::id(), rand::random::<u32>());
+            let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to TEST_DATABASE_URL");
+            sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+            let (prefix, _) = base.rsplit_once('/').unwrap();
+            out.push(Db {
+                name: "postgres",
+                url: format!("{prefix}/{name}"),
+                _dir: None,
+            });
+        }
+        _ if std::env::var("USHER_REQUIRE_POSTGRES").is_ok() => panic!("USHER_REQUIRE_POSTGRES is set but TEST_DATABASE_URL is not"),
+        _ => eprintln!("note: TEST_DATABASE_URL is not set; running on SQLite only (make test runs PostgreSQL too)"),
+    }
+    out
+}
+
+/// An engine with `admin` bootstrapped; returns the admin actor too.
+pub async fn engine(db: &Db) -> (Engine, Actor) {
+    let engine = Engine::open(&db.url).await.unwrap_or_else(|e| panic!("{}: {e}", db.name));
+    engine.bootstrap_admin(Some("admin-token")).await.unwrap();
+    let admin = engine.authenticate_token("admin-token").await.unwrap();
+    (engine, admin)
+}
+
+/// A registered runner id.
+pub async fn runner(engine: &Engine, name: &str) -> i64 {
+    let token = engine.create_runner_token().await.unwrap();
+    let token_id = engine.authenticate_runner(&token).await.unwrap();
+    engine.register_runner(name, token_id, None).await.unwrap()
+}

@@ -1,0 +1,306 @@
+//! The engine on SQLite and PostgreSQL: transitions, roles, pipelines, the reaper, and
+//! a concurrency stress test that tries to break the state machine.
+
+mod common;
+
+use common::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+use usher_core::api::{CreatePipeline, CreateProject, Job};
+use usher_core::pipeline::derive_status;
+use usher_core::protocol::JobReport;
+use usher_core::roles::Role;
+use usher_core::status::{JobEvent, Outcome, Status, next};
+use usher_engine::{Actor, Engine, EngineError};
+
+const TWO_STAGES: &str = "stages: [build, test]\nb1:\n  stage: build\n  script: [x]\nb2:\n  stage: build\n  script: [x]\nt1:\n  stage: test\n  script: [x]\nt2:\n  stage: test\n  needs: [b1]\n  script: [x]\n";
+
+fn report(exit_code: i32) -> JobReport {
+    JobReport {
+        exit_code: Some(exit_code),
+        failure_reason: None,
+        duration_ms: 5,
+        after_script: None,
+    }
+}
+
+async fn pipeline(engine: &Engine, actor: &Actor, config: &str) -> (i64, Vec<Job>) {
+    let project = engine
+        .create_project(
+            actor,
+            CreateProject {
+                name: format!("p{}", rand::random::<u32>()),
+                ci_config: config.into(),
+            },
+        )
+        .await
+        .unwrap();
+    let p = engine
+        .create_pipeline(
+            actor,
+            project.id,
+            CreatePipeline {
+                git_ref: "main".into(),
+                ci_config: None,
+            },
+        )
+        .await
+        .unwrap();
+    (p.id, p.jobs.unwrap())
+}
+
+fn status_of(jobs: &[Job], name: &str) -> Status {
+    jobs.iter().find(|j| j.name == name).unwrap().status
+}
+
+#[tokio::test]
+async fn stages_and_needs_drive_the_pipeline() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (pid, jobs) = pipeline(&engine, &admin, TWO_STAGES).await;
+        assert_eq!(status_of(&jobs, "b1"), Status::Pending, "{}", db.name);
+        assert_eq!(status_of(&jobs, "t1"), Status::Created);
+        let a = engine.claim_job(r).await.unwrap().unwrap();
+        let b = engine.claim_job(r).await.unwrap().unwrap();
+        assert!(engine.claim_job(r).await.unwrap().is_none(), "{}: later stages wait", db.name);
+        let b1 = if a.name == "b1" { a.job_id } else { b.job_id };
+        let b2 = if a.name == "b1" { b.job_id } else { a.job_id };
+        assert_eq!(engine.finish_job(r, b1, report(0)).await.unwrap(), Status::Success);
+        // t2 needs only b1; t1 waits for the whole build stage.
+        let p = engine.get_pipeline(&admin, pid).await.unwrap();
+        let jobs = p.jobs.unwrap();
+        assert_eq!(status_of(&jobs, "t2"), Status::Pending, "{}", db.name);
+        assert_eq!(status_of(&jobs, "t1"), Status::Created);
+        assert_eq!(p.status, Status::Running);
+        assert_eq!(engine.finish_job(r, b2, report(1)).await.unwrap(), Status::Failed);
+        let jobs = engine.get_pipeline(&admin, pid).await.unwrap().jobs.unwrap();
+        assert_eq!(
+            status_of(&jobs, "t1"),
+            Status::Skipped,
+            "{}: a failed stage skips what waits on it",
+            db.name
+        );
+        let t2 = engine.claim_job(r).await.unwrap().unwrap();
+        assert_eq!(t2.name, "t2");
+        engine.finish_job(r, t2.job_id, report(0)).await.unwrap();
+        let p = engine.get_pipeline(&admin, pid).await.unwrap();
+        assert_eq!(p.status, Status::Failed, "{}", db.name);
+        assert!(p.finished_at.is_some());
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn roles_are_enforced_by_the_engine() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let (pid, jobs) = pipeline(&engine, &admin, TWO_STAGES).await;
+        for (name, role) in [("v", Role::Viewer), ("d", Role::Developer), ("m", Role::Maintainer)] {
+            engine.add_user(name, role, None).await.unwrap();
+        }
+        let token = |n: &'static str| {
+            let engine = engine.clone();
+            async move { engine.authenticate_token(&engine.create_api_token(n).await.unwrap()).await.unwrap() }
+        };
+        let (viewer, developer, maintainer) = (token("v").await, token("d").await, token("m").await);
+        let job = jobs[0].id;
+        assert!(
+            matches!(engine.cancel_job(&viewer, job).await, Err(EngineError::Forbidden { .. })),
+            "{}",
+            db.name
+        );
+        assert!(matches!(
+            engine.abort_job(&developer, job).await,
+            Err(EngineError::Forbidden { .. })
+        ));
+        assert!(matches!(
+            engine.abort_pipeline(&developer, pid).await,
+            Err(EngineError::Forbidden { .. })
+        ));
+        assert_eq!(engine.cancel_job(&developer, job).await.unwrap().status, Status::Canceled);
+        assert_eq!(engine.abort_pipeline(&maintainer, pid).await.unwrap().status, Status::Canceled);
+        assert!(engine.get_job(&viewer, job).await.is_ok());
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_overdue_cancel_is_reaped_and_the_runner_report_comes_too_late() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (_, _) = pipeline(
+            &engine,
+            &admin,
+            "j:\n  script: [x]\n  cancel_grace: 1s\n  after_script_timeout: 1s\n",
+        )
+        .await;
+        let job = engine.claim_job(r).await.unwrap().unwrap();
+        assert_eq!(engine.cancel_job(&admin, job.job_id).await.unwrap().status, Status::Canceling);
+        assert_eq!(engine.reap_overdue_cancels().await.unwrap(), 0, "{}: not overdue yet", db.name);
+        assert_eq!(engine.reap_overdue_cancels_as_of("2999-01-01T00:00:00.000Z").await.unwrap(), 1);
+        let reaped = engine.get_job(&admin, job.job_id).await.unwrap();
+        assert_eq!(reaped.status, Status::Canceled);
+        assert_eq!(reaped.cancel.unwrap().reason, usher_core::api::CancelReason::CancelTimeout);
+        // A late report leaves the job as it is.
+        assert_eq!(
+            engine.finish_job(r, job.job_id, report(0)).await.unwrap(),
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
+
+/// Every job's timeline must be a chain of table transitions ending in its status,
+/// nothing may follow a terminal status, and each pipeline's stored status must equal
+/// its derivation from the jobs.
+async fn check_invariants(engine: &Engine, admin: &Actor, pipelines: &[i64], db: &str) -> usize {
+    let mut transitions = 0;
+    for &pid in pipelines {
+        let p = engine.get_pipeline(admin, pid).await.unwrap();
+        let jobs = p.jobs.clone().unwrap();
+        assert_eq!(
+            p.status,
+            derive_status(jobs.iter().map(|j| j.status)),
+            "{db}: pipeline {pid} status {:?}",
+            jobs
+        );
+        for job in jobs {
+            let timeline = engine.job_timeline(admin, job.id).await.unwrap();
+            assert_eq!(timeline[0].from, None);
+            assert_eq!(timeline[0].to, Status::Created);
+            for pair in timeline.windows(2) {
+                let (before, after) = (&pair[0], &pair[1]);
+                assert_eq!(
+                    after.from,
+                    Some(before.to),
+                    "{db}: job {} timeline is not a chain: {timeline:?}",
+                    job.id
+                );
+                assert!(
+                    !before.to.is_terminal(),
+                    "{db}: job {} moved after {}: {timeline:?}",
+                    job.id,
+                    before.to
+                );
+                let legal = JobEvent::ALL.iter().any(|e| next(before.to, *e) == Ok(Outcome::Move(after.to)));
+                assert!(legal, "{db}: job {}: {} → {} is not in the table", job.id, before.to, after.to);
+                transitions += 1;
+            }
+            assert_eq!(
+                timeline.last().unwrap().to,
+                job.status,
+                "{db}: job {} ends elsewhere than its timeline",
+                job.id
+            );
+        }
+    }
+    transitions
+}
+
+async fn stress(db: &Db, operations: usize, seed: u64) {
+    let (engine, admin) = engine(db).await;
+    let runners = [
+        runner(&engine, "r1").await,
+        runner(&engine, "r2").await,
+        runner(&engine, "r3").await,
+    ];
+    let project = engine
+        .create_project(
+            &admin,
+            CreateProject {
+                name: "stress".into(),
+                ci_config: TWO_STAGES.into(),
+            },
+        )
+        .await
+        .unwrap();
+    let pipelines = std::sync::Arc::new(tokio::sync::Mutex::new(Vec::<i64>::new()));
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut done = 0;
+    while done < operations {
+        let mut batch = tokio::task::JoinSet::new();
+        for _ in 0..8 {
+            let (engine, admin, pipelines) = (engine.clone(), admin.clone(), pipelines.clone());
+            let op: u32 = rng.gen_range(0..100);
+            let pick: usize = rng.r#gen();
+            let runner = runners[pick % runners.len()];
+            let project_id = project.id;
+            batch.spawn(async move {
+                let known = pipelines.lock().await.clone();
+                if known.is_empty() || op < 8 {
+                    let p = engine
+                        .create_pipeline(
+                            &admin,
+                            project_id,
+                            CreatePipeline {
+                                git_ref: "main".into(),
+                                ci_config: None,
+                            },
+                        )
+                        .await
+                        .unwrap();
+                    pipelines.lock().await.push(p.id);
+                    return;
+                }
+                let pid = known[pick % known.len()];
+                let jobs = engine.get_pipeline(&admin, pid).await.unwrap().jobs.unwrap();
+                let job = &jobs[(pick / 7) % jobs.len()];
+                let result = match op {
+                    8..=37 => engine.claim_job(runner).await.map(|_| ()),
+                    38..=62 => match job.runner_id {
+                        Some(holder) => {
+                            let code = if pick % 3 == 0 { 1 } else { 0 };
+                            let mut r = report(code);
+                            if pick % 11 == 0 {
+                                r.failure_reason = Some("timeout".into());
+                            }
+                            engine.finish_job(holder, job.id, r).await.map(|_| ())
+                        }
+                        None => Ok(()),
+                    },
+                    63..=77 => engine.cancel_job(&admin, job.id).await.map(|_| ()),
+                    78..=85 => engine.abort_job(&admin, job.id).await.map(|_| ()),
+                    86..=90 => engine.cancel_pipeline(&admin, pid).await.map(|_| ()),
+                    91..=93 => engine.abort_pipeline(&admin, pid).await.map(|_| ()),
+                    _ => engine.reap_overdue_cancels_as_of("2999-01-01T00:00:00.000Z").await.map(|_| ()),
+                };
+                match result {
+                    Ok(()) | Err(EngineError::InvalidTransition(_)) | Err(EngineError::Conflict(_)) => {}
+                    Err(e) => panic!("unexpected engine error: {e}"),
+                }
+            });
+        }
+        while let Some(r) = batch.join_next().await {
+            r.unwrap();
+        }
+        done += 8;
+    }
+    let pipelines = pipelines.lock().await.clone();
+    let transitions = check_invariants(&engine, &admin, &pipelines, db.name).await;
+    println!(
+        "{}: {operations} operations on {} pipelines, {transitions} transitions, all legal",
+        db.name,
+        pipelines.len()
+    );
+    assert!(transitions > operations / 10, "the stress did too little to mean anything");
+    engine.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_operations_never_break_the_state_machine() {
+    for db in databases().await {
+        stress(&db, 800, 7).await;
+    }
+}
+
+/// The soak: `cargo test -p usher-engine --test engine -- --ignored` (10,000 operations).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore]
+async fn soak_ten_thousand_operations() {
+    for db in databases().await {
+        stress(&db, 10_000, 42).await;
+    }
+}
