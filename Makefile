@@ -2,8 +2,8 @@
 SHELL := /bin/bash
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
-# cargo-leptos writes the site (JS, WASM, CSS, assets) under the workspace's target/site.
-export LEPTOS_SITE_ROOT := $(CURDIR)/target/site
+# cargo-leptos writes the site (JS, WASM, CSS, assets) to <cargo target dir>/site.
+export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 
 .PHONY: run test build-release build-debug test-rust test-e2e clean
 
@@ -23,7 +23,10 @@ build-debug:
 	scripts/setup --test
 	cargo leptos build
 
-# Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres).
+# Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres). The same
+# RUSTFLAGS as cargo-leptos's debug builds: the tests rebuild the `usher` binary, which
+# must render exactly what the WASM hydrates (and this way the two share artifacts).
+test-rust: export RUSTFLAGS := --cfg erase_components
 test-rust:
 	USHER_REQUIRE_POSTGRES=1 scripts/with-postgres cargo test --workspace --exclude usher-frontend
 

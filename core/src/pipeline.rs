@@ -4,6 +4,7 @@
 //! A pipeline's status is never decided on its own: it is always [`derive_status`] of its
 //! jobs (the store keeps a copy, rewritten in the same transaction as every job change).
 
+use crate::config::AutoCancel;
 use crate::status::{JobEvent, Status};
 
 /// GitLab's composite rule. While any job still works the pipeline is `running`
@@ -71,10 +72,69 @@ pub fn ready_decisions(jobs: &[JobNode<'_>]) -> Vec<(usize, JobEvent)> {
     out
 }
 
+/// A job of an older pipeline, as auto-cancel sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct OlderJob {
+    pub id: i64,
+    pub interruptible: bool,
+    pub status: Status,
+    /// A runner has taken it at some point.
+    pub started: bool,
+}
+
+/// Which jobs of an older pipeline on the same ref a new pipeline cancels
+/// (`workflow.auto_cancel.on_new_commit`, GitLab's semantics):
+/// - `conservative`: every unfinished job, but only while no `interruptible: false` job
+///   has started;
+/// - `interruptible`: only the unfinished `interruptible: true` jobs;
+/// - `none`: nothing.
+pub fn auto_cancel_targets(mode: AutoCancel, jobs: &[OlderJob]) -> Vec<i64> {
+    let unfinished = jobs.iter().filter(|j| !j.status.is_terminal() && j.status != Status::Canceling);
+    match mode {
+        AutoCancel::None => Vec::new(),
+        AutoCancel::Interruptible => unfinished.filter(|j| j.interruptible).map(|j| j.id).collect(),
+        AutoCancel::Conservative => {
+            if jobs.iter().any(|j| !j.interruptible && j.started) {
+                Vec::new()
+            } else {
+                unfinished.map(|j| j.id).collect()
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use Status as S;
+
+    fn older(id: i64, interruptible: bool, status: Status, started: bool) -> OlderJob {
+        OlderJob {
+            id,
+            interruptible,
+            status,
+            started,
+        }
+    }
+
+    #[test]
+    fn auto_cancel_modes() {
+        let waiting = [
+            older(1, false, S::Pending, false),
+            older(2, true, S::Running, true),
+            older(3, false, S::Success, true),
+        ];
+        // Job 3 (not interruptible) has run: conservative leaves the pipeline alone.
+        assert_eq!(auto_cancel_targets(AutoCancel::Conservative, &waiting), Vec::<i64>::new());
+        assert_eq!(auto_cancel_targets(AutoCancel::Interruptible, &waiting), vec![2]);
+        assert_eq!(auto_cancel_targets(AutoCancel::None, &waiting), Vec::<i64>::new());
+        let fresh = [
+            older(1, false, S::Pending, false),
+            older(2, true, S::Running, true),
+            older(4, false, S::Created, false),
+        ];
+        assert_eq!(auto_cancel_targets(AutoCancel::Conservative, &fresh), vec![1, 2, 4]);
+    }
 
     #[test]
     fn derived_pipeline_status() {

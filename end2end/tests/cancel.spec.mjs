@@ -23,10 +23,23 @@ async function api(request, method, path, data) {
   return resp.json();
 }
 
+// Pipelines a test started; aborted after it, so a failing test cannot keep the
+// runners busy for the next one.
+let started = [];
+
 async function newPipeline(request, config = CONFIG) {
   const project = await api(request, 'POST', '/api/v1/projects', { name: `e2e-${Date.now()}-${Math.random()}`, ci_config: config });
-  return api(request, 'POST', `/api/v1/projects/${project.id}/pipelines`, { ref: 'main' });
+  const pipeline = await api(request, 'POST', `/api/v1/projects/${project.id}/pipelines`, { ref: 'main' });
+  started.push(pipeline.id);
+  return pipeline;
 }
+
+test.afterEach(async ({ request }) => {
+  for (const id of started) {
+    await request.fetch(`${base()}/api/v1/pipelines/${id}/abort`, { method: 'POST', headers: { Authorization: `Bearer ${token()}` } });
+  }
+  started = [];
+});
 
 async function signIn(page, name = 'e2e', password = 'e2e-password') {
   await page.goto(base() + '/login');
@@ -111,5 +124,4 @@ slow:
   await expect(job.locator('.badge')).toHaveText('running', { timeout: 30_000 });
   await expect(page.getByRole('button', { name: 'Cancel' })).toHaveCount(0);
   await expect(page.getByRole('button', { name: 'Abort' })).toHaveCount(0);
-  await api(request, 'POST', `/api/v1/pipelines/${pipeline.id}/abort`);
 });

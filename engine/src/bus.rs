@@ -1,6 +1,8 @@
 //! The in-process event bus: every committed status change is published here, after
 //! its transaction commits. The event websocket and the runner sessions subscribe.
-//! (With PostgreSQL replicas, a LISTEN/NOTIFY bridge will feed the same bus.)
+//! On SQLite the engine publishes directly; on PostgreSQL each replica's one listener
+//! connection receives every replica's changes (LISTEN/NOTIFY) and fans them out here,
+//! so a cancel made on replica A reaches websockets and runners on replica B.
 
 use tokio::sync::broadcast;
 use usher_core::api::{Job, Pipeline};
@@ -31,4 +33,29 @@ impl Bus {
     pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
         self.sender.subscribe()
     }
+}
+
+/// LISTENs on the store's change channel and publishes what arrives; reconnects by itself.
+pub async fn spawn_postgres_listener(url: &str, bus: Bus) -> Result<tokio::task::JoinHandle<()>, crate::EngineError> {
+    let mut listener = sqlx::postgres::PgListener::connect(url).await?;
+    listener.listen(crate::store::CHANGES_CHANNEL).await?;
+    Ok(tokio::spawn(async move {
+        loop {
+            match listener.recv().await {
+                Ok(notification) => match serde_json::from_str::<crate::store::ChangeNotice>(notification.payload()) {
+                    Ok(notice) => {
+                        bus.publish(BusEvent::Job(notice.job));
+                        if let Some(p) = notice.pipeline {
+                            bus.publish(BusEvent::Pipeline(p));
+                        }
+                    }
+                    Err(e) => tracing::warn!("unreadable change notice: {e}"),
+                },
+                Err(e) => {
+                    tracing::warn!("change listener: {e}; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }))
 }

@@ -8,17 +8,33 @@ use std::time::Duration;
 
 use usher_core::api::{CancelMode, CancelReason, CreatePipeline, CreateProject, Job, Pipeline, Project, TimelineEvent};
 use usher_core::config;
-use usher_core::pipeline::{JobNode, ready_decisions};
+use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, ready_decisions};
 use usher_core::protocol::{ArtifactsAssignment, JobAssignment, JobReport};
 use usher_core::roles::{Action, Role};
 use usher_core::status::{JobEvent, Status};
 
 use crate::auth::{hash_password, hash_token, new_token, verify_password};
-use crate::store::{JobConfigJson, NewJob, PipelineFilter, StoredSpec, TransitionCtx, Transitioned};
+use crate::store::{Backend, JobConfigJson, NewJob, PipelineFilter, StoredSpec, TransitionCtx, Transitioned};
 use crate::{Actor, Bus, BusEvent, EngineError, Store, format_time, now};
 
-/// Extra time past grace + after_script_timeout before the reaper gives up on a report.
-pub const CANCEL_DEADLINE_MARGIN_SECS: u64 = 30;
+/// Timing rules of the engine; the defaults suit production, tests shorten them.
+#[derive(Clone, Copy, Debug)]
+pub struct Settings {
+    /// Extra time past cancel_grace + after_script_timeout before the reaper gives up
+    /// on a canceling job's report.
+    pub cancel_margin_secs: u64,
+    /// A runner not heard from for this long is lost; its jobs end `runner_lost`.
+    pub runner_lost_after_secs: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            cancel_margin_secs: 30,
+            runner_lost_after_secs: 60,
+        }
+    }
+}
 /// How long a browser session lasts.
 pub const SESSION_DAYS: i64 = 14;
 
@@ -28,11 +44,13 @@ pub struct Engine {
 }
 
 struct Inner {
+    settings: Settings,
     store: Store,
     bus: Bus,
-    /// Held from a transition's commit to its publication, so subscribers see the
-    /// changes of a job in commit order.
+    /// See [`Engine::commit_order`].
     publish_order: tokio::sync::Mutex<()>,
+    /// The LISTEN task feeding the bus (PostgreSQL).
+    listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// First-start credentials of `admin`, to print once.
@@ -51,12 +69,24 @@ pub struct PipelineQuery {
 
 impl Engine {
     pub async fn open(database_url: &str) -> Result<Engine, EngineError> {
+        Engine::open_with(database_url, Settings::default()).await
+    }
+
+    pub async fn open_with(database_url: &str, settings: Settings) -> Result<Engine, EngineError> {
         let store = Store::connect(database_url).await?;
+        let bus = Bus::new(4096);
+        // Listening starts before the engine is used, so no committed change is missed.
+        let listener = match store.backend() {
+            Backend::Postgres => Some(crate::bus::spawn_postgres_listener(database_url, bus.clone()).await?),
+            Backend::Sqlite => None,
+        };
         Ok(Engine {
             inner: Arc::new(Inner {
+                settings,
                 store,
-                bus: Bus::new(4096),
+                bus,
                 publish_order: tokio::sync::Mutex::new(()),
+                listener: std::sync::Mutex::new(listener),
             }),
         })
     }
@@ -70,6 +100,9 @@ impl Engine {
     }
 
     pub async fn close(&self) {
+        if let Some(listener) = self.inner.listener.lock().expect("not poisoned").take() {
+            listener.abort();
+        }
         self.store().close().await;
     }
 
@@ -220,12 +253,58 @@ impl Engine {
                 },
             })
             .collect();
-        let id = self
-            .store()
-            .create_pipeline(project_id, req.git_ref.trim(), &actor.name, &jobs)
-            .await?;
+        let git_ref = req.git_ref.trim();
+        let id = self.store().create_pipeline(project_id, git_ref, &actor.name, &jobs).await?;
         self.advance_pipeline(id).await?;
+        self.auto_cancel_older(actor, project_id, git_ref, id, cfg.auto_cancel).await?;
         self.pipeline_with_jobs(id).await
+    }
+
+    /// A new pipeline supersedes older unfinished ones on the same ref, as its
+    /// `workflow.auto_cancel.on_new_commit` says (the rule is `core::pipeline`'s).
+    async fn auto_cancel_older(
+        &self,
+        actor: &Actor,
+        project_id: i64,
+        git_ref: &str,
+        new_id: i64,
+        mode: config::AutoCancel,
+    ) -> Result<(), EngineError> {
+        for older in self.store().unfinished_pipelines_before(project_id, git_ref, new_id).await? {
+            let jobs: Vec<OlderJob> = self
+                .store()
+                .jobs_of_pipeline(older)
+                .await?
+                .iter()
+                .map(|j| OlderJob {
+                    id: j.id,
+                    interruptible: j.interruptible,
+                    status: j.status,
+                    started: j.started_at.is_some(),
+                })
+                .collect();
+            let targets = auto_cancel_targets(mode, &jobs);
+            if targets.is_empty() {
+                continue;
+            }
+            if mode == config::AutoCancel::Conservative {
+                self.store()
+                    .set_pipeline_cancel(older, CancelMode::Graceful, &actor.name, CancelReason::Superseded)
+                    .await?;
+            }
+            // Later jobs first, so waiting ones end `canceled` rather than `skipped`.
+            for job_id in targets.into_iter().rev() {
+                let detail = Some(format!("superseded by pipeline #{new_id}"));
+                match self
+                    .stop_job(actor, job_id, JobEvent::Cancel, CancelReason::Superseded, detail)
+                    .await
+                {
+                    Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn list_pipelines(&self, actor: &Actor, project_id: Option<i64>, q: PipelineQuery) -> Result<Vec<Pipeline>, EngineError> {
@@ -343,7 +422,7 @@ impl Engine {
             (CancelMode::Abort, None)
         } else {
             let spec = self.store().job_spec(id).await?;
-            let secs = spec.job.cancel_grace_secs + spec.job.after_script_timeout_secs + CANCEL_DEADLINE_MARGIN_SECS;
+            let secs = spec.job.cancel_grace_secs + spec.job.after_script_timeout_secs + self.inner.settings.cancel_margin_secs;
             (
                 CancelMode::Graceful,
                 Some(format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))),
@@ -391,6 +470,11 @@ impl Engine {
         self.store().add_runner(name, token_id).await
     }
 
+    /// A runner's heartbeat.
+    pub async fn runner_seen(&self, runner_id: i64) -> Result<(), EngineError> {
+        self.store().runner_seen(runner_id).await
+    }
+
     pub async fn job_status(&self, job_id: i64) -> Result<Status, EngineError> {
         Ok(self
             .store()
@@ -402,21 +486,22 @@ impl Engine {
 
     /// Hands the oldest pending job to this runner, if there is one.
     pub async fn claim_job(&self, runner_id: i64) -> Result<Option<JobAssignment>, EngineError> {
-        loop {
-            let Some(job_id) = self.store().oldest_pending_job().await? else {
-                return Ok(None);
-            };
-            let ctx = TransitionCtx {
-                actor: format!("runner:{runner_id}"),
-                runner_id: Some(runner_id),
-                ..Default::default()
-            };
-            match self.apply(job_id, JobEvent::Start, ctx).await {
-                Ok(t) if t.changed => return Ok(Some(self.assignment(&t.job).await?)),
-                // Taken or cancelled meanwhile: try the next one.
-                Ok(_) | Err(EngineError::InvalidTransition(_)) => continue,
-                Err(e) => return Err(e),
+        let ctx = TransitionCtx {
+            actor: format!("runner:{runner_id}"),
+            runner_id: Some(runner_id),
+            ..Default::default()
+        };
+        let claimed = {
+            let _order = self.commit_order().await;
+            let claimed = self.store().claim_next_pending(&ctx).await?;
+            if let Some(t) = &claimed {
+                self.publish(t);
             }
+            claimed
+        };
+        match claimed {
+            Some(t) => Ok(Some(self.assignment(&t.job).await?)),
+            None => Ok(None),
         }
     }
 
@@ -531,7 +616,37 @@ impl Engine {
         Ok(reaped)
     }
 
-    /// Runs the reaper every `every` until the engine is dropped by everyone else.
+    /// Ends the jobs of runners not heard from within `runner_lost_after_secs`:
+    /// running → failed, canceling → canceled, reason `runner_lost`. Returns how many.
+    pub async fn reap_lost_runners(&self) -> Result<usize, EngineError> {
+        let cutoff = chrono::Utc::now() - chrono::Duration::seconds(self.inner.settings.runner_lost_after_secs as i64);
+        self.reap_lost_runners_seen_before(&format_time(cutoff)).await
+    }
+
+    /// The lost-runner pass for runners last seen before `cutoff` (RFC 3339).
+    pub async fn reap_lost_runners_seen_before(&self, cutoff: &str) -> Result<usize, EngineError> {
+        let mut reaped = 0;
+        for (job_id, status) in self.store().jobs_of_runners_seen_before(cutoff).await? {
+            let mut ctx = TransitionCtx {
+                actor: "system".into(),
+                detail: Some("the runner stopped answering".into()),
+                ..Default::default()
+            };
+            if status == Status::Canceling {
+                ctx.cancel = Some((CancelMode::Graceful, CancelReason::RunnerLost));
+            } else {
+                ctx.failure_reason = Some("runner_lost".into());
+            }
+            match self.apply(job_id, JobEvent::RunnerLost, ctx).await {
+                Ok(t) if t.changed => reaped += 1,
+                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Runs both reapers every `every`, for as long as the task lives.
     pub fn spawn_reaper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
@@ -541,22 +656,42 @@ impl Engine {
                 if let Err(e) = engine.reap_overdue_cancels().await {
                     tracing::warn!("reaper: {e}");
                 }
+                if let Err(e) = engine.reap_lost_runners().await {
+                    tracing::warn!("reaper: {e}");
+                }
             }
         })
     }
 
     // ---- the one path of every status change ----
 
+    /// On SQLite, held from a transition's commit to its publication so subscribers see
+    /// changes in commit order. PostgreSQL needs no lock: NOTIFY is sent inside the
+    /// transaction and delivered in commit order.
+    async fn commit_order(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self.store().backend() {
+            Backend::Sqlite => Some(self.inner.publish_order.lock().await),
+            Backend::Postgres => None,
+        }
+    }
+
+    /// Publishes a committed change on this process's bus (SQLite). On PostgreSQL the
+    /// change reaches every replica's bus, this one included, through LISTEN/NOTIFY.
+    fn publish(&self, t: &Transitioned) {
+        if !t.changed || self.store().backend() == Backend::Postgres {
+            return;
+        }
+        self.bus().publish(BusEvent::Job(t.job.clone()));
+        if let Some(p) = &t.pipeline {
+            self.bus().publish(BusEvent::Pipeline(p.clone()));
+        }
+    }
+
     async fn apply(&self, job_id: i64, event: JobEvent, ctx: TransitionCtx) -> Result<Transitioned, EngineError> {
         let transitioned = {
-            let _order = self.inner.publish_order.lock().await;
+            let _order = self.commit_order().await;
             let t = self.store().transition_job(job_id, event, &ctx).await?;
-            if t.changed {
-                self.bus().publish(BusEvent::Job(t.job.clone()));
-                if let Some(p) = &t.pipeline {
-                    self.bus().publish(BusEvent::Pipeline(p.clone()));
-                }
-            }
+            self.publish(&t);
             t
         };
         if transitioned.changed && transitioned.job.status.is_terminal() {

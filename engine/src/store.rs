@@ -89,6 +89,16 @@ pub struct TransitionCtx {
     pub cancel_deadline: Option<String>,
 }
 
+/// The PostgreSQL NOTIFY channel that carries committed changes to every replica.
+pub const CHANGES_CHANNEL: &str = "usher_changes";
+
+/// One committed transition, as sent on [`CHANGES_CHANNEL`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangeNotice {
+    pub job: Job,
+    pub pipeline: Option<Pipeline>,
+}
+
 /// The result of [`Store::transition_job`].
 pub struct Transitioned {
     pub job: Job,
@@ -378,6 +388,32 @@ impl Store {
         Ok(result.rows_affected() == 1)
     }
 
+    pub async fn runner_seen(&self, id: i64) -> Result<(), EngineError> {
+        sqlx::query("UPDATE runners SET last_seen_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Active jobs held by runners last seen before `cutoff`.
+    pub async fn jobs_of_runners_seen_before(&self, cutoff: &str) -> Result<Vec<(i64, Status)>, EngineError> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.status FROM jobs j JOIN runners r ON r.id = j.runner_id \
+             WHERE j.status IN ('running', 'canceling') AND r.last_seen_at < $1 ORDER BY j.id",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let s: String = r.try_get("status")?;
+                Ok((r.try_get("id")?, Status::parse(&s).ok_or_else(|| bad_status(&s))?))
+            })
+            .collect()
+    }
+
     // ---- projects ----
 
     pub async fn create_project(&self, name: &str, ci_config: &str) -> Result<Project, EngineError> {
@@ -495,6 +531,20 @@ impl Store {
         rows.iter().map(pipeline_from_row).collect()
     }
 
+    /// Unfinished pipelines of a project and ref created before `before_id`.
+    pub async fn unfinished_pipelines_before(&self, project_id: i64, git_ref: &str, before_id: i64) -> Result<Vec<i64>, EngineError> {
+        let rows = sqlx::query(
+            "SELECT id FROM pipelines WHERE project_id = $1 AND git_ref = $2 AND id < $3 \
+             AND status NOT IN ('success', 'failed', 'canceled', 'skipped') ORDER BY id",
+        )
+        .bind(project_id)
+        .bind(git_ref)
+        .bind(before_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+    }
+
     pub async fn jobs_of_pipeline(&self, pipeline_id: i64) -> Result<Vec<Job>, EngineError> {
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id"
@@ -557,14 +607,6 @@ impl Store {
         serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))
     }
 
-    pub async fn oldest_pending_job(&self) -> Result<Option<i64>, EngineError> {
-        let row = sqlx::query("SELECT id FROM jobs WHERE status = $1 ORDER BY id LIMIT 1")
-            .bind(Status::Pending.as_str())
-            .fetch_optional(&self.pool)
-            .await?;
-        Ok(row.map(|r| r.try_get("id")).transpose()?)
-    }
-
     /// `canceling` jobs whose cancel deadline is before `now`.
     pub async fn overdue_canceling_jobs(&self, now: &str) -> Result<Vec<i64>, EngineError> {
         let rows = sqlx::query("SELECT id FROM jobs WHERE status = $1 AND cancel_deadline < $2 ORDER BY id")
@@ -581,17 +623,65 @@ impl Store {
     pub async fn transition_job(&self, job_id: i64, event: JobEvent, ctx: &TransitionCtx) -> Result<Transitioned, EngineError> {
         loop {
             let mut tx = self.pool.begin().await?;
+            match self.transition_in(&mut tx, job_id, event, ctx).await? {
+                Some(t) => {
+                    tx.commit().await?;
+                    return Ok(t);
+                }
+                // Someone moved the job between our read and write: read again.
+                None => tx.rollback().await?,
+            }
+        }
+    }
+
+    /// Hands the oldest pending job to a runner (the `Start` event with `ctx`). On
+    /// PostgreSQL the candidate is locked with `FOR UPDATE SKIP LOCKED`, so replicas
+    /// claiming at once take different jobs instead of queueing on one row.
+    pub async fn claim_next_pending(&self, ctx: &TransitionCtx) -> Result<Option<Transitioned>, EngineError> {
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let query = match self.backend {
+                Backend::Postgres => {
+                    "SELECT j.id FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
+                     WHERE j.status = 'pending' ORDER BY j.id LIMIT 1 FOR UPDATE OF j, p SKIP LOCKED"
+                }
+                Backend::Sqlite => "SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1",
+            };
+            let Some(row) = sqlx::query(query).fetch_optional(&mut *tx).await? else {
+                return Ok(None);
+            };
+            let job_id: i64 = row.try_get("id")?;
+            match self.transition_in(&mut tx, job_id, JobEvent::Start, ctx).await {
+                Ok(Some(t)) if t.changed => {
+                    tx.commit().await?;
+                    return Ok(Some(t));
+                }
+                Ok(_) | Err(EngineError::InvalidTransition(_)) => tx.rollback().await?,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// One transition inside `tx`; None if the compare-and-set lost a race.
+    async fn transition_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        job_id: i64,
+        event: JobEvent,
+        ctx: &TransitionCtx,
+    ) -> Result<Option<Transitioned>, EngineError> {
+        {
             if self.backend == Backend::Postgres {
                 // Transitions of one pipeline take turns, so each re-derivation of the
                 // pipeline status sees every job change committed before it.
                 sqlx::query("SELECT p.id FROM pipelines p JOIN jobs j ON j.pipeline_id = p.id WHERE j.id = $1 FOR UPDATE OF p")
                     .bind(job_id)
-                    .fetch_optional(&mut *tx)
+                    .fetch_optional(&mut **tx)
                     .await?;
             }
             let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
                 .bind(job_id)
-                .fetch_optional(&mut *tx)
+                .fetch_optional(&mut **tx)
                 .await?
                 .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
             let current = job_from_row(&row)?;
@@ -601,13 +691,12 @@ impl Store {
             }
             let to = match next(current.status, event)? {
                 Outcome::Unchanged => {
-                    tx.commit().await?;
-                    return Ok(Transitioned {
+                    return Ok(Some(Transitioned {
                         from: current.status,
                         job: current,
                         changed: false,
                         pipeline: None,
-                    });
+                    }));
                 }
                 Outcome::Move(to) => to,
             };
@@ -649,12 +738,10 @@ impl Store {
             .bind(after.map(|a| a.timed_out as i64))
             .bind(job_id)
             .bind(current.status.as_str())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
             if result.rows_affected() == 0 {
-                // Someone moved the job between our read and write: read again.
-                tx.rollback().await?;
-                continue;
+                return Ok(None);
             }
             sqlx::query(
                 "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail) \
@@ -668,21 +755,33 @@ impl Store {
             .bind(cancel_mode)
             .bind(cancel_reason.or(ctx.failure_reason.as_deref()))
             .bind(ctx.detail.as_deref())
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-            let pipeline = self.rederive_pipeline(&mut tx, current.pipeline_id, &t).await?;
+            let pipeline = self.rederive_pipeline(tx, current.pipeline_id, &t).await?;
             let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
                 .bind(job_id)
-                .fetch_one(&mut *tx)
+                .fetch_one(&mut **tx)
                 .await?;
             let job = job_from_row(&row)?;
-            tx.commit().await?;
-            return Ok(Transitioned {
+            if self.backend == Backend::Postgres {
+                // Delivered to every replica's listener at commit, in commit order.
+                let notice = ChangeNotice {
+                    job: job.clone(),
+                    pipeline: pipeline.clone(),
+                };
+                let payload = serde_json::to_string(&notice).map_err(|e| EngineError::Internal(e.to_string()))?;
+                sqlx::query("SELECT pg_notify($1, $2)")
+                    .bind(CHANGES_CHANNEL)
+                    .bind(payload)
+                    .fetch_all(&mut **tx)
+                    .await?;
+            }
+            Ok(Some(Transitioned {
                 job,
                 from: current.status,
                 changed: true,
                 pipeline,
-            });
+            }))
         }
     }
 

@@ -304,3 +304,120 @@ async fn soak_ten_thousand_operations() {
         stress(&db, 10_000, 42).await;
     }
 }
+
+async fn pipeline_on(engine: &Engine, actor: &Actor, project_id: i64, git_ref: &str) -> (i64, Vec<Job>) {
+    let p = engine
+        .create_pipeline(
+            actor,
+            project_id,
+            CreatePipeline {
+                git_ref: git_ref.into(),
+                ci_config: None,
+            },
+        )
+        .await
+        .unwrap();
+    (p.id, p.jobs.unwrap())
+}
+
+async fn auto_cancel_project(engine: &Engine, admin: &Actor, mode: &str) -> i64 {
+    let config = format!(
+        "workflow:\n  auto_cancel:\n    on_new_commit: {mode}\nstages: [a, b]\nsafe:\n  stage: a\n  interruptible: true\n  script: [x]\nslow:\n  stage: a\n  script: [x]\nlater:\n  stage: b\n  script: [x]\n"
+    );
+    let name = format!("{mode}{}", rand::random::<u32>());
+    engine
+        .create_project(admin, CreateProject { name, ci_config: config })
+        .await
+        .unwrap()
+        .id
+}
+
+#[tokio::test]
+async fn a_new_pipeline_supersedes_older_ones_on_its_ref() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        // conservative, nothing started: the whole older pipeline is canceled.
+        let p = auto_cancel_project(&engine, &admin, "conservative").await;
+        let (old, _) = pipeline_on(&engine, &admin, p, "main").await;
+        let (other_ref, _) = pipeline_on(&engine, &admin, p, "feature").await;
+        let (new, _) = pipeline_on(&engine, &admin, p, "main").await;
+        let old_p = engine.get_pipeline(&admin, old).await.unwrap();
+        assert_eq!(old_p.status, Status::Canceled, "{}", db.name);
+        assert_eq!(old_p.cancel.as_ref().unwrap().reason, usher_core::api::CancelReason::Superseded);
+        let later = old_p.jobs.unwrap().into_iter().find(|j| j.name == "later").unwrap();
+        let timeline = engine.job_timeline(&admin, later.id).await.unwrap();
+        let last = timeline.last().unwrap();
+        assert_eq!(last.reason.as_deref(), Some("superseded"));
+        assert_eq!(last.detail.as_deref(), Some(format!("superseded by pipeline #{new}").as_str()));
+        assert_ne!(
+            engine.get_pipeline(&admin, other_ref).await.unwrap().status,
+            Status::Canceled,
+            "another ref is left alone"
+        );
+
+        // conservative, a non-interruptible job has started: left alone.
+        let p = auto_cancel_project(&engine, &admin, "conservative").await;
+        let (old, jobs) = pipeline_on(&engine, &admin, p, "main").await;
+        let slow = jobs.iter().find(|j| j.name == "slow").unwrap().id;
+        while engine.get_job(&admin, slow).await.unwrap().status != Status::Running {
+            engine.claim_job(r).await.unwrap().expect("a pending job");
+        }
+        pipeline_on(&engine, &admin, p, "main").await;
+        assert_eq!(
+            engine.get_pipeline(&admin, old).await.unwrap().status,
+            Status::Running,
+            "{}",
+            db.name
+        );
+
+        // interruptible: only the interruptible job goes (gracefully: it was running).
+        let p = auto_cancel_project(&engine, &admin, "interruptible").await;
+        let (old, jobs) = pipeline_on(&engine, &admin, p, "main").await;
+        let safe = jobs.iter().find(|j| j.name == "safe").unwrap().id;
+        while engine.get_job(&admin, safe).await.unwrap().status != Status::Running {
+            engine.claim_job(r).await.unwrap().expect("a pending job");
+        }
+        pipeline_on(&engine, &admin, p, "main").await;
+        let jobs = engine.get_pipeline(&admin, old).await.unwrap().jobs.unwrap();
+        assert_eq!(status_of(&jobs, "safe"), Status::Canceling, "{}", db.name);
+        assert_ne!(status_of(&jobs, "slow"), Status::Canceled);
+
+        // none: nothing.
+        let p = auto_cancel_project(&engine, &admin, "none").await;
+        let (old, _) = pipeline_on(&engine, &admin, p, "main").await;
+        pipeline_on(&engine, &admin, p, "main").await;
+        assert_eq!(
+            engine.get_pipeline(&admin, old).await.unwrap().status,
+            Status::Pending,
+            "{}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_lost_runners_jobs_end_runner_lost() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (_, _) = pipeline(&engine, &admin, "a:\n  script: [x]\nb:\n  script: [x]\n").await;
+        let first = engine.claim_job(r).await.unwrap().unwrap();
+        let second = engine.claim_job(r).await.unwrap().unwrap();
+        engine.cancel_job(&admin, second.job_id).await.unwrap();
+        assert_eq!(engine.reap_lost_runners().await.unwrap(), 0, "{}: just seen", db.name);
+        assert_eq!(engine.reap_lost_runners_seen_before("2999-01-01T00:00:00.000Z").await.unwrap(), 2);
+        let running = engine.get_job(&admin, first.job_id).await.unwrap();
+        assert_eq!(
+            (running.status, running.failure_reason.as_deref()),
+            (Status::Failed, Some("runner_lost")),
+            "{}",
+            db.name
+        );
+        let canceling = engine.get_job(&admin, second.job_id).await.unwrap();
+        assert_eq!(canceling.status, Status::Canceled);
+        assert_eq!(canceling.cancel.unwrap().reason, usher_core::api::CancelReason::RunnerLost);
+        engine.close().await;
+    }
+}

@@ -37,6 +37,7 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// Where the built site (`pkg/`) lives.
     pub site_root: String,
+    pub settings: usher_engine::service::Settings,
 }
 
 /// A running server.
@@ -70,7 +71,9 @@ pub fn default_database_url(data_dir: &std::path::Path) -> String {
 /// credentials, and serves until [`Server::stop`].
 pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("cannot create {}: {e}", opts.data_dir.display()))?;
-    let engine = Engine::open(&opts.database_url).await.map_err(|e| e.to_string())?;
+    let engine = Engine::open_with(&opts.database_url, opts.settings)
+        .await
+        .map_err(|e| e.to_string())?;
     if let Some(creds) = engine
         .bootstrap_admin(opts.admin_token.as_deref())
         .await

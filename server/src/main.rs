@@ -79,6 +79,25 @@ fn parse_role(text: &str) -> Result<Role, String> {
     Role::parse(text).ok_or_else(|| format!("`{text}` is not a role (viewer, developer, maintainer, admin)"))
 }
 
+/// Timing overrides (for tests and unusual setups): USHER_CANCEL_MARGIN_SECS,
+/// USHER_RUNNER_LOST_SECS.
+fn settings_from_env() -> usher_engine::service::Settings {
+    let mut settings = usher_engine::service::Settings::default();
+    let read = |name: &str| {
+        std::env::var(name).ok().map(|v| {
+            v.parse::<u64>()
+                .unwrap_or_else(|_| fail(format!("{name} must be a number of seconds")))
+        })
+    };
+    if let Some(v) = read("USHER_CANCEL_MARGIN_SECS") {
+        settings.cancel_margin_secs = v;
+    }
+    if let Some(v) = read("USHER_RUNNER_LOST_SECS") {
+        settings.runner_lost_after_secs = v;
+    }
+    settings
+}
+
 fn fail(message: impl std::fmt::Display) -> ! {
     eprintln!("usher: {message}");
     std::process::exit(1);
@@ -105,6 +124,7 @@ async fn main() {
                 demo,
                 admin_token: std::env::var("USHER_ADMIN_TOKEN").ok(),
                 site_root: std::env::var("LEPTOS_SITE_ROOT").unwrap_or_else(|_| "target/site".into()),
+                settings: settings_from_env(),
             })
             .await
             .unwrap_or_else(|e| fail(e));

@@ -130,7 +130,7 @@ async fn session(
                         Err(e) => send(&mut socket, &ServerMessage::Error { message: e.to_string() }).await?,
                     }
                 }
-                Some(RunnerMessage::Heartbeat) => {}
+                Some(RunnerMessage::Heartbeat) => engine.runner_seen(runner_id).await.map_err(|e| e.to_string())?,
                 Some(RunnerMessage::Hello { .. }) => send(&mut socket, &ServerMessage::Error { message: "already said hello".into() }).await?,
             },
             event = bus.recv() => match event {

@@ -22,10 +22,16 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(local_runners: u32) -> TestServer {
+        TestServer::start_on(None, local_runners).await
+    }
+
+    /// A server on `database_url` (default: SQLite in its own temp dir).
+    pub async fn start_on(database_url: Option<String>, local_runners: u32) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let server = start(ServeOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: usher_server::default_database_url(data_dir.path()),
+            database_url: database_url.unwrap_or_else(|| usher_server::default_database_url(data_dir.path())),
+            settings: Default::default(),
             data_dir: data_dir.path().to_path_buf(),
             local_runners,
             demo: false,
@@ -42,6 +48,18 @@ impl TestServer {
             data_dir,
             client: reqwest::Client::new(),
             run_marker,
+        }
+    }
+
+    /// The harness (client, marker, cleanup) for a server started elsewhere, such as a
+    /// real `usher` process; set `base` once it listens.
+    pub fn detached() -> TestServer {
+        TestServer {
+            server: None,
+            base: String::new(),
+            data_dir: tempfile::tempdir().unwrap(),
+            client: reqwest::Client::new(),
+            run_marker: format!("{}-{}", std::process::id(), rand_suffix()),
         }
     }
 
@@ -235,4 +253,24 @@ pub fn log_value(log: &str, key: &str) -> String {
 
 pub fn path_exists(p: &str) -> bool {
     Path::new(p).exists()
+}
+
+/// A fresh PostgreSQL database on TEST_DATABASE_URL's server, or None (with a note)
+/// when it is not set; `USHER_REQUIRE_POSTGRES` makes that a failure.
+pub async fn fresh_postgres() -> Option<String> {
+    use sqlx::Connection;
+    let base = match std::env::var("TEST_DATABASE_URL") {
+        Ok(b) if !b.is_empty() => b,
+        _ if std::env::var("USHER_REQUIRE_POSTGRES").is_ok() => panic!("USHER_REQUIRE_POSTGRES is set but TEST_DATABASE_URL is not"),
+        _ => {
+            eprintln!("note: TEST_DATABASE_URL is not set; skipping the PostgreSQL-only test (make test runs it)");
+            return None;
+        }
+    };
+    sqlx::any::install_default_drivers();
+    let name = format!("r_{}_{}", std::process::id(), rand_suffix());
+    let mut conn = sqlx::AnyConnection::connect(&base).await.expect("connect to TEST_DATABASE_URL");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+    let (prefix, _) = base.rsplit_once('/').unwrap();
+    Some(format!("{prefix}/{name}"))
 }
