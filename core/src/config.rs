@@ -35,7 +35,8 @@ pub struct CiConfig {
     pub jobs: Vec<JobConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+/// One job of a configuration (also how the server keeps a job's spec, as JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct JobConfig {
     pub name: String,
     pub stage: String,
@@ -51,7 +52,7 @@ pub struct JobConfig {
     pub artifacts: Option<ArtifactsConfig>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ArtifactsConfig {
     pub paths: Vec<String>,
     pub when: ArtifactsWhen,

@@ -14,7 +14,7 @@ use usher_core::roles::{Action, Role};
 use usher_core::status::{JobEvent, Status};
 
 use crate::auth::{hash_password, hash_token, new_token, verify_password};
-use crate::store::{Backend, JobConfigJson, NewJob, PipelineFilter, StoredSpec, TransitionCtx, Transitioned};
+use crate::store::{Backend, NewJob, PipelineFilter, StoredSpec, TransitionCtx, Transitioned};
 use crate::{Actor, Bus, BusEvent, EngineError, Store, format_time, now};
 
 /// Timing rules of the engine; the defaults suit production, tests shorten them.
@@ -248,7 +248,7 @@ impl Engine {
                 needs: j.needs.clone(),
                 interruptible: j.interruptible,
                 spec: StoredSpec {
-                    job: JobConfigJson::from(j),
+                    job: j.clone(),
                     pipeline_variables: cfg.variables.clone(),
                 },
             })
@@ -542,7 +542,10 @@ impl Engine {
             timeout_secs: spec.job.timeout_secs,
             cancel_grace_secs: spec.job.cancel_grace_secs,
             after_script_timeout_secs: spec.job.after_script_timeout_secs,
-            artifacts: spec.job.artifacts.map(|(paths, when)| ArtifactsAssignment { paths, when }),
+            artifacts: spec.job.artifacts.map(|a| ArtifactsAssignment {
+                paths: a.paths,
+                when: a.when,
+            }),
         })
     }
 

@@ -41,37 +41,8 @@ pub struct NewJob {
 /// What the runner needs to run a job, kept with the job as JSON.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct StoredSpec {
-    pub job: JobConfigJson,
+    pub job: JobConfig,
     pub pipeline_variables: Vec<(String, String)>,
-}
-
-/// `JobConfig`'s fields in a serialisable shape (the core model has no serde on purpose:
-/// the YAML is the format users write, this is only our storage).
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct JobConfigJson {
-    pub variables: Vec<(String, String)>,
-    pub before_script: Vec<String>,
-    pub script: Vec<String>,
-    pub after_script: Vec<String>,
-    pub timeout_secs: u64,
-    pub cancel_grace_secs: u64,
-    pub after_script_timeout_secs: u64,
-    pub artifacts: Option<(Vec<String>, usher_core::config::ArtifactsWhen)>,
-}
-
-impl From<&JobConfig> for JobConfigJson {
-    fn from(j: &JobConfig) -> Self {
-        JobConfigJson {
-            variables: j.variables.clone(),
-            before_script: j.before_script.clone(),
-            script: j.script.clone(),
-            after_script: j.after_script.clone(),
-            timeout_secs: j.timeout_secs,
-            cancel_grace_secs: j.cancel_grace_secs,
-            after_script_timeout_secs: j.after_script_timeout_secs,
-            artifacts: j.artifacts.as_ref().map(|a| (a.paths.clone(), a.when)),
-        }
-    }
 }
 
 /// Everything a transition may record besides the new status.

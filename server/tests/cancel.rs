@@ -5,7 +5,6 @@
 mod common;
 
 use common::*;
-use futures::StreamExt;
 use serde_json::Value;
 
 /// A job that starts a detached "service" and a temp dir, `cd`s into a subdirectory,
@@ -47,15 +46,7 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
     let job_id = TestServer::job_id(&pipeline, "sleeper");
 
     // Watch the event websocket as an API client would.
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{}/api/v1/events?job_id={job_id}",
-        t.base.trim_start_matches("http://")
-    ))
-    .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
-    let (mut events, _) = tokio_tungstenite::connect_async(request).await.expect("event websocket");
+    let mut events = t.events(&format!("job_id={job_id}")).await;
 
     let log = t.wait_for_log(job_id, "ready").await;
     let bg_pid: i32 = log_value(&log, "bg").parse().unwrap();
@@ -111,18 +102,7 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
     assert_eq!(timeline[3]["mode"], "graceful");
 
     // The websocket saw canceling, then canceled, for this job.
-    let mut seen = Vec::new();
-    while !seen.contains(&"canceled".to_string()) {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), events.next())
-            .await
-            .expect("a frame")
-            .unwrap()
-            .unwrap();
-        let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
-        assert_eq!(v["type"], "job");
-        assert_eq!(v["job"]["id"], job_id);
-        seen.push(v["job"]["status"].as_str().unwrap().to_string());
-    }
+    let seen = job_statuses_until(&mut events, job_id, "canceled").await;
     let from_canceling: Vec<&str> = seen.iter().map(String::as_str).skip_while(|s| *s != "canceling").collect();
     assert_eq!(from_canceling, ["canceling", "canceled"], "frames: {seen:?}");
     t.stop().await;
@@ -257,5 +237,29 @@ async fn api_errors_have_the_contract_shape() {
     assert_eq!(resp.status().as_u16(), 413);
     let body: Value = resp.json().await.unwrap();
     assert_eq!(body["error"]["code"], "too_large");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_timed_out_job_fails_but_still_cleans_up() {
+    let t = TestServer::start(1).await;
+    let pipeline = t
+        .pipeline(
+            "slow:\n  timeout: 2s\n  cancel_grace: 1s\n  script: [\"trap 'echo ignoring TERM' TERM\", \"cd /tmp\", \"echo ready\", \"while true; do sleep 0.2; done\"]\n  after_script: [\"echo after_status=$CI_JOB_STATUS after_cwd=$(pwd)\"]\n",
+        )
+        .await;
+    let job_id = TestServer::job_id(&pipeline, "slow");
+    let job = t.wait_for_status(job_id, "failed").await;
+    assert_eq!(job["failure_reason"], "timeout", "{job}");
+    assert_eq!(job["after_script"]["exit_code"], 0, "{job}");
+    let (log, _) = t.log(job_id).await;
+    assert!(log.contains("ignoring TERM"), "the script got SIGTERM first:\n{log}");
+    assert_eq!(log_value(&log, "after_status"), "failed");
+    assert_eq!(log_value(&log, "after_cwd"), "/tmp", "after_script starts where the script was");
+    assert_eq!(
+        wait_until_gone(job_id, &t.run_marker).await,
+        Vec::<i32>::new(),
+        "the TERM-ignoring script was killed"
+    );
     t.stop().await;
 }

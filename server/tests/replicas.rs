@@ -4,8 +4,6 @@
 mod common;
 
 use common::*;
-use futures::StreamExt;
-use serde_json::Value;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_on_one_replica_reaches_the_other() {
@@ -13,15 +11,7 @@ async fn a_cancel_on_one_replica_reaches_the_other() {
     let a = TestServer::start_on(Some(url.clone()), 0).await;
     let b = TestServer::start_on(Some(url), 1).await;
 
-    let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(format!(
-        "ws://{}/api/v1/events",
-        b.base.trim_start_matches("http://")
-    ))
-    .unwrap();
-    request
-        .headers_mut()
-        .insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
-    let (mut events_on_b, _) = tokio_tungstenite::connect_async(request).await.expect("websocket on B");
+    let mut events_on_b = b.events("").await;
 
     // Created through A; run by B's runner, which learns of the job through B.
     let pipeline = a
@@ -39,18 +29,7 @@ async fn a_cancel_on_one_replica_reaches_the_other() {
     assert_eq!(job["after_script"]["exit_code"], 0, "B's runner ran after_script: {job}");
     assert!(a.log(job_id).await.0.contains("cleaned up on B"));
 
-    let mut seen = Vec::new();
-    while !seen.contains(&"canceled".to_string()) {
-        let frame = tokio::time::timeout(std::time::Duration::from_secs(10), events_on_b.next())
-            .await
-            .expect("a frame on B")
-            .unwrap()
-            .unwrap();
-        let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
-        if v["type"] == "job" && v["job"]["id"] == job_id {
-            seen.push(v["job"]["status"].as_str().unwrap().to_string());
-        }
-    }
+    let seen = job_statuses_until(&mut events_on_b, job_id, "canceled").await;
     let tail: Vec<&str> = seen.iter().map(String::as_str).skip_while(|s| *s != "canceling").collect();
     assert_eq!(tail, ["canceling", "canceled"], "frames on B: {seen:?}");
     a.stop().await;

@@ -11,6 +11,27 @@ use usher_server::{ServeOptions, Server, start};
 
 pub const ADMIN_TOKEN: &str = "usher_test_admin_token";
 
+pub type EventSocket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Statuses of `job_id` seen in job frames, until it reaches `until`.
+pub async fn job_statuses_until(events: &mut EventSocket, job_id: i64, until: &str) -> Vec<String> {
+    use futures::StreamExt;
+    let mut seen = Vec::new();
+    while !seen.iter().any(|s| s == until) {
+        let frame = tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .expect("a frame")
+            .unwrap()
+            .unwrap();
+        let v: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        assert!(v["type"] == "job" || v["type"] == "pipeline", "{v}");
+        if v["type"] == "job" && v["job"]["id"] == job_id {
+            seen.push(v["job"]["status"].as_str().unwrap().to_string());
+        }
+    }
+    seen
+}
+
 pub struct TestServer {
     pub server: Option<Server>,
     pub base: String,
@@ -112,6 +133,16 @@ impl TestServer {
             .await;
         assert_eq!(status, 201, "{pipeline}");
         pipeline
+    }
+
+    /// The event websocket with `query`, authenticated as admin.
+    pub async fn events(&self, query: &str) -> EventSocket {
+        let url = format!("ws://{}/api/v1/events?{query}", self.base.trim_start_matches("http://"));
+        let mut request = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(url).unwrap();
+        request
+            .headers_mut()
+            .insert("authorization", format!("Bearer {ADMIN_TOKEN}").parse().unwrap());
+        tokio_tungstenite::connect_async(request).await.expect("event websocket").0
     }
 
     pub fn job_id(pipeline: &Value, name: &str) -> i64 {
