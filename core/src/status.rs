@@ -60,6 +60,19 @@ impl Status {
         matches!(self, Status::Running | Status::Canceling)
     }
 
+    /// How far along a job is: every transition of the table moves a job to a strictly
+    /// higher rank. So of two snapshots of one job, the one with the higher rank is the
+    /// newer — which is how the UI merges websocket frames and answers that race.
+    pub fn progress(self) -> u8 {
+        match self {
+            Status::Created => 0,
+            Status::Pending => 1,
+            Status::Running => 2,
+            Status::Canceling => 3,
+            Status::Success | Status::Failed | Status::Canceled | Status::Skipped => 4,
+        }
+    }
+
     /// Whether a graceful Cancel would change this job (the UI shows the button then).
     pub fn can_cancel(self) -> bool {
         matches!(next(self, JobEvent::Cancel), Ok(Outcome::Move(_)))
@@ -243,6 +256,17 @@ mod tests {
         for from in Status::ALL.into_iter().filter(|s| s.is_terminal()) {
             for event in JobEvent::ALL {
                 assert!(!matches!(next(from, event), Ok(Move(_))), "{from} moved on {}", event.name());
+            }
+        }
+    }
+
+    #[test]
+    fn every_move_makes_progress() {
+        for from in Status::ALL {
+            for event in JobEvent::ALL {
+                if let Ok(Move(to)) = next(from, event) {
+                    assert!(to.progress() > from.progress(), "{from} → {to} on {}", event.name());
+                }
             }
         }
     }

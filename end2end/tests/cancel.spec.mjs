@@ -125,3 +125,21 @@ slow:
   await expect(page.getByRole('button', { name: 'Cancel' })).toHaveCount(0);
   await expect(page.getByRole('button', { name: 'Abort' })).toHaveCount(0);
 });
+
+test('a cleanup faster than the Cancel answer still shows canceled', async ({ page, request }) => {
+  // after_script finishes before the server function's answer (`canceling`) reaches
+  // the page; that older answer must not overwrite the newer `canceled` frame.
+  const pipeline = await newPipeline(request, `
+quick:
+  script: [sleep 1000]
+  after_script: [echo done]
+`);
+  await signIn(page);
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  await expect(page.locator('[data-live="connected"]')).toBeVisible();
+  const job = page.locator('li.job[data-job-name="quick"]');
+  await expect(job.locator('.badge')).toHaveText('running', { timeout: 30_000 });
+  await job.getByRole('button', { name: 'Cancel' }).click();
+  await expect(job.locator('.badge')).toHaveText('canceled');
+  await expect(page.locator('.title-row .badge')).toHaveText('canceled');
+});

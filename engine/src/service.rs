@@ -562,11 +562,11 @@ impl Engine {
             actor: format!("runner:{runner_id}"),
             runner_id: Some(runner_id),
             exit_code: report.exit_code,
-            failure_reason: if ok {
-                None
-            } else {
-                Some(report.failure_reason.clone().unwrap_or_else(|| "script_failure".into()))
-            },
+            // A script stopped by a cancel has no exit code and is no failure.
+            failure_reason: report
+                .failure_reason
+                .clone()
+                .or_else(|| report.exit_code.is_some_and(|c| c != 0).then(|| "script_failure".to_string())),
             after_script: report.after_script.clone(),
             detail: report.after_script.as_ref().map(|a| {
                 format!(

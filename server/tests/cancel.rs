@@ -86,6 +86,7 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
     );
 
     assert_eq!(job["cancel"]["reason"], "user");
+    assert_eq!(job["failure_reason"], Value::Null, "a canceled job did not fail: {job}");
     assert_eq!(job["after_script"]["exit_code"], 0, "{job}");
     assert_eq!(job["after_script"]["timed_out"], false);
     assert!(job["finished_at"].is_string());

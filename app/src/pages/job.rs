@@ -45,6 +45,14 @@ fn JobView(data: JobPageData) -> impl IntoView {
     let log = RwSignal::new(first_log);
     let log_complete = RwSignal::new(first.status.is_terminal());
     let connected = RwSignal::new(false);
+    // Frames, action answers and re-reads race; the more advanced snapshot wins.
+    let update_job = move |j: Job| {
+        job.update(|current| {
+            if j.status.progress() >= current.status.progress() {
+                *current = j;
+            }
+        })
+    };
     let refresh_timeline = move || {
         spawn_local(async move {
             if let Ok(t) = job_timeline(id).await {
@@ -69,14 +77,14 @@ fn JobView(data: JobPageData) -> impl IntoView {
         move || {
             spawn_local(async move {
                 if let Ok(fresh) = job_page(id).await {
-                    job.set(fresh.job);
+                    update_job(fresh.job);
                     timeline.set(fresh.timeline);
                 }
             })
         },
         move |frame| {
             if let EventFrame::Job { job: j } = frame {
-                job.set(j);
+                update_job(j);
                 refresh_timeline();
                 fetch_log();
             }
@@ -102,7 +110,7 @@ fn JobView(data: JobPageData) -> impl IntoView {
     Effect::new(move |_| {
         for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
             match value {
-                Ok(j) => job.set(j),
+                Ok(j) => update_job(j),
                 Err(e) => error.set(Some(e.to_string())),
             }
         }

@@ -7,6 +7,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
+use usher_core::pipeline::derive_status;
 use usher_core::roles::Role;
 use usher_core::status::Status;
 
@@ -41,13 +42,18 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
     let pipeline_id = pipeline.id;
     let project_id = pipeline.project_id;
     let role = viewer.role;
-    let status = RwSignal::new(pipeline.status);
     let jobs = RwSignal::new(pipeline.jobs.clone().unwrap_or_default());
+    // The badge is derived from the jobs by the server's own rule, so it can never
+    // disagree with them, whatever order frames and answers arrive in.
+    let status = Signal::derive(move || jobs.with(|list| derive_status(list.iter().map(|j| j.status))));
     let connected = RwSignal::new(false);
+    // Frames, action answers and re-reads race; the more advanced snapshot of a job wins.
     let upsert = move |job: Job| {
         jobs.update(|list| {
             if let Some(j) = list.iter_mut().find(|j| j.id == job.id) {
-                *j = job;
+                if job.status.progress() >= j.status.progress() {
+                    *j = job;
+                }
             }
         })
     };
@@ -57,14 +63,14 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
         move || {
             spawn_local(async move {
                 if let Ok(fresh) = pipeline_page(pipeline_id).await {
-                    status.set(fresh.pipeline.status);
-                    jobs.set(fresh.pipeline.jobs.unwrap_or_default());
+                    fresh.pipeline.jobs.unwrap_or_default().into_iter().for_each(upsert);
                 }
             })
         },
-        move |frame| match frame {
-            EventFrame::Job { job } => upsert(job),
-            EventFrame::Pipeline { pipeline } => status.set(pipeline.status),
+        move |frame| {
+            if let EventFrame::Job { job } = frame {
+                upsert(job)
+            }
         },
     );
 
@@ -86,12 +92,7 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
     Effect::new(move |_| {
         for value in [cancel_pipeline.value().get(), abort_pipeline.value().get()].into_iter().flatten() {
             match value {
-                Ok(p) => {
-                    status.set(p.status);
-                    if let Some(list) = p.jobs {
-                        jobs.set(list);
-                    }
-                }
+                Ok(p) => p.jobs.unwrap_or_default().into_iter().for_each(upsert),
                 Err(e) => error.set(Some(e.to_string())),
             }
         }
