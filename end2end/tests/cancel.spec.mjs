@@ -143,3 +143,21 @@ quick:
   await expect(job.locator('.badge')).toHaveText('canceled');
   await expect(page.locator('.title-row .badge')).toHaveText('canceled');
 });
+
+test('a log is shown as text: markup stays inert, ANSI colours become styles', async ({ page, request }) => {
+  const pipeline = await newPipeline(request, `
+noisy:
+  script:
+    - echo '<script>window.__injected = 1</script><b>bold?</b>'
+    - printf '\\033[31mred alert\\033[0m plain\\n'
+`);
+  const id = pipeline.jobs[0].id;
+  await signIn(page);
+  await page.goto(`${base()}/jobs/${id}`);
+  const log = page.getByTestId('log');
+  await expect(log).toContainText('<script>window.__injected = 1</script><b>bold?</b>', { timeout: 30_000 });
+  await expect(log.locator('span.ansi-fg-1')).toHaveText('red alert');
+  await expect(log).not.toContainText('\u001b[');
+  expect(await log.locator('script, b').count()).toBe(0);
+  expect(await page.evaluate(() => window.__injected)).toBeUndefined();
+});

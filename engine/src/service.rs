@@ -373,8 +373,7 @@ impl Engine {
         self.store()
             .set_pipeline_cancel(id, mode, &actor.name, CancelReason::Pipeline)
             .await?;
-        // Later stages first, so waiting jobs end `canceled` rather than `skipped`.
-        for job in unfinished.iter().rev() {
+        for job in stop_order(&unfinished, mode) {
             let result = match mode {
                 CancelMode::Graceful => self.stop_job(actor, job.id, JobEvent::Cancel, CancelReason::Pipeline, None).await,
                 CancelMode::Abort => self.stop_job(actor, job.id, JobEvent::Abort, CancelReason::Pipeline, None).await,
@@ -738,5 +737,20 @@ impl Engine {
                 }
             }
         }
+    }
+}
+
+/// The order in which a pipeline cancel or abort visits its unfinished jobs:
+/// - jobs that are running are told first (graceful: they have cleaning up to do, and
+///   `canceling` is not terminal, so nothing waiting on them gets skipped meanwhile);
+/// - `created` jobs of later stages before the jobs they wait on, so they end `canceled`
+///   rather than `skipped` when their prerequisites end.
+fn stop_order(unfinished: &[Job], mode: CancelMode) -> Vec<&Job> {
+    let created = unfinished.iter().rev().filter(|j| j.status == Status::Created);
+    let active = unfinished.iter().filter(|j| j.status.is_active());
+    let pending = unfinished.iter().filter(|j| j.status == Status::Pending);
+    match mode {
+        CancelMode::Graceful => active.chain(created).chain(pending).collect(),
+        CancelMode::Abort => created.chain(active).chain(pending).collect(),
     }
 }

@@ -421,3 +421,31 @@ async fn a_lost_runners_jobs_end_runner_lost() {
         engine.close().await;
     }
 }
+
+#[tokio::test]
+async fn pipeline_cancel_winds_down_running_jobs_and_cancels_waiting_ones() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (pid, _) = pipeline(&engine, &admin, TWO_STAGES).await;
+        let running = engine.claim_job(r).await.unwrap().unwrap();
+        let p = engine.cancel_pipeline(&admin, pid).await.unwrap();
+        let jobs = p.jobs.unwrap();
+        assert_eq!(status_of(&jobs, &running.name), Status::Canceling, "{}", db.name);
+        for job in jobs.iter().filter(|j| j.id != running.job_id) {
+            assert_eq!(
+                job.status,
+                Status::Canceled,
+                "{}: {} was waiting, so it is canceled, not skipped",
+                db.name,
+                job.name
+            );
+        }
+        assert_eq!(p.status, Status::Canceling, "{}: only canceling jobs are left", db.name);
+        // Repeating it is not an error; the runner's report then ends it.
+        assert_eq!(engine.cancel_pipeline(&admin, pid).await.unwrap().status, Status::Canceling);
+        assert_eq!(engine.finish_job(r, running.job_id, report(0)).await.unwrap(), Status::Canceled);
+        assert_eq!(engine.get_pipeline(&admin, pid).await.unwrap().status, Status::Canceled);
+        engine.close().await;
+    }
+}

@@ -264,3 +264,50 @@ async fn a_timed_out_job_fails_but_still_cleans_up() {
     );
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abort_during_after_script_kills_the_cleanup_too() {
+    let t = TestServer::start(1).await;
+    let pipeline = t
+        .pipeline("stuck_cleanup:\n  script: [echo ready, sleep 1000]\n  after_script: [echo cleaning, sleep 1000]\n")
+        .await;
+    let job_id = TestServer::job_id(&pipeline, "stuck_cleanup");
+    t.wait_for_log(job_id, "ready").await;
+    t.call("POST", &format!("/api/v1/jobs/{job_id}/cancel"), None).await;
+    t.wait_for_log(job_id, "\ncleaning").await;
+    assert_eq!(t.job(job_id).await["status"], "canceling");
+    let (status, job) = t.call("POST", &format!("/api/v1/jobs/{job_id}/abort"), None).await;
+    assert_eq!(
+        (status, job["status"].as_str(), job["cancel"]["mode"].as_str()),
+        (200, Some("canceled"), Some("abort")),
+        "{job}"
+    );
+    assert_eq!(
+        wait_until_gone(job_id, &t.run_marker).await,
+        Vec::<i32>::new(),
+        "after_script's processes are killed too"
+    );
+    assert_eq!(
+        t.job(job_id).await["after_script"],
+        Value::Null,
+        "an aborted cleanup reports nothing"
+    );
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_after_script_past_its_timeout_is_killed_and_reported() {
+    let t = TestServer::start(1).await;
+    let pipeline = t
+        .pipeline("slow_cleanup:\n  after_script_timeout: 1s\n  script: [echo ready, sleep 1000]\n  after_script: [sleep 1000]\n")
+        .await;
+    let job_id = TestServer::job_id(&pipeline, "slow_cleanup");
+    t.wait_for_log(job_id, "ready").await;
+    t.call("POST", &format!("/api/v1/jobs/{job_id}/cancel"), None).await;
+    let job = t.wait_for_status(job_id, "canceled").await;
+    assert_eq!(job["after_script"]["timed_out"], true, "{job}");
+    assert!(job["after_script"]["duration_ms"].as_u64().unwrap() >= 1000, "{job}");
+    assert!(t.log(job_id).await.0.contains("after_script timed out"));
+    assert_eq!(wait_until_gone(job_id, &t.run_marker).await, Vec::<i32>::new());
+    t.stop().await;
+}
