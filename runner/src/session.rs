@@ -42,6 +42,7 @@ struct State {
 
 /// Runs until `shutdown` turns true. Jobs still running then are aborted.
 pub async fn run(config: RunnerConfig, mut shutdown: watch::Receiver<bool>) {
+    remove_stale_build_dirs(&config.builds_dir);
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
     let mut state = State {
         runner_id: None,
@@ -67,6 +68,19 @@ pub async fn run(config: RunnerConfig, mut shutdown: watch::Receiver<bool>) {
     }
     for control in state.held.values() {
         let _ = control.send(Control::Abort);
+    }
+}
+
+/// Job directories left by an earlier run of this runner (a crash, a kill -9): nothing
+/// is running in them any more, so they go before the first job.
+fn remove_stale_build_dirs(builds_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(builds_dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        if name.to_string_lossy().starts_with("job-") {
+            tracing::info!("removing stale build directory {}", entry.path().display());
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

@@ -311,3 +311,35 @@ async fn an_after_script_past_its_timeout_is_killed_and_reported() {
     assert_eq!(wait_until_gone(job_id, &t.run_marker).await, Vec::<i32>::new());
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_runner_removes_stale_build_directories() {
+    // What a crashed run leaves behind: a job directory and its state directory.
+    let data_dir = tempfile::tempdir().unwrap();
+    let builds = data_dir.path().join("builds").join("local-1");
+    std::fs::create_dir_all(builds.join("job-999/work")).unwrap();
+    std::fs::create_dir_all(builds.join("job-999.usher")).unwrap();
+    std::fs::write(builds.join("keep.txt"), "not ours").unwrap();
+    let server = usher_server::start(usher_server::ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: usher_server::default_database_url(data_dir.path()),
+        data_dir: data_dir.path().to_path_buf(),
+        local_runners: 1,
+        demo: false,
+        admin_token: Some(ADMIN_TOKEN.into()),
+        site_root: "target/site".into(),
+        settings: Default::default(),
+    })
+    .await
+    .unwrap();
+    let until = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while builds.join("job-999").exists() && std::time::Instant::now() < until {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(
+        !builds.join("job-999").exists() && !builds.join("job-999.usher").exists(),
+        "stale job directories removed"
+    );
+    assert!(builds.join("keep.txt").exists(), "nothing else touched");
+    server.stop().await;
+}
