@@ -25,6 +25,8 @@ pub struct Settings {
     pub cancel_margin_secs: u64,
     /// A runner not heard from for this long is lost; its jobs end `runner_lost`.
     pub runner_lost_after_secs: u64,
+    /// A job's log stops growing here, with a line saying so.
+    pub max_log_bytes: u64,
 }
 
 impl Default for Settings {
@@ -32,9 +34,11 @@ impl Default for Settings {
         Settings {
             cancel_margin_secs: 30,
             runner_lost_after_secs: 60,
+            max_log_bytes: 4 * 1024 * 1024,
         }
     }
 }
+
 /// How long a browser session lasts.
 pub const SESSION_DAYS: i64 = 14;
 
@@ -549,7 +553,9 @@ impl Engine {
     }
 
     pub async fn append_log(&self, runner_id: i64, job_id: i64, offset: u64, data: &str) -> Result<(u64, Status), EngineError> {
-        self.store().append_log(job_id, runner_id, offset, data).await
+        self.store()
+            .append_log(job_id, runner_id, offset, data, self.inner.settings.max_log_bytes)
+            .await
     }
 
     /// The runner's final report. A job that was aborted or reaped meanwhile stays as it

@@ -828,8 +828,16 @@ impl Store {
     // ---- logs ----
 
     /// Appends `data` at byte `offset` if that is the log's current end and the job is
-    /// still held by a runner. Returns the log's length and the job's status either way.
-    pub async fn append_log(&self, job_id: i64, runner_id: i64, offset: u64, data: &str) -> Result<(u64, Status), EngineError> {
+    /// still held by a runner; past `max_bytes` the log ends with a truncation line and
+    /// takes nothing more. Returns the log's length and the job's status either way.
+    pub async fn append_log(
+        &self,
+        job_id: i64,
+        runner_id: i64,
+        offset: u64,
+        data: &str,
+        max_bytes: u64,
+    ) -> Result<(u64, Status), EngineError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT log_length, status, runner_id FROM jobs WHERE id = $1")
             .bind(job_id)
@@ -844,10 +852,25 @@ impl Store {
             return Err(EngineError::Conflict(format!("job {job_id} is not held by this runner")));
         }
         let length = length.max(0) as u64;
-        if offset != length || !status.is_active() || data.is_empty() {
+        if offset != length || !status.is_active() || data.is_empty() || length >= max_bytes {
             tx.commit().await?;
             return Ok((length, status));
         }
+        let room = (max_bytes - length) as usize;
+        let truncated;
+        let data = if data.len() > room {
+            let mut cut = room;
+            while !data.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            truncated = format!(
+                "{}\n\x1b[33;1m[usher] The log reached its limit of {max_bytes} bytes; the rest is not kept.\x1b[0m\n",
+                &data[..cut]
+            );
+            truncated.as_str()
+        } else {
+            data
+        };
         sqlx::query("INSERT INTO job_log_chunks (job_id, byte_offset, byte_end, data) VALUES ($1, $2, $3, $4)")
             .bind(job_id)
             .bind(offset as i64)

@@ -79,8 +79,8 @@ fn parse_role(text: &str) -> Result<Role, String> {
     Role::parse(text).ok_or_else(|| format!("`{text}` is not a role (viewer, developer, maintainer, admin)"))
 }
 
-/// Timing overrides (for tests and unusual setups): USHER_CANCEL_MARGIN_SECS,
-/// USHER_RUNNER_LOST_SECS.
+/// Overrides (for tests and unusual setups): USHER_CANCEL_MARGIN_SECS,
+/// USHER_RUNNER_LOST_SECS, USHER_MAX_LOG_BYTES.
 fn settings_from_env() -> usher_engine::service::Settings {
     let mut settings = usher_engine::service::Settings::default();
     let read = |name: &str| {
@@ -94,6 +94,9 @@ fn settings_from_env() -> usher_engine::service::Settings {
     }
     if let Some(v) = read("USHER_RUNNER_LOST_SECS") {
         settings.runner_lost_after_secs = v;
+    }
+    if let Some(v) = read("USHER_MAX_LOG_BYTES") {
+        settings.max_log_bytes = v;
     }
     settings
 }

@@ -343,3 +343,24 @@ async fn a_restarted_runner_removes_stale_build_directories() {
     assert!(builds.join("keep.txt").exists(), "nothing else touched");
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_flooding_log_is_cut_at_its_limit_with_a_note() {
+    let settings = usher_engine::service::Settings {
+        max_log_bytes: 2000,
+        ..Default::default()
+    };
+    let t = TestServer::start_with(None, 1, settings).await;
+    let pipeline = t
+        .pipeline("flood:\n  script: [\"for i in $(seq 1 2000); do echo line-$i-ñ; done\", \"echo finished\"]\n")
+        .await;
+    let job_id = TestServer::job_id(&pipeline, "flood");
+    let job = t.wait_for_status(job_id, "success").await;
+    assert_eq!(job["exit_code"], 0, "the job itself is not harmed: {job}");
+    let (log, complete) = t.log(job_id).await;
+    assert!(complete);
+    assert!(log.len() < 2200, "kept {} bytes", log.len());
+    assert!(log.contains("The log reached its limit of 2000 bytes"), "{log}");
+    assert!(!log.contains("line-2000-"), "nothing after the cut is kept");
+    t.stop().await;
+}

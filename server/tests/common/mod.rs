@@ -48,11 +48,15 @@ impl TestServer {
 
     /// A server on `database_url` (default: SQLite in its own temp dir).
     pub async fn start_on(database_url: Option<String>, local_runners: u32) -> TestServer {
+        TestServer::start_with(database_url, local_runners, Default::default()).await
+    }
+
+    pub async fn start_with(database_url: Option<String>, local_runners: u32, settings: usher_engine::service::Settings) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let server = start(ServeOptions {
             addr: "127.0.0.1:0".parse().unwrap(),
             database_url: database_url.unwrap_or_else(|| usher_server::default_database_url(data_dir.path())),
-            settings: Default::default(),
+            settings,
             data_dir: data_dir.path().to_path_buf(),
             local_runners,
             demo: false,
