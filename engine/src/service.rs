@@ -11,7 +11,7 @@ use usher_core::config;
 use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, ready_decisions};
 use usher_core::protocol::{ArtifactsAssignment, JobAssignment, JobReport};
 use usher_core::roles::{Action, Role};
-use usher_core::status::{JobEvent, Status};
+use usher_core::status::{JobEvent, Status, next};
 
 use crate::auth::{hash_password, hash_token, new_token, verify_password};
 use crate::store::{Backend, NewJob, PipelineFilter, StoredSpec, TransitionCtx, Transitioned};
@@ -358,10 +358,16 @@ impl Engine {
 
     async fn stop_pipeline(&self, actor: &Actor, id: i64, mode: CancelMode) -> Result<Pipeline, EngineError> {
         let pipeline = self.pipeline_with_jobs(id).await?;
-        if matches!(pipeline.status, Status::Success | Status::Failed | Status::Skipped) {
+        // A pipeline answers a cancel or abort as a job in its status would (core's table).
+        let event = if mode == CancelMode::Abort {
+            JobEvent::Abort
+        } else {
+            JobEvent::Cancel
+        };
+        if next(pipeline.status, event).is_err() {
             return Err(EngineError::InvalidTransition(format!(
                 "cannot {} a pipeline that is {}",
-                if mode == CancelMode::Abort { "abort" } else { "cancel" },
+                event.name(),
                 pipeline.status
             )));
         }
