@@ -49,8 +49,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/login") view=pages::login::LoginPage/>
                 // Async: the whole page is rendered before it is sent, so it is complete
                 // (and its forms usable) before or without hydration.
-                <Route path=path!("/") view=pages::pipelines::RecentPipelinesPage ssr=SsrMode::Async/>
-                <Route path=path!("/projects/:id") view=pages::pipelines::ProjectPage ssr=SsrMode::Async/>
+                <Route path=path!("/") view=pages::pipelines::PipelinesPage ssr=SsrMode::Async/>
+                <Route path=path!("/projects/:id") view=pages::pipelines::PipelinesPage ssr=SsrMode::Async/>
                 <Route path=path!("/pipelines/:id") view=pages::pipeline::PipelinePage ssr=SsrMode::Async/>
                 <Route path=path!("/jobs/:id") view=pages::job::JobPage ssr=SsrMode::Async/>
             </Routes>

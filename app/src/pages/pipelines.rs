@@ -12,26 +12,13 @@ use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, short_time};
 use crate::live::follow_events;
 use crate::server::{PipelineListData, RunPipeline, list_pipelines};
 
+/// `/` when the route has no `:id`, `/projects/{id}` when it has one.
 #[component]
-pub fn RecentPipelinesPage() -> impl IntoView {
-    let data = Resource::new(|| (), |_| list_pipelines(None));
-    view! {
-        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(d) => Either::Left(view! { <PipelineList data=d/> }),
-                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
-                }
-            })}
-        </Suspense>
-    }
-}
-
-#[component]
-pub fn ProjectPage() -> impl IntoView {
+pub fn PipelinesPage() -> impl IntoView {
     let params = use_params_map();
-    let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
-    let data = Resource::new(id, |id| list_pipelines(Some(id)));
+    // A non-numeric id is no project (0): the engine answers "not found".
+    let project_id = move || params.read().get("id").map(|s| s.parse::<i64>().unwrap_or(0));
+    let data = Resource::new(project_id, list_pipelines);
     view! {
         <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
             {move || Suspend::new(async move {
