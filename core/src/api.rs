@@ -129,6 +129,13 @@ pub struct TimelineEvent {
     pub detail: Option<String>,
 }
 
+/// One stored artifact file of a job (`GET /api/v1/jobs/{id}/artifacts`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Artifact {
+    pub path: String,
+    pub size: u64,
+}
+
 /// One text frame of the event websocket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "lowercase")]

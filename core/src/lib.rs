@@ -8,8 +8,10 @@
 //! - [`api`]: the JSON resources of the public API and the event websocket.
 //! - [`protocol`]: the messages between server and runner.
 //! - [`config`]: the CI YAML model (and, with the `parser` feature, its parser).
+//! - [`artifacts`]: when artifacts are kept and which paths are acceptable.
 
 pub mod api;
+pub mod artifacts;
 pub mod config;
 pub mod pipeline;
 pub mod protocol;

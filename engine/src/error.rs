@@ -24,6 +24,8 @@ pub enum EngineError {
     InvalidConfig(#[from] ConfigError),
     #[error("{0}")]
     Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -38,6 +40,7 @@ impl EngineError {
             EngineError::InvalidTransition(_) => "invalid_transition",
             EngineError::InvalidConfig(_) => "invalid_config",
             EngineError::Conflict(_) => "conflict",
+            EngineError::TooLarge(_) => "too_large",
             EngineError::Internal(_) => "internal",
         }
     }
@@ -50,6 +53,7 @@ impl EngineError {
             EngineError::NotFound(_) => 404,
             EngineError::InvalidTransition(_) | EngineError::Conflict(_) => 409,
             EngineError::InvalidConfig(_) => 422,
+            EngineError::TooLarge(_) => 413,
             EngineError::Internal(_) => 500,
         }
     }

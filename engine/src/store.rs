@@ -8,7 +8,7 @@
 use serde::{Deserialize, Serialize};
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, Job, Pipeline, Project, TimelineEvent};
+use usher_core::api::{AfterScriptResult, Artifact, CancelInfo, CancelMode, CancelReason, Job, Pipeline, Project, TimelineEvent};
 use usher_core::config::JobConfig;
 use usher_core::pipeline::derive_status;
 use usher_core::roles::Role;
@@ -825,6 +825,71 @@ impl Store {
             .collect()
     }
 
+    // ---- artifacts ----
+
+    /// A job's status and the runner token of the runner holding it (if any).
+    pub async fn job_holder_token(&self, job_id: i64) -> Result<Option<(Status, Option<i64>)>, EngineError> {
+        let row = sqlx::query("SELECT j.status, r.token_id FROM jobs j LEFT JOIN runners r ON r.id = j.runner_id WHERE j.id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let status_text: String = row.try_get("status")?;
+        let status = Status::parse(&status_text).ok_or_else(|| bad_status(&status_text))?;
+        Ok(Some((status, row.try_get("token_id")?)))
+    }
+
+    /// Bytes taken by a job's artifacts other than `path`.
+    pub async fn artifact_bytes_besides(&self, job_id: i64, path: &str) -> Result<u64, EngineError> {
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM job_artifacts WHERE job_id = $1 AND path <> $2")
+            .bind(job_id)
+            .bind(path)
+            .fetch_one(&self.pool)
+            .await?;
+        let total: i64 = row.try_get("total")?;
+        Ok(total.max(0) as u64)
+    }
+
+    /// Records (or replaces) an artifact file of a job.
+    pub async fn put_artifact(&self, job_id: i64, path: &str, size: u64) -> Result<(), EngineError> {
+        sqlx::query(
+            "INSERT INTO job_artifacts (job_id, path, size, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, created_at = excluded.created_at",
+        )
+        .bind(job_id)
+        .bind(path)
+        .bind(size as i64)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_artifacts(&self, job_id: i64) -> Result<Vec<Artifact>, EngineError> {
+        let rows = sqlx::query("SELECT path, size FROM job_artifacts WHERE job_id = $1 ORDER BY path")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let size: i64 = r.try_get("size")?;
+                Ok(Artifact {
+                    path: r.try_get("path")?,
+                    size: size.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn artifact_size(&self, job_id: i64, path: &str) -> Result<Option<u64>, EngineError> {
+        let row = sqlx::query("SELECT size FROM job_artifacts WHERE job_id = $1 AND path = $2")
+            .bind(job_id)
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>("size").map(|s| s.max(0) as u64)).transpose()?)
+    }
+
     // ---- logs ----
 
     /// Appends `data` at byte `offset` if that is the log's current end and the job is
@@ -852,6 +917,13 @@ impl Store {
             return Err(EngineError::Conflict(format!("job {job_id} is not held by this runner")));
         }
         let length = length.max(0) as u64;
+        // A frame sent again after a reconnect may overlap what is already stored: keep
+        // only its new tail (frames start at character boundaries, so the cut does too).
+        let (offset, data) = match length.checked_sub(offset) {
+            Some(0) => (offset, data),
+            Some(seen) if seen < data.len() as u64 && data.is_char_boundary(seen as usize) => (length, &data[seen as usize..]),
+            _ => (offset, ""),
+        };
         if offset != length || !status.is_active() || data.is_empty() || length >= max_bytes {
             tx.commit().await?;
             return Ok((length, status));

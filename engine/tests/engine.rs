@@ -449,3 +449,85 @@ async fn pipeline_cancel_winds_down_running_jobs_and_cancels_waiting_ones() {
         engine.close().await;
     }
 }
+
+#[tokio::test]
+async fn artifacts_are_taken_from_the_holding_runner_within_the_limit() {
+    for db in databases().await {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = usher_engine::service::Settings {
+            artifacts_dir: Some(dir.path().to_path_buf()),
+            max_artifact_bytes: 10,
+            ..Default::default()
+        };
+        let engine = Engine::open_with(&db.url, settings).await.unwrap();
+        engine.bootstrap_admin(Some("admin-token")).await.unwrap();
+        let admin = engine.authenticate_token("admin-token").await.unwrap();
+        let token = engine.create_runner_token().await.unwrap();
+        let token_id = engine.authenticate_runner(&token).await.unwrap();
+        let r = engine.register_runner("r", token_id, None).await.unwrap();
+        let other_token = engine.create_runner_token().await.unwrap();
+        let other = engine.authenticate_runner(&other_token).await.unwrap();
+        pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
+        let job = engine.claim_job(r).await.unwrap().unwrap().job_id;
+        let body = |parts: &[&'static str]| {
+            futures_util::stream::iter(parts.iter().map(|p| Ok::<_, std::io::Error>(p.as_bytes())).collect::<Vec<_>>())
+        };
+
+        let stored = engine
+            .store_artifact(token_id, job, "./out//a.txt", body(&["abc", "def"]))
+            .await
+            .unwrap();
+        assert_eq!((stored.path.as_str(), stored.size), ("out/a.txt", 6), "{}", db.name);
+        // Replacing a file counts only the new size against the limit.
+        engine
+            .store_artifact(token_id, job, "out/a.txt", body(&["abcdefgh"]))
+            .await
+            .unwrap();
+        let err = engine.store_artifact(token_id, job, "b.txt", body(&["abc"])).await.unwrap_err();
+        assert!(matches!(err, EngineError::TooLarge(_)), "{}: {err}", db.name);
+        assert!(
+            std::fs::read_dir(dir.path().join(format!("job-{job}"))).unwrap().count() == 1,
+            "a refused upload leaves no file behind"
+        );
+        let err = engine.store_artifact(other, job, "c.txt", body(&["x"])).await.unwrap_err();
+        assert!(matches!(err, EngineError::Conflict(_)), "{}: {err}", db.name);
+        let err = engine.store_artifact(token_id, job, "../c.txt", body(&["x"])).await.unwrap_err();
+        assert!(matches!(err, EngineError::BadRequest(_)), "{}: {err}", db.name);
+
+        let list = engine.list_artifacts(&admin, job).await.unwrap();
+        assert_eq!(list.len(), 1);
+        assert_eq!((list[0].path.as_str(), list[0].size), ("out/a.txt", 8));
+        let (file, size) = engine.artifact_file(&admin, job, "out/a.txt").await.unwrap();
+        assert_eq!((std::fs::read_to_string(file).unwrap().as_str(), size), ("abcdefgh", 8));
+
+        engine.finish_job(r, job, report(0)).await.unwrap();
+        let err = engine.store_artifact(token_id, job, "late.txt", body(&["x"])).await.unwrap_err();
+        assert!(
+            matches!(err, EngineError::Conflict(_)),
+            "{}: a finished job takes no more: {err}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_log_frame_sent_again_after_a_reconnect_is_kept_once() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
+        let job = engine.claim_job(r).await.unwrap().unwrap().job_id;
+        assert_eq!(engine.append_log(r, job, 0, "one\n").await.unwrap().0, 4);
+        assert_eq!(engine.append_log(r, job, 4, "two\n").await.unwrap().0, 8);
+        // The runner did not see the acks and sends both again, then a frame that
+        // overlaps the end, then one past a gap (ignored until the gap is filled).
+        assert_eq!(engine.append_log(r, job, 0, "one\n").await.unwrap().0, 8);
+        assert_eq!(engine.append_log(r, job, 4, "two\n").await.unwrap().0, 8);
+        assert_eq!(engine.append_log(r, job, 6, "o\nthree\n").await.unwrap().0, 14);
+        assert_eq!(engine.append_log(r, job, 20, "gap\n").await.unwrap().0, 14);
+        let (log, _) = engine.job_log(&admin, job, 0).await.unwrap();
+        assert_eq!(log, "one\ntwo\nthree\n", "{}", db.name);
+        engine.close().await;
+    }
+}

@@ -6,7 +6,8 @@
 //! directory with every variable the script exported plus `CI_JOB_STATUS`. The state is
 //! saved by the generated script after every line and in its TERM/EXIT traps, and the
 //! working directory is read from /proc at the moment of the stop. Finally every process
-//! that still carries the job's cookie is killed. Abort kills everything at once.
+//! that still carries the job's cookie is killed, and artifacts are uploaded (when their
+//! `when` matches). Abort kills everything at once and uploads nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -18,6 +19,7 @@ use tokio::sync::mpsc;
 use usher_core::api::AfterScriptResult;
 use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
+use crate::artifacts::{UploadOutcome, Uploader};
 use crate::logsink::{self, LogHandle};
 use crate::procs::{self, COOKIE_VAR};
 
@@ -177,6 +179,7 @@ async fn stop_gracefully(
 pub async fn run_job(
     job: JobAssignment,
     builds_dir: &Path,
+    uploader: Option<&Uploader>,
     mut control: mpsc::UnboundedReceiver<Control>,
     out: mpsc::UnboundedSender<RunnerMessage>,
 ) -> JobOutcome {
@@ -185,7 +188,7 @@ pub async fn run_job(
     let cookie = format!("{}-{}-{}", std::process::id(), job.job_id, hex::encode(rand::random::<[u8; 8]>()));
     let build_dir = builds_dir.join(format!("job-{}", job.job_id));
     let meta_dir = builds_dir.join(format!("job-{}.usher", job.job_id));
-    let outcome = run_in_dirs(&job, &build_dir, &meta_dir, &cookie, &log, &mut control, started).await;
+    let outcome = run_in_dirs(&job, &build_dir, &meta_dir, &cookie, &log, uploader, &mut control, started).await;
     let killed = procs::kill_all_with_cookie(&cookie).await;
     if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
         log.note(&format!("Killed {killed} leftover process(es) of the job."));
@@ -196,12 +199,14 @@ pub async fn run_job(
     outcome
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn run_in_dirs(
     job: &JobAssignment,
     build_dir: &Path,
     meta_dir: &Path,
     cookie: &str,
     log: &LogHandle,
+    uploader: Option<&Uploader>,
     control: &mut mpsc::UnboundedReceiver<Control>,
     started: Instant,
 ) -> JobOutcome {
@@ -300,6 +305,25 @@ async fn run_in_dirs(
             }
         }
     };
+    if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader) {
+        if spec.when.applies(status == "success") {
+            // Nothing of the job may still be writing while its files are read.
+            let killed = procs::kill_all_with_cookie(cookie).await;
+            if killed > 0 {
+                log.note(&format!("Killed {killed} leftover process(es) of the job."));
+            }
+            if uploader.upload(job.job_id, spec, build_dir, log, control).await == UploadOutcome::Aborted {
+                procs::kill_all_with_cookie(cookie).await;
+                log.note("Aborted during the artifact upload.");
+                return JobOutcome::Aborted;
+            }
+        } else {
+            log.note(&format!(
+                "Artifacts are not uploaded: the job is {status} and `when` is {}.",
+                spec.when.as_str()
+            ));
+        }
+    }
     JobOutcome::Report(JobReport {
         exit_code,
         failure_reason,

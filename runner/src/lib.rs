@@ -1,7 +1,9 @@
 //! The Usher runner as a library: [`session::run`] keeps a websocket to the server,
 //! takes jobs and runs each with [`executor::run_job`]. The `usher-runner` binary and the
 //! server's `--local-runners` both use it, so local and remote runners speak one protocol.
+//! [`artifacts`] uploads a job's files over HTTP after its after_script.
 
+pub mod artifacts;
 pub mod executor;
 pub mod logsink;
 pub mod procs;

@@ -1,9 +1,9 @@
 //! The runner's side of runner protocol v1 (docs/runner-protocol.md): one websocket to
 //! the server, reconnected with backoff; jobs pushed to it run as tasks, and cancels and
-//! aborts pushed to it reach those tasks at once. Reports wait for the server's
-//! acknowledgement and are sent again after a reconnect.
+//! aborts pushed to it reach those tasks at once. Log frames and reports wait for the
+//! server's acknowledgement and are sent again after a reconnect.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -14,6 +14,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use usher_core::protocol::{JobReport, PROTOCOL_VERSION, RunnerMessage, ServerMessage};
 use usher_core::status::Status;
 
+use crate::artifacts::Uploader;
 use crate::executor::{Control, JobOutcome, run_job};
 
 #[derive(Clone, Debug)]
@@ -38,6 +39,34 @@ struct State {
     held: HashMap<i64, mpsc::UnboundedSender<Control>>,
     /// Reports not yet acknowledged by the server.
     unacked: HashMap<i64, JobReport>,
+    /// Log frames sent but not yet acknowledged, per job, oldest first: sent again
+    /// after a reconnect (the server keeps only what continues its log).
+    unacked_logs: HashMap<i64, VecDeque<(u64, String)>>,
+}
+
+impl State {
+    fn remember_log(&mut self, msg: &RunnerMessage) {
+        if let RunnerMessage::Log { job_id, offset, data } = msg {
+            self.unacked_logs.entry(*job_id).or_default().push_back((*offset, data.clone()));
+        }
+    }
+
+    /// One `log_ack` answers one `log` frame, in order; anything the log already holds
+    /// is acknowledged too.
+    fn log_acked(&mut self, job_id: i64, log_length: u64) {
+        if let Some(frames) = self.unacked_logs.get_mut(&job_id) {
+            frames.pop_front();
+            while frames
+                .front()
+                .is_some_and(|(offset, data)| offset + data.len() as u64 <= log_length)
+            {
+                frames.pop_front();
+            }
+            if frames.is_empty() {
+                self.unacked_logs.remove(&job_id);
+            }
+        }
+    }
 }
 
 /// Runs until `shutdown` turns true. Jobs still running then are aborted.
@@ -48,6 +77,7 @@ pub async fn run(config: RunnerConfig, mut shutdown: watch::Receiver<bool>) {
         runner_id: None,
         held: HashMap::new(),
         unacked: HashMap::new(),
+        unacked_logs: HashMap::new(),
     };
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -117,7 +147,18 @@ async fn connect_and_serve(
         runner_id: state.runner_id,
     };
     sink.send(send(&hello)).await.map_err(|e| e.to_string())?;
-    // Reports that were not acknowledged before the connection broke.
+    // Log frames the broken connection may have swallowed, then the reports that were
+    // not acknowledged: logs first, since a finished job takes no more log.
+    for (job_id, frames) in &state.unacked_logs {
+        for (offset, data) in frames {
+            let frame = RunnerMessage::Log {
+                job_id: *job_id,
+                offset: *offset,
+                data: data.clone(),
+            };
+            sink.send(send(&frame)).await.map_err(|e| e.to_string())?;
+        }
+    }
     for (job_id, report) in &state.unacked {
         sink.send(send(&RunnerMessage::Finished {
             job_id: *job_id,
@@ -131,6 +172,7 @@ async fn connect_and_serve(
         sink.send(send(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
     }
 
+    let uploader = Uploader::new(&config.url, &config.token);
     let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
     heartbeat.tick().await;
     loop {
@@ -162,28 +204,37 @@ async fn connect_and_serve(
                         });
                         let done = internal_tx.clone();
                         let builds_dir = config.builds_dir.clone();
+                        let uploader = uploader.clone();
                         tokio::spawn(async move {
-                            let outcome = run_job(job, &builds_dir, control_rx, out_tx).await;
+                            let outcome = run_job(job, &builds_dir, Some(&uploader), control_rx, out_tx).await;
                             let report = match outcome { JobOutcome::Report(r) => Some(r), JobOutcome::Aborted => None };
                             let _ = done.send(Internal::Done { job_id, report });
                         });
                     }
                     ServerMessage::Cancel { job_id } => control(state, job_id, Control::Cancel),
                     ServerMessage::Abort { job_id } => control(state, job_id, Control::Abort),
-                    ServerMessage::LogAck { job_id, status, .. } | ServerMessage::JobStatus { job_id, status } => {
-                        // The fallback for a missed push: every answer carries the status.
-                        match status {
-                            Status::Canceling => control(state, job_id, Control::Cancel),
-                            s if s.is_terminal() => control(state, job_id, Control::Abort),
-                            _ => {}
+                    ServerMessage::LogAck { job_id, status, log_length } => {
+                        state.log_acked(job_id, log_length);
+                        follow_status(state, job_id, status);
+                    }
+                    ServerMessage::JobStatus { job_id, status } => {
+                        follow_status(state, job_id, status);
+                        if status.is_terminal() && !state.held.contains_key(&job_id) {
+                            state.unacked_logs.remove(&job_id);
                         }
                     }
-                    ServerMessage::FinishedAck { job_id, .. } => { state.unacked.remove(&job_id); }
+                    ServerMessage::FinishedAck { job_id, .. } => {
+                        state.unacked.remove(&job_id);
+                        state.unacked_logs.remove(&job_id);
+                    }
                     ServerMessage::Error { message } => tracing::warn!("server: {message}"),
                 }
             }
             Some(internal) = internal_rx.recv() => match internal {
-                Internal::Send(msg) => sink.send(send(&msg)).await.map_err(|e| e.to_string())?,
+                Internal::Send(msg) => {
+                    state.remember_log(&msg);
+                    sink.send(send(&msg)).await.map_err(|e| e.to_string())?
+                }
                 Internal::Done { job_id, report } => {
                     state.held.remove(&job_id);
                     if let Some(report) = report {
@@ -201,6 +252,15 @@ async fn connect_and_serve(
                 }
             }
         }
+    }
+}
+
+/// The fallback for a missed push: every answer carries the job's status.
+fn follow_status(state: &State, job_id: i64, status: Status) {
+    match status {
+        Status::Canceling => control(state, job_id, Control::Cancel),
+        s if s.is_terminal() => control(state, job_id, Control::Abort),
+        _ => {}
     }
 }
 

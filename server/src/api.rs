@@ -96,6 +96,8 @@ pub fn router() -> Router<AppState> {
         .route("/jobs/{id}/abort", post(abort_job))
         .route("/jobs/{id}/log", get(job_log))
         .route("/jobs/{id}/events", get(job_events))
+        .route("/jobs/{id}/artifacts", get(list_artifacts))
+        .route("/jobs/{id}/artifacts/{*path}", get(download_artifact))
         .route("/events", get(crate::events::events_ws))
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
 }
@@ -246,4 +248,36 @@ async fn job_log(
 
 async fn job_events(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.job_timeline(&actor, id(&p, "job")?).await?))
+}
+
+async fn list_artifacts(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.list_artifacts(&actor, id(&p, "job")?).await?))
+}
+
+/// The file, always as a download: an uploaded `.html` must never run as a page of ours.
+async fn download_artifact(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    Path((p, path)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (file_path, size) = engine.artifact_file(&actor, id(&p, "job")?, &path).await?;
+    let file = tokio::fs::File::open(&file_path)
+        .await
+        .map_err(|_| EngineError::NotFound(format!("artifact {path:?}")))?;
+    let name = path.rsplit('/').next().unwrap_or("artifact");
+    let ascii_name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-+".contains(c) { c } else { '_' })
+        .collect();
+    let disposition = format!("attachment; filename=\"{ascii_name}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
 }

@@ -71,9 +71,11 @@ pub fn default_database_url(data_dir: &std::path::Path) -> String {
 /// credentials, and serves until [`Server::stop`].
 pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("cannot create {}: {e}", opts.data_dir.display()))?;
-    let engine = Engine::open_with(&opts.database_url, opts.settings)
-        .await
-        .map_err(|e| e.to_string())?;
+    let mut settings = opts.settings.clone();
+    if settings.artifacts_dir.is_none() {
+        settings.artifacts_dir = Some(std::path::absolute(opts.data_dir.join("artifacts")).map_err(|e| e.to_string())?);
+    }
+    let engine = Engine::open_with(&opts.database_url, settings).await.map_err(|e| e.to_string())?;
     if let Some(creds) = engine
         .bootstrap_admin(opts.admin_token.as_deref())
         .await

@@ -80,14 +80,13 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 /// Overrides (for tests and unusual setups): USHER_CANCEL_MARGIN_SECS,
-/// USHER_RUNNER_LOST_SECS, USHER_MAX_LOG_BYTES.
+/// USHER_RUNNER_LOST_SECS, USHER_MAX_LOG_BYTES, USHER_MAX_ARTIFACT_BYTES.
 fn settings_from_env() -> usher_engine::service::Settings {
     let mut settings = usher_engine::service::Settings::default();
     let read = |name: &str| {
-        std::env::var(name).ok().map(|v| {
-            v.parse::<u64>()
-                .unwrap_or_else(|_| fail(format!("{name} must be a number of seconds")))
-        })
+        std::env::var(name)
+            .ok()
+            .map(|v| v.parse::<u64>().unwrap_or_else(|_| fail(format!("{name} must be a whole number"))))
     };
     if let Some(v) = read("USHER_CANCEL_MARGIN_SECS") {
         settings.cancel_margin_secs = v;
@@ -97,6 +96,9 @@ fn settings_from_env() -> usher_engine::service::Settings {
     }
     if let Some(v) = read("USHER_MAX_LOG_BYTES") {
         settings.max_log_bytes = v;
+    }
+    if let Some(v) = read("USHER_MAX_ARTIFACT_BYTES") {
+        settings.max_artifact_bytes = v;
     }
     settings
 }

@@ -2,14 +2,16 @@
 //! docs/runner-protocol.md). One session per connected runner: it hands out pending
 //! jobs when the runner has free slots, turns its log and report frames into engine
 //! calls, and pushes `cancel`/`abort` the moment a held job's status changes on the bus.
+//! Artifact files come over plain HTTP (`PUT /api/runner/v1/jobs/{id}/artifacts/{path}`).
 
 use std::collections::HashSet;
 use std::time::Duration;
 
-use axum::extract::State;
+use axum::body::Body;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{Path, State};
 use axum::http::HeaderMap;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
 use usher_core::protocol::{PROTOCOL_VERSION, RunnerMessage, ServerMessage};
 use usher_core::status::Status;
@@ -163,4 +165,22 @@ async fn session(
             }
         }
     }
+}
+
+/// One artifact file from the runner holding the job, streamed to disk (see
+/// [`Engine::store_artifact`] for the checks); 201 with `{path, size}`.
+pub async fn upload_artifact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path((job, path)): Path<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
+    let token_id = state.engine.authenticate_runner(&token).await?;
+    let job_id: i64 = job.parse().map_err(|_| EngineError::NotFound(format!("job {job}")))?;
+    let artifact = state
+        .engine
+        .store_artifact(token_id, job_id, &path, body.into_data_stream())
+        .await?;
+    Ok((axum::http::StatusCode::CREATED, axum::Json(artifact)).into_response())
 }

@@ -25,6 +25,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api::router())
         .route("/api/runner/v1/connect", get(crate::runner_ws::connect))
+        .route(
+            "/api/runner/v1/jobs/{id}/artifacts/{*path}",
+            axum::routing::put(crate::runner_ws::upload_artifact),
+        )
         .route("/ui/{*fn_name}", post(server_fn_handler).get(server_fn_handler))
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))

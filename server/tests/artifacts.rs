@@ -1,0 +1,155 @@
+//! Artifacts with a real runner and real bash: uploaded after after_script according to
+//! `when`, stored under the data dir, listed and downloaded through the API; paths that
+//! would leave the build directory are never taken, and a job's bytes are limited.
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+const BUILDER: &str = r#"
+stages: [test]
+builder:
+  stage: test
+  cancel_grace: 5s
+  artifacts:
+    paths: [out/, report.txt, ../escape.txt, /etc/passwd, link-out, missing.txt]
+    when: always
+  script:
+    - mkdir -p out/nested && echo first > out/a.txt && printf 'ñ-bytes' > out/nested/b.bin
+    - echo outside > ../escape.txt
+    - ln -s /etc/passwd link-out && ln -s /etc/passwd out/link-in-dir
+    - echo ready
+    - sleep 1000
+  after_script:
+    - echo "written by after_script" > report.txt
+"#;
+
+async fn download(t: &TestServer, token: &str, job_id: i64, path: &str) -> reqwest::Response {
+    t.client
+        .get(format!("{}/api/v1/jobs/{job_id}/artifacts/{path}", t.base))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_cancelled_jobs_artifacts_include_what_after_script_wrote() {
+    let t = TestServer::start(1).await;
+    let pipeline = t.pipeline(BUILDER).await;
+    let job_id = TestServer::job_id(&pipeline, "builder");
+    t.wait_for_log(job_id, "ready").await;
+    let (status, _) = t.call("POST", &format!("/api/v1/jobs/{job_id}/cancel"), None).await;
+    assert_eq!(status, 200);
+    t.wait_for_status(job_id, "canceled").await;
+
+    let (status, list) = t.call("GET", &format!("/api/v1/jobs/{job_id}/artifacts"), None).await;
+    assert_eq!(status, 200, "{list}");
+    assert_eq!(
+        list,
+        json!([
+            {"path": "out/a.txt", "size": 6},
+            {"path": "out/nested/b.bin", "size": "ñ-bytes".len()},
+            {"path": "report.txt", "size": 24},
+        ]),
+        "files of out/ and what after_script wrote; nothing outside the build dir"
+    );
+    let (log, _) = t.log(job_id).await;
+    assert!(log.contains("\"../escape.txt\" is skipped"), "{log}");
+    assert!(log.contains("\"/etc/passwd\" is skipped"), "{log}");
+    assert!(log.contains("link-out is skipped: it leads outside"), "{log}");
+    assert!(log.contains("missing.txt does not exist"), "{log}");
+    assert!(log.contains("Uploaded 3 artifact file(s)"), "{log}");
+
+    let resp = download(&t, ADMIN_TOKEN, job_id, "report.txt").await;
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/octet-stream");
+    assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
+    assert!(resp.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
+    assert_eq!(resp.text().await.unwrap(), "written by after_script\n");
+    let resp = download(&t, ADMIN_TOKEN, job_id, "out/nested/b.bin").await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), "ñ-bytes".as_bytes());
+    let stored = t.data_dir.path().join("artifacts").join(format!("job-{job_id}")).join("out/a.txt");
+    assert_eq!(std::fs::read_to_string(stored).unwrap(), "first\n", "kept under the data dir");
+
+    for missing in ["nope.txt", "..%2Fusher.db", "out"] {
+        let resp = download(&t, ADMIN_TOKEN, job_id, missing).await;
+        assert_eq!(resp.status(), 404, "{missing}");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+    assert_eq!(download(&t, "not-a-token", job_id, "report.txt").await.status(), 401);
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn on_success_artifacts_are_not_kept_for_a_cancelled_or_failed_job() {
+    let t = TestServer::start(1).await;
+    let config = "stages: [test]\n\
+        canceled:\n  stage: test\n  artifacts:\n    paths: [a.txt]\n  script: [\"echo x > a.txt\", \"echo ready\", \"sleep 1000\"]\n\
+        failing:\n  stage: test\n  artifacts:\n    paths: [a.txt]\n    when: on_failure\n  script: [\"echo x > a.txt\", \"false\"]\n";
+    let pipeline = t.pipeline(config).await;
+    let canceled = TestServer::job_id(&pipeline, "canceled");
+    let failing = TestServer::job_id(&pipeline, "failing");
+    t.wait_for_log(canceled, "ready").await;
+    t.call("POST", &format!("/api/v1/jobs/{canceled}/cancel"), None).await;
+    t.wait_for_status(canceled, "canceled").await;
+    let (_, list) = t.call("GET", &format!("/api/v1/jobs/{canceled}/artifacts"), None).await;
+    assert_eq!(list, json!([]));
+    let (log, _) = t.log(canceled).await;
+    assert!(log.contains("the job is canceled and `when` is on_success"), "{log}");
+
+    t.wait_for_status(failing, "failed").await;
+    let (_, list) = t.call("GET", &format!("/api/v1/jobs/{failing}/artifacts"), None).await;
+    assert_eq!(list, json!([{"path": "a.txt", "size": 2}]), "on_failure keeps a failed job's files");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn uploads_are_limited_and_only_the_holding_runner_may_upload() {
+    let settings = usher_engine::service::Settings {
+        max_artifact_bytes: 1000,
+        ..Default::default()
+    };
+    let t = TestServer::start_with(None, 1, settings).await;
+    let config = "stages: [test]\nbig:\n  stage: test\n  artifacts:\n    paths: [a.bin, b.bin]\n  \
+        script: [\"head -c 600 /dev/zero > a.bin\", \"head -c 600 /dev/zero > b.bin\"]\n";
+    let pipeline = t.pipeline(config).await;
+    let job_id = TestServer::job_id(&pipeline, "big");
+    t.wait_for_status(job_id, "success").await;
+    let (_, list) = t.call("GET", &format!("/api/v1/jobs/{job_id}/artifacts"), None).await;
+    assert_eq!(
+        list,
+        json!([{"path": "a.bin", "size": 600}]),
+        "the second file would pass 1000 bytes"
+    );
+    let (log, _) = t.log(job_id).await;
+    assert!(log.contains("Artifact b.bin was not uploaded: 413"), "{log}");
+    assert!(log.contains("exceed the limit of 1000 bytes"), "{log}");
+
+    // Straight at the upload endpoint with another runner's token.
+    let engine = &t.server.as_ref().unwrap().engine;
+    let other = engine.create_runner_token().await.unwrap();
+    let put = |token: &str, path: &str| {
+        t.client
+            .put(format!("{}/api/runner/v1/jobs/{job_id}/artifacts/{path}", t.base))
+            .bearer_auth(token)
+            .body("data")
+            .send()
+    };
+    let resp = put(&other, "x.txt").await.unwrap();
+    assert_eq!(resp.status(), 409, "not held by this runner");
+    let resp = put(&other, "..%2F..%2Fescape.txt").await.unwrap();
+    assert_eq!(resp.status(), 400, "a path leaving the job's directory");
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "bad_request");
+    assert_eq!(put("no-such-token", "x.txt").await.unwrap().status(), 401);
+    assert_eq!(
+        put(ADMIN_TOKEN, "x.txt").await.unwrap().status(),
+        401,
+        "an API token is no runner token"
+    );
+    assert!(!t.data_dir.path().join("artifacts").join("escape.txt").exists() && !t.data_dir.path().join("escape.txt").exists());
+    t.stop().await;
+}
