@@ -26,8 +26,10 @@ build-debug:
 # Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres). The same
 # RUSTFLAGS as cargo-leptos's debug builds: the tests rebuild the `usher` binary, which
 # must render exactly what the WASM hydrates (and this way the two share artifacts).
+# The standalone-runner test runs the `usher-runner` binary, built first.
 test-rust: export RUSTFLAGS := --cfg erase_components
 test-rust:
+	cargo build -p usher-runner --bin usher-runner
 	USHER_REQUIRE_POSTGRES=1 scripts/with-postgres cargo test --workspace --exclude usher-frontend
 
 test-e2e:

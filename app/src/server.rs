@@ -3,7 +3,7 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use usher_core::api::{Job, Pipeline, Project, TimelineEvent};
+use usher_core::api::{Artifact, Job, Pipeline, Project, TimelineEvent};
 use usher_core::roles::Role;
 
 /// The signed-in user, for deciding what to show.
@@ -35,6 +35,7 @@ pub struct JobPageData {
     pub job: Job,
     pub timeline: Vec<TimelineEvent>,
     pub log: String,
+    pub artifacts: Vec<Artifact>,
 }
 
 #[cfg(feature = "ssr")]
@@ -113,12 +114,20 @@ pub async fn job_page(id: i64) -> Result<JobPageData, ServerFnError> {
     let job = engine.get_job(&actor, id).await.map_err(ssr::fail)?;
     let timeline = engine.job_timeline(&actor, id).await.map_err(ssr::fail)?;
     let (log, _) = engine.job_log(&actor, id, 0).await.map_err(ssr::fail)?;
+    let artifacts = engine.list_artifacts(&actor, id).await.map_err(ssr::fail)?;
     Ok(JobPageData {
         viewer: ssr::viewer(&actor),
         job,
         timeline,
         log,
+        artifacts,
     })
+}
+
+#[server(prefix = "/ui")]
+pub async fn job_artifacts(id: i64) -> Result<Vec<Artifact>, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.list_artifacts(&actor, id).await.map_err(ssr::fail)
 }
 
 /// The log from byte `offset`, and whether it is complete.

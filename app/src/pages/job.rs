@@ -1,5 +1,6 @@
 //! `/jobs/{id}`: status, Cancel/Abort, the live log (ANSI colours as styled text), the
-//! cancel and after_script facts, and the timeline of state changes.
+//! cancel and after_script facts, the job's artifacts (download links), and the timeline
+//! of state changes.
 
 use leptos::either::Either;
 use leptos::prelude::*;
@@ -11,7 +12,7 @@ use crate::ansi;
 use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, short_time};
 use crate::live::follow_events;
 use crate::pages::pipeline::JobButtons;
-use crate::server::{AbortJob, CancelJob, JobPageData, job_log_since, job_page, job_timeline};
+use crate::server::{AbortJob, CancelJob, JobPageData, job_artifacts, job_log_since, job_page, job_timeline};
 
 #[component]
 pub fn JobPage() -> impl IntoView {
@@ -37,7 +38,9 @@ fn JobView(data: JobPageData) -> impl IntoView {
         job: first,
         timeline: first_timeline,
         log: first_log,
+        artifacts: first_artifacts,
     } = data;
+    let artifacts = RwSignal::new(first_artifacts);
     let id = first.id;
     let role = viewer.role;
     let job = RwSignal::new(first.clone());
@@ -84,6 +87,14 @@ fn JobView(data: JobPageData) -> impl IntoView {
         },
         move |frame| {
             if let EventFrame::Job { job: j } = frame {
+                // Artifacts are complete once the job is.
+                if j.status.is_terminal() {
+                    spawn_local(async move {
+                        if let Ok(list) = job_artifacts(id).await {
+                            artifacts.set(list);
+                        }
+                    });
+                }
                 update_job(j);
                 refresh_timeline();
                 fetch_log();
@@ -133,6 +144,22 @@ fn JobView(data: JobPageData) -> impl IntoView {
             <pre class="log" data-testid="log">
                 {move || log.with(|l| ansi::parse(l)).into_iter().map(|run| view! { <span class=run.class>{run.text}</span> }).collect_view()}
             </pre>
+            <h2>"Artifacts"</h2>
+            <ul class="artifacts" data-testid="artifacts">
+                {move || {
+                    let list = artifacts.get();
+                    if list.is_empty() {
+                        Either::Left(view! { <li class="muted">"No artifacts."</li> })
+                    } else {
+                        Either::Right(list.into_iter().map(|a| view! {
+                            <li>
+                                <a href=format!("/api/v1/jobs/{id}/artifacts/{}", encode_path(&a.path)) download="">{a.path.clone()}</a>
+                                " " <span class="muted">{format_size(a.size)}</span>
+                            </li>
+                        }).collect_view())
+                    }
+                }}
+            </ul>
             <h2>"Timeline"</h2>
             <table class="timeline">
                 <thead><tr><th>"When"</th><th>"Change"</th><th>"By"</th><th>"Mode"</th><th>"Reason"</th><th>"Detail"</th></tr></thead>
@@ -174,5 +201,25 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 rows.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()
             }}
         </dl>
+    }
+}
+
+/// An artifact path as a URL path: characters that end or change a path are escaped.
+fn encode_path(path: &str) -> String {
+    let mut out = String::with_capacity(path.len());
+    for c in path.chars() {
+        match c {
+            '%' | '#' | '?' | ' ' | '"' | '<' | '>' | '\\' => out.push_str(&format!("%{:02X}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn format_size(bytes: u64) -> String {
+    match bytes {
+        b if b < 1024 => format!("{b} B"),
+        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
     }
 }

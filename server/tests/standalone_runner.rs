@@ -1,0 +1,173 @@
+//! A standalone `usher-runner` process against a real `usher` process: it takes jobs,
+//! and when the server is killed and started again while it holds them, the jobs keep
+//! running, their log arrives complete and in order (frames swallowed by the dead
+//! connection are sent again), a report made while the server was away is delivered, and a cancel after the restart reaches the runner.
+//!
+//! The runner binary is built by `make test` (`cargo build -p usher-runner`) next to
+//! the test binaries' directory.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn runner_binary() -> PathBuf {
+    // target/debug/deps/<test> → target/debug/usher-runner
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("usher-runner");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p usher-runner` (make test does)",
+        bin.display()
+    );
+    bin
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn spawn_server(data_dir: &Path, port: u16) -> Child {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--local-runners", "0"])
+        .env("USHER_DATA_DIR", data_dir)
+        .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .env("USHER_RUNNER_LOST_SECS", "600")
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("usher starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("usher printed its address").unwrap();
+        if line.starts_with("Usher is serving ") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn runner_token(data_dir: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["runner-token", "create"])
+        .env("USHER_DATA_DIR", data_dir)
+        .env_remove("DATABASE_URL")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let until = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > until {
+            child.kill().unwrap();
+            panic!("process {} did not stop on SIGTERM", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+const JOBS: &str = r#"
+stages: [test]
+ticker:
+  stage: test
+  script:
+    - echo ready
+    - for i in $(seq 1 40); do echo "tick-$i"; sleep 0.1; done
+    - echo done-ticking
+    - sleep 1000
+  after_script:
+    - echo "after_status=$CI_JOB_STATUS"
+quick:
+  stage: test
+  script:
+    - echo ready
+    - sleep 1.5
+    - echo quick-done
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
+    let runner_bin = runner_binary();
+    let mut t = TestServer::detached();
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = spawn_server(data_dir.path(), port);
+    t.base = format!("http://127.0.0.1:{port}");
+    let token = runner_token(data_dir.path());
+    let builds = data_dir.path().join("standalone-builds");
+    let mut runner = Command::new(&runner_bin)
+        .args(["--url", &t.base, "--concurrency", "2", "--name", "standalone"])
+        .arg("--builds-dir")
+        .arg(&builds)
+        .env("USHER_RUNNER_TOKEN", &token)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("usher-runner starts");
+
+    let pipeline = t.pipeline(JOBS).await;
+    let ticker = TestServer::job_id(&pipeline, "ticker");
+    let quick = TestServer::job_id(&pipeline, "quick");
+    t.wait_for_log(ticker, "tick-3").await;
+    t.wait_for_log(quick, "ready").await;
+    let runner_id = t.job(ticker).await["runner_id"].clone();
+
+    // Freeze the server first: log frames the runner sends meanwhile sit unread in the
+    // socket and die with the process, so they must be sent again. Then kill it while the
+    // runner holds both jobs; `quick` ends while it is away.
+    let pid = nix::unistd::Pid::from_raw(server.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    server.kill().unwrap();
+    server.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut server = spawn_server(data_dir.path(), port);
+
+    let quick_job = t.wait_for_status(quick, "success").await;
+    assert_eq!(
+        quick_job["exit_code"], 0,
+        "the report made while the server was away arrived: {quick_job}"
+    );
+    let (quick_log, complete) = t.log(quick).await;
+    assert!(complete && quick_log.contains("quick-done"), "{quick_log}");
+
+    let log = t.wait_for_log(ticker, "done-ticking").await;
+    let ticks: Vec<&str> = log.lines().filter(|l| l.starts_with("tick-")).collect();
+    let expected: Vec<String> = (1..=40).map(|i| format!("tick-{i}")).collect();
+    assert_eq!(ticks, expected, "every line once and in order across the restart:\n{log}");
+    assert_eq!(t.job(ticker).await["runner_id"], runner_id, "the runner kept its identity");
+
+    let (status, job) = t.call("POST", &format!("/api/v1/jobs/{ticker}/cancel"), None).await;
+    assert_eq!((status, job["status"].as_str()), (200, Some("canceling")), "{job}");
+    t.wait_for_status(ticker, "canceled").await;
+    let (log, _) = t.log(ticker).await;
+    assert_eq!(
+        log_value(&log, "after_status"),
+        "canceled",
+        "the cancel reached the reconnected runner"
+    );
+    assert!(
+        wait_until_gone(ticker, &t.run_marker).await.is_empty(),
+        "no process of the job survives"
+    );
+
+    assert!(stop(&mut runner).success(), "the runner stops cleanly on SIGTERM");
+    stop(&mut server);
+    assert!(
+        std::fs::read_dir(&builds).map(|d| d.count()).unwrap_or(0) == 0,
+        "build directories are removed after each job"
+    );
+}
