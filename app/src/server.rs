@@ -47,7 +47,12 @@ mod ssr {
         use_context::<Engine>().ok_or_else(|| ServerFnError::new("the engine is not available"))
     }
 
+    /// The engine's refusal as the server function's error, with its HTTP status (401,
+    /// 403, 404, 409…) on the response, as the JSON API would answer.
     pub fn fail(e: EngineError) -> ServerFnError {
+        if let Some(response) = use_context::<leptos_axum::ResponseOptions>() {
+            response.set_status(http::StatusCode::from_u16(e.http_status()).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR));
+        }
         ServerFnError::new(e.to_string())
     }
 

@@ -168,6 +168,29 @@ impl Engine {
         Ok(token)
     }
 
+    /// `usher token revoke`: the token stops working at once (401 from then on).
+    pub async fn revoke_api_token(&self, token: &str) -> Result<(), EngineError> {
+        if self.store().revoke_api_token(&hash_token(token)).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound("a live API token with that value".into()))
+        }
+    }
+
+    /// `usher runner-token revoke`: new connections and uploads are refused at once, and
+    /// connected runners using it are dropped at their next heartbeat.
+    pub async fn revoke_runner_token(&self, token: &str) -> Result<(), EngineError> {
+        if self.store().revoke_runner_token(&hash_token(token)).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound("a live runner token with that value".into()))
+        }
+    }
+
+    pub async fn runner_token_is_live(&self, token_id: i64) -> Result<bool, EngineError> {
+        self.store().runner_token_is_live(token_id).await
+    }
+
     pub async fn authenticate_token(&self, token: &str) -> Result<Actor, EngineError> {
         self.store()
             .actor_by_token_hash(&hash_token(token))

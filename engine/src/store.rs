@@ -278,6 +278,34 @@ impl Store {
         Ok(())
     }
 
+    /// Marks an API token revoked; false if no live token has that hash.
+    pub async fn revoke_api_token(&self, token_hash: &str) -> Result<bool, EngineError> {
+        let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// Marks a runner token revoked; false if no live token has that hash.
+    pub async fn revoke_runner_token(&self, token_hash: &str) -> Result<bool, EngineError> {
+        let result = sqlx::query("UPDATE runner_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn runner_token_is_live(&self, id: i64) -> Result<bool, EngineError> {
+        let row = sqlx::query("SELECT id FROM runner_tokens WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
     pub async fn actor_by_token_hash(&self, token_hash: &str) -> Result<Option<Actor>, EngineError> {
         let row = sqlx::query(
             "SELECT u.id, u.name, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \

@@ -67,12 +67,17 @@ enum UserCommand {
 enum TokenCommand {
     /// Print a new API token for a user.
     Create { name: String },
+    /// Revoke an API token (read from standard input when not given).
+    Revoke { token: Option<String> },
 }
 
 #[derive(Subcommand)]
 enum RunnerTokenCommand {
     /// Print a new runner token.
     Create,
+    /// Revoke a runner token (read from standard input when not given); runners using
+    /// it are disconnected.
+    Revoke { token: Option<String> },
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -101,6 +106,20 @@ fn settings_from_env() -> usher_engine::service::Settings {
         settings.max_artifact_bytes = v;
     }
     settings
+}
+
+/// A token from the command line, or from standard input (keeps it out of shell history).
+fn token_arg(token: Option<String>) -> String {
+    let token = token.unwrap_or_else(|| {
+        let mut text = String::new();
+        std::io::stdin().read_to_string(&mut text).unwrap_or_else(|e| fail(e));
+        text
+    });
+    let token = token.trim().to_string();
+    if token.is_empty() {
+        fail("no token given");
+    }
+    token
 }
 
 fn fail(message: impl std::fmt::Display) -> ! {
@@ -170,10 +189,22 @@ async fn main() {
                 } => {
                     println!("{}", engine.create_api_token(&name).await.unwrap_or_else(|e| fail(e)));
                 }
+                Command::Token {
+                    command: TokenCommand::Revoke { token },
+                } => {
+                    engine.revoke_api_token(&token_arg(token)).await.unwrap_or_else(|e| fail(e));
+                    eprintln!("revoked the API token");
+                }
                 Command::RunnerToken {
                     command: RunnerTokenCommand::Create,
                 } => {
                     println!("{}", engine.create_runner_token().await.unwrap_or_else(|e| fail(e)));
+                }
+                Command::RunnerToken {
+                    command: RunnerTokenCommand::Revoke { token },
+                } => {
+                    engine.revoke_runner_token(&token_arg(token)).await.unwrap_or_else(|e| fail(e));
+                    eprintln!("revoked the runner token");
                 }
                 Command::Serve { .. } => unreachable!(),
             }

@@ -8,7 +8,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
@@ -132,7 +132,14 @@ async fn session(
                         Err(e) => send(&mut socket, &ServerMessage::Error { message: e.to_string() }).await?,
                     }
                 }
-                Some(RunnerMessage::Heartbeat) => engine.runner_seen(runner_id).await.map_err(|e| e.to_string())?,
+                Some(RunnerMessage::Heartbeat) => {
+                    if !engine.runner_token_is_live(token_id).await.map_err(|e| e.to_string())? {
+                        let close = CloseFrame { code: close_code::POLICY, reason: "the runner token was revoked".into() };
+                        let _ = socket.send(Message::Close(Some(close))).await;
+                        return Err("runner token revoked".into());
+                    }
+                    engine.runner_seen(runner_id).await.map_err(|e| e.to_string())?
+                }
                 Some(RunnerMessage::Hello { .. }) => send(&mut socket, &ServerMessage::Error { message: "already said hello".into() }).await?,
             },
             event = bus.recv() => match event {

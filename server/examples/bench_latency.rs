@@ -1,0 +1,174 @@
+//! Benchmark: the two latencies a user feels, each over RUNS runs with a real local
+//! runner and real bash. SQLite always; PostgreSQL too when TEST_DATABASE_URL is set.
+//!
+//! - cancel latency: from just before `POST /api/v1/jobs/{id}/cancel` until the job's
+//!   TERM trap runs, measured inside the trap with bash's `$EPOCHREALTIME`;
+//! - pickup latency: from just before `POST /api/v1/projects/{id}/pipelines` until the
+//!   first line of the script runs on an idle runner (`$EPOCHREALTIME` again).
+//!
+//!   cargo run --release -p usher --example bench_latency
+//!   scripts/with-postgres cargo run --release -p usher --example bench_latency
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{Value, json};
+
+const TOKEN: &str = "bench-admin-token";
+const RUNS: usize = 200;
+
+const CONFIG: &str = r#"
+timed:
+  script:
+    - echo "t_start=$EPOCHREALTIME"
+    - trap 'echo "t_trap=$EPOCHREALTIME"; exit 0' TERM
+    - echo ready
+    - sleep 1000 & wait
+"#;
+
+fn now_secs() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs_f64()
+}
+
+struct Api {
+    http: reqwest::Client,
+    base: String,
+}
+
+impl Api {
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base)).bearer_auth(TOKEN);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        assert!(resp.status().is_success(), "{path}: {}", resp.status());
+        resp.json().await.unwrap()
+    }
+
+    async fn log(&self, job: i64) -> String {
+        self.http
+            .get(format!("{}/api/v1/jobs/{job}/log", self.base))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of `key=` in the job's output once it appears.
+    async fn wait_value(&self, job: i64, key: &str) -> f64 {
+        let needle = format!("\n{key}=");
+        loop {
+            let log = self.log(job).await;
+            if let Some(rest) = log.split(&needle).nth(1) {
+                if let Some(v) = rest.lines().next().and_then(|v| v.trim().parse().ok()) {
+                    return v;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn wait_log(&self, job: i64, needle: &str) {
+        while !self.log(job).await.contains(needle) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    async fn wait_status(&self, job: i64, status: &str) {
+        loop {
+            if self.call(reqwest::Method::GET, &format!("/api/v1/jobs/{job}"), None).await["status"] == status {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+fn summary(name: &str, mut ms: Vec<f64>) {
+    ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+    println!(
+        "  {name:<16} n={} min {:.2} ms, median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
+        ms.len(),
+        ms[0],
+        at(0.5),
+        at(0.9),
+        at(0.99),
+        ms[ms.len() - 1]
+    );
+}
+
+async fn bench(name: &str, database_url: String) {
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = usher_server::start(usher_server::ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        database_url,
+        data_dir: data_dir.path().to_path_buf(),
+        local_runners: 1,
+        demo: false,
+        admin_token: Some(TOKEN.into()),
+        site_root: "target/site".into(),
+        settings: Default::default(),
+    })
+    .await
+    .unwrap();
+    let api = Api {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", server.addr),
+    };
+    let project = api
+        .call(
+            reqwest::Method::POST,
+            "/api/v1/projects",
+            Some(json!({"name": "bench", "ci_config": CONFIG})),
+        )
+        .await;
+    let project_id = project["id"].as_i64().unwrap();
+    let (mut pickup, mut cancel) = (Vec::new(), Vec::new());
+    for _ in 0..RUNS {
+        // The runner is idle here: the previous job has ended.
+        let created_at = now_secs();
+        let pipeline = api
+            .call(
+                reqwest::Method::POST,
+                &format!("/api/v1/projects/{project_id}/pipelines"),
+                Some(json!({"ref": "main"})),
+            )
+            .await;
+        let job = pipeline["jobs"][0]["id"].as_i64().unwrap();
+        let started = api.wait_value(job, "t_start").await;
+        pickup.push((started - created_at) * 1000.0);
+        api.wait_log(job, "\nready\n").await;
+        // Let bash settle into `wait` so the trap runs as soon as TERM arrives.
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let cancel_at = now_secs();
+        api.call(reqwest::Method::POST, &format!("/api/v1/jobs/{job}/cancel"), None).await;
+        let trapped = api.wait_value(job, "t_trap").await;
+        cancel.push((trapped - cancel_at) * 1000.0);
+        api.wait_status(job, "canceled").await;
+    }
+    println!("{name}:");
+    summary("cancel → trap", cancel);
+    summary("create → start", pickup);
+    server.stop().await;
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    bench("SQLite", usher_server::default_database_url(dir.path())).await;
+    if let Ok(base) = std::env::var("TEST_DATABASE_URL") {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        let name = format!("bench_latency_{}", std::process::id());
+        let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        bench("PostgreSQL", format!("{prefix}/{name}")).await;
+    } else {
+        println!("(PostgreSQL skipped: set TEST_DATABASE_URL or run under scripts/with-postgres)");
+    }
+}
