@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # cargo-leptos writes the site (JS, WASM, CSS, assets) to <cargo target dir>/site.
 export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 
-.PHONY: run test build-release build-debug test-rust test-e2e clean
+.PHONY: run test build-release build-debug test-rust test-e2e test-fuzz clean
 
 ## Install what is missing, build in release mode, serve http://127.0.0.1:3000
 ## (SQLite under ./data, one local runner, the demo project).
@@ -16,8 +16,9 @@ build-release:
 	scripts/setup
 	cargo leptos build --release
 
-## Everything CI checks: Rust unit and integration tests, then the browser suite.
-test: build-debug test-rust test-e2e
+## Everything CI checks: Rust unit and integration tests, the browser suite, and a
+## schema-driven fuzz run of the JSON API.
+test: build-debug test-rust test-e2e test-fuzz
 
 build-debug:
 	scripts/setup --test
@@ -34,6 +35,10 @@ test-rust:
 
 test-e2e:
 	cd end2end && USHER_BIN=$(TARGET_DIR)/debug/usher npx playwright test
+
+# schemathesis against openapi.json of a real server: no 5xx, every answer as documented.
+test-fuzz:
+	scripts/fuzz-api $(TARGET_DIR)/debug/usher 40
 
 clean:
 	cargo clean

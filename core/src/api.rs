@@ -5,6 +5,7 @@ use crate::status::Status;
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Project {
     pub id: i64,
     pub name: String,
@@ -13,6 +14,7 @@ pub struct Project {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Pipeline {
     pub id: i64,
     pub project_id: i64,
@@ -30,6 +32,7 @@ pub struct Pipeline {
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: i64,
     pub pipeline_id: i64,
@@ -49,6 +52,7 @@ pub struct Job {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "lowercase")]
 pub enum CancelMode {
     Graceful,
@@ -68,6 +72,7 @@ impl CancelMode {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CancelReason {
     User,
@@ -102,6 +107,7 @@ impl CancelReason {
 
 /// Who asked for a cancel or abort, when, and why.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelInfo {
     pub mode: CancelMode,
     pub requested_by: String,
@@ -111,6 +117,7 @@ pub struct CancelInfo {
 
 /// What after_script did, as the runner reported it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AfterScriptResult {
     pub exit_code: Option<i32>,
     pub duration_ms: u64,
@@ -119,6 +126,7 @@ pub struct AfterScriptResult {
 
 /// One entry of a job's timeline (`GET /api/v1/jobs/{id}/events`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TimelineEvent {
     pub at: String,
     pub from: Option<Status>,
@@ -131,6 +139,7 @@ pub struct TimelineEvent {
 
 /// One stored artifact file of a job (`GET /api/v1/jobs/{id}/artifacts`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Artifact {
     pub path: String,
     pub size: u64,
@@ -138,6 +147,7 @@ pub struct Artifact {
 
 /// One text frame of the event websocket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventFrame {
     Job { job: Job },
@@ -145,17 +155,20 @@ pub enum EventFrame {
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateProject {
     pub name: String,
     pub ci_config: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateProject {
     pub ci_config: String,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatePipeline {
     #[serde(rename = "ref")]
     pub git_ref: String,
@@ -165,11 +178,13 @@ pub struct CreatePipeline {
 
 /// The error shape of every failed API call.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: ErrorDetail,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,

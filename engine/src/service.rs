@@ -354,7 +354,7 @@ impl Engine {
                 git_ref: q.git_ref,
                 status: q.status,
                 limit: per_page,
-                offset: (page - 1) * per_page,
+                offset: (page - 1).saturating_mul(per_page),
             })
             .await
     }

@@ -600,8 +600,9 @@ impl Store {
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {
         let row = sqlx::query("SELECT spec FROM jobs WHERE id = $1")
             .bind(id)
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
         let spec: String = row.try_get("spec")?;
         serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))
     }

@@ -3,8 +3,9 @@
 //! pipeline or job. A subscriber too slow to keep up is closed with a reason rather
 //! than buffered without bound.
 
+use axum::extract::State;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -13,8 +14,9 @@ use usher_core::api::EventFrame;
 use usher_engine::BusEvent;
 
 use crate::AppState;
-use crate::api::ApiError;
+use crate::api::{ApiError, ApiQuery};
 use crate::caller::{authenticate, bearer, is_same_origin};
+use usher_core::api::ErrorBody;
 
 #[derive(Deserialize, Default)]
 pub struct EventFilter {
@@ -42,11 +44,22 @@ impl EventFilter {
     }
 }
 
+/// Every committed status change as a websocket text frame (`EventFrame`).
+#[utoipa::path(get, path = "/events", tag = "events",
+    params(
+        ("project_id" = Option<i64>, Query, description = "Only this project's jobs and pipelines"),
+        ("pipeline_id" = Option<i64>, Query, description = "Only this pipeline and its jobs"),
+        ("job_id" = Option<i64>, Query, description = "Only this job")),
+    responses(
+        (status = 101, description = "Switching to the websocket; each text frame is an EventFrame"),
+        (status = 400, description = "Not a websocket upgrade request, or a bad filter", body = ErrorBody),
+        (status = 401, description = "No valid credentials", body = ErrorBody),
+        (status = 403, description = "Role too low, or a cross-site browser request", body = ErrorBody)))]
 pub async fn events_ws(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(filter): Query<EventFilter>,
-    upgrade: WebSocketUpgrade,
+    ApiQuery(filter): ApiQuery<EventFilter>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let actor = authenticate(&state.engine, &headers).await?;
     actor.require(usher_core::roles::Action::Read)?;
@@ -54,6 +67,7 @@ pub async fn events_ws(
     if bearer(&headers).is_none() && !is_same_origin(&headers) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-site websocket refused"));
     }
+    let upgrade = upgrade.map_err(not_a_websocket)?;
     let receiver = state.engine.bus().subscribe();
     let shutdown = state.shutdown.clone();
     Ok(upgrade
@@ -95,4 +109,13 @@ async fn stream_events(
             }
         }
     }
+}
+
+/// A plain HTTP request to a websocket route gets the API's error shape.
+pub fn not_a_websocket(rejection: WebSocketUpgradeRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        format!("this route is a websocket; send an upgrade request ({rejection})"),
+    )
 }

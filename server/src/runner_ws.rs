@@ -17,13 +17,34 @@ use usher_core::protocol::{PROTOCOL_VERSION, RunnerMessage, ServerMessage};
 use usher_core::status::Status;
 use usher_engine::{BusEvent, Engine, EngineError};
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
+use usher_core::api::{Artifact, ErrorBody};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
 use crate::AppState;
 use crate::api::ApiError;
 use crate::caller::bearer;
 
-pub async fn connect(State(state): State<AppState>, headers: HeaderMap, upgrade: WebSocketUpgrade) -> Result<Response, ApiError> {
+/// The routes runners use, with their descriptions (they join `openapi.json`).
+pub fn documented_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(connect)).routes(routes!(upload_artifact))
+}
+
+/// Runner protocol v1 (docs/runner-protocol.md) over a websocket.
+#[utoipa::path(get, path = "/api/runner/v1/connect", tag = "runners",
+    responses(
+        (status = 101, description = "Switching to the runner protocol websocket"),
+        (status = 400, description = "Not a websocket upgrade request", body = ErrorBody),
+        (status = 401, description = "No valid runner token", body = ErrorBody)))]
+pub async fn connect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
     let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
     let token_id = state.engine.authenticate_runner(&token).await?;
+    let upgrade = upgrade.map_err(crate::events::not_a_websocket)?;
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
     Ok(upgrade.max_message_size(4 * 1024 * 1024).on_upgrade(move |socket| async move {
@@ -176,6 +197,16 @@ async fn session(
 
 /// One artifact file from the runner holding the job, streamed to disk (see
 /// [`Engine::store_artifact`] for the checks); 201 with `{path, size}`.
+#[utoipa::path(put, path = "/api/runner/v1/jobs/{id}/artifacts/{*path}", tag = "runners",
+    params(("id" = i64, Path, description = "The job id"), ("path" = String, Path, description = "The file's path in the build directory")),
+    request_body(content = String, content_type = "application/octet-stream", description = "The file's bytes"),
+    responses(
+        (status = 201, description = "Stored", body = Artifact),
+        (status = 400, description = "A path that is not plain and relative", body = ErrorBody),
+        (status = 401, description = "No valid runner token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not active or not held by this runner", body = ErrorBody),
+        (status = 413, description = "The job's artifacts would exceed the limit", body = ErrorBody)))]
 pub async fn upload_artifact(
     State(state): State<AppState>,
     headers: HeaderMap,

@@ -8,7 +8,7 @@ use axum::extract::{DefaultBodyLimit, Form, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list, handle_server_fns_with_context};
 use serde::Deserialize;
@@ -24,11 +24,7 @@ pub fn router(state: AppState) -> Router {
     let options = state.leptos_options.clone();
     Router::new()
         .nest("/api/v1", api::router())
-        .route("/api/runner/v1/connect", get(crate::runner_ws::connect))
-        .route(
-            "/api/runner/v1/jobs/{id}/artifacts/{*path}",
-            axum::routing::put(crate::runner_ws::upload_artifact),
-        )
+        .merge(crate::runner_ws::documented_routes().split_for_parts().0)
         .route("/ui/{*fn_name}", post(server_fn_handler).get(server_fn_handler))
         .route("/auth/login", post(login))
         .route("/auth/logout", post(logout))

@@ -205,6 +205,11 @@ async fn api_errors_have_the_contract_shape() {
     assert_eq!((status, body["error"]["code"].as_str()), (401, Some("unauthorized")));
     let (status, body) = t.call("GET", "/api/v1/jobs/999999", None).await;
     assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")));
+    // Found by the API fuzzer: cancelling a job that does not exist was a 500.
+    for verb in ["cancel", "abort"] {
+        let (status, body) = t.call("POST", &format!("/api/v1/jobs/999999/{verb}"), None).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{verb}: {body}");
+    }
     let (status, body) = t
         .call(
             "POST",
