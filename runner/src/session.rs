@@ -135,7 +135,10 @@ async fn connect_and_serve(
             .parse()
             .map_err(|_| "the runner token is not a valid header value".to_string())?,
     );
-    let (ws, _) = tokio_tungstenite::connect_async(request).await.map_err(|e| e.to_string())?;
+    // Nagle off (the last argument): small frames like a job's report go out at once.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+        .await
+        .map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = ws.split();
     let send = |msg: &RunnerMessage| Message::Text(serde_json::to_string(msg).expect("serialisable").into());
 

@@ -111,6 +111,10 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     let reaper = engine.spawn_reaper(Duration::from_secs(1));
     let mut shutdown_rx = stop_rx.clone();
     let task = tokio::spawn(async move {
+        // No Nagle: a cancel pushed to a runner is one small frame that must leave now.
+        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(async move {
                 let _ = shutdown_rx.wait_for(|s| *s).await;
