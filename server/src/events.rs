@@ -44,6 +44,9 @@ impl EventFilter {
     }
 }
 
+/// How long one frame may wait for a client that does not read.
+const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Every committed status change as a websocket text frame (`EventFrame`).
 #[utoipa::path(get, path = "/events", tag = "events",
     params(
@@ -70,8 +73,11 @@ pub async fn events_ws(
     let upgrade = upgrade.map_err(not_a_websocket)?;
     let receiver = state.engine.bus().subscribe();
     let shutdown = state.shutdown.clone();
+    // Small buffers: at 10,000 subscribers tungstenite's 128 KiB defaults would be 1.3 GB.
     Ok(upgrade
         .read_buffer_size(4096)
+        .write_buffer_size(4096)
+        .max_write_buffer_size(256 * 1024)
         .max_message_size(64 * 1024)
         .on_upgrade(move |socket| stream_events(socket, filter, receiver, shutdown)))
 }
@@ -88,8 +94,15 @@ async fn stream_events(
                 Ok(event) => {
                     let Some(frame) = filter.frame(event) else { continue };
                     let text = serde_json::to_string(&frame).expect("serialisable");
-                    if socket.send(Message::Text(text.into())).await.is_err() {
-                        return;
+                    // A client that stops reading holds this send; past the timeout it is
+                    // dropped (its socket buffers are full, so no close frame would get through).
+                    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(_)) => return,
+                        Err(_) => {
+                            tracing::info!("event websocket dropped: the client read nothing for {SEND_TIMEOUT:?}");
+                            return;
+                        }
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
