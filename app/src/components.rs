@@ -18,6 +18,8 @@ pub fn Header(viewer: Viewer) -> impl IntoView {
             <a class="brand" href="/">"Usher"</a>
             <nav>
                 <a href="/">"Pipelines"</a>
+                <a href="/admin/jobs?status=canceling">"Cleanups"</a>
+                <a href="/admin/runners">"Runners"</a>
             </nav>
             <span class="who">{viewer.name} " · " {viewer.role.as_str()}</span>
             <form method="post" action="/auth/logout">

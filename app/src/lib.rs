@@ -53,6 +53,8 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/projects/:id") view=pages::pipelines::PipelinesPage ssr=SsrMode::Async/>
                 <Route path=path!("/pipelines/:id") view=pages::pipeline::PipelinePage ssr=SsrMode::Async/>
                 <Route path=path!("/jobs/:id") view=pages::job::JobPage ssr=SsrMode::Async/>
+                <Route path=path!("/admin/jobs") view=pages::admin::AdminJobsPage ssr=SsrMode::Async/>
+                <Route path=path!("/admin/runners") view=pages::admin::AdminRunnersPage ssr=SsrMode::Async/>
             </Routes>
         </Router>
     }

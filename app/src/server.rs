@@ -3,8 +3,9 @@
 
 use leptos::prelude::*;
 use serde::{Deserialize, Serialize};
-use usher_core::api::{Artifact, Job, Pipeline, Project, TimelineEvent};
+use usher_core::api::{Artifact, Job, Pipeline, Project, RunnerInfo, TimelineEvent};
 use usher_core::roles::Role;
+use usher_core::status::Status;
 
 /// The signed-in user, for deciding what to show.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +37,19 @@ pub struct JobPageData {
     pub timeline: Vec<TimelineEvent>,
     pub log: String,
     pub artifacts: Vec<Artifact>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminJobsData {
+    pub viewer: Viewer,
+    pub status: Status,
+    pub jobs: Vec<Job>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminRunnersData {
+    pub viewer: Viewer,
+    pub runners: Vec<RunnerInfo>,
 }
 
 #[cfg(feature = "ssr")]
@@ -181,4 +195,26 @@ pub async fn run_pipeline(project_id: i64, git_ref: String) -> Result<Pipeline, 
         .create_pipeline(&actor, project_id, CreatePipeline { git_ref, ci_config: None })
         .await
         .map_err(ssr::fail)
+}
+
+/// `/admin/jobs?status=`: jobs in one status across all projects.
+#[server(prefix = "/ui")]
+pub async fn admin_jobs(status: Status) -> Result<AdminJobsData, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let jobs = engine.jobs_with_status(&actor, status).await.map_err(ssr::fail)?;
+    Ok(AdminJobsData {
+        viewer: ssr::viewer(&actor),
+        status,
+        jobs,
+    })
+}
+
+#[server(prefix = "/ui")]
+pub async fn admin_runners() -> Result<AdminRunnersData, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let runners = engine.list_runners(&actor).await.map_err(ssr::fail)?;
+    Ok(AdminRunnersData {
+        viewer: ssr::viewer(&actor),
+        runners,
+    })
 }

@@ -145,6 +145,19 @@ pub struct Artifact {
     pub size: u64,
 }
 
+/// A runner as the admin page shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunnerInfo {
+    pub id: i64,
+    pub name: String,
+    pub connected_at: String,
+    pub last_seen_at: String,
+    /// Seen within the server's runner-lost window.
+    pub online: bool,
+    /// Its jobs that are `running` or `canceling`.
+    pub active_jobs: Vec<i64>,
+}
+
 /// One text frame of the event websocket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -1,9 +1,7 @@
 // The mission in a real browser: Cancel shows `canceling`, then `canceled`, without a
 // reload; Abort asks first and ends the job at once; buttons also work without JS.
 import { test, expect } from '@playwright/test';
-
-const base = () => process.env.USHER_URL;
-const token = () => process.env.USHER_TOKEN;
+import { base, signIn, trackPipelines } from './helpers.mjs';
 
 const CONFIG = `
 stages: [test]
@@ -17,37 +15,8 @@ stuck:
   after_script: [echo this must not run]
 `;
 
-async function api(request, method, path, data) {
-  const resp = await request.fetch(base() + path, { method, data, headers: { Authorization: `Bearer ${token()}` } });
-  expect(resp.ok(), `${method} ${path}: ${resp.status()} ${await resp.text()}`).toBeTruthy();
-  return resp.json();
-}
-
-// Pipelines a test started; aborted after it, so a failing test cannot keep the
-// runners busy for the next one.
-let started = [];
-
-async function newPipeline(request, config = CONFIG) {
-  const project = await api(request, 'POST', '/api/v1/projects', { name: `e2e-${Date.now()}-${Math.random()}`, ci_config: config });
-  const pipeline = await api(request, 'POST', `/api/v1/projects/${project.id}/pipelines`, { ref: 'main' });
-  started.push(pipeline.id);
-  return pipeline;
-}
-
-test.afterEach(async ({ request }) => {
-  for (const id of started) {
-    await request.fetch(`${base()}/api/v1/pipelines/${id}/abort`, { method: 'POST', headers: { Authorization: `Bearer ${token()}` } });
-  }
-  started = [];
-});
-
-async function signIn(page, name = 'e2e', password = 'e2e-password') {
-  await page.goto(base() + '/login');
-  await page.getByLabel('User').fill(name);
-  await page.getByLabel('Password').fill(password);
-  await page.getByRole('button', { name: 'Sign in' }).click();
-  await expect(page).toHaveURL(base() + '/');
-}
+const pipelines = trackPipelines(test);
+const newPipeline = (request, config = CONFIG) => pipelines.create(request, config);
 
 test('Cancel winds a job down live; Abort asks, then kills', async ({ page, request }) => {
   const errors = [];

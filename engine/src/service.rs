@@ -477,6 +477,19 @@ impl Engine {
         Ok(self.apply(id, event, ctx).await?.job)
     }
 
+    /// Jobs in one status across all projects (the admin page's "stuck cleanups").
+    pub async fn jobs_with_status(&self, actor: &Actor, status: Status) -> Result<Vec<Job>, EngineError> {
+        actor.require(Action::Read)?;
+        self.store().jobs_with_status(status, 500).await
+    }
+
+    /// The runners this server has seen; online = heard from within the runner-lost window.
+    pub async fn list_runners(&self, actor: &Actor) -> Result<Vec<usher_core::api::RunnerInfo>, EngineError> {
+        actor.require(Action::Read)?;
+        let since = chrono::Utc::now() - chrono::Duration::seconds(self.inner.settings.runner_lost_after_secs as i64);
+        self.store().list_runners(&format_time(since)).await
+    }
+
     pub async fn job_log(&self, actor: &Actor, id: i64, offset: u64) -> Result<(String, bool), EngineError> {
         let job = self.get_job(actor, id).await?;
         let text = self.store().read_log(id, offset).await?;

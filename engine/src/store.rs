@@ -544,6 +544,45 @@ impl Store {
         Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
     }
 
+    /// Jobs with `status`, oldest first (the ones stuck longest come first).
+    pub async fn jobs_with_status(&self, status: Status, limit: i64) -> Result<Vec<Job>, EngineError> {
+        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY id LIMIT $2"))
+            .bind(status.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    /// Every runner, newest first, with its active jobs; `online` when seen at or after `seen_since`.
+    pub async fn list_runners(&self, seen_since: &str) -> Result<Vec<usher_core::api::RunnerInfo>, EngineError> {
+        let rows = sqlx::query("SELECT id, name, connected_at, last_seen_at FROM runners ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        let active =
+            sqlx::query("SELECT id, runner_id FROM jobs WHERE status IN ('running', 'canceling') AND runner_id IS NOT NULL ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut held: Vec<(i64, i64)> = Vec::new();
+        for r in &active {
+            held.push((r.try_get("runner_id")?, r.try_get("id")?));
+        }
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                let last_seen_at: String = r.try_get("last_seen_at")?;
+                Ok(usher_core::api::RunnerInfo {
+                    id,
+                    name: r.try_get("name")?,
+                    connected_at: r.try_get("connected_at")?,
+                    online: last_seen_at.as_str() >= seen_since,
+                    last_seen_at,
+                    active_jobs: held.iter().filter(|(runner, _)| *runner == id).map(|(_, job)| *job).collect(),
+                })
+            })
+            .collect()
+    }
+
     pub async fn jobs_of_pipeline(&self, pipeline_id: i64) -> Result<Vec<Job>, EngineError> {
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id"

@@ -1,5 +1,6 @@
 //! The routes of API.md "Pages".
 
+pub mod admin;
 pub mod job;
 pub mod login;
 pub mod pipeline;

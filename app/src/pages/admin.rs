@@ -1,0 +1,206 @@
+//! Admin pages: `/admin/jobs?status=canceling` (jobs in one status across all projects —
+//! by default the cleanups still running or stuck, each with Cancel/Abort as the role
+//! allows) and `/admin/runners` (who is connected and what they hold).
+
+use leptos::either::Either;
+use leptos::prelude::*;
+use leptos::task::spawn_local;
+use leptos_router::hooks::use_query_map;
+use usher_core::api::{EventFrame, Job, RunnerInfo};
+use usher_core::status::Status;
+
+use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, short_time};
+use crate::live::follow_events;
+use crate::pages::pipeline::JobButtons;
+use crate::server::{AbortJob, AdminJobsData, AdminRunnersData, CancelJob, admin_jobs, admin_runners};
+
+/// The statuses the page offers as quick links.
+const STATUS_LINKS: [Status; 4] = [Status::Canceling, Status::Running, Status::Pending, Status::Created];
+
+#[component]
+pub fn AdminJobsPage() -> impl IntoView {
+    let query = use_query_map();
+    let status = move || {
+        query
+            .read()
+            .get("status")
+            .map(|s| Status::parse(&s).ok_or(s))
+            .unwrap_or(Ok(Status::Canceling))
+    };
+    let data = Resource::new(status, |status| async move {
+        match status {
+            Ok(s) => admin_jobs(s).await.map_err(|e| e.to_string()),
+            Err(text) => Err(format!("`{text}` is not a job status")),
+        }
+    });
+    view! {
+        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => Either::Left(view! { <AdminJobs data=d/> }),
+                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e/></main> }),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn AdminJobs(data: AdminJobsData) -> impl IntoView {
+    let AdminJobsData { viewer, status, jobs } = data;
+    let role = viewer.role;
+    let rows = RwSignal::new(jobs);
+    let connected = RwSignal::new(false);
+    let reload = move || {
+        spawn_local(async move {
+            if let Ok(fresh) = admin_jobs(status).await {
+                rows.set(fresh.jobs);
+            }
+        })
+    };
+    follow_events(String::new(), connected, reload, move |frame| {
+        if let EventFrame::Job { job } = frame {
+            let listed = rows.with_untracked(|r| r.iter().any(|j| j.id == job.id));
+            if listed || job.status == status {
+                reload();
+            }
+        }
+    });
+    let cancel = ServerAction::<CancelJob>::new();
+    let abort = ServerAction::<AbortJob>::new();
+    let error = RwSignal::new(None::<String>);
+    Effect::new(move |_| {
+        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
+            match value {
+                Ok(_) => reload(),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        }
+    });
+    let title = if status == Status::Canceling {
+        "Cleanups in progress (canceling)".to_string()
+    } else {
+        format!("Jobs: {status}")
+    };
+    view! {
+        <Header viewer=viewer/>
+        <main class="page">
+            <div class="title-row">
+                <h1>{title}</h1>
+                <LiveDot connected=connected/>
+            </div>
+            <p class="crumbs">
+                {STATUS_LINKS.into_iter().map(|s| view! {
+                    <a href=format!("/admin/jobs?status={s}") class:current=move || s == status>{s.as_str()}</a> " "
+                }).collect_view()}
+            </p>
+            {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
+            <table class="jobs" data-testid="admin-jobs">
+                <thead><tr><th>"Job"</th><th>"Pipeline"</th><th>"Status"</th><th>"Started"</th><th>"Cancel asked"</th><th></th></tr></thead>
+                <tbody>
+                    <For
+                        each=move || rows.get()
+                        key=|j| (j.id, j.status)
+                        children=move |job| view! { <AdminJobRow job=job role=role cancel=cancel abort=abort/> }
+                    />
+                </tbody>
+            </table>
+            <Show when=move || rows.with(|r| r.is_empty())>
+                <p class="empty">{format!("No {status} jobs.")}</p>
+            </Show>
+        </main>
+    }
+}
+
+#[component]
+fn AdminJobRow(job: Job, role: usher_core::roles::Role, cancel: ServerAction<CancelJob>, abort: ServerAction<AbortJob>) -> impl IntoView {
+    let status = Signal::stored(job.status);
+    let asked = job
+        .cancel
+        .as_ref()
+        .map(|c| format!("{} by {} at {}", c.mode.as_str(), c.requested_by, short_time(&c.requested_at)))
+        .unwrap_or_default();
+    view! {
+        <tr class="job" data-job-id=job.id>
+            <td><a href=format!("/jobs/{}", job.id)>{job.name.clone()} " #" {job.id}</a></td>
+            <td><a href=format!("/pipelines/{}", job.pipeline_id)>"#" {job.pipeline_id}</a></td>
+            <td><StatusBadge status=status/></td>
+            <td>{job.started_at.as_deref().map(short_time).unwrap_or_default()}</td>
+            <td>{asked}</td>
+            <td><JobButtons id=job.id status=status role=role cancel=cancel abort=abort/></td>
+        </tr>
+    }
+}
+
+#[component]
+pub fn AdminRunnersPage() -> impl IntoView {
+    let data = Resource::new(|| (), |_| admin_runners());
+    view! {
+        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
+            {move || Suspend::new(async move {
+                match data.await {
+                    Ok(d) => Either::Left(view! { <AdminRunners data=d/> }),
+                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
+                }
+            })}
+        </Suspense>
+    }
+}
+
+#[component]
+fn AdminRunners(data: AdminRunnersData) -> impl IntoView {
+    let AdminRunnersData { viewer, runners } = data;
+    let rows = RwSignal::new(runners);
+    let connected = RwSignal::new(false);
+    let reload = move || {
+        spawn_local(async move {
+            if let Ok(fresh) = admin_runners().await {
+                rows.set(fresh.runners);
+            }
+        })
+    };
+    // Jobs starting and ending change what runners hold; heartbeats are re-read every 5 s.
+    follow_events(String::new(), connected, reload, move |frame| {
+        if matches!(frame, EventFrame::Job { .. }) {
+            reload();
+        }
+    });
+    Effect::new(move |_| {
+        if let Ok(handle) = set_interval_with_handle(reload, std::time::Duration::from_secs(5)) {
+            on_cleanup(move || handle.clear());
+        }
+    });
+    view! {
+        <Header viewer=viewer/>
+        <main class="page">
+            <div class="title-row">
+                <h1>"Runners"</h1>
+                <LiveDot connected=connected/>
+            </div>
+            <table class="runners" data-testid="runners">
+                <thead><tr><th>"Runner"</th><th>"State"</th><th>"Connected"</th><th>"Last seen"</th><th>"Active jobs"</th></tr></thead>
+                <tbody>
+                    <For each=move || rows.get() key=|r| (r.id, r.online, r.active_jobs.clone(), r.last_seen_at.clone()) children=|r| view! { <RunnerRow runner=r/> }/>
+                </tbody>
+            </table>
+            <Show when=move || rows.with(|r| r.is_empty())>
+                <p class="empty">"No runner has connected yet."</p>
+            </Show>
+        </main>
+    }
+}
+
+#[component]
+fn RunnerRow(runner: RunnerInfo) -> impl IntoView {
+    view! {
+        <tr class="runner" data-runner-id=runner.id>
+            <td>{runner.name.clone()} " #" {runner.id}</td>
+            <td>{if runner.online { "online" } else { "offline" }}</td>
+            <td>{short_time(&runner.connected_at)}</td>
+            <td>{short_time(&runner.last_seen_at)}</td>
+            <td>
+                {runner.active_jobs.iter().map(|id| view! { <a href=format!("/jobs/{id}")>"#" {*id}</a> " " }).collect_view()}
+            </td>
+        </tr>
+    }
+}
