@@ -44,7 +44,9 @@ pub async fn spawn_postgres_listener(url: &str, bus: Bus) -> Result<tokio::task:
             match listener.recv().await {
                 Ok(notification) => match serde_json::from_str::<crate::store::ChangeNotice>(notification.payload()) {
                     Ok(notice) => {
-                        bus.publish(BusEvent::Job(notice.job));
+                        if let Some(job) = notice.job {
+                            bus.publish(BusEvent::Job(job));
+                        }
                         if let Some(p) = notice.pipeline {
                             bus.publish(BusEvent::Pipeline(p));
                         }

@@ -413,17 +413,26 @@ impl Engine {
         self.store()
             .set_pipeline_cancel(id, mode, &actor.name, CancelReason::Pipeline)
             .await?;
+        // One transaction for all of them (the store leaves out jobs that finished
+        // meanwhile), then one publish in commit order and one scheduling pass.
+        let mut moves = Vec::with_capacity(unfinished.len());
         for job in stop_order(&unfinished, mode) {
-            let result = match mode {
-                CancelMode::Graceful => self.stop_job(actor, job.id, JobEvent::Cancel, CancelReason::Pipeline, None).await,
-                CancelMode::Abort => self.stop_job(actor, job.id, JobEvent::Abort, CancelReason::Pipeline, None).await,
-            };
-            match result {
-                // A job that finished meanwhile is not an error of the pipeline cancel.
-                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
-                Err(e) => return Err(e),
+            let ctx = self.stop_ctx(actor, job.id, event, CancelReason::Pipeline, None).await?;
+            moves.push((job.id, event, ctx));
+        }
+        {
+            let _order = self.commit_order().await;
+            let (changed, pipeline) = self.store().transition_pipeline_jobs(id, &moves).await?;
+            if self.store().backend() == Backend::Sqlite {
+                for t in &changed {
+                    self.bus().publish(BusEvent::Job(t.job.clone()));
+                }
+                if let Some(p) = pipeline {
+                    self.bus().publish(BusEvent::Pipeline(p));
+                }
             }
         }
+        self.advance_pipeline(id).await?;
         self.pipeline_with_jobs(id).await
     }
 
@@ -457,6 +466,20 @@ impl Engine {
         reason: CancelReason,
         detail: Option<String>,
     ) -> Result<Job, EngineError> {
+        let ctx = self.stop_ctx(actor, id, event, reason, detail).await?;
+        Ok(self.apply(id, event, ctx).await?.job)
+    }
+
+    /// What a cancel or abort of job `id` records: mode, who, why and (graceful) the
+    /// deadline for the runner's report.
+    async fn stop_ctx(
+        &self,
+        actor: &Actor,
+        id: i64,
+        event: JobEvent,
+        reason: CancelReason,
+        detail: Option<String>,
+    ) -> Result<TransitionCtx, EngineError> {
         let (mode, deadline) = if event == JobEvent::Abort {
             (CancelMode::Abort, None)
         } else {
@@ -467,14 +490,13 @@ impl Engine {
                 Some(format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))),
             )
         };
-        let ctx = TransitionCtx {
+        Ok(TransitionCtx {
             actor: actor.name.clone(),
             cancel: Some((mode, reason)),
             cancel_deadline: deadline,
             detail,
             ..Default::default()
-        };
-        Ok(self.apply(id, event, ctx).await?.job)
+        })
     }
 
     /// Jobs in one status across all projects (the admin page's "stuck cleanups").
