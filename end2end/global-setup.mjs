@@ -28,6 +28,7 @@ export default async function globalSetup() {
   // Users are added once the server has bootstrapped `admin` on the empty database.
   execFileSync(bin, ['user', 'add', 'e2e', '--role', 'admin', '--password-stdin'], { env, input: 'e2e-password\n' });
   execFileSync(bin, ['user', 'add', 'watcher', '--role', 'viewer', '--password-stdin'], { env, input: 'watcher-password\n' });
+  execFileSync(bin, ['user', 'add', 'dev', '--role', 'developer', '--password-stdin'], { env, input: 'dev-password\n' });
   process.env.USHER_URL = baseURL;
   process.env.USHER_TOKEN = 'usher_e2e_admin_token';
   writeFileSync(join(dataDir, 'server.pid'), String(server.pid));

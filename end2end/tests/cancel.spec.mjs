@@ -82,7 +82,7 @@ quiet:
   await context.close();
 });
 
-test('a viewer sees no Cancel or Abort', async ({ page, request }) => {
+test('a viewer sees no Cancel or Abort; a developer sees Cancel only', async ({ page, request }) => {
   const pipeline = await newPipeline(request, `
 slow:
   script: [sleep 1000]
@@ -92,6 +92,16 @@ slow:
   const job = page.locator('li.job[data-job-name="slow"]');
   await expect(job.locator('.badge')).toHaveText('running', { timeout: 30_000 });
   await expect(page.getByRole('button', { name: 'Cancel' })).toHaveCount(0);
+  await expect(page.getByRole('button', { name: 'Abort' })).toHaveCount(0);
+
+  await page.context().clearCookies();
+  await signIn(page, 'dev', 'dev-password');
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  await expect(job.locator('.badge')).toHaveText('running');
+  await expect(job.getByRole('button', { name: 'Cancel' })).toBeVisible();
+  await expect(page.getByRole('button', { name: 'Abort' })).toHaveCount(0);
+  await page.goto(`${base()}/admin/jobs?status=running`);
+  await expect(page.locator('tr.job').first().getByRole('button', { name: 'Cancel' })).toBeVisible();
   await expect(page.getByRole('button', { name: 'Abort' })).toHaveCount(0);
 });
 
