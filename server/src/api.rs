@@ -138,7 +138,7 @@ impl utoipa::Modify for BearerAuth {
 
 /// The routes of `/api/v1`, each with its description.
 fn documented_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    OpenApiRouter::new()
         .routes(routes!(create_project, list_projects))
         .routes(routes!(get_project, update_project))
         .routes(routes!(create_pipeline, list_pipelines))
@@ -164,7 +164,7 @@ pub fn router() -> Router<AppState> {
 /// The description of every public route: `/api/v1` and the runner protocol's routes.
 /// Wildcard segments (`{*path}` in axum) are plain parameters in OpenAPI.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut api = OpenApiRouter::<AppState>::new()
+    let mut api = OpenApiRouter::<AppState>::with_openapi(ApiDoc::openapi())
         .nest("/api/v1", documented_routes())
         .merge(crate::runner_ws::documented_routes())
         .into_openapi();

@@ -59,6 +59,9 @@ async fn openapi_json_covers_every_public_route() {
     assert_eq!(resp.headers()["content-type"], "application/json");
     let spec: Value = resp.json().await.unwrap();
     assert!(spec["openapi"].as_str().unwrap().starts_with("3."), "{}", spec["openapi"]);
+    assert_eq!(spec["info"]["title"], "Usher", "{}", spec["info"]);
+    assert_eq!(spec["components"]["securitySchemes"]["bearer"]["scheme"], "bearer");
+    assert!(spec["components"]["schemas"]["ErrorBody"].is_object());
 
     for (method, path) in CONTRACT {
         let op = &spec["paths"][path][method];
