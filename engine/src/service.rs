@@ -321,24 +321,43 @@ impl Engine {
             if targets.is_empty() {
                 continue;
             }
-            if mode == config::AutoCancel::Conservative {
-                self.store()
-                    .set_pipeline_cancel(older, CancelMode::Graceful, &actor.name, CancelReason::Superseded)
-                    .await?;
-            }
-            // Later jobs first, so waiting ones end `canceled` rather than `skipped`.
-            for job_id in targets.into_iter().rev() {
+            let mut moves = Vec::with_capacity(targets.len());
+            for job_id in targets {
                 let detail = Some(format!("superseded by pipeline #{new_id}"));
-                match self
-                    .stop_job(actor, job_id, JobEvent::Cancel, CancelReason::Superseded, detail)
-                    .await
-                {
-                    Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
-                    Err(e) => return Err(e),
+                let ctx = self
+                    .stop_ctx(actor, job_id, JobEvent::Cancel, CancelReason::Superseded, detail)
+                    .await?;
+                moves.push((job_id, JobEvent::Cancel, ctx));
+            }
+            // The whole pipeline is superseded only when every unfinished job goes.
+            let cancel =
+                (mode == config::AutoCancel::Conservative).then_some((CancelMode::Graceful, actor.name.as_str(), CancelReason::Superseded));
+            self.apply_batch(older, &moves, cancel).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves several jobs of one pipeline in one transaction (see
+    /// [`Store::transition_pipeline_jobs`]), publishes what committed, then schedules.
+    async fn apply_batch(
+        &self,
+        pipeline_id: i64,
+        moves: &[(i64, JobEvent, TransitionCtx)],
+        cancel: Option<(CancelMode, &str, CancelReason)>,
+    ) -> Result<(), EngineError> {
+        {
+            let _order = self.commit_order().await;
+            let (changed, pipeline) = self.store().transition_pipeline_jobs(pipeline_id, moves, cancel).await?;
+            if self.store().backend() == Backend::Sqlite {
+                for t in &changed {
+                    self.bus().publish(BusEvent::Job(t.job.clone()));
+                }
+                if let Some(p) = pipeline {
+                    self.bus().publish(BusEvent::Pipeline(p));
                 }
             }
         }
-        Ok(())
+        self.advance_pipeline(pipeline_id).await
     }
 
     pub async fn list_pipelines(&self, actor: &Actor, project_id: Option<i64>, q: PipelineQuery) -> Result<Vec<Pipeline>, EngineError> {
@@ -410,29 +429,16 @@ impl Engine {
         if unfinished.is_empty() {
             return self.pipeline_with_jobs(id).await;
         }
-        self.store()
-            .set_pipeline_cancel(id, mode, &actor.name, CancelReason::Pipeline)
-            .await?;
         // One transaction for all of them (the store leaves out jobs that finished
-        // meanwhile), then one publish in commit order and one scheduling pass.
+        // meanwhile), then one publish in commit order and one scheduling pass. Running
+        // jobs come first, so their runners' frames go out first.
         let mut moves = Vec::with_capacity(unfinished.len());
         for job in stop_order(&unfinished, mode) {
             let ctx = self.stop_ctx(actor, job.id, event, CancelReason::Pipeline, None).await?;
             moves.push((job.id, event, ctx));
         }
-        {
-            let _order = self.commit_order().await;
-            let (changed, pipeline) = self.store().transition_pipeline_jobs(id, &moves).await?;
-            if self.store().backend() == Backend::Sqlite {
-                for t in &changed {
-                    self.bus().publish(BusEvent::Job(t.job.clone()));
-                }
-                if let Some(p) = pipeline {
-                    self.bus().publish(BusEvent::Pipeline(p));
-                }
-            }
-        }
-        self.advance_pipeline(id).await?;
+        self.apply_batch(id, &moves, Some((mode, actor.name.as_str(), CancelReason::Pipeline)))
+            .await?;
         self.pipeline_with_jobs(id).await
     }
 
@@ -907,11 +913,10 @@ impl Engine {
     }
 }
 
-/// The order in which a pipeline cancel or abort visits its unfinished jobs:
-/// - jobs that are running are told first (graceful: they have cleaning up to do, and
-///   `canceling` is not terminal, so nothing waiting on them gets skipped meanwhile);
-/// - `created` jobs of later stages before the jobs they wait on, so they end `canceled`
-///   rather than `skipped` when their prerequisites end.
+/// The order of a pipeline cancel's or abort's moves (all in one transaction, so this is
+/// the order of the audit rows and of the frames): running jobs first on a graceful cancel
+/// (they have cleaning up to do, so their runners hear first), `created` jobs of later
+/// stages before the jobs they wait on.
 fn stop_order(unfinished: &[Job], mode: CancelMode) -> Vec<&Job> {
     let created = unfinished.iter().rev().filter(|j| j.status == Status::Created);
     let active = unfinished.iter().filter(|j| j.status.is_active());

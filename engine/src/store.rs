@@ -616,18 +616,6 @@ impl Store {
     }
 
     /// Records who asked to cancel or abort a whole pipeline (the latest request wins).
-    pub async fn set_pipeline_cancel(&self, id: i64, mode: CancelMode, by: &str, reason: CancelReason) -> Result<(), EngineError> {
-        sqlx::query("UPDATE pipelines SET cancel_mode = $1, cancel_by = $2, cancel_at = $3, cancel_reason = $4 WHERE id = $5")
-            .bind(mode.as_str())
-            .bind(by)
-            .bind(now())
-            .bind(reason.as_str())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
-
     // ---- jobs ----
 
     pub async fn get_job(&self, id: i64) -> Result<Option<Job>, EngineError> {
@@ -709,10 +697,15 @@ impl Store {
     /// O(n) instead of n re-derivations over n jobs. A move the table refuses (the job
     /// finished meanwhile) is left out. Returns the jobs that changed, in order, and the
     /// pipeline if its status changed.
+    ///
+    /// `cancel` (mode, by whom, why) is recorded on the pipeline in the same transaction
+    /// when a job moved and the pipeline has no cancel yet or an abort escalates a
+    /// graceful one, so a repeated cancel leaves the pipeline exactly as it was.
     pub async fn transition_pipeline_jobs(
         &self,
         pipeline_id: i64,
         moves: &[(i64, JobEvent, TransitionCtx)],
+        cancel: Option<(CancelMode, &str, CancelReason)>,
     ) -> Result<(Vec<Transitioned>, Option<Pipeline>), EngineError> {
         'retry: loop {
             let mut tx = self.pool.begin().await?;
@@ -733,6 +726,19 @@ impl Store {
                     }
                     Err(e) => return Err(e),
                 }
+            }
+            if let (Some((mode, by, reason)), false) = (cancel, changed.is_empty()) {
+                sqlx::query(
+                    "UPDATE pipelines SET cancel_mode = $1, cancel_by = $2, cancel_at = $3, cancel_reason = $4 \
+                     WHERE id = $5 AND (cancel_mode IS NULL OR ($1 = 'abort' AND cancel_mode <> 'abort'))",
+                )
+                .bind(mode.as_str())
+                .bind(by)
+                .bind(now())
+                .bind(reason.as_str())
+                .bind(pipeline_id)
+                .execute(&mut *tx)
+                .await?;
             }
             let pipeline = self.rederive_pipeline(&mut tx, pipeline_id, &now()).await?;
             if self.backend == Backend::Postgres && pipeline.is_some() {

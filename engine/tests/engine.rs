@@ -5,7 +5,7 @@ mod common;
 
 use common::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
-use usher_core::api::{CreatePipeline, CreateProject, Job};
+use usher_core::api::{CancelMode, CreatePipeline, CreateProject, Job};
 use usher_core::pipeline::derive_status;
 use usher_core::protocol::JobReport;
 use usher_core::roles::Role;
@@ -442,8 +442,18 @@ async fn pipeline_cancel_winds_down_running_jobs_and_cancels_waiting_ones() {
             );
         }
         assert_eq!(p.status, Status::Canceling, "{}: only canceling jobs are left", db.name);
-        // Repeating it is not an error; the runner's report then ends it.
-        assert_eq!(engine.cancel_pipeline(&admin, pid).await.unwrap().status, Status::Canceling);
+        let first_cancel = p.cancel.clone().expect("the pipeline records its cancel");
+        assert_eq!(
+            (first_cancel.requested_by.as_str(), first_cancel.mode),
+            ("admin", CancelMode::Graceful)
+        );
+        // Repeating it is not an error and changes nothing, whoever repeats it; the
+        // runner's report then ends it.
+        engine.add_user("dev2", Role::Developer, None).await.unwrap();
+        let dev_token = engine.create_api_token("dev2").await.unwrap();
+        let dev = engine.authenticate_token(&dev_token).await.unwrap();
+        let again = engine.cancel_pipeline(&dev, pid).await.unwrap();
+        assert_eq!((again.status, again.cancel), (Status::Canceling, Some(first_cancel)), "{}", db.name);
         assert_eq!(engine.finish_job(r, running.job_id, report(0)).await.unwrap(), Status::Canceled);
         assert_eq!(engine.get_pipeline(&admin, pid).await.unwrap().status, Status::Canceled);
         engine.close().await;
