@@ -1,7 +1,9 @@
 //! A standalone `usher-runner` process against a real `usher` process: it takes jobs,
 //! and when the server is killed and started again while it holds them, the jobs keep
 //! running, their log arrives complete and in order (frames swallowed by the dead
-//! connection are sent again), a report made while the server was away is delivered, and a cancel after the restart reaches the runner.
+//! connection are sent again), a report made while the server was away is delivered, a
+//! cancel made before the runner is back is honoured when it reconnects, and a cancel
+//! after that reaches the runner.
 //!
 //! The runner binary is built by `make test` (`cargo build -p usher-runner`) next to
 //! the test binaries' directory.
@@ -96,6 +98,13 @@ quick:
     - echo ready
     - sleep 1.5
     - echo quick-done
+waiter:
+  stage: test
+  script:
+    - echo ready
+    - sleep 1000
+  after_script:
+    - echo "waiter_after=$CI_JOB_STATUS"
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -109,7 +118,7 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     let token = runner_token(data_dir.path());
     let builds = data_dir.path().join("standalone-builds");
     let mut runner = Command::new(&runner_bin)
-        .args(["--url", &t.base, "--concurrency", "2", "--name", "standalone"])
+        .args(["--url", &t.base, "--concurrency", "3", "--name", "standalone"])
         .arg("--builds-dir")
         .arg(&builds)
         .env("USHER_RUNNER_TOKEN", &token)
@@ -123,6 +132,8 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     let quick = TestServer::job_id(&pipeline, "quick");
     t.wait_for_log(ticker, "tick-3").await;
     t.wait_for_log(quick, "ready").await;
+    let waiter = TestServer::job_id(&pipeline, "waiter");
+    t.wait_for_log(waiter, "ready").await;
     let runner_id = t.job(ticker).await["runner_id"].clone();
 
     // Freeze the server first: log frames the runner sends meanwhile sit unread in the
@@ -135,6 +146,11 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     server.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut server = spawn_server(data_dir.path(), port);
+    // Cancel at once, while the runner most likely still waits out its reconnect
+    // backoff: no session holds the job, so the runner must learn it from the server's
+    // answer to its `hello`.
+    let (status, job) = t.call("POST", &format!("/api/v1/jobs/{waiter}/cancel"), None).await;
+    assert_eq!((status, job["status"].as_str()), (200, Some("canceling")), "{job}");
 
     let quick_job = t.wait_for_status(quick, "success").await;
     assert_eq!(
@@ -149,6 +165,10 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     let expected: Vec<String> = (1..=40).map(|i| format!("tick-{i}")).collect();
     assert_eq!(ticks, expected, "every line once and in order across the restart:\n{log}");
     assert_eq!(t.job(ticker).await["runner_id"], runner_id, "the runner kept its identity");
+
+    t.wait_for_status(waiter, "canceled").await;
+    let (log, _) = t.log(waiter).await;
+    assert_eq!(log_value(&log, "waiter_after"), "canceled", "a cancel made while the runner was away is honoured");
 
     let (status, job) = t.call("POST", &format!("/api/v1/jobs/{ticker}/cancel"), None).await;
     assert_eq!((status, job["status"].as_str()), (200, Some("canceling")), "{job}");
