@@ -57,6 +57,28 @@ pub fn ErrorBox(message: String) -> impl IntoView {
     view! { <p class="error" role="alert">{message}</p> }
 }
 
+/// A page's data: "Loading…" while it comes, the error if it fails, else `show(data)`.
+pub fn loaded<T, E, V>(data: Resource<Result<T, E>>, show: impl Fn(T) -> V + Clone + Send + Sync + 'static) -> impl IntoView
+where
+    T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    E: Clone + Send + Sync + std::fmt::Display + serde::Serialize + serde::de::DeserializeOwned + 'static,
+    V: IntoView + 'static,
+{
+    view! {
+        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
+            {move || {
+                let show = show.clone();
+                Suspend::new(async move {
+                    match data.await {
+                        Ok(d) => leptos::either::Either::Left(show(d)),
+                        Err(e) => leptos::either::Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
+                    }
+                })
+            }}
+        </Suspense>
+    }
+}
+
 #[component]
 pub fn LiveDot(connected: RwSignal<bool>) -> impl IntoView {
     view! {

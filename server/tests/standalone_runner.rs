@@ -168,7 +168,11 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
 
     t.wait_for_status(waiter, "canceled").await;
     let (log, _) = t.log(waiter).await;
-    assert_eq!(log_value(&log, "waiter_after"), "canceled", "a cancel made while the runner was away is honoured");
+    assert_eq!(
+        log_value(&log, "waiter_after"),
+        "canceled",
+        "a cancel made while the runner was away is honoured"
+    );
 
     let (status, job) = t.call("POST", &format!("/api/v1/jobs/{ticker}/cancel"), None).await;
     assert_eq!((status, job["status"].as_str()), (200, Some("canceling")), "{job}");

@@ -2,14 +2,13 @@
 //! by default the cleanups still running or stuck, each with Cancel/Abort as the role
 //! allows) and `/admin/runners` (who is connected and what they hold).
 
-use leptos::either::Either;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_query_map;
 use usher_core::api::{EventFrame, Job, RunnerInfo};
 use usher_core::status::Status;
 
-use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, short_time};
+use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, loaded, short_time};
 use crate::live::follow_events;
 use crate::pages::pipeline::JobButtons;
 use crate::server::{AbortJob, AdminJobsData, AdminRunnersData, CancelJob, admin_jobs, admin_runners};
@@ -33,16 +32,7 @@ pub fn AdminJobsPage() -> impl IntoView {
             Err(text) => Err(format!("`{text}` is not a job status")),
         }
     });
-    view! {
-        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(d) => Either::Left(view! { <AdminJobs data=d/> }),
-                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e/></main> }),
-                }
-            })}
-        </Suspense>
-    }
+    loaded(data, |d| view! { <AdminJobs data=d/> })
 }
 
 #[component]
@@ -135,16 +125,7 @@ fn AdminJobRow(job: Job, role: usher_core::roles::Role, cancel: ServerAction<Can
 #[component]
 pub fn AdminRunnersPage() -> impl IntoView {
     let data = Resource::new(|| (), |_| admin_runners());
-    view! {
-        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(d) => Either::Left(view! { <AdminRunners data=d/> }),
-                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
-                }
-            })}
-        </Suspense>
-    }
+    loaded(data, |d| view! { <AdminRunners data=d/> })
 }
 
 #[component]

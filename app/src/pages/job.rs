@@ -9,7 +9,7 @@ use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
 
 use crate::ansi;
-use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, short_time};
+use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, loaded, short_time};
 use crate::live::follow_events;
 use crate::pages::pipeline::JobButtons;
 use crate::server::{AbortJob, CancelJob, JobPageData, job_artifacts, job_log_since, job_page, job_timeline};
@@ -19,16 +19,7 @@ pub fn JobPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
     let data = Resource::new(id, job_page);
-    view! {
-        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(d) => Either::Left(view! { <JobView data=d/> }),
-                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
-                }
-            })}
-        </Suspense>
-    }
+    loaded(data, |d| view! { <JobView data=d/> })
 }
 
 #[component]

@@ -2,7 +2,6 @@
 //! Abort for the pipeline and for each job, following the event websocket so a click
 //! shows `canceling` and then `canceled` without a reload.
 
-use leptos::either::Either;
 use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
@@ -11,7 +10,7 @@ use usher_core::pipeline::derive_status;
 use usher_core::roles::Role;
 use usher_core::status::Status;
 
-use crate::components::{ABORT_CONFIRM, ErrorBox, Header, LiveDot, StatusBadge, may_abort, may_cancel};
+use crate::components::{ABORT_CONFIRM, ErrorBox, Header, LiveDot, StatusBadge, loaded, may_abort, may_cancel};
 use crate::live::follow_events;
 use crate::server::{AbortJob, AbortPipeline, CancelJob, CancelPipeline, PipelinePageData, pipeline_page};
 
@@ -20,16 +19,7 @@ pub fn PipelinePage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
     let data = Resource::new(id, pipeline_page);
-    view! {
-        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(d) => Either::Left(view! { <PipelineView data=d/> }),
-                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
-                }
-            })}
-        </Suspense>
-    }
+    loaded(data, |d| view! { <PipelineView data=d/> })
 }
 
 #[component]

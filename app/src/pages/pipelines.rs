@@ -8,7 +8,7 @@ use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Pipeline};
 use usher_core::roles::Action;
 
-use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, short_time};
+use crate::components::{Header, LiveDot, StatusBadge, loaded, short_time};
 use crate::live::follow_events;
 use crate::server::{PipelineListData, RunPipeline, list_pipelines};
 
@@ -19,16 +19,7 @@ pub fn PipelinesPage() -> impl IntoView {
     // A non-numeric id is no project (0): the engine answers "not found".
     let project_id = move || params.read().get("id").map(|s| s.parse::<i64>().unwrap_or(0));
     let data = Resource::new(project_id, list_pipelines);
-    view! {
-        <Suspense fallback=|| view! { <p class="page">"Loading…"</p> }>
-            {move || Suspend::new(async move {
-                match data.await {
-                    Ok(d) => Either::Left(view! { <PipelineList data=d/> }),
-                    Err(e) => Either::Right(view! { <main class="page"><ErrorBox message=e.to_string()/></main> }),
-                }
-            })}
-        </Suspense>
-    }
+    loaded(data, |d| view! { <PipelineList data=d/> })
 }
 
 #[component]
