@@ -4,13 +4,13 @@
 mod common;
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
+fn spawn_server(data_dir: &std::path::Path) -> (OwnedChild, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
         .args(["serve", "--addr", "127.0.0.1:0", "--local-runners", "1"])
         .env("USHER_DATA_DIR", data_dir)
         .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -21,6 +21,7 @@ fn spawn_server(data_dir: &std::path::Path) -> (Child, String) {
         .stderr(Stdio::null())
         .spawn()
         .expect("usher starts");
+    let mut child = OwnedChild(child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let base = loop {
         let line = lines.next().expect("usher printed its address").unwrap();

@@ -33,8 +33,8 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-fn spawn_server(data_dir: &Path, port: u16) -> Child {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
+fn spawn_server(data_dir: &Path, port: u16) -> OwnedChild {
+    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
         .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--local-runners", "0"])
         .env("USHER_DATA_DIR", data_dir)
         .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
@@ -44,6 +44,7 @@ fn spawn_server(data_dir: &Path, port: u16) -> Child {
         .stderr(Stdio::null())
         .spawn()
         .expect("usher starts");
+    let mut child = OwnedChild(child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     loop {
         let line = lines.next().expect("usher printed its address").unwrap();
@@ -117,15 +118,17 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     t.base = format!("http://127.0.0.1:{port}");
     let token = runner_token(data_dir.path());
     let builds = data_dir.path().join("standalone-builds");
-    let mut runner = Command::new(&runner_bin)
-        .args(["--url", &t.base, "--concurrency", "3", "--name", "standalone"])
-        .arg("--builds-dir")
-        .arg(&builds)
-        .env("USHER_RUNNER_TOKEN", &token)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("usher-runner starts");
+    let mut runner = OwnedChild(
+        Command::new(&runner_bin)
+            .args(["--url", &t.base, "--concurrency", "3", "--name", "standalone"])
+            .arg("--builds-dir")
+            .arg(&builds)
+            .env("USHER_RUNNER_TOKEN", &token)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("usher-runner starts"),
+    );
 
     let pipeline = t.pipeline(JOBS).await;
     let ticker = TestServer::job_id(&pipeline, "ticker");
