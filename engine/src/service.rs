@@ -345,19 +345,28 @@ impl Engine {
         moves: &[(i64, JobEvent, TransitionCtx)],
         cancel: Option<(CancelMode, &str, CancelReason)>,
     ) -> Result<(), EngineError> {
-        {
-            let _order = self.commit_order().await;
-            let (changed, pipeline) = self.store().transition_pipeline_jobs(pipeline_id, moves, cancel).await?;
+        self.commit_batch(pipeline_id, moves, cancel).await?;
+        self.advance_pipeline(pipeline_id).await
+    }
+
+    /// One batch committed and published in commit order; returns whether a job moved.
+    async fn commit_batch(
+        &self,
+        pipeline_id: i64,
+        moves: &[(i64, JobEvent, TransitionCtx)],
+        cancel: Option<(CancelMode, &str, CancelReason)>,
+    ) -> Result<bool, EngineError> {
+        let _order = self.commit_order().await;
+        let (changed, pipeline) = self.store().transition_pipeline_jobs(pipeline_id, moves, cancel).await?;
+        for t in &changed {
+            self.publish(t);
+        }
+        if let Some(p) = pipeline {
             if self.store().backend() == Backend::Sqlite {
-                for t in &changed {
-                    self.bus().publish(BusEvent::Job(t.job.clone()));
-                }
-                if let Some(p) = pipeline {
-                    self.bus().publish(BusEvent::Pipeline(p));
-                }
+                self.bus().publish(BusEvent::Pipeline(p));
             }
         }
-        self.advance_pipeline(pipeline_id).await
+        Ok(!changed.is_empty())
     }
 
     pub async fn list_pipelines(&self, actor: &Actor, project_id: Option<i64>, q: PipelineQuery) -> Result<Vec<Pipeline>, EngineError> {
@@ -888,26 +897,16 @@ impl Engine {
                     status: r.status,
                 })
                 .collect();
-            let decisions = ready_decisions(&nodes);
-            if decisions.is_empty() {
+            let ctx = TransitionCtx {
+                actor: "system".into(),
+                ..Default::default()
+            };
+            let moves: Vec<_> = ready_decisions(&nodes)
+                .into_iter()
+                .map(|(index, event)| (rows[index].id, event, ctx.clone()))
+                .collect();
+            if moves.is_empty() || !self.commit_batch(pipeline_id, &moves, None).await? {
                 return Ok(());
-            }
-            for (index, event) in decisions {
-                let ctx = TransitionCtx {
-                    actor: "system".into(),
-                    ..Default::default()
-                };
-                let _order = self.inner.publish_order.lock().await;
-                match self.store().transition_job(rows[index].id, event, &ctx).await {
-                    Ok(t) if t.changed => {
-                        self.bus().publish(BusEvent::Job(t.job.clone()));
-                        if let Some(p) = t.pipeline {
-                            self.bus().publish(BusEvent::Pipeline(p));
-                        }
-                    }
-                    Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
-                    Err(e) => return Err(e),
-                }
             }
         }
     }

@@ -27,8 +27,8 @@ pub struct Uploader {
 /// How an upload run ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum UploadOutcome {
-    /// Files and bytes uploaded (some may have been refused, as the log says).
-    Done { files: usize, bytes: u64 },
+    /// Every file was tried (the log says which were refused).
+    Done,
     /// An abort arrived: stop everything.
     Aborted,
 }
@@ -59,7 +59,7 @@ impl Uploader {
         let files = collect_files(build_dir, &spec.paths, log);
         if files.is_empty() {
             log.note("No artifact files to upload.");
-            return UploadOutcome::Done { files: 0, bytes: 0 };
+            return UploadOutcome::Done;
         }
         log.note(&format!("Uploading {} artifact file(s)", files.len()));
         let (mut done, mut bytes) = (0, 0);
@@ -92,7 +92,7 @@ impl Uploader {
             }
         }
         log.note(&format!("Uploaded {done} artifact file(s), {bytes} bytes."));
-        UploadOutcome::Done { files: done, bytes }
+        UploadOutcome::Done
     }
 
     async fn upload_one(&self, job_id: i64, rel: &str, abs: &Path) -> Result<u64, (Option<u16>, String)> {

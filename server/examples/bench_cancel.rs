@@ -9,6 +9,8 @@
 //! The 500 "runners" here speak runner protocol v1 over real websockets but run
 //! nothing: this measures the server, not bash.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -226,16 +228,7 @@ async fn bench(label: &str, database_url: String) {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    bench("SQLite", usher_server::default_database_url(dir.path())).await;
-    if let Ok(base) = std::env::var("TEST_DATABASE_URL") {
-        use sqlx::Connection;
-        sqlx::any::install_default_drivers();
-        let name = format!("bench_{}", std::process::id());
-        let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        let (prefix, _) = base.rsplit_once('/').unwrap();
-        bench("PostgreSQL", format!("{prefix}/{name}")).await;
-    } else {
-        println!("(PostgreSQL skipped: set TEST_DATABASE_URL or run under scripts/with-postgres)");
+    for (name, url) in common::databases(dir.path()).await {
+        bench(name, url).await;
     }
 }

@@ -9,6 +9,8 @@
 //!   cargo run --release -p usher --example bench_latency
 //!   scripts/with-postgres cargo run --release -p usher --example bench_latency
 
+mod common;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -159,16 +161,7 @@ async fn bench(name: &str, database_url: String) {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    bench("SQLite", usher_server::default_database_url(dir.path())).await;
-    if let Ok(base) = std::env::var("TEST_DATABASE_URL") {
-        use sqlx::Connection;
-        sqlx::any::install_default_drivers();
-        let name = format!("bench_latency_{}", std::process::id());
-        let mut conn = sqlx::AnyConnection::connect(&base).await.unwrap();
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut conn).await.unwrap();
-        let (prefix, _) = base.rsplit_once('/').unwrap();
-        bench("PostgreSQL", format!("{prefix}/{name}")).await;
-    } else {
-        println!("(PostgreSQL skipped: set TEST_DATABASE_URL or run under scripts/with-postgres)");
+    for (name, url) in common::databases(dir.path()).await {
+        bench(name, url).await;
     }
 }

@@ -106,6 +106,15 @@ where
     }
 }
 
+/// A plain HTTP request to a websocket route gets the API's error shape.
+pub fn not_a_websocket(rejection: axum::extract::ws::rejection::WebSocketUpgradeRejection) -> ApiError {
+    ApiError::new(
+        StatusCode::BAD_REQUEST,
+        "bad_request",
+        format!("this route is a websocket; send an upgrade request ({rejection})"),
+    )
+}
+
 type ApiResult<T> = Result<T, ApiError>;
 
 #[derive(OpenApi)]

@@ -70,7 +70,7 @@ pub async fn events_ws(
     if bearer(&headers).is_none() && !is_same_origin(&headers) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-site websocket refused"));
     }
-    let upgrade = upgrade.map_err(not_a_websocket)?;
+    let upgrade = upgrade.map_err(crate::api::not_a_websocket)?;
     let receiver = state.engine.bus().subscribe();
     let shutdown = state.shutdown.clone();
     // Small buffers: at 10,000 subscribers tungstenite's 128 KiB defaults would be 1.3 GB.
@@ -122,13 +122,4 @@ async fn stream_events(
             }
         }
     }
-}
-
-/// A plain HTTP request to a websocket route gets the API's error shape.
-pub fn not_a_websocket(rejection: WebSocketUpgradeRejection) -> ApiError {
-    ApiError::new(
-        StatusCode::BAD_REQUEST,
-        "bad_request",
-        format!("this route is a websocket; send an upgrade request ({rejection})"),
-    )
 }

@@ -44,7 +44,7 @@ pub async fn connect(
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
     let token_id = state.engine.authenticate_runner(&token).await?;
-    let upgrade = upgrade.map_err(crate::events::not_a_websocket)?;
+    let upgrade = upgrade.map_err(crate::api::not_a_websocket)?;
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
     Ok(upgrade.max_message_size(4 * 1024 * 1024).on_upgrade(move |socket| async move {

@@ -7,30 +7,6 @@ mod common;
 use common::*;
 use usher_core::roles::Role;
 
-async fn sign_in(t: &TestServer, name: &str, password: &str) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = client
-        .post(format!("{}/auth/login", t.base))
-        .header("origin", &t.base)
-        .form(&[("name", name), ("password", password), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 303);
-    let cookie = resp
-        .headers()
-        .get("set-cookie")
-        .expect("a session cookie")
-        .to_str()
-        .unwrap()
-        .to_string();
-    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
-    cookie.split(';').next().unwrap().to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_requests_with_the_session_cookie_are_refused() {
     let t = TestServer::start(0).await;

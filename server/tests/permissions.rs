@@ -66,22 +66,6 @@ struct World {
     fn_urls: std::collections::HashMap<&'static str, String>,
 }
 
-async fn sign_in(t: &TestServer, name: &str, password: &str) -> String {
-    let client = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let resp = client
-        .post(format!("{}/auth/login", t.base))
-        .header("origin", &t.base)
-        .form(&[("name", name), ("password", password), ("next", "/")])
-        .send()
-        .await
-        .unwrap();
-    let cookie = resp.headers().get("set-cookie").expect("signed in").to_str().unwrap();
-    cookie.split(';').next().unwrap().to_string()
-}
-
 async fn world() -> World {
     // No runners: jobs stay pending, so every cancel/abort has a visible effect.
     let t = TestServer::start(0).await;

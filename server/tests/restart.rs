@@ -3,42 +3,19 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
 
-fn spawn_server(data_dir: &std::path::Path) -> (OwnedChild, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--local-runners", "1"])
-        .env("USHER_DATA_DIR", data_dir)
-        .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("USHER_CANCEL_MARGIN_SECS", "2")
-        .env("USHER_RUNNER_LOST_SECS", "600")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("usher starts");
-    let mut child = OwnedChild(child);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let base = loop {
-        let line = lines.next().expect("usher printed its address").unwrap();
-        if let Some(rest) = line.strip_prefix("Usher is serving ") {
-            break rest.trim().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, base)
-}
+/// A 2 s cancel margin (deadline = grace + after_script timeout + margin); no runner-lost.
+const SETTINGS: &[(&str, &str)] = &[("USHER_CANCEL_MARGIN_SECS", "2"), ("USHER_RUNNER_LOST_SECS", "600")];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceling_job_ends_at_its_deadline_after_a_crash() {
     // Real `usher` processes on one data dir; the harness kills leftover job processes.
     let mut t = TestServer::detached();
     let data_dir = tempfile::tempdir().unwrap();
-    let (mut first, base) = spawn_server(data_dir.path());
+    let (mut first, base) = spawn_usher(data_dir.path(), "127.0.0.1:0", 1, SETTINGS);
     t.base = base;
     let pipeline = t
         .pipeline(
@@ -53,7 +30,7 @@ async fn a_canceling_job_ends_at_its_deadline_after_a_crash() {
     first.kill().unwrap(); // SIGKILL: no shutdown, no report from the runner
     first.wait().unwrap();
 
-    let (mut second, base) = spawn_server(data_dir.path());
+    let (mut second, base) = spawn_usher(data_dir.path(), "127.0.0.1:0", 1, SETTINGS);
     t.base = base;
     assert_eq!(t.job(job_id).await["status"], "canceling", "still canceling after the restart");
     let job = t.wait_for_status(job_id, "canceled").await;

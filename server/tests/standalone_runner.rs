@@ -10,7 +10,6 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -31,29 +30,6 @@ fn runner_binary() -> PathBuf {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn spawn_server(data_dir: &Path, port: u16) -> OwnedChild {
-    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--local-runners", "0"])
-        .env("USHER_DATA_DIR", data_dir)
-        .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
-        .env("USHER_RUNNER_LOST_SECS", "600")
-        .env_remove("DATABASE_URL")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("usher starts");
-    let mut child = OwnedChild(child);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    loop {
-        let line = lines.next().expect("usher printed its address").unwrap();
-        if line.starts_with("Usher is serving ") {
-            break;
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    child
 }
 
 fn runner_token(data_dir: &Path) -> String {
@@ -114,7 +90,13 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     let mut t = TestServer::detached();
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = spawn_server(data_dir.path(), port);
+    let mut server = spawn_usher(
+        data_dir.path(),
+        &format!("127.0.0.1:{port}"),
+        0,
+        &[("USHER_RUNNER_LOST_SECS", "600")],
+    )
+    .0;
     t.base = format!("http://127.0.0.1:{port}");
     let token = runner_token(data_dir.path());
     let builds = data_dir.path().join("standalone-builds");
@@ -148,7 +130,13 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     server.kill().unwrap();
     server.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let mut server = spawn_server(data_dir.path(), port);
+    let mut server = spawn_usher(
+        data_dir.path(),
+        &format!("127.0.0.1:{port}"),
+        0,
+        &[("USHER_RUNNER_LOST_SECS", "600")],
+    )
+    .0;
     // Cancel at once, while the runner most likely still waits out its reconnect
     // backoff: no session holds the job, so the runner must learn it from the server's
     // answer to its `hello`.

@@ -335,3 +335,56 @@ impl Drop for OwnedChild {
         }
     }
 }
+
+/// Signs in through the login form as a browser would; returns the `name=value` of the
+/// session cookie, which must be HttpOnly and SameSite=Lax.
+pub async fn sign_in(t: &TestServer, name: &str, password: &str) -> String {
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .post(format!("{}/auth/login", t.base))
+        .header("origin", &t.base)
+        .form(&[("name", name), ("password", password), ("next", "/")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 303);
+    let cookie = resp
+        .headers()
+        .get("set-cookie")
+        .expect("a session cookie")
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"), "{cookie}");
+    cookie.split(';').next().unwrap().to_string()
+}
+
+/// A real `usher serve` process on `addr` over `data_dir` (SQLite) with the test admin
+/// token and `env` on top; returns it once it listens, with its base URL.
+pub fn spawn_usher(data_dir: &Path, addr: &str, local_runners: u32, env: &[(&str, &str)]) -> (OwnedChild, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let child = Command::new(env!("CARGO_BIN_EXE_usher"))
+        .args(["serve", "--addr", addr, "--local-runners", &local_runners.to_string()])
+        .env("USHER_DATA_DIR", data_dir)
+        .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
+        .envs(env.iter().copied())
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("usher starts");
+    let mut child = OwnedChild(child);
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let base = loop {
+        let line = lines.next().expect("usher printed its address").unwrap();
+        if let Some(rest) = line.strip_prefix("Usher is serving ") {
+            break rest.trim().to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, base)
+}
