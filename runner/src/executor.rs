@@ -21,6 +21,7 @@ use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::logsink::{self, LogHandle};
+use crate::output::OutputPump;
 use crate::procs::{self, COOKIE_VAR};
 
 /// What the server asks of a running job.
@@ -92,7 +93,13 @@ fn after_script_text(job: &JobAssignment, state_file: &Path, cwd: Option<&Path>,
 }
 
 /// Starts `bash file` in its own process group with output into the job log.
-fn spawn_bash(file: &Path, cwd: &Path, job: &JobAssignment, cookie: &str, log: &LogHandle) -> std::io::Result<tokio::process::Child> {
+fn spawn_bash(
+    file: &Path,
+    cwd: &Path,
+    job: &JobAssignment,
+    cookie: &str,
+    log: &LogHandle,
+) -> std::io::Result<(tokio::process::Child, OutputPump)> {
     let (reader, writer) = std::io::pipe()?;
     let mut cmd = Command::new("bash");
     cmd.arg("--noprofile")
@@ -112,19 +119,8 @@ fn spawn_bash(file: &Path, cwd: &Path, job: &JobAssignment, cookie: &str, log: &
         .kill_on_drop(false);
     let child = cmd.spawn()?;
     drop(cmd); // closes our copies of the pipe's write end
-    let log = log.clone();
-    std::thread::spawn(move || {
-        use std::io::Read;
-        let mut reader = reader;
-        let mut buf = vec![0u8; 16 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => log.write(buf[..n].to_vec()),
-            }
-        }
-    });
-    Ok(child)
+    let pump = OutputPump::start(reader, log.clone())?;
+    Ok((child, pump))
 }
 
 /// Waits for the script, a control message or the timeout.
@@ -174,14 +170,14 @@ async fn stop_gracefully(
     aborted
 }
 
-/// Runs a job to its end. Log output goes through `out`; the returned outcome says
-/// what to report.
+/// Runs a job to its end. Log output goes through `out`, all of it before this returns;
+/// the returned outcome says what to report.
 pub async fn run_job(
     job: JobAssignment,
     builds_dir: &Path,
     uploader: Option<&Uploader>,
     mut control: mpsc::UnboundedReceiver<Control>,
-    out: mpsc::UnboundedSender<RunnerMessage>,
+    out: impl Fn(RunnerMessage) + Send + 'static,
 ) -> JobOutcome {
     let started = Instant::now();
     let log = logsink::spawn(job.job_id, out);
@@ -229,7 +225,7 @@ async fn run_in_dirs(
         return report_error(format!("Could not write the job script: {e}"));
     }
     log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, build_dir.display()));
-    let mut child = match spawn_bash(&script_file, build_dir, job, cookie, log) {
+    let (mut child, output) = match spawn_bash(&script_file, build_dir, job, cookie, log) {
         Ok(c) => c,
         Err(e) => return report_error(format!("Could not start bash: {e}")),
     };
@@ -240,6 +236,7 @@ async fn run_in_dirs(
     let (exit_code, failure_reason, status) = match stop {
         Stop::Exited(code) => {
             procs::signal_group(pgid, Signal::SIGKILL);
+            output.drain().await;
             let ok = code == Some(0);
             (
                 code,
@@ -250,6 +247,7 @@ async fn run_in_dirs(
         Stop::Abort => {
             procs::signal_group(pgid, Signal::SIGKILL);
             procs::kill_all_with_cookie(cookie).await;
+            output.drain().await;
             log.note("Aborted: every process of the job was killed.");
             return JobOutcome::Aborted;
         }
@@ -268,8 +266,12 @@ async fn run_in_dirs(
                     job.cancel_grace_secs
                 )
             });
-            if stop_gracefully(&mut child, pgid, grace, control).await {
+            let aborted = stop_gracefully(&mut child, pgid, grace, control).await;
+            if aborted {
                 procs::kill_all_with_cookie(cookie).await;
+            }
+            output.drain().await;
+            if aborted {
                 log.note("Aborted: every process of the job was killed.");
                 return JobOutcome::Aborted;
             }
@@ -359,7 +361,7 @@ async fn run_after_script(
     if let Err(e) = std::fs::write(&file, after_script_text(job, state_file, cwd, status)) {
         return failed(log, e);
     }
-    let mut child = match spawn_bash(&file, build_dir, job, cookie, log) {
+    let (mut child, output) = match spawn_bash(&file, build_dir, job, cookie, log) {
         Ok(c) => c,
         Err(e) => return failed(log, e),
     };
@@ -378,6 +380,7 @@ async fn run_after_script(
             c = control.recv() => match c {
                 Some(Control::Abort) => {
                     procs::signal_group(pgid, Signal::SIGKILL);
+                    output.drain().await;
                     return None;
                 }
                 Some(Control::Cancel) => continue,
@@ -386,6 +389,7 @@ async fn run_after_script(
         }
     };
     procs::signal_group(pgid, Signal::SIGKILL);
+    output.drain().await;
     Some(AfterScriptResult {
         exit_code,
         duration_ms: started.elapsed().as_millis() as u64,

@@ -6,6 +6,7 @@
 pub mod artifacts;
 pub mod executor;
 pub mod logsink;
+pub mod output;
 pub mod procs;
 pub mod session;
 

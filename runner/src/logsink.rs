@@ -36,8 +36,9 @@ impl LogHandle {
     }
 }
 
-/// Starts the sink task for one job.
-pub fn spawn(job_id: i64, out: mpsc::UnboundedSender<RunnerMessage>) -> LogHandle {
+/// Starts the sink task for one job. `out` gets each `Log` message before a flush that
+/// follows it is acknowledged, so whatever the caller sends after `flush` comes later.
+pub fn spawn(job_id: i64, out: impl Fn(RunnerMessage) + Send + 'static) -> LogHandle {
     let (tx, mut rx) = mpsc::unbounded_channel::<SinkMsg>();
     tokio::spawn(async move {
         let mut offset: u64 = 0;
@@ -58,7 +59,7 @@ pub fn spawn(job_id: i64, out: mpsc::UnboundedSender<RunnerMessage>) -> LogHandl
             let text = take_utf8(&mut carry, !flushes.is_empty());
             if !text.is_empty() {
                 let len = text.len() as u64;
-                let _ = out.send(RunnerMessage::Log {
+                out(RunnerMessage::Log {
                     job_id,
                     offset,
                     data: text,

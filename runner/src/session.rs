@@ -198,18 +198,15 @@ async fn connect_and_serve(
                         let job_id = job.job_id;
                         let (control_tx, control_rx) = mpsc::unbounded_channel();
                         state.held.insert(job_id, control_tx);
-                        let (out_tx, mut out_rx) = mpsc::unbounded_channel::<RunnerMessage>();
+                        // Log frames and the final Done share one channel, so the
+                        // report can never overtake the job's last lines.
                         let forward = internal_tx.clone();
-                        tokio::spawn(async move {
-                            while let Some(m) = out_rx.recv().await {
-                                if forward.send(Internal::Send(m)).is_err() { break; }
-                            }
-                        });
+                        let out = move |m: RunnerMessage| { let _ = forward.send(Internal::Send(m)); };
                         let done = internal_tx.clone();
                         let builds_dir = config.builds_dir.clone();
                         let uploader = uploader.clone();
                         tokio::spawn(async move {
-                            let outcome = run_job(job, &builds_dir, Some(&uploader), control_rx, out_tx).await;
+                            let outcome = run_job(job, &builds_dir, Some(&uploader), control_rx, out).await;
                             let report = match outcome { JobOutcome::Report(r) => Some(r), JobOutcome::Aborted => None };
                             let _ = done.send(Internal::Done { job_id, report });
                         });
