@@ -6,9 +6,10 @@
 //! directory with every variable the script exported plus `CI_JOB_STATUS`. The state is
 //! saved by the generated script after every line and in its TERM/EXIT traps, and the
 //! working directory is read from /proc at the moment of the stop. Finally every process
-//! that still carries the job's cookie is killed, and artifacts are uploaded (when their
-//! `when` matches). Abort kills everything at once and uploads nothing.
+//! that is still the job's (see `procs::JobMarks`) is killed, and artifacts are uploaded
+//! (when their `when` matches). Abort kills everything at once and uploads nothing.
 
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -22,7 +23,7 @@ use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::logsink::{self, LogHandle};
 use crate::output::OutputPump;
-use crate::procs::{self, COOKIE_VAR};
+use crate::procs::{self, COOKIE_VAR, JobMarks};
 
 /// What the server asks of a running job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,10 +98,11 @@ fn spawn_bash(
     file: &Path,
     cwd: &Path,
     job: &JobAssignment,
-    cookie: &str,
+    marks: &JobMarks,
     log: &LogHandle,
 ) -> std::io::Result<(tokio::process::Child, OutputPump)> {
     let (reader, writer) = std::io::pipe()?;
+    marks.add_pipe(reader.as_fd());
     let mut cmd = Command::new("bash");
     cmd.arg("--noprofile")
         .arg("--norc")
@@ -111,7 +113,7 @@ fn spawn_bash(
         .env_clear()
         .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())))
         .envs(job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env(COOKIE_VAR, cookie)
+        .env(COOKIE_VAR, &marks.cookie)
         .stdin(Stdio::null())
         .stdout(Stdio::from(writer.try_clone()?))
         .stderr(Stdio::from(writer))
@@ -184,8 +186,9 @@ pub async fn run_job(
     let cookie = format!("{}-{}-{}", std::process::id(), job.job_id, hex::encode(rand::random::<[u8; 8]>()));
     let build_dir = builds_dir.join(format!("job-{}", job.job_id));
     let meta_dir = builds_dir.join(format!("job-{}.usher", job.job_id));
-    let outcome = run_in_dirs(&job, &build_dir, &meta_dir, &cookie, &log, uploader, &mut control, started).await;
-    let killed = procs::kill_all_with_cookie(&cookie).await;
+    let marks = JobMarks::new(cookie, &[&build_dir, &meta_dir]);
+    let outcome = run_in_dirs(&job, &build_dir, &meta_dir, &marks, &log, uploader, &mut control, started).await;
+    let killed = procs::kill_all(&marks).await;
     if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
         log.note(&format!("Killed {killed} leftover process(es) of the job."));
     }
@@ -200,7 +203,7 @@ async fn run_in_dirs(
     job: &JobAssignment,
     build_dir: &Path,
     meta_dir: &Path,
-    cookie: &str,
+    marks: &JobMarks,
     log: &LogHandle,
     uploader: Option<&Uploader>,
     control: &mut mpsc::UnboundedReceiver<Control>,
@@ -225,7 +228,7 @@ async fn run_in_dirs(
         return report_error(format!("Could not write the job script: {e}"));
     }
     log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, build_dir.display()));
-    let (mut child, output) = match spawn_bash(&script_file, build_dir, job, cookie, log) {
+    let (mut child, output) = match spawn_bash(&script_file, build_dir, job, marks, log) {
         Ok(c) => c,
         Err(e) => return report_error(format!("Could not start bash: {e}")),
     };
@@ -246,7 +249,7 @@ async fn run_in_dirs(
         }
         Stop::Abort => {
             procs::signal_group(pgid, Signal::SIGKILL);
-            procs::kill_all_with_cookie(cookie).await;
+            procs::kill_all(marks).await;
             output.drain().await;
             log.note("Aborted: every process of the job was killed.");
             return JobOutcome::Aborted;
@@ -268,7 +271,7 @@ async fn run_in_dirs(
             });
             let aborted = stop_gracefully(&mut child, pgid, grace, control).await;
             if aborted {
-                procs::kill_all_with_cookie(cookie).await;
+                procs::kill_all(marks).await;
             }
             output.drain().await;
             if aborted {
@@ -293,7 +296,7 @@ async fn run_in_dirs(
             &state_file,
             cwd_at_stop.as_deref(),
             status,
-            cookie,
+            marks,
             log,
             control,
         )
@@ -301,7 +304,7 @@ async fn run_in_dirs(
         {
             Some(result) => Some(result),
             None => {
-                procs::kill_all_with_cookie(cookie).await;
+                procs::kill_all(marks).await;
                 log.note("Aborted: every process of the job was killed.");
                 return JobOutcome::Aborted;
             }
@@ -310,12 +313,12 @@ async fn run_in_dirs(
     if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader) {
         if spec.when.applies(status == "success") {
             // Nothing of the job may still be writing while its files are read.
-            let killed = procs::kill_all_with_cookie(cookie).await;
+            let killed = procs::kill_all(marks).await;
             if killed > 0 {
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
             if uploader.upload(job.job_id, spec, build_dir, log, control).await == UploadOutcome::Aborted {
-                procs::kill_all_with_cookie(cookie).await;
+                procs::kill_all(marks).await;
                 log.note("Aborted during the artifact upload.");
                 return JobOutcome::Aborted;
             }
@@ -343,7 +346,7 @@ async fn run_after_script(
     state_file: &Path,
     cwd: Option<&Path>,
     status: &str,
-    cookie: &str,
+    marks: &JobMarks,
     log: &LogHandle,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Option<AfterScriptResult> {
@@ -361,7 +364,7 @@ async fn run_after_script(
     if let Err(e) = std::fs::write(&file, after_script_text(job, state_file, cwd, status)) {
         return failed(log, e);
     }
-    let (mut child, output) = match spawn_bash(&file, build_dir, job, cookie, log) {
+    let (mut child, output) = match spawn_bash(&file, build_dir, job, marks, log) {
         Ok(c) => c,
         Err(e) => return failed(log, e),
     };

@@ -1,24 +1,90 @@
 //! Process control for jobs: signals to process groups, and finding every process a job
 //! started — even those that left its process group with `setsid` or a double fork.
 //!
-//! Each job's processes carry an environment cookie (`USHER_JOB_COOKIE`), inherited by
-//! every descendant; scanning `/proc/*/environ` for it finds them all (the approach of
-//! Jenkins' ProcessTreeKiller; it needs no privileges, unlike cgroups).
+//! A process is the job's ([`JobMarks`]) when any of these holds:
+//! - its environment holds the job's cookie (`USHER_JOB_COOKIE`), which every descendant
+//!   inherits (the approach of Jenkins' ProcessTreeKiller; no privileges needed, unlike
+//!   cgroups);
+//! - it holds one of the job's output pipes open (a daemon started with `env -i setsid`
+//!   that kept its stdout or stderr);
+//! - its working directory is inside the job's build directory.
+//!
+//! A process that scrubbed its environment, closed every inherited descriptor and left the
+//! build directory is not found; catching that needs a cgroup per job.
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
-use std::path::Path;
+use std::os::fd::{AsRawFd, BorrowedFd};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 pub const COOKIE_VAR: &str = "USHER_JOB_COOKIE";
+
+/// What marks a process as one of a job's (see the module comment).
+#[derive(Debug)]
+pub struct JobMarks {
+    pub cookie: String,
+    dirs: Vec<PathBuf>,
+    /// `pipe:[inode]`, as /proc shows the job's output pipes in a process's fd table.
+    pipes: Mutex<Vec<String>>,
+}
+
+impl JobMarks {
+    /// `dirs`: directories only the job works in (its build directory).
+    pub fn new(cookie: String, dirs: &[&Path]) -> Self {
+        let mut all = Vec::new();
+        for dir in dirs {
+            all.push(dir.to_path_buf());
+            // /proc shows a resolved path; resolve the parent, which exists already.
+            if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
+                if let Ok(real) = std::fs::canonicalize(parent) {
+                    all.push(real.join(name));
+                }
+            }
+        }
+        all.dedup();
+        Self {
+            cookie,
+            dirs: all,
+            pipes: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Remembers one of the job's output pipes (either end).
+    pub fn add_pipe(&self, fd: BorrowedFd<'_>) {
+        if let Ok(target) = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())) {
+            self.pipes.lock().unwrap().push(target.to_string_lossy().into_owned());
+        }
+    }
+
+    fn owns(&self, pid: i32) -> bool {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        let needle = format!("{COOKIE_VAR}={}", self.cookie);
+        if std::fs::read(proc_dir.join("environ")).is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == needle.as_bytes())) {
+            return true;
+        }
+        if std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| self.dirs.iter().any(|d| cwd.starts_with(d))) {
+            return true;
+        }
+        let pipes = self.pipes.lock().unwrap().clone();
+        if pipes.is_empty() {
+            return false;
+        }
+        let Ok(fds) = std::fs::read_dir(proc_dir.join("fd")) else {
+            return false;
+        };
+        fds.flatten()
+            .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|target| pipes.iter().any(|p| target.as_os_str() == p.as_str())))
+    }
+}
 
 pub fn signal_group(pgid: u32, signal: Signal) {
     // ESRCH (group already gone) is the normal case at the end.
     let _ = killpg(Pid::from_raw(pgid as i32), signal);
 }
 
-/// Pids of live processes whose environment holds `COOKIE_VAR=cookie`.
-pub fn processes_with_cookie(cookie: &str) -> Vec<i32> {
-    let needle = format!("{COOKIE_VAR}={cookie}");
+/// Pids of the job's live processes, other than the runner itself.
+pub fn processes_of(marks: &JobMarks) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -28,13 +94,7 @@ pub fn processes_with_cookie(cookie: &str) -> Vec<i32> {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if pid == me {
-            continue;
-        }
-        let Ok(environ) = std::fs::read(Path::new("/proc").join(pid.to_string()).join("environ")) else {
-            continue;
-        };
-        if environ.split(|b| *b == 0).any(|var| var == needle.as_bytes()) && !is_zombie(pid) {
+        if pid != me && marks.owns(pid) && !is_zombie(pid) {
             found.push(pid);
         }
     }
@@ -50,10 +110,10 @@ fn is_zombie(pid: i32) -> bool {
 
 /// SIGKILLs every process of the job until none is left (a few rounds catch processes
 /// forked during the sweep). Returns how many were killed.
-pub async fn kill_all_with_cookie(cookie: &str) -> usize {
+pub async fn kill_all(marks: &JobMarks) -> usize {
     let mut killed = 0;
     for _ in 0..20 {
-        let pids = processes_with_cookie(cookie);
+        let pids = processes_of(marks);
         if pids.is_empty() {
             break;
         }

@@ -1,10 +1,11 @@
 //! Cleanup under cancels at random moments, with real resources: a job starts a
-//! detached process, a process listening on a TCP port, a temp directory and a
-//! daemon that after_script does not know about (Usher must find it), then is
-//! cancelled early, in before_script, in script, inside a pipeline, inside a subshell,
-//! or during its artifact upload, after a random delay. Afterwards nothing of it may
-//! be left: no process, no listening port, no directory; and after_script must have seen
-//! the script's directory and variables.
+//! detached process, a process listening on a TCP port, a temp directory, a daemon that
+//! after_script does not know about, and two that also scrubbed their environment (one
+//! still in the build directory, one in `/` with its stderr on the job's log) — Usher
+//! must find them all. Then it is cancelled early, in before_script, in script, inside a
+//! pipeline, inside a subshell, or during its artifact upload, after a random delay.
+//! Afterwards nothing of it may be left: no process, no listening port, no directory;
+//! and after_script must have seen the script's directory and variables.
 //!
 //! `cargo test -p usher --test random_cancel -- --ignored` runs the 1,000-cancel soak
 //! and prints the leak counts.
@@ -78,6 +79,8 @@ resourceful:
     - setsid sleep 1000 < /dev/null > /dev/null 2>&1 &
     - export BG_PID=$!
     - (setsid bash -c 'sleep 1000' < /dev/null > /dev/null 2>&1 &)
+    - env -i USHER_TEST_RUN="$USHER_TEST_RUN" CI_JOB_ID="$CI_JOB_ID" setsid sleep 1000 < /dev/null > /dev/null 2>&1 &
+    - (cd / && env -i USHER_TEST_RUN="$USHER_TEST_RUN" CI_JOB_ID="$CI_JOB_ID" setsid sleep 1000 < /dev/null > /dev/null &)
     - python3 -c "import socket,time; s=socket.socket(); s.bind(('127.0.0.1',0)); s.listen(); open('$RES_DIR/port.tmp','w').write(str(s.getsockname()[1])); __import__('os').rename('$RES_DIR/port.tmp','$RES_DIR/port'); time.sleep(1000)" &
     - export LISTENER_PID=$!
     - while [ ! -f "$RES_DIR/port" ]; do sleep 0.01; done; echo "port=$(cat "$RES_DIR/port")"
