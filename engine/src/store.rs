@@ -199,11 +199,16 @@ impl Store {
         } else {
             Backend::Sqlite
         };
+        // No idle timeout and no max lifetime, so sqlx starts no pool maintenance task:
+        // in sqlx 0.8.6 that task can spin forever at 100% CPU once its idle count
+        // underflows (sqlx#3645, fixed only after 0.8.6); seen here as `usher token revoke`
+        // never exiting.
+        let options = AnyPoolOptions::new().idle_timeout(None).max_lifetime(None);
         let pool = match backend {
             // SQLite has one writer; one connection serialises every transaction, so a
             // compare-and-set never meets SQLITE_BUSY and commit order is publish order.
-            Backend::Sqlite => AnyPoolOptions::new().max_connections(1).connect(url).await?,
-            Backend::Postgres => AnyPoolOptions::new().max_connections(16).connect(url).await?,
+            Backend::Sqlite => options.max_connections(1).connect(url).await?,
+            Backend::Postgres => options.max_connections(16).connect(url).await?,
         };
         if backend == Backend::Sqlite {
             sqlx::query("PRAGMA journal_mode=WAL").fetch_all(&pool).await?;

@@ -365,8 +365,6 @@ async fn revoked_tokens_stop_working_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_creates_and_revokes_tokens_of_a_running_server() {
-    use std::io::Write;
-    use std::process::{Command, Stdio};
     let t = TestServer::start(0).await;
     t.server
         .as_ref()
@@ -375,21 +373,7 @@ async fn the_cli_creates_and_revokes_tokens_of_a_running_server() {
         .add_user("cli-dev", Role::Developer, None)
         .await
         .unwrap();
-    let usher = |args: &[&str], stdin: Option<&str>| {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_usher"))
-            .args(args)
-            .env("USHER_DATA_DIR", t.data_dir.path())
-            .env_remove("DATABASE_URL")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut input = child.stdin.take().unwrap();
-        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
-        drop(input);
-        child.wait_with_output().unwrap()
-    };
+    let usher = |args: &[&str], stdin: Option<&str>| run_usher_cli(t.data_dir.path(), args, stdin.unwrap_or(""));
     let out = usher(&["token", "create", "cli-dev"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();

@@ -33,12 +33,7 @@ fn free_port() -> u16 {
 }
 
 fn runner_token(data_dir: &Path) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_usher"))
-        .args(["runner-token", "create"])
-        .env("USHER_DATA_DIR", data_dir)
-        .env_remove("DATABASE_URL")
-        .output()
-        .unwrap();
+    let out = run_usher_cli(data_dir, &["runner-token", "create"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }

@@ -336,6 +336,50 @@ impl Drop for OwnedChild {
     }
 }
 
+/// Runs a one-shot `usher` command (token create, revoke…) against `data_dir` with
+/// `stdin` as its input; fails the test instead of hanging if it does not exit within
+/// 60 s (and kills it).
+pub fn run_usher_cli(data_dir: &Path, args: &[&str], stdin: &str) -> std::process::Output {
+    use std::io::{Read, Write};
+    use std::process::{Command, Stdio};
+    let mut child = OwnedChild(
+        Command::new(env!("CARGO_BIN_EXE_usher"))
+            .args(args)
+            .env("USHER_DATA_DIR", data_dir)
+            .env_remove("DATABASE_URL")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("usher starts"),
+    );
+    let mut input = child.stdin.take().unwrap();
+    input.write_all(stdin.as_bytes()).unwrap();
+    drop(input);
+    let read_all = |mut r: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = r.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = read_all(Box::new(child.stdout.take().unwrap()));
+    let stderr = read_all(Box::new(child.stderr.take().unwrap()));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "`usher {}` did not exit within 60 s", args.join(" "));
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    std::process::Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
 /// Signs in through the login form as a browser would; returns the `name=value` of the
 /// session cookie, which must be HttpOnly and SameSite=Lax.
 pub async fn sign_in(t: &TestServer, name: &str, password: &str) -> String {
