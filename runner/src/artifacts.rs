@@ -72,7 +72,7 @@ impl Uploader {
                     c = control.recv() => match c {
                         Some(Control::Abort) => return UploadOutcome::Aborted,
                         // Already stopping; the upload is part of the cleanup.
-                        Some(Control::Cancel) => continue,
+                        Some(Control::Cancel | Control::Shutdown) => continue,
                         None => break upload.await,
                     },
                 }

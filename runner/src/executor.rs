@@ -25,11 +25,14 @@ use crate::logsink::{self, LogHandle};
 use crate::output::OutputPump;
 use crate::procs::{self, COOKIE_VAR, JobMarks};
 
-/// What the server asks of a running job.
+/// What the server (or the runner's own shutdown) asks of a running job.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
     Cancel,
     Abort,
+    /// The runner is stopping: stop the script like a cancel, run after_script, and
+    /// report the job failed (`runner_shutdown`).
+    Shutdown,
 }
 
 /// How the job ended on the runner.
@@ -45,6 +48,7 @@ enum Stop {
     Exited(Option<i32>),
     Cancel,
     Timeout,
+    Shutdown,
     Abort,
 }
 
@@ -134,6 +138,7 @@ async fn wait_script(child: &mut tokio::process::Child, control: &mut mpsc::Unbo
             status = child.wait() => return Stop::Exited(status.ok().and_then(|s| s.code())),
             c = control.recv() => match c {
                 Some(Control::Cancel) => return Stop::Cancel,
+                Some(Control::Shutdown) => return Stop::Shutdown,
                 Some(Control::Abort) => return Stop::Abort,
                 None => std::future::pending::<()>().await,
             },
@@ -162,7 +167,7 @@ async fn stop_gracefully(
             }
             c = control.recv() => match c {
                 Some(Control::Abort) => break true,
-                Some(Control::Cancel) => continue,
+                Some(Control::Cancel | Control::Shutdown) => continue,
                 None => { let _ = child.wait().await; break false; }
             },
         }
@@ -254,21 +259,18 @@ async fn run_in_dirs(
             log.note("Aborted: every process of the job was killed.");
             return JobOutcome::Aborted;
         }
-        Stop::Cancel | Stop::Timeout => {
-            let timed_out = matches!(stop, Stop::Timeout);
+        Stop::Cancel | Stop::Timeout | Stop::Shutdown => {
             cwd_at_stop = procs::cwd_of(pgid);
             let grace = Duration::from_secs(job.cancel_grace_secs);
-            log.note(&if timed_out {
-                format!(
-                    "Job timed out after {} s: stopping the script (SIGTERM, SIGKILL after {} s).",
-                    job.timeout_secs, job.cancel_grace_secs
-                )
-            } else {
-                format!(
-                    "Cancel requested: stopping the script (SIGTERM, SIGKILL after {} s).",
-                    job.cancel_grace_secs
-                )
-            });
+            let why = match stop {
+                Stop::Timeout => format!("Job timed out after {} s", job.timeout_secs),
+                Stop::Shutdown => "The runner is shutting down".to_string(),
+                _ => "Cancel requested".to_string(),
+            };
+            log.note(&format!(
+                "{why}: stopping the script (SIGTERM, SIGKILL after {} s).",
+                job.cancel_grace_secs
+            ));
             let aborted = stop_gracefully(&mut child, pgid, grace, control).await;
             if aborted {
                 procs::kill_all(marks).await;
@@ -278,10 +280,10 @@ async fn run_in_dirs(
                 log.note("Aborted: every process of the job was killed.");
                 return JobOutcome::Aborted;
             }
-            if timed_out {
-                (None, Some("timeout".to_string()), "failed")
-            } else {
-                (None, None, "canceled")
+            match stop {
+                Stop::Timeout => (None, Some("timeout".to_string()), "failed"),
+                Stop::Shutdown => (None, Some("runner_shutdown".to_string()), "failed"),
+                _ => (None, None, "canceled"),
             }
         }
     };
@@ -386,7 +388,7 @@ async fn run_after_script(
                     output.drain().await;
                     return None;
                 }
-                Some(Control::Cancel) => continue,
+                Some(Control::Cancel | Control::Shutdown) => continue,
                 None => { let s = child.wait().await; break (s.ok().and_then(|s| s.code()), false); }
             },
         }

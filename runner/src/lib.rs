@@ -10,4 +10,4 @@ pub mod output;
 pub mod procs;
 pub mod session;
 
-pub use session::{RunnerConfig, run};
+pub use session::{RunnerConfig, Stop, run};

@@ -46,14 +46,19 @@ async fn main() {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "runner".into())
     });
-    let (stop_tx, stop_rx) = watch::channel(false);
+    // First SIGTERM/SIGINT: finish (running jobs are stopped like a cancel, after_script
+    // runs, reports reach the server). Second: kill every job now.
+    let (stop_tx, stop_rx) = watch::channel(usher_runner::Stop::No);
     tokio::spawn(async move {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        for stop in [usher_runner::Stop::Drain, usher_runner::Stop::Now] {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            tracing::info!("stopping: {stop:?}");
+            let _ = stop_tx.send(stop);
         }
-        let _ = stop_tx.send(true);
     });
     usher_runner::run(
         usher_runner::RunnerConfig {

@@ -36,10 +36,10 @@ impl JobMarks {
         for dir in dirs {
             all.push(dir.to_path_buf());
             // /proc shows a resolved path; resolve the parent, which exists already.
-            if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name()) {
-                if let Ok(real) = std::fs::canonicalize(parent) {
-                    all.push(real.join(name));
-                }
+            if let (Some(parent), Some(name)) = (dir.parent(), dir.file_name())
+                && let Ok(real) = std::fs::canonicalize(parent)
+            {
+                all.push(real.join(name));
             }
         }
         all.dedup();

@@ -2,6 +2,11 @@
 //! the server, reconnected with backoff; jobs pushed to it run as tasks, and cancels and
 //! aborts pushed to it reach those tasks at once. Log frames and reports wait for the
 //! server's acknowledgement and are sent again after a reconnect.
+//!
+//! Stopping ([`Stop`]): `Drain` takes no new job, stops the running ones like a cancel
+//! (after_script runs; they are reported failed with `runner_shutdown`) and returns once
+//! the server has every report; `Now` kills every job at once. Either way `run` returns
+//! only after the job tasks have killed their processes.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
@@ -27,6 +32,20 @@ pub struct RunnerConfig {
     pub builds_dir: PathBuf,
 }
 
+/// What the runner's owner asks of it; the value only ever moves forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Stop {
+    /// Keep taking and running jobs.
+    No,
+    /// Finish: no new jobs, running ones stopped gracefully and reported.
+    Drain,
+    /// Kill every job now and return.
+    Now,
+}
+
+/// How long `run` waits, after `Stop::Now`, for job tasks to kill their processes.
+const KILL_WAIT: Duration = Duration::from_secs(30);
+
 /// What job tasks tell the session.
 enum Internal {
     Send(RunnerMessage),
@@ -42,6 +61,10 @@ struct State {
     /// Log frames sent but not yet acknowledged, per job, oldest first: sent again
     /// after a reconnect (the server keeps only what continues its log).
     unacked_logs: HashMap<i64, VecDeque<(u64, String)>>,
+    /// The task of each job not yet done.
+    tasks: HashMap<i64, tokio::task::JoinHandle<()>>,
+    /// `Stop::Drain` was asked: no new jobs; held ones are being stopped.
+    draining: bool,
 }
 
 impl State {
@@ -67,10 +90,24 @@ impl State {
             }
         }
     }
+
+    /// Draining, and the server has every report: nothing left to do.
+    fn drained(&self) -> bool {
+        self.draining && self.held.is_empty() && self.unacked.is_empty()
+    }
+
+    fn start_draining(&mut self) {
+        if !self.draining {
+            self.draining = true;
+            for control in self.held.values() {
+                let _ = control.send(Control::Shutdown);
+            }
+        }
+    }
 }
 
-/// Runs until `shutdown` turns true. Jobs still running then are aborted.
-pub async fn run(config: RunnerConfig, mut shutdown: watch::Receiver<bool>) {
+/// Runs until `stop` says so (see the module comment).
+pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
     remove_stale_build_dirs(&config.builds_dir);
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
     let mut state = State {
@@ -78,26 +115,38 @@ pub async fn run(config: RunnerConfig, mut shutdown: watch::Receiver<bool>) {
         held: HashMap::new(),
         unacked: HashMap::new(),
         unacked_logs: HashMap::new(),
+        tasks: HashMap::new(),
+        draining: false,
     };
     let mut backoff = Duration::from_millis(100);
     loop {
-        if *shutdown.borrow() {
+        match *stop.borrow() {
+            Stop::Now => break,
+            Stop::Drain => state.start_draining(),
+            Stop::No => {}
+        }
+        if state.drained() {
             break;
         }
-        match connect_and_serve(&config, &mut state, &internal_tx, &mut internal_rx, &mut shutdown).await {
-            Ok(()) => break,
+        match connect_and_serve(&config, &mut state, &internal_tx, &mut internal_rx, &mut stop).await {
+            Ok(()) => continue,
             Err(e) => {
                 tracing::warn!(runner = %config.name, "connection to {} lost: {e}; retrying in {backoff:?}", config.url);
             }
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.changed() => {}
+            _ = stop.changed() => {}
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
     for control in state.held.values() {
         let _ = control.send(Control::Abort);
+    }
+    // The job tasks kill their processes; the runner must not exit before they have.
+    let tasks: Vec<_> = state.tasks.drain().map(|(_, task)| task).collect();
+    if tokio::time::timeout(KILL_WAIT, futures::future::join_all(tasks)).await.is_err() {
+        tracing::warn!(runner = %config.name, "job tasks did not end within {KILL_WAIT:?}");
     }
 }
 
@@ -126,7 +175,7 @@ async fn connect_and_serve(
     state: &mut State,
     internal_tx: &mpsc::UnboundedSender<Internal>,
     internal_rx: &mut mpsc::UnboundedReceiver<Internal>,
-    shutdown: &mut watch::Receiver<bool>,
+    stop: &mut watch::Receiver<Stop>,
 ) -> Result<(), String> {
     let mut request = ws_url(&config.url).into_client_request().map_err(|e| e.to_string())?;
     request.headers_mut().insert(
@@ -170,7 +219,11 @@ async fn connect_and_serve(
         .await
         .map_err(|e| e.to_string())?;
     }
-    let free = config.concurrency.saturating_sub(state.held.len() as u32);
+    let free = if state.draining {
+        0
+    } else {
+        config.concurrency.saturating_sub(state.held.len() as u32)
+    };
     for _ in 0..free {
         sink.send(send(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
     }
@@ -205,11 +258,16 @@ async fn connect_and_serve(
                         let done = internal_tx.clone();
                         let builds_dir = config.builds_dir.clone();
                         let uploader = uploader.clone();
-                        tokio::spawn(async move {
+                        let task = tokio::spawn(async move {
                             let outcome = run_job(job, &builds_dir, Some(&uploader), control_rx, out).await;
                             let report = match outcome { JobOutcome::Report(r) => Some(r), JobOutcome::Aborted => None };
                             let _ = done.send(Internal::Done { job_id, report });
                         });
+                        state.tasks.insert(job_id, task);
+                        if state.draining {
+                            // Offered before the server knew: it stops at once.
+                            control(state, job_id, Control::Shutdown);
+                        }
                     }
                     ServerMessage::Cancel { job_id } => control(state, job_id, Control::Cancel),
                     ServerMessage::Abort { job_id } => control(state, job_id, Control::Abort),
@@ -226,6 +284,10 @@ async fn connect_and_serve(
                     ServerMessage::FinishedAck { job_id, .. } => {
                         state.unacked.remove(&job_id);
                         state.unacked_logs.remove(&job_id);
+                        if state.drained() {
+                            let _ = sink.send(Message::Close(None)).await;
+                            return Ok(());
+                        }
                     }
                     ServerMessage::Error { message } => tracing::warn!("server: {message}"),
                 }
@@ -237,18 +299,35 @@ async fn connect_and_serve(
                 }
                 Internal::Done { job_id, report } => {
                     state.held.remove(&job_id);
+                    state.tasks.remove(&job_id);
                     if let Some(report) = report {
                         state.unacked.insert(job_id, report.clone());
                         sink.send(send(&RunnerMessage::Finished { job_id, report })).await.map_err(|e| e.to_string())?;
                     }
-                    sink.send(send(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
+                    if !state.draining {
+                        sink.send(send(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
+                    } else if state.drained() {
+                        let _ = sink.send(Message::Close(None)).await;
+                        return Ok(());
+                    }
                 }
             },
             _ = heartbeat.tick() => sink.send(send(&RunnerMessage::Heartbeat)).await.map_err(|e| e.to_string())?,
-            _ = shutdown.changed() => {
-                if *shutdown.borrow() {
-                    let _ = sink.send(Message::Close(None)).await;
-                    return Ok(());
+            changed = stop.changed() => {
+                let wanted = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
+                match wanted {
+                    Stop::Now => {
+                        let _ = sink.send(Message::Close(None)).await;
+                        return Ok(());
+                    }
+                    Stop::Drain => {
+                        state.start_draining();
+                        if state.drained() {
+                            let _ = sink.send(Message::Close(None)).await;
+                            return Ok(());
+                        }
+                    }
+                    Stop::No => {}
                 }
             }
         }

@@ -45,18 +45,29 @@ pub struct Server {
     pub addr: SocketAddr,
     pub engine: Engine,
     stop: watch::Sender<bool>,
+    stop_runners: watch::Sender<usher_runner::Stop>,
     task: tokio::task::JoinHandle<()>,
     runners: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Server {
-    /// Graceful stop: runners abort their jobs and disconnect, websockets close,
-    /// in-flight requests finish.
+    /// Lets the local runners finish: they take no new job, stop their running ones like
+    /// a cancel (after_script runs), report them, and end. The server keeps serving.
+    pub async fn drain_runners(&mut self) {
+        let _ = self.stop_runners.send(usher_runner::Stop::Drain);
+        futures::future::join_all(self.runners.iter_mut().filter(|r| !r.is_finished())).await;
+    }
+
+    /// Stop: local runners kill their jobs (and wait until they have), then websockets
+    /// close and in-flight requests finish.
     pub async fn stop(self) {
-        let _ = self.stop.send(true);
+        let _ = self.stop_runners.send(usher_runner::Stop::Now);
         for r in self.runners {
-            let _ = r.await;
+            if !r.is_finished() {
+                let _ = r.await;
+            }
         }
+        let _ = self.stop.send(true);
         let _ = self.task.await;
         self.engine.close().await;
     }
@@ -126,6 +137,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         }
     });
     let mut runners = Vec::new();
+    let (stop_runners, runners_stop_rx) = watch::channel(usher_runner::Stop::No);
     if opts.local_runners > 0 {
         let token = engine.create_runner_token().await.map_err(|e| e.to_string())?;
         for i in 0..opts.local_runners {
@@ -137,13 +149,14 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
                 builds_dir: std::path::absolute(opts.data_dir.join("builds").join(format!("local-{}", i + 1)))
                     .map_err(|e| e.to_string())?,
             };
-            runners.push(tokio::spawn(usher_runner::run(config, stop_rx.clone())));
+            runners.push(tokio::spawn(usher_runner::run(config, runners_stop_rx.clone())));
         }
     }
     Ok(Server {
         addr,
         engine,
         stop: stop_tx,
+        stop_runners,
         task,
         runners,
     })

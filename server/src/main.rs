@@ -154,11 +154,17 @@ async fn main() {
             .unwrap_or_else(|e| fail(e));
             println!("Usher is serving http://{}", server.addr);
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            let mut server = server;
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => {}
                 _ = term.recv() => {}
             }
-            eprintln!("usher: shutting down");
+            eprintln!("usher: shutting down; local runners finish their jobs first (signal again to kill them)");
+            tokio::select! {
+                _ = server.drain_runners() => {}
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
             server.stop().await;
         }
         other => {

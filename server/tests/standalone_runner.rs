@@ -3,7 +3,9 @@
 //! running, their log arrives complete and in order (frames swallowed by the dead
 //! connection are sent again), a report made while the server was away is delivered, a
 //! cancel made before the runner is back is honoured when it reconnects, and a cancel
-//! after that reaches the runner.
+//! after that reaches the runner. Stopping a runner (SIGTERM) stops its jobs like a
+//! cancel, runs their after_script and reports them before it exits; a second SIGTERM
+//! kills everything at once. Neither leaves a process behind.
 //!
 //! The runner binary is built by `make test` (`cargo build -p usher-runner`) next to
 //! the test binaries' directory.
@@ -38,8 +40,16 @@ fn runner_token(data_dir: &Path) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
 
-fn stop(child: &mut Child) -> std::process::ExitStatus {
+fn sigterm(child: &Child) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+}
+
+fn stop(child: &mut Child) -> std::process::ExitStatus {
+    sigterm(child);
+    wait_exit(child)
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
@@ -180,4 +190,87 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
         std::fs::read_dir(&builds).map(|d| d.count()).unwrap_or(0) == 0,
         "build directories are removed after each job"
     );
+}
+
+const STOPPED_JOB: &str = r#"
+stages: [test]
+late:
+  stage: test
+  script:
+    - echo ready
+    - setsid sleep 1000 < /dev/null > /dev/null 2>&1 &
+    - sleep 1000
+  after_script:
+    - echo "late_after=$CI_JOB_STATUS"
+"#;
+
+const STUCK_CLEANUP_JOB: &str = r#"
+stages: [test]
+stuck:
+  stage: test
+  after_script_timeout: 1h
+  script:
+    - setsid sleep 1000 < /dev/null > /dev/null 2>&1 &
+    - echo ready
+    - sleep 1000
+  after_script:
+    - echo cleanup-started
+    - sleep 1000
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_runner_cleans_up_its_jobs_first() {
+    let runner_bin = runner_binary();
+    let mut t = TestServer::detached();
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = spawn_usher(data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]).0;
+    t.base = format!("http://127.0.0.1:{port}");
+    let token = runner_token(data_dir.path());
+    let start_runner = || {
+        OwnedChild(
+            Command::new(&runner_bin)
+                .args(["--url", &t.base, "--name", "stopping"])
+                .arg("--builds-dir")
+                .arg(data_dir.path().join("builds"))
+                .env("USHER_RUNNER_TOKEN", &token)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("usher-runner starts"),
+        )
+    };
+
+    // One SIGTERM: the job is stopped like a cancel, after_script runs, the server has
+    // the report before the runner exits.
+    let mut runner = start_runner();
+    let pipeline = t.pipeline(STOPPED_JOB).await;
+    let late = TestServer::job_id(&pipeline, "late");
+    t.wait_for_log(late, "ready").await;
+    assert!(stop(&mut runner).success(), "the runner exits 0 after finishing");
+    let job = t.job(late).await;
+    assert_eq!(job["status"], "failed", "reported before the runner exited: {job}");
+    assert_eq!(job["failure_reason"], "runner_shutdown", "{job}");
+    assert_eq!(job["after_script"]["exit_code"], 0, "{job}");
+    let (log, complete) = t.log(late).await;
+    assert!(complete);
+    assert_eq!(log_value(&log, "late_after"), "failed", "{log}");
+    assert!(log.contains("The runner is shutting down"), "{log}");
+    assert_eq!(job_processes(late, &t.run_marker), Vec::<i32>::new(), "nothing of the job is left");
+
+    // A second SIGTERM does not wait for a stuck after_script: everything is killed.
+    let mut runner = start_runner();
+    let pipeline = t.pipeline(STUCK_CLEANUP_JOB).await;
+    let stuck = TestServer::job_id(&pipeline, "stuck");
+    t.wait_for_log(stuck, "ready").await;
+    sigterm(&runner);
+    t.wait_for_log(stuck, "cleanup-started").await;
+    assert!(stop(&mut runner).success(), "the second SIGTERM ends the runner");
+    assert_eq!(
+        job_processes(stuck, &t.run_marker),
+        Vec::<i32>::new(),
+        "the stuck after_script and the detached sleep were killed"
+    );
+
+    stop(&mut server);
 }
