@@ -57,11 +57,18 @@ impl JobMarks {
         }
     }
 
-    fn owns(&self, pid: i32) -> bool {
+    /// `runner_child`: the process is a direct child of the runner. Those are judged by
+    /// the cookie alone: a child between fork and exec still holds copies of every
+    /// descriptor of the runner (the read ends of all jobs' pipes) and may be about to
+    /// become another job's bash.
+    fn owns(&self, pid: i32, runner_child: bool) -> bool {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let needle = format!("{COOKIE_VAR}={}", self.cookie);
         if std::fs::read(proc_dir.join("environ")).is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == needle.as_bytes())) {
             return true;
+        }
+        if runner_child {
+            return false;
         }
         if std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| self.dirs.iter().any(|d| cwd.starts_with(d))) {
             return true;
@@ -94,18 +101,25 @@ pub fn processes_of(marks: &JobMarks) -> Vec<i32> {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if pid != me && marks.owns(pid) && !is_zombie(pid) {
+        if pid == me {
+            continue;
+        }
+        let Some((state, ppid)) = state_and_parent(pid) else { continue };
+        if state != 'Z' && marks.owns(pid, ppid == me) {
             found.push(pid);
         }
     }
     found
 }
 
-fn is_zombie(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| s.rsplit_once(')').map(|(_, rest)| rest.trim_start().starts_with('Z')))
-        .unwrap_or(true)
+/// The state letter and parent pid from `/proc/<pid>/stat`.
+fn state_and_parent(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((state, ppid))
 }
 
 /// SIGKILLs every process of the job until none is left (a few rounds catch processes
