@@ -274,3 +274,26 @@ async fn a_stopping_runner_cleans_up_its_jobs_first() {
 
     stop(&mut server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn usher_serve_lets_its_local_runners_clean_up_before_it_stops() {
+    let mut t = TestServer::detached();
+    let data_dir = tempfile::tempdir().unwrap();
+    let addr = format!("127.0.0.1:{}", free_port());
+    let (mut server, base) = spawn_usher(data_dir.path(), &addr, 1, &[]);
+    t.base = base;
+    let pipeline = t.pipeline(STOPPED_JOB).await;
+    let late = TestServer::job_id(&pipeline, "late");
+    t.wait_for_log(late, "ready").await;
+    assert!(stop(&mut server).success(), "usher serve exits 0 on SIGTERM");
+    assert_eq!(job_processes(late, &t.run_marker), Vec::<i32>::new(), "nothing of the job is left");
+
+    // What the server recorded before it stopped.
+    let (_server, base) = spawn_usher(data_dir.path(), &addr, 0, &[]);
+    t.base = base;
+    let job = t.job(late).await;
+    assert_eq!(job["status"], "failed", "{job}");
+    assert_eq!(job["failure_reason"], "runner_shutdown", "{job}");
+    let (log, _) = t.log(late).await;
+    assert_eq!(log_value(&log, "late_after"), "failed", "after_script ran:\n{log}");
+}
