@@ -44,7 +44,8 @@ pub enum JobOutcome {
     Aborted,
 }
 
-enum Stop {
+/// How the script's bash stopped running.
+enum ScriptEnd {
     Exited(Option<i32>),
     Cancel,
     Timeout,
@@ -130,19 +131,19 @@ fn spawn_bash(
 }
 
 /// Waits for the script, a control message or the timeout.
-async fn wait_script(child: &mut tokio::process::Child, control: &mut mpsc::UnboundedReceiver<Control>, timeout: Duration) -> Stop {
+async fn wait_script(child: &mut tokio::process::Child, control: &mut mpsc::UnboundedReceiver<Control>, timeout: Duration) -> ScriptEnd {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     loop {
         tokio::select! {
-            status = child.wait() => return Stop::Exited(status.ok().and_then(|s| s.code())),
+            status = child.wait() => return ScriptEnd::Exited(status.ok().and_then(|s| s.code())),
             c = control.recv() => match c {
-                Some(Control::Cancel) => return Stop::Cancel,
-                Some(Control::Shutdown) => return Stop::Shutdown,
-                Some(Control::Abort) => return Stop::Abort,
+                Some(Control::Cancel) => return ScriptEnd::Cancel,
+                Some(Control::Shutdown) => return ScriptEnd::Shutdown,
+                Some(Control::Abort) => return ScriptEnd::Abort,
                 None => std::future::pending::<()>().await,
             },
-            _ = &mut deadline => return Stop::Timeout,
+            _ = &mut deadline => return ScriptEnd::Timeout,
         }
     }
 }
@@ -242,7 +243,7 @@ async fn run_in_dirs(
 
     let mut cwd_at_stop: Option<PathBuf> = None;
     let (exit_code, failure_reason, status) = match stop {
-        Stop::Exited(code) => {
+        ScriptEnd::Exited(code) => {
             procs::signal_group(pgid, Signal::SIGKILL);
             output.drain().await;
             let ok = code == Some(0);
@@ -252,19 +253,17 @@ async fn run_in_dirs(
                 if ok { "success" } else { "failed" },
             )
         }
-        Stop::Abort => {
+        ScriptEnd::Abort => {
             procs::signal_group(pgid, Signal::SIGKILL);
-            procs::kill_all(marks).await;
             output.drain().await;
-            log.note("Aborted: every process of the job was killed.");
-            return JobOutcome::Aborted;
+            return kill_everything(marks, log, ABORTED).await;
         }
-        Stop::Cancel | Stop::Timeout | Stop::Shutdown => {
+        ScriptEnd::Cancel | ScriptEnd::Timeout | ScriptEnd::Shutdown => {
             cwd_at_stop = procs::cwd_of(pgid);
             let grace = Duration::from_secs(job.cancel_grace_secs);
             let why = match stop {
-                Stop::Timeout => format!("Job timed out after {} s", job.timeout_secs),
-                Stop::Shutdown => "The runner is shutting down".to_string(),
+                ScriptEnd::Timeout => format!("Job timed out after {} s", job.timeout_secs),
+                ScriptEnd::Shutdown => "The runner is shutting down".to_string(),
                 _ => "Cancel requested".to_string(),
             };
             log.note(&format!(
@@ -272,17 +271,13 @@ async fn run_in_dirs(
                 job.cancel_grace_secs
             ));
             let aborted = stop_gracefully(&mut child, pgid, grace, control).await;
-            if aborted {
-                procs::kill_all(marks).await;
-            }
             output.drain().await;
             if aborted {
-                log.note("Aborted: every process of the job was killed.");
-                return JobOutcome::Aborted;
+                return kill_everything(marks, log, ABORTED).await;
             }
             match stop {
-                Stop::Timeout => (None, Some("timeout".to_string()), "failed"),
-                Stop::Shutdown => (None, Some("runner_shutdown".to_string()), "failed"),
+                ScriptEnd::Timeout => (None, Some("timeout".to_string()), "failed"),
+                ScriptEnd::Shutdown => (None, Some("runner_shutdown".to_string()), "failed"),
                 _ => (None, None, "canceled"),
             }
         }
@@ -305,11 +300,7 @@ async fn run_in_dirs(
         .await
         {
             Some(result) => Some(result),
-            None => {
-                procs::kill_all(marks).await;
-                log.note("Aborted: every process of the job was killed.");
-                return JobOutcome::Aborted;
-            }
+            None => return kill_everything(marks, log, ABORTED).await,
         }
     };
     if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader) {
@@ -320,9 +311,7 @@ async fn run_in_dirs(
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
             if uploader.upload(job.job_id, spec, build_dir, log, control).await == UploadOutcome::Aborted {
-                procs::kill_all(marks).await;
-                log.note("Aborted during the artifact upload.");
-                return JobOutcome::Aborted;
+                return kill_everything(marks, log, "Aborted during the artifact upload.").await;
             }
         } else {
             log.note(&format!(
@@ -337,6 +326,15 @@ async fn run_in_dirs(
         duration_ms: started.elapsed().as_millis() as u64,
         after_script,
     })
+}
+
+const ABORTED: &str = "Aborted: every process of the job was killed.";
+
+/// The end of an abort: every process of the job killed, `note` in the log.
+async fn kill_everything(marks: &JobMarks, log: &LogHandle, note: &str) -> JobOutcome {
+    procs::kill_all(marks).await;
+    log.note(note);
+    JobOutcome::Aborted
 }
 
 /// Runs after_script; None if an abort arrived meanwhile.

@@ -23,7 +23,8 @@ const DRAIN_LIMIT: usize = 4 * 1024 * 1024;
 
 /// The reading side of one process's output; see the module comment.
 pub struct OutputPump {
-    wake: Option<PipeWriter>,
+    /// Closed by `drain`: its EOF wakes the reading thread.
+    wake: PipeWriter,
     drained: oneshot::Receiver<()>,
 }
 
@@ -36,14 +37,15 @@ impl OutputPump {
         std::thread::Builder::new()
             .name("job-output".into())
             .spawn(move || pump(output, wake_rx, log, drained_tx))?;
-        Ok(Self { wake: Some(wake), drained })
+        Ok(Self { wake, drained })
     }
 
     /// Returns once everything the process wrote before now is in the log (bounded by a
     /// few seconds in case the thread is stuck behind a flood).
-    pub async fn drain(mut self) {
-        drop(self.wake.take()); // the wake pipe's EOF is the signal
-        let _ = tokio::time::timeout(Duration::from_secs(5), &mut self.drained).await;
+    pub async fn drain(self) {
+        let Self { wake, drained } = self;
+        drop(wake);
+        let _ = tokio::time::timeout(Duration::from_secs(5), drained).await;
     }
 }
 

@@ -61,7 +61,7 @@ impl JobMarks {
     /// the cookie alone: a child between fork and exec still holds copies of every
     /// descriptor of the runner (the read ends of all jobs' pipes) and may be about to
     /// become another job's bash.
-    fn owns(&self, pid: i32, runner_child: bool) -> bool {
+    fn owns(&self, pid: i32, runner_child: bool, pipes: &[String]) -> bool {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         let needle = format!("{COOKIE_VAR}={}", self.cookie);
         if std::fs::read(proc_dir.join("environ")).is_ok_and(|environ| environ.split(|b| *b == 0).any(|var| var == needle.as_bytes())) {
@@ -73,7 +73,6 @@ impl JobMarks {
         if std::fs::read_link(proc_dir.join("cwd")).is_ok_and(|cwd| self.dirs.iter().any(|d| cwd.starts_with(d))) {
             return true;
         }
-        let pipes = self.pipes.lock().unwrap().clone();
         if pipes.is_empty() {
             return false;
         }
@@ -91,11 +90,12 @@ pub fn signal_group(pgid: u32, signal: Signal) {
 }
 
 /// Pids of the job's live processes, other than the runner itself.
-pub fn processes_of(marks: &JobMarks) -> Vec<i32> {
+fn processes_of(marks: &JobMarks) -> Vec<i32> {
     let me = std::process::id() as i32;
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
+    let pipes = marks.pipes.lock().unwrap().clone();
     let mut found = Vec::new();
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
@@ -105,7 +105,7 @@ pub fn processes_of(marks: &JobMarks) -> Vec<i32> {
             continue;
         }
         let Some((state, ppid)) = state_and_parent(pid) else { continue };
-        if state != 'Z' && marks.owns(pid, ppid == me) {
+        if state != 'Z' && marks.owns(pid, ppid == me, &pipes) {
             found.push(pid);
         }
     }

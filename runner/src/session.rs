@@ -33,7 +33,7 @@ pub struct RunnerConfig {
 }
 
 /// What the runner's owner asks of it; the value only ever moves forward.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stop {
     /// Keep taking and running jobs.
     No,
@@ -52,17 +52,20 @@ enum Internal {
     Done { job_id: i64, report: Option<JobReport> },
 }
 
+/// A job being worked on: the channel to its task, and the task.
+struct HeldJob {
+    control: mpsc::UnboundedSender<Control>,
+    task: tokio::task::JoinHandle<()>,
+}
+
 struct State {
     runner_id: Option<i64>,
-    /// Jobs being worked on, with the channel to their task.
-    held: HashMap<i64, mpsc::UnboundedSender<Control>>,
+    held: HashMap<i64, HeldJob>,
     /// Reports not yet acknowledged by the server.
     unacked: HashMap<i64, JobReport>,
     /// Log frames sent but not yet acknowledged, per job, oldest first: sent again
     /// after a reconnect (the server keeps only what continues its log).
     unacked_logs: HashMap<i64, VecDeque<(u64, String)>>,
-    /// The task of each job not yet done.
-    tasks: HashMap<i64, tokio::task::JoinHandle<()>>,
     /// `Stop::Drain` was asked: no new jobs; held ones are being stopped.
     draining: bool,
 }
@@ -99,8 +102,8 @@ impl State {
     fn start_draining(&mut self) {
         if !self.draining {
             self.draining = true;
-            for control in self.held.values() {
-                let _ = control.send(Control::Shutdown);
+            for job in self.held.values() {
+                let _ = job.control.send(Control::Shutdown);
             }
         }
     }
@@ -115,7 +118,6 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         held: HashMap::new(),
         unacked: HashMap::new(),
         unacked_logs: HashMap::new(),
-        tasks: HashMap::new(),
         draining: false,
     };
     let mut backoff = Duration::from_millis(100);
@@ -140,11 +142,11 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         }
         backoff = (backoff * 2).min(Duration::from_secs(10));
     }
-    for control in state.held.values() {
-        let _ = control.send(Control::Abort);
+    for job in state.held.values() {
+        let _ = job.control.send(Control::Abort);
     }
     // The job tasks kill their processes; the runner must not exit before they have.
-    let tasks: Vec<_> = state.tasks.drain().map(|(_, task)| task).collect();
+    let tasks: Vec<_> = state.held.into_values().map(|job| job.task).collect();
     if tokio::time::timeout(KILL_WAIT, futures::future::join_all(tasks)).await.is_err() {
         tracing::warn!(runner = %config.name, "job tasks did not end within {KILL_WAIT:?}");
     }
@@ -250,7 +252,6 @@ async fn connect_and_serve(
                     ServerMessage::Job { job } => {
                         let job_id = job.job_id;
                         let (control_tx, control_rx) = mpsc::unbounded_channel();
-                        state.held.insert(job_id, control_tx);
                         // Log frames and the final Done share one channel, so the
                         // report can never overtake the job's last lines.
                         let forward = internal_tx.clone();
@@ -263,7 +264,7 @@ async fn connect_and_serve(
                             let report = match outcome { JobOutcome::Report(r) => Some(r), JobOutcome::Aborted => None };
                             let _ = done.send(Internal::Done { job_id, report });
                         });
-                        state.tasks.insert(job_id, task);
+                        state.held.insert(job_id, HeldJob { control: control_tx, task });
                         if state.draining {
                             // Offered before the server knew: it stops at once.
                             control(state, job_id, Control::Shutdown);
@@ -299,7 +300,6 @@ async fn connect_and_serve(
                 }
                 Internal::Done { job_id, report } => {
                     state.held.remove(&job_id);
-                    state.tasks.remove(&job_id);
                     if let Some(report) = report {
                         state.unacked.insert(job_id, report.clone());
                         sink.send(send(&RunnerMessage::Finished { job_id, report })).await.map_err(|e| e.to_string())?;
@@ -344,7 +344,7 @@ fn follow_status(state: &State, job_id: i64, status: Status) {
 }
 
 fn control(state: &State, job_id: i64, c: Control) {
-    if let Some(tx) = state.held.get(&job_id) {
-        let _ = tx.send(c);
+    if let Some(job) = state.held.get(&job_id) {
+        let _ = job.control.send(c);
     }
 }

@@ -10,7 +10,7 @@ use usher_core::status::Status;
 
 use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, loaded, short_time};
 use crate::live::follow_events;
-use crate::pages::pipeline::JobButtons;
+use crate::pages::pipeline::{JobButtons, job_actions};
 use crate::server::{AbortJob, AdminJobsData, AdminRunnersData, CancelJob, admin_jobs, admin_runners};
 
 /// The statuses the page offers as quick links.
@@ -56,17 +56,8 @@ fn AdminJobs(data: AdminJobsData) -> impl IntoView {
             }
         }
     });
-    let cancel = ServerAction::<CancelJob>::new();
-    let abort = ServerAction::<AbortJob>::new();
     let error = RwSignal::new(None::<String>);
-    Effect::new(move |_| {
-        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
-            match value {
-                Ok(_) => reload(),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        }
-    });
+    let (cancel, abort) = job_actions(error, move |_| reload());
     let title = if status == Status::Canceling {
         "Cleanups in progress (canceling)".to_string()
     } else {

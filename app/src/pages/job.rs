@@ -11,8 +11,8 @@ use usher_core::api::{EventFrame, Job};
 use crate::ansi;
 use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, loaded, short_time};
 use crate::live::follow_events;
-use crate::pages::pipeline::JobButtons;
-use crate::server::{AbortJob, CancelJob, JobPageData, job_artifacts, job_log_since, job_page, job_timeline};
+use crate::pages::pipeline::{JobButtons, job_actions};
+use crate::server::{JobPageData, job_artifacts, job_log_since, job_page, job_timeline};
 
 #[component]
 pub fn JobPage() -> impl IntoView {
@@ -106,17 +106,8 @@ fn JobView(data: JobPageData) -> impl IntoView {
         }
     });
 
-    let cancel = ServerAction::<CancelJob>::new();
-    let abort = ServerAction::<AbortJob>::new();
     let error = RwSignal::new(None::<String>);
-    Effect::new(move |_| {
-        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
-            match value {
-                Ok(j) => update_job(j),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        }
-    });
+    let (cancel, abort) = job_actions(error, update_job);
     let status = Signal::derive(move || job.get().status);
 
     view! {

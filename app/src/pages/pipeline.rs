@@ -64,21 +64,10 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
         },
     );
 
-    let cancel_job = ServerAction::<CancelJob>::new();
-    let abort_job = ServerAction::<AbortJob>::new();
+    let error = RwSignal::new(None::<String>);
+    let (cancel_job, abort_job) = job_actions(error, upsert);
     let cancel_pipeline = ServerAction::<CancelPipeline>::new();
     let abort_pipeline = ServerAction::<AbortPipeline>::new();
-    let error = RwSignal::new(None::<String>);
-    Effect::new(move |_| match cancel_job.value().get() {
-        Some(Ok(job)) => upsert(job),
-        Some(Err(e)) => error.set(Some(e.to_string())),
-        None => {}
-    });
-    Effect::new(move |_| match abort_job.value().get() {
-        Some(Ok(job)) => upsert(job),
-        Some(Err(e)) => error.set(Some(e.to_string())),
-        None => {}
-    });
     Effect::new(move |_| {
         for value in [cancel_pipeline.value().get(), abort_pipeline.value().get()].into_iter().flatten() {
             match value {
@@ -161,6 +150,26 @@ fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<Ca
             <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
         </li>
     }
+}
+
+/// A page's Cancel and Abort actions for jobs: the job each one answers with goes to
+/// `on_job` (answers may be applied again later, so `on_job` must not mind a repeat), a
+/// refusal into `error`.
+pub fn job_actions(
+    error: RwSignal<Option<String>>,
+    on_job: impl Fn(Job) + Send + Sync + 'static,
+) -> (ServerAction<CancelJob>, ServerAction<AbortJob>) {
+    let cancel = ServerAction::<CancelJob>::new();
+    let abort = ServerAction::<AbortJob>::new();
+    Effect::new(move |_| {
+        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
+            match value {
+                Ok(job) => on_job(job),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        }
+    });
+    (cancel, abort)
 }
 
 /// Cancel (primary) and Abort (secondary, confirmed) for one job.
