@@ -93,7 +93,7 @@ mod ssr {
 
 #[server(prefix = "/ui")]
 pub async fn list_pipelines(project_id: Option<i64>) -> Result<PipelineListData, ServerFnError> {
-    use usher_engine::service::PipelineQuery;
+    use usher_engine::PipelineQuery;
     let (engine, actor) = ssr::actor().await?;
     let projects = engine.list_projects(&actor).await.map_err(ssr::fail)?;
     let query = PipelineQuery {

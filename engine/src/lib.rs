@@ -6,16 +6,27 @@
 //! ([`usher_core::status`]) through the [`store`], and publish what committed on the
 //! [`bus`].
 
+mod accounts;
+mod artifacts;
 pub mod auth;
 pub mod bus;
 pub mod error;
+mod jobs;
+mod logs;
+mod pipelines;
+mod projects;
+mod reaper;
+mod runners;
 pub mod service;
 pub mod store;
+mod transitions;
 
+pub use accounts::{BootstrapCredentials, SESSION_DAYS};
 pub use auth::Actor;
 pub use bus::{Bus, BusEvent};
 pub use error::EngineError;
-pub use service::Engine;
+pub use pipelines::PipelineQuery;
+pub use service::{Engine, Settings};
 pub use store::Store;
 
 /// Now as the RFC 3339 UTC text stored and served everywhere (millisecond precision,

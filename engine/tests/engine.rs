@@ -464,7 +464,7 @@ async fn pipeline_cancel_winds_down_running_jobs_and_cancels_waiting_ones() {
 async fn artifacts_are_taken_from_the_holding_runner_within_the_limit() {
     for db in databases().await {
         let dir = tempfile::tempdir().unwrap();
-        let settings = usher_engine::service::Settings {
+        let settings = usher_engine::Settings {
             artifacts_dir: Some(dir.path().to_path_buf()),
             max_artifact_bytes: 10,
             ..Default::default()

@@ -14,7 +14,7 @@ use usher_core::api::{
     Artifact, CreatePipeline, CreateProject, ErrorBody, ErrorDetail, Job, Pipeline, Project, TimelineEvent, UpdateProject,
 };
 use usher_core::status::Status;
-use usher_engine::service::PipelineQuery;
+use usher_engine::PipelineQuery;
 use usher_engine::{Engine, EngineError};
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;

@@ -37,7 +37,7 @@ pub struct ServeOptions {
     pub admin_token: Option<String>,
     /// Where the built site (`pkg/`) lives.
     pub site_root: String,
-    pub settings: usher_engine::service::Settings,
+    pub settings: usher_engine::Settings,
 }
 
 /// A running server.

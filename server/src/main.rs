@@ -86,8 +86,8 @@ fn parse_role(text: &str) -> Result<Role, String> {
 
 /// Overrides (for tests and unusual setups): USHER_CANCEL_MARGIN_SECS,
 /// USHER_RUNNER_LOST_SECS, USHER_MAX_LOG_BYTES, USHER_MAX_ARTIFACT_BYTES.
-fn settings_from_env() -> usher_engine::service::Settings {
-    let mut settings = usher_engine::service::Settings::default();
+fn settings_from_env() -> usher_engine::Settings {
+    let mut settings = usher_engine::Settings::default();
     let read = |name: &str| {
         std::env::var(name)
             .ok()

@@ -110,7 +110,7 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
         Ok(session) => {
             let cookie = format!(
                 "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-                usher_engine::service::SESSION_DAYS * 24 * 3600
+                usher_engine::SESSION_DAYS * 24 * 3600
             );
             let mut response = Redirect::to(safe_next(form.next.as_deref())).into_response();
             response

@@ -108,7 +108,7 @@ async fn on_success_artifacts_are_not_kept_for_a_cancelled_or_failed_job() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn uploads_are_limited_and_only_the_holding_runner_may_upload() {
-    let settings = usher_engine::service::Settings {
+    let settings = usher_engine::Settings {
         max_artifact_bytes: 1000,
         ..Default::default()
     };

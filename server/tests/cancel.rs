@@ -351,7 +351,7 @@ async fn a_restarted_runner_removes_stale_build_directories() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_flooding_log_is_cut_at_its_limit_with_a_note() {
-    let settings = usher_engine::service::Settings {
+    let settings = usher_engine::Settings {
         max_log_bytes: 2000,
         ..Default::default()
     };

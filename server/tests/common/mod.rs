@@ -51,7 +51,7 @@ impl TestServer {
         TestServer::start_with(database_url, local_runners, Default::default()).await
     }
 
-    pub async fn start_with(database_url: Option<String>, local_runners: u32, settings: usher_engine::service::Settings) -> TestServer {
+    pub async fn start_with(database_url: Option<String>, local_runners: u32, settings: usher_engine::Settings) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
         let server = start(ServeOptions {
             addr: "127.0.0.1:0".parse().unwrap(),

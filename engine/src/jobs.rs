@@ -1,0 +1,92 @@
+//! Jobs: reading one, its timeline, the jobs in a status (the admin page), and the two
+//! ways to stop one: a graceful cancel (after_script cleans up) and an abort.
+
+use usher_core::api::{CancelMode, CancelReason, Job, TimelineEvent};
+use usher_core::roles::Action;
+use usher_core::status::{JobEvent, Status};
+
+use crate::store::TransitionCtx;
+use crate::{Actor, Engine, EngineError, format_time};
+
+impl Engine {
+    pub async fn get_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+        actor.require(Action::Read)?;
+        self.store()
+            .get_job(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))
+    }
+
+    /// Graceful cancel: created/pending → canceled; running → canceling (runner told now).
+    pub async fn cancel_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+        actor.require(Action::Cancel)?;
+        self.stop_job(actor, id, JobEvent::Cancel, CancelReason::User, None).await
+    }
+
+    /// Abort: canceled at once; the runner kills every process of the job.
+    pub async fn abort_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+        actor.require(Action::Abort)?;
+        self.stop_job(actor, id, JobEvent::Abort, CancelReason::User, None).await
+    }
+
+    pub(crate) async fn stop_job(
+        &self,
+        actor: &Actor,
+        id: i64,
+        event: JobEvent,
+        reason: CancelReason,
+        detail: Option<String>,
+    ) -> Result<Job, EngineError> {
+        let ctx = self.stop_ctx(actor, id, event, reason, detail).await?;
+        Ok(self.apply(id, event, ctx).await?.job)
+    }
+
+    /// What a cancel or abort of job `id` records: mode, who, why and (graceful) the
+    /// deadline for the runner's report.
+    pub(crate) async fn stop_ctx(
+        &self,
+        actor: &Actor,
+        id: i64,
+        event: JobEvent,
+        reason: CancelReason,
+        detail: Option<String>,
+    ) -> Result<TransitionCtx, EngineError> {
+        let (mode, deadline) = if event == JobEvent::Abort {
+            (CancelMode::Abort, None)
+        } else {
+            let spec = self.store().job_spec(id).await?;
+            let secs = spec.job.cancel_grace_secs + spec.job.after_script_timeout_secs + self.inner.settings.cancel_margin_secs;
+            (
+                CancelMode::Graceful,
+                Some(format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))),
+            )
+        };
+        Ok(TransitionCtx {
+            actor: actor.name.clone(),
+            cancel: Some((mode, reason)),
+            cancel_deadline: deadline,
+            detail,
+            ..Default::default()
+        })
+    }
+
+    /// Jobs in one status across all projects (the admin page's "stuck cleanups").
+    pub async fn jobs_with_status(&self, actor: &Actor, status: Status) -> Result<Vec<Job>, EngineError> {
+        actor.require(Action::Read)?;
+        self.store().jobs_with_status(status, 500).await
+    }
+
+    pub async fn job_timeline(&self, actor: &Actor, id: i64) -> Result<Vec<TimelineEvent>, EngineError> {
+        self.get_job(actor, id).await?;
+        self.store().timeline(id).await
+    }
+
+    pub async fn job_status(&self, job_id: i64) -> Result<Status, EngineError> {
+        Ok(self
+            .store()
+            .get_job(job_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?
+            .status)
+    }
+}

@@ -1,0 +1,217 @@
+//! Pipelines: creating one from a project's configuration, listing and reading them,
+//! cancelling or aborting all their unfinished jobs at once, superseding older ones
+//! (auto-cancel), and scheduling: moving waiting jobs on once what they need is done.
+
+use usher_core::api::{CancelMode, CancelReason, CreatePipeline, Job, Pipeline};
+use usher_core::config;
+use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, ready_decisions};
+use usher_core::roles::Action;
+use usher_core::status::{JobEvent, Status, next};
+
+use crate::store::{NewJob, PipelineFilter, StoredSpec, TransitionCtx};
+use crate::{Actor, Engine, EngineError};
+
+pub struct PipelineQuery {
+    pub git_ref: Option<String>,
+    pub status: Option<Status>,
+    pub page: i64,
+    pub per_page: i64,
+}
+
+impl Engine {
+    pub async fn create_pipeline(&self, actor: &Actor, project_id: i64, req: CreatePipeline) -> Result<Pipeline, EngineError> {
+        actor.require(Action::CreatePipeline)?;
+        let project = self.get_project(actor, project_id).await?;
+        if req.git_ref.trim().is_empty() {
+            return Err(EngineError::BadRequest("`ref` must not be empty".into()));
+        }
+        let source = req.ci_config.as_deref().unwrap_or(&project.ci_config);
+        let cfg = config::parse(source)?;
+        let jobs: Vec<NewJob> = cfg
+            .jobs
+            .iter()
+            .map(|j| NewJob {
+                name: j.name.clone(),
+                stage: j.stage.clone(),
+                stage_index: cfg.stages.iter().position(|s| *s == j.stage).unwrap_or(0) as i64,
+                needs: j.needs.clone(),
+                interruptible: j.interruptible,
+                spec: StoredSpec {
+                    job: j.clone(),
+                    pipeline_variables: cfg.variables.clone(),
+                },
+            })
+            .collect();
+        let git_ref = req.git_ref.trim();
+        let id = self.store().create_pipeline(project_id, git_ref, &actor.name, &jobs).await?;
+        self.advance_pipeline(id).await?;
+        self.auto_cancel_older(actor, project_id, git_ref, id, cfg.auto_cancel).await?;
+        self.pipeline_with_jobs(id).await
+    }
+
+    /// A new pipeline supersedes older unfinished ones on the same ref, as its
+    /// `workflow.auto_cancel.on_new_commit` says (the rule is `core::pipeline`'s).
+    pub(crate) async fn auto_cancel_older(
+        &self,
+        actor: &Actor,
+        project_id: i64,
+        git_ref: &str,
+        new_id: i64,
+        mode: config::AutoCancel,
+    ) -> Result<(), EngineError> {
+        for older in self.store().unfinished_pipelines_before(project_id, git_ref, new_id).await? {
+            let jobs: Vec<OlderJob> = self
+                .store()
+                .jobs_of_pipeline(older)
+                .await?
+                .iter()
+                .map(|j| OlderJob {
+                    id: j.id,
+                    interruptible: j.interruptible,
+                    status: j.status,
+                    started: j.started_at.is_some(),
+                })
+                .collect();
+            let targets = auto_cancel_targets(mode, &jobs);
+            if targets.is_empty() {
+                continue;
+            }
+            let mut moves = Vec::with_capacity(targets.len());
+            for job_id in targets {
+                let detail = Some(format!("superseded by pipeline #{new_id}"));
+                let ctx = self
+                    .stop_ctx(actor, job_id, JobEvent::Cancel, CancelReason::Superseded, detail)
+                    .await?;
+                moves.push((job_id, JobEvent::Cancel, ctx));
+            }
+            // The whole pipeline is superseded only when every unfinished job goes.
+            let cancel =
+                (mode == config::AutoCancel::Conservative).then_some((CancelMode::Graceful, actor.name.as_str(), CancelReason::Superseded));
+            self.apply_batch(older, &moves, cancel).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn list_pipelines(&self, actor: &Actor, project_id: Option<i64>, q: PipelineQuery) -> Result<Vec<Pipeline>, EngineError> {
+        actor.require(Action::Read)?;
+        if let Some(id) = project_id {
+            self.get_project(actor, id).await?;
+        }
+        let per_page = q.per_page.clamp(1, 100);
+        let page = q.page.max(1);
+        self.store()
+            .list_pipelines(&PipelineFilter {
+                project_id,
+                git_ref: q.git_ref,
+                status: q.status,
+                limit: per_page,
+                offset: (page - 1).saturating_mul(per_page),
+            })
+            .await
+    }
+
+    pub async fn get_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+        actor.require(Action::Read)?;
+        self.pipeline_with_jobs(id).await
+    }
+
+    pub(crate) async fn pipeline_with_jobs(&self, id: i64) -> Result<Pipeline, EngineError> {
+        let mut p = self
+            .store()
+            .get_pipeline(id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("pipeline {id}")))?;
+        p.jobs = Some(self.store().jobs_of_pipeline(id).await?);
+        Ok(p)
+    }
+
+    /// Graceful cancel of every unfinished job of a pipeline.
+    pub async fn cancel_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+        actor.require(Action::Cancel)?;
+        self.stop_pipeline(actor, id, CancelMode::Graceful).await
+    }
+
+    /// Abort of every unfinished job of a pipeline.
+    pub async fn abort_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+        actor.require(Action::Abort)?;
+        self.stop_pipeline(actor, id, CancelMode::Abort).await
+    }
+
+    pub(crate) async fn stop_pipeline(&self, actor: &Actor, id: i64, mode: CancelMode) -> Result<Pipeline, EngineError> {
+        let pipeline = self.pipeline_with_jobs(id).await?;
+        // A pipeline answers a cancel or abort as a job in its status would (core's table).
+        let event = if mode == CancelMode::Abort {
+            JobEvent::Abort
+        } else {
+            JobEvent::Cancel
+        };
+        if next(pipeline.status, event).is_err() {
+            return Err(EngineError::InvalidTransition(format!(
+                "cannot {} a pipeline that is {}",
+                event.name(),
+                pipeline.status
+            )));
+        }
+        let unfinished: Vec<Job> = pipeline
+            .jobs
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|j| !j.status.is_terminal())
+            .collect();
+        if unfinished.is_empty() {
+            return self.pipeline_with_jobs(id).await;
+        }
+        // One transaction for all of them (the store leaves out jobs that finished
+        // meanwhile), then one publish in commit order and one scheduling pass. Running
+        // jobs come first, so their runners' frames go out first.
+        let mut moves = Vec::with_capacity(unfinished.len());
+        for job in stop_order(&unfinished, mode) {
+            let ctx = self.stop_ctx(actor, job.id, event, CancelReason::Pipeline, None).await?;
+            moves.push((job.id, event, ctx));
+        }
+        self.apply_batch(id, &moves, Some((mode, actor.name.as_str(), CancelReason::Pipeline)))
+            .await?;
+        self.pipeline_with_jobs(id).await
+    }
+
+    /// Enqueues or skips waiting jobs whose prerequisites have finished, until nothing moves.
+    pub(crate) async fn advance_pipeline(&self, pipeline_id: i64) -> Result<(), EngineError> {
+        loop {
+            let rows = self.store().job_nodes(pipeline_id).await?;
+            let nodes: Vec<JobNode<'_>> = rows
+                .iter()
+                .map(|r| JobNode {
+                    name: &r.name,
+                    stage_index: r.stage_index,
+                    needs: r.needs.as_deref(),
+                    status: r.status,
+                })
+                .collect();
+            let ctx = TransitionCtx {
+                actor: "system".into(),
+                ..Default::default()
+            };
+            let moves: Vec<_> = ready_decisions(&nodes)
+                .into_iter()
+                .map(|(index, event)| (rows[index].id, event, ctx.clone()))
+                .collect();
+            if moves.is_empty() || !self.commit_batch(pipeline_id, &moves, None).await? {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The order of a pipeline cancel's or abort's moves (all in one transaction, so this is
+/// the order of the audit rows and of the frames): running jobs first on a graceful cancel
+/// (they have cleaning up to do, so their runners hear first), `created` jobs of later
+/// stages before the jobs they wait on.
+fn stop_order(unfinished: &[Job], mode: CancelMode) -> Vec<&Job> {
+    let created = unfinished.iter().rev().filter(|j| j.status == Status::Created);
+    let active = unfinished.iter().filter(|j| j.status.is_active());
+    let pending = unfinished.iter().filter(|j| j.status == Status::Pending);
+    match mode {
+        CancelMode::Graceful => active.chain(created).chain(pending).collect(),
+        CancelMode::Abort => created.chain(active).chain(pending).collect(),
+    }
+}

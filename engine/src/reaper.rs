@@ -1,0 +1,84 @@
+//! The reaper: ends what nobody else will. A `canceling` job whose runner never reported
+//! by the cancel deadline becomes `canceled` (`cancel_timeout`); the jobs of a runner
+//! that stopped heartbeating end with `runner_lost`.
+
+use std::time::Duration;
+
+use usher_core::api::{CancelMode, CancelReason};
+use usher_core::status::{JobEvent, Status};
+
+use crate::store::TransitionCtx;
+use crate::{Engine, EngineError, format_time, now};
+
+impl Engine {
+    /// Ends `canceling` jobs whose deadline passed without a report. Returns how many.
+    pub async fn reap_overdue_cancels(&self) -> Result<usize, EngineError> {
+        self.reap_overdue_cancels_as_of(&now()).await
+    }
+
+    /// The reaper's pass as if the time were `as_of` (RFC 3339), for tests that cannot wait.
+    pub async fn reap_overdue_cancels_as_of(&self, as_of: &str) -> Result<usize, EngineError> {
+        let mut reaped = 0;
+        for id in self.store().overdue_canceling_jobs(as_of).await? {
+            let ctx = TransitionCtx {
+                actor: "system".into(),
+                cancel: Some((CancelMode::Graceful, CancelReason::CancelTimeout)),
+                detail: Some("no report from the runner by the cancel deadline".into()),
+                ..Default::default()
+            };
+            match self.apply(id, JobEvent::CancelDeadline, ctx).await {
+                Ok(t) if t.changed => reaped += 1,
+                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Ends the jobs of runners not heard from within `runner_lost_after_secs`:
+    /// running → failed, canceling → canceled, reason `runner_lost`. Returns how many.
+    pub async fn reap_lost_runners(&self) -> Result<usize, EngineError> {
+        let cutoff = chrono::Utc::now() - chrono::Duration::seconds(self.inner.settings.runner_lost_after_secs as i64);
+        self.reap_lost_runners_seen_before(&format_time(cutoff)).await
+    }
+
+    /// The lost-runner pass for runners last seen before `cutoff` (RFC 3339).
+    pub async fn reap_lost_runners_seen_before(&self, cutoff: &str) -> Result<usize, EngineError> {
+        let mut reaped = 0;
+        for (job_id, status) in self.store().jobs_of_runners_seen_before(cutoff).await? {
+            let mut ctx = TransitionCtx {
+                actor: "system".into(),
+                detail: Some("the runner stopped answering".into()),
+                ..Default::default()
+            };
+            if status == Status::Canceling {
+                ctx.cancel = Some((CancelMode::Graceful, CancelReason::RunnerLost));
+            } else {
+                ctx.failure_reason = Some("runner_lost".into());
+            }
+            match self.apply(job_id, JobEvent::RunnerLost, ctx).await {
+                Ok(t) if t.changed => reaped += 1,
+                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Runs both reapers every `every`, for as long as the task lives.
+    pub fn spawn_reaper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let engine = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                if let Err(e) = engine.reap_overdue_cancels().await {
+                    tracing::warn!("reaper: {e}");
+                }
+                if let Err(e) = engine.reap_lost_runners().await {
+                    tracing::warn!("reaper: {e}");
+                }
+            }
+        })
+    }
+}

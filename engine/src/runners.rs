@@ -1,0 +1,170 @@
+//! Runners: their tokens, registration and heartbeats, handing a pending job to a
+//! runner (with everything it needs to run it), and taking its final report.
+
+use usher_core::api::Job;
+use usher_core::protocol::{ArtifactsAssignment, JobAssignment, JobReport};
+use usher_core::roles::Action;
+use usher_core::status::{JobEvent, Status};
+
+use crate::auth::{hash_token, new_token};
+use crate::store::TransitionCtx;
+use crate::{Actor, Engine, EngineError, format_time};
+
+impl Engine {
+    /// `usher runner-token create`.
+    pub async fn create_runner_token(&self) -> Result<String, EngineError> {
+        let token = new_token("usher_rt_");
+        self.store().add_runner_token(&hash_token(&token)).await?;
+        Ok(token)
+    }
+
+    /// `usher runner-token revoke`: new connections and uploads are refused at once, and
+    /// connected runners using it are dropped at their next heartbeat.
+    pub async fn revoke_runner_token(&self, token: &str) -> Result<(), EngineError> {
+        if self.store().revoke_runner_token(&hash_token(token)).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound("a live runner token with that value".into()))
+        }
+    }
+
+    pub async fn runner_token_is_live(&self, token_id: i64) -> Result<bool, EngineError> {
+        self.store().runner_token_is_live(token_id).await
+    }
+
+    /// The runners this server has seen; online = heard from within the runner-lost window.
+    pub async fn list_runners(&self, actor: &Actor) -> Result<Vec<usher_core::api::RunnerInfo>, EngineError> {
+        actor.require(Action::Read)?;
+        let since = chrono::Utc::now() - chrono::Duration::seconds(self.inner.settings.runner_lost_after_secs as i64);
+        self.store().list_runners(&format_time(since)).await
+    }
+
+    /// The runner token's id, or 401.
+    pub async fn authenticate_runner(&self, token: &str) -> Result<i64, EngineError> {
+        self.store()
+            .runner_token_id(&hash_token(token))
+            .await?
+            .ok_or(EngineError::Unauthorized)
+    }
+
+    /// Registers a connecting runner; a runner reconnecting with its previous id (and
+    /// the same token) keeps it, so the jobs it holds stay its own.
+    pub async fn register_runner(&self, name: &str, token_id: i64, previous_id: Option<i64>) -> Result<i64, EngineError> {
+        if let Some(id) = previous_id {
+            if self.store().touch_runner(id, token_id).await? {
+                return Ok(id);
+            }
+        }
+        self.store().add_runner(name, token_id).await
+    }
+
+    /// A runner's heartbeat.
+    pub async fn runner_seen(&self, runner_id: i64) -> Result<(), EngineError> {
+        self.store().runner_seen(runner_id).await
+    }
+
+    /// Hands the oldest pending job to this runner, if there is one.
+    pub async fn claim_job(&self, runner_id: i64) -> Result<Option<JobAssignment>, EngineError> {
+        let ctx = TransitionCtx {
+            actor: format!("runner:{runner_id}"),
+            runner_id: Some(runner_id),
+            ..Default::default()
+        };
+        let claimed = {
+            let _order = self.commit_order().await;
+            let claimed = self.store().claim_next_pending(&ctx).await?;
+            if let Some(t) = &claimed {
+                self.publish(t);
+            }
+            claimed
+        };
+        match claimed {
+            Some(t) => Ok(Some(self.assignment(&t.job).await?)),
+            None => Ok(None),
+        }
+    }
+
+    pub(crate) async fn assignment(&self, job: &Job) -> Result<JobAssignment, EngineError> {
+        let spec = self.store().job_spec(job.id).await?;
+        let pipeline = self
+            .store()
+            .get_pipeline(job.pipeline_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound("pipeline".into()))?;
+        let project = self
+            .store()
+            .get_project(job.project_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound("project".into()))?;
+        let mut variables = vec![
+            ("CI".to_string(), "true".to_string()),
+            ("CI_JOB_ID".to_string(), job.id.to_string()),
+            ("CI_PIPELINE_ID".to_string(), job.pipeline_id.to_string()),
+            ("CI_PROJECT_NAME".to_string(), project.name.clone()),
+            ("CI_COMMIT_REF_NAME".to_string(), pipeline.git_ref.clone()),
+            ("CI_JOB_NAME".to_string(), job.name.clone()),
+            ("CI_JOB_STAGE".to_string(), job.stage.clone()),
+        ];
+        variables.extend(spec.pipeline_variables);
+        variables.extend(spec.job.variables);
+        Ok(JobAssignment {
+            job_id: job.id,
+            pipeline_id: job.pipeline_id,
+            project_name: project.name,
+            git_ref: pipeline.git_ref,
+            name: job.name.clone(),
+            stage: job.stage.clone(),
+            variables,
+            before_script: spec.job.before_script,
+            script: spec.job.script,
+            after_script: spec.job.after_script,
+            timeout_secs: spec.job.timeout_secs,
+            cancel_grace_secs: spec.job.cancel_grace_secs,
+            after_script_timeout_secs: spec.job.after_script_timeout_secs,
+            artifacts: spec.job.artifacts.map(|a| ArtifactsAssignment {
+                paths: a.paths,
+                when: a.when,
+            }),
+        })
+    }
+
+    /// The runner's final report. A job that was aborted or reaped meanwhile stays as it
+    /// is (the report is late, not wrong); the answer is the job's status.
+    pub async fn finish_job(&self, runner_id: i64, job_id: i64, report: JobReport) -> Result<Status, EngineError> {
+        let ok = report.exit_code == Some(0) && report.failure_reason.is_none();
+        let timed_out = report.failure_reason.as_deref() == Some("timeout");
+        let ctx = TransitionCtx {
+            actor: format!("runner:{runner_id}"),
+            runner_id: Some(runner_id),
+            exit_code: report.exit_code,
+            // A script stopped by a cancel has no exit code and is no failure.
+            failure_reason: report
+                .failure_reason
+                .clone()
+                .or_else(|| report.exit_code.is_some_and(|c| c != 0).then(|| "script_failure".to_string())),
+            after_script: report.after_script.clone(),
+            detail: report.after_script.as_ref().map(|a| {
+                format!(
+                    "after_script {} in {} ms",
+                    match (a.timed_out, a.exit_code) {
+                        (true, _) => "timed out".to_string(),
+                        (false, Some(c)) => format!("exited {c}"),
+                        (false, None) => "was killed".to_string(),
+                    },
+                    a.duration_ms
+                )
+            }),
+            ..Default::default()
+        };
+        let event = if timed_out { JobEvent::Timeout } else { JobEvent::Finish { ok } };
+        let result = match self.apply(job_id, event, ctx.clone()).await {
+            Err(EngineError::InvalidTransition(_)) if timed_out => self.apply(job_id, JobEvent::Finish { ok: false }, ctx).await,
+            other => other,
+        };
+        match result {
+            Ok(t) => Ok(t.job.status),
+            Err(EngineError::InvalidTransition(_)) => self.job_status(job_id).await,
+            Err(e) => Err(e),
+        }
+    }
+}

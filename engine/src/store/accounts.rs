@@ -1,0 +1,116 @@
+//! Users, API tokens and browser sessions: the rows behind sign-in. Secrets are stored
+//! only as hashes (see `crate::auth`); these queries never see a clear-text token.
+
+use sqlx::Row;
+use usher_core::roles::Role;
+
+use super::*;
+use crate::{Actor, EngineError, now};
+
+impl Store {
+    pub async fn count_users(&self) -> Result<i64, EngineError> {
+        Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
+            .fetch_one(&self.pool)
+            .await?
+            .try_get("n")?)
+    }
+
+    pub async fn create_user(&self, name: &str, role: Role, password_hash: Option<&str>) -> Result<i64, EngineError> {
+        let row = sqlx::query("INSERT INTO users (name, role, password_hash, created_at) VALUES ($1, $2, $3, $4) RETURNING id")
+            .bind(name)
+            .bind(role.as_str())
+            .bind(password_hash)
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(|e| match e {
+                sqlx::Error::Database(d) if d.is_unique_violation() => {
+                    EngineError::Conflict(format!("a user named `{name}` already exists"))
+                }
+                e => e.into(),
+            })?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// (user id, password hash) of a user.
+    pub async fn user_credentials(&self, name: &str) -> Result<Option<(i64, Option<String>)>, EngineError> {
+        let row = sqlx::query("SELECT id, password_hash FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => Some((r.try_get("id")?, r.try_get("password_hash")?)),
+            None => None,
+        })
+    }
+
+    pub async fn user_id_by_name(&self, name: &str) -> Result<Option<i64>, EngineError> {
+        let row = sqlx::query("SELECT id FROM users WHERE name = $1")
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
+    }
+
+    pub async fn add_api_token(&self, user_id: i64, token_hash: &str) -> Result<(), EngineError> {
+        sqlx::query("INSERT INTO api_tokens (user_id, token_hash, created_at) VALUES ($1, $2, $3)")
+            .bind(user_id)
+            .bind(token_hash)
+            .bind(now())
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Marks an API token revoked; false if no live token has that hash.
+    pub async fn revoke_api_token(&self, token_hash: &str) -> Result<bool, EngineError> {
+        let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn actor_by_token_hash(&self, token_hash: &str) -> Result<Option<Actor>, EngineError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, u.role FROM api_tokens t JOIN users u ON u.id = t.user_id \
+             WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
+        )
+        .bind(token_hash)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(actor_from_row).transpose()
+    }
+
+    pub async fn add_session(&self, token_hash: &str, user_id: i64, expires_at: &str) -> Result<(), EngineError> {
+        sqlx::query("INSERT INTO sessions (token_hash, user_id, created_at, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(token_hash)
+            .bind(user_id)
+            .bind(now())
+            .bind(expires_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    pub async fn actor_by_session_hash(&self, token_hash: &str) -> Result<Option<Actor>, EngineError> {
+        let row = sqlx::query(
+            "SELECT u.id, u.name, u.role FROM sessions s JOIN users u ON u.id = s.user_id \
+             WHERE s.token_hash = $1 AND s.expires_at > $2",
+        )
+        .bind(token_hash)
+        .bind(now())
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(actor_from_row).transpose()
+    }
+
+    pub async fn delete_session(&self, token_hash: &str) -> Result<(), EngineError> {
+        sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}

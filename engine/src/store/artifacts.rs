@@ -1,0 +1,74 @@
+//! Artifact files: which paths a job keeps and their sizes (the bytes live on disk under
+//! the data dir; see `crate::artifacts`).
+
+use sqlx::Row;
+use usher_core::api::Artifact;
+use usher_core::status::Status;
+
+use super::*;
+use crate::{EngineError, now};
+
+impl Store {
+    /// A job's status and the runner token of the runner holding it (if any).
+    pub async fn job_holder_token(&self, job_id: i64) -> Result<Option<(Status, Option<i64>)>, EngineError> {
+        let row = sqlx::query("SELECT j.status, r.token_id FROM jobs j LEFT JOIN runners r ON r.id = j.runner_id WHERE j.id = $1")
+            .bind(job_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        let status_text: String = row.try_get("status")?;
+        let status = Status::parse(&status_text).ok_or_else(|| bad_status(&status_text))?;
+        Ok(Some((status, row.try_get("token_id")?)))
+    }
+
+    /// Bytes taken by a job's artifacts other than `path`.
+    pub async fn artifact_bytes_besides(&self, job_id: i64, path: &str) -> Result<u64, EngineError> {
+        let row = sqlx::query("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM job_artifacts WHERE job_id = $1 AND path <> $2")
+            .bind(job_id)
+            .bind(path)
+            .fetch_one(&self.pool)
+            .await?;
+        let total: i64 = row.try_get("total")?;
+        Ok(total.max(0) as u64)
+    }
+
+    /// Records (or replaces) an artifact file of a job.
+    pub async fn put_artifact(&self, job_id: i64, path: &str, size: u64) -> Result<(), EngineError> {
+        sqlx::query(
+            "INSERT INTO job_artifacts (job_id, path, size, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, created_at = excluded.created_at",
+        )
+        .bind(job_id)
+        .bind(path)
+        .bind(size as i64)
+        .bind(now())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    pub async fn list_artifacts(&self, job_id: i64) -> Result<Vec<Artifact>, EngineError> {
+        let rows = sqlx::query("SELECT path, size FROM job_artifacts WHERE job_id = $1 ORDER BY path")
+            .bind(job_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let size: i64 = r.try_get("size")?;
+                Ok(Artifact {
+                    path: r.try_get("path")?,
+                    size: size.max(0) as u64,
+                })
+            })
+            .collect()
+    }
+
+    pub async fn artifact_size(&self, job_id: i64, path: &str) -> Result<Option<u64>, EngineError> {
+        let row = sqlx::query("SELECT size FROM job_artifacts WHERE job_id = $1 AND path = $2")
+            .bind(job_id)
+            .bind(path)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>("size").map(|s| s.max(0) as u64)).transpose()?)
+    }
+}

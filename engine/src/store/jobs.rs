@@ -1,0 +1,73 @@
+//! Reads of single jobs: the job itself, the spec a runner runs, the timeline of its
+//! status changes, and the groups the admin page and the reaper look for.
+
+use sqlx::Row;
+use usher_core::api::{CancelMode, Job, TimelineEvent};
+use usher_core::status::Status;
+
+use super::*;
+use crate::EngineError;
+
+impl Store {
+    /// Jobs with `status`, oldest first (the ones stuck longest come first).
+    pub async fn jobs_with_status(&self, status: Status, limit: i64) -> Result<Vec<Job>, EngineError> {
+        let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY id LIMIT $2"))
+            .bind(status.as_str())
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    pub async fn get_job(&self, id: i64) -> Result<Option<Job>, EngineError> {
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {
+        let row = sqlx::query("SELECT spec FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+        let spec: String = row.try_get("spec")?;
+        serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))
+    }
+
+    /// `canceling` jobs whose cancel deadline is before `now`.
+    pub async fn overdue_canceling_jobs(&self, now: &str) -> Result<Vec<i64>, EngineError> {
+        let rows = sqlx::query("SELECT id FROM jobs WHERE status = $1 AND cancel_deadline < $2 ORDER BY id")
+            .bind(Status::Canceling.as_str())
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn timeline(&self, job_id: i64) -> Result<Vec<TimelineEvent>, EngineError> {
+        let rows =
+            sqlx::query("SELECT at, from_status, to_status, actor, mode, reason, detail FROM job_events WHERE job_id = $1 ORDER BY id")
+                .bind(job_id)
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let from: Option<String> = r.try_get("from_status")?;
+                let to: String = r.try_get("to_status")?;
+                let mode: Option<String> = r.try_get("mode")?;
+                Ok(TimelineEvent {
+                    at: r.try_get("at")?,
+                    from: from.and_then(|f| Status::parse(&f)),
+                    to: Status::parse(&to).ok_or_else(|| bad_status(&to))?,
+                    actor: r.try_get("actor")?,
+                    mode: mode.and_then(|m| CancelMode::parse(&m)),
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,103 @@
+//! Job logs: chunks appended in order by the runner holding the job, capped in size,
+//! and read back from any byte offset.
+
+use sqlx::Row;
+use usher_core::status::Status;
+
+use super::*;
+use crate::EngineError;
+
+impl Store {
+    /// Appends `data` at byte `offset` if that is the log's current end and the job is
+    /// still held by a runner; past `max_bytes` the log ends with a truncation line and
+    /// takes nothing more. Returns the log's length and the job's status either way.
+    pub async fn append_log(
+        &self,
+        job_id: i64,
+        runner_id: i64,
+        offset: u64,
+        data: &str,
+        max_bytes: u64,
+    ) -> Result<(u64, Status), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT log_length, status, runner_id FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
+        let length: i64 = row.try_get("log_length")?;
+        let status_text: String = row.try_get("status")?;
+        let status = Status::parse(&status_text).ok_or_else(|| bad_status(&status_text))?;
+        let holder: Option<i64> = row.try_get("runner_id")?;
+        if holder != Some(runner_id) {
+            return Err(EngineError::Conflict(format!("job {job_id} is not held by this runner")));
+        }
+        let length = length.max(0) as u64;
+        // A frame sent again after a reconnect may overlap what is already stored: keep
+        // only its new tail (frames start at character boundaries, so the cut does too).
+        let (offset, data) = match length.checked_sub(offset) {
+            Some(0) => (offset, data),
+            Some(seen) if seen < data.len() as u64 && data.is_char_boundary(seen as usize) => (length, &data[seen as usize..]),
+            _ => (offset, ""),
+        };
+        if offset != length || !status.is_active() || data.is_empty() || length >= max_bytes {
+            tx.commit().await?;
+            return Ok((length, status));
+        }
+        let room = (max_bytes - length) as usize;
+        let truncated;
+        let data = if data.len() > room {
+            let mut cut = room;
+            while !data.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            truncated = format!(
+                "{}\n\x1b[33;1m[usher] The log reached its limit of {max_bytes} bytes; the rest is not kept.\x1b[0m\n",
+                &data[..cut]
+            );
+            truncated.as_str()
+        } else {
+            data
+        };
+        sqlx::query("INSERT INTO job_log_chunks (job_id, byte_offset, byte_end, data) VALUES ($1, $2, $3, $4)")
+            .bind(job_id)
+            .bind(offset as i64)
+            .bind((offset + data.len() as u64) as i64)
+            .bind(data)
+            .execute(&mut *tx)
+            .await?;
+        let new_length = length + data.len() as u64;
+        sqlx::query("UPDATE jobs SET log_length = $1 WHERE id = $2")
+            .bind(new_length as i64)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok((new_length, status))
+    }
+
+    /// The log from byte `offset` on (snapped forward to a character boundary).
+    pub async fn read_log(&self, job_id: i64, offset: u64) -> Result<String, EngineError> {
+        let rows = sqlx::query("SELECT byte_offset, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset")
+            .bind(job_id)
+            .bind(offset as i64)
+            .fetch_all(&self.pool)
+            .await?;
+        let mut out = String::new();
+        for r in rows {
+            let start: i64 = r.try_get("byte_offset")?;
+            let data: String = r.try_get("data")?;
+            let start = start.max(0) as u64;
+            if start >= offset {
+                out.push_str(&data);
+            } else {
+                let mut skip = (offset - start) as usize;
+                while skip < data.len() && !data.is_char_boundary(skip) {
+                    skip += 1;
+                }
+                out.push_str(&data[skip.min(data.len())..]);
+            }
+        }
+        Ok(out)
+    }
+}

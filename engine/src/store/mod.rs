@@ -1,0 +1,168 @@
+//! All of Usher's SQL, and nothing else: sqlx over the `Any` driver, so one set of
+//! queries serves SQLite (the embedded default) and PostgreSQL (scale-out).
+//!
+//! Every status change goes through [`Store::transition_job`]: a compare-and-set on the
+//! job's status, its audit event and the pipeline's re-derived status, in one transaction.
+//! The rule it applies comes from `usher_core::status::next`; the store only writes it.
+
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::{AnyPool, Row};
+use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, Job, Pipeline, Project};
+use usher_core::roles::Role;
+use usher_core::status::Status;
+
+use crate::{Actor, EngineError};
+
+mod accounts;
+mod artifacts;
+mod jobs;
+mod logs;
+mod pipelines;
+mod projects;
+mod runners;
+mod transitions;
+
+pub use pipelines::{JobNodeRow, NewJob, PipelineFilter, StoredSpec};
+pub use transitions::{CHANGES_CHANNEL, ChangeNotice, TransitionCtx, Transitioned};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+}
+
+const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
+    finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, \
+    after_exit_code, after_duration_ms, after_timed_out";
+
+const PIPELINE_COLUMNS: &str = "id, project_id, git_ref, status, created_at, started_at, finished_at, triggered_by, \
+    cancel_mode, cancel_by, cancel_at, cancel_reason";
+
+fn bad_status(text: &str) -> EngineError {
+    EngineError::Internal(format!("unknown status `{text}` in the database"))
+}
+
+fn cancel_info(row: &AnyRow) -> Result<Option<CancelInfo>, sqlx::Error> {
+    let mode: Option<String> = row.try_get("cancel_mode")?;
+    let Some(mode) = mode.and_then(|m| CancelMode::parse(&m)) else {
+        return Ok(None);
+    };
+    Ok(Some(CancelInfo {
+        mode,
+        requested_by: row.try_get::<Option<String>, _>("cancel_by")?.unwrap_or_default(),
+        requested_at: row.try_get::<Option<String>, _>("cancel_at")?.unwrap_or_default(),
+        reason: row
+            .try_get::<Option<String>, _>("cancel_reason")?
+            .and_then(|r| CancelReason::parse(&r))
+            .unwrap_or(CancelReason::User),
+    }))
+}
+
+fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
+    let status: String = row.try_get("status")?;
+    let after_duration: Option<i64> = row.try_get("after_duration_ms")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        pipeline_id: row.try_get("pipeline_id")?,
+        project_id: row.try_get("project_id")?,
+        name: row.try_get("name")?,
+        stage: row.try_get("stage")?,
+        status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
+        interruptible: row.try_get::<i64, _>("interruptible")? != 0,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        runner_id: row.try_get("runner_id")?,
+        exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
+        failure_reason: row.try_get("failure_reason")?,
+        cancel: cancel_info(row)?,
+        after_script: match after_duration {
+            None => None,
+            Some(ms) => Some(AfterScriptResult {
+                exit_code: row.try_get::<Option<i64>, _>("after_exit_code")?.map(|c| c as i32),
+                duration_ms: ms.max(0) as u64,
+                timed_out: row.try_get::<Option<i64>, _>("after_timed_out")?.unwrap_or(0) != 0,
+            }),
+        },
+    })
+}
+
+fn pipeline_from_row(row: &AnyRow) -> Result<Pipeline, EngineError> {
+    let status: String = row.try_get("status")?;
+    Ok(Pipeline {
+        id: row.try_get("id")?,
+        project_id: row.try_get("project_id")?,
+        git_ref: row.try_get("git_ref")?,
+        status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        triggered_by: row.try_get("triggered_by")?,
+        cancel: cancel_info(row)?,
+        jobs: None,
+    })
+}
+
+fn project_from_row(row: &AnyRow) -> Result<Project, EngineError> {
+    Ok(Project {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        ci_config: row.try_get("ci_config")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn actor_from_row(row: &AnyRow) -> Result<Actor, EngineError> {
+    let role: String = row.try_get("role")?;
+    Ok(Actor {
+        user_id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        role: Role::parse(&role).ok_or_else(|| EngineError::Internal(format!("unknown role `{role}`")))?,
+    })
+}
+
+impl Store {
+    /// Connects and migrates. `sqlite://…` or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Store, EngineError> {
+        sqlx::any::install_default_drivers();
+        let backend = if url.starts_with("postgres") {
+            Backend::Postgres
+        } else {
+            Backend::Sqlite
+        };
+        // No idle timeout and no max lifetime, so sqlx starts no pool maintenance task:
+        // in sqlx 0.8.6 that task can spin forever at 100% CPU once its idle count
+        // underflows (sqlx#3645, fixed only after 0.8.6); seen here as `usher token revoke`
+        // never exiting.
+        let options = AnyPoolOptions::new().idle_timeout(None).max_lifetime(None);
+        let pool = match backend {
+            // SQLite has one writer; one connection serialises every transaction, so a
+            // compare-and-set never meets SQLITE_BUSY and commit order is publish order.
+            Backend::Sqlite => options.max_connections(1).connect(url).await?,
+            Backend::Postgres => options.max_connections(16).connect(url).await?,
+        };
+        if backend == Backend::Sqlite {
+            sqlx::query("PRAGMA journal_mode=WAL").fetch_all(&pool).await?;
+            sqlx::query("PRAGMA foreign_keys=ON").execute(&pool).await?;
+        }
+        match backend {
+            Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
+            Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
+        }
+        Ok(Store { pool, backend })
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}

@@ -1,0 +1,163 @@
+//! Pipelines and the jobs they are created with: insertion in one transaction, the list
+//! pages' queries, and what the scheduler and auto-cancel read.
+
+use serde::{Deserialize, Serialize};
+use sqlx::Row;
+use usher_core::api::{Job, Pipeline};
+use usher_core::config::JobConfig;
+use usher_core::status::Status;
+
+use super::*;
+use crate::{EngineError, now};
+
+/// A job to insert with a new pipeline.
+pub struct NewJob {
+    pub name: String,
+    pub stage: String,
+    pub stage_index: i64,
+    pub needs: Option<Vec<String>>,
+    pub interruptible: bool,
+    pub spec: StoredSpec,
+}
+
+/// What the runner needs to run a job, kept with the job as JSON.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct StoredSpec {
+    pub job: JobConfig,
+    pub pipeline_variables: Vec<(String, String)>,
+}
+
+/// A job as the scheduler needs it.
+pub struct JobNodeRow {
+    pub id: i64,
+    pub name: String,
+    pub stage_index: usize,
+    pub needs: Option<Vec<String>>,
+    pub status: Status,
+}
+
+pub struct PipelineFilter {
+    pub project_id: Option<i64>,
+    pub git_ref: Option<String>,
+    pub status: Option<Status>,
+    pub limit: i64,
+    pub offset: i64,
+}
+
+impl Store {
+    /// Inserts a pipeline and its jobs (all `created`, each with its first timeline event).
+    pub async fn create_pipeline(&self, project_id: i64, git_ref: &str, triggered_by: &str, jobs: &[NewJob]) -> Result<i64, EngineError> {
+        let t = now();
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+        )
+        .bind(project_id)
+        .bind(git_ref)
+        .bind(Status::Created.as_str())
+        .bind(&t)
+        .bind(triggered_by)
+        .fetch_one(&mut *tx)
+        .await?;
+        let pipeline_id: i64 = row.try_get("id")?;
+        for job in jobs {
+            let spec = serde_json::to_string(&job.spec).map_err(|e| EngineError::Internal(e.to_string()))?;
+            let needs = job.needs.as_ref().map(|n| serde_json::to_string(n).unwrap_or_default());
+            let row = sqlx::query(
+                "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+            )
+            .bind(pipeline_id)
+            .bind(project_id)
+            .bind(&job.name)
+            .bind(&job.stage)
+            .bind(job.stage_index)
+            .bind(needs)
+            .bind(Status::Created.as_str())
+            .bind(job.interruptible as i64)
+            .bind(spec)
+            .bind(&t)
+            .fetch_one(&mut *tx)
+            .await?;
+            let job_id: i64 = row.try_get("id")?;
+            sqlx::query("INSERT INTO job_events (job_id, at, from_status, to_status, actor) VALUES ($1, $2, NULL, $3, $4)")
+                .bind(job_id)
+                .bind(&t)
+                .bind(Status::Created.as_str())
+                .bind(triggered_by)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(pipeline_id)
+    }
+
+    pub async fn get_pipeline(&self, id: i64) -> Result<Option<Pipeline>, EngineError> {
+        let row = sqlx::query(&format!("SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(pipeline_from_row).transpose()
+    }
+
+    /// Newest first.
+    pub async fn list_pipelines(&self, filter: &PipelineFilter) -> Result<Vec<Pipeline>, EngineError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {PIPELINE_COLUMNS} FROM pipelines \
+             WHERE ($1 IS NULL OR project_id = $1) AND ($2 IS NULL OR git_ref = $2) AND ($3 IS NULL OR status = $3) \
+             ORDER BY id DESC LIMIT $4 OFFSET $5"
+        ))
+        .bind(filter.project_id)
+        .bind(filter.git_ref.as_deref())
+        .bind(filter.status.map(|s| s.as_str()))
+        .bind(filter.limit)
+        .bind(filter.offset)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(pipeline_from_row).collect()
+    }
+
+    /// Unfinished pipelines of a project and ref created before `before_id`.
+    pub async fn unfinished_pipelines_before(&self, project_id: i64, git_ref: &str, before_id: i64) -> Result<Vec<i64>, EngineError> {
+        let rows = sqlx::query(
+            "SELECT id FROM pipelines WHERE project_id = $1 AND git_ref = $2 AND id < $3 \
+             AND status NOT IN ('success', 'failed', 'canceled', 'skipped') ORDER BY id",
+        )
+        .bind(project_id)
+        .bind(git_ref)
+        .bind(before_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn jobs_of_pipeline(&self, pipeline_id: i64) -> Result<Vec<Job>, EngineError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id"
+        ))
+        .bind(pipeline_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    pub async fn job_nodes(&self, pipeline_id: i64) -> Result<Vec<JobNodeRow>, EngineError> {
+        let rows = sqlx::query("SELECT id, name, stage_index, needs, status FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id")
+            .bind(pipeline_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                let status: String = r.try_get("status")?;
+                let needs: Option<String> = r.try_get("needs")?;
+                Ok(JobNodeRow {
+                    id: r.try_get("id")?,
+                    name: r.try_get("name")?,
+                    stage_index: r.try_get::<i64, _>("stage_index")?.max(0) as usize,
+                    needs: needs.and_then(|n| serde_json::from_str(&n).ok()),
+                    status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
+                })
+            })
+            .collect()
+    }
+}

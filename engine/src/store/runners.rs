@@ -1,0 +1,122 @@
+//! Runner tokens, the runners that connected with them, and their heartbeats: what the
+//! runner protocol and the lost-runner reaper read and write.
+
+use sqlx::Row;
+use usher_core::status::Status;
+
+use super::*;
+use crate::{EngineError, now};
+
+impl Store {
+    /// Marks a runner token revoked; false if no live token has that hash.
+    pub async fn revoke_runner_token(&self, token_hash: &str) -> Result<bool, EngineError> {
+        let result = sqlx::query("UPDATE runner_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn runner_token_is_live(&self, id: i64) -> Result<bool, EngineError> {
+        let row = sqlx::query("SELECT id FROM runner_tokens WHERE id = $1 AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn add_runner_token(&self, token_hash: &str) -> Result<i64, EngineError> {
+        let row = sqlx::query("INSERT INTO runner_tokens (token_hash, created_at) VALUES ($1, $2) RETURNING id")
+            .bind(token_hash)
+            .bind(now())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    pub async fn runner_token_id(&self, token_hash: &str) -> Result<Option<i64>, EngineError> {
+        let row = sqlx::query("SELECT id FROM runner_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| r.try_get("id")).transpose()?)
+    }
+
+    pub async fn add_runner(&self, name: &str, token_id: i64) -> Result<i64, EngineError> {
+        let t = now();
+        let row = sqlx::query("INSERT INTO runners (name, token_id, connected_at, last_seen_at) VALUES ($1, $2, $3, $3) RETURNING id")
+            .bind(name)
+            .bind(token_id)
+            .bind(t)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// Marks a runner seen; false if no runner with that id uses that token.
+    pub async fn touch_runner(&self, id: i64, token_id: i64) -> Result<bool, EngineError> {
+        let result = sqlx::query("UPDATE runners SET last_seen_at = $1 WHERE id = $2 AND token_id = $3")
+            .bind(now())
+            .bind(id)
+            .bind(token_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn runner_seen(&self, id: i64) -> Result<(), EngineError> {
+        sqlx::query("UPDATE runners SET last_seen_at = $1 WHERE id = $2")
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Active jobs held by runners last seen before `cutoff`.
+    pub async fn jobs_of_runners_seen_before(&self, cutoff: &str) -> Result<Vec<(i64, Status)>, EngineError> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.status FROM jobs j JOIN runners r ON r.id = j.runner_id \
+             WHERE j.status IN ('running', 'canceling') AND r.last_seen_at < $1 ORDER BY j.id",
+        )
+        .bind(cutoff)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let s: String = r.try_get("status")?;
+                Ok((r.try_get("id")?, Status::parse(&s).ok_or_else(|| bad_status(&s))?))
+            })
+            .collect()
+    }
+
+    /// Every runner, newest first, with its active jobs; `online` when seen at or after `seen_since`.
+    pub async fn list_runners(&self, seen_since: &str) -> Result<Vec<usher_core::api::RunnerInfo>, EngineError> {
+        let rows = sqlx::query("SELECT id, name, connected_at, last_seen_at FROM runners ORDER BY id DESC")
+            .fetch_all(&self.pool)
+            .await?;
+        let active =
+            sqlx::query("SELECT id, runner_id FROM jobs WHERE status IN ('running', 'canceling') AND runner_id IS NOT NULL ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+        let mut held: Vec<(i64, i64)> = Vec::new();
+        for r in &active {
+            held.push((r.try_get("runner_id")?, r.try_get("id")?));
+        }
+        rows.iter()
+            .map(|r| {
+                let id: i64 = r.try_get("id")?;
+                let last_seen_at: String = r.try_get("last_seen_at")?;
+                Ok(usher_core::api::RunnerInfo {
+                    id,
+                    name: r.try_get("name")?,
+                    connected_at: r.try_get("connected_at")?,
+                    online: last_seen_at.as_str() >= seen_since,
+                    last_seen_at,
+                    active_jobs: held.iter().filter(|(runner, _)| *runner == id).map(|(_, job)| *job).collect(),
+                })
+            })
+            .collect()
+    }
+}
