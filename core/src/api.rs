@@ -1,4 +1,4 @@
-//! The JSON resources of API.md, shared by the REST handlers, the event websocket and the UI.
+//! The JSON resources of docs/api.md, shared by the REST handlers, the event websocket and the UI.
 //! Field names here are the public contract: renaming one is a breaking change.
 
 use crate::status::Status;
@@ -46,7 +46,7 @@ pub struct Job {
     pub finished_at: Option<String>,
     pub runner_id: Option<i64>,
     pub exit_code: Option<i32>,
-    pub failure_reason: Option<String>,
+    pub failure_reason: Option<FailureReason>,
     pub cancel: Option<CancelInfo>,
     pub after_script: Option<AfterScriptResult>,
 }
@@ -102,6 +102,53 @@ impl CancelReason {
         ]
         .into_iter()
         .find(|r| r.as_str() == text)
+    }
+}
+
+/// Why a job ended `failed` (or, for `runner_shutdown`, was stopped by its runner).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum FailureReason {
+    /// The script (or before_script) exited non-zero.
+    ScriptFailure,
+    /// The job's own `timeout` ran out (after_script still ran).
+    Timeout,
+    /// The runner stopped heartbeating; the reaper ended the job.
+    RunnerLost,
+    /// The runner was shut down while the job ran (its cleanup ran).
+    RunnerShutdown,
+    /// The runner could not run the job at all (e.g. no build directory).
+    RunnerSystemFailure,
+}
+
+impl FailureReason {
+    pub const ALL: [FailureReason; 5] = [
+        FailureReason::ScriptFailure,
+        FailureReason::Timeout,
+        FailureReason::RunnerLost,
+        FailureReason::RunnerShutdown,
+        FailureReason::RunnerSystemFailure,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureReason::ScriptFailure => "script_failure",
+            FailureReason::Timeout => "timeout",
+            FailureReason::RunnerLost => "runner_lost",
+            FailureReason::RunnerShutdown => "runner_shutdown",
+            FailureReason::RunnerSystemFailure => "runner_system_failure",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<FailureReason> {
+        FailureReason::ALL.into_iter().find(|r| r.as_str() == text)
+    }
+}
+
+impl std::fmt::Display for FailureReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -201,4 +248,17 @@ pub struct ErrorBody {
 pub struct ErrorDetail {
     pub code: String,
     pub message: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failure_reasons_round_trip_as_their_json_strings() {
+        for r in FailureReason::ALL {
+            assert_eq!(FailureReason::parse(r.as_str()), Some(r));
+            assert_eq!(serde_json::to_string(&r).unwrap(), format!("\"{r}\""));
+        }
+    }
 }

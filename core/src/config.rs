@@ -1,4 +1,4 @@
-//! The CI configuration (a GitLab CI subset, API.md "CI configuration"): the model, and
+//! The CI configuration (a GitLab CI subset, docs/ci-yaml.md): the model, and
 //! with the `parser` feature its YAML parser and validation. Errors name the line and key.
 
 use serde::{Deserialize, Serialize};

@@ -18,4 +18,5 @@ pub mod protocol;
 pub mod roles;
 pub mod status;
 
-pub use status::{JobEvent, Outcome, Status};
+pub use api::FailureReason;
+pub use status::{JobEvent, Outcome, RunnerCommand, Status, StatusGroup};

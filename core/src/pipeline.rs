@@ -24,7 +24,7 @@ pub fn derive_status(jobs: impl IntoIterator<Item = Status> + Clone) -> Status {
     if unfinished.iter().all(|s| *s == Status::Canceling) {
         return Status::Canceling;
     }
-    let started = all.iter().any(|s| s.is_active() || (s.is_terminal() && *s != Status::Skipped));
+    let started = all.iter().any(|s| s.has_started());
     if started {
         Status::Running
     } else if unfinished.contains(&Status::Pending) {

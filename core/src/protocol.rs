@@ -5,9 +5,9 @@
 //! Every answer to the runner carries the job's current status, so a runner that missed
 //! a push still learns of a cancel with its next log append.
 
-use crate::api::AfterScriptResult;
+use crate::api::{AfterScriptResult, FailureReason};
 use crate::config::ArtifactsWhen;
-use crate::status::Status;
+use crate::status::{JobEvent, Status};
 use serde::{Deserialize, Serialize};
 
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -110,10 +110,32 @@ pub struct ArtifactsAssignment {
 pub struct JobReport {
     /// Exit code of the script shell (None when killed by a signal).
     pub exit_code: Option<i32>,
-    /// `script_failure` or `timeout` when the script did not succeed.
-    pub failure_reason: Option<String>,
+    /// Why the script did not succeed (`script_failure`, `timeout`, `runner_shutdown`…).
+    pub failure_reason: Option<FailureReason>,
     pub duration_ms: u64,
     pub after_script: Option<AfterScriptResult>,
+}
+
+impl JobReport {
+    /// The event this report is for the job's status: a timeout is its own event (the
+    /// table treats it like a failure), anything else finishes the job, successfully only
+    /// when the script exited 0 and nothing went wrong.
+    pub fn event(&self) -> JobEvent {
+        match self.failure_reason {
+            Some(FailureReason::Timeout) => JobEvent::Timeout,
+            Some(_) => JobEvent::Finish { ok: false },
+            None => JobEvent::Finish {
+                ok: self.exit_code == Some(0),
+            },
+        }
+    }
+
+    /// The failure reason to record: the runner's, or `script_failure` for a non-zero
+    /// exit. A script stopped by a cancel has no exit code and is no failure.
+    pub fn recorded_failure(&self) -> Option<FailureReason> {
+        self.failure_reason
+            .or_else(|| self.exit_code.is_some_and(|c| c != 0).then_some(FailureReason::ScriptFailure))
+    }
 }
 
 #[cfg(test)]

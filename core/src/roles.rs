@@ -1,4 +1,4 @@
-//! Who may do what: the ordered roles and the action → minimum-role table of API.md.
+//! Who may do what: the ordered roles and the action → minimum-role table of docs/api.md.
 //! The engine refuses with it; the UI hides buttons with it.
 
 use serde::{Deserialize, Serialize};

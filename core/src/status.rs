@@ -1,4 +1,4 @@
-//! The job state machine of DESIGN.md §1, as one table.
+//! The job state machine (docs/architecture.md "The state machine"), as one table.
 //!
 //! Every change of a job's status anywhere in Usher (API, UI, runner reports, reaper,
 //! auto-cancel) asks [`next`] first; the store then writes the answer with a
@@ -51,14 +51,46 @@ impl Status {
         Status::ALL.into_iter().find(|s| s.as_str() == text)
     }
 
+    /// The group this status belongs to. Every status is in exactly one; SQL and the UI
+    /// ask these groups instead of listing statuses again.
+    pub fn group(self) -> StatusGroup {
+        match self {
+            Status::Created | Status::Pending => StatusGroup::Waiting,
+            Status::Running | Status::Canceling => StatusGroup::Active,
+            Status::Success | Status::Failed | Status::Canceled | Status::Skipped => StatusGroup::Finished,
+        }
+    }
+
+    /// The statuses of one group, in table order (e.g. for an SQL `IN (…)` list).
+    pub fn in_group(group: StatusGroup) -> Vec<Status> {
+        Status::ALL.into_iter().filter(|s| s.group() == group).collect()
+    }
+
     /// Finished for good: no event moves it any more.
     pub fn is_terminal(self) -> bool {
-        matches!(self, Status::Success | Status::Failed | Status::Canceled | Status::Skipped)
+        self.group() == StatusGroup::Finished
     }
 
     /// A runner holds the job and processes may be alive.
     pub fn is_active(self) -> bool {
-        matches!(self, Status::Running | Status::Canceling)
+        self.group() == StatusGroup::Active
+    }
+
+    /// Whether a job in this status got as far as a runner or a decision about it:
+    /// everything but waiting and `skipped` (a pipeline has started once one job has).
+    pub fn has_started(self) -> bool {
+        self.is_active() || (self.is_terminal() && self != Status::Skipped)
+    }
+
+    /// What the runner holding a job must do when the job reaches this status: stop the
+    /// script gracefully (`canceling`), kill whatever is left (any finished status: the
+    /// job was aborted or ended by the reaper), or nothing.
+    pub fn runner_command(self) -> Option<RunnerCommand> {
+        match self.group() {
+            StatusGroup::Active if self == Status::Canceling => Some(RunnerCommand::Cancel),
+            StatusGroup::Finished => Some(RunnerCommand::Abort),
+            StatusGroup::Waiting | StatusGroup::Active => None,
+        }
     }
 
     /// How far along a job is: every transition of the table moves a job to a strictly
@@ -83,6 +115,26 @@ impl Status {
     pub fn can_abort(self) -> bool {
         matches!(next(self, JobEvent::Abort), Ok(Outcome::Move(_)))
     }
+}
+
+/// The three groups of statuses (GitLab's `has_status` idea: declare them once).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatusGroup {
+    /// Not started: `created`, `pending`.
+    Waiting,
+    /// A runner holds the job: `running`, `canceling`.
+    Active,
+    /// Terminal: `success`, `failed`, `canceled`, `skipped`.
+    Finished,
+}
+
+/// What the server tells the runner holding a job (see [`Status::runner_command`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RunnerCommand {
+    /// Stop the script (TERM, grace, KILL), then run after_script.
+    Cancel,
+    /// Kill every process of the job now; no after_script.
+    Abort,
 }
 
 impl fmt::Display for Status {
@@ -284,6 +336,45 @@ mod tests {
     fn rejection_names_the_current_status() {
         let err = next(S::Success, E::Cancel).unwrap_err();
         assert_eq!(err.to_string(), "cannot cancel a job that is success");
+    }
+
+    /// `ALL` must list every status once: this match has to grow with the enum (it is
+    /// exhaustive), and the assertion fails if `ALL` was not grown with it.
+    #[test]
+    fn all_lists_every_status_once_and_each_has_a_group() {
+        let position = |s: Status| match s {
+            S::Created => 0,
+            S::Pending => 1,
+            S::Running => 2,
+            S::Canceling => 3,
+            S::Success => 4,
+            S::Failed => 5,
+            S::Canceled => 6,
+            S::Skipped => 7,
+        };
+        for (i, s) in Status::ALL.into_iter().enumerate() {
+            assert_eq!(position(s), i, "{s} is out of place in Status::ALL");
+        }
+        let mut grouped: Vec<Status> = [StatusGroup::Waiting, StatusGroup::Active, StatusGroup::Finished]
+            .into_iter()
+            .flat_map(Status::in_group)
+            .collect();
+        grouped.sort();
+        assert_eq!(grouped, Status::ALL.to_vec(), "every status is in exactly one group");
+    }
+
+    #[test]
+    fn runner_commands() {
+        let cancel: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.runner_command() == Some(RunnerCommand::Cancel))
+            .collect();
+        assert_eq!(cancel, [S::Canceling]);
+        let abort: Vec<_> = Status::ALL
+            .into_iter()
+            .filter(|s| s.runner_command() == Some(RunnerCommand::Abort))
+            .collect();
+        assert_eq!(abort, [S::Success, S::Failed, S::Canceled, S::Skipped]);
     }
 
     #[test]

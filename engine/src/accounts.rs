@@ -4,7 +4,7 @@
 
 use usher_core::roles::Role;
 
-use crate::auth::{hash_password, hash_token, new_token, verify_password};
+use crate::auth::{Credentials, hash_password, hash_token, new_token, verify_password};
 use crate::{Actor, Engine, EngineError, format_time};
 
 /// How long a browser session lasts.
@@ -66,6 +66,17 @@ impl Engine {
             Ok(())
         } else {
             Err(EngineError::NotFound("a live API token with that value".into()))
+        }
+    }
+
+    /// Who sent a request: the owner of its bearer token, else of its session cookie,
+    /// else 401. The one lookup behind the REST extractor, the websockets and the server
+    /// functions.
+    pub async fn authenticate_request(&self, headers: &http::HeaderMap) -> Result<Actor, EngineError> {
+        match Credentials::of(headers) {
+            Credentials::Token(token) => self.authenticate_token(&token).await,
+            Credentials::Session(session) => self.authenticate_session(&session).await,
+            Credentials::None => Err(EngineError::Unauthorized),
         }
     }
 

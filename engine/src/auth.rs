@@ -22,6 +22,36 @@ pub fn cookie_value<'a>(header_values: impl IntoIterator<Item = &'a str>, name: 
         .map(|(_, v)| v.to_string())
 }
 
+/// The value of a request's cookie `name`, if present.
+pub fn cookie(headers: &http::HeaderMap, name: &str) -> Option<String> {
+    cookie_value(headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
+}
+
+/// The token of `Authorization: Bearer <token>`, if present.
+pub fn bearer(headers: &http::HeaderMap) -> Option<String> {
+    headers
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
+}
+
+/// The credentials a request carries: an API token wins over a session cookie.
+pub enum Credentials {
+    Token(String),
+    Session(String),
+    None,
+}
+
+impl Credentials {
+    pub fn of(headers: &http::HeaderMap) -> Credentials {
+        match (bearer(headers), cookie(headers, SESSION_COOKIE)) {
+            (Some(token), _) => Credentials::Token(token),
+            (None, Some(session)) => Credentials::Session(session),
+            (None, None) => Credentials::None,
+        }
+    }
+}
+
 /// Who is calling: a signed-in user (browser) or a token's owner (API).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Actor {

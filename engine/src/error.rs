@@ -1,5 +1,5 @@
 //! What can go wrong in an engine call, with the API error code and HTTP status each
-//! maps to (API.md "Errors"). The adapters (REST, server functions) only translate.
+//! maps to (docs/api.md "Errors"). The adapters (REST, server functions) only translate.
 
 use usher_core::config::ConfigError;
 use usher_core::status::InvalidTransition;

@@ -38,7 +38,7 @@ impl Engine {
         detail: Option<String>,
     ) -> Result<Job, EngineError> {
         let ctx = self.stop_ctx(actor, id, event, reason, detail).await?;
-        Ok(self.apply(id, event, ctx).await?.job)
+        Ok(self.apply_to_job(id, event, &ctx).await?.job)
     }
 
     /// What a cancel or abort of job `id` records: mode, who, why and (graceful) the

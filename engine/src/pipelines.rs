@@ -8,7 +8,7 @@ use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, ready_decisio
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status, next};
 
-use crate::store::{NewJob, PipelineFilter, StoredSpec, TransitionCtx};
+use crate::store::{Change, NewJob, PipelineCancel, PipelineFilter, StoredSpec, TransitionCtx};
 use crate::{Actor, Engine, EngineError};
 
 pub struct PipelineQuery {
@@ -85,9 +85,17 @@ impl Engine {
                 moves.push((job_id, JobEvent::Cancel, ctx));
             }
             // The whole pipeline is superseded only when every unfinished job goes.
-            let cancel =
-                (mode == config::AutoCancel::Conservative).then_some((CancelMode::Graceful, actor.name.as_str(), CancelReason::Superseded));
-            self.apply_batch(older, &moves, cancel).await?;
+            let cancel = (mode == config::AutoCancel::Conservative).then_some(PipelineCancel {
+                mode: CancelMode::Graceful,
+                by: actor.name.as_str(),
+                reason: CancelReason::Superseded,
+            });
+            self.apply(Change::Batch {
+                pipeline_id: older,
+                moves: &moves,
+                cancel,
+            })
+            .await?;
         }
         Ok(())
     }
@@ -169,8 +177,17 @@ impl Engine {
             let ctx = self.stop_ctx(actor, job.id, event, CancelReason::Pipeline, None).await?;
             moves.push((job.id, event, ctx));
         }
-        self.apply_batch(id, &moves, Some((mode, actor.name.as_str(), CancelReason::Pipeline)))
-            .await?;
+        let cancel = PipelineCancel {
+            mode,
+            by: actor.name.as_str(),
+            reason: CancelReason::Pipeline,
+        };
+        self.apply(Change::Batch {
+            pipeline_id: id,
+            moves: &moves,
+            cancel: Some(cancel),
+        })
+        .await?;
         self.pipeline_with_jobs(id).await
     }
 
@@ -195,7 +212,17 @@ impl Engine {
                 .into_iter()
                 .map(|(index, event)| (rows[index].id, event, ctx.clone()))
                 .collect();
-            if moves.is_empty() || !self.commit_batch(pipeline_id, &moves, None).await? {
+            if moves.is_empty() {
+                return Ok(());
+            }
+            let committed = self
+                .commit(Change::Batch {
+                    pipeline_id,
+                    moves: &moves,
+                    cancel: None,
+                })
+                .await?;
+            if committed.jobs.is_empty() {
                 return Ok(());
             }
         }

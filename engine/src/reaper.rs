@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use usher_core::api::{CancelMode, CancelReason};
+use usher_core::api::{CancelMode, CancelReason, FailureReason};
 use usher_core::status::{JobEvent, Status};
 
 use crate::store::TransitionCtx;
@@ -26,7 +26,7 @@ impl Engine {
                 detail: Some("no report from the runner by the cancel deadline".into()),
                 ..Default::default()
             };
-            match self.apply(id, JobEvent::CancelDeadline, ctx).await {
+            match self.apply_to_job(id, JobEvent::CancelDeadline, &ctx).await {
                 Ok(t) if t.changed => reaped += 1,
                 Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
                 Err(e) => return Err(e),
@@ -54,9 +54,9 @@ impl Engine {
             if status == Status::Canceling {
                 ctx.cancel = Some((CancelMode::Graceful, CancelReason::RunnerLost));
             } else {
-                ctx.failure_reason = Some("runner_lost".into());
+                ctx.failure_reason = Some(FailureReason::RunnerLost);
             }
-            match self.apply(job_id, JobEvent::RunnerLost, ctx).await {
+            match self.apply_to_job(job_id, JobEvent::RunnerLost, &ctx).await {
                 Ok(t) if t.changed => reaped += 1,
                 Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
                 Err(e) => return Err(e),

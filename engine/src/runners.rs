@@ -7,7 +7,7 @@ use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status};
 
 use crate::auth::{hash_token, new_token};
-use crate::store::TransitionCtx;
+use crate::store::{Change, TransitionCtx};
 use crate::{Actor, Engine, EngineError, format_time};
 
 impl Engine {
@@ -70,15 +70,8 @@ impl Engine {
             runner_id: Some(runner_id),
             ..Default::default()
         };
-        let claimed = {
-            let _order = self.commit_order().await;
-            let claimed = self.store().claim_next_pending(&ctx).await?;
-            if let Some(t) = &claimed {
-                self.publish(t);
-            }
-            claimed
-        };
-        match claimed {
+        let claimed = self.commit(Change::Claim { ctx: &ctx }).await?;
+        match claimed.jobs.first() {
             Some(t) => Ok(Some(self.assignment(&t.job).await?)),
             None => Ok(None),
         }
@@ -131,17 +124,11 @@ impl Engine {
     /// The runner's final report. A job that was aborted or reaped meanwhile stays as it
     /// is (the report is late, not wrong); the answer is the job's status.
     pub async fn finish_job(&self, runner_id: i64, job_id: i64, report: JobReport) -> Result<Status, EngineError> {
-        let ok = report.exit_code == Some(0) && report.failure_reason.is_none();
-        let timed_out = report.failure_reason.as_deref() == Some("timeout");
         let ctx = TransitionCtx {
             actor: format!("runner:{runner_id}"),
             runner_id: Some(runner_id),
             exit_code: report.exit_code,
-            // A script stopped by a cancel has no exit code and is no failure.
-            failure_reason: report
-                .failure_reason
-                .clone()
-                .or_else(|| report.exit_code.is_some_and(|c| c != 0).then(|| "script_failure".to_string())),
+            failure_reason: report.recorded_failure(),
             after_script: report.after_script.clone(),
             detail: report.after_script.as_ref().map(|a| {
                 format!(
@@ -156,9 +143,12 @@ impl Engine {
             }),
             ..Default::default()
         };
-        let event = if timed_out { JobEvent::Timeout } else { JobEvent::Finish { ok } };
-        let result = match self.apply(job_id, event, ctx.clone()).await {
-            Err(EngineError::InvalidTransition(_)) if timed_out => self.apply(job_id, JobEvent::Finish { ok: false }, ctx).await,
+        let event = report.event();
+        // A timeout reported for a job that is canceling by now finishes it like any report.
+        let result = match self.apply_to_job(job_id, event, &ctx).await {
+            Err(EngineError::InvalidTransition(_)) if event == JobEvent::Timeout => {
+                self.apply_to_job(job_id, JobEvent::Finish { ok: false }, &ctx).await
+            }
             other => other,
         };
         match result {

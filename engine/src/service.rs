@@ -1,7 +1,7 @@
 //! [`Engine`]: one method per action. Every way in (REST handler, server function,
 //! websocket, runner session, reaper) calls these, so a rule enforced here holds
 //! everywhere. Methods check the actor's role, apply events through
-//! [`Store::transition_job`], publish what committed, and advance the pipeline.
+//! [`Engine::commit`] (the one gate, in `transitions`), which publishes what committed.
 
 use std::path::PathBuf;
 use std::sync::Arc;

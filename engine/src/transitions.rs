@@ -1,77 +1,55 @@
-//! The one path of every status change: commit it through the store, then publish it in
-//! commit order, then let the pipeline move on.
+//! The gate every status change passes, whoever asks (REST, server functions, runner
+//! sessions, the reaper, auto-cancel, scheduling): [`Engine::commit`] commits a
+//! [`Change`] through [`crate::Store::commit`] and publishes what committed, in commit
+//! order. It is the one place that knows how SQLite and PostgreSQL publish: on SQLite the
+//! engine publishes on its bus while holding a lock taken before the commit; on
+//! PostgreSQL the store's NOTIFY inside the transaction reaches every replica's bus,
+//! this one included, in commit order. [`Engine::apply`] adds the consequence: once a job
+//! has finished, its pipeline's waiting jobs may move on.
 
-use usher_core::api::{CancelMode, CancelReason};
 use usher_core::status::JobEvent;
 
-use crate::store::{Backend, TransitionCtx, Transitioned};
+use crate::store::{Backend, Change, Committed, TransitionCtx, Transitioned};
 use crate::{BusEvent, Engine, EngineError};
 
 impl Engine {
-    /// Moves several jobs of one pipeline in one transaction (see
-    /// [`Store::transition_pipeline_jobs`]), publishes what committed, then schedules.
-    pub(crate) async fn apply_batch(
-        &self,
-        pipeline_id: i64,
-        moves: &[(i64, JobEvent, TransitionCtx)],
-        cancel: Option<(CancelMode, &str, CancelReason)>,
-    ) -> Result<(), EngineError> {
-        self.commit_batch(pipeline_id, moves, cancel).await?;
-        self.advance_pipeline(pipeline_id).await
-    }
-
-    /// One batch committed and published in commit order; returns whether a job moved.
-    pub(crate) async fn commit_batch(
-        &self,
-        pipeline_id: i64,
-        moves: &[(i64, JobEvent, TransitionCtx)],
-        cancel: Option<(CancelMode, &str, CancelReason)>,
-    ) -> Result<bool, EngineError> {
-        let _order = self.commit_order().await;
-        let (changed, pipeline) = self.store().transition_pipeline_jobs(pipeline_id, moves, cancel).await?;
-        for t in &changed {
-            self.publish(t);
-        }
-        if let Some(p) = pipeline {
-            if self.store().backend() == Backend::Sqlite {
-                self.bus().publish(BusEvent::Pipeline(p));
+    /// Commits `change` and publishes every job that moved, then the pipeline.
+    pub(crate) async fn commit(&self, change: Change<'_>) -> Result<Committed, EngineError> {
+        match self.store().backend() {
+            Backend::Postgres => self.store().commit(&change).await,
+            Backend::Sqlite => {
+                // Held from before the commit until published, so subscribers see changes
+                // in commit order.
+                let _order = self.inner.publish_order.lock().await;
+                let committed = self.store().commit(&change).await?;
+                for t in committed.jobs.iter().filter(|t| t.changed) {
+                    self.bus().publish(BusEvent::Job(t.job.clone()));
+                }
+                if let Some(p) = &committed.pipeline {
+                    self.bus().publish(BusEvent::Pipeline(p.clone()));
+                }
+                Ok(committed)
             }
         }
-        Ok(!changed.is_empty())
     }
 
-    /// On SQLite, held from a transition's commit to its publication so subscribers see
-    /// changes in commit order. PostgreSQL needs no lock: NOTIFY is sent inside the
-    /// transaction and delivered in commit order.
-    pub(crate) async fn commit_order(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
-        match self.store().backend() {
-            Backend::Sqlite => Some(self.inner.publish_order.lock().await),
-            Backend::Postgres => None,
+    /// [`Engine::commit`], then schedules the pipeline when a job reached a terminal status.
+    pub(crate) async fn apply(&self, change: Change<'_>) -> Result<Committed, EngineError> {
+        let committed = self.commit(change).await?;
+        let finished = committed.jobs.iter().find(|t| t.changed && t.job.status.is_terminal());
+        if let Some(t) = finished {
+            self.advance_pipeline(t.job.pipeline_id).await?;
         }
+        Ok(committed)
     }
 
-    /// Publishes a committed change on this process's bus (SQLite). On PostgreSQL the
-    /// change reaches every replica's bus, this one included, through LISTEN/NOTIFY.
-    pub(crate) fn publish(&self, t: &Transitioned) {
-        if !t.changed || self.store().backend() == Backend::Postgres {
-            return;
-        }
-        self.bus().publish(BusEvent::Job(t.job.clone()));
-        if let Some(p) = &t.pipeline {
-            self.bus().publish(BusEvent::Pipeline(p.clone()));
-        }
-    }
-
-    pub(crate) async fn apply(&self, job_id: i64, event: JobEvent, ctx: TransitionCtx) -> Result<Transitioned, EngineError> {
-        let transitioned = {
-            let _order = self.commit_order().await;
-            let t = self.store().transition_job(job_id, event, &ctx).await?;
-            self.publish(&t);
-            t
-        };
-        if transitioned.changed && transitioned.job.status.is_terminal() {
-            self.advance_pipeline(transitioned.job.pipeline_id).await?;
-        }
-        Ok(transitioned)
+    /// One event on one job through [`Engine::apply`]; the job as it is afterwards.
+    pub(crate) async fn apply_to_job(&self, job_id: i64, event: JobEvent, ctx: &TransitionCtx) -> Result<Transitioned, EngineError> {
+        let committed = self.apply(Change::Job { job_id, event, ctx }).await?;
+        committed
+            .jobs
+            .into_iter()
+            .next()
+            .ok_or_else(|| EngineError::Internal(format!("job {job_id}'s transition returned no job")))
     }
 }

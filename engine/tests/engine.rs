@@ -255,7 +255,7 @@ async fn stress(db: &Db, operations: usize, seed: u64) {
                             let code = if pick % 3 == 0 { 1 } else { 0 };
                             let mut r = report(code);
                             if pick % 11 == 0 {
-                                r.failure_reason = Some("timeout".into());
+                                r.failure_reason = Some(usher_core::FailureReason::Timeout);
                             }
                             engine.finish_job(holder, job.id, r).await.map(|_| ())
                         }
@@ -410,8 +410,8 @@ async fn a_lost_runners_jobs_end_runner_lost() {
         assert_eq!(engine.reap_lost_runners_seen_before("2999-01-01T00:00:00.000Z").await.unwrap(), 2);
         let running = engine.get_job(&admin, first.job_id).await.unwrap();
         assert_eq!(
-            (running.status, running.failure_reason.as_deref()),
-            (Status::Failed, Some("runner_lost")),
+            (running.status, running.failure_reason),
+            (Status::Failed, Some(usher_core::FailureReason::RunnerLost)),
             "{}",
             db.name
         );

@@ -17,23 +17,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use tokio::process::Command;
 use tokio::sync::mpsc;
-use usher_core::api::AfterScriptResult;
+use usher_core::api::{AfterScriptResult, FailureReason};
 use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
 use crate::artifacts::{UploadOutcome, Uploader};
+use crate::control::Control;
 use crate::logsink::{self, LogHandle};
 use crate::output::OutputPump;
 use crate::procs::{self, COOKIE_VAR, JobMarks};
-
-/// What the server (or the runner's own shutdown) asks of a running job.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Control {
-    Cancel,
-    Abort,
-    /// The runner is stopping: stop the script like a cancel, run after_script, and
-    /// report the job failed (`runner_shutdown`).
-    Shutdown,
-}
 
 /// How the job ended on the runner.
 #[derive(Debug, PartialEq)]
@@ -219,7 +210,7 @@ async fn run_in_dirs(
         log.note(&message);
         JobOutcome::Report(JobReport {
             exit_code: None,
-            failure_reason: Some("runner_system_failure".into()),
+            failure_reason: Some(FailureReason::RunnerSystemFailure),
             duration_ms: started.elapsed().as_millis() as u64,
             after_script: None,
         })
@@ -249,7 +240,7 @@ async fn run_in_dirs(
             let ok = code == Some(0);
             (
                 code,
-                (!ok).then(|| "script_failure".to_string()),
+                (!ok).then_some(FailureReason::ScriptFailure),
                 if ok { "success" } else { "failed" },
             )
         }
@@ -276,8 +267,8 @@ async fn run_in_dirs(
                 return kill_everything(marks, log, ABORTED).await;
             }
             match stop {
-                ScriptEnd::Timeout => (None, Some("timeout".to_string()), "failed"),
-                ScriptEnd::Shutdown => (None, Some("runner_shutdown".to_string()), "failed"),
+                ScriptEnd::Timeout => (None, Some(FailureReason::Timeout), "failed"),
+                ScriptEnd::Shutdown => (None, Some(FailureReason::RunnerShutdown), "failed"),
                 _ => (None, None, "canceled"),
             }
         }

@@ -17,10 +17,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use usher_core::protocol::{JobReport, PROTOCOL_VERSION, RunnerMessage, ServerMessage};
-use usher_core::status::Status;
+use usher_core::status::{RunnerCommand, Status};
 
 use crate::artifacts::Uploader;
-use crate::executor::{Control, JobOutcome, run_job};
+use crate::control::Control;
+use crate::executor::{JobOutcome, run_job};
 
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -336,10 +337,10 @@ async fn connect_and_serve(
 
 /// The fallback for a missed push: every answer carries the job's status.
 fn follow_status(state: &State, job_id: i64, status: Status) {
-    match status {
-        Status::Canceling => control(state, job_id, Control::Cancel),
-        s if s.is_terminal() => control(state, job_id, Control::Abort),
-        _ => {}
+    match status.runner_command() {
+        Some(RunnerCommand::Cancel) => control(state, job_id, Control::Cancel),
+        Some(RunnerCommand::Abort) => control(state, job_id, Control::Abort),
+        None => {}
     }
 }
 

@@ -14,7 +14,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
 use usher_core::protocol::{PROTOCOL_VERSION, RunnerMessage, ServerMessage};
-use usher_core::status::Status;
+use usher_core::status::{RunnerCommand, Status};
 use usher_engine::{BusEvent, Engine, EngineError};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -23,8 +23,8 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::AppState;
-use crate::api::ApiError;
 use crate::caller::bearer;
+use crate::error::ApiError;
 
 /// The routes runners use, with their descriptions (they join `openapi.json`).
 pub fn documented_routes() -> OpenApiRouter<AppState> {
@@ -44,7 +44,7 @@ pub async fn connect(
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
     let token_id = state.engine.authenticate_runner(&token).await?;
-    let upgrade = upgrade.map_err(crate::api::not_a_websocket)?;
+    let upgrade = upgrade.map_err(crate::error::not_a_websocket)?;
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
     Ok(upgrade.max_message_size(4 * 1024 * 1024).on_upgrade(move |socket| async move {
@@ -164,15 +164,15 @@ async fn session(
                 Some(RunnerMessage::Hello { .. }) => send(&mut socket, &ServerMessage::Error { message: "already said hello".into() }).await?,
             },
             event = bus.recv() => match event {
-                Ok(BusEvent::Job(job)) if held.contains(&job.id) => {
-                    if job.status == Status::Canceling {
-                        send(&mut socket, &ServerMessage::Cancel { job_id: job.id }).await?;
-                    } else if job.status.is_terminal() {
+                Ok(BusEvent::Job(job)) if held.contains(&job.id) => match job.status.runner_command() {
+                    Some(RunnerCommand::Cancel) => send(&mut socket, &ServerMessage::Cancel { job_id: job.id }).await?,
+                    Some(RunnerCommand::Abort) => {
                         // Ended by someone else (abort, reaper): kill what is left.
                         held.remove(&job.id);
                         send(&mut socket, &ServerMessage::Abort { job_id: job.id }).await?;
                     }
-                }
+                    None => {}
+                },
                 Ok(BusEvent::Job(job)) if job.status == Status::Pending => try_claim = free_slots > 0,
                 Ok(_) => {}
                 Err(RecvError::Lagged(_)) => {

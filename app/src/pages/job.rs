@@ -9,9 +9,8 @@ use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
 
 use crate::ansi;
-use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, loaded, short_time};
+use crate::components::{ErrorBox, Header, JobButtons, LiveDot, StatusBadge, job_actions, loaded, short_time};
 use crate::live::follow_events;
-use crate::pages::pipeline::{JobButtons, job_actions};
 use crate::server::{JobPageData, job_artifacts, job_log_since, job_page, job_timeline};
 
 #[component]
@@ -172,7 +171,7 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 if let Some(t) = &j.started_at { rows.push(("Started", short_time(t))); }
                 if let Some(t) = &j.finished_at { rows.push(("Finished", short_time(t))); }
                 if let Some(c) = j.exit_code { rows.push(("Exit code", c.to_string())); }
-                if let Some(r) = &j.failure_reason { rows.push(("Failure", r.clone())); }
+                if let Some(r) = &j.failure_reason { rows.push(("Failure", r.to_string())); }
                 if let Some(c) = &j.cancel {
                     rows.push(("Cancel", format!("{} by {} at {} ({})", c.mode.as_str(), c.requested_by, short_time(&c.requested_at), c.reason.as_str())));
                 }

@@ -1,15 +1,16 @@
 //! All of Usher's SQL, and nothing else: sqlx over the `Any` driver, so one set of
 //! queries serves SQLite (the embedded default) and PostgreSQL (scale-out).
 //!
-//! Every status change goes through [`Store::transition_job`]: a compare-and-set on the
-//! job's status, its audit event and the pipeline's re-derived status, in one transaction.
-//! The rule it applies comes from `usher_core::status::next`; the store only writes it.
+//! Every status change goes through [`Store::commit`] (in `transitions`): a
+//! compare-and-set on the job's status, its audit event and the pipeline's re-derived
+//! status, in one transaction. The rule it applies comes from `usher_core::status::next`;
+//! the store only writes it. One module a concept, each with the queries of that concept.
 
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::{AnyPool, Row};
-use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, Job, Pipeline, Project};
+use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, FailureReason, Job, Pipeline, Project};
 use usher_core::roles::Role;
-use usher_core::status::Status;
+use usher_core::status::{Status, StatusGroup};
 
 use crate::{Actor, EngineError};
 
@@ -23,7 +24,7 @@ mod runners;
 mod transitions;
 
 pub use pipelines::{JobNodeRow, NewJob, PipelineFilter, StoredSpec};
-pub use transitions::{CHANGES_CHANNEL, ChangeNotice, TransitionCtx, Transitioned};
+pub use transitions::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, Move, PipelineCancel, TransitionCtx, Transitioned};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -43,6 +44,16 @@ const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, int
 
 const PIPELINE_COLUMNS: &str = "id, project_id, git_ref, status, created_at, started_at, finished_at, triggered_by, \
     cancel_mode, cancel_by, cancel_at, cancel_reason";
+
+/// `'running', 'canceling'`: the statuses of a group of core's, for an SQL `IN (…)`
+/// list. The SQL never names statuses itself; core's groups do.
+fn sql_statuses(group: StatusGroup) -> String {
+    Status::in_group(group)
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
 
 fn bad_status(text: &str) -> EngineError {
     EngineError::Internal(format!("unknown status `{text}` in the database"))
@@ -80,7 +91,10 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
         finished_at: row.try_get("finished_at")?,
         runner_id: row.try_get("runner_id")?,
         exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
-        failure_reason: row.try_get("failure_reason")?,
+        failure_reason: match row.try_get::<Option<String>, _>("failure_reason")? {
+            None => None,
+            Some(r) => Some(FailureReason::parse(&r).ok_or_else(|| EngineError::Internal(format!("unknown failure reason `{r}`")))?),
+        },
         cancel: cancel_info(row)?,
         after_script: match after_duration {
             None => None,

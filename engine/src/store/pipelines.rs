@@ -119,10 +119,11 @@ impl Store {
 
     /// Unfinished pipelines of a project and ref created before `before_id`.
     pub async fn unfinished_pipelines_before(&self, project_id: i64, git_ref: &str, before_id: i64) -> Result<Vec<i64>, EngineError> {
-        let rows = sqlx::query(
+        let finished = sql_statuses(StatusGroup::Finished);
+        let rows = sqlx::query(&format!(
             "SELECT id FROM pipelines WHERE project_id = $1 AND git_ref = $2 AND id < $3 \
-             AND status NOT IN ('success', 'failed', 'canceled', 'skipped') ORDER BY id",
-        )
+             AND status NOT IN ({finished}) ORDER BY id"
+        ))
         .bind(project_id)
         .bind(git_ref)
         .bind(before_id)

@@ -76,10 +76,11 @@ impl Store {
 
     /// Active jobs held by runners last seen before `cutoff`.
     pub async fn jobs_of_runners_seen_before(&self, cutoff: &str) -> Result<Vec<(i64, Status)>, EngineError> {
-        let rows = sqlx::query(
+        let active = sql_statuses(StatusGroup::Active);
+        let rows = sqlx::query(&format!(
             "SELECT j.id, j.status FROM jobs j JOIN runners r ON r.id = j.runner_id \
-             WHERE j.status IN ('running', 'canceling') AND r.last_seen_at < $1 ORDER BY j.id",
-        )
+             WHERE j.status IN ({active}) AND r.last_seen_at < $1 ORDER BY j.id"
+        ))
         .bind(cutoff)
         .fetch_all(&self.pool)
         .await?;
@@ -96,10 +97,12 @@ impl Store {
         let rows = sqlx::query("SELECT id, name, connected_at, last_seen_at FROM runners ORDER BY id DESC")
             .fetch_all(&self.pool)
             .await?;
-        let active =
-            sqlx::query("SELECT id, runner_id FROM jobs WHERE status IN ('running', 'canceling') AND runner_id IS NOT NULL ORDER BY id")
-                .fetch_all(&self.pool)
-                .await?;
+        let active = sqlx::query(&format!(
+            "SELECT id, runner_id FROM jobs WHERE status IN ({}) AND runner_id IS NOT NULL ORDER BY id",
+            sql_statuses(StatusGroup::Active)
+        ))
+        .fetch_all(&self.pool)
+        .await?;
         let mut held: Vec<(i64, i64)> = Vec::new();
         for r in &active {
             held.push((r.try_get("runner_id")?, r.try_get("id")?));

@@ -1,15 +1,21 @@
-//! The one transaction every status change runs in: read the job, ask
-//! `usher_core::status::next`, compare-and-set the answer, append the audit row,
-//! re-derive the pipeline's status and (PostgreSQL) NOTIFY every replica, then commit.
+//! The one transaction every status change runs in. [`Store::commit`] takes a [`Change`]
+//! (one job, several jobs of a pipeline, or a claim of the next pending job) and, in one
+//! transaction: reads each job, asks `usher_core::status::next`, compare-and-sets the
+//! answer, appends the audit row, re-derives the pipeline's status, and on PostgreSQL
+//! sends the change to every replica (NOTIFY, delivered at commit in commit order).
+//! When another writer moved a job between the read and the write, the whole change is
+//! tried again from the start.
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use usher_core::api::{AfterScriptResult, CancelMode, CancelReason, Job, Pipeline};
+use usher_core::api::{AfterScriptResult, CancelMode, CancelReason, FailureReason, Job, Pipeline};
 use usher_core::pipeline::derive_status;
 use usher_core::status::{JobEvent, Outcome, Status, next};
 
 use super::*;
 use crate::{EngineError, now};
+
+type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
 
 /// Everything a transition may record besides the new status.
 #[derive(Clone, Debug, Default)]
@@ -21,281 +27,352 @@ pub struct TransitionCtx {
     /// Set on start; checked on runner reports (only the holder may report).
     pub runner_id: Option<i64>,
     pub exit_code: Option<i32>,
-    pub failure_reason: Option<String>,
+    pub failure_reason: Option<FailureReason>,
     pub after_script: Option<AfterScriptResult>,
     pub cancel_deadline: Option<String>,
 }
 
-/// The PostgreSQL NOTIFY channel that carries committed changes to every replica.
-pub const CHANGES_CHANNEL: &str = "usher_changes";
+/// One job's move inside a [`Change::Batch`].
+pub type Move = (i64, JobEvent, TransitionCtx);
 
-/// One committed transition, as sent on [`CHANGES_CHANNEL`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ChangeNotice {
-    /// None for the one notice of a batch that carries only the re-derived pipeline.
-    #[serde(default)]
-    pub job: Option<Job>,
+/// Who stopped a whole pipeline, recorded on it with a batch's moves.
+#[derive(Clone, Copy, Debug)]
+pub struct PipelineCancel<'a> {
+    pub mode: CancelMode,
+    pub by: &'a str,
+    pub reason: CancelReason,
+}
+
+/// A status change, as the gate accepts it.
+pub enum Change<'a> {
+    /// One event on one job (a cancel or abort, a runner's report, the reaper). A move
+    /// the table refuses is an error.
+    Job {
+        job_id: i64,
+        event: JobEvent,
+        ctx: &'a TransitionCtx,
+    },
+    /// Several jobs of one pipeline in one transaction with one re-derivation at the end
+    /// (pipeline cancel/abort, auto-cancel, scheduling): a pipeline cancel of n jobs costs
+    /// O(n). A move the table refuses (the job finished meanwhile) is left out. `cancel`
+    /// is recorded on the pipeline when a job moved and the pipeline had no cancel yet or
+    /// an abort escalates a graceful one, so a repeated cancel leaves it as it was.
+    Batch {
+        pipeline_id: i64,
+        moves: &'a [Move],
+        cancel: Option<PipelineCancel<'a>>,
+    },
+    /// The oldest pending job goes to the runner in `ctx` (the `Start` event). On
+    /// PostgreSQL the candidate is locked with `FOR UPDATE SKIP LOCKED`, so replicas
+    /// claiming at once take different jobs instead of queueing on one row.
+    Claim { ctx: &'a TransitionCtx },
+}
+
+/// What a [`Change`] did, once committed.
+#[derive(Default)]
+pub struct Committed {
+    /// The jobs it touched, in commit order. A single-job change always has its job here
+    /// (with `changed: false` when the table answered `Unchanged`); a batch lists only
+    /// jobs that moved; a claim that found no pending job is empty.
+    pub jobs: Vec<Transitioned>,
+    /// The pipeline, when its derived status changed.
     pub pipeline: Option<Pipeline>,
 }
 
-/// The result of [`Store::transition_job`].
+/// One job's part of a committed change.
 pub struct Transitioned {
     pub job: Job,
     /// The status the job had when the event was applied.
     pub from: Status,
     /// False when the table answered `Unchanged` (idempotent repeat).
     pub changed: bool,
-    /// The pipeline, when its derived status changed.
+}
+
+/// The PostgreSQL NOTIFY channel that carries committed changes to every replica.
+pub const CHANGES_CHANNEL: &str = "usher_changes";
+
+/// One committed job or pipeline change, as sent on [`CHANGES_CHANNEL`].
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct ChangeNotice {
+    #[serde(default)]
+    pub job: Option<Job>,
     pub pipeline: Option<Pipeline>,
 }
 
 impl Store {
-    /// Applies `event` to a job: reads its status, asks the transition table, writes the
-    /// answer with a compare-and-set, appends the audit event and re-derives the pipeline
-    /// status, all in one transaction. Retries when another writer moved the job first.
-    pub async fn transition_job(&self, job_id: i64, event: JobEvent, ctx: &TransitionCtx) -> Result<Transitioned, EngineError> {
+    /// Commits `change` (see the module's paragraph); tries again while it loses races.
+    pub async fn commit(&self, change: &Change<'_>) -> Result<Committed, EngineError> {
         loop {
             let mut tx = self.pool.begin().await?;
-            match self.transition_in(&mut tx, job_id, event, ctx, true).await? {
-                Some(t) => {
-                    tx.commit().await?;
-                    return Ok(t);
-                }
-                // Someone moved the job between our read and write: read again.
-                None => tx.rollback().await?,
-            }
-        }
-    }
-
-    /// Hands the oldest pending job to a runner (the `Start` event with `ctx`). On
-    /// PostgreSQL the candidate is locked with `FOR UPDATE SKIP LOCKED`, so replicas
-    /// claiming at once take different jobs instead of queueing on one row.
-    pub async fn claim_next_pending(&self, ctx: &TransitionCtx) -> Result<Option<Transitioned>, EngineError> {
-        loop {
-            let mut tx = self.pool.begin().await?;
-            let query = match self.backend {
-                Backend::Postgres => {
-                    "SELECT j.id FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
-                     WHERE j.status = 'pending' ORDER BY j.id LIMIT 1 FOR UPDATE OF j, p SKIP LOCKED"
-                }
-                Backend::Sqlite => "SELECT id FROM jobs WHERE status = 'pending' ORDER BY id LIMIT 1",
+            let Some(committed) = self.apply_in(&mut tx, change).await? else {
+                // Someone moved a job between our read and write: read again.
+                tx.rollback().await?;
+                continue;
             };
-            let Some(row) = sqlx::query(query).fetch_optional(&mut *tx).await? else {
-                return Ok(None);
-            };
-            let job_id: i64 = row.try_get("id")?;
-            match self.transition_in(&mut tx, job_id, JobEvent::Start, ctx, true).await {
-                Ok(Some(t)) if t.changed => {
-                    tx.commit().await?;
-                    return Ok(Some(t));
-                }
-                Ok(_) | Err(EngineError::InvalidTransition(_)) => tx.rollback().await?,
-                Err(e) => return Err(e),
-            }
-        }
-    }
-
-    /// Transitions of several jobs of one pipeline in one transaction, with one
-    /// re-derivation of the pipeline status at the end: a pipeline cancel of n jobs costs
-    /// O(n) instead of n re-derivations over n jobs. A move the table refuses (the job
-    /// finished meanwhile) is left out. Returns the jobs that changed, in order, and the
-    /// pipeline if its status changed.
-    ///
-    /// `cancel` (mode, by whom, why) is recorded on the pipeline in the same transaction
-    /// when a job moved and the pipeline has no cancel yet or an abort escalates a
-    /// graceful one, so a repeated cancel leaves the pipeline exactly as it was.
-    pub async fn transition_pipeline_jobs(
-        &self,
-        pipeline_id: i64,
-        moves: &[(i64, JobEvent, TransitionCtx)],
-        cancel: Option<(CancelMode, &str, CancelReason)>,
-    ) -> Result<(Vec<Transitioned>, Option<Pipeline>), EngineError> {
-        'retry: loop {
-            let mut tx = self.pool.begin().await?;
             if self.backend == Backend::Postgres {
-                sqlx::query("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE")
-                    .bind(pipeline_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
+                self.notify_in(&mut tx, &committed).await?;
             }
-            let mut changed = Vec::new();
-            for (job_id, event, ctx) in moves {
-                match self.transition_in(&mut tx, *job_id, *event, ctx, false).await {
-                    Ok(Some(t)) if t.changed => changed.push(t),
-                    Ok(Some(_)) | Err(EngineError::InvalidTransition(_)) => {}
-                    Ok(None) => {
-                        tx.rollback().await?;
-                        continue 'retry;
-                    }
+            tx.commit().await?;
+            return Ok(committed);
+        }
+    }
+
+    /// The change inside `tx`; None when a compare-and-set lost a race.
+    async fn apply_in(&self, tx: &mut Tx<'_>, change: &Change<'_>) -> Result<Option<Committed>, EngineError> {
+        let (pipeline_id, jobs) = match change {
+            Change::Job { job_id, event, ctx } => {
+                let pipeline_id = self.lock_pipeline_of(tx, *job_id).await?;
+                match self.transition_in(tx, *job_id, *event, ctx).await? {
+                    Some(t) => (pipeline_id, vec![t]),
+                    None => return Ok(None),
+                }
+            }
+            Change::Claim { ctx } => {
+                let Some((job_id, pipeline_id)) = self.next_pending_in(tx).await? else {
+                    return Ok(Some(Committed::default()));
+                };
+                match self.transition_in(tx, job_id, JobEvent::Start, ctx).await {
+                    Ok(Some(t)) if t.changed => (pipeline_id, vec![t]),
+                    Ok(_) | Err(EngineError::InvalidTransition(_)) => return Ok(None),
                     Err(e) => return Err(e),
                 }
             }
-            if let (Some((mode, by, reason)), false) = (cancel, changed.is_empty()) {
-                sqlx::query(
-                    "UPDATE pipelines SET cancel_mode = $1, cancel_by = $2, cancel_at = $3, cancel_reason = $4 \
-                     WHERE id = $5 AND (cancel_mode IS NULL OR ($1 = 'abort' AND cancel_mode <> 'abort'))",
-                )
-                .bind(mode.as_str())
-                .bind(by)
-                .bind(now())
-                .bind(reason.as_str())
-                .bind(pipeline_id)
-                .execute(&mut *tx)
-                .await?;
+            Change::Batch {
+                pipeline_id,
+                moves,
+                cancel,
+            } => {
+                self.lock_pipeline(tx, *pipeline_id).await?;
+                let mut moved = Vec::new();
+                for (job_id, event, ctx) in moves.iter() {
+                    match self.transition_in(tx, *job_id, *event, ctx).await {
+                        Ok(Some(t)) if t.changed => moved.push(t),
+                        Ok(Some(_)) | Err(EngineError::InvalidTransition(_)) => {}
+                        Ok(None) => return Ok(None),
+                        Err(e) => return Err(e),
+                    }
+                }
+                if let (Some(cancel), false) = (cancel, moved.is_empty()) {
+                    self.record_pipeline_cancel(tx, *pipeline_id, cancel).await?;
+                }
+                (*pipeline_id, moved)
             }
-            let pipeline = self.rederive_pipeline(&mut tx, pipeline_id, &now()).await?;
-            if self.backend == Backend::Postgres && pipeline.is_some() {
-                self.notify_in(&mut tx, None, pipeline.clone()).await?;
-            }
-            tx.commit().await?;
-            return Ok((changed, pipeline));
-        }
+        };
+        let pipeline = if jobs.iter().any(|t| t.changed) {
+            self.rederive_pipeline(tx, pipeline_id, &now()).await?
+        } else {
+            None
+        };
+        Ok(Some(Committed { jobs, pipeline }))
     }
 
-    /// PostgreSQL: a change notice delivered to every replica's listener at commit, in
-    /// commit order.
-    async fn notify_in(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        job: Option<Job>,
-        pipeline: Option<Pipeline>,
-    ) -> Result<(), EngineError> {
-        let payload = serde_json::to_string(&ChangeNotice { job, pipeline }).map_err(|e| EngineError::Internal(e.to_string()))?;
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(CHANGES_CHANNEL)
-            .bind(payload)
-            .fetch_all(&mut **tx)
-            .await?;
+    /// PostgreSQL: transitions of one pipeline take turns, so each re-derivation of the
+    /// pipeline status sees every job change committed before it.
+    async fn lock_pipeline(&self, tx: &mut Tx<'_>, pipeline_id: i64) -> Result<(), EngineError> {
+        if self.backend == Backend::Postgres {
+            sqlx::query("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE")
+                .bind(pipeline_id)
+                .fetch_optional(&mut **tx)
+                .await?;
+        }
         Ok(())
     }
 
-    /// One transition inside `tx`; None when another writer moved the job first. With
-    /// `rederive` the pipeline status is derived again too (a batch does that once at its end).
+    /// The pipeline of a job (locked on PostgreSQL, see [`Store::lock_pipeline`]).
+    async fn lock_pipeline_of(&self, tx: &mut Tx<'_>, job_id: i64) -> Result<i64, EngineError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE OF p",
+            Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT p.id FROM pipelines p JOIN jobs j ON j.pipeline_id = p.id WHERE j.id = $1{lock}"
+        ))
+        .bind(job_id)
+        .fetch_optional(&mut **tx)
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
+        Ok(row.try_get("id")?)
+    }
+
+    /// The oldest pending job and its pipeline (both locked on PostgreSQL, skipping rows
+    /// another replica holds).
+    async fn next_pending_in(&self, tx: &mut Tx<'_>) -> Result<Option<(i64, i64)>, EngineError> {
+        let lock = match self.backend {
+            Backend::Postgres => " FOR UPDATE OF j, p SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT j.id, j.pipeline_id FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
+             WHERE j.status = $1 ORDER BY j.id LIMIT 1{lock}"
+        ))
+        .bind(Status::Pending.as_str())
+        .fetch_optional(&mut **tx)
+        .await?;
+        row.map(|r| Ok((r.try_get("id")?, r.try_get("pipeline_id")?))).transpose()
+    }
+
+    /// One job's transition inside `tx`; None when another writer moved it first.
     async fn transition_in(
         &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        tx: &mut Tx<'_>,
         job_id: i64,
         event: JobEvent,
         ctx: &TransitionCtx,
-        rederive: bool,
     ) -> Result<Option<Transitioned>, EngineError> {
-        {
-            if self.backend == Backend::Postgres && rederive {
-                // Transitions of one pipeline take turns, so each re-derivation of the
-                // pipeline status sees every job change committed before it.
-                sqlx::query("SELECT p.id FROM pipelines p JOIN jobs j ON j.pipeline_id = p.id WHERE j.id = $1 FOR UPDATE OF p")
-                    .bind(job_id)
-                    .fetch_optional(&mut **tx)
-                    .await?;
-            }
-            let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-                .bind(job_id)
-                .fetch_optional(&mut **tx)
-                .await?
-                .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
-            let current = job_from_row(&row)?;
-            let is_runner_report = matches!(event, JobEvent::Finish { .. } | JobEvent::Timeout);
-            if is_runner_report && ctx.runner_id.is_some() && current.runner_id != ctx.runner_id {
-                return Err(EngineError::Conflict(format!("job {job_id} is not held by this runner")));
-            }
-            let to = match next(current.status, event)? {
-                Outcome::Unchanged => {
-                    return Ok(Some(Transitioned {
-                        from: current.status,
-                        job: current,
-                        changed: false,
-                        pipeline: None,
-                    }));
-                }
-                Outcome::Move(to) => to,
-            };
-            let t = now();
-            let finished_at = to.is_terminal().then(|| t.clone());
-            let started_at = (event == JobEvent::Start).then(|| t.clone());
-            let (cancel_mode, cancel_reason) = match ctx.cancel {
-                Some((m, r)) => (Some(m.as_str()), Some(r.as_str())),
-                None => (None, None),
-            };
-            let cancel_at = ctx.cancel.map(|_| t.clone());
-            let cancel_by = ctx.cancel.map(|_| ctx.actor.clone());
-            let after = ctx.after_script.as_ref();
-            let result = sqlx::query(
-                "UPDATE jobs SET status = $1, \
-                 started_at = COALESCE($2, started_at), finished_at = COALESCE($3, finished_at), \
-                 runner_id = COALESCE($4, runner_id), exit_code = COALESCE($5, exit_code), \
-                 failure_reason = COALESCE($6, failure_reason), \
-                 cancel_mode = COALESCE($7, cancel_mode), cancel_by = COALESCE($8, cancel_by), \
-                 cancel_at = COALESCE($9, cancel_at), cancel_reason = COALESCE($10, cancel_reason), \
-                 cancel_deadline = COALESCE($11, cancel_deadline), \
-                 after_exit_code = COALESCE($12, after_exit_code), after_duration_ms = COALESCE($13, after_duration_ms), \
-                 after_timed_out = COALESCE($14, after_timed_out) \
-                 WHERE id = $15 AND status = $16",
-            )
-            .bind(to.as_str())
-            .bind(started_at)
-            .bind(finished_at)
-            .bind(if event == JobEvent::Start { ctx.runner_id } else { None })
-            .bind(ctx.exit_code.map(i64::from))
-            .bind(ctx.failure_reason.as_deref())
-            .bind(cancel_mode)
-            .bind(cancel_by)
-            .bind(cancel_at)
-            .bind(cancel_reason)
-            .bind(ctx.cancel_deadline.as_deref())
-            .bind(after.and_then(|a| a.exit_code).map(i64::from))
-            .bind(after.map(|a| a.duration_ms as i64))
-            .bind(after.map(|a| a.timed_out as i64))
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
             .bind(job_id)
-            .bind(current.status.as_str())
-            .execute(&mut **tx)
-            .await?;
-            if result.rows_affected() == 0 {
-                return Ok(None);
-            }
-            sqlx::query(
-                "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(job_id)
-            .bind(&t)
-            .bind(current.status.as_str())
-            .bind(to.as_str())
-            .bind(&ctx.actor)
-            .bind(cancel_mode)
-            .bind(cancel_reason.or(ctx.failure_reason.as_deref()))
-            .bind(ctx.detail.as_deref())
-            .execute(&mut **tx)
-            .await?;
-            let pipeline = if rederive {
-                self.rederive_pipeline(tx, current.pipeline_id, &t).await?
-            } else {
-                None
-            };
-            let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-                .bind(job_id)
-                .fetch_one(&mut **tx)
-                .await?;
-            let job = job_from_row(&row)?;
-            if self.backend == Backend::Postgres {
-                // Delivered to every replica's listener at commit, in commit order.
-                self.notify_in(tx, Some(job.clone()), pipeline.clone()).await?;
-            }
-            Ok(Some(Transitioned {
-                job,
-                from: current.status,
-                changed: true,
-                pipeline,
-            }))
+            .fetch_optional(&mut **tx)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
+        let current = job_from_row(&row)?;
+        let is_runner_report = matches!(event, JobEvent::Finish { .. } | JobEvent::Timeout);
+        if is_runner_report && ctx.runner_id.is_some() && current.runner_id != ctx.runner_id {
+            return Err(EngineError::Conflict(format!("job {job_id} is not held by this runner")));
         }
+        let to = match next(current.status, event)? {
+            Outcome::Unchanged => {
+                return Ok(Some(Transitioned {
+                    from: current.status,
+                    job: current,
+                    changed: false,
+                }));
+            }
+            Outcome::Move(to) => to,
+        };
+        let t = now();
+        if !self.write_move(tx, &current, to, event, ctx, &t).await? {
+            return Ok(None);
+        }
+        self.append_audit(tx, job_id, current.status, to, ctx, &t).await?;
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(job_id)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(Some(Transitioned {
+            job: job_from_row(&row)?,
+            from: current.status,
+            changed: true,
+        }))
+    }
+
+    /// The compare-and-set: the job moves to `to` only if it is still in the status it
+    /// was read in. False when it was not.
+    async fn write_move(
+        &self,
+        tx: &mut Tx<'_>,
+        current: &Job,
+        to: Status,
+        event: JobEvent,
+        ctx: &TransitionCtx,
+        t: &str,
+    ) -> Result<bool, EngineError> {
+        let finished_at = to.is_terminal().then_some(t);
+        let started_at = (event == JobEvent::Start).then_some(t);
+        let cancel_mode = ctx.cancel.map(|(m, _)| m.as_str());
+        let cancel_reason = ctx.cancel.map(|(_, r)| r.as_str());
+        let cancel_at = ctx.cancel.map(|_| t);
+        let cancel_by = ctx.cancel.map(|_| ctx.actor.as_str());
+        let after = ctx.after_script.as_ref();
+        let result = sqlx::query(
+            "UPDATE jobs SET status = $1, \
+             started_at = COALESCE($2, started_at), finished_at = COALESCE($3, finished_at), \
+             runner_id = COALESCE($4, runner_id), exit_code = COALESCE($5, exit_code), \
+             failure_reason = COALESCE($6, failure_reason), \
+             cancel_mode = COALESCE($7, cancel_mode), cancel_by = COALESCE($8, cancel_by), \
+             cancel_at = COALESCE($9, cancel_at), cancel_reason = COALESCE($10, cancel_reason), \
+             cancel_deadline = COALESCE($11, cancel_deadline), \
+             after_exit_code = COALESCE($12, after_exit_code), after_duration_ms = COALESCE($13, after_duration_ms), \
+             after_timed_out = COALESCE($14, after_timed_out) \
+             WHERE id = $15 AND status = $16",
+        )
+        .bind(to.as_str())
+        .bind(started_at)
+        .bind(finished_at)
+        .bind(if event == JobEvent::Start { ctx.runner_id } else { None })
+        .bind(ctx.exit_code.map(i64::from))
+        .bind(ctx.failure_reason.map(|r| r.as_str()))
+        .bind(cancel_mode)
+        .bind(cancel_by)
+        .bind(cancel_at)
+        .bind(cancel_reason)
+        .bind(ctx.cancel_deadline.as_deref())
+        .bind(after.and_then(|a| a.exit_code).map(i64::from))
+        .bind(after.map(|a| a.duration_ms as i64))
+        .bind(after.map(|a| a.timed_out as i64))
+        .bind(current.id)
+        .bind(current.status.as_str())
+        .execute(&mut **tx)
+        .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    /// The job's timeline entry for this move.
+    async fn append_audit(
+        &self,
+        tx: &mut Tx<'_>,
+        job_id: i64,
+        from: Status,
+        to: Status,
+        ctx: &TransitionCtx,
+        t: &str,
+    ) -> Result<(), EngineError> {
+        let reason = ctx.cancel.map(|(_, r)| r.as_str()).or(ctx.failure_reason.map(|r| r.as_str()));
+        sqlx::query(
+            "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(job_id)
+        .bind(t)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(&ctx.actor)
+        .bind(ctx.cancel.map(|(m, _)| m.as_str()))
+        .bind(reason)
+        .bind(ctx.detail.as_deref())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    async fn record_pipeline_cancel(&self, tx: &mut Tx<'_>, pipeline_id: i64, cancel: &PipelineCancel<'_>) -> Result<(), EngineError> {
+        sqlx::query(
+            "UPDATE pipelines SET cancel_mode = $1, cancel_by = $2, cancel_at = $3, cancel_reason = $4 \
+             WHERE id = $5 AND (cancel_mode IS NULL OR ($1 = 'abort' AND cancel_mode <> 'abort'))",
+        )
+        .bind(cancel.mode.as_str())
+        .bind(cancel.by)
+        .bind(now())
+        .bind(cancel.reason.as_str())
+        .bind(pipeline_id)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    /// PostgreSQL: one notice per moved job, then the pipeline's, delivered to every
+    /// replica's listener at commit, in commit order.
+    async fn notify_in(&self, tx: &mut Tx<'_>, committed: &Committed) -> Result<(), EngineError> {
+        let jobs = committed.jobs.iter().filter(|t| t.changed).map(|t| ChangeNotice {
+            job: Some(t.job.clone()),
+            pipeline: None,
+        });
+        let pipeline = committed.pipeline.iter().map(|p| ChangeNotice {
+            job: None,
+            pipeline: Some(p.clone()),
+        });
+        for notice in jobs.chain(pipeline) {
+            let payload = serde_json::to_string(&notice).map_err(|e| EngineError::Internal(e.to_string()))?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(CHANGES_CHANNEL)
+                .bind(payload)
+                .fetch_all(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Recomputes a pipeline's status from its jobs; returns it when it changed.
-    async fn rederive_pipeline(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        pipeline_id: i64,
-        t: &str,
-    ) -> Result<Option<Pipeline>, EngineError> {
+    async fn rederive_pipeline(&self, tx: &mut Tx<'_>, pipeline_id: i64, t: &str) -> Result<Option<Pipeline>, EngineError> {
         let rows = sqlx::query("SELECT status FROM jobs WHERE pipeline_id = $1")
             .bind(pipeline_id)
             .fetch_all(&mut **tx)
@@ -316,10 +393,7 @@ impl Store {
         if pipeline.status == derived {
             return Ok(None);
         }
-        let started = statuses
-            .iter()
-            .any(|s| *s != Status::Created && *s != Status::Pending && *s != Status::Skipped);
-        if started && pipeline.started_at.is_none() {
+        if statuses.iter().any(|s| s.has_started()) && pipeline.started_at.is_none() {
             pipeline.started_at = Some(t.to_string());
         }
         pipeline.finished_at = derived.is_terminal().then(|| t.to_string());
