@@ -5,7 +5,9 @@ use leptos::prelude::*;
 use usher_core::roles::{Action, Role};
 use usher_core::status::Status;
 
-use crate::server::Viewer;
+use usher_core::api::{Job, Pipeline};
+
+use crate::server::{AbortJob, AbortPipeline, CancelJob, CancelPipeline, Viewer};
 
 /// Asked before an Abort is sent (works before hydration too: it is plain HTML).
 pub const ABORT_CONFIRM: &str =
@@ -86,5 +88,98 @@ pub fn LiveDot(connected: RwSignal<bool>) -> impl IntoView {
             title="Updates arrive live while this is green">
             {move || if connected.get() { "● live" } else { "○ not live" }}
         </span>
+    }
+}
+
+/// A page's Cancel and Abort actions for jobs: the job each one answers with goes to
+/// `on_job` (answers may be applied again later, so `on_job` must not mind a repeat), a
+/// refusal into `error`.
+pub fn job_actions(
+    error: RwSignal<Option<String>>,
+    on_job: impl Fn(Job) + Send + Sync + 'static,
+) -> (ServerAction<CancelJob>, ServerAction<AbortJob>) {
+    let cancel = ServerAction::<CancelJob>::new();
+    let abort = ServerAction::<AbortJob>::new();
+    Effect::new(move |_| {
+        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
+            match value {
+                Ok(job) => on_job(job),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        }
+    });
+    (cancel, abort)
+}
+
+/// Cancel (primary) and Abort (secondary, confirmed) for one job.
+#[component]
+pub fn JobButtons(
+    id: i64,
+    status: Signal<Status>,
+    role: Role,
+    cancel: ServerAction<CancelJob>,
+    abort: ServerAction<AbortJob>,
+) -> impl IntoView {
+    view! {
+        <span class="buttons">
+            <Show when=move || may_cancel(role, status.get())>
+                <ActionForm action=cancel>
+                    <input type="hidden" name="job_id" value=id/>
+                    <button type="submit" class="btn primary" title="Stop the script and let after_script clean up">"Cancel"</button>
+                </ActionForm>
+            </Show>
+            <Show when=move || may_abort(role, status.get())>
+                <ActionForm action=abort>
+                    <input type="hidden" name="job_id" value=id/>
+                    <button type="submit" class="btn secondary" onclick=ABORT_CONFIRM title="Kill every process now; no after_script">"Abort"</button>
+                </ActionForm>
+            </Show>
+        </span>
+    }
+}
+
+/// The pipeline page's Cancel and Abort actions: the pipeline each answers with goes to
+/// `on_pipeline`, a refusal into `error`.
+pub fn pipeline_actions(
+    error: RwSignal<Option<String>>,
+    on_pipeline: impl Fn(Pipeline) + Send + Sync + 'static,
+) -> (ServerAction<CancelPipeline>, ServerAction<AbortPipeline>) {
+    let cancel = ServerAction::<CancelPipeline>::new();
+    let abort = ServerAction::<AbortPipeline>::new();
+    Effect::new(move |_| {
+        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
+            match value {
+                Ok(p) => on_pipeline(p),
+                Err(e) => error.set(Some(e.to_string())),
+            }
+        }
+    });
+    (cancel, abort)
+}
+
+/// Cancel (primary) and Abort (secondary, confirmed) for a whole pipeline.
+#[component]
+pub fn PipelineButtons(
+    id: i64,
+    status: Signal<Status>,
+    role: Role,
+    cancel: ServerAction<CancelPipeline>,
+    abort: ServerAction<AbortPipeline>,
+) -> impl IntoView {
+    view! {
+        <div class="buttons pipeline-buttons">
+            <Show when=move || may_cancel(role, status.get())>
+                <ActionForm action=cancel>
+                    <input type="hidden" name="pipeline_id" value=id/>
+                    <button type="submit" class="btn primary" title="Cancel every unfinished job; running jobs clean up first">"Cancel"</button>
+                </ActionForm>
+            </Show>
+            <Show when=move || may_abort(role, status.get())>
+                <ActionForm action=abort>
+                    <input type="hidden" name="pipeline_id" value=id/>
+                    <button type="submit" class="btn secondary" onclick=ABORT_CONFIRM title="Kill every unfinished job now">"Abort"</button>
+                </ActionForm>
+            </Show>
+        </div>
     }
 }

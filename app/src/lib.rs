@@ -5,7 +5,7 @@
 //! - [`server`]: the server functions (thin adapters over `usher_engine::Engine`).
 //! - [`live`]: the event websocket subscription in the browser.
 //! - [`ansi`]: job logs with ANSI colours turned into escaped, styled text.
-//! - [`pages`]: the routes of API.md "Pages".
+//! - [`pages`]: the routes of docs/api.md "Pages".
 
 pub mod ansi;
 pub mod components;

@@ -70,16 +70,11 @@ mod ssr {
         ServerFnError::new(e.to_string())
     }
 
-    /// The user of the session cookie of the current request.
+    /// Who sent the current request (the engine's one lookup: token, else session cookie).
     pub async fn actor() -> Result<(Engine, Actor), ServerFnError> {
         let engine = engine()?;
         let parts = use_context::<http::request::Parts>().ok_or_else(|| ServerFnError::new("no request"))?;
-        let session = usher_engine::auth::cookie_value(
-            parts.headers.get_all(http::header::COOKIE).iter().filter_map(|v| v.to_str().ok()),
-            usher_engine::auth::SESSION_COOKIE,
-        )
-        .ok_or_else(|| fail(EngineError::Unauthorized))?;
-        let actor = engine.authenticate_session(&session).await.map_err(fail)?;
+        let actor = engine.authenticate_request(&parts.headers).await.map_err(fail)?;
         Ok((engine, actor))
     }
 

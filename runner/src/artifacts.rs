@@ -10,7 +10,7 @@ use tokio::sync::mpsc;
 use usher_core::artifacts::normalize_path;
 use usher_core::protocol::ArtifactsAssignment;
 
-use crate::executor::Control;
+use crate::control::Control;
 use crate::logsink::LogHandle;
 
 /// Characters left as they are in a path segment of the upload URL.

@@ -1,4 +1,4 @@
-//! `usher-runner`: a standalone runner process (API.md "CLI and configuration").
+//! `usher-runner`: a standalone runner process (docs/cli.md).
 
 use clap::Parser;
 use std::path::PathBuf;

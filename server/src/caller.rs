@@ -5,23 +5,11 @@
 use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
-use usher_engine::{Actor, Engine, EngineError};
+use usher_engine::{Actor, Engine};
 
-use crate::api::ApiError;
+use crate::error::ApiError;
 
-pub use usher_engine::auth::SESSION_COOKIE;
-
-/// The value of a cookie in the request, if present.
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    usher_engine::auth::cookie_value(headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()), name)
-}
-
-pub fn bearer(headers: &HeaderMap) -> Option<String> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").map(|t| t.trim().to_string()))
-}
+pub use usher_engine::auth::{SESSION_COOKIE, bearer, cookie};
 
 /// Whether a browser request comes from a page of this server: `Sec-Fetch-Site` says
 /// same-origin (or user-initiated), or `Origin` names this host. A request carrying
@@ -38,17 +26,6 @@ pub fn is_same_origin(headers: &HeaderMap) -> bool {
     }
 }
 
-/// Resolves the caller from request headers (token first, then session cookie).
-pub async fn authenticate(engine: &Engine, headers: &HeaderMap) -> Result<Actor, EngineError> {
-    if let Some(token) = bearer(headers) {
-        return engine.authenticate_token(&token).await;
-    }
-    if let Some(session) = cookie(headers, SESSION_COOKIE) {
-        return engine.authenticate_session(&session).await;
-    }
-    Err(EngineError::Unauthorized)
-}
-
 /// Extractor: the authenticated caller of an API request, or 401.
 pub struct Caller(pub Actor);
 
@@ -61,6 +38,6 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let engine = Engine::from_ref(state);
-        Ok(Caller(authenticate(&engine, &parts.headers).await?))
+        Ok(Caller(engine.authenticate_request(&parts.headers).await?))
     }
 }

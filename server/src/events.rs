@@ -1,4 +1,4 @@
-//! The event websocket `/api/v1/events` (API.md "Event websocket"): every committed
+//! The event websocket `/api/v1/events` (docs/api.md "Event websocket"): every committed
 //! status change, as `{"type":"job"|"pipeline", …}` text frames, filtered by project,
 //! pipeline or job. A subscriber too slow to keep up is closed with a reason rather
 //! than buffered without bound.
@@ -14,8 +14,9 @@ use usher_core::api::EventFrame;
 use usher_engine::BusEvent;
 
 use crate::AppState;
-use crate::api::{ApiError, ApiQuery};
-use crate::caller::{authenticate, bearer, is_same_origin};
+use crate::caller::{bearer, is_same_origin};
+use crate::error::ApiError;
+use crate::extract::ApiQuery;
 use usher_core::api::ErrorBody;
 
 #[derive(Deserialize, Default)]
@@ -64,13 +65,13 @@ pub async fn events_ws(
     ApiQuery(filter): ApiQuery<EventFilter>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let actor = authenticate(&state.engine, &headers).await?;
+    let actor = state.engine.authenticate_request(&headers).await?;
     actor.require(usher_core::roles::Action::Read)?;
     // A cookie-authenticated socket must be opened by one of our own pages.
     if bearer(&headers).is_none() && !is_same_origin(&headers) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-site websocket refused"));
     }
-    let upgrade = upgrade.map_err(crate::api::not_a_websocket)?;
+    let upgrade = upgrade.map_err(crate::error::not_a_websocket)?;
     let receiver = state.engine.bus().subscribe();
     let shutdown = state.shutdown.clone();
     // Small buffers: at 10,000 subscribers tungstenite's 128 KiB defaults would be 1.3 GB.

@@ -6,7 +6,10 @@
 pub mod api;
 pub mod caller;
 pub mod demo;
+pub mod error;
 pub mod events;
+pub mod extract;
+pub mod openapi;
 pub mod runner_ws;
 pub mod web;
 

@@ -1,4 +1,4 @@
-//! `usher`: the server and its administration commands (API.md "CLI and configuration").
+//! `usher`: the server and its administration commands (docs/cli.md).
 
 use clap::{Parser, Subcommand};
 use std::io::Read;

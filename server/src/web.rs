@@ -15,15 +15,16 @@ use serde::Deserialize;
 use usher_app::{App, shell};
 
 use crate::AppState;
-use crate::api::{self, ApiError, BODY_LIMIT};
 use crate::caller::{SESSION_COOKIE, bearer, cookie, is_same_origin};
+use crate::error::ApiError;
+use crate::extract::BODY_LIMIT;
 
 pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let engine = state.engine.clone();
     let options = state.leptos_options.clone();
     Router::new()
-        .nest("/api/v1", api::router())
+        .nest("/api/v1", crate::openapi::router())
         .merge(crate::runner_ws::documented_routes().split_for_parts().0)
         .route("/ui/{*fn_name}", post(server_fn_handler).get(server_fn_handler))
         .route("/auth/login", post(login))

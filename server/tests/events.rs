@@ -1,4 +1,4 @@
-//! The event websocket: filters as API.md says, credentials required, and a subscriber
+//! The event websocket: filters as docs/api.md says, credentials required, and a subscriber
 //! that stops reading is closed with a reason instead of being buffered without bound.
 
 mod common;

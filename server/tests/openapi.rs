@@ -1,7 +1,7 @@
-//! `GET /api/v1/openapi.json` describes every public route: each route of API.md (and
+//! `GET /api/v1/openapi.json` describes every public route: each route of docs/api.md (and
 //! the runner's routes) is in it with its documented errors, every operation in it is
 //! really served (not the API's "no such route" fallback), and the resource schemas have
-//! exactly API.md's fields. The router itself is built from the same annotations
+//! exactly docs/api.md's fields. The router itself is built from the same annotations
 //! (utoipa-axum), so a handler cannot be routed without being described; this test
 //! catches a route of the contract that went missing from either.
 
@@ -10,7 +10,7 @@ mod common;
 use common::*;
 use serde_json::Value;
 
-/// API.md "Resources" and "Event websocket", plus the runner protocol's HTTP routes.
+/// docs/api.md "Resources" and "Event websocket", plus the runner protocol's HTTP routes.
 const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/projects"),
     ("post", "/api/v1/projects"),
@@ -99,7 +99,7 @@ async fn openapi_json_covers_every_public_route() {
         "openapi.json documents routes the contract list does not name"
     );
 
-    // The resources have exactly API.md's fields.
+    // The resources have exactly docs/api.md's fields.
     assert_eq!(properties(&spec, "Project"), sorted("id, name, ci_config, created_at"));
     assert_eq!(
         properties(&spec, "Pipeline"),

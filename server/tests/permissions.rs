@@ -1,6 +1,6 @@
 //! Who may do what, over real HTTP: every state-changing API endpoint and server
 //! function, tried by anonymous, viewer, developer, maintainer and admin callers. The
-//! expected table is API.md's, written out here on its own (not read from core), so a
+//! expected table is docs/api.md's, written out here on its own (not read from core), so a
 //! change to the rules in code fails this test. A refused call changes nothing.
 //! Also: revoked API and runner tokens stop working at once.
 
@@ -33,7 +33,7 @@ enum Action {
     AbortPipeline,
 }
 
-/// API.md "Authentication and roles".
+/// docs/api.md "Authentication and roles".
 fn minimum(action: Action) -> Who {
     match action {
         Action::ReadJob => Who::Viewer,

@@ -8,9 +8,8 @@ use leptos_router::hooks::use_query_map;
 use usher_core::api::{EventFrame, Job, RunnerInfo};
 use usher_core::status::Status;
 
-use crate::components::{ErrorBox, Header, LiveDot, StatusBadge, loaded, short_time};
+use crate::components::{ErrorBox, Header, JobButtons, LiveDot, StatusBadge, job_actions, loaded, short_time};
 use crate::live::follow_events;
-use crate::pages::pipeline::{JobButtons, job_actions};
 use crate::server::{AbortJob, AdminJobsData, AdminRunnersData, CancelJob, admin_jobs, admin_runners};
 
 /// The statuses the page offers as quick links.

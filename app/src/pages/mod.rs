@@ -1,4 +1,4 @@
-//! The routes of API.md "Pages".
+//! The routes of docs/api.md "Pages".
 
 pub mod admin;
 pub mod job;

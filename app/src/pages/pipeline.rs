@@ -10,9 +10,9 @@ use usher_core::pipeline::derive_status;
 use usher_core::roles::Role;
 use usher_core::status::Status;
 
-use crate::components::{ABORT_CONFIRM, ErrorBox, Header, LiveDot, StatusBadge, loaded, may_abort, may_cancel};
+use crate::components::{ErrorBox, Header, JobButtons, LiveDot, PipelineButtons, StatusBadge, job_actions, loaded, pipeline_actions};
 use crate::live::follow_events;
-use crate::server::{AbortJob, AbortPipeline, CancelJob, CancelPipeline, PipelinePageData, pipeline_page};
+use crate::server::{AbortJob, CancelJob, PipelinePageData, pipeline_page};
 
 #[component]
 pub fn PipelinePage() -> impl IntoView {
@@ -66,16 +66,7 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
 
     let error = RwSignal::new(None::<String>);
     let (cancel_job, abort_job) = job_actions(error, upsert);
-    let cancel_pipeline = ServerAction::<CancelPipeline>::new();
-    let abort_pipeline = ServerAction::<AbortPipeline>::new();
-    Effect::new(move |_| {
-        for value in [cancel_pipeline.value().get(), abort_pipeline.value().get()].into_iter().flatten() {
-            match value {
-                Ok(p) => p.jobs.unwrap_or_default().into_iter().for_each(upsert),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        }
-    });
+    let (cancel_pipeline, abort_pipeline) = pipeline_actions(error, move |p| p.jobs.unwrap_or_default().into_iter().for_each(upsert));
 
     // Stages in pipeline order, each with the ids of its jobs.
     let stages = move || {
@@ -100,20 +91,7 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
                 <StatusBadge status=status/>
                 <LiveDot connected=connected/>
             </div>
-            <div class="buttons pipeline-buttons">
-                <Show when=move || may_cancel(role, status.get())>
-                    <ActionForm action=cancel_pipeline>
-                        <input type="hidden" name="pipeline_id" value=pipeline_id/>
-                        <button type="submit" class="btn primary" title="Cancel every unfinished job; running jobs clean up first">"Cancel"</button>
-                    </ActionForm>
-                </Show>
-                <Show when=move || may_abort(role, status.get())>
-                    <ActionForm action=abort_pipeline>
-                        <input type="hidden" name="pipeline_id" value=pipeline_id/>
-                        <button type="submit" class="btn secondary" onclick=ABORT_CONFIRM title="Kill every unfinished job now">"Abort"</button>
-                    </ActionForm>
-                </Show>
-            </div>
+            <PipelineButtons id=pipeline_id status=status role=role cancel=cancel_pipeline abort=abort_pipeline/>
             {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <div class="stages">
                 <For
@@ -149,52 +127,5 @@ fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<Ca
             <StatusBadge status=status/>
             <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
         </li>
-    }
-}
-
-/// A page's Cancel and Abort actions for jobs: the job each one answers with goes to
-/// `on_job` (answers may be applied again later, so `on_job` must not mind a repeat), a
-/// refusal into `error`.
-pub fn job_actions(
-    error: RwSignal<Option<String>>,
-    on_job: impl Fn(Job) + Send + Sync + 'static,
-) -> (ServerAction<CancelJob>, ServerAction<AbortJob>) {
-    let cancel = ServerAction::<CancelJob>::new();
-    let abort = ServerAction::<AbortJob>::new();
-    Effect::new(move |_| {
-        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
-            match value {
-                Ok(job) => on_job(job),
-                Err(e) => error.set(Some(e.to_string())),
-            }
-        }
-    });
-    (cancel, abort)
-}
-
-/// Cancel (primary) and Abort (secondary, confirmed) for one job.
-#[component]
-pub fn JobButtons(
-    id: i64,
-    status: Signal<Status>,
-    role: Role,
-    cancel: ServerAction<CancelJob>,
-    abort: ServerAction<AbortJob>,
-) -> impl IntoView {
-    view! {
-        <span class="buttons">
-            <Show when=move || may_cancel(role, status.get())>
-                <ActionForm action=cancel>
-                    <input type="hidden" name="job_id" value=id/>
-                    <button type="submit" class="btn primary" title="Stop the script and let after_script clean up">"Cancel"</button>
-                </ActionForm>
-            </Show>
-            <Show when=move || may_abort(role, status.get())>
-                <ActionForm action=abort>
-                    <input type="hidden" name="job_id" value=id/>
-                    <button type="submit" class="btn secondary" onclick=ABORT_CONFIRM title="Kill every process now; no after_script">"Abort"</button>
-                </ActionForm>
-            </Show>
-        </span>
     }
 }

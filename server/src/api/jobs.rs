@@ -1,0 +1,118 @@
+//! Jobs: read one, cancel or abort it, its log from an offset, its timeline, and its
+//! artifact files (listed, and downloaded as attachments).
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use usher_core::api::{Artifact, ErrorBody, Job, TimelineEvent};
+use usher_engine::{Engine, EngineError};
+
+use crate::caller::Caller;
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{ApiQuery, id};
+
+#[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
+    responses((status = 200, description = "The job", body = Job), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
+pub async fn get_job(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.get_job(&actor, id(&p, "job")?).await?))
+}
+
+#[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
+    responses((status = 200, description = "created/pending → canceled, running → canceling; unchanged if already canceling/canceled", body = Job),
+        (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
+pub async fn cancel_job(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.cancel_job(&actor, id(&p, "job")?).await?))
+}
+
+#[utoipa::path(post, path = "/jobs/{id}/abort", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
+    responses((status = 200, description = "Killed at once: canceled; unchanged if already canceled", body = Job),
+        (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
+pub async fn abort_job(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.abort_job(&actor, id(&p, "job")?).await?))
+}
+
+#[derive(Deserialize)]
+pub struct LogParams {
+    offset: Option<String>,
+}
+
+#[utoipa::path(get, path = "/jobs/{id}/log", tag = "jobs",
+    params(("id" = i64, Path, description = "The job id"), ("offset" = Option<u64>, Query, description = "Byte offset to read from")),
+    responses((status = 200, description = "The log from `offset` on", content_type = "text/plain", body = String,
+            headers(("X-Log-Complete" = String, description = "`true` once the job is terminal and its log closed"))),
+        (status = 400, description = "Malformed request", body = ErrorBody), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
+pub async fn job_log(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    Path(p): Path<String>,
+    ApiQuery(q): ApiQuery<LogParams>,
+) -> ApiResult<Response> {
+    let offset = match q.offset.as_deref().filter(|o| !o.is_empty()) {
+        None => 0,
+        Some(o) => o.parse::<u64>().map_err(|_| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("`offset` must be a byte count, not `{o}`"),
+            )
+        })?,
+    };
+    let (text, complete) = engine.job_log(&actor, id(&p, "job")?, offset).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (
+                header::HeaderName::from_static("x-log-complete"),
+                if complete { "true" } else { "false" },
+            ),
+        ],
+        text,
+    )
+        .into_response())
+}
+
+#[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
+    responses((status = 200, description = "The job's timeline, oldest first", body = Vec<TimelineEvent>), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
+pub async fn job_events(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.job_timeline(&actor, id(&p, "job")?).await?))
+}
+
+#[utoipa::path(get, path = "/jobs/{id}/artifacts", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
+    responses((status = 200, description = "The job's artifact files", body = Vec<Artifact>), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
+pub async fn list_artifacts(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.list_artifacts(&actor, id(&p, "job")?).await?))
+}
+
+/// The file, always as a download: an uploaded `.html` must never run as a page of ours.
+#[utoipa::path(get, path = "/jobs/{id}/artifacts/{*path}", tag = "jobs",
+    params(("id" = i64, Path, description = "The job id"), ("path" = String, Path, description = "The artifact's path, as listed")),
+    responses((status = 200, description = "The file, as a download", content_type = "application/octet-stream", body = String),
+        (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job or artifact", body = ErrorBody)))]
+pub async fn download_artifact(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    Path((p, path)): Path<(String, String)>,
+) -> ApiResult<Response> {
+    let (file_path, size) = engine.artifact_file(&actor, id(&p, "job")?, &path).await?;
+    let file = tokio::fs::File::open(&file_path)
+        .await
+        .map_err(|_| EngineError::NotFound(format!("artifact {path:?}")))?;
+    let name = path.rsplit('/').next().unwrap_or("artifact");
+    let ascii_name: String = name
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-+".contains(c) { c } else { '_' })
+        .collect();
+    let disposition = format!("attachment; filename=\"{ascii_name}\"");
+    Ok((
+        [
+            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+            (header::CONTENT_LENGTH, size.to_string()),
+            (header::CONTENT_DISPOSITION, disposition),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
+        ],
+        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
+}
