@@ -16,7 +16,7 @@ use futures::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use usher_core::protocol::{JobReport, PROTOCOL_VERSION, RunnerMessage, ServerMessage};
+use usher_core::protocol::{JobAssignment, JobReport, PROTOCOL_VERSION, RunnerMessage, ServerMessage};
 use usher_core::status::{RunnerCommand, Status};
 
 use crate::artifacts::Uploader;
@@ -192,8 +192,78 @@ async fn connect_and_serve(
         .await
         .map_err(|e| e.to_string())?;
     let (mut sink, mut stream) = ws.split();
-    let send = |msg: &RunnerMessage| Message::Text(serde_json::to_string(msg).expect("serialisable").into());
+    resume(config, state, &mut sink).await?;
+    let uploader = Uploader::new(&config.url, &config.token);
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
+    heartbeat.tick().await;
+    loop {
+        tokio::select! {
+            frame = stream.next() => {
+                let text = match frame {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(c))) => return Err(format!("server closed the connection: {c:?}")),
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(e.to_string()),
+                    None => return Err("connection closed".into()),
+                };
+                let msg: ServerMessage = match serde_json::from_str(&text) {
+                    Ok(m) => m,
+                    Err(e) => { tracing::warn!("unreadable frame from the server: {e}"); continue; }
+                };
+                if let ServerMessage::Job { job } = msg {
+                    start_job(config, state, job, internal_tx, &uploader);
+                } else if on_server_message(state, msg) {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return Ok(());
+                }
+            }
+            Some(internal) = internal_rx.recv() => match internal {
+                Internal::Send(msg) => {
+                    state.remember_log(&msg);
+                    sink.send(frame(&msg)).await.map_err(|e| e.to_string())?
+                }
+                Internal::Done { job_id, report } => {
+                    state.held.remove(&job_id);
+                    if let Some(report) = report {
+                        state.unacked.insert(job_id, report.clone());
+                        sink.send(frame(&RunnerMessage::Finished { job_id, report })).await.map_err(|e| e.to_string())?;
+                    }
+                    if !state.draining {
+                        sink.send(frame(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
+                    } else if state.drained() {
+                        let _ = sink.send(Message::Close(None)).await;
+                        return Ok(());
+                    }
+                }
+            },
+            _ = heartbeat.tick() => sink.send(frame(&RunnerMessage::Heartbeat)).await.map_err(|e| e.to_string())?,
+            changed = stop.changed() => {
+                let wanted = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
+                if wanted == Stop::Drain {
+                    state.start_draining();
+                }
+                if wanted == Stop::Now || (wanted == Stop::Drain && state.drained()) {
+                    let _ = sink.send(Message::Close(None)).await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+}
 
+type Sink =
+    futures::stream::SplitSink<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>, Message>;
+
+fn frame(msg: &RunnerMessage) -> Message {
+    Message::Text(serde_json::to_string(msg).expect("serialisable").into())
+}
+
+/// The start of every connection: `hello` with the jobs this runner holds, then the log
+/// frames a broken connection may have swallowed and the reports that were not
+/// acknowledged (logs first, since a finished job takes no more log), then a job request
+/// per free slot.
+async fn resume(config: &RunnerConfig, state: &State, sink: &mut Sink) -> Result<(), String> {
+    let send = frame;
     let hello = RunnerMessage::Hello {
         version: PROTOCOL_VERSION,
         name: config.name.clone(),
@@ -231,108 +301,72 @@ async fn connect_and_serve(
         sink.send(send(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
     }
 
-    let uploader = Uploader::new(&config.url, &config.token);
-    let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
-    heartbeat.tick().await;
-    loop {
-        tokio::select! {
-            frame = stream.next() => {
-                let text = match frame {
-                    Some(Ok(Message::Text(t))) => t,
-                    Some(Ok(Message::Close(c))) => return Err(format!("server closed the connection: {c:?}")),
-                    Some(Ok(_)) => continue,
-                    Some(Err(e)) => return Err(e.to_string()),
-                    None => return Err("connection closed".into()),
-                };
-                let msg: ServerMessage = match serde_json::from_str(&text) {
-                    Ok(m) => m,
-                    Err(e) => { tracing::warn!("unreadable frame from the server: {e}"); continue; }
-                };
-                match msg {
-                    ServerMessage::Welcome { runner_id, .. } => state.runner_id = Some(runner_id),
-                    ServerMessage::Job { job } => {
-                        let job_id = job.job_id;
-                        let (control_tx, control_rx) = mpsc::unbounded_channel();
-                        // Log frames and the final Done share one channel, so the
-                        // report can never overtake the job's last lines.
-                        let forward = internal_tx.clone();
-                        let out = move |m: RunnerMessage| { let _ = forward.send(Internal::Send(m)); };
-                        let done = internal_tx.clone();
-                        let builds_dir = config.builds_dir.clone();
-                        let uploader = uploader.clone();
-                        let task = tokio::spawn(async move {
-                            let outcome = run_job(job, &builds_dir, Some(&uploader), control_rx, out).await;
-                            let report = match outcome { JobOutcome::Report(r) => Some(r), JobOutcome::Aborted => None };
-                            let _ = done.send(Internal::Done { job_id, report });
-                        });
-                        state.held.insert(job_id, HeldJob { control: control_tx, task });
-                        if state.draining {
-                            // Offered before the server knew: it stops at once.
-                            control(state, job_id, Control::Shutdown);
-                        }
-                    }
-                    ServerMessage::Cancel { job_id } => control(state, job_id, Control::Cancel),
-                    ServerMessage::Abort { job_id } => control(state, job_id, Control::Abort),
-                    ServerMessage::LogAck { job_id, status, log_length } => {
-                        state.log_acked(job_id, log_length);
-                        follow_status(state, job_id, status);
-                    }
-                    ServerMessage::JobStatus { job_id, status } => {
-                        follow_status(state, job_id, status);
-                        if status.is_terminal() && !state.held.contains_key(&job_id) {
-                            state.unacked_logs.remove(&job_id);
-                        }
-                    }
-                    ServerMessage::FinishedAck { job_id, .. } => {
-                        state.unacked.remove(&job_id);
-                        state.unacked_logs.remove(&job_id);
-                        if state.drained() {
-                            let _ = sink.send(Message::Close(None)).await;
-                            return Ok(());
-                        }
-                    }
-                    ServerMessage::Error { message } => tracing::warn!("server: {message}"),
-                }
-            }
-            Some(internal) = internal_rx.recv() => match internal {
-                Internal::Send(msg) => {
-                    state.remember_log(&msg);
-                    sink.send(send(&msg)).await.map_err(|e| e.to_string())?
-                }
-                Internal::Done { job_id, report } => {
-                    state.held.remove(&job_id);
-                    if let Some(report) = report {
-                        state.unacked.insert(job_id, report.clone());
-                        sink.send(send(&RunnerMessage::Finished { job_id, report })).await.map_err(|e| e.to_string())?;
-                    }
-                    if !state.draining {
-                        sink.send(send(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
-                    } else if state.drained() {
-                        let _ = sink.send(Message::Close(None)).await;
-                        return Ok(());
-                    }
-                }
-            },
-            _ = heartbeat.tick() => sink.send(send(&RunnerMessage::Heartbeat)).await.map_err(|e| e.to_string())?,
-            changed = stop.changed() => {
-                let wanted = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
-                match wanted {
-                    Stop::Now => {
-                        let _ = sink.send(Message::Close(None)).await;
-                        return Ok(());
-                    }
-                    Stop::Drain => {
-                        state.start_draining();
-                        if state.drained() {
-                            let _ = sink.send(Message::Close(None)).await;
-                            return Ok(());
-                        }
-                    }
-                    Stop::No => {}
-                }
+    Ok(())
+}
+
+/// A job the server handed over: its task runs it and reports through `internal_tx`.
+fn start_job(
+    config: &RunnerConfig,
+    state: &mut State,
+    job: JobAssignment,
+    internal_tx: &mpsc::UnboundedSender<Internal>,
+    uploader: &Uploader,
+) {
+    let job_id = job.job_id;
+    let (control_tx, control_rx) = mpsc::unbounded_channel();
+    // Log frames and the final Done share one channel, so the report can never overtake
+    // the job's last lines.
+    let forward = internal_tx.clone();
+    let out = move |m: RunnerMessage| {
+        let _ = forward.send(Internal::Send(m));
+    };
+    let done = internal_tx.clone();
+    let builds_dir = config.builds_dir.clone();
+    let uploader = uploader.clone();
+    let task = tokio::spawn(async move {
+        let outcome = run_job(job, &builds_dir, Some(&uploader), control_rx, out).await;
+        let report = match outcome {
+            JobOutcome::Report(r) => Some(r),
+            JobOutcome::Aborted => None,
+        };
+        let _ = done.send(Internal::Done { job_id, report });
+    });
+    state.held.insert(job_id, HeldJob { control: control_tx, task });
+    if state.draining {
+        // Offered before the server knew: it stops at once.
+        control(state, job_id, Control::Shutdown);
+    }
+}
+
+/// Any other frame from the server; true when the runner has drained and should close.
+fn on_server_message(state: &mut State, msg: ServerMessage) -> bool {
+    match msg {
+        ServerMessage::Welcome { runner_id, .. } => state.runner_id = Some(runner_id),
+        ServerMessage::Job { .. } => {}
+        ServerMessage::Cancel { job_id } => control(state, job_id, Control::Cancel),
+        ServerMessage::Abort { job_id } => control(state, job_id, Control::Abort),
+        ServerMessage::LogAck {
+            job_id,
+            status,
+            log_length,
+        } => {
+            state.log_acked(job_id, log_length);
+            follow_status(state, job_id, status);
+        }
+        ServerMessage::JobStatus { job_id, status } => {
+            follow_status(state, job_id, status);
+            if status.is_terminal() && !state.held.contains_key(&job_id) {
+                state.unacked_logs.remove(&job_id);
             }
         }
+        ServerMessage::FinishedAck { job_id, .. } => {
+            state.unacked.remove(&job_id);
+            state.unacked_logs.remove(&job_id);
+            return state.drained();
+        }
+        ServerMessage::Error { message } => tracing::warn!("server: {message}"),
     }
+    false
 }
 
 /// The fallback for a missed push: every answer carries the job's status.

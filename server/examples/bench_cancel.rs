@@ -60,6 +60,7 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
+/// Long for a reason: a benchmark reads best as one script from setup to printed numbers.
 async fn bench(label: &str, database_url: String) {
     let data_dir = tempfile::tempdir().unwrap();
     let server = usher_server::start(usher_server::ServeOptions {

@@ -78,24 +78,55 @@ async fn session(
 ) -> Result<(), String> {
     // Subscribe before anything else so no status change falls between read and watch.
     let mut bus = engine.bus().subscribe();
+    let (runner_id, held) = handshake(&engine, token_id, &mut socket).await?;
+    let mut runner = HeldBy {
+        engine,
+        token_id,
+        runner_id,
+        held,
+        free_slots: 0,
+    };
+    let mut try_claim = false;
+    let mut safety_net = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        if std::mem::take(&mut try_claim) {
+            runner.hand_out_jobs(&mut socket).await?;
+        }
+        tokio::select! {
+            msg = recv(&mut socket) => match msg? {
+                None => return Ok(()),
+                Some(msg) => try_claim = runner.on_message(&mut socket, msg).await?,
+            },
+            event = bus.recv() => match event {
+                Err(RecvError::Closed) => return Ok(()),
+                event => try_claim = runner.on_bus(&mut socket, event).await?,
+            },
+            _ = safety_net.tick() => try_claim = runner.free_slots > 0,
+            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
+                let _ = socket.send(Message::Close(None)).await;
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// `hello` → `welcome`: checks the protocol version and registers the runner (keeping
+/// its previous id when it reconnects with the same token). Returns the runner's id and
+/// the unfinished jobs among those it says it holds.
+async fn handshake(engine: &Engine, token_id: i64, socket: &mut WebSocket) -> Result<(i64, HashSet<i64>), String> {
     let Some(RunnerMessage::Hello {
         version,
         name,
         held_jobs,
         runner_id,
         ..
-    }) = recv(&mut socket).await?
+    }) = recv(socket).await?
     else {
         return Err("the first frame must be `hello`".into());
     };
     if version != PROTOCOL_VERSION {
-        send(
-            &mut socket,
-            &ServerMessage::Error {
-                message: format!("this server speaks runner protocol {PROTOCOL_VERSION}, not {version}"),
-            },
-        )
-        .await?;
+        let message = format!("this server speaks runner protocol {PROTOCOL_VERSION}, not {version}");
+        send(socket, &ServerMessage::Error { message }).await?;
         return Err("protocol version mismatch".into());
     }
     let runner_id = engine
@@ -103,95 +134,131 @@ async fn session(
         .await
         .map_err(|e| e.to_string())?;
     send(
-        &mut socket,
+        socket,
         &ServerMessage::Welcome {
             runner_id,
             version: PROTOCOL_VERSION,
         },
     )
     .await?;
-    let mut held: HashSet<i64> = HashSet::new();
+    // The jobs it says it holds: tell it each one's status (it stops those that ended).
+    let mut held = HashSet::new();
     for job_id in held_jobs {
         let status = engine.job_status(job_id).await.map_err(|e| e.to_string())?;
         if !status.is_terminal() {
             held.insert(job_id);
         }
-        send(&mut socket, &ServerMessage::JobStatus { job_id, status }).await?;
+        send(socket, &ServerMessage::JobStatus { job_id, status }).await?;
+    }
+    Ok((runner_id, held))
+}
+
+/// One connected runner: the jobs it holds and the slots it asked jobs for.
+struct HeldBy {
+    engine: Engine,
+    token_id: i64,
+    runner_id: i64,
+    held: HashSet<i64>,
+    free_slots: u32,
+}
+
+impl HeldBy {
+    /// Claims pending jobs for every free slot and sends them.
+    async fn hand_out_jobs(&mut self, socket: &mut WebSocket) -> Result<(), String> {
+        while self.free_slots > 0 {
+            match self.engine.claim_job(self.runner_id).await.map_err(|e| e.to_string())? {
+                Some(job) => {
+                    self.free_slots -= 1;
+                    self.held.insert(job.job_id);
+                    send(socket, &ServerMessage::Job { job }).await?;
+                }
+                None => break,
+            }
+        }
+        Ok(())
     }
 
-    let mut free_slots: u32 = 0;
-    let mut try_claim = false;
-    let mut safety_net = tokio::time::interval(Duration::from_secs(1));
-    loop {
-        if try_claim {
-            try_claim = false;
-            while free_slots > 0 {
-                match engine.claim_job(runner_id).await.map_err(|e| e.to_string())? {
-                    Some(job) => {
-                        free_slots -= 1;
-                        held.insert(job.job_id);
-                        send(&mut socket, &ServerMessage::Job { job }).await?;
-                    }
-                    None => break,
+    /// A frame from the runner; true when it is worth trying to hand out jobs.
+    async fn on_message(&mut self, socket: &mut WebSocket, msg: RunnerMessage) -> Result<bool, String> {
+        let engine = &self.engine;
+        match msg {
+            RunnerMessage::RequestJob => {
+                self.free_slots += 1;
+                return Ok(true);
+            }
+            RunnerMessage::Log { job_id, offset, data } => match engine.append_log(self.runner_id, job_id, offset, &data).await {
+                Ok((log_length, status)) => {
+                    send(
+                        socket,
+                        &ServerMessage::LogAck {
+                            job_id,
+                            log_length,
+                            status,
+                        },
+                    )
+                    .await?
+                }
+                Err(e) => send(socket, &ServerMessage::Error { message: e.to_string() }).await?,
+            },
+            RunnerMessage::Finished { job_id, report } => {
+                self.held.remove(&job_id);
+                match engine.finish_job(self.runner_id, job_id, report).await {
+                    Ok(status) => send(socket, &ServerMessage::FinishedAck { job_id, status }).await?,
+                    Err(e) => send(socket, &ServerMessage::Error { message: e.to_string() }).await?,
                 }
             }
-        }
-        tokio::select! {
-            msg = recv(&mut socket) => match msg? {
-                None => return Ok(()),
-                Some(RunnerMessage::RequestJob) => { free_slots += 1; try_claim = true; }
-                Some(RunnerMessage::Log { job_id, offset, data }) => {
-                    match engine.append_log(runner_id, job_id, offset, &data).await {
-                        Ok((log_length, status)) => send(&mut socket, &ServerMessage::LogAck { job_id, log_length, status }).await?,
-                        Err(e) => send(&mut socket, &ServerMessage::Error { message: e.to_string() }).await?,
-                    }
+            RunnerMessage::Heartbeat => {
+                if !engine.runner_token_is_live(self.token_id).await.map_err(|e| e.to_string())? {
+                    let close = CloseFrame {
+                        code: close_code::POLICY,
+                        reason: "the runner token was revoked".into(),
+                    };
+                    let _ = socket.send(Message::Close(Some(close))).await;
+                    return Err("runner token revoked".into());
                 }
-                Some(RunnerMessage::Finished { job_id, report }) => {
-                    held.remove(&job_id);
-                    match engine.finish_job(runner_id, job_id, report).await {
-                        Ok(status) => send(&mut socket, &ServerMessage::FinishedAck { job_id, status }).await?,
-                        Err(e) => send(&mut socket, &ServerMessage::Error { message: e.to_string() }).await?,
-                    }
-                }
-                Some(RunnerMessage::Heartbeat) => {
-                    if !engine.runner_token_is_live(token_id).await.map_err(|e| e.to_string())? {
-                        let close = CloseFrame { code: close_code::POLICY, reason: "the runner token was revoked".into() };
-                        let _ = socket.send(Message::Close(Some(close))).await;
-                        return Err("runner token revoked".into());
-                    }
-                    engine.runner_seen(runner_id).await.map_err(|e| e.to_string())?
-                }
-                Some(RunnerMessage::Hello { .. }) => send(&mut socket, &ServerMessage::Error { message: "already said hello".into() }).await?,
-            },
-            event = bus.recv() => match event {
-                Ok(BusEvent::Job(job)) if held.contains(&job.id) => match job.status.runner_command() {
-                    Some(RunnerCommand::Cancel) => send(&mut socket, &ServerMessage::Cancel { job_id: job.id }).await?,
-                    Some(RunnerCommand::Abort) => {
-                        // Ended by someone else (abort, reaper): kill what is left.
-                        held.remove(&job.id);
-                        send(&mut socket, &ServerMessage::Abort { job_id: job.id }).await?;
-                    }
-                    None => {}
-                },
-                Ok(BusEvent::Job(job)) if job.status == Status::Pending => try_claim = free_slots > 0,
-                Ok(_) => {}
-                Err(RecvError::Lagged(_)) => {
-                    // Missed events: re-read the status of every held job.
-                    for job_id in held.clone() {
-                        let status = engine.job_status(job_id).await.map_err(|e| e.to_string())?;
-                        if status.is_terminal() { held.remove(&job_id); }
-                        send(&mut socket, &ServerMessage::JobStatus { job_id, status }).await?;
-                    }
-                    try_claim = free_slots > 0;
-                }
-                Err(RecvError::Closed) => return Ok(()),
-            },
-            _ = safety_net.tick() => try_claim = free_slots > 0,
-            _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
-                let _ = socket.send(Message::Close(None)).await;
-                return Ok(());
+                engine.runner_seen(self.runner_id).await.map_err(|e| e.to_string())?
+            }
+            RunnerMessage::Hello { .. } => {
+                send(
+                    socket,
+                    &ServerMessage::Error {
+                        message: "already said hello".into(),
+                    },
+                )
+                .await?
             }
         }
+        Ok(false)
+    }
+
+    /// A committed change: a held job's new status becomes a runner command; a new
+    /// pending job is worth a claim. True when it is worth trying to hand out jobs.
+    async fn on_bus(&mut self, socket: &mut WebSocket, event: Result<BusEvent, RecvError>) -> Result<bool, String> {
+        match event {
+            Ok(BusEvent::Job(job)) if self.held.contains(&job.id) => match job.status.runner_command() {
+                Some(RunnerCommand::Cancel) => send(socket, &ServerMessage::Cancel { job_id: job.id }).await?,
+                Some(RunnerCommand::Abort) => {
+                    // Ended by someone else (abort, reaper): kill what is left.
+                    self.held.remove(&job.id);
+                    send(socket, &ServerMessage::Abort { job_id: job.id }).await?;
+                }
+                None => {}
+            },
+            Ok(BusEvent::Job(job)) if job.status == Status::Pending => return Ok(self.free_slots > 0),
+            Ok(_) | Err(RecvError::Closed) => {}
+            Err(RecvError::Lagged(_)) => {
+                // Missed events: re-read the status of every held job.
+                for job_id in self.held.clone() {
+                    let status = self.engine.job_status(job_id).await.map_err(|e| e.to_string())?;
+                    if status.is_terminal() {
+                        self.held.remove(&job_id);
+                    }
+                    send(socket, &ServerMessage::JobStatus { job_id, status }).await?;
+                }
+                return Ok(self.free_slots > 0);
+            }
+        }
+        Ok(false)
     }
 }
 

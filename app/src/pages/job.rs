@@ -21,6 +21,7 @@ pub fn JobPage() -> impl IntoView {
     loaded(data, |d| view! { <JobView data=d/> })
 }
 
+/// Long for a reason: most of it is the page's markup, which reads best in one piece.
 #[component]
 fn JobView(data: JobPageData) -> impl IntoView {
     let JobPageData {

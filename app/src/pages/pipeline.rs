@@ -22,6 +22,7 @@ pub fn PipelinePage() -> impl IntoView {
     loaded(data, |d| view! { <PipelineView data=d/> })
 }
 
+/// Long for a reason: most of it is the page's markup, which reads best in one piece.
 #[component]
 fn PipelineView(data: PipelinePageData) -> impl IntoView {
     let PipelinePageData {
