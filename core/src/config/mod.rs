@@ -1,0 +1,150 @@
+//! The CI configuration (a GitLab CI subset, docs/ci-yaml.md): the model, and
+//! with the `parser` feature its YAML parser and validation. Errors name the line and key.
+
+use serde::{Deserialize, Serialize};
+
+pub const DEFAULT_STAGES: [&str; 3] = ["build", "test", "deploy"];
+pub const DEFAULT_TIMEOUT_SECS: u64 = 3600;
+pub const DEFAULT_CANCEL_GRACE_SECS: u64 = 10;
+pub const DEFAULT_AFTER_SCRIPT_TIMEOUT_SECS: u64 = 300;
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AutoCancel {
+    #[default]
+    Conservative,
+    Interruptible,
+    None,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ArtifactsWhen {
+    #[default]
+    OnSuccess,
+    OnFailure,
+    Always,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CiConfig {
+    pub auto_cancel: AutoCancel,
+    pub stages: Vec<String>,
+    pub variables: Vec<(String, String)>,
+    /// Jobs in file order (hidden `.name` jobs left out).
+    pub jobs: Vec<JobConfig>,
+}
+
+/// One job of a configuration (also how the server keeps a job's spec, as JSON).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct JobConfig {
+    pub name: String,
+    pub stage: String,
+    pub needs: Option<Vec<String>>,
+    pub variables: Vec<(String, String)>,
+    pub before_script: Vec<String>,
+    pub script: Vec<String>,
+    pub after_script: Vec<String>,
+    pub timeout_secs: u64,
+    pub interruptible: bool,
+    pub cancel_grace_secs: u64,
+    pub after_script_timeout_secs: u64,
+    pub artifacts: Option<ArtifactsConfig>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactsConfig {
+    pub paths: Vec<String>,
+    pub when: ArtifactsWhen,
+}
+
+/// A configuration that does not parse or validate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, "`{key}`: ")?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Parses durations like `90s`, `10m`, `1h 30m`, `2h`, or a plain number of seconds.
+pub fn parse_duration(text: &str) -> Option<u64> {
+    let text = text.trim();
+    if text.is_empty() {
+        return None;
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Some(secs);
+    }
+    let mut total: u64 = 0;
+    let mut number = String::new();
+    let mut saw_unit = false;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c.is_ascii_digit() {
+            number.push(c);
+        } else if c.is_whitespace() {
+            continue;
+        } else {
+            let mut unit = String::from(c);
+            while let Some(&n) = chars.peek() {
+                if n.is_ascii_alphabetic() {
+                    unit.push(n);
+                    chars.next();
+                } else {
+                    break;
+                }
+            }
+            let factor = match unit.as_str() {
+                "s" | "sec" | "secs" | "second" | "seconds" => 1,
+                "m" | "min" | "mins" | "minute" | "minutes" => 60,
+                "h" | "hr" | "hour" | "hours" => 3600,
+                _ => return None,
+            };
+            let n: u64 = number.parse().ok()?;
+            number.clear();
+            total = total.checked_add(n.checked_mul(factor)?)?;
+            saw_unit = true;
+        }
+    }
+    if !number.is_empty() || !saw_unit {
+        return None;
+    }
+    Some(total)
+}
+
+#[cfg(feature = "parser")]
+pub use parser::parse;
+
+#[cfg(feature = "parser")]
+mod parser;
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("90s"), Some(90));
+        assert_eq!(parse_duration("10m"), Some(600));
+        assert_eq!(parse_duration("1h 30m"), Some(5400));
+        assert_eq!(parse_duration("45"), Some(45));
+        assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("10"), Some(10));
+        assert_eq!(parse_duration("5 m"), Some(300));
+        assert_eq!(parse_duration("m"), None);
+    }
+}

@@ -1,0 +1,461 @@
+//! The YAML parser and validation of the CI configuration (the `parser` feature: the
+//! server needs it, the browser does not). Errors name the line and key.
+
+use super::*;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+/// A string, or a list of strings (GitLab allows both for script sections).
+#[derive(Default)]
+struct Lines(Vec<String>);
+
+impl<'de> Deserialize<'de> for Lines {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum OneOrMany {
+            One(String),
+            Many(Vec<String>),
+        }
+        Ok(
+            match OneOrMany::deserialize(d).map_err(|_| de::Error::custom("expected a string or a list of strings"))? {
+                OneOrMany::One(s) => Lines(vec![s]),
+                OneOrMany::Many(v) => Lines(v),
+            },
+        )
+    }
+}
+
+/// A variables map; values may be written as numbers or booleans.
+struct Variables(Vec<(String, String)>);
+
+impl<'de> Deserialize<'de> for Variables {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Variables;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of variable names to values")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Variables, A::Error> {
+                let mut out = Vec::new();
+                while let Some(k) = map.next_key::<String>()? {
+                    let v: serde_yaml_ng::Value = map.next_value()?;
+                    let text = match v {
+                        serde_yaml_ng::Value::String(s) => s,
+                        serde_yaml_ng::Value::Number(n) => n.to_string(),
+                        serde_yaml_ng::Value::Bool(b) => b.to_string(),
+                        serde_yaml_ng::Value::Null => String::new(),
+                        _ => return Err(de::Error::custom(format!("variable `{k}` must be a string"))),
+                    };
+                    out.push((k, text));
+                }
+                Ok(Variables(out))
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// A duration as written (`10m`, `1h 30m`, or seconds); checked after parsing so
+/// the error can name the exact line.
+#[derive(Clone)]
+struct Duration(String);
+
+impl<'de> Deserialize<'de> for Duration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Duration(match serde_yaml_ng::Value::deserialize(d)? {
+            serde_yaml_ng::Value::Number(n) => n.to_string(),
+            serde_yaml_ng::Value::String(s) => s,
+            other => format!("{other:?}"),
+        }))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawArtifacts {
+    #[serde(default)]
+    paths: Vec<String>,
+    #[serde(default)]
+    when: ArtifactsWhen,
+}
+
+/// A job's keys; `default:` takes the same ones except stage and needs.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawJob {
+    stage: Option<String>,
+    needs: Option<Vec<String>>,
+    variables: Option<Variables>,
+    before_script: Option<Lines>,
+    script: Option<Lines>,
+    after_script: Option<Lines>,
+    timeout: Option<Duration>,
+    interruptible: Option<bool>,
+    cancel_grace: Option<Duration>,
+    after_script_timeout: Option<Duration>,
+    artifacts: Option<RawArtifacts>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawWorkflow {
+    auto_cancel: Option<RawAutoCancel>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAutoCancel {
+    on_new_commit: Option<AutoCancel>,
+}
+
+#[derive(Default)]
+struct RawConfig {
+    workflow: Option<RawWorkflow>,
+    stages: Option<Vec<String>>,
+    variables: Option<Variables>,
+    default: Option<RawJob>,
+    jobs: Vec<(String, RawJob)>,
+}
+
+impl<'de> Deserialize<'de> for RawConfig {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = RawConfig;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a map of top-level keys and jobs")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawConfig, A::Error> {
+                let mut raw = RawConfig::default();
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "workflow" => raw.workflow = Some(map.next_value()?),
+                        "stages" => raw.stages = Some(map.next_value()?),
+                        "variables" => raw.variables = Some(map.next_value()?),
+                        "default" => {
+                            let job: RawJob = map.next_value()?;
+                            if job.stage.is_some() || job.needs.is_some() {
+                                return Err(de::Error::custom("`default` cannot set `stage` or `needs`"));
+                            }
+                            raw.default = Some(job);
+                        }
+                        name => {
+                            // Not wrapped: the inner error carries the right position.
+                            let job: RawJob = map.next_value()?;
+                            raw.jobs.push((name.to_string(), job));
+                        }
+                    }
+                }
+                Ok(raw)
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+/// The line (1-based) where `key:` first starts a line at `indent` spaces, if any.
+fn line_of_key(source: &str, key: &str, indent: usize) -> Option<usize> {
+    source
+        .lines()
+        .position(|l| {
+            let trimmed = l.trim_start_matches(' ');
+            l.len() - trimmed.len() == indent
+                && (trimmed.strip_prefix(key).is_some_and(|rest| rest.trim_start().starts_with(':'))
+                    || trimmed
+                        .strip_prefix(&format!("\"{key}\""))
+                        .or_else(|| trimmed.strip_prefix(&format!("'{key}'")))
+                        .is_some_and(|rest| rest.trim_start().starts_with(':')))
+        })
+        .map(|i| i + 1)
+}
+
+fn job_error(source: &str, job: &str, key: &str, message: String) -> ConfigError {
+    ConfigError {
+        line: line_of_key(source, job, 0).map(|l| line_of_field(source, l, key).unwrap_or(l)),
+        key: Some(format!("{job}.{key}")),
+        message,
+    }
+}
+
+/// The line of `field:` inside the block that starts at line `block` (1-based).
+fn line_of_field(source: &str, block: usize, field: &str) -> Option<usize> {
+    source
+        .lines()
+        .enumerate()
+        .skip(block)
+        .take_while(|(_, l)| l.is_empty() || l.starts_with([' ', '\t', '#']))
+        .find(|(_, l)| {
+            l.trim_start()
+                .strip_prefix(field)
+                .is_some_and(|rest| rest.trim_start().starts_with(':'))
+        })
+        .map(|(i, _)| i + 1)
+}
+
+/// Seconds of a job's (or the default's) duration key, with a fallback.
+fn seconds(
+    source: &str,
+    job: &str,
+    key: &str,
+    own: Option<Duration>,
+    dflt: &Option<Duration>,
+    fallback: u64,
+) -> Result<u64, ConfigError> {
+    let (owner, value) = match (own, dflt) {
+        (Some(d), _) => (job, d),
+        (None, Some(d)) => ("default", d.clone()),
+        (None, None) => return Ok(fallback),
+    };
+    parse_duration(&value.0).ok_or_else(|| {
+        job_error(
+            source,
+            owner,
+            key,
+            format!("\"{}\" is not a duration (write 90s, 10m, 1h 30m, or seconds)", value.0),
+        )
+    })
+}
+
+/// Parses and validates a CI configuration.
+pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
+    let raw: RawConfig = serde_yaml_ng::from_str(source).map_err(|e| {
+        let line = e.location().map(|l| l.line());
+        let mut message = e.to_string();
+        // serde_yaml_ng appends " at line L column C"; the line is reported separately.
+        if let Some(i) = message.find(" at line ") {
+            message.truncate(i);
+        }
+        // The key: the top-level key the line belongs to, and the field serde names.
+        let top = line.and_then(|l| {
+            source.lines().take(l).collect::<Vec<_>>().into_iter().rev().find_map(|text| {
+                let starts_key = !text.starts_with([' ', '\t', '#', '-']) && text.contains(':');
+                starts_key.then(|| text.split(':').next().unwrap_or("").trim().to_string())
+            })
+        });
+        if let Some(t) = &top {
+            if let Some(rest) = message.strip_prefix(&format!("{t}: ")) {
+                message = rest.to_string();
+            }
+        }
+        let field = message.split('`').nth(1).map(str::to_string);
+        let key = match (top, field) {
+            (Some(t), Some(f)) if t != f => Some(format!("{t}.{f}")),
+            (Some(t), _) => Some(t),
+            (None, f) => f,
+        };
+        ConfigError { line, key, message }
+    })?;
+
+    let auto_cancel = raw
+        .workflow
+        .and_then(|w| w.auto_cancel)
+        .and_then(|a| a.on_new_commit)
+        .unwrap_or_default();
+    let stages = raw.stages.unwrap_or_else(|| DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
+    let variables = raw.variables.map(|v| v.0).unwrap_or_default();
+    let default = raw.default.unwrap_or_default();
+
+    let mut jobs = Vec::new();
+    for (name, job) in raw.jobs {
+        if name.starts_with('.') {
+            continue;
+        }
+        let stage = job.stage.unwrap_or_else(|| "test".to_string());
+        if !stages.contains(&stage) {
+            return Err(job_error(
+                source,
+                &name,
+                "stage",
+                format!("job `{name}` uses stage `{stage}`, which is not in stages {stages:?}"),
+            ));
+        }
+        let script = match job.script.or_else(|| None) {
+            Some(Lines(lines)) if !lines.is_empty() => lines,
+            _ => {
+                return Err(job_error(source, &name, "script", format!("job `{name}` has no `script`")));
+            }
+        };
+        let pick_lines = |own: Option<Lines>, dflt: &Option<Lines>| -> Vec<String> {
+            own.map(|l| l.0).or_else(|| dflt.as_ref().map(|l| l.0.clone())).unwrap_or_default()
+        };
+        let mut job_vars = default.variables.as_ref().map(|v| v.0.clone()).unwrap_or_default();
+        for (k, v) in job.variables.map(|v| v.0).unwrap_or_default() {
+            job_vars.retain(|(existing, _)| *existing != k);
+            job_vars.push((k, v));
+        }
+        let artifacts = job
+            .artifacts
+            .or_else(|| {
+                default.artifacts.as_ref().map(|a| RawArtifacts {
+                    paths: a.paths.clone(),
+                    when: a.when,
+                })
+            })
+            .map(|a| ArtifactsConfig {
+                paths: a.paths,
+                when: a.when,
+            });
+        jobs.push(JobConfig {
+            before_script: pick_lines(job.before_script, &default.before_script),
+            after_script: pick_lines(job.after_script, &default.after_script),
+            script,
+            stage,
+            needs: job.needs,
+            variables: job_vars,
+            timeout_secs: seconds(source, &name, "timeout", job.timeout, &default.timeout, DEFAULT_TIMEOUT_SECS)?,
+            interruptible: job.interruptible.or(default.interruptible).unwrap_or(false),
+            cancel_grace_secs: seconds(
+                source,
+                &name,
+                "cancel_grace",
+                job.cancel_grace,
+                &default.cancel_grace,
+                DEFAULT_CANCEL_GRACE_SECS,
+            )?,
+            after_script_timeout_secs: seconds(
+                source,
+                &name,
+                "after_script_timeout",
+                job.after_script_timeout,
+                &default.after_script_timeout,
+                DEFAULT_AFTER_SCRIPT_TIMEOUT_SECS,
+            )?,
+            artifacts,
+            name,
+        });
+    }
+    if jobs.is_empty() {
+        return Err(ConfigError {
+            line: None,
+            key: None,
+            message: "the configuration defines no jobs".into(),
+        });
+    }
+    validate_needs(source, &stages, &jobs)?;
+    Ok(CiConfig {
+        auto_cancel,
+        stages,
+        variables,
+        jobs,
+    })
+}
+
+fn validate_needs(source: &str, stages: &[String], jobs: &[JobConfig]) -> Result<(), ConfigError> {
+    let index: HashMap<&str, &JobConfig> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
+    let stage_of = |j: &JobConfig| stages.iter().position(|s| *s == j.stage).unwrap_or(0);
+    for job in jobs {
+        for need in job.needs.iter().flatten() {
+            let Some(other) = index.get(need.as_str()) else {
+                return Err(job_error(
+                    source,
+                    &job.name,
+                    "needs",
+                    format!("job `{}` needs `{need}`, which is not a job", job.name),
+                ));
+            };
+            if stage_of(other) > stage_of(job) {
+                return Err(job_error(
+                    source,
+                    &job.name,
+                    "needs",
+                    format!("job `{}` needs `{need}`, which runs in a later stage", job.name),
+                ));
+            }
+        }
+    }
+    // A cycle can only form among jobs of one stage; look for one with a DFS.
+    fn visit<'a>(
+        name: &'a str,
+        index: &HashMap<&'a str, &'a JobConfig>,
+        done: &mut HashSet<&'a str>,
+        path: &mut Vec<&'a str>,
+    ) -> Option<Vec<String>> {
+        if done.contains(name) {
+            return None;
+        }
+        if let Some(pos) = path.iter().position(|n| *n == name) {
+            let mut cycle: Vec<String> = path[pos..].iter().map(|s| s.to_string()).collect();
+            cycle.push(name.to_string());
+            return Some(cycle);
+        }
+        path.push(name);
+        for need in index[name].needs.iter().flatten() {
+            if let Some(c) = visit(need.as_str(), index, done, path) {
+                return Some(c);
+            }
+        }
+        path.pop();
+        done.insert(name);
+        None
+    }
+    let mut done = HashSet::new();
+    for job in jobs {
+        if let Some(cycle) = visit(job.name.as_str(), &index, &mut done, &mut Vec::new()) {
+            return Err(job_error(
+                source,
+                &cycle[0],
+                "needs",
+                format!("`needs` forms a cycle: {}", cycle.join(" → ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn full_example_parses() {
+        let cfg = parse(
+            "workflow:\n  auto_cancel:\n    on_new_commit: interruptible\nstages: [build, test]\nvariables: {A: 1, B: x}\ndefault:\n  interruptible: true\n  after_script: [echo bye]\nbuild:\n  stage: build\n  script: make\nunit:\n  stage: test\n  needs: [build]\n  script: [cargo test]\n  timeout: 1h 30m\n  cancel_grace: 5s\n  after_script_timeout: 90\n  interruptible: false\n  artifacts:\n    paths: [out/]\n    when: always\n.hidden:\n  script: [x]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.auto_cancel, AutoCancel::Interruptible);
+        assert_eq!(cfg.variables, vec![("A".into(), "1".into()), ("B".into(), "x".into())]);
+        assert_eq!(cfg.jobs.len(), 2);
+        let unit = &cfg.jobs[1];
+        assert_eq!(unit.timeout_secs, 5400);
+        assert_eq!(unit.cancel_grace_secs, 5);
+        assert_eq!(unit.after_script_timeout_secs, 90);
+        assert!(!unit.interruptible);
+        assert!(cfg.jobs[0].interruptible);
+        assert_eq!(unit.after_script, vec!["echo bye".to_string()]);
+        assert_eq!(unit.artifacts.as_ref().unwrap().when, ArtifactsWhen::Always);
+    }
+
+    #[test]
+    fn unknown_key_names_line_and_key() {
+        let err = parse("job:\n  script: [a]\n  scirpt: [b]\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("scirpt"), "{err}");
+    }
+
+    #[test]
+    fn missing_script_and_unknown_stage() {
+        let err = parse("a:\n  script: [x]\nb:\n  stage: test\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("script"), "{err}");
+        let err = parse("a:\n  stage: nope\n  script: [x]\n").unwrap_err();
+        assert!(err.to_string().contains("nope"), "{err}");
+    }
+
+    #[test]
+    fn needs_cycle_and_unknown_need() {
+        let err = parse("a:\n  needs: [b]\n  script: [x]\nb:\n  needs: [a]\n  script: [x]\n").unwrap_err();
+        assert!(err.to_string().contains("cycle"), "{err}");
+        let err = parse("a:\n  needs: [zzz]\n  script: [x]\n").unwrap_err();
+        assert!(err.to_string().contains("zzz"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration() {
+        let err = parse("a:\n  script: [x]\n  timeout: soon\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("soon"), "{err}");
+    }
+}
