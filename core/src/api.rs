@@ -224,7 +224,12 @@ pub struct CreateProject {
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateProject {
-    pub ci_config: String,
+    /// A new name (409 `conflict` if another project has it).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A new CI configuration.
+    #[serde(default)]
+    pub ci_config: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

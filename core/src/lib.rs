@@ -13,6 +13,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod config;
+pub mod names;
 pub mod pipeline;
 pub mod protocol;
 pub mod roles;

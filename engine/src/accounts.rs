@@ -4,8 +4,16 @@
 
 use usher_core::roles::Role;
 
-use crate::auth::{Credentials, hash_password, hash_token, new_token, verify_password};
+use crate::auth::{Credentials, hash_password, hash_token, new_token};
 use crate::{Actor, Engine, EngineError, format_time};
+use std::net::IpAddr;
+
+/// A hash of a password nobody knows, checked for unknown users so that a sign-in takes
+/// as long whether the user exists or not.
+fn dummy_password_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&new_token("")).expect("argon2 works"))
+}
 
 /// How long a browser session lasts.
 pub const SESSION_DAYS: i64 = 14;
@@ -95,19 +103,29 @@ impl Engine {
     }
 
     /// Checks a password and opens a browser session; returns the session secret.
-    pub async fn login(&self, name: &str, password: &str) -> Result<String, EngineError> {
-        let refused = || EngineError::BadRequest("unknown user or wrong password".into());
-        let (user_id, hash) = self.store().user_credentials(name).await?.ok_or_else(refused)?;
-        let hash = hash.ok_or_else(refused)?;
-        let ok = tokio::task::spawn_blocking({
-            let password = password.to_string();
-            move || verify_password(&password, &hash)
-        })
-        .await
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
-        if !ok {
-            return Err(refused());
+    ///
+    /// Bounded cost: a user name or address with too many recent failures is refused
+    /// (429) before any hashing; at most as many argon2 checks as the machine has cores
+    /// run at once (each takes ~19 MiB), the rest wait their turn; and an unknown user
+    /// costs the same argon2 check as a known one, so timing does not tell them apart.
+    pub async fn login(&self, name: &str, password: &str, address: Option<IpAddr>) -> Result<String, EngineError> {
+        if let Some(wait) = self.inner.login_throttle.refusal(name, address) {
+            return Err(EngineError::TooManyRequests(format!(
+                "too many failed sign-ins; try again in {} s",
+                wait.as_secs().max(1)
+            )));
         }
+        let credentials = self.store().user_credentials(name).await?;
+        let (user_id, hash) = match credentials {
+            Some((id, Some(hash))) => (Some(id), hash),
+            _ => (None, dummy_password_hash().to_string()),
+        };
+        let ok = self.inner.password_checks.verify(password, &hash).await;
+        let Some(user_id) = user_id.filter(|_| ok) else {
+            self.inner.login_throttle.failed(name, address);
+            return Err(EngineError::BadRequest("unknown user or wrong password".into()));
+        };
+        self.inner.login_throttle.succeeded(name);
         let session = new_token("");
         let expires = format_time(chrono::Utc::now() + chrono::Duration::days(SESSION_DAYS));
         self.store().add_session(&hash_token(&session), user_id, &expires).await?;

@@ -26,6 +26,8 @@ pub enum EngineError {
     Conflict(String),
     #[error("{0}")]
     TooLarge(String),
+    #[error("{0}")]
+    TooManyRequests(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -41,6 +43,7 @@ impl EngineError {
             EngineError::InvalidConfig(_) => "invalid_config",
             EngineError::Conflict(_) => "conflict",
             EngineError::TooLarge(_) => "too_large",
+            EngineError::TooManyRequests(_) => "too_many_requests",
             EngineError::Internal(_) => "internal",
         }
     }
@@ -54,6 +57,7 @@ impl EngineError {
             EngineError::InvalidTransition(_) | EngineError::Conflict(_) => 409,
             EngineError::InvalidConfig(_) => 422,
             EngineError::TooLarge(_) => 413,
+            EngineError::TooManyRequests(_) => 429,
             EngineError::Internal(_) => 500,
         }
     }

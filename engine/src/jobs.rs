@@ -6,7 +6,7 @@ use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status};
 
 use crate::store::TransitionCtx;
-use crate::{Actor, Engine, EngineError, format_time};
+use crate::{Actor, Engine, EngineError, detached, format_time};
 
 impl Engine {
     pub async fn get_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
@@ -38,7 +38,9 @@ impl Engine {
         detail: Option<String>,
     ) -> Result<Job, EngineError> {
         let ctx = self.stop_ctx(actor, id, event, reason, detail).await?;
-        Ok(self.apply_to_job(id, event, &ctx).await?.job)
+        // Once accepted, the stop completes even if the client goes away meanwhile.
+        let engine = self.clone();
+        detached(async move { Ok(engine.apply_to_job(id, event, &ctx).await?.job) }).await
     }
 
     /// What a cancel or abort of job `id` records: mode, who, why and (graceful) the

@@ -13,12 +13,14 @@ pub mod bus;
 pub mod error;
 mod jobs;
 mod logs;
+mod password_checks;
 mod pipelines;
 mod projects;
 mod reaper;
 mod runners;
 pub mod service;
 pub mod store;
+mod throttle;
 mod transitions;
 
 pub use accounts::{BootstrapCredentials, SESSION_DAYS};
@@ -28,6 +30,19 @@ pub use error::EngineError;
 pub use pipelines::PipelineQuery;
 pub use service::{Engine, Settings};
 pub use store::Store;
+
+/// Runs `work` on a task of its own and waits for it. An accepted state change must
+/// complete even when the caller's future is dropped (an HTTP client that disconnects
+/// drops its handler): the work goes on without it.
+pub(crate) async fn detached<T, F>(work: F) -> Result<T, EngineError>
+where
+    F: std::future::Future<Output = Result<T, EngineError>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(work)
+        .await
+        .map_err(|e| EngineError::Internal(format!("the work was interrupted: {e}")))?
+}
 
 /// Now as the RFC 3339 UTC text stored and served everywhere (millisecond precision,
 /// fixed width, so text order is time order).

@@ -3,13 +3,13 @@
 //! (auto-cancel), and scheduling: moving waiting jobs on once what they need is done.
 
 use usher_core::api::{CancelMode, CancelReason, CreatePipeline, Job, Pipeline};
-use usher_core::config;
 use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, ready_decisions};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status, next};
+use usher_core::{config, names};
 
 use crate::store::{Change, NewJob, PipelineCancel, PipelineFilter, StoredSpec, TransitionCtx};
-use crate::{Actor, Engine, EngineError};
+use crate::{Actor, Engine, EngineError, detached};
 
 pub struct PipelineQuery {
     pub git_ref: Option<String>,
@@ -21,12 +21,19 @@ pub struct PipelineQuery {
 impl Engine {
     pub async fn create_pipeline(&self, actor: &Actor, project_id: i64, req: CreatePipeline) -> Result<Pipeline, EngineError> {
         actor.require(Action::CreatePipeline)?;
+        let git_ref = req.git_ref.trim().to_string();
+        names::check_ref(&git_ref).map_err(EngineError::BadRequest)?;
         let project = self.get_project(actor, project_id).await?;
-        if req.git_ref.trim().is_empty() {
-            return Err(EngineError::BadRequest("`ref` must not be empty".into()));
-        }
         let source = req.ci_config.as_deref().unwrap_or(&project.ci_config);
         let cfg = config::parse(source)?;
+        let max = self.inner.settings.max_pipeline_jobs;
+        if cfg.jobs.len() > max {
+            return Err(EngineError::InvalidConfig(config::ConfigError {
+                line: None,
+                key: None,
+                message: format!("the configuration has {} jobs; a pipeline may have at most {max}", cfg.jobs.len()),
+            }));
+        }
         let jobs: Vec<NewJob> = cfg
             .jobs
             .iter()
@@ -42,11 +49,17 @@ impl Engine {
                 },
             })
             .collect();
-        let git_ref = req.git_ref.trim();
-        let id = self.store().create_pipeline(project_id, git_ref, &actor.name, &jobs).await?;
-        self.advance_pipeline(id).await?;
-        self.auto_cancel_older(actor, project_id, git_ref, id, cfg.auto_cancel).await?;
-        self.pipeline_with_jobs(id).await
+        // Once accepted, the pipeline is created, scheduled and supersedes older ones even
+        // if the client goes away meanwhile.
+        let engine = self.clone();
+        let actor = actor.clone();
+        detached(async move {
+            let id = engine.store().create_pipeline(project_id, &git_ref, &actor.name, &jobs).await?;
+            engine.advance_pipeline(id).await?;
+            engine.auto_cancel_older(&actor, project_id, &git_ref, id, cfg.auto_cancel).await?;
+            engine.pipeline_with_jobs(id).await
+        })
+        .await
     }
 
     /// A new pipeline supersedes older unfinished ones on the same ref, as its
@@ -136,13 +149,15 @@ impl Engine {
     /// Graceful cancel of every unfinished job of a pipeline.
     pub async fn cancel_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
         actor.require(Action::Cancel)?;
-        self.stop_pipeline(actor, id, CancelMode::Graceful).await
+        let (engine, actor) = (self.clone(), actor.clone());
+        detached(async move { engine.stop_pipeline(&actor, id, CancelMode::Graceful).await }).await
     }
 
     /// Abort of every unfinished job of a pipeline.
     pub async fn abort_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
         actor.require(Action::Abort)?;
-        self.stop_pipeline(actor, id, CancelMode::Abort).await
+        let (engine, actor) = (self.clone(), actor.clone());
+        detached(async move { engine.stop_pipeline(&actor, id, CancelMode::Abort).await }).await
     }
 
     pub(crate) async fn stop_pipeline(&self, actor: &Actor, id: i64, mode: CancelMode) -> Result<Pipeline, EngineError> {

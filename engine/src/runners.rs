@@ -89,7 +89,16 @@ impl Engine {
             .get_project(job.project_id)
             .await?
             .ok_or_else(|| EngineError::NotFound("project".into()))?;
-        let mut variables = vec![
+        // The configuration's variables first, Usher's last: the last of two equal names
+        // wins in the job's environment, so CI_* always say the truth (the parser also
+        // refuses configurations that set them; pipelines stored before that may).
+        let mut variables: Vec<(String, String)> = spec
+            .pipeline_variables
+            .into_iter()
+            .chain(spec.job.variables)
+            .filter(|(k, _)| !usher_core::config::limits::is_reserved_variable(k))
+            .collect();
+        variables.extend([
             ("CI".to_string(), "true".to_string()),
             ("CI_JOB_ID".to_string(), job.id.to_string()),
             ("CI_PIPELINE_ID".to_string(), job.pipeline_id.to_string()),
@@ -97,9 +106,7 @@ impl Engine {
             ("CI_COMMIT_REF_NAME".to_string(), pipeline.git_ref.clone()),
             ("CI_JOB_NAME".to_string(), job.name.clone()),
             ("CI_JOB_STAGE".to_string(), job.stage.clone()),
-        ];
-        variables.extend(spec.pipeline_variables);
-        variables.extend(spec.job.variables);
+        ]);
         Ok(JobAssignment {
             job_id: job.id,
             pipeline_id: job.pipeline_id,

@@ -23,6 +23,8 @@ pub struct Settings {
     pub artifacts_dir: Option<PathBuf>,
     /// The most bytes of artifacts one job may keep.
     pub max_artifact_bytes: u64,
+    /// The most jobs one pipeline may have (a bigger configuration is refused).
+    pub max_pipeline_jobs: usize,
 }
 
 impl Default for Settings {
@@ -33,6 +35,7 @@ impl Default for Settings {
             max_log_bytes: 4 * 1024 * 1024,
             artifacts_dir: None,
             max_artifact_bytes: 100 * 1024 * 1024,
+            max_pipeline_jobs: 2000,
         }
     }
 }
@@ -48,6 +51,10 @@ pub(crate) struct Inner {
     bus: Bus,
     /// See [`Engine::commit_order`].
     pub(crate) publish_order: tokio::sync::Mutex<()>,
+    /// Failed sign-ins, per user and per address.
+    pub(crate) login_throttle: crate::throttle::LoginThrottle,
+    /// Where argon2 password checks run (one thread per core).
+    pub(crate) password_checks: crate::password_checks::PasswordChecks,
     /// The LISTEN task feeding the bus (PostgreSQL).
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -71,6 +78,8 @@ impl Engine {
                 store,
                 bus,
                 publish_order: tokio::sync::Mutex::new(()),
+                login_throttle: Default::default(),
+                password_checks: crate::password_checks::PasswordChecks::start(std::thread::available_parallelism().map_or(2, |n| n.get())),
                 listener: std::sync::Mutex::new(listener),
             }),
         })

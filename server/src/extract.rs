@@ -2,8 +2,8 @@
 //! (400 `bad_request`, 413 `too_large`), a query string, and path ids and numbers.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
-use axum::extract::{FromRequest, Query, Request};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, Path, Query, Request};
 use axum::http::StatusCode;
 use usher_engine::EngineError;
 
@@ -68,5 +68,24 @@ pub fn number_param(value: Option<&str>, name: &str, default: i64) -> ApiResult<
                 format!("`{name}` must be a positive integer, not `{v}`"),
             )
         }),
+    }
+}
+
+/// `Path` whose rejections (a segment that is not valid UTF-8 once decoded, say) answer
+/// 400 `bad_request` in the API's shape instead of axum's plain text.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> axum::extract::FromRequestParts<S> for ApiPath<T>
+where
+    Path<T>: axum::extract::FromRequestParts<S, Rejection = PathRejection>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match Path::<T>::from_request_parts(parts, state).await {
+            Ok(Path(v)) => Ok(ApiPath(v)),
+            Err(rejection) => Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text())),
+        }
     }
 }

@@ -43,7 +43,9 @@ impl utoipa::Modify for BearerAuth {
 /// `/api/v1`: the documented routes, the document itself, and a JSON 404 for the rest.
 pub fn router() -> Router<AppState> {
     let (router, _) = v1_routes().split_for_parts();
-    router.fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
+    router
+        .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
+        .method_not_allowed_fallback(crate::web::method_not_allowed)
 }
 
 fn v1_routes() -> OpenApiRouter<AppState> {

@@ -8,8 +8,8 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::broadcast::error::RecvError;
@@ -25,6 +25,7 @@ use utoipa_axum::routes;
 use crate::AppState;
 use crate::caller::bearer;
 use crate::error::ApiError;
+use crate::extract::ApiPath;
 
 /// The routes runners use, with their descriptions (they join `openapi.json`).
 pub fn documented_routes() -> OpenApiRouter<AppState> {
@@ -277,7 +278,7 @@ impl HeldBy {
 pub async fn upload_artifact(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Path((job, path)): Path<(String, String)>,
+    ApiPath((job, path)): ApiPath<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;

@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{DefaultBodyLimit, Form, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, OriginalUri, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -12,7 +12,9 @@ use axum::routing::post;
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list, handle_server_fns_with_context};
 use serde::Deserialize;
+use std::net::SocketAddr;
 use usher_app::{App, shell};
+use usher_engine::EngineError;
 
 use crate::AppState;
 use crate::caller::{SESSION_COOKIE, bearer, cookie, is_same_origin};
@@ -36,7 +38,10 @@ pub fn router(state: AppState) -> Router {
             move || shell(options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_sign_in))
+        .layer(middleware::from_fn(bad_form_arguments))
+        .layer(middleware::from_fn(complete_writes))
         .layer(middleware::from_fn(refuse_cross_site))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(state)
@@ -45,6 +50,51 @@ pub fn router(state: AppState) -> Router {
 async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
     let engine = state.engine.clone();
     handle_server_fns_with_context(move || provide_context(engine.clone()), req).await
+}
+
+/// The browser's form endpoints (`/ui/…`). A server function answers arguments it cannot
+/// decode (missing, repeated, not a number) with 500 and `Args|…`/`Deserialization|…`;
+/// those are the client's mistake, so they become 400 `bad_request`. (A browser's plain
+/// form post never sees this: leptos redirects it back with the error.)
+async fn bad_form_arguments(req: Request, next: Next) -> Response {
+    let is_form_endpoint = req.uri().path().starts_with("/ui/");
+    let response = next.run(req).await;
+    if !is_form_endpoint || response.status() != StatusCode::INTERNAL_SERVER_ERROR {
+        return response;
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = axum::body::to_bytes(body, 64 * 1024).await.unwrap_or_default();
+    let text = String::from_utf8_lossy(&bytes);
+    let client_error = ["Args|", "Deserialization|", "MissingArg|"]
+        .iter()
+        .find_map(|prefix| text.strip_prefix(prefix));
+    match client_error {
+        Some(why) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("bad form arguments: {why}")).into_response(),
+        None => Response::from_parts(parts, Body::from(bytes)),
+    }
+}
+
+/// A known path with another method: 405 in the API's error shape, with `Allow` kept.
+pub async fn method_not_allowed(OriginalUri(uri): OriginalUri, method: Method) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response()
+}
+
+/// A request that changes state runs on a task of its own: once it has arrived, it is
+/// carried out whole even if the client hangs up before the answer (hyper drops a
+/// connection's handler when the connection closes; a half-done cancel would be lost).
+async fn complete_writes(req: Request, next: Next) -> Response {
+    if matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS) {
+        return next.run(req).await;
+    }
+    match tokio::spawn(next.run(req)).await {
+        Ok(response) => response,
+        Err(e) => ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the request failed: {e}")).into_response(),
+    }
 }
 
 /// Cookie-authenticated writes (and the login form) must come from our own pages.
@@ -106,8 +156,13 @@ struct LoginForm {
     next: Option<String>,
 }
 
-async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Response {
-    match state.engine.login(&form.name, &form.password).await {
+async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    headers: axum::http::HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    match state.engine.login(&form.name, &form.password, Some(client.ip())).await {
         Ok(session) => {
             let cookie = format!(
                 "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
@@ -118,6 +173,18 @@ async fn login(State(state): State<AppState>, Form(form): Form<LoginForm>) -> Re
                 .headers_mut()
                 .insert(header::SET_COOKIE, HeaderValue::from_str(&cookie).expect("ascii cookie"));
             response
+        }
+        Err(e @ EngineError::TooManyRequests(_)) => {
+            // A browser goes back to the form, which says why; a program gets the 429.
+            let wants_html = headers
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.contains("text/html"));
+            if wants_html {
+                Redirect::to("/login?error=throttled").into_response()
+            } else {
+                ApiError::from(e).into_response()
+            }
         }
         Err(_) => {
             let next = form

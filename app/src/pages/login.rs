@@ -6,13 +6,17 @@ use leptos_router::hooks::use_query_map;
 #[component]
 pub fn LoginPage() -> impl IntoView {
     let query = use_query_map();
-    let failed = move || query.read().get("error").is_some();
+    let failed = move || query.read().get("error").is_some_and(|e| e != "throttled");
+    let throttled = move || query.read().get("error").is_some_and(|e| e == "throttled");
     let next = move || query.read().get("next").unwrap_or_else(|| "/".to_string());
     view! {
         <main class="page login">
             <h1>"Sign in to Usher"</h1>
             <Show when=failed>
                 <p class="error" role="alert">"Unknown user or wrong password."</p>
+            </Show>
+            <Show when=throttled>
+                <p class="error" role="alert">"Too many failed sign-ins. Wait a few minutes and try again."</p>
             </Show>
             <form method="post" action="/auth/login" class="card">
                 <input type="hidden" name="next" value=next/>

@@ -129,6 +129,7 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 #[cfg(feature = "parser")]
 pub use parser::parse;
 
+pub mod limits;
 #[cfg(feature = "parser")]
 mod parser;
 

@@ -172,6 +172,25 @@ fn line_of_key(source: &str, key: &str, indent: usize) -> Option<usize> {
         .map(|i| i + 1)
 }
 
+/// `CI` and `CI_*` are Usher's: a configuration that sets one is refused at that line.
+fn refuse_reserved(source: &str, owner: &str, indent: usize, variables: &[(String, String)]) -> Result<(), ConfigError> {
+    let Some((name, _)) = variables.iter().find(|(k, _)| limits::is_reserved_variable(k)) else {
+        return Ok(());
+    };
+    let block = line_of_key(source, owner, indent);
+    let line = block.and_then(|b| line_of_field(source, b, name)).or(block);
+    let key = if owner == "variables" {
+        format!("variables.{name}")
+    } else {
+        format!("{owner}.variables.{name}")
+    };
+    Err(ConfigError {
+        line,
+        key: Some(key),
+        message: format!("`{name}` is set by Usher; variables named CI or CI_* cannot be overridden"),
+    })
+}
+
 fn job_error(source: &str, job: &str, key: &str, message: String) -> ConfigError {
     ConfigError {
         line: line_of_key(source, job, 0).map(|l| line_of_field(source, l, key).unwrap_or(l)),
@@ -196,14 +215,7 @@ fn line_of_field(source: &str, block: usize, field: &str) -> Option<usize> {
 }
 
 /// Seconds of a job's (or the default's) duration key, with a fallback.
-fn seconds(
-    source: &str,
-    job: &str,
-    key: &str,
-    own: Option<Duration>,
-    dflt: &Option<Duration>,
-    fallback: u64,
-) -> Result<u64, ConfigError> {
+fn seconds(source: &str, job: &str, key: &str, own: Option<Duration>, dflt: &Option<Duration>, fallback: u64) -> Result<u64, ConfigError> {
     let (owner, value) = match (own, dflt) {
         (Some(d), _) => (job, d),
         (None, Some(d)) => ("default", d.clone()),
@@ -221,6 +233,7 @@ fn seconds(
 
 /// Parses and validates a CI configuration.
 pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
+    limits::check_shape(source)?;
     let raw: RawConfig = serde_yaml_ng::from_str(source).map_err(|e| {
         let line = e.location().map(|l| l.line());
         let mut message = e.to_string();
@@ -257,6 +270,15 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
     let stages = raw.stages.unwrap_or_else(|| DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
     let variables = raw.variables.map(|v| v.0).unwrap_or_default();
     let default = raw.default.unwrap_or_default();
+    refuse_reserved(source, "variables", 0, &variables)?;
+    if let Some(v) = &default.variables {
+        refuse_reserved(source, "default", 0, &v.0)?;
+    }
+    for (name, job) in &raw.jobs {
+        if let Some(v) = &job.variables {
+            refuse_reserved(source, name, 0, &v.0)?;
+        }
+    }
 
     let mut jobs = Vec::new();
     for (name, job) in raw.jobs {
@@ -408,6 +430,27 @@ fn validate_needs(source: &str, stages: &[String], jobs: &[JobConfig]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ci_variables_cannot_be_overridden() {
+        let err = parse("job:\n  variables:\n    CI_JOB_ID: evil\n  script: [env]\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert_eq!(err.key.as_deref(), Some("job.variables.CI_JOB_ID"));
+        let err = parse("variables:\n  CI: \"false\"\njob:\n  script: [env]\n").unwrap_err();
+        assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("variables.CI")));
+        assert!(parse("default:\n  variables: {CI_X: 1}\njob:\n  script: [env]\n").is_err());
+        assert!(parse("variables: {CIRCLE: 1}\njob:\n  script: [env]\n").is_ok());
+    }
+
+    #[test]
+    fn nesting_is_refused_before_the_parser_runs() {
+        let source = format!("x: {}{}\njob:\n  script: [a]\n", "[".repeat(50_000), "]".repeat(50_000));
+        let started = std::time::Instant::now();
+        let err = parse(&source).unwrap_err();
+        assert!(err.message.contains("nested too deeply"), "{err}");
+        // Linear: well under the seconds the parser would take (regression guard, 100× slack).
+        assert!(started.elapsed() < std::time::Duration::from_millis(500), "{:?}", started.elapsed());
+    }
 
     #[test]
     fn full_example_parses() {

@@ -38,12 +38,23 @@ impl Store {
         row.as_ref().map(project_from_row).transpose()
     }
 
-    pub async fn update_project_config(&self, id: i64, ci_config: &str) -> Result<Option<Project>, EngineError> {
-        let row = sqlx::query("UPDATE projects SET ci_config = $1 WHERE id = $2 RETURNING id, name, ci_config, created_at")
-            .bind(ci_config)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
+    /// Changes what is given; None when there is no such project.
+    pub async fn update_project(&self, id: i64, name: Option<&str>, ci_config: Option<&str>) -> Result<Option<Project>, EngineError> {
+        let row = sqlx::query(
+            "UPDATE projects SET name = COALESCE($1, name), ci_config = COALESCE($2, ci_config) WHERE id = $3 \
+             RETURNING id, name, ci_config, created_at",
+        )
+        .bind(name)
+        .bind(ci_config)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(|e| match e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                EngineError::Conflict(format!("a project named `{}` already exists", name.unwrap_or_default()))
+            }
+            e => e.into(),
+        })?;
         row.as_ref().map(project_from_row).transpose()
     }
 }

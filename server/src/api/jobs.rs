@@ -2,7 +2,7 @@
 //! artifact files (listed, and downloaded as attachments).
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -11,25 +11,25 @@ use usher_engine::{Engine, EngineError};
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiQuery, id};
+use crate::extract::{ApiPath, ApiQuery, id};
 
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
     responses((status = 200, description = "The job", body = Job), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
-pub async fn get_job(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn get_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.get_job(&actor, id(&p, "job")?).await?))
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
     responses((status = 200, description = "created/pending → canceled, running → canceling; unchanged if already canceling/canceled", body = Job),
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
-pub async fn cancel_job(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn cancel_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.cancel_job(&actor, id(&p, "job")?).await?))
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/abort", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
     responses((status = 200, description = "Killed at once: canceled; unchanged if already canceled", body = Job),
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
-pub async fn abort_job(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn abort_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.abort_job(&actor, id(&p, "job")?).await?))
 }
 
@@ -46,7 +46,7 @@ pub struct LogParams {
 pub async fn job_log(
     State(engine): State<Engine>,
     Caller(actor): Caller,
-    Path(p): Path<String>,
+    ApiPath(p): ApiPath<String>,
     ApiQuery(q): ApiQuery<LogParams>,
 ) -> ApiResult<Response> {
     let offset = match q.offset.as_deref().filter(|o| !o.is_empty()) {
@@ -75,13 +75,17 @@ pub async fn job_log(
 
 #[utoipa::path(get, path = "/jobs/{id}/events", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
     responses((status = 200, description = "The job's timeline, oldest first", body = Vec<TimelineEvent>), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
-pub async fn job_events(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn job_events(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.job_timeline(&actor, id(&p, "job")?).await?))
 }
 
 #[utoipa::path(get, path = "/jobs/{id}/artifacts", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
     responses((status = 200, description = "The job's artifact files", body = Vec<Artifact>), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
-pub async fn list_artifacts(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn list_artifacts(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    ApiPath(p): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.list_artifacts(&actor, id(&p, "job")?).await?))
 }
 
@@ -93,7 +97,7 @@ pub async fn list_artifacts(State(engine): State<Engine>, Caller(actor): Caller,
 pub async fn download_artifact(
     State(engine): State<Engine>,
     Caller(actor): Caller,
-    Path((p, path)): Path<(String, String)>,
+    ApiPath((p, path)): ApiPath<(String, String)>,
 ) -> ApiResult<Response> {
     let (file_path, size) = engine.artifact_file(&actor, id(&p, "job")?, &path).await?;
     let file = tokio::fs::File::open(&file_path)

@@ -1,7 +1,7 @@
 //! Pipelines: create one in a project, list a project's, read one, cancel or abort one.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
@@ -11,7 +11,7 @@ use usher_engine::{Engine, PipelineQuery};
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiQuery, id, number_param};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, id, number_param};
 
 #[utoipa::path(post, path = "/projects/{id}/pipelines", tag = "pipelines", params(("id" = i64, Path, description = "The project id")), request_body = CreatePipeline,
     responses((status = 201, description = "Created, with its jobs; older pipelines on the ref are auto-cancelled per the config", body = Pipeline),
@@ -19,7 +19,7 @@ use crate::extract::{ApiJson, ApiQuery, id, number_param};
 pub async fn create_pipeline(
     State(engine): State<Engine>,
     Caller(actor): Caller,
-    Path(p): Path<String>,
+    ApiPath(p): ApiPath<String>,
     ApiJson(req): ApiJson<CreatePipeline>,
 ) -> ApiResult<impl IntoResponse> {
     Ok((
@@ -47,7 +47,7 @@ pub struct PipelineParams {
 pub async fn list_pipelines(
     State(engine): State<Engine>,
     Caller(actor): Caller,
-    Path(p): Path<String>,
+    ApiPath(p): ApiPath<String>,
     ApiQuery(q): ApiQuery<PipelineParams>,
 ) -> ApiResult<impl IntoResponse> {
     let status = match q.status.as_deref().filter(|s| !s.is_empty()) {
@@ -67,20 +67,32 @@ pub async fn list_pipelines(
 
 #[utoipa::path(get, path = "/pipelines/{id}", tag = "pipelines", params(("id" = i64, Path, description = "The pipeline id")),
     responses((status = 200, description = "The pipeline with its jobs", body = Pipeline), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such pipeline", body = ErrorBody)))]
-pub async fn get_pipeline(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn get_pipeline(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    ApiPath(p): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.get_pipeline(&actor, id(&p, "pipeline")?).await?))
 }
 
 #[utoipa::path(post, path = "/pipelines/{id}/cancel", tag = "pipelines", params(("id" = i64, Path, description = "The pipeline id")),
     responses((status = 200, description = "Graceful: waiting jobs canceled, running ones canceling; unchanged if already canceling/canceled", body = Pipeline),
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such pipeline", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
-pub async fn cancel_pipeline(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn cancel_pipeline(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    ApiPath(p): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.cancel_pipeline(&actor, id(&p, "pipeline")?).await?))
 }
 
 #[utoipa::path(post, path = "/pipelines/{id}/abort", tag = "pipelines", params(("id" = i64, Path, description = "The pipeline id")),
     responses((status = 200, description = "Every unfinished job canceled at once; unchanged if already canceled", body = Pipeline),
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such pipeline", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
-pub async fn abort_pipeline(State(engine): State<Engine>, Caller(actor): Caller, Path(p): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn abort_pipeline(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    ApiPath(p): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.abort_pipeline(&actor, id(&p, "pipeline")?).await?))
 }
