@@ -9,6 +9,7 @@ pub mod executor;
 pub mod logsink;
 pub mod output;
 pub mod procs;
+pub mod script;
 pub mod session;
 
 pub use session::{RunnerConfig, Stop, run};
