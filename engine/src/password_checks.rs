@@ -62,8 +62,12 @@ impl PasswordChecks {
 /// constant-time (`Output`'s equality).
 fn verify(password: &str, hash: &str, memory: &mut Vec<Block>) -> bool {
     let Ok(parsed) = PasswordHash::new(hash) else { return false };
-    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else { return false };
-    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else { return false };
+    let (Some(expected), Some(salt)) = (parsed.hash, parsed.salt) else {
+        return false;
+    };
+    let Ok(algorithm) = Algorithm::try_from(parsed.algorithm) else {
+        return false;
+    };
     let version = match parsed.version.map(Version::try_from).transpose() {
         Ok(v) => v.unwrap_or_default(),
         Err(_) => return false,
@@ -95,7 +99,10 @@ mod tests {
         let mut memory = Vec::new();
         assert!(verify("correct horse", &hash, &mut memory));
         assert!(!verify("correct hors", &hash, &mut memory));
-        assert!(verify("correct horse", &hash, &mut memory), "the reused buffer gives the same answer");
+        assert!(
+            verify("correct horse", &hash, &mut memory),
+            "the reused buffer gives the same answer"
+        );
         assert!(!verify("x", "not a hash", &mut memory));
     }
 }

@@ -22,6 +22,7 @@ use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::control::Control;
+use crate::isolation::{self, Confinement, JobCgroup, JobIsolation};
 use crate::logsink::{self, LogHandle};
 use crate::output::OutputPump;
 use crate::procs::{self, COOKIE_VAR, JobMarks};
@@ -45,36 +46,76 @@ enum ScriptEnd {
     Abort,
 }
 
-/// Starts `bash file` in its own process group with output into the job log.
-fn spawn_bash(
-    file: &Path,
-    cwd: &Path,
-    job: &JobAssignment,
-    marks: &JobMarks,
-    log: &LogHandle,
-) -> std::io::Result<(tokio::process::Child, OutputPump)> {
-    let (reader, writer) = std::io::pipe()?;
-    marks.add_pipe(reader.as_fd());
-    let mut cmd = Command::new("bash");
-    cmd.arg("--noprofile")
-        .arg("--norc")
-        .arg(file)
-        .current_dir(cwd)
-        // Only a few variables of the runner's own environment reach a job: a local
-        // runner lives in the server process, whose environment holds secrets.
-        .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())))
-        .envs(job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .env(COOKIE_VAR, &marks.cookie)
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(writer.try_clone()?))
-        .stderr(Stdio::from(writer))
-        .process_group(0)
-        .kill_on_drop(false);
-    let child = cmd.spawn()?;
-    drop(cmd); // closes our copies of the pipe's write end
-    let pump = OutputPump::start(reader, log.clone())?;
-    Ok((child, pump))
+/// Where and how this runner runs jobs, decided when it starts.
+#[derive(Clone, Debug)]
+pub struct JobHost {
+    /// Each job gets `job-<id>` (its build directory) and `job-<id>.usher` (its script,
+    /// saved state and home) below this.
+    pub builds_dir: PathBuf,
+    pub isolation: JobIsolation,
+    /// This runner's directory of job cgroups, when it may create them.
+    pub cgroups: Option<PathBuf>,
+}
+
+/// One job's run: what every step needs.
+struct JobRun<'a> {
+    job: &'a JobAssignment,
+    build_dir: PathBuf,
+    meta_dir: PathBuf,
+    home_dir: PathBuf,
+    state_file: PathBuf,
+    marks: JobMarks,
+    confinement: Confinement,
+    log: LogHandle,
+}
+
+impl JobRun<'_> {
+    /// Starts `bash file` in its own process group, confined (job user, cgroup), with
+    /// output into the job log.
+    fn spawn_bash(&self, file: &Path) -> std::io::Result<(tokio::process::Child, OutputPump)> {
+        let (reader, writer) = std::io::pipe()?;
+        self.marks.add_pipe(reader.as_fd());
+        let mut cmd = Command::new("bash");
+        cmd.arg("--noprofile")
+            .arg("--norc")
+            .arg(file)
+            .current_dir(&self.build_dir)
+            // Only a few variables of the runner's own environment reach a job: a local
+            // runner lives in the server process, whose environment holds secrets.
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())));
+        if let Some(user) = self.confinement.user() {
+            cmd.env("HOME", &self.home_dir).env("USER", &user.name).env("LOGNAME", &user.name);
+        }
+        cmd.envs(self.job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env(COOKIE_VAR, &self.marks.cookie)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer.try_clone()?))
+            .stderr(Stdio::from(writer))
+            .process_group(0)
+            .kill_on_drop(false);
+        self.confinement.apply(&mut cmd);
+        let child = cmd.spawn()?;
+        drop(cmd); // closes our copies of the pipe's write end
+        let pump = OutputPump::start(reader, self.log.clone())?;
+        Ok((child, pump))
+    }
+
+    /// Writes a file the job's bash will read, owned by the job user.
+    fn write_for_job(&self, file: &Path, text: &str) -> std::io::Result<()> {
+        std::fs::write(file, text)?;
+        isolation::give_to(file, self.confinement.user())
+    }
+
+    /// Fresh, empty directories for the job, owned by the job user.
+    fn make_dirs(&self) -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(&self.build_dir);
+        let _ = std::fs::remove_dir_all(&self.meta_dir);
+        std::fs::create_dir_all(&self.build_dir)?;
+        std::fs::create_dir_all(&self.home_dir)?;
+        isolation::give_to(&self.build_dir, self.confinement.user())?;
+        isolation::give_to(&self.meta_dir, self.confinement.user())
+    }
 }
 
 /// Waits for the script, a control message or the timeout.
@@ -129,7 +170,7 @@ async fn stop_gracefully(
 /// the returned outcome says what to report.
 pub async fn run_job(
     job: JobAssignment,
-    builds_dir: &Path,
+    host: &JobHost,
     uploader: Option<&Uploader>,
     mut control: mpsc::UnboundedReceiver<Control>,
     out: impl Fn(RunnerMessage) + Send + 'static,
@@ -137,142 +178,174 @@ pub async fn run_job(
     let started = Instant::now();
     let log = logsink::spawn(job.job_id, out);
     let cookie = format!("{}-{}-{}", std::process::id(), job.job_id, hex::encode(rand::random::<[u8; 8]>()));
-    let build_dir = builds_dir.join(format!("job-{}", job.job_id));
-    let meta_dir = builds_dir.join(format!("job-{}.usher", job.job_id));
-    let marks = JobMarks::new(cookie, &[&build_dir, &meta_dir]);
-    let outcome = run_in_dirs(&job, &build_dir, &meta_dir, &marks, &log, uploader, &mut control, started).await;
-    let killed = procs::kill_all(&marks).await;
+    let build_dir = host.builds_dir.join(format!("job-{}", job.job_id));
+    let meta_dir = host.builds_dir.join(format!("job-{}.usher", job.job_id));
+    let cgroup = host.cgroups.as_deref().and_then(|root| JobCgroup::create(root, job.job_id));
+    let confinement = Confinement::new(&host.isolation, cgroup.as_ref());
+    let mut run = JobRun {
+        job: &job,
+        home_dir: meta_dir.join("home"),
+        state_file: meta_dir.join("state.sh"),
+        marks: JobMarks::new(cookie, &[&build_dir, &meta_dir]).with_cgroup(cgroup),
+        build_dir,
+        meta_dir,
+        confinement,
+        log,
+    };
+    let outcome = match run.make_dirs() {
+        Ok(()) => run_in_dirs(&run, uploader, &mut control).await,
+        Err(e) => {
+            let dir = run.build_dir.display();
+            run.log.note(&format!("Could not create the build directory {dir}: {e}"));
+            JobOutcome::Report(system_failure())
+        }
+    };
+    let outcome = match outcome {
+        JobOutcome::Report(report) => JobOutcome::Report(JobReport {
+            duration_ms: started.elapsed().as_millis() as u64,
+            ..report
+        }),
+        aborted => aborted,
+    };
+    let killed = procs::kill_all(&run.marks).await;
     if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
-        log.note(&format!("Killed {killed} leftover process(es) of the job."));
+        run.log.note(&format!("Killed {killed} leftover process(es) of the job."));
     }
-    log.flush().await;
-    let _ = std::fs::remove_dir_all(&build_dir);
-    let _ = std::fs::remove_dir_all(&meta_dir);
+    run.marks.remove_cgroup().await;
+    run.log.flush().await;
+    let _ = std::fs::remove_dir_all(&run.build_dir);
+    let _ = std::fs::remove_dir_all(&run.meta_dir);
     outcome
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn run_in_dirs(
-    job: &JobAssignment,
-    build_dir: &Path,
-    meta_dir: &Path,
-    marks: &JobMarks,
-    log: &LogHandle,
-    uploader: Option<&Uploader>,
-    control: &mut mpsc::UnboundedReceiver<Control>,
-    started: Instant,
-) -> JobOutcome {
-    let report_error = |message: String| {
-        log.note(&message);
-        JobOutcome::Report(JobReport {
-            exit_code: None,
-            failure_reason: Some(FailureReason::RunnerSystemFailure),
-            duration_ms: started.elapsed().as_millis() as u64,
-            after_script: None,
-        })
-    };
-    let _ = std::fs::remove_dir_all(build_dir);
-    if let Err(e) = std::fs::create_dir_all(build_dir).and_then(|_| std::fs::create_dir_all(meta_dir)) {
-        return report_error(format!("Could not create the build directory {}: {e}", build_dir.display()));
+/// A report for a job the runner could not run (its duration is filled in later).
+fn system_failure() -> JobReport {
+    JobReport {
+        exit_code: None,
+        failure_reason: Some(FailureReason::RunnerSystemFailure),
+        duration_ms: 0,
+        after_script: None,
     }
-    let state_file = meta_dir.join("state.sh");
-    let script_file = meta_dir.join("script.sh");
-    if let Err(e) = std::fs::write(&script_file, script_text(job, &state_file)) {
-        return report_error(format!("Could not write the job script: {e}"));
+}
+
+/// How the script ended, as after_script and the report need it.
+struct ScriptResult {
+    exit_code: Option<i32>,
+    failure_reason: Option<FailureReason>,
+    /// `CI_JOB_STATUS`: success, failed or canceled.
+    status: &'static str,
+    /// The script's working directory when it was stopped (read from /proc).
+    cwd_at_stop: Option<PathBuf>,
+}
+
+async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mut mpsc::UnboundedReceiver<Control>) -> JobOutcome {
+    let (job, log) = (run.job, &run.log);
+    let script_file = run.meta_dir.join("script.sh");
+    if let Err(e) = run.write_for_job(&script_file, &script_text(job, &run.state_file)) {
+        log.note(&format!("Could not write the job script: {e}"));
+        return JobOutcome::Report(system_failure());
     }
-    log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, build_dir.display()));
-    let (mut child, output) = match spawn_bash(&script_file, build_dir, job, marks, log) {
-        Ok(c) => c,
-        Err(e) => return report_error(format!("Could not start bash: {e}")),
-    };
-    let pgid = child.id().unwrap_or(0);
-    let stop = wait_script(&mut child, control, Duration::from_secs(job.timeout_secs)).await;
-
-    let mut cwd_at_stop: Option<PathBuf> = None;
-    let (exit_code, failure_reason, status) = match stop {
-        ScriptEnd::Exited(code) => {
-            procs::signal_group(pgid, Signal::SIGKILL);
-            output.drain().await;
-            let ok = code == Some(0);
-            (
-                code,
-                (!ok).then_some(FailureReason::ScriptFailure),
-                if ok { "success" } else { "failed" },
-            )
-        }
-        ScriptEnd::Abort => {
-            procs::signal_group(pgid, Signal::SIGKILL);
-            output.drain().await;
-            return kill_everything(marks, log, ABORTED).await;
-        }
-        ScriptEnd::Cancel | ScriptEnd::Timeout | ScriptEnd::Shutdown => {
-            cwd_at_stop = procs::cwd_of(pgid);
-            let grace = Duration::from_secs(job.cancel_grace_secs);
-            let why = match stop {
-                ScriptEnd::Timeout => format!("Job timed out after {} s", job.timeout_secs),
-                ScriptEnd::Shutdown => "The runner is shutting down".to_string(),
-                _ => "Cancel requested".to_string(),
-            };
-            log.note(&format!(
-                "{why}: stopping the script (SIGTERM, SIGKILL after {} s).",
-                job.cancel_grace_secs
-            ));
-            let aborted = stop_gracefully(&mut child, pgid, grace, control).await;
-            output.drain().await;
-            if aborted {
-                return kill_everything(marks, log, ABORTED).await;
-            }
-            match stop {
-                ScriptEnd::Timeout => (None, Some(FailureReason::Timeout), "failed"),
-                ScriptEnd::Shutdown => (None, Some(FailureReason::RunnerShutdown), "failed"),
-                _ => (None, None, "canceled"),
-            }
+    log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, run.build_dir.display()));
+    let script = match run_script(run, &script_file, control).await {
+        Ok(Some(result)) => result,
+        Ok(None) => return kill_everything(&run.marks, log, ABORTED).await,
+        Err(e) => {
+            log.note(&format!("Could not start bash: {e}"));
+            return JobOutcome::Report(system_failure());
         }
     };
-
     let after_script = if job.after_script.is_empty() {
         None
     } else {
-        match run_after_script(
-            job,
-            build_dir,
-            meta_dir,
-            &state_file,
-            cwd_at_stop.as_deref(),
-            status,
-            marks,
-            log,
-            control,
-        )
-        .await
-        {
+        match run_after_script(run, script.cwd_at_stop.as_deref(), script.status, control).await {
             Some(result) => Some(result),
-            None => return kill_everything(marks, log, ABORTED).await,
+            None => return kill_everything(&run.marks, log, ABORTED).await,
         }
     };
     if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader) {
-        if spec.when.applies(status == "success") {
+        if spec.when.applies(script.status == "success") {
             // Nothing of the job may still be writing while its files are read.
-            let killed = procs::kill_all(marks).await;
+            let killed = procs::kill_all(&run.marks).await;
             if killed > 0 {
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
-            if uploader.upload(job.job_id, spec, build_dir, log, control).await == UploadOutcome::Aborted {
-                return kill_everything(marks, log, "Aborted during the artifact upload.").await;
+            if uploader.upload(job.job_id, spec, &run.build_dir, log, control).await == UploadOutcome::Aborted {
+                return kill_everything(&run.marks, log, "Aborted during the artifact upload.").await;
             }
         } else {
             log.note(&format!(
-                "Artifacts are not uploaded: the job is {status} and `when` is {}.",
+                "Artifacts are not uploaded: the job is {} and `when` is {}.",
+                script.status,
                 spec.when.as_str()
             ));
         }
     }
     JobOutcome::Report(JobReport {
-        exit_code,
-        failure_reason,
-        duration_ms: started.elapsed().as_millis() as u64,
+        exit_code: script.exit_code,
+        failure_reason: script.failure_reason,
+        duration_ms: 0,
         after_script,
     })
+}
+
+/// Runs before_script + script until it exits, times out, or is stopped. Ok(None): an
+/// abort came (the script's group is killed already).
+async fn run_script(
+    run: &JobRun<'_>,
+    script_file: &Path,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> std::io::Result<Option<ScriptResult>> {
+    let job = run.job;
+    let (mut child, output) = run.spawn_bash(script_file)?;
+    let pgid = child.id().unwrap_or(0);
+    let stop = wait_script(&mut child, control, Duration::from_secs(job.timeout_secs)).await;
+    let result = match stop {
+        ScriptEnd::Exited(code) => {
+            procs::signal_group(pgid, Signal::SIGKILL);
+            output.drain().await;
+            let ok = code == Some(0);
+            ScriptResult {
+                exit_code: code,
+                failure_reason: (!ok).then_some(FailureReason::ScriptFailure),
+                status: if ok { "success" } else { "failed" },
+                cwd_at_stop: None,
+            }
+        }
+        ScriptEnd::Abort => {
+            procs::signal_group(pgid, Signal::SIGKILL);
+            output.drain().await;
+            return Ok(None);
+        }
+        ScriptEnd::Cancel | ScriptEnd::Timeout | ScriptEnd::Shutdown => {
+            let cwd_at_stop = procs::cwd_of(pgid);
+            let why = match stop {
+                ScriptEnd::Timeout => format!("Job timed out after {} s", job.timeout_secs),
+                ScriptEnd::Shutdown => "The runner is shutting down".to_string(),
+                _ => "Cancel requested".to_string(),
+            };
+            run.log.note(&format!(
+                "{why}: stopping the script (SIGTERM, SIGKILL after {} s).",
+                job.cancel_grace_secs
+            ));
+            let aborted = stop_gracefully(&mut child, pgid, Duration::from_secs(job.cancel_grace_secs), control).await;
+            output.drain().await;
+            if aborted {
+                return Ok(None);
+            }
+            let (failure_reason, status) = match stop {
+                ScriptEnd::Timeout => (Some(FailureReason::Timeout), "failed"),
+                ScriptEnd::Shutdown => (Some(FailureReason::RunnerShutdown), "failed"),
+                _ => (None, "canceled"),
+            };
+            ScriptResult {
+                exit_code: None,
+                failure_reason,
+                status,
+                cwd_at_stop,
+            }
+        }
+    };
+    Ok(Some(result))
 }
 
 const ABORTED: &str = "Aborted: every process of the job was killed.";
@@ -285,19 +358,14 @@ async fn kill_everything(marks: &JobMarks, log: &LogHandle, note: &str) -> JobOu
 }
 
 /// Runs after_script; None if an abort arrived meanwhile.
-#[allow(clippy::too_many_arguments)]
 async fn run_after_script(
-    job: &JobAssignment,
-    build_dir: &Path,
-    meta_dir: &Path,
-    state_file: &Path,
+    run: &JobRun<'_>,
     cwd: Option<&Path>,
     status: &str,
-    marks: &JobMarks,
-    log: &LogHandle,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Option<AfterScriptResult> {
-    let file = meta_dir.join("after_script.sh");
+    let (job, log) = (run.job, &run.log);
+    let file = run.meta_dir.join("after_script.sh");
     let started = Instant::now();
     log.note("Running after_script");
     let failed = |log: &LogHandle, e: std::io::Error| {
@@ -308,10 +376,10 @@ async fn run_after_script(
             timed_out: false,
         })
     };
-    if let Err(e) = std::fs::write(&file, after_script_text(job, state_file, cwd, status)) {
+    if let Err(e) = run.write_for_job(&file, &after_script_text(job, &run.state_file, cwd, status)) {
         return failed(log, e);
     }
-    let (mut child, output) = match spawn_bash(&file, build_dir, job, marks, log) {
+    let (mut child, output) = match run.spawn_bash(&file) {
         Ok(c) => c,
         Err(e) => return failed(log, e),
     };

@@ -6,6 +6,7 @@
 pub mod artifacts;
 pub mod control;
 pub mod executor;
+pub mod isolation;
 pub mod logsink;
 pub mod output;
 pub mod procs;

@@ -14,14 +14,20 @@ struct Args {
     #[arg(long, env = "USHER_RUNNER_TOKEN", hide_env_values = true)]
     token: String,
     /// How many jobs to run at once.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, env = "USHER_RUNNER_CONCURRENCY", default_value_t = 1)]
     concurrency: u32,
     /// Where each job gets its build directory.
-    #[arg(long, default_value = "./builds")]
+    #[arg(long, env = "USHER_RUNNER_BUILDS_DIR", default_value = "./builds")]
     builds_dir: PathBuf,
     /// The name shown in the server's runner list.
-    #[arg(long)]
+    #[arg(long, env = "USHER_RUNNER_NAME")]
     name: Option<String>,
+    /// The unprivileged user jobs run as (needs root; default when root: usher-job, created if missing).
+    #[arg(long, env = "USHER_JOB_USER")]
+    job_user: Option<String>,
+    /// Run jobs as this runner's own user when it is not root. Jobs can then read the runner's token.
+    #[arg(long, env = "USHER_TRUST_JOBS")]
+    trust_jobs: bool,
 }
 
 #[tokio::main]
@@ -60,6 +66,13 @@ async fn main() {
             let _ = stop_tx.send(stop);
         }
     });
+    let isolation = usher_runner::isolation::JobIsolation::decide(args.job_user.as_deref(), args.trust_jobs).unwrap_or_else(|e| {
+        eprintln!("usher-runner: {e}");
+        std::process::exit(2);
+    });
+    // The runner's own files (job scripts before they are handed over) are private.
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe { libc::umask(0o077) };
     usher_runner::run(
         usher_runner::RunnerConfig {
             url: args.url,
@@ -67,6 +80,7 @@ async fn main() {
             name,
             concurrency: args.concurrency,
             builds_dir,
+            isolation,
         },
         stop_rx,
     )

@@ -18,6 +18,8 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
+use crate::isolation::JobCgroup;
+
 pub const COOKIE_VAR: &str = "USHER_JOB_COOKIE";
 
 /// What marks a process as one of a job's (see the module comment).
@@ -27,6 +29,9 @@ pub struct JobMarks {
     dirs: Vec<PathBuf>,
     /// `pipe:[inode]`, as /proc shows the job's output pipes in a process's fd table.
     pipes: Mutex<Vec<String>>,
+    /// The job's cgroup, when the runner could make one: it holds every process of the
+    /// job, whatever the process did to its environment, descriptors or directory.
+    cgroup: Option<JobCgroup>,
 }
 
 impl JobMarks {
@@ -47,6 +52,19 @@ impl JobMarks {
             cookie,
             dirs: all,
             pipes: Mutex::new(Vec::new()),
+            cgroup: None,
+        }
+    }
+
+    pub fn with_cgroup(mut self, cgroup: Option<JobCgroup>) -> Self {
+        self.cgroup = cgroup;
+        self
+    }
+
+    /// Kills what is left in the job's cgroup and removes it.
+    pub async fn remove_cgroup(&mut self) {
+        if let Some(cgroup) = self.cgroup.take() {
+            cgroup.remove().await;
         }
     }
 
@@ -125,7 +143,10 @@ fn state_and_parent(pid: i32) -> Option<(char, i32)> {
 /// SIGKILLs every process of the job until none is left (a few rounds catch processes
 /// forked during the sweep). Returns how many were killed.
 pub async fn kill_all(marks: &JobMarks) -> usize {
-    let mut killed = 0;
+    let mut killed = match &marks.cgroup {
+        Some(cgroup) => cgroup.kill_all().await,
+        None => 0,
+    };
     for _ in 0..20 {
         let pids = processes_of(marks);
         if pids.is_empty() {

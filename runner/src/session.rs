@@ -21,7 +21,8 @@ use usher_core::status::{RunnerCommand, Status};
 
 use crate::artifacts::Uploader;
 use crate::control::Control;
-use crate::executor::{JobOutcome, run_job};
+use crate::executor::{JobHost, JobOutcome, run_job};
+use crate::isolation::{self, JobIsolation};
 
 #[derive(Clone, Debug)]
 pub struct RunnerConfig {
@@ -31,6 +32,8 @@ pub struct RunnerConfig {
     pub name: String,
     pub concurrency: u32,
     pub builds_dir: PathBuf,
+    /// Who jobs run as (see `isolation`).
+    pub isolation: JobIsolation,
 }
 
 /// What the runner's owner asks of it; the value only ever moves forward.
@@ -112,7 +115,7 @@ impl State {
 
 /// Runs until `stop` says so (see the module comment).
 pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
-    remove_stale_build_dirs(&config.builds_dir);
+    let host = prepare_host(&config);
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
     let mut state = State {
         runner_id: None,
@@ -131,7 +134,7 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         if state.drained() {
             break;
         }
-        match connect_and_serve(&config, &mut state, &internal_tx, &mut internal_rx, &mut stop).await {
+        match connect_and_serve(&config, &host, &mut state, &internal_tx, &mut internal_rx, &mut stop).await {
             Ok(()) => continue,
             Err(e) => {
                 tracing::warn!(runner = %config.name, "connection to {} lost: {e}; retrying in {backoff:?}", config.url);
@@ -150,6 +153,47 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
     let tasks: Vec<_> = state.held.into_values().map(|job| job.task).collect();
     if tokio::time::timeout(KILL_WAIT, futures::future::join_all(tasks)).await.is_err() {
         tracing::warn!(runner = %config.name, "job tasks did not end within {KILL_WAIT:?}");
+    }
+}
+
+/// Before the first job: what a previous life of this runner left (after a crash or a
+/// `kill -9`) goes — its processes (found in its job cgroups) and its build directories
+/// — and the builds dir is made reachable for the job user.
+fn prepare_host(config: &RunnerConfig) -> JobHost {
+    let _ = std::fs::create_dir_all(&config.builds_dir);
+    remove_stale_build_dirs(&config.builds_dir);
+    if config.isolation.user().is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&config.builds_dir, std::fs::Permissions::from_mode(0o711));
+    }
+    // One cgroup directory per runner, named after its builds dir, so the next life of
+    // this runner finds the previous one's.
+    let tag: String = config
+        .builds_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let tag = tag.trim_matches('-');
+    let cgroups = isolation::cgroup_root(&tag[tag.len().saturating_sub(180)..]);
+    match &cgroups {
+        Some(root) => {
+            let killed = isolation::kill_leftovers(root);
+            if killed > 0 {
+                tracing::warn!(runner = %config.name, "killed {killed} process(es) that a previous run of this runner left behind");
+            }
+            tracing::info!(runner = %config.name, "{}; each job in its own cgroup under {}", config.isolation.describe(), root.display());
+        }
+        None => tracing::info!(
+            runner = %config.name,
+            "{}; no cgroup v2 to use here, so a job's processes are found by their marks",
+            config.isolation.describe()
+        ),
+    }
+    JobHost {
+        builds_dir: config.builds_dir.clone(),
+        isolation: config.isolation.clone(),
+        cgroups,
     }
 }
 
@@ -175,6 +219,7 @@ fn ws_url(base: &str) -> String {
 
 async fn connect_and_serve(
     config: &RunnerConfig,
+    host: &JobHost,
     state: &mut State,
     internal_tx: &mpsc::UnboundedSender<Internal>,
     internal_rx: &mut mpsc::UnboundedReceiver<Internal>,
@@ -211,7 +256,7 @@ async fn connect_and_serve(
                     Err(e) => { tracing::warn!("unreadable frame from the server: {e}"); continue; }
                 };
                 if let ServerMessage::Job { job } = msg {
-                    start_job(config, state, job, internal_tx, &uploader);
+                    start_job(host, state, job, internal_tx, &uploader);
                 } else if on_server_message(state, msg) {
                     let _ = sink.send(Message::Close(None)).await;
                     return Ok(());
@@ -305,13 +350,7 @@ async fn resume(config: &RunnerConfig, state: &State, sink: &mut Sink) -> Result
 }
 
 /// A job the server handed over: its task runs it and reports through `internal_tx`.
-fn start_job(
-    config: &RunnerConfig,
-    state: &mut State,
-    job: JobAssignment,
-    internal_tx: &mpsc::UnboundedSender<Internal>,
-    uploader: &Uploader,
-) {
+fn start_job(host: &JobHost, state: &mut State, job: JobAssignment, internal_tx: &mpsc::UnboundedSender<Internal>, uploader: &Uploader) {
     let job_id = job.job_id;
     let (control_tx, control_rx) = mpsc::unbounded_channel();
     // Log frames and the final Done share one channel, so the report can never overtake
@@ -321,10 +360,10 @@ fn start_job(
         let _ = forward.send(Internal::Send(m));
     };
     let done = internal_tx.clone();
-    let builds_dir = config.builds_dir.clone();
+    let host = host.clone();
     let uploader = uploader.clone();
     let task = tokio::spawn(async move {
-        let outcome = run_job(job, &builds_dir, Some(&uploader), control_rx, out).await;
+        let outcome = run_job(job, &host, Some(&uploader), control_rx, out).await;
         let report = match outcome {
             JobOutcome::Report(r) => Some(r),
             JobOutcome::Aborted => None,

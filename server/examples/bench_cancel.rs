@@ -72,6 +72,9 @@ async fn bench(label: &str, database_url: String) {
         admin_token: Some(TOKEN.into()),
         site_root: "target/site".into(),
         settings: Default::default(),
+
+        job_user: None,
+        trust_jobs: false,
     })
     .await
     .unwrap();

@@ -114,6 +114,9 @@ async fn bench(name: &str, database_url: String) {
         admin_token: Some(TOKEN.into()),
         site_root: "target/site".into(),
         settings: Default::default(),
+
+        job_user: None,
+        trust_jobs: false,
     })
     .await
     .unwrap();

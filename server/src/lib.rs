@@ -5,6 +5,7 @@
 
 pub mod api;
 pub mod caller;
+pub mod data_dir;
 pub mod demo;
 pub mod error;
 pub mod events;
@@ -41,6 +42,10 @@ pub struct ServeOptions {
     /// Where the built site (`pkg/`) lives.
     pub site_root: String,
     pub settings: usher_engine::Settings,
+    /// `--job-user`: who local runners run jobs as (default when root: `usher-job`).
+    pub job_user: Option<String>,
+    /// `--trust-jobs`: a non-root server may run jobs as itself.
+    pub trust_jobs: bool,
 }
 
 /// A running server.
@@ -84,23 +89,28 @@ pub fn default_database_url(data_dir: &std::path::Path) -> String {
 /// Opens the engine (creating the data dir), bootstraps admin, prints first-start
 /// credentials, and serves until [`Server::stop`].
 pub async fn start(opts: ServeOptions) -> Result<Server, String> {
-    std::fs::create_dir_all(&opts.data_dir).map_err(|e| format!("cannot create {}: {e}", opts.data_dir.display()))?;
+    // Decided before anything else: a server that may not run local runners safely
+    // says so and does not start.
+    let isolation = match opts.local_runners {
+        0 => None,
+        _ => Some(usher_runner::isolation::JobIsolation::decide(
+            opts.job_user.as_deref(),
+            opts.trust_jobs,
+        )?),
+    };
+    data_dir::prepare(&opts.data_dir)?;
     let mut settings = opts.settings.clone();
     if settings.artifacts_dir.is_none() {
         settings.artifacts_dir = Some(std::path::absolute(opts.data_dir.join("artifacts")).map_err(|e| e.to_string())?);
     }
     let engine = Engine::open_with(&opts.database_url, settings).await.map_err(|e| e.to_string())?;
+    data_dir::make_private(&opts.data_dir);
     if let Some(creds) = engine
         .bootstrap_admin(opts.admin_token.as_deref())
         .await
         .map_err(|e| e.to_string())?
     {
-        println!("First start: created the user `admin`.");
-        println!("  admin password: {}", creds.password);
-        if let Some(token) = creds.token {
-            println!("  admin API token: {token}");
-        }
-        println!("These are shown only once.");
+        data_dir::hand_over_first_credentials(&opts.data_dir, &creds)?;
     }
     if opts.demo {
         demo::ensure_demo_project(&engine).await.map_err(|e| e.to_string())?;
@@ -151,6 +161,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
                 concurrency: 1,
                 builds_dir: std::path::absolute(opts.data_dir.join("builds").join(format!("local-{}", i + 1)))
                     .map_err(|e| e.to_string())?,
+                isolation: isolation.clone().expect("decided above for local runners"),
             };
             runners.push(tokio::spawn(usher_runner::run(config, runners_stop_rx.clone())));
         }

@@ -30,8 +30,14 @@ enum Command {
         #[arg(long, env = "USHER_LOCAL_RUNNERS", default_value_t = 0)]
         local_runners: u32,
         /// Create a demo project when there are no projects.
-        #[arg(long)]
+        #[arg(long, env = "USHER_DEMO")]
         demo: bool,
+        /// The unprivileged user local runners run jobs as (needs root; default when root: usher-job, created if missing).
+        #[arg(long, env = "USHER_JOB_USER")]
+        job_user: Option<String>,
+        /// Let local runners run jobs as this server's own user when it is not root. Jobs can then read the data dir.
+        #[arg(long, env = "USHER_TRUST_JOBS")]
+        trust_jobs: bool,
     },
     /// Manage users.
     User {
@@ -143,7 +149,16 @@ async fn main() {
         .clone()
         .unwrap_or_else(|| usher_server::default_database_url(&cli.data_dir));
     match cli.command {
-        Command::Serve { addr, local_runners, demo } => {
+        Command::Serve {
+            addr,
+            local_runners,
+            demo,
+            job_user,
+            trust_jobs,
+        } => {
+            // Everything the server creates (database, artifacts) is private to its user.
+            // SAFETY: umask only changes this process's file-creation mask.
+            unsafe { libc::umask(0o077) };
             let server = usher_server::start(usher_server::ServeOptions {
                 addr,
                 database_url,
@@ -153,6 +168,8 @@ async fn main() {
                 admin_token: std::env::var("USHER_ADMIN_TOKEN").ok(),
                 site_root: std::env::var("LEPTOS_SITE_ROOT").unwrap_or_else(|_| "target/site".into()),
                 settings: settings_from_env(),
+                job_user,
+                trust_jobs,
             })
             .await
             .unwrap_or_else(|e| fail(e));

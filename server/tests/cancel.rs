@@ -41,7 +41,8 @@ fn with_marker(config: &str, marker: &std::path::Path) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
     let t = TestServer::start(1).await;
-    let marker = t.data_dir.path().join("after-script-ran");
+    let shared = job_writable_dir();
+    let marker = shared.path().join("after-script-ran");
     let pipeline = t.pipeline(&with_marker(RESOURCEFUL_JOB, &marker)).await;
     let job_id = TestServer::job_id(&pipeline, "sleeper");
 
@@ -112,7 +113,8 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn abort_kills_everything_and_runs_no_after_script() {
     let t = TestServer::start(1).await;
-    let marker = t.data_dir.path().join("after-script-ran");
+    let shared = job_writable_dir();
+    let marker = shared.path().join("after-script-ran");
     let pipeline = t.pipeline(&with_marker(RESOURCEFUL_JOB, &marker)).await;
     let job_id = TestServer::job_id(&pipeline, "sleeper");
     let log = t.wait_for_log(job_id, "ready").await;
@@ -334,6 +336,8 @@ async fn a_restarted_runner_removes_stale_build_directories() {
         admin_token: Some(ADMIN_TOKEN.into()),
         site_root: "target/site".into(),
         settings: Default::default(),
+        job_user: None,
+        trust_jobs: false,
     })
     .await
     .unwrap();

@@ -130,4 +130,3 @@ async fn login_time_does_not_reveal_whether_a_user_exists() {
     assert!(u > k / 3.0 && u < k * 3.0, "existing {k} s vs unknown {u} s");
     t.stop().await;
 }
-

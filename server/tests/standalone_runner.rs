@@ -18,22 +18,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn runner_binary() -> PathBuf {
-    // target/debug/deps/<test> → target/debug/usher-runner
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join("usher-runner");
-    assert!(
-        bin.exists(),
-        "{} is missing: build it first with `cargo build -p usher-runner` (make test does)",
-        bin.display()
-    );
-    bin
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 fn runner_token(data_dir: &Path) -> String {
     let out = run_usher_cli(data_dir, &["runner-token", "create"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));

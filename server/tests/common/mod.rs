@@ -62,6 +62,9 @@ impl TestServer {
             demo: false,
             admin_token: Some(ADMIN_TOKEN.into()),
             site_root: "target/site".into(),
+
+            job_user: None,
+            trust_jobs: false,
         })
         .await
         .expect("server starts");
@@ -210,6 +213,15 @@ impl Drop for TestServer {
             let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
         }
     }
+}
+
+/// A temporary directory jobs may write into (they run as an unprivileged user, and a
+/// test's own temporary directories are private to root).
+pub fn job_writable_dir() -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+    dir
 }
 
 pub fn rand_suffix() -> String {
@@ -431,4 +443,21 @@ pub fn spawn_usher(data_dir: &Path, addr: &str, local_runners: u32, env: &[(&str
     };
     std::thread::spawn(move || for _ in lines {});
     (child, base)
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The `usher-runner` binary next to the test binaries (built by `make test` first).
+pub fn runner_binary() -> PathBuf {
+    // target/debug/deps/<test> → target/debug/usher-runner
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join("usher-runner");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it first with `cargo build -p usher-runner` (make test does)",
+        bin.display()
+    );
+    bin
 }
