@@ -4,11 +4,41 @@ use usher_core::status::Status;
 
 use crate::{Actor, Engine, EngineError};
 
+/// How much of a log one page read takes from the database (at least one stored chunk).
+pub const LOG_PAGE_BYTES: usize = 64 * 1024;
+
 impl Engine {
     pub async fn job_log(&self, actor: &Actor, id: i64, offset: u64) -> Result<(String, bool), EngineError> {
         let job = self.get_job(actor, id).await?;
         let text = self.store().read_log(id, offset).await?;
         Ok((text, job.status.is_terminal()))
+    }
+
+    /// A job's log from byte `offset` on, read from the database a page (about
+    /// `LOG_PAGE_BYTES`) at a time as the reader takes it: a reader that stalls holds one
+    /// page, not the whole log. Also whether the job had finished when the read began
+    /// (then this is the whole rest of its log).
+    pub async fn job_log_pages(
+        &self,
+        actor: &Actor,
+        id: i64,
+        offset: u64,
+    ) -> Result<(impl futures_util::Stream<Item = Result<String, EngineError>> + Send + 'static, bool), EngineError> {
+        let job = self.get_job(actor, id).await?;
+        let engine = self.clone();
+        let pages = futures_util::stream::try_unfold(Some(offset), move |from| {
+            let engine = engine.clone();
+            async move {
+                let Some(from) = from else { return Ok(None) };
+                let (text, end) = engine.store().read_log_page(id, from, LOG_PAGE_BYTES).await?;
+                Ok(match end {
+                    Some(end) => Some((text, Some(end))),
+                    None if text.is_empty() => None,
+                    None => Some((text, None)),
+                })
+            }
+        });
+        Ok((pages, job.status.is_terminal()))
     }
 
     pub async fn append_log(&self, runner_id: i64, job_id: i64, offset: u64, data: &str) -> Result<(u64, Status), EngineError> {

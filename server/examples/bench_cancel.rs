@@ -75,6 +75,7 @@ async fn bench(label: &str, database_url: String) {
 
         job_user: None,
         trust_jobs: false,
+        limits: Default::default(),
     })
     .await
     .unwrap();

@@ -117,6 +117,7 @@ async fn bench(name: &str, database_url: String) {
 
         job_user: None,
         trust_jobs: false,
+        limits: Default::default(),
     })
     .await
     .unwrap();

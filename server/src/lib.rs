@@ -10,6 +10,7 @@ pub mod demo;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod listener;
 pub mod openapi;
 pub mod runner_ws;
 pub mod web;
@@ -46,6 +47,8 @@ pub struct ServeOptions {
     pub job_user: Option<String>,
     /// `--trust-jobs`: a non-root server may run jobs as itself.
     pub trust_jobs: bool,
+    /// Connection count and header timeout.
+    pub limits: listener::ConnectionLimits,
 }
 
 /// A running server.
@@ -133,21 +136,11 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     };
     let router = web::router(state);
     let reaper = engine.spawn_reaper(Duration::from_secs(1));
-    let mut shutdown_rx = stop_rx.clone();
+    let limits = opts.limits.clone();
+    let shutdown_rx = stop_rx.clone();
     let task = tokio::spawn(async move {
-        // No Nagle: a cancel pushed to a runner is one small frame that must leave now.
-        let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let result = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|s| *s).await;
-            })
-            .await;
+        listener::serve(listener, router, shutdown_rx, limits).await;
         reaper.abort();
-        if let Err(e) = result {
-            tracing::error!("server error: {e}");
-        }
     });
     let mut runners = Vec::new();
     let (stop_runners, runners_stop_rx) = watch::channel(usher_runner::Stop::No);

@@ -170,6 +170,7 @@ async fn main() {
                 settings: settings_from_env(),
                 job_user,
                 trust_jobs,
+                limits: Default::default(),
             })
             .await
             .unwrap_or_else(|e| fail(e));

@@ -338,6 +338,7 @@ async fn a_restarted_runner_removes_stale_build_directories() {
         settings: Default::default(),
         job_user: None,
         trust_jobs: false,
+        limits: Default::default(),
     })
     .await
     .unwrap();

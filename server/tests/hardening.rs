@@ -248,3 +248,89 @@ async fn a_pipeline_s_job_count_is_capped() {
     assert!(body["error"]["message"].as_str().unwrap().contains("at most 50"), "{body}");
     t.stop().await;
 }
+
+/// A connection that never finishes its headers is dropped after the header timeout;
+/// connections over the cap wait (in the kernel's backlog) instead of being served, so
+/// idle sockets cannot pile up without bound. Before: kept forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_and_half_sent_connections_are_bounded() {
+    use tokio::io::AsyncReadExt;
+    let data_dir = tempfile::tempdir().unwrap();
+    let server = usher_server::start(usher_server::ServeOptions {
+        addr: "127.0.0.1:0".parse().unwrap(),
+        database_url: usher_server::default_database_url(data_dir.path()),
+        data_dir: data_dir.path().to_path_buf(),
+        local_runners: 0,
+        demo: false,
+        admin_token: Some(ADMIN_TOKEN.into()),
+        site_root: "target/site".into(),
+        settings: Default::default(),
+        job_user: None,
+        trust_jobs: false,
+        limits: usher_server::listener::ConnectionLimits {
+            max_connections: 5,
+            header_timeout: Duration::from_secs(1),
+        },
+    })
+    .await
+    .unwrap();
+    let addr = server.addr;
+    // Five connections that send half a request and stop: every slot is taken.
+    let mut slow = Vec::new();
+    for _ in 0..5 {
+        let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        tcp.write_all(b"GET /api/v1/projects HTTP/1.1\r\nHost: x\r\nAuth").await.unwrap();
+        slow.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A real request waits for a slot, which the header timeout frees.
+    let started = Instant::now();
+    let status = reqwest::Client::new()
+        .get(format!("http://{addr}/api/v1/projects"))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .status();
+    let waited = started.elapsed();
+    assert_eq!(status, 200);
+    assert!(
+        waited >= Duration::from_millis(500),
+        "served at once although every slot was taken ({waited:?})"
+    );
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    // And the half-sent connections were closed by the server.
+    for mut tcp in slow {
+        let mut buf = [0u8; 256];
+        let read = tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut buf)).await;
+        match read {
+            Ok(Ok(n)) => assert!(
+                n == 0 || buf.starts_with(b"HTTP/1.1 408"),
+                "{:?}",
+                String::from_utf8_lossy(&buf[..n])
+            ),
+            Ok(Err(_)) => {}
+            Err(_) => panic!("a connection without complete headers was kept open"),
+        }
+    }
+    server.stop().await;
+}
+
+/// One project's big pipeline does not starve another project: with one runner, the
+/// other project's job runs next, not after all of the big pipeline's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runners_are_shared_fairly_between_projects() {
+    let t = TestServer::start(1).await;
+    let big: String = (0..40).map(|i| format!("big{i}:\n  script: [sleep 0.2]\n")).collect();
+    let big = t.pipeline(&big).await;
+    let first = TestServer::job_id(&big, "big0");
+    t.wait_for_status(first, "running").await;
+    let small = t.pipeline("small:\n  script: [echo small]\n").await;
+    let small_job = TestServer::job_id(&small, "small");
+    t.wait_for_status(small_job, "success").await;
+    let (_, p) = t.call("GET", &format!("/api/v1/pipelines/{}", big["id"]), None).await;
+    let done = p["jobs"].as_array().unwrap().iter().filter(|j| j["status"] == "success").count();
+    assert!(done <= 3, "the small project waited for {done} jobs of the big one");
+    t.call("POST", &format!("/api/v1/pipelines/{}/cancel", big["id"]), None).await;
+    t.stop().await;
+}

@@ -76,6 +76,32 @@ impl Store {
         Ok((new_length, status))
     }
 
+    /// About `max_bytes` of the log from byte `offset` on (whole stored chunks, at least
+    /// one; snapped forward to a character boundary), and where the next page starts, or
+    /// None when this page reaches the end of what is stored.
+    pub async fn read_log_page(&self, job_id: i64, offset: u64, max_bytes: usize) -> Result<(String, Option<u64>), EngineError> {
+        let rows = sqlx::query(
+            "SELECT byte_offset, byte_end, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset LIMIT 64",
+        )
+        .bind(job_id)
+        .bind(offset as i64)
+        .fetch_all(&self.pool)
+        .await?;
+        let more = rows.len() == 64;
+        let mut out = String::new();
+        let mut end = offset;
+        for r in &rows {
+            if !out.is_empty() && out.len() >= max_bytes {
+                return Ok((out, Some(end)));
+            }
+            let start = r.try_get::<i64, _>("byte_offset")?.max(0) as u64;
+            let data: String = r.try_get("data")?;
+            end = r.try_get::<i64, _>("byte_end")?.max(0) as u64;
+            out.push_str(tail_from(&data, start, offset));
+        }
+        Ok((out, more.then_some(end)))
+    }
+
     /// The log from byte `offset` on (snapped forward to a character boundary).
     pub async fn read_log(&self, job_id: i64, offset: u64) -> Result<String, EngineError> {
         let rows = sqlx::query("SELECT byte_offset, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset")
@@ -87,17 +113,21 @@ impl Store {
         for r in rows {
             let start: i64 = r.try_get("byte_offset")?;
             let data: String = r.try_get("data")?;
-            let start = start.max(0) as u64;
-            if start >= offset {
-                out.push_str(&data);
-            } else {
-                let mut skip = (offset - start) as usize;
-                while skip < data.len() && !data.is_char_boundary(skip) {
-                    skip += 1;
-                }
-                out.push_str(&data[skip.min(data.len())..]);
-            }
+            out.push_str(tail_from(&data, start.max(0) as u64, offset));
         }
         Ok(out)
     }
+}
+
+/// The part of a chunk stored at byte `start` that lies at or after byte `offset`,
+/// snapped forward to a character boundary.
+fn tail_from(data: &str, start: u64, offset: u64) -> &str {
+    if start >= offset {
+        return data;
+    }
+    let mut skip = ((offset - start) as usize).min(data.len());
+    while !data.is_char_boundary(skip) {
+        skip += 1;
+    }
+    &data[skip..]
 }

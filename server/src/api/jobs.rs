@@ -59,7 +59,9 @@ pub async fn job_log(
             )
         })?,
     };
-    let (text, complete) = engine.job_log(&actor, id(&p, "job")?, offset).await?;
+    // Streamed a page at a time: a client that reads slowly (or never) holds one page.
+    let (pages, complete) = engine.job_log_pages(&actor, id(&p, "job")?, offset).await?;
+    let body = axum::body::Body::from_stream(futures::StreamExt::map(pages, |page| page.map_err(std::io::Error::other)));
     Ok((
         [
             (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
@@ -68,7 +70,7 @@ pub async fn job_log(
                 if complete { "true" } else { "false" },
             ),
         ],
-        text,
+        body,
     )
         .into_response())
 }

@@ -65,6 +65,7 @@ impl TestServer {
 
             job_user: None,
             trust_jobs: false,
+            limits: Default::default(),
         })
         .await
         .expect("server starts");

@@ -1,12 +1,17 @@
-//! A login flood, alone in its test binary: the server runs in this process, so its
-//! memory is this process's, and no other test may run beside it.
+//! Floods whose cost is memory, measured as this process's RSS (the server runs in it),
+//! so these tests live alone in their binary and take turns: a login flood, and 200
+//! clients that ask for a 4 MiB log and never read it.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::*;
+use tokio::io::AsyncWriteExt;
 use usher_core::roles::Role;
+
+/// One memory test at a time.
+static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Resident memory of this process (the server runs in it), in bytes.
 fn rss_bytes() -> u64 {
@@ -37,6 +42,7 @@ async fn post_login(client: &reqwest::Client, base: &str, name: &str, password: 
 /// unrelated request is still answered promptly. Before the throttle: 3.1 GB RSS.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_flood_is_throttled_and_bounded() {
+    let _turn = TURN.lock().await;
     let t = TestServer::start(0).await;
     t.server
         .as_ref()
@@ -100,6 +106,7 @@ async fn a_login_flood_is_throttled_and_bounded() {
 /// (before: 1.2 ms vs 17 ms, which told an attacker which names exist).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_time_does_not_reveal_whether_a_user_exists() {
+    let _turn = TURN.lock().await;
     let t = TestServer::start(0).await;
     t.server
         .as_ref()
@@ -128,5 +135,56 @@ async fn login_time_does_not_reveal_whether_a_user_exists() {
     let (k, u) = (known[2].as_secs_f64(), unknown[2].as_secs_f64());
     println!("median failed sign-in: existing user {k:.4} s, unknown user {u:.4} s");
     assert!(u > k / 3.0 && u < k * 3.0, "existing {k} s vs unknown {u} s");
+    t.stop().await;
+}
+
+/// 200 clients ask for a job's whole 4 MiB log and never read a byte: the server holds a
+/// page per reader, not the log (before: RSS from 71 MB to 864 MB). Meanwhile a client
+/// that does read gets all of it, and a request with an offset still works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_log_readers_cost_little_memory() {
+    let _turn = TURN.lock().await;
+    let t = TestServer::start(1).await;
+    let pipeline = t
+        .pipeline("loud:\n  script:\n    - \"head -c 6000000 /dev/zero | tr '\\\\0' x | fold -w 99\"\n")
+        .await;
+    let job = TestServer::job_id(&pipeline, "loud");
+    t.wait_for_status(job, "success").await;
+    let (full, complete) = t.log(job).await;
+    assert!(complete);
+    assert!(full.len() > 4_000_000 && full.contains("reached its limit"), "{}", full.len());
+
+    let before = rss_bytes();
+    let addr = t.base.trim_start_matches("http://").to_string();
+    let mut stalled = Vec::new();
+    for _ in 0..200 {
+        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let request = format!("GET /api/v1/jobs/{job}/log HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+        stalled.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let grown = rss_bytes().saturating_sub(before);
+    // Still answering, in full, while they stall.
+    let (again, _) = t.log(job).await;
+    assert_eq!(again.len(), full.len());
+    let tail = t
+        .client
+        .get(format!("{}/api/v1/jobs/{job}/log?offset={}", t.base, full.len() - 200))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(tail, full[full.len() - 200..]);
+    println!(
+        "200 stalled readers of a {} byte log: RSS grew {} MB",
+        full.len(),
+        grown / 1_000_000
+    );
+    assert!(grown < 250_000_000, "RSS grew by {grown} bytes");
+    drop(stalled);
     t.stop().await;
 }
