@@ -9,7 +9,12 @@ use serde::{Deserialize, Serialize};
 pub struct Project {
     pub id: i64,
     pub name: String,
-    pub ci_config: String,
+    /// The repository, without credentials; None for a project with inline YAML only.
+    pub repository_url: Option<String>,
+    /// The branch "Run pipeline" and the demo use by default.
+    pub default_branch: String,
+    /// Inline CI YAML; when set it overrides the repository's CI file.
+    pub ci_config: Option<String>,
     pub created_at: String,
 }
 
@@ -26,6 +31,10 @@ pub struct Pipeline {
     pub finished_at: Option<String>,
     pub triggered_by: String,
     pub cancel: Option<CancelInfo>,
+    /// The commit the pipeline runs (None without a repository).
+    pub sha: Option<String>,
+    /// The first line of that commit's message.
+    pub commit_title: Option<String>,
     /// Present on the single-pipeline read and on create.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jobs: Option<Vec<Job>>,
@@ -120,15 +129,18 @@ pub enum FailureReason {
     RunnerShutdown,
     /// The runner could not run the job at all (e.g. no build directory).
     RunnerSystemFailure,
+    /// The commit could not be checked out (unreachable repository, missing commit).
+    CheckoutFailed,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 5] = [
+    pub const ALL: [FailureReason; 6] = [
         FailureReason::ScriptFailure,
         FailureReason::Timeout,
         FailureReason::RunnerLost,
         FailureReason::RunnerShutdown,
         FailureReason::RunnerSystemFailure,
+        FailureReason::CheckoutFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -138,6 +150,7 @@ impl FailureReason {
             FailureReason::RunnerLost => "runner_lost",
             FailureReason::RunnerShutdown => "runner_shutdown",
             FailureReason::RunnerSystemFailure => "runner_system_failure",
+            FailureReason::CheckoutFailed => "checkout_failed",
         }
     }
 
@@ -214,29 +227,57 @@ pub enum EventFrame {
     Pipeline { pipeline: Pipeline },
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateProject {
     pub name: String,
-    pub ci_config: String,
+    /// Anything `git clone` accepts; HTTPS credentials in it are kept server-side only.
+    #[serde(default)]
+    pub repository_url: Option<String>,
+    /// Default `main`.
+    #[serde(default)]
+    pub default_branch: Option<String>,
+    /// Inline CI YAML (required without a repository; overrides the repository's file).
+    #[serde(default)]
+    pub ci_config: Option<String>,
+    /// Write-only: authenticates push webhooks.
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// Write-only: an SSH private key for `ssh://` and `user@host:path` repositories.
+    #[serde(default)]
+    pub ssh_private_key: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateProject {
     /// A new name (409 `conflict` if another project has it).
     #[serde(default)]
     pub name: Option<String>,
-    /// A new CI configuration.
+    /// A new repository (`""` removes it).
+    #[serde(default)]
+    pub repository_url: Option<String>,
+    #[serde(default)]
+    pub default_branch: Option<String>,
+    /// A new CI configuration (`""` removes the inline one: the repository's file is used).
     #[serde(default)]
     pub ci_config: Option<String>,
+    /// A new webhook secret (`""` removes it).
+    #[serde(default)]
+    pub webhook_secret: Option<String>,
+    /// A new SSH private key (`""` removes it).
+    #[serde(default)]
+    pub ssh_private_key: Option<String>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreatePipeline {
     #[serde(rename = "ref")]
     pub git_ref: String,
+    /// A commit to run instead of the ref's current one.
+    #[serde(default)]
+    pub sha: Option<String>,
     #[serde(default)]
     pub ci_config: Option<String>,
 }

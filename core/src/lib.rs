@@ -16,6 +16,9 @@ pub mod config;
 pub mod names;
 pub mod pipeline;
 pub mod protocol;
+#[cfg(feature = "parser")]
+pub mod push;
+pub mod repository;
 pub mod roles;
 pub mod status;
 

@@ -7,6 +7,7 @@
 
 use crate::api::{AfterScriptResult, FailureReason};
 use crate::config::ArtifactsWhen;
+use crate::repository::RepoCredentials;
 use crate::status::{JobEvent, Status};
 use serde::{Deserialize, Serialize};
 
@@ -98,6 +99,34 @@ pub struct JobAssignment {
     pub cancel_grace_secs: u64,
     pub after_script_timeout_secs: u64,
     pub artifacts: Option<ArtifactsAssignment>,
+    /// The commit to check out into the build directory first, if the project has a
+    /// repository.
+    #[serde(default)]
+    pub checkout: Option<Checkout>,
+}
+
+/// Where a job's code comes from. The credentials are for git only (askpass / ssh key),
+/// never for the job's environment or log.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Checkout {
+    /// Without credentials.
+    pub url: String,
+    pub sha: String,
+    #[serde(default)]
+    pub credentials: Option<RepoCredentials>,
+    #[serde(default)]
+    pub ssh_private_key: Option<String>,
+}
+
+impl std::fmt::Debug for Checkout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Checkout")
+            .field("url", &self.url)
+            .field("sha", &self.sha)
+            .field("credentials", &self.credentials.as_ref().map(|_| "…"))
+            .field("ssh_private_key", &self.ssh_private_key.as_ref().map(|_| "…"))
+            .finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -114,6 +143,9 @@ pub struct JobReport {
     pub failure_reason: Option<FailureReason>,
     pub duration_ms: u64,
     pub after_script: Option<AfterScriptResult>,
+    /// A word for the job's timeline (e.g. that a cancel came during the checkout).
+    #[serde(default)]
+    pub detail: Option<String>,
 }
 
 impl JobReport {

@@ -28,6 +28,8 @@ pub enum EngineError {
     TooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
+    #[error("{0}")]
+    InvalidRef(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -44,6 +46,7 @@ impl EngineError {
             EngineError::Conflict(_) => "conflict",
             EngineError::TooLarge(_) => "too_large",
             EngineError::TooManyRequests(_) => "too_many_requests",
+            EngineError::InvalidRef(_) => "invalid_ref",
             EngineError::Internal(_) => "internal",
         }
     }
@@ -55,7 +58,7 @@ impl EngineError {
             EngineError::Forbidden { .. } => 403,
             EngineError::NotFound(_) => 404,
             EngineError::InvalidTransition(_) | EngineError::Conflict(_) => 409,
-            EngineError::InvalidConfig(_) => 422,
+            EngineError::InvalidConfig(_) | EngineError::InvalidRef(_) => 422,
             EngineError::TooLarge(_) => 413,
             EngineError::TooManyRequests(_) => 429,
             EngineError::Internal(_) => 500,

@@ -2,14 +2,23 @@
 //! cancelling or aborting all their unfinished jobs at once, superseding older ones
 //! (auto-cancel), and scheduling: moving waiting jobs on once what they need is done.
 
-use usher_core::api::{CancelMode, CancelReason, CreatePipeline, Job, Pipeline};
+use usher_core::api::{CancelMode, CancelReason, CreatePipeline, Job, Pipeline, Project};
 use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, ready_decisions};
+use usher_core::repository::{CI_FILES, short_sha};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status, next};
 use usher_core::{config, names};
 
-use crate::store::{Change, NewJob, PipelineCancel, PipelineFilter, StoredSpec, TransitionCtx};
+use crate::repos::Resolved;
+use crate::store::{Change, NewJob, NewPipeline, PipelineCancel, PipelineFilter, StoredSpec, TransitionCtx};
 use crate::{Actor, Engine, EngineError, detached};
+
+/// A new pipeline's configuration, the file it came from (for messages), and its commit.
+struct PipelineSource {
+    yaml: String,
+    file: Option<String>,
+    commit: Option<Resolved>,
+}
 
 pub struct PipelineQuery {
     pub git_ref: Option<String>,
@@ -19,13 +28,21 @@ pub struct PipelineQuery {
 }
 
 impl Engine {
+    /// A pipeline of the project's configuration at `req.ref` (or `req.sha`): with a
+    /// repository, its commit is resolved and the CI file read at that commit, unless
+    /// inline YAML (the request's or the project's) overrides it.
     pub async fn create_pipeline(&self, actor: &Actor, project_id: i64, req: CreatePipeline) -> Result<Pipeline, EngineError> {
         actor.require(Action::CreatePipeline)?;
         let git_ref = req.git_ref.trim().to_string();
         names::check_ref(&git_ref).map_err(EngineError::BadRequest)?;
         let project = self.get_project(actor, project_id).await?;
-        let source = req.ci_config.as_deref().unwrap_or(&project.ci_config);
-        let cfg = config::parse(source)?;
+        let source = self.pipeline_source(&project, &git_ref, &req).await?;
+        let cfg = config::parse(&source.yaml).map_err(|mut e| {
+            if let Some(file) = &source.file {
+                e.message = format!("{file}: {}", e.message);
+            }
+            EngineError::InvalidConfig(e)
+        })?;
         let max = self.inner.settings.max_pipeline_jobs;
         if cfg.jobs.len() > max {
             return Err(EngineError::InvalidConfig(config::ConfigError {
@@ -34,6 +51,7 @@ impl Engine {
                 message: format!("the configuration has {} jobs; a pipeline may have at most {max}", cfg.jobs.len()),
             }));
         }
+        let ref_is_tag = source.commit.as_ref().is_some_and(|c| c.is_tag);
         let jobs: Vec<NewJob> = cfg
             .jobs
             .iter()
@@ -46,6 +64,7 @@ impl Engine {
                 spec: StoredSpec {
                     job: j.clone(),
                     pipeline_variables: cfg.variables.clone(),
+                    ref_is_tag,
                 },
             })
             .collect();
@@ -54,12 +73,60 @@ impl Engine {
         let engine = self.clone();
         let actor = actor.clone();
         detached(async move {
-            let id = engine.store().create_pipeline(project_id, &git_ref, &actor.name, &jobs).await?;
+            let commit = source.commit.as_ref();
+            let new = NewPipeline {
+                project_id,
+                git_ref: &git_ref,
+                sha: commit.map(|c| c.sha.as_str()),
+                commit_title: commit.map(|c| c.title.as_str()),
+                triggered_by: &actor.name,
+                jobs: &jobs,
+            };
+            let id = engine.store().create_pipeline(&new).await?;
             engine.advance_pipeline(id).await?;
             engine.auto_cancel_older(&actor, project_id, &git_ref, id, cfg.auto_cancel).await?;
             engine.pipeline_with_jobs(id).await
         })
         .await
+    }
+
+    /// Where a new pipeline's configuration comes from, and its commit.
+    async fn pipeline_source(&self, project: &Project, git_ref: &str, req: &CreatePipeline) -> Result<PipelineSource, EngineError> {
+        let inline = req.ci_config.clone().or_else(|| project.ci_config.clone());
+        let Some(url) = &project.repository_url else {
+            if req.sha.is_some() {
+                return Err(EngineError::InvalidRef(
+                    "this project has no repository, so `sha` means nothing".into(),
+                ));
+            }
+            return Ok(PipelineSource {
+                yaml: inline.unwrap_or_default(),
+                file: None,
+                commit: None,
+            });
+        };
+        let secrets = self.store().project_secrets(project.id).await?;
+        let commit = self
+            .inner
+            .repos
+            .resolve(project.id, url, &secrets, git_ref, req.sha.as_deref())
+            .await?;
+        let (yaml, file) = match (inline, &commit.ci_file) {
+            (Some(yaml), _) => (yaml, None),
+            (None, Some((name, text))) => (text.clone(), Some(format!("{name} at {}", short_sha(&commit.sha)))),
+            (None, None) => {
+                return Err(EngineError::InvalidConfig(config::ConfigError {
+                    line: None,
+                    key: None,
+                    message: format!("commit {} has no {} or {}", short_sha(&commit.sha), CI_FILES[0], CI_FILES[1]),
+                }));
+            }
+        };
+        Ok(PipelineSource {
+            yaml,
+            file,
+            commit: Some(commit),
+        })
     }
 
     /// A new pipeline supersedes older unfinished ones on the same ref, as its

@@ -2,7 +2,7 @@
 //! runner (with everything it needs to run it), and taking its final report.
 
 use usher_core::api::Job;
-use usher_core::protocol::{ArtifactsAssignment, JobAssignment, JobReport};
+use usher_core::protocol::{ArtifactsAssignment, Checkout, JobAssignment, JobReport};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status};
 
@@ -107,6 +107,29 @@ impl Engine {
             ("CI_JOB_NAME".to_string(), job.name.clone()),
             ("CI_JOB_STAGE".to_string(), job.stage.clone()),
         ]);
+        let checkout = match (&project.repository_url, &pipeline.sha) {
+            (Some(url), Some(sha)) => {
+                let secrets = self.store().project_secrets(project.id).await?;
+                let kind = if spec.ref_is_tag { "CI_COMMIT_TAG" } else { "CI_COMMIT_BRANCH" };
+                variables.extend([
+                    ("CI_COMMIT_SHA".to_string(), sha.clone()),
+                    (
+                        "CI_COMMIT_SHORT_SHA".to_string(),
+                        usher_core::repository::short_sha(sha).to_string(),
+                    ),
+                    (kind.to_string(), pipeline.git_ref.clone()),
+                    ("CI_COMMIT_TITLE".to_string(), pipeline.commit_title.clone().unwrap_or_default()),
+                    ("CI_REPOSITORY_URL".to_string(), url.clone()),
+                ]);
+                Some(Checkout {
+                    url: url.clone(),
+                    sha: sha.clone(),
+                    credentials: secrets.credentials,
+                    ssh_private_key: secrets.ssh_private_key,
+                })
+            }
+            _ => None,
+        };
         Ok(JobAssignment {
             job_id: job.id,
             pipeline_id: job.pipeline_id,
@@ -125,6 +148,7 @@ impl Engine {
                 paths: a.paths,
                 when: a.when,
             }),
+            checkout,
         })
     }
 
@@ -137,16 +161,18 @@ impl Engine {
             exit_code: report.exit_code,
             failure_reason: report.recorded_failure(),
             after_script: report.after_script.clone(),
-            detail: report.after_script.as_ref().map(|a| {
-                format!(
-                    "after_script {} in {} ms",
-                    match (a.timed_out, a.exit_code) {
-                        (true, _) => "timed out".to_string(),
-                        (false, Some(c)) => format!("exited {c}"),
-                        (false, None) => "was killed".to_string(),
-                    },
-                    a.duration_ms
-                )
+            detail: report.detail.clone().or_else(|| {
+                report.after_script.as_ref().map(|a| {
+                    format!(
+                        "after_script {} in {} ms",
+                        match (a.timed_out, a.exit_code) {
+                            (true, _) => "timed out".to_string(),
+                            (false, Some(c)) => format!("exited {c}"),
+                            (false, None) => "was killed".to_string(),
+                        },
+                        a.duration_ms
+                    )
+                })
             }),
             ..Default::default()
         };

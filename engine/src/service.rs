@@ -25,6 +25,8 @@ pub struct Settings {
     pub max_artifact_bytes: u64,
     /// The most jobs one pipeline may have (a bigger configuration is refused).
     pub max_pipeline_jobs: usize,
+    /// Where the projects' git mirrors are kept; None refuses projects with a repository.
+    pub repos_dir: Option<PathBuf>,
 }
 
 impl Default for Settings {
@@ -36,6 +38,7 @@ impl Default for Settings {
             artifacts_dir: None,
             max_artifact_bytes: 100 * 1024 * 1024,
             max_pipeline_jobs: 2000,
+            repos_dir: None,
         }
     }
 }
@@ -53,6 +56,8 @@ pub(crate) struct Inner {
     pub(crate) publish_order: tokio::sync::Mutex<()>,
     /// Failed sign-ins, per user and per address.
     pub(crate) login_throttle: crate::throttle::LoginThrottle,
+    /// The projects' git mirrors.
+    pub(crate) repos: crate::repos::Repos,
     /// Where argon2 password checks run (one thread per core).
     pub(crate) password_checks: crate::password_checks::PasswordChecks,
     /// The LISTEN task feeding the bus (PostgreSQL).
@@ -74,6 +79,7 @@ impl Engine {
         };
         Ok(Engine {
             inner: Arc::new(Inner {
+                repos: crate::repos::Repos::new(settings.repos_dir.clone()),
                 settings,
                 store,
                 bus,

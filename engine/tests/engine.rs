@@ -20,6 +20,7 @@ fn report(exit_code: i32) -> JobReport {
         failure_reason: None,
         duration_ms: 5,
         after_script: None,
+        detail: None,
     }
 }
 
@@ -29,7 +30,8 @@ async fn pipeline(engine: &Engine, actor: &Actor, config: &str) -> (i64, Vec<Job
             actor,
             CreateProject {
                 name: format!("p{}", rand::random::<u32>()),
-                ci_config: config.into(),
+                ci_config: Some(config.into()),
+                ..Default::default()
             },
         )
         .await
@@ -40,7 +42,7 @@ async fn pipeline(engine: &Engine, actor: &Actor, config: &str) -> (i64, Vec<Job
             project.id,
             CreatePipeline {
                 git_ref: "main".into(),
-                ci_config: None,
+                ..Default::default()
             },
         )
         .await
@@ -212,7 +214,8 @@ async fn stress(db: &Db, operations: usize, seed: u64) {
             &admin,
             CreateProject {
                 name: "stress".into(),
-                ci_config: TWO_STAGES.into(),
+                ci_config: Some(TWO_STAGES.into()),
+                ..Default::default()
             },
         )
         .await
@@ -237,7 +240,7 @@ async fn stress(db: &Db, operations: usize, seed: u64) {
                             project_id,
                             CreatePipeline {
                                 git_ref: "main".into(),
-                                ci_config: None,
+                                ..Default::default()
                             },
                         )
                         .await
@@ -312,7 +315,7 @@ async fn pipeline_on(engine: &Engine, actor: &Actor, project_id: i64, git_ref: &
             project_id,
             CreatePipeline {
                 git_ref: git_ref.into(),
-                ci_config: None,
+                ..Default::default()
             },
         )
         .await
@@ -326,7 +329,14 @@ async fn auto_cancel_project(engine: &Engine, admin: &Actor, mode: &str) -> i64 
     );
     let name = format!("{mode}{}", rand::random::<u32>());
     engine
-        .create_project(admin, CreateProject { name, ci_config: config })
+        .create_project(
+            admin,
+            CreateProject {
+                name,
+                ci_config: Some(config),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .id
@@ -539,5 +549,64 @@ async fn a_log_frame_sent_again_after_a_reconnect_is_kept_once() {
         let (log, _) = engine.job_log(&admin, job, 0).await.unwrap();
         assert_eq!(log, "one\ntwo\nthree\n", "{}", db.name);
         engine.close().await;
+    }
+}
+
+/// A project's fields change one by one on both databases: a rename (409 onto a taken
+/// name), a repository added and removed with its credentials kept apart, the inline
+/// YAML removed only while a repository remains.
+#[tokio::test]
+async fn projects_change_field_by_field() {
+    use usher_core::api::UpdateProject;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let (_, _) = pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
+        let projects = engine.list_projects(&admin).await.unwrap();
+        let taken = projects[0].name.clone();
+        let other = engine
+            .create_project(
+                &admin,
+                CreateProject {
+                    name: format!("other-{}", db.name),
+                    ci_config: Some("b:\n  script: [x]\n".into()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let change = |req: UpdateProject| engine.update_project(&admin, other.id, req);
+        let err = change(UpdateProject {
+            name: Some(taken),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "conflict", "{}", db.name);
+        let p = change(UpdateProject {
+            repository_url: Some("https://bot:tok3n@git.example.com/app.git".into()),
+            default_branch: Some("trunk".into()),
+            webhook_secret: Some("s".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(p.repository_url.as_deref(), Some("https://git.example.com/app.git"), "{}", db.name);
+        assert_eq!((p.default_branch.as_str(), p.ci_config.is_some()), ("trunk", true));
+        let p = change(UpdateProject {
+            ci_config: Some(String::new()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        assert_eq!(p.ci_config, None, "{}", db.name);
+        let err = change(UpdateProject {
+            repository_url: Some(String::new()),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert_eq!(err.code(), "bad_request", "a project keeps a repository or YAML ({})", db.name);
+        let p = engine.get_project(&admin, other.id).await.unwrap();
+        assert_eq!(p.repository_url.as_deref(), Some("https://git.example.com/app.git"), "{}", db.name);
     }
 }

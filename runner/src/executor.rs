@@ -21,6 +21,7 @@ use usher_core::api::{AfterScriptResult, FailureReason};
 use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
 use crate::artifacts::{UploadOutcome, Uploader};
+use crate::checkout::{self, CheckoutEnd};
 use crate::control::Control;
 use crate::isolation::{self, Confinement, JobCgroup, JobIsolation};
 use crate::logsink::{self, LogHandle};
@@ -58,15 +59,17 @@ pub struct JobHost {
 }
 
 /// One job's run: what every step needs.
-struct JobRun<'a> {
-    job: &'a JobAssignment,
-    build_dir: PathBuf,
+pub(crate) struct JobRun<'a> {
+    pub(crate) job: &'a JobAssignment,
+    pub(crate) build_dir: PathBuf,
     meta_dir: PathBuf,
     home_dir: PathBuf,
     state_file: PathBuf,
-    marks: JobMarks,
+    pub(crate) marks: JobMarks,
     confinement: Confinement,
-    log: LogHandle,
+    pub(crate) log: LogHandle,
+    /// Where this runner keeps its repository caches.
+    pub(crate) caches: PathBuf,
 }
 
 impl JobRun<'_> {
@@ -88,6 +91,7 @@ impl JobRun<'_> {
             cmd.env("HOME", &self.home_dir).env("USER", &user.name).env("LOGNAME", &user.name);
         }
         cmd.envs(self.job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("CI_PROJECT_DIR", &self.build_dir)
             .env(COOKIE_VAR, &self.marks.cookie)
             .stdin(Stdio::null())
             .stdout(Stdio::from(writer.try_clone()?))
@@ -97,6 +101,46 @@ impl JobRun<'_> {
         self.confinement.apply(&mut cmd);
         let child = cmd.spawn()?;
         drop(cmd); // closes our copies of the pipe's write end
+        let pump = OutputPump::start(reader, self.log.clone())?;
+        Ok((child, pump))
+    }
+
+    /// Starts a tool of the runner's (git, for the checkout) in its own process group,
+    /// inside the job's cgroup, with its output in the job log. `as_job`: as the job user
+    /// (what touches the build directory); else as the runner (what touches its cache).
+    pub(crate) fn spawn_tool(
+        &self,
+        program: &str,
+        args: &[&std::ffi::OsStr],
+        cwd: &Path,
+        env: &[(String, String)],
+        as_job: bool,
+    ) -> std::io::Result<(tokio::process::Child, OutputPump)> {
+        let (reader, writer) = std::io::pipe()?;
+        self.marks.add_pipe(reader.as_fd());
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("LC_ALL", "C")
+            .env(COOKIE_VAR, &self.marks.cookie)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer.try_clone()?))
+            .stderr(Stdio::from(writer))
+            .process_group(0)
+            .kill_on_drop(false);
+        if as_job {
+            if let Some(user) = self.confinement.user() {
+                cmd.env("HOME", &self.home_dir).env("USER", &user.name);
+            }
+            self.confinement.apply(&mut cmd);
+        } else {
+            self.confinement.runner_side().apply(&mut cmd);
+        }
+        let child = cmd.spawn()?;
+        drop(cmd);
         let pump = OutputPump::start(reader, self.log.clone())?;
         Ok((child, pump))
     }
@@ -187,6 +231,7 @@ pub async fn run_job(
         home_dir: meta_dir.join("home"),
         state_file: meta_dir.join("state.sh"),
         marks: JobMarks::new(cookie, &[&build_dir, &meta_dir]).with_cgroup(cgroup),
+        caches: host.builds_dir.join(".usher-cache"),
         build_dir,
         meta_dir,
         confinement,
@@ -225,6 +270,7 @@ fn system_failure() -> JobReport {
         failure_reason: Some(FailureReason::RunnerSystemFailure),
         duration_ms: 0,
         after_script: None,
+        detail: None,
     }
 }
 
@@ -246,6 +292,41 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
         return JobOutcome::Report(system_failure());
     }
     log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, run.build_dir.display()));
+    if let Some(spec) = &job.checkout {
+        match checkout::check_out(run, spec, control).await {
+            CheckoutEnd::Done => {}
+            CheckoutEnd::Failed(why) => {
+                log.note(&format!("The checkout failed: {why}"));
+                return JobOutcome::Report(JobReport {
+                    exit_code: None,
+                    failure_reason: Some(FailureReason::CheckoutFailed),
+                    duration_ms: 0,
+                    after_script: None,
+                    detail: Some(format!("checkout failed: {why}")),
+                });
+            }
+            CheckoutEnd::Stopped(Control::Abort) => return kill_everything(&run.marks, log, ABORTED).await,
+            CheckoutEnd::Stopped(stop) => {
+                // Nothing of the job ran yet, so there is nothing for after_script to clean.
+                let shutdown = stop == Control::Shutdown;
+                log.note("Stopped during the checkout; after_script does not run (nothing of the job started).");
+                return JobOutcome::Report(JobReport {
+                    exit_code: None,
+                    failure_reason: shutdown.then_some(FailureReason::RunnerShutdown),
+                    duration_ms: 0,
+                    after_script: None,
+                    detail: Some(
+                        if shutdown {
+                            "stopped during the checkout"
+                        } else {
+                            "canceled during the checkout"
+                        }
+                        .into(),
+                    ),
+                });
+            }
+        }
+    }
     let script = match run_script(run, &script_file, control).await {
         Ok(Some(result)) => result,
         Ok(None) => return kill_everything(&run.marks, log, ABORTED).await,
@@ -285,6 +366,7 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
         failure_reason: script.failure_reason,
         duration_ms: 0,
         after_script,
+        detail: None,
     })
 }
 

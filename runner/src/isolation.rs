@@ -240,6 +240,15 @@ impl Confinement {
         }
     }
 
+    /// The same cgroup, but the runner's own user: for what the runner does on the job's
+    /// behalf (fetching into its cache), which a cancel must stop like the job.
+    pub fn runner_side(&self) -> Confinement {
+        Confinement {
+            user: None,
+            cgroup_procs: self.cgroup_procs.clone(),
+        }
+    }
+
     /// The job user, for files the job must own.
     pub fn user(&self) -> Option<&JobUser> {
         self.user.as_ref()

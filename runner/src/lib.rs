@@ -4,6 +4,7 @@
 //! [`artifacts`] uploads a job's files over HTTP after its after_script.
 
 pub mod artifacts;
+pub mod checkout;
 pub mod control;
 pub mod executor;
 pub mod isolation;

@@ -106,6 +106,9 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     if settings.artifacts_dir.is_none() {
         settings.artifacts_dir = Some(std::path::absolute(opts.data_dir.join("artifacts")).map_err(|e| e.to_string())?);
     }
+    if settings.repos_dir.is_none() {
+        settings.repos_dir = Some(std::path::absolute(opts.data_dir.join("repos")).map_err(|e| e.to_string())?);
+    }
     let engine = Engine::open_with(&opts.database_url, settings).await.map_err(|e| e.to_string())?;
     data_dir::make_private(&opts.data_dir);
     if let Some(creds) = engine
@@ -116,7 +119,9 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         data_dir::hand_over_first_credentials(&opts.data_dir, &creds)?;
     }
     if opts.demo {
-        demo::ensure_demo_project(&engine).await.map_err(|e| e.to_string())?;
+        demo::ensure_demo_project(&engine, &opts.data_dir)
+            .await
+            .map_err(|e| e.to_string())?;
     }
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await

@@ -14,41 +14,6 @@ use std::time::{Duration, Instant};
 use common::*;
 use serde_json::json;
 
-/// `usher serve --local-runners 1`, as an operator starts it, with its output going to
-/// `<data>/usher.log` (mode 0600) as a service manager's log would; its base URL.
-fn serve_with_log_file(data_dir: &Path) -> (OwnedChild, String) {
-    use std::os::unix::fs::OpenOptionsExt;
-    let log = std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(data_dir.join("usher.log"))
-        .unwrap();
-    let port = free_port();
-    let child = OwnedChild(
-        Command::new(env!("CARGO_BIN_EXE_usher"))
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--local-runners", "1"])
-            .env("USHER_DATA_DIR", data_dir)
-            .env_remove("DATABASE_URL")
-            .env_remove("USHER_ADMIN_TOKEN")
-            .env_remove("USHER_JOB_USER")
-            .env_remove("USHER_TRUST_JOBS")
-            .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .expect("usher starts"),
-    );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !std::fs::read_to_string(data_dir.join("usher.log"))
-        .unwrap_or_default()
-        .contains("Usher is serving")
-    {
-        assert!(Instant::now() < deadline, "usher did not start");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (child, format!("http://127.0.0.1:{port}"))
-}
-
 /// Each check prints `name=yes` when the job could do it.
 const PROBES: &str = r#"
       probe() { if sh -c "$2" >/dev/null 2>&1; then echo "$1=yes"; else echo "$1=no"; fi; }
@@ -116,33 +81,13 @@ async fn a_job_cannot_touch_the_servers_data_on_the_default_settings() {
         .await;
     assert_eq!(status, 201, "{pipeline}");
     let job = TestServer::job_id(&pipeline, "probe");
-    let log = wait_for_log_as(&t, &token, job, "home=").await;
+    let log = t.wait_for_log_as(&token, job, "home=").await;
     assert_nothing_reachable(&log);
     let server_log = std::fs::read_to_string(data_dir.path().join("usher.log")).unwrap();
     assert!(!server_log.contains(&password), "the admin password is in the server's log");
     assert!(!server_log.contains(&token), "the admin token is in the server's log");
     assert!(server_log.contains("initial-admin-credentials"), "{server_log}");
     let _ = server.kill();
-}
-
-/// The job log as `token` sees it, once it contains `needle`.
-async fn wait_for_log_as(t: &TestServer, token: &str, job: i64, needle: &str) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let resp = t
-            .client
-            .get(format!("{}/api/v1/jobs/{job}/log", t.base))
-            .bearer_auth(token)
-            .send()
-            .await
-            .unwrap();
-        let log = resp.text().await.unwrap();
-        if log.contains(needle) {
-            return log;
-        }
-        assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{log}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A standalone runner started as root with its token in its environment: the job

@@ -18,6 +18,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("put", "/api/v1/projects/{id}"),
     ("get", "/api/v1/projects/{id}/pipelines"),
     ("post", "/api/v1/projects/{id}/pipelines"),
+    ("post", "/api/v1/projects/{id}/hooks/push"),
     ("get", "/api/v1/pipelines/{id}"),
     ("post", "/api/v1/pipelines/{id}/cancel"),
     ("post", "/api/v1/pipelines/{id}/abort"),
@@ -100,10 +101,13 @@ async fn openapi_json_covers_every_public_route() {
     );
 
     // The resources have exactly docs/api.md's fields.
-    assert_eq!(properties(&spec, "Project"), sorted("id, name, ci_config, created_at"));
+    assert_eq!(
+        properties(&spec, "Project"),
+        sorted("id, name, repository_url, default_branch, ci_config, created_at")
+    );
     assert_eq!(
         properties(&spec, "Pipeline"),
-        sorted("id, project_id, ref, status, created_at, started_at, finished_at, triggered_by, cancel, jobs")
+        sorted("id, project_id, ref, sha, commit_title, status, created_at, started_at, finished_at, triggered_by, cancel, jobs")
     );
     assert_eq!(
         properties(&spec, "Job"),

@@ -92,6 +92,9 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
                 <StatusBadge status=status/>
                 <LiveDot connected=connected/>
             </div>
+            {pipeline.sha.clone().map(|sha| view! {
+                <p class="commit">"Commit " <code title=sha.clone()>{usher_core::repository::short_sha(&sha).to_string()}</code> " " {pipeline.commit_title.clone().unwrap_or_default()}</p>
+            })}
             <PipelineButtons id=pipeline_id status=status role=role cancel=cancel_pipeline abort=abort_pipeline/>
             {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <div class="stages">

@@ -55,11 +55,17 @@ fn PipelineList(data: PipelineListData) -> impl IntoView {
         }
     });
     let run = ServerAction::<RunPipeline>::new();
-    Effect::new(move |_| {
-        if let Some(Ok(_)) = run.value().get() {
+    let run_error = RwSignal::new(None::<String>);
+    Effect::new(move |_| match run.value().get() {
+        Some(Ok(_)) => {
+            run_error.set(None);
             reload();
         }
+        Some(Err(e)) => run_error.set(Some(e.to_string())),
+        None => {}
     });
+    let default_branch = project.as_ref().map(|p| p.default_branch.clone()).unwrap_or_else(|| "main".into());
+    let repository = project.as_ref().and_then(|p| p.repository_url.clone());
     let may_run = viewer.role.may(Action::CreatePipeline);
     let title = project
         .as_ref()
@@ -72,18 +78,29 @@ fn PipelineList(data: PipelineListData) -> impl IntoView {
                 <h1>{title}</h1>
                 <LiveDot connected=connected/>
             </div>
+            {project_id.map(|_| view! {
+                <p class="repository">
+                    {match repository {
+                        Some(url) => Either::Left(view! { "Repository " <code>{url}</code> " · default branch " <code>{default_branch.clone()}</code> }),
+                        None => Either::Right(view! { "Inline CI configuration" }),
+                    }}
+                </p>
+            })}
             {match project_id {
                 Some(pid) if may_run => Either::Left(view! {
-                    <ActionForm action=run>
+                    <ActionForm action=run attr:class="run-pipeline">
                         <input type="hidden" name="project_id" value=pid/>
-                        <label>"Ref " <input type="text" name="git_ref" value="main"/></label>
-                        <button type="submit" class="btn primary">"Run pipeline"</button>
+                        <label>"Branch or tag " <input type="text" name="git_ref" value=default_branch required/></label>
+                        <button type="submit" class="btn primary" disabled=move || run.pending().get()>
+                            {move || if run.pending().get() { "Starting…" } else { "Run pipeline" }}
+                        </button>
                     </ActionForm>
+                    {move || run_error.get().map(|e| view! { <p class="error" role="alert">{e}</p> })}
                 }),
                 _ => Either::Right(()),
             }}
             <table class="pipelines">
-                <thead><tr><th>"Pipeline"</th><th>"Project"</th><th>"Ref"</th><th>"Status"</th><th>"Created"</th><th>"By"</th></tr></thead>
+                <thead><tr><th>"Pipeline"</th><th>"Project"</th><th>"Ref"</th><th>"Commit"</th><th>"Status"</th><th>"Created"</th><th>"By"</th></tr></thead>
                 <tbody>
                     <For
                         each=move || rows.get()
@@ -107,6 +124,10 @@ fn PipelineRow(pipeline: Pipeline, project_name: String) -> impl IntoView {
             <td><a href=format!("/pipelines/{}", pipeline.id)>"#" {pipeline.id}</a></td>
             <td><a href=format!("/projects/{}", pipeline.project_id)>{project_name}</a></td>
             <td>{pipeline.git_ref.clone()}</td>
+            <td class="commit">
+                {pipeline.sha.as_deref().map(|sha| view! { <code title=sha.to_string()>{usher_core::repository::short_sha(sha).to_string()}</code> " " })}
+                {pipeline.commit_title.clone().unwrap_or_default()}
+            </td>
             <td><StatusBadge status=Signal::stored(status)/></td>
             <td>{short_time(&pipeline.created_at)}</td>
             <td>{pipeline.triggered_by.clone()}</td>

@@ -23,7 +23,8 @@ mod projects;
 mod runners;
 mod transitions;
 
-pub use pipelines::{JobNodeRow, NewJob, PipelineFilter, StoredSpec};
+pub use pipelines::{JobNodeRow, NewJob, NewPipeline, PipelineFilter, StoredSpec};
+pub use projects::{NewProject, ProjectChange, ProjectSecrets};
 pub use transitions::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, Move, PipelineCancel, TransitionCtx, Transitioned};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -43,7 +44,7 @@ const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, int
     after_exit_code, after_duration_ms, after_timed_out";
 
 const PIPELINE_COLUMNS: &str = "id, project_id, git_ref, status, created_at, started_at, finished_at, triggered_by, \
-    cancel_mode, cancel_by, cancel_at, cancel_reason";
+    cancel_mode, cancel_by, cancel_at, cancel_reason, sha, commit_title";
 
 /// `'running', 'canceling'`: the statuses of a group of core's, for an SQL `IN (…)`
 /// list. The SQL never names statuses itself; core's groups do.
@@ -119,6 +120,8 @@ fn pipeline_from_row(row: &AnyRow) -> Result<Pipeline, EngineError> {
         finished_at: row.try_get("finished_at")?,
         triggered_by: row.try_get("triggered_by")?,
         cancel: cancel_info(row)?,
+        sha: row.try_get("sha")?,
+        commit_title: row.try_get("commit_title")?,
         jobs: None,
     })
 }
@@ -127,7 +130,9 @@ fn project_from_row(row: &AnyRow) -> Result<Project, EngineError> {
     Ok(Project {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
-        ci_config: row.try_get("ci_config")?,
+        repository_url: row.try_get("repository_url")?,
+        default_branch: row.try_get("default_branch")?,
+        ci_config: Some(row.try_get::<String, _>("ci_config")?).filter(|c| !c.is_empty()),
         created_at: row.try_get("created_at")?,
     })
 }

@@ -25,6 +25,19 @@ pub struct NewJob {
 pub struct StoredSpec {
     pub job: JobConfig,
     pub pipeline_variables: Vec<(String, String)>,
+    /// Whether the pipeline's ref is a tag (CI_COMMIT_TAG) rather than a branch.
+    #[serde(default)]
+    pub ref_is_tag: bool,
+}
+
+/// A pipeline to insert with its jobs.
+pub struct NewPipeline<'a> {
+    pub project_id: i64,
+    pub git_ref: &'a str,
+    pub sha: Option<&'a str>,
+    pub commit_title: Option<&'a str>,
+    pub triggered_by: &'a str,
+    pub jobs: &'a [NewJob],
 }
 
 /// A job as the scheduler needs it.
@@ -46,17 +59,27 @@ pub struct PipelineFilter {
 
 impl Store {
     /// Inserts a pipeline and its jobs (all `created`, each with its first timeline event).
-    pub async fn create_pipeline(&self, project_id: i64, git_ref: &str, triggered_by: &str, jobs: &[NewJob]) -> Result<i64, EngineError> {
+    pub async fn create_pipeline(&self, new: &NewPipeline<'_>) -> Result<i64, EngineError> {
+        let NewPipeline {
+            project_id,
+            git_ref,
+            triggered_by,
+            jobs,
+            ..
+        } = *new;
         let t = now();
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
-            "INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by) VALUES ($1, $2, $3, $4, $5) RETURNING id",
+            "INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by, sha, commit_title) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
         )
         .bind(project_id)
         .bind(git_ref)
         .bind(Status::Created.as_str())
         .bind(&t)
         .bind(triggered_by)
+        .bind(new.sha)
+        .bind(new.commit_title)
         .fetch_one(&mut *tx)
         .await?;
         let pipeline_id: i64 = row.try_get("id")?;

@@ -3,6 +3,7 @@
 //! through utoipa-axum's `routes!`, so the router and the OpenAPI document
 //! ([`crate::openapi`]) come from the same annotations and cannot drift apart.
 
+pub mod hooks;
 pub mod jobs;
 pub mod pipelines;
 pub mod projects;
@@ -19,6 +20,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(projects::create_project, projects::list_projects))
         .routes(routes!(projects::get_project, projects::update_project))
         .routes(routes!(pipelines::create_pipeline, pipelines::list_pipelines))
+        .routes(routes!(hooks::push_hook))
         .routes(routes!(pipelines::get_pipeline))
         .routes(routes!(pipelines::cancel_pipeline))
         .routes(routes!(pipelines::abort_pipeline))

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -191,6 +193,26 @@ impl TestServer {
             }
             assert!(Instant::now() < until, "job {id}: `{needle}` never appeared in the log:\n{log}");
             tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The job log as the owner of `token` sees it, once it contains `needle`.
+    pub async fn wait_for_log_as(&self, token: &str, job: i64, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let resp = self
+                .client
+                .get(format!("{}/api/v1/jobs/{job}/log", self.base))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            let log = resp.text().await.unwrap();
+            if log.contains(needle) {
+                return log;
+            }
+            assert!(Instant::now() < deadline, "no {needle:?} in the log:\n{log}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
@@ -461,4 +483,39 @@ pub fn runner_binary() -> PathBuf {
         bin.display()
     );
     bin
+}
+
+/// `usher serve --local-runners 1`, as an operator starts it, with its output going to
+/// `<data>/usher.log` (mode 0600) as a service manager's log would; its base URL.
+pub fn serve_with_log_file(data_dir: &Path) -> (OwnedChild, String) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(data_dir.join("usher.log"))
+        .unwrap();
+    let port = free_port();
+    let child = OwnedChild(
+        std::process::Command::new(env!("CARGO_BIN_EXE_usher"))
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--local-runners", "1"])
+            .env("USHER_DATA_DIR", data_dir)
+            .env_remove("DATABASE_URL")
+            .env_remove("USHER_ADMIN_TOKEN")
+            .env_remove("USHER_JOB_USER")
+            .env_remove("USHER_TRUST_JOBS")
+            .stdout(std::process::Stdio::from(log.try_clone().unwrap()))
+            .stderr(std::process::Stdio::from(log))
+            .spawn()
+            .expect("usher starts"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !std::fs::read_to_string(data_dir.join("usher.log"))
+        .unwrap_or_default()
+        .contains("Usher is serving")
+    {
+        assert!(Instant::now() < deadline, "usher did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (child, format!("http://127.0.0.1:{port}"))
 }
