@@ -14,6 +14,7 @@ pub mod error;
 pub mod hooks;
 mod jobs;
 mod logs;
+pub mod metrics;
 mod password_checks;
 mod pipelines;
 mod projects;

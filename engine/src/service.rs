@@ -56,6 +56,7 @@ pub(crate) struct Inner {
     pub(crate) publish_order: tokio::sync::Mutex<()>,
     /// Failed sign-ins, per user and per address.
     pub(crate) login_throttle: crate::throttle::LoginThrottle,
+    pub(crate) metrics: crate::metrics::Metrics,
     /// The projects' git mirrors.
     pub(crate) repos: crate::repos::Repos,
     /// Where argon2 password checks run (one thread per core).
@@ -85,10 +86,26 @@ impl Engine {
                 bus,
                 publish_order: tokio::sync::Mutex::new(()),
                 login_throttle: Default::default(),
+                metrics: Default::default(),
                 password_checks: crate::password_checks::PasswordChecks::start(std::thread::available_parallelism().map_or(2, |n| n.get())),
                 listener: std::sync::Mutex::new(listener),
             }),
         })
+    }
+
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.inner.metrics
+    }
+
+    /// Whether the database answers (`GET /healthz`).
+    pub async fn healthy(&self) -> bool {
+        self.store().ping().await.is_ok()
+    }
+
+    /// The text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> Result<String, EngineError> {
+        let counts = self.store().job_counts().await?;
+        Ok(self.inner.metrics.render(&counts))
     }
 
     pub fn bus(&self) -> &Bus {

@@ -15,6 +15,21 @@ use crate::{BusEvent, Engine, EngineError};
 impl Engine {
     /// Commits `change` and publishes every job that moved, then the pipeline.
     pub(crate) async fn commit(&self, change: Change<'_>) -> Result<Committed, EngineError> {
+        let committed = self.commit_and_publish(change).await?;
+        for t in committed.jobs.iter().filter(|t| t.changed) {
+            let job = &t.job;
+            tracing::info!(job = job.id, pipeline = job.pipeline_id, from = %t.from, to = %job.status, "job {}", job.status);
+            if let (Some(cancel), true) = (&job.cancel, job.status.is_terminal()) {
+                self.inner
+                    .metrics
+                    .cancel_to_terminal
+                    .observe(crate::metrics::seconds_since(&cancel.requested_at));
+            }
+        }
+        Ok(committed)
+    }
+
+    async fn commit_and_publish(&self, change: Change<'_>) -> Result<Committed, EngineError> {
         match self.store().backend() {
             Backend::Postgres => self.store().commit(&change).await,
             Backend::Sqlite => {

@@ -28,14 +28,15 @@ struct Args {
     /// Run jobs as this runner's own user when it is not root. Jobs can then read the runner's token.
     #[arg(long, env = "USHER_TRUST_JOBS")]
     trust_jobs: bool,
+    /// How this runner writes its own log (to standard error).
+    #[arg(long, env = "USHER_LOG_FORMAT", value_enum, default_value_t)]
+    log_format: usher_runner::logging::LogFormat,
 }
 
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
-        .init();
     let args = Args::parse();
+    usher_runner::logging::init(args.log_format);
     if args.concurrency == 0 {
         eprintln!("usher-runner: --concurrency must be at least 1");
         std::process::exit(2);

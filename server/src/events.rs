@@ -80,15 +80,27 @@ pub async fn events_ws(
         .write_buffer_size(4096)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| stream_events(socket, filter, receiver, shutdown)))
+        .on_upgrade(move |socket| stream_events(state.engine, socket, filter, receiver, shutdown)))
+}
+
+/// Counts an open event websocket for `/metrics` while it lives.
+struct Subscriber(usher_engine::Engine);
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.0.metrics().event_subscribers.dec();
+    }
 }
 
 async fn stream_events(
+    engine: usher_engine::Engine,
     mut socket: WebSocket,
     filter: EventFilter,
     mut receiver: tokio::sync::broadcast::Receiver<BusEvent>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
+    engine.metrics().event_subscribers.inc();
+    let _counted = Subscriber(engine);
     loop {
         tokio::select! {
             event = receiver.recv() => match event {

@@ -16,6 +16,9 @@ struct Cli {
     /// Where the SQLite database and build directories live.
     #[arg(long, env = "USHER_DATA_DIR", default_value = "./data", global = true)]
     data_dir: PathBuf,
+    /// How the server writes its own log (to standard error).
+    #[arg(long, env = "USHER_LOG_FORMAT", value_enum, default_value_t, global = true)]
+    log_format: usher_runner::logging::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -139,11 +142,8 @@ fn fail(message: impl std::fmt::Display) -> ! {
 /// Long for a reason: one arm per command, each a few lines; splitting would scatter the CLI.
 #[tokio::main]
 async fn main() {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info,sqlx=warn".into()))
-        .with_writer(std::io::stderr)
-        .init();
     let cli = Cli::parse();
+    usher_runner::logging::init(cli.log_format);
     let database_url = cli
         .database_url
         .clone()

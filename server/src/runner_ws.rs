@@ -80,6 +80,9 @@ async fn session(
     // Subscribe before anything else so no status change falls between read and watch.
     let mut bus = engine.bus().subscribe();
     let (runner_id, held) = handshake(&engine, token_id, &mut socket).await?;
+    tracing::info!(runner = runner_id, "runner connected");
+    engine.metrics().runners_connected.inc();
+    let _connected = Connected(engine.clone(), runner_id);
     let mut runner = HeldBy {
         engine,
         token_id,
@@ -152,6 +155,16 @@ async fn handshake(engine: &Engine, token_id: i64, socket: &mut WebSocket) -> Re
         send(socket, &ServerMessage::JobStatus { job_id, status }).await?;
     }
     Ok((runner_id, held))
+}
+
+/// A runner's connection, counted for `/metrics` and logged while it lives.
+struct Connected(Engine, i64);
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.0.metrics().runners_connected.dec();
+        tracing::info!(runner = self.1, "runner disconnected");
+    }
 }
 
 /// One connected runner: the jobs it holds and the slots it asked jobs for.
@@ -237,7 +250,13 @@ impl HeldBy {
     async fn on_bus(&mut self, socket: &mut WebSocket, event: Result<BusEvent, RecvError>) -> Result<bool, String> {
         match event {
             Ok(BusEvent::Job(job)) if self.held.contains(&job.id) => match job.status.runner_command() {
-                Some(RunnerCommand::Cancel) => send(socket, &ServerMessage::Cancel { job_id: job.id }).await?,
+                Some(RunnerCommand::Cancel) => {
+                    send(socket, &ServerMessage::Cancel { job_id: job.id }).await?;
+                    if let Some(cancel) = &job.cancel {
+                        let waited = usher_engine::metrics::seconds_since(&cancel.requested_at);
+                        self.engine.metrics().cancel_to_runner.observe(waited);
+                    }
+                }
                 Some(RunnerCommand::Abort) => {
                     // Ended by someone else (abort, reaper): kill what is left.
                     self.held.remove(&job.id);

@@ -8,7 +8,7 @@ use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, OriginalUri, Request, S
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::post;
+use axum::routing::{get, post};
 use leptos::prelude::provide_context;
 use leptos_axum::{LeptosRoutes, generate_route_list, handle_server_fns_with_context};
 use serde::Deserialize;
@@ -30,6 +30,8 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::runner_ws::documented_routes().split_for_parts().0)
         .route("/ui/{*fn_name}", post(server_fn_handler).get(server_fn_handler))
         .route("/auth/login", post(login))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
         .route("/auth/logout", post(logout))
         .leptos_routes_with_context(
             &state,
@@ -44,7 +46,31 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(complete_writes))
         .layer(middleware::from_fn(refuse_cross_site))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // One log line per request: method, path (never a query's secrets: there are
+        // none in Usher's URLs), status and latency.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http()
+                .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .with_state(state)
+}
+
+/// `GET /healthz`: 200 `ok` when the database answers, else 503 (no sign-in needed).
+async fn healthz(State(state): State<AppState>) -> Response {
+    if state.engine.healthy().await {
+        (StatusCode::OK, "ok").into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "the database does not answer").into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format, counts and timings only (no sign-in needed).
+async fn metrics(State(state): State<AppState>) -> Response {
+    match state.engine.metrics_text().await {
+        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Err(e) => ApiError::from(e).into_response(),
+    }
 }
 
 async fn server_fn_handler(State(state): State<AppState>, req: Request<Body>) -> impl IntoResponse {
@@ -116,7 +142,9 @@ async fn require_sign_in(State(state): State<AppState>, req: Request, next: Next
         || path.starts_with("/ui/")
         || path.starts_with("/auth/")
         || path.starts_with("/pkg/")
-        || path.starts_with("/favicon");
+        || path.starts_with("/favicon")
+        || path == "/healthz"
+        || path == "/metrics";
     if open || req.method() != Method::GET {
         return next.run(req).await;
     }

@@ -9,6 +9,23 @@ use super::*;
 use crate::EngineError;
 
 impl Store {
+    /// A round trip to the database.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        Ok(())
+    }
+
+    /// How many jobs are in each status.
+    pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, EngineError> {
+        let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
     /// Jobs with `status`, oldest first (the ones stuck longest come first).
     pub async fn jobs_with_status(&self, status: Status, limit: i64) -> Result<Vec<Job>, EngineError> {
         let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY id LIMIT $2"))

@@ -1,0 +1,93 @@
+//! What an operator runs Usher with: `/healthz` for a load balancer, `/metrics` for
+//! Prometheus (filled by real cancels, with no names of users or projects), and a log of
+//! requests and job moves that a collector can read as JSON.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn metric(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_and_metrics_answer_without_credentials() {
+    let t = TestServer::start(1).await;
+    let plain = reqwest::Client::new();
+    let health = plain.get(format!("{}/healthz", t.base)).send().await.unwrap();
+    assert_eq!(health.status(), 200);
+    assert_eq!(health.text().await.unwrap(), "ok");
+
+    // A real graceful cancel, with an event subscriber watching.
+    let _events = t.events("").await;
+    let pipeline = t.pipeline("secret-job-name:\n  script: [\"echo go\", \"sleep 300\"]\n  after_script: [\"echo bye\"]\n").await;
+    let job = TestServer::job_id(&pipeline, "secret-job-name");
+    t.wait_for_log(job, "go").await;
+    t.call("POST", &format!("/api/v1/jobs/{job}/cancel"), None).await;
+    t.wait_for_status(job, "canceled").await;
+
+    let resp = plain.get(format!("{}/metrics", t.base)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = resp.text().await.unwrap();
+    assert_eq!(metric(&text, "usher_jobs{status=\"canceled\"}"), 1.0, "{text}");
+    assert_eq!(metric(&text, "usher_jobs{status=\"running\"}"), 0.0);
+    assert_eq!(metric(&text, "usher_runners_connected"), 1.0);
+    assert_eq!(metric(&text, "usher_event_subscribers"), 1.0);
+    assert_eq!(metric(&text, "usher_cancel_to_runner_seconds_count"), 1.0, "{text}");
+    assert_eq!(metric(&text, "usher_cancel_to_terminal_seconds_count"), 1.0);
+    assert!(metric(&text, "usher_cancel_to_runner_seconds_sum") < 1.0, "the runner heard of the cancel within a second");
+    assert!(!text.contains("secret-job-name") && !text.contains("admin") && !text.contains(" p-"), "{text}");
+    t.stop().await;
+}
+
+/// `--log-format json`: one JSON object per line, with a line per request (method, path,
+/// status) and per job move.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_is_json_lines_with_requests_and_job_moves() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let log_path = data_dir.path().join("usher.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let port = free_port();
+    let _server = OwnedChild(
+        Command::new(env!("CARGO_BIN_EXE_usher"))
+            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--local-runners", "1", "--log-format", "json"])
+            .env("USHER_DATA_DIR", data_dir.path())
+            .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
+            .env_remove("DATABASE_URL")
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap(),
+    );
+    let mut t = TestServer::detached();
+    t.base = format!("http://127.0.0.1:{port}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while reqwest::get(format!("{}/healthz", t.base)).await.is_err() {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let pipeline = t.pipeline("quick:\n  script: [\"true\"]\n").await;
+    t.wait_for_status(TestServer::job_id(&pipeline, "quick"), "success").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let text = std::fs::read_to_string(&log_path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l["status"] == 201 || l["status"] == "201"),
+        "no request line with its status:\n{text}"
+    );
+    assert!(lines.iter().any(|l| l["message"] == "job success" && l["job"].is_number()), "no job line:\n{text}");
+    assert!(lines.iter().any(|l| l["message"] == "runner connected"), "{text}");
+    assert!(!text.contains(ADMIN_TOKEN), "the token is in the log");
+}
