@@ -58,6 +58,13 @@ pub struct Job {
     pub failure_reason: Option<FailureReason>,
     pub cancel: Option<CancelInfo>,
     pub after_script: Option<AfterScriptResult>,
+    /// The `tags` of its configuration: only a runner with all of them takes the job.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Why a pending job is not being taken (e.g. no connected runner has its tags), or
+    /// null.
+    #[serde(default)]
+    pub waiting_for: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

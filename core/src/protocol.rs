@@ -25,6 +25,9 @@ pub enum RunnerMessage {
         concurrency: u32,
         held_jobs: Vec<i64>,
         runner_id: Option<i64>,
+        /// Jobs with tags go only to runners that have every one of them.
+        #[serde(default)]
+        tags: Vec<String>,
     },
     /// One more free slot: hand me a job when there is one.
     RequestJob,

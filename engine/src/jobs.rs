@@ -11,10 +11,32 @@ use crate::{Actor, Engine, EngineError, detached, format_time};
 impl Engine {
     pub async fn get_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
         actor.require(Action::Read)?;
-        self.store()
+        let mut job = self
+            .store()
             .get_job(id)
             .await?
-            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+        self.explain_waiting(std::slice::from_mut(&mut job)).await?;
+        Ok(job)
+    }
+
+    /// Sets `waiting_for` on pending jobs that no runner seen lately can take: none is
+    /// connected, or none has all of the job's tags.
+    pub(crate) async fn explain_waiting(&self, jobs: &mut [Job]) -> Result<(), EngineError> {
+        if !jobs.iter().any(|j| j.status == Status::Pending) {
+            return Ok(());
+        }
+        let since = chrono::Utc::now() - chrono::Duration::seconds(self.inner.settings.runner_lost_after_secs as i64);
+        let runners = self.store().online_runner_tags(&format_time(since)).await?;
+        for job in jobs.iter_mut().filter(|j| j.status == Status::Pending) {
+            let takeable = runners.iter().any(|have| job.tags.iter().all(|t| have.contains(t)));
+            job.waiting_for = match (takeable, job.tags.is_empty()) {
+                (true, _) => None,
+                (false, true) => Some("a runner (none is connected)".into()),
+                (false, false) => Some(format!("a runner with tags {}", job.tags.join(", "))),
+            };
+        }
+        Ok(())
     }
 
     /// Graceful cancel: created/pending → canceled; running → canceling (runner told now).
@@ -75,7 +97,9 @@ impl Engine {
     /// Jobs in one status across all projects (the admin page's "stuck cleanups").
     pub async fn jobs_with_status(&self, actor: &Actor, status: Status) -> Result<Vec<Job>, EngineError> {
         actor.require(Action::Read)?;
-        self.store().jobs_with_status(status, 500).await
+        let mut jobs = self.store().jobs_with_status(status, 500).await?;
+        self.explain_waiting(&mut jobs).await?;
+        Ok(jobs)
     }
 
     pub async fn job_timeline(&self, actor: &Actor, id: i64) -> Result<Vec<TimelineEvent>, EngineError> {

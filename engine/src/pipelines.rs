@@ -209,7 +209,9 @@ impl Engine {
             .get_pipeline(id)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("pipeline {id}")))?;
-        p.jobs = Some(self.store().jobs_of_pipeline(id).await?);
+        let mut jobs = self.store().jobs_of_pipeline(id).await?;
+        self.explain_waiting(&mut jobs).await?;
+        p.jobs = Some(jobs);
         Ok(p)
     }
 

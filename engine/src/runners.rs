@@ -49,13 +49,14 @@ impl Engine {
 
     /// Registers a connecting runner; a runner reconnecting with its previous id (and
     /// the same token) keeps it, so the jobs it holds stay its own.
-    pub async fn register_runner(&self, name: &str, token_id: i64, previous_id: Option<i64>) -> Result<i64, EngineError> {
+    /// `tags`: what the runner advertises (jobs with tags go only to runners having all).
+    pub async fn register_runner(&self, name: &str, token_id: i64, previous_id: Option<i64>, tags: &[String]) -> Result<i64, EngineError> {
         if let Some(id) = previous_id {
-            if self.store().touch_runner(id, token_id).await? {
+            if self.store().touch_runner(id, token_id, tags).await? {
                 return Ok(id);
             }
         }
-        self.store().add_runner(name, token_id).await
+        self.store().add_runner(name, token_id, tags).await
     }
 
     /// A runner's heartbeat.
@@ -64,13 +65,13 @@ impl Engine {
     }
 
     /// Hands the oldest pending job to this runner, if there is one.
-    pub async fn claim_job(&self, runner_id: i64) -> Result<Option<JobAssignment>, EngineError> {
+    pub async fn claim_job(&self, runner_id: i64, runner_tags: &[String]) -> Result<Option<JobAssignment>, EngineError> {
         let ctx = TransitionCtx {
             actor: format!("runner:{runner_id}"),
             runner_id: Some(runner_id),
             ..Default::default()
         };
-        let claimed = self.commit(Change::Claim { ctx: &ctx }).await?;
+        let claimed = self.commit(Change::Claim { ctx: &ctx, runner_tags }).await?;
         match claimed.jobs.first() {
             Some(t) => Ok(Some(self.assignment(&t.job).await?)),
             None => Ok(None),

@@ -62,9 +62,9 @@ async fn stages_and_needs_drive_the_pipeline() {
         let (pid, jobs) = pipeline(&engine, &admin, TWO_STAGES).await;
         assert_eq!(status_of(&jobs, "b1"), Status::Pending, "{}", db.name);
         assert_eq!(status_of(&jobs, "t1"), Status::Created);
-        let a = engine.claim_job(r).await.unwrap().unwrap();
-        let b = engine.claim_job(r).await.unwrap().unwrap();
-        assert!(engine.claim_job(r).await.unwrap().is_none(), "{}: later stages wait", db.name);
+        let a = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        let b = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert!(engine.claim_job(r, &[]).await.unwrap().is_none(), "{}: later stages wait", db.name);
         let b1 = if a.name == "b1" { a.job_id } else { b.job_id };
         let b2 = if a.name == "b1" { b.job_id } else { a.job_id };
         assert_eq!(engine.finish_job(r, b1, report(0)).await.unwrap(), Status::Success);
@@ -82,7 +82,7 @@ async fn stages_and_needs_drive_the_pipeline() {
             "{}: a failed stage skips what waits on it",
             db.name
         );
-        let t2 = engine.claim_job(r).await.unwrap().unwrap();
+        let t2 = engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(t2.name, "t2");
         engine.finish_job(r, t2.job_id, report(0)).await.unwrap();
         let p = engine.get_pipeline(&admin, pid).await.unwrap();
@@ -137,7 +137,7 @@ async fn an_overdue_cancel_is_reaped_and_the_runner_report_comes_too_late() {
             "j:\n  script: [x]\n  cancel_grace: 1s\n  after_script_timeout: 1s\n",
         )
         .await;
-        let job = engine.claim_job(r).await.unwrap().unwrap();
+        let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(engine.cancel_job(&admin, job.job_id).await.unwrap().status, Status::Canceling);
         assert_eq!(engine.reap_overdue_cancels().await.unwrap(), 0, "{}: not overdue yet", db.name);
         assert_eq!(engine.reap_overdue_cancels_as_of("2999-01-01T00:00:00.000Z").await.unwrap(), 1);
@@ -252,7 +252,7 @@ async fn stress(db: &Db, operations: usize, seed: u64) {
                 let jobs = engine.get_pipeline(&admin, pid).await.unwrap().jobs.unwrap();
                 let job = &jobs[(pick / 7) % jobs.len()];
                 let result = match op {
-                    8..=37 => engine.claim_job(runner).await.map(|_| ()),
+                    8..=37 => engine.claim_job(runner, &[]).await.map(|_| ()),
                     38..=62 => match job.runner_id {
                         Some(holder) => {
                             let code = if pick % 3 == 0 { 1 } else { 0 };
@@ -371,7 +371,7 @@ async fn a_new_pipeline_supersedes_older_ones_on_its_ref() {
         let (old, jobs) = pipeline_on(&engine, &admin, p, "main").await;
         let slow = jobs.iter().find(|j| j.name == "slow").unwrap().id;
         while engine.get_job(&admin, slow).await.unwrap().status != Status::Running {
-            engine.claim_job(r).await.unwrap().expect("a pending job");
+            engine.claim_job(r, &[]).await.unwrap().expect("a pending job");
         }
         pipeline_on(&engine, &admin, p, "main").await;
         assert_eq!(
@@ -386,7 +386,7 @@ async fn a_new_pipeline_supersedes_older_ones_on_its_ref() {
         let (old, jobs) = pipeline_on(&engine, &admin, p, "main").await;
         let safe = jobs.iter().find(|j| j.name == "safe").unwrap().id;
         while engine.get_job(&admin, safe).await.unwrap().status != Status::Running {
-            engine.claim_job(r).await.unwrap().expect("a pending job");
+            engine.claim_job(r, &[]).await.unwrap().expect("a pending job");
         }
         pipeline_on(&engine, &admin, p, "main").await;
         let jobs = engine.get_pipeline(&admin, old).await.unwrap().jobs.unwrap();
@@ -413,8 +413,8 @@ async fn a_lost_runners_jobs_end_runner_lost() {
         let (engine, admin) = engine(&db).await;
         let r = runner(&engine, "r").await;
         let (_, _) = pipeline(&engine, &admin, "a:\n  script: [x]\nb:\n  script: [x]\n").await;
-        let first = engine.claim_job(r).await.unwrap().unwrap();
-        let second = engine.claim_job(r).await.unwrap().unwrap();
+        let first = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        let second = engine.claim_job(r, &[]).await.unwrap().unwrap();
         engine.cancel_job(&admin, second.job_id).await.unwrap();
         assert_eq!(engine.reap_lost_runners().await.unwrap(), 0, "{}: just seen", db.name);
         assert_eq!(engine.reap_lost_runners_seen_before("2999-01-01T00:00:00.000Z").await.unwrap(), 2);
@@ -438,7 +438,7 @@ async fn pipeline_cancel_winds_down_running_jobs_and_cancels_waiting_ones() {
         let (engine, admin) = engine(&db).await;
         let r = runner(&engine, "r").await;
         let (pid, _) = pipeline(&engine, &admin, TWO_STAGES).await;
-        let running = engine.claim_job(r).await.unwrap().unwrap();
+        let running = engine.claim_job(r, &[]).await.unwrap().unwrap();
         let p = engine.cancel_pipeline(&admin, pid).await.unwrap();
         let jobs = p.jobs.unwrap();
         assert_eq!(status_of(&jobs, &running.name), Status::Canceling, "{}", db.name);
@@ -484,11 +484,11 @@ async fn artifacts_are_taken_from_the_holding_runner_within_the_limit() {
         let admin = engine.authenticate_token("admin-token").await.unwrap();
         let token = engine.create_runner_token().await.unwrap();
         let token_id = engine.authenticate_runner(&token).await.unwrap();
-        let r = engine.register_runner("r", token_id, None).await.unwrap();
+        let r = engine.register_runner("r", token_id, None, &[]).await.unwrap();
         let other_token = engine.create_runner_token().await.unwrap();
         let other = engine.authenticate_runner(&other_token).await.unwrap();
         pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
-        let job = engine.claim_job(r).await.unwrap().unwrap().job_id;
+        let job = engine.claim_job(r, &[]).await.unwrap().unwrap().job_id;
         let body = |parts: &[&'static str]| {
             futures_util::stream::iter(parts.iter().map(|p| Ok::<_, std::io::Error>(p.as_bytes())).collect::<Vec<_>>())
         };
@@ -537,7 +537,7 @@ async fn a_log_frame_sent_again_after_a_reconnect_is_kept_once() {
         let (engine, admin) = engine(&db).await;
         let r = runner(&engine, "r").await;
         pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
-        let job = engine.claim_job(r).await.unwrap().unwrap().job_id;
+        let job = engine.claim_job(r, &[]).await.unwrap().unwrap().job_id;
         assert_eq!(engine.append_log(r, job, 0, "one\n").await.unwrap().0, 4);
         assert_eq!(engine.append_log(r, job, 4, "two\n").await.unwrap().0, 8);
         // The runner did not see the acks and sends both again, then a frame that

@@ -28,6 +28,9 @@ struct Args {
     /// Run jobs as this runner's own user when it is not root. Jobs can then read the runner's token.
     #[arg(long, env = "USHER_TRUST_JOBS")]
     trust_jobs: bool,
+    /// Tags this runner has: jobs with `tags:` run only on runners having all of them.
+    #[arg(long, env = "USHER_RUNNER_TAGS", value_delimiter = ',')]
+    tags: Vec<String>,
     /// How this runner writes its own log (to standard error).
     #[arg(long, env = "USHER_LOG_FORMAT", value_enum, default_value_t)]
     log_format: usher_runner::logging::LogFormat,
@@ -82,6 +85,7 @@ async fn main() {
             concurrency: args.concurrency,
             builds_dir,
             isolation,
+            tags: args.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
         },
         stop_rx,
     )

@@ -34,6 +34,8 @@ pub struct RunnerConfig {
     pub builds_dir: PathBuf,
     /// Who jobs run as (see `isolation`).
     pub isolation: JobIsolation,
+    /// `--tags`: jobs with tags are given only to runners that have every one of them.
+    pub tags: Vec<String>,
 }
 
 /// What the runner's owner asks of it; the value only ever moves forward.
@@ -315,6 +317,7 @@ async fn resume(config: &RunnerConfig, state: &State, sink: &mut Sink) -> Result
         concurrency: config.concurrency,
         held_jobs: state.held.keys().copied().chain(state.unacked.keys().copied()).collect(),
         runner_id: state.runner_id,
+        tags: config.tags.clone(),
     };
     sink.send(send(&hello)).await.map_err(|e| e.to_string())?;
     // Log frames the broken connection may have swallowed, then the reports that were

@@ -38,6 +38,7 @@ async fn connect_runner(addr: &str, token: &str, name: String) -> Socket {
         concurrency: 1,
         held_jobs: vec![],
         runner_id: None,
+        tags: vec![],
     };
     ws.send(Message::Text(serde_json::to_string(&hello).unwrap().into())).await.unwrap();
     ws

@@ -160,6 +160,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
                 builds_dir: std::path::absolute(opts.data_dir.join("builds").join(format!("local-{}", i + 1)))
                     .map_err(|e| e.to_string())?,
                 isolation: isolation.clone().expect("decided above for local runners"),
+                tags: Vec::new(),
             };
             runners.push(tokio::spawn(usher_runner::run(config, runners_stop_rx.clone())));
         }

@@ -79,7 +79,7 @@ async fn session(
 ) -> Result<(), String> {
     // Subscribe before anything else so no status change falls between read and watch.
     let mut bus = engine.bus().subscribe();
-    let (runner_id, held) = handshake(&engine, token_id, &mut socket).await?;
+    let (runner_id, held, tags) = handshake(&engine, token_id, &mut socket).await?;
     tracing::info!(runner = runner_id, "runner connected");
     engine.metrics().runners_connected.inc();
     let _connected = Connected(engine.clone(), runner_id);
@@ -88,6 +88,7 @@ async fn session(
         token_id,
         runner_id,
         held,
+        tags,
         free_slots: 0,
     };
     let mut try_claim = false;
@@ -117,12 +118,13 @@ async fn session(
 /// `hello` → `welcome`: checks the protocol version and registers the runner (keeping
 /// its previous id when it reconnects with the same token). Returns the runner's id and
 /// the unfinished jobs among those it says it holds.
-async fn handshake(engine: &Engine, token_id: i64, socket: &mut WebSocket) -> Result<(i64, HashSet<i64>), String> {
+async fn handshake(engine: &Engine, token_id: i64, socket: &mut WebSocket) -> Result<(i64, HashSet<i64>, Vec<String>), String> {
     let Some(RunnerMessage::Hello {
         version,
         name,
         held_jobs,
         runner_id,
+        tags,
         ..
     }) = recv(socket).await?
     else {
@@ -134,7 +136,7 @@ async fn handshake(engine: &Engine, token_id: i64, socket: &mut WebSocket) -> Re
         return Err("protocol version mismatch".into());
     }
     let runner_id = engine
-        .register_runner(&name, token_id, runner_id)
+        .register_runner(&name, token_id, runner_id, &tags)
         .await
         .map_err(|e| e.to_string())?;
     send(
@@ -154,7 +156,7 @@ async fn handshake(engine: &Engine, token_id: i64, socket: &mut WebSocket) -> Re
         }
         send(socket, &ServerMessage::JobStatus { job_id, status }).await?;
     }
-    Ok((runner_id, held))
+    Ok((runner_id, held, tags))
 }
 
 /// A runner's connection, counted for `/metrics` and logged while it lives.
@@ -173,6 +175,8 @@ struct HeldBy {
     token_id: i64,
     runner_id: i64,
     held: HashSet<i64>,
+    /// What the runner advertised: only jobs whose tags it all has are claimed for it.
+    tags: Vec<String>,
     free_slots: u32,
 }
 
@@ -180,7 +184,7 @@ impl HeldBy {
     /// Claims pending jobs for every free slot and sends them.
     async fn hand_out_jobs(&mut self, socket: &mut WebSocket) -> Result<(), String> {
         while self.free_slots > 0 {
-            match self.engine.claim_job(self.runner_id).await.map_err(|e| e.to_string())? {
+            match self.engine.claim_job(self.runner_id, &self.tags).await.map_err(|e| e.to_string())? {
                 Some(job) => {
                     self.free_slots -= 1;
                     self.held.insert(job.job_id);

@@ -27,7 +27,9 @@ async fn healthz_and_metrics_answer_without_credentials() {
 
     // A real graceful cancel, with an event subscriber watching.
     let _events = t.events("").await;
-    let pipeline = t.pipeline("secret-job-name:\n  script: [\"echo go\", \"sleep 300\"]\n  after_script: [\"echo bye\"]\n").await;
+    let pipeline = t
+        .pipeline("secret-job-name:\n  script: [\"echo go\", \"sleep 300\"]\n  after_script: [\"echo bye\"]\n")
+        .await;
     let job = TestServer::job_id(&pipeline, "secret-job-name");
     t.wait_for_log(job, "go").await;
     t.call("POST", &format!("/api/v1/jobs/{job}/cancel"), None).await;
@@ -43,8 +45,14 @@ async fn healthz_and_metrics_answer_without_credentials() {
     assert_eq!(metric(&text, "usher_event_subscribers"), 1.0);
     assert_eq!(metric(&text, "usher_cancel_to_runner_seconds_count"), 1.0, "{text}");
     assert_eq!(metric(&text, "usher_cancel_to_terminal_seconds_count"), 1.0);
-    assert!(metric(&text, "usher_cancel_to_runner_seconds_sum") < 1.0, "the runner heard of the cancel within a second");
-    assert!(!text.contains("secret-job-name") && !text.contains("admin") && !text.contains(" p-"), "{text}");
+    assert!(
+        metric(&text, "usher_cancel_to_runner_seconds_sum") < 1.0,
+        "the runner heard of the cancel within a second"
+    );
+    assert!(
+        !text.contains("secret-job-name") && !text.contains("admin") && !text.contains(" p-"),
+        "{text}"
+    );
     t.stop().await;
 }
 
@@ -58,7 +66,15 @@ async fn the_log_is_json_lines_with_requests_and_job_moves() {
     let port = free_port();
     let _server = OwnedChild(
         Command::new(env!("CARGO_BIN_EXE_usher"))
-            .args(["serve", "--addr", &format!("127.0.0.1:{port}"), "--local-runners", "1", "--log-format", "json"])
+            .args([
+                "serve",
+                "--addr",
+                &format!("127.0.0.1:{port}"),
+                "--local-runners",
+                "1",
+                "--log-format",
+                "json",
+            ])
             .env("USHER_DATA_DIR", data_dir.path())
             .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
             .env_remove("DATABASE_URL")
@@ -87,7 +103,50 @@ async fn the_log_is_json_lines_with_requests_and_job_moves() {
         lines.iter().any(|l| l["status"] == 201 || l["status"] == "201"),
         "no request line with its status:\n{text}"
     );
-    assert!(lines.iter().any(|l| l["message"] == "job success" && l["job"].is_number()), "no job line:\n{text}");
+    assert!(
+        lines.iter().any(|l| l["message"] == "job success" && l["job"].is_number()),
+        "no job line:\n{text}"
+    );
     assert!(lines.iter().any(|l| l["message"] == "runner connected"), "{text}");
     assert!(!text.contains(ADMIN_TOKEN), "the token is in the log");
+}
+
+/// A job with `tags` goes only to a runner having all of them; while none is
+/// connected it stays pending and says what it waits for.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tagged_jobs_wait_for_a_runner_with_their_tags() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (_server, base) = spawn_usher(data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]);
+    let token = String::from_utf8(run_usher_cli(data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
+    let mut t = TestServer::detached();
+    t.base = base.clone();
+    let builds = tempfile::tempdir().unwrap();
+    let start_runner = |name: &str, tags: &str| {
+        OwnedChild(
+            Command::new(runner_binary())
+                .args(["--url", &base, "--name", name, "--tags", tags])
+                .arg("--builds-dir")
+                .arg(builds.path().join(name))
+                .env("USHER_RUNNER_TOKEN", token.trim())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let _plain = start_runner("plain", "linux");
+    let pipeline = t
+        .pipeline("gpu:\n  tags: [linux, gpu]\n  script: [\"true\"]\nany:\n  script: [\"true\"]\n")
+        .await;
+    let gpu = TestServer::job_id(&pipeline, "gpu");
+    let any = TestServer::job_id(&pipeline, "any");
+    t.wait_for_status(any, "success").await;
+    let waiting = t.job(gpu).await;
+    assert_eq!(waiting["status"], "pending", "{waiting}");
+    assert_eq!(waiting["tags"], serde_json::json!(["linux", "gpu"]));
+    assert_eq!(waiting["waiting_for"], "a runner with tags linux, gpu", "{waiting}");
+    let _gpu_runner = start_runner("big", "linux,gpu,cuda");
+    let done = t.wait_for_status(gpu, "success").await;
+    assert_eq!(done["waiting_for"], serde_json::Value::Null);
 }

@@ -169,6 +169,8 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
             {move || {
                 let j = job.get();
                 let mut rows: Vec<(&'static str, String)> = Vec::new();
+                if let Some(w) = &j.waiting_for { rows.push(("Waiting for", w.clone())); }
+                if !j.tags.is_empty() { rows.push(("Tags", j.tags.join(", "))); }
                 if let Some(t) = &j.started_at { rows.push(("Started", short_time(t))); }
                 if let Some(t) = &j.finished_at { rows.push(("Finished", short_time(t))); }
                 if let Some(c) = j.exit_code { rows.push(("Exit code", c.to_string())); }

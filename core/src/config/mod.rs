@@ -50,6 +50,9 @@ pub struct JobConfig {
     pub cancel_grace_secs: u64,
     pub after_script_timeout_secs: u64,
     pub artifacts: Option<ArtifactsConfig>,
+    /// Only a runner with every one of these tags may take the job.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -97,6 +97,7 @@ struct RawJob {
     cancel_grace: Option<Duration>,
     after_script_timeout: Option<Duration>,
     artifacts: Option<RawArtifacts>,
+    tags: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -346,6 +347,7 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
                 DEFAULT_AFTER_SCRIPT_TIMEOUT_SECS,
             )?,
             artifacts,
+            tags: job.tags.or_else(|| default.tags.clone()).unwrap_or_default(),
             name,
         });
     }

@@ -41,7 +41,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
     finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, \
-    after_exit_code, after_duration_ms, after_timed_out";
+    after_exit_code, after_duration_ms, after_timed_out, tags";
 
 const PIPELINE_COLUMNS: &str = "id, project_id, git_ref, status, created_at, started_at, finished_at, triggered_by, \
     cancel_mode, cancel_by, cancel_at, cancel_reason, sha, commit_title";
@@ -105,7 +105,18 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
                 timed_out: row.try_get::<Option<i64>, _>("after_timed_out")?.unwrap_or(0) != 0,
             }),
         },
+        tags: tags_from(row.try_get("tags")?),
+        waiting_for: None,
     })
+}
+
+/// A JSON array of tags as stored (NULL: none).
+fn tags_from(text: Option<String>) -> Vec<String> {
+    text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
+}
+
+fn tags_to(tags: &[String]) -> Option<String> {
+    (!tags.is_empty()).then(|| serde_json::to_string(tags).unwrap_or_default())
 }
 
 fn pipeline_from_row(row: &AnyRow) -> Result<Pipeline, EngineError> {

@@ -87,8 +87,8 @@ impl Store {
             let spec = serde_json::to_string(&job.spec).map_err(|e| EngineError::Internal(e.to_string()))?;
             let needs = job.needs.as_ref().map(|n| serde_json::to_string(n).unwrap_or_default());
             let row = sqlx::query(
-                "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
+                "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
             )
             .bind(pipeline_id)
             .bind(project_id)
@@ -100,6 +100,7 @@ impl Store {
             .bind(job.interruptible as i64)
             .bind(spec)
             .bind(&t)
+            .bind(tags_to(&job.spec.job.tags))
             .fetch_one(&mut *tx)
             .await?;
             let job_id: i64 = row.try_get("id")?;

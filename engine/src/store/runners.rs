@@ -8,6 +8,15 @@ use super::*;
 use crate::{EngineError, now};
 
 impl Store {
+    /// The tags of each runner seen at or after `seen_since` (the ones that may take jobs).
+    pub async fn online_runner_tags(&self, seen_since: &str) -> Result<Vec<Vec<String>>, EngineError> {
+        let rows = sqlx::query("SELECT tags FROM runners WHERE last_seen_at >= $1")
+            .bind(seen_since)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok(tags_from(r.try_get("tags")?))).collect()
+    }
+
     /// Marks a runner token revoked; false if no live token has that hash.
     pub async fn revoke_runner_token(&self, token_hash: &str) -> Result<bool, EngineError> {
         let result = sqlx::query("UPDATE runner_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
@@ -43,23 +52,26 @@ impl Store {
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
 
-    pub async fn add_runner(&self, name: &str, token_id: i64) -> Result<i64, EngineError> {
+    pub async fn add_runner(&self, name: &str, token_id: i64, tags: &[String]) -> Result<i64, EngineError> {
         let t = now();
-        let row = sqlx::query("INSERT INTO runners (name, token_id, connected_at, last_seen_at) VALUES ($1, $2, $3, $3) RETURNING id")
-            .bind(name)
-            .bind(token_id)
-            .bind(t)
-            .fetch_one(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("INSERT INTO runners (name, token_id, connected_at, last_seen_at, tags) VALUES ($1, $2, $3, $3, $4) RETURNING id")
+                .bind(name)
+                .bind(token_id)
+                .bind(t)
+                .bind(tags_to(tags))
+                .fetch_one(&self.pool)
+                .await?;
         Ok(row.try_get("id")?)
     }
 
     /// Marks a runner seen; false if no runner with that id uses that token.
-    pub async fn touch_runner(&self, id: i64, token_id: i64) -> Result<bool, EngineError> {
-        let result = sqlx::query("UPDATE runners SET last_seen_at = $1 WHERE id = $2 AND token_id = $3")
+    pub async fn touch_runner(&self, id: i64, token_id: i64, tags: &[String]) -> Result<bool, EngineError> {
+        let result = sqlx::query("UPDATE runners SET last_seen_at = $1, tags = $4 WHERE id = $2 AND token_id = $3")
             .bind(now())
             .bind(id)
             .bind(token_id)
+            .bind(tags_to(tags))
             .execute(&self.pool)
             .await?;
         Ok(result.rows_affected() == 1)

@@ -64,8 +64,9 @@ pub enum Change<'a> {
     },
     /// The oldest pending job goes to the runner in `ctx` (the `Start` event). On
     /// PostgreSQL the candidate is locked with `FOR UPDATE SKIP LOCKED`, so replicas
-    /// claiming at once take different jobs instead of queueing on one row.
-    Claim { ctx: &'a TransitionCtx },
+    /// claiming at once take different jobs instead of queueing on one row. Only jobs
+    /// whose tags the runner all has are candidates.
+    Claim { ctx: &'a TransitionCtx, runner_tags: &'a [String] },
 }
 
 /// What a [`Change`] did, once committed.
@@ -127,8 +128,8 @@ impl Store {
                     None => return Ok(None),
                 }
             }
-            Change::Claim { ctx } => {
-                let Some((job_id, pipeline_id)) = self.next_pending_in(tx).await? else {
+            Change::Claim { ctx, runner_tags } => {
+                let Some((job_id, pipeline_id)) = self.next_pending_in(tx, runner_tags).await? else {
                     return Ok(Some(Committed::default()));
                 };
                 match self.transition_in(tx, job_id, JobEvent::Start, ctx).await {
@@ -199,7 +200,7 @@ impl Store {
     /// served least recently (so one project's 10,000-job pipeline cannot hold every
     /// runner while other projects wait). On PostgreSQL both
     /// rows are locked, skipping rows another replica holds.
-    async fn next_pending_in(&self, tx: &mut Tx<'_>) -> Result<Option<(i64, i64)>, EngineError> {
+    async fn next_pending_in(&self, tx: &mut Tx<'_>, runner_tags: &[String]) -> Result<Option<(i64, i64)>, EngineError> {
         let active = sql_statuses(StatusGroup::Active);
         let busy: std::collections::HashMap<i64, i64> = sqlx::query(&format!(
             "SELECT project_id, COUNT(*) AS n FROM jobs WHERE status IN ({active}) GROUP BY project_id"
@@ -209,14 +210,20 @@ impl Store {
         .iter()
         .map(|r| Ok((r.try_get("project_id")?, r.try_get("n")?)))
         .collect::<Result<_, sqlx::Error>>()?;
-        let mut candidates: Vec<(i64, i64)> =
-            sqlx::query("SELECT project_id, MIN(id) AS id FROM jobs WHERE status = $1 GROUP BY project_id")
-                .bind(Status::Pending.as_str())
-                .fetch_all(&mut **tx)
-                .await?
-                .iter()
-                .map(|r| Ok((r.try_get("project_id")?, r.try_get("id")?)))
-                .collect::<Result<_, sqlx::Error>>()?;
+        // The oldest pending job of each project that this runner may take (it has every
+        // tag the job asks for).
+        let pending = sqlx::query("SELECT id, project_id, tags FROM jobs WHERE status = $1 ORDER BY id LIMIT 2000")
+            .bind(Status::Pending.as_str())
+            .fetch_all(&mut **tx)
+            .await?;
+        let mut candidates: Vec<(i64, i64)> = Vec::new();
+        for r in &pending {
+            let project: i64 = r.try_get("project_id")?;
+            let tags = tags_from(r.try_get("tags")?);
+            if tags.iter().all(|t| runner_tags.contains(t)) && !candidates.iter().any(|(p, _)| *p == project) {
+                candidates.push((project, r.try_get("id")?));
+            }
+        }
         // Then the project served least recently, then the oldest job.
         let mut last_start = std::collections::HashMap::new();
         for (project, _) in &candidates {

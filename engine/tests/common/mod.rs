@@ -51,5 +51,5 @@ pub async fn engine(db: &Db) -> (Engine, Actor) {
 pub async fn runner(engine: &Engine, name: &str) -> i64 {
     let token = engine.create_runner_token().await.unwrap();
     let token_id = engine.authenticate_runner(&token).await.unwrap();
-    engine.register_runner(name, token_id, None).await.unwrap()
+    engine.register_runner(name, token_id, None, &[]).await.unwrap()
 }
