@@ -34,9 +34,17 @@ pub enum UploadOutcome {
 }
 
 impl Uploader {
-    pub fn new(base_url: &str, token: &str) -> Uploader {
+    /// `tls`: the configuration for an `https://` server (see `crate::tls`).
+    pub fn new(base_url: &str, token: &str, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> Uploader {
+        let client = match tls {
+            Some(config) => reqwest::Client::builder()
+                .use_preconfigured_tls((**config).clone())
+                .build()
+                .unwrap_or_default(),
+            None => reqwest::Client::new(),
+        };
         Uploader {
-            client: reqwest::Client::new(),
+            client,
             base_url: base_url.trim_end_matches('/').to_string(),
             token: token.to_string(),
         }

@@ -14,5 +14,6 @@ pub mod output;
 pub mod procs;
 pub mod script;
 pub mod session;
+pub mod tls;
 
 pub use session::{RunnerConfig, Stop, run};

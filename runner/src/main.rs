@@ -31,6 +31,9 @@ struct Args {
     /// Tags this runner has: jobs with `tags:` run only on runners having all of them.
     #[arg(long, env = "USHER_RUNNER_TAGS", value_delimiter = ',')]
     tags: Vec<String>,
+    /// PEM certificates of a CA to trust for an https:// server, besides the system's.
+    #[arg(long, env = "USHER_RUNNER_CA_FILE")]
+    ca_file: Option<PathBuf>,
     /// How this runner writes its own log (to standard error).
     #[arg(long, env = "USHER_LOG_FORMAT", value_enum, default_value_t)]
     log_format: usher_runner::logging::LogFormat,
@@ -70,6 +73,14 @@ async fn main() {
             let _ = stop_tx.send(stop);
         }
     });
+    let tls = if args.url.starts_with("https://") {
+        Some(usher_runner::tls::client_config(args.ca_file.as_deref()).unwrap_or_else(|e| {
+            eprintln!("usher-runner: {e}");
+            std::process::exit(2);
+        }))
+    } else {
+        None
+    };
     let isolation = usher_runner::isolation::JobIsolation::decide(args.job_user.as_deref(), args.trust_jobs).unwrap_or_else(|e| {
         eprintln!("usher-runner: {e}");
         std::process::exit(2);
@@ -86,6 +97,7 @@ async fn main() {
             builds_dir,
             isolation,
             tags: args.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+            tls,
         },
         stop_rx,
     )

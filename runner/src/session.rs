@@ -36,6 +36,8 @@ pub struct RunnerConfig {
     pub isolation: JobIsolation,
     /// `--tags`: jobs with tags are given only to runners that have every one of them.
     pub tags: Vec<String>,
+    /// TLS for an `https://` server (`crate::tls::client_config`); None for `http://`.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 /// What the runner's owner asks of it; the value only ever moves forward.
@@ -234,13 +236,14 @@ async fn connect_and_serve(
             .parse()
             .map_err(|_| "the runner token is not a valid header value".to_string())?,
     );
-    // Nagle off (the last argument): small frames like a job's report go out at once.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
+    // Nagle off: small frames like a job's report go out at once.
+    let connector = config.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector)
         .await
-        .map_err(|e| e.to_string())?;
+        .map_err(|e| crate::tls::explain(&e.to_string()))?;
     let (mut sink, mut stream) = ws.split();
     resume(config, state, &mut sink).await?;
-    let uploader = Uploader::new(&config.url, &config.token);
+    let uploader = Uploader::new(&config.url, &config.token, config.tls.as_ref());
     let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
     heartbeat.tick().await;
     loop {

@@ -77,6 +77,8 @@ async fn bench(label: &str, database_url: String) {
         job_user: None,
         trust_jobs: false,
         limits: Default::default(),
+        tls: None,
+        public_url: None,
     })
     .await
     .unwrap();

@@ -13,6 +13,7 @@ pub mod extract;
 pub mod listener;
 pub mod openapi;
 pub mod runner_ws;
+pub mod tls;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub leptos_options: LeptosOptions,
     /// Turns true when the server shuts down; long-lived websockets end then.
     pub shutdown: watch::Receiver<bool>,
+    /// Mark the session cookie `Secure` (HTTPS here, or an `https://` public URL).
+    pub secure_cookies: bool,
 }
 
 pub struct ServeOptions {
@@ -49,6 +52,11 @@ pub struct ServeOptions {
     pub trust_jobs: bool,
     /// Connection count and header timeout.
     pub limits: listener::ConnectionLimits,
+    /// `--tls-cert` and `--tls-key`: serve HTTPS.
+    pub tls: Option<(PathBuf, PathBuf)>,
+    /// `--public-url`: where users reach the server (behind a proxy, say); an
+    /// `https://` one makes cookies `Secure`.
+    pub public_url: Option<String>,
 }
 
 /// A running server.
@@ -123,6 +131,10 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
+    let tls = match &opts.tls {
+        Some((cert, key)) => Some(tls::acceptor(cert, key)?),
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(opts.addr)
         .await
         .map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
@@ -138,13 +150,27 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         engine: engine.clone(),
         leptos_options,
         shutdown: stop_rx.clone(),
+        secure_cookies: tls.is_some() || opts.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
     };
     let router = web::router(state);
     let reaper = engine.spawn_reaper(Duration::from_secs(1));
     let limits = opts.limits.clone();
     let shutdown_rx = stop_rx.clone();
+    // With TLS, local runners reach the server on a plain listener of their own on
+    // loopback (nothing else listens there; the public one speaks only HTTPS).
+    let internal = match (&tls, opts.local_runners) {
+        (Some(_), n) if n > 0 => {
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| e.to_string())?;
+            let internal_addr = l.local_addr().map_err(|e| e.to_string())?;
+            let (router, shutdown_rx, limits) = (router.clone(), stop_rx.clone(), opts.limits.clone());
+            tokio::spawn(listener::serve(l, router, shutdown_rx, limits, None));
+            Some(internal_addr)
+        }
+        _ => None,
+    };
+    let runner_url = format!("http://{}", internal.unwrap_or(addr));
     let task = tokio::spawn(async move {
-        listener::serve(listener, router, shutdown_rx, limits).await;
+        listener::serve(listener, router, shutdown_rx, limits, tls).await;
         reaper.abort();
     });
     let mut runners = Vec::new();
@@ -153,7 +179,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         let token = engine.create_runner_token().await.map_err(|e| e.to_string())?;
         for i in 0..opts.local_runners {
             let config = usher_runner::RunnerConfig {
-                url: format!("http://{addr}"),
+                url: runner_url.clone(),
                 token: token.clone(),
                 name: format!("local-{}", i + 1),
                 concurrency: 1,
@@ -161,6 +187,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
                     .map_err(|e| e.to_string())?,
                 isolation: isolation.clone().expect("decided above for local runners"),
                 tags: Vec::new(),
+                tls: None,
             };
             runners.push(tokio::spawn(usher_runner::run(config, runners_stop_rx.clone())));
         }

@@ -38,7 +38,14 @@ impl Default for ConnectionLimits {
 
 /// Serves `router` on `listener` until `shutdown` turns true, then waits (up to 10 s)
 /// for open connections to finish.
-pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::Receiver<bool>, limits: ConnectionLimits) {
+/// `tls`: speak HTTPS (the handshake must also finish within `header_timeout`).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    mut shutdown: watch::Receiver<bool>,
+    limits: ConnectionLimits,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -66,10 +73,25 @@ pub async fn serve(listener: TcpListener, router: Router, mut shutdown: watch::R
         };
         let _ = tcp.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone().layer(axum::Extension(ConnectInfo::<SocketAddr>(remote))));
-        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned();
-        let connection = graceful.watch(connection);
+        let (builder, watcher, tls, timeout) = (builder.clone(), graceful.watcher(), tls.clone(), limits.header_timeout);
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            let result = match tls {
+                None => {
+                    watcher
+                        .watch(builder.serve_connection_with_upgrades(TokioIo::new(tcp), service).into_owned())
+                        .await
+                }
+                Some(acceptor) => match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
+                    Ok(Ok(stream)) => {
+                        watcher
+                            .watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), service).into_owned())
+                            .await
+                    }
+                    Ok(Err(e)) => Err(format!("TLS handshake failed: {e}").into()),
+                    Err(_) => Err("no TLS handshake within the header timeout".into()),
+                },
+            };
+            if let Err(e) = result {
                 tracing::debug!("connection from {remote} ended: {e}");
             }
             drop(slot);

@@ -41,6 +41,15 @@ enum Command {
         /// Let local runners run jobs as this server's own user when it is not root. Jobs can then read the data dir.
         #[arg(long, env = "USHER_TRUST_JOBS")]
         trust_jobs: bool,
+        /// PEM certificate chain: serve HTTPS (with --tls-key).
+        #[arg(long, env = "USHER_TLS_CERT", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, env = "USHER_TLS_KEY", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// The URL users reach this server at (behind a proxy, say); https:// makes cookies Secure.
+        #[arg(long, env = "USHER_PUBLIC_URL")]
+        public_url: Option<String>,
     },
     /// Manage users.
     User {
@@ -155,10 +164,14 @@ async fn main() {
             demo,
             job_user,
             trust_jobs,
+            tls_cert,
+            tls_key,
+            public_url,
         } => {
             // Everything the server creates (database, artifacts) is private to its user.
             // SAFETY: umask only changes this process's file-creation mask.
             unsafe { libc::umask(0o077) };
+            let scheme = if tls_cert.is_some() { "https" } else { "http" };
             let server = usher_server::start(usher_server::ServeOptions {
                 addr,
                 database_url,
@@ -171,10 +184,12 @@ async fn main() {
                 job_user,
                 trust_jobs,
                 limits: Default::default(),
+                tls: tls_cert.zip(tls_key),
+                public_url,
             })
             .await
             .unwrap_or_else(|e| fail(e));
-            println!("Usher is serving http://{}", server.addr);
+            println!("Usher is serving {scheme}://{}", server.addr);
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
             let mut server = server;
             tokio::select! {

@@ -193,8 +193,9 @@ async fn login(
     match state.engine.login(&form.name, &form.password, Some(client.ip())).await {
         Ok(session) => {
             let cookie = format!(
-                "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}",
-                usher_engine::SESSION_DAYS * 24 * 3600
+                "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
+                usher_engine::SESSION_DAYS * 24 * 3600,
+                if state.secure_cookies { "; Secure" } else { "" }
             );
             let mut response = Redirect::to(safe_next(form.next.as_deref())).into_response();
             response

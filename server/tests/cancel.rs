@@ -339,6 +339,8 @@ async fn a_restarted_runner_removes_stale_build_directories() {
         job_user: None,
         trust_jobs: false,
         limits: Default::default(),
+        tls: None,
+        public_url: None,
     })
     .await
     .unwrap();

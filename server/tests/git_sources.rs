@@ -441,6 +441,8 @@ async fn the_demo_pipeline_checks_out_code_and_cancels_cleanly() {
         job_user: None,
         trust_jobs: false,
         limits: Default::default(),
+        tls: None,
+        public_url: None,
     })
     .await
     .unwrap();

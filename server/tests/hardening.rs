@@ -271,6 +271,8 @@ async fn idle_and_half_sent_connections_are_bounded() {
             max_connections: 5,
             header_timeout: Duration::from_secs(1),
         },
+        tls: None,
+        public_url: None,
     })
     .await
     .unwrap();

@@ -68,6 +68,8 @@ impl TestServer {
             job_user: None,
             trust_jobs: false,
             limits: Default::default(),
+            tls: None,
+            public_url: None,
         })
         .await
         .expect("server starts");
