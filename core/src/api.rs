@@ -210,6 +210,13 @@ pub struct TimelineEvent {
 pub struct Artifact {
     pub path: String,
     pub size: u64,
+    /// When the file is deleted (`artifacts.expire_in`), or null: kept.
+    #[serde(default)]
+    pub expires_at: Option<String>,
+    /// The file was deleted (it expired, or made room under the storage cap); it is
+    /// still listed so the job page can say so.
+    #[serde(default)]
+    pub expired: bool,
 }
 
 /// A runner as the admin page shows it.

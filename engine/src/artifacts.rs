@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use usher_core::api::Artifact;
 
-use crate::{Actor, Engine, EngineError};
+use crate::{Actor, Engine, EngineError, format_time};
 
 impl Engine {
     /// Stores one artifact file uploaded by the runner holding job `job_id` (runner token
@@ -60,8 +60,15 @@ impl Engine {
             tokio::fs::rename(&tmp, &target)
                 .await
                 .map_err(|e| EngineError::Conflict(format!("artifact {path} collides with another: {e}")))?;
-            self.store().put_artifact(job_id, &path, size).await?;
-            Ok(Artifact { path: path.clone(), size })
+            let expire_in = self.store().job_spec(job_id).await?.job.artifacts.and_then(|a| a.expire_in_secs);
+            let expires_at = expire_in.map(|secs| format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64)));
+            self.store().put_artifact(job_id, &path, size, expires_at.as_deref()).await?;
+            Ok(Artifact {
+                path: path.clone(),
+                size,
+                expires_at,
+                expired: false,
+            })
         }
         .await;
         if result.is_err() {

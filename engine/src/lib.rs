@@ -20,6 +20,7 @@ mod pipelines;
 mod projects;
 mod reaper;
 mod repos;
+pub mod retention;
 mod runners;
 pub mod service;
 pub mod store;

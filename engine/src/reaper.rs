@@ -70,8 +70,16 @@ impl Engine {
         let engine = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
+            let mut ticks: u64 = 0;
             loop {
                 tick.tick().await;
+                // Retention at start, then about every ten seconds.
+                if ticks % 10 == 0 {
+                    if let Err(e) = engine.apply_retention().await {
+                        tracing::warn!("retention: {e}");
+                    }
+                }
+                ticks += 1;
                 if let Err(e) = engine.reap_overdue_cancels().await {
                     tracing::warn!("reaper: {e}");
                 }

@@ -27,6 +27,9 @@ pub struct Settings {
     pub max_pipeline_jobs: usize,
     /// Where the projects' git mirrors are kept; None refuses projects with a repository.
     pub repos_dir: Option<PathBuf>,
+    /// The most bytes of logs and artifacts kept in all; past it the oldest artifacts,
+    /// then the oldest finished jobs' logs, are removed. None: no cap.
+    pub max_storage_bytes: Option<u64>,
 }
 
 impl Default for Settings {
@@ -39,6 +42,7 @@ impl Default for Settings {
             max_artifact_bytes: 100 * 1024 * 1024,
             max_pipeline_jobs: 2000,
             repos_dir: None,
+            max_storage_bytes: None,
         }
     }
 }

@@ -103,7 +103,7 @@ fn parse_role(text: &str) -> Result<Role, String> {
 }
 
 /// Overrides (for tests and unusual setups): USHER_CANCEL_MARGIN_SECS,
-/// USHER_RUNNER_LOST_SECS, USHER_MAX_LOG_BYTES, USHER_MAX_ARTIFACT_BYTES, USHER_MAX_PIPELINE_JOBS.
+/// USHER_RUNNER_LOST_SECS, USHER_MAX_LOG_BYTES, USHER_MAX_ARTIFACT_BYTES, USHER_MAX_PIPELINE_JOBS, USHER_MAX_STORAGE_BYTES.
 fn settings_from_env() -> usher_engine::Settings {
     let mut settings = usher_engine::Settings::default();
     let read = |name: &str| {
@@ -125,6 +125,9 @@ fn settings_from_env() -> usher_engine::Settings {
     }
     if let Some(v) = read("USHER_MAX_PIPELINE_JOBS") {
         settings.max_pipeline_jobs = v as usize;
+    }
+    if let Some(v) = read("USHER_MAX_STORAGE_BYTES") {
+        settings.max_storage_bytes = Some(v);
     }
     settings
 }

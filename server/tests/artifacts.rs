@@ -49,9 +49,9 @@ async fn a_cancelled_jobs_artifacts_include_what_after_script_wrote() {
     assert_eq!(
         list,
         json!([
-            {"path": "out/a.txt", "size": 6},
-            {"path": "out/nested/b.bin", "size": "ñ-bytes".len()},
-            {"path": "report.txt", "size": 24},
+            {"path": "out/a.txt", "size": 6, "expires_at": null, "expired": false},
+            {"path": "out/nested/b.bin", "size": "ñ-bytes".len(), "expires_at": null, "expired": false},
+            {"path": "report.txt", "size": 24, "expires_at": null, "expired": false},
         ]),
         "files of out/ and what after_script wrote; nothing outside the build dir"
     );
@@ -102,7 +102,7 @@ async fn on_success_artifacts_are_not_kept_for_a_cancelled_or_failed_job() {
 
     t.wait_for_status(failing, "failed").await;
     let (_, list) = t.call("GET", &format!("/api/v1/jobs/{failing}/artifacts"), None).await;
-    assert_eq!(list, json!([{"path": "a.txt", "size": 2}]), "on_failure keeps a failed job's files");
+    assert_eq!(list, json!([{"path": "a.txt", "size": 2, "expires_at": null, "expired": false}]), "on_failure keeps a failed job's files");
     t.stop().await;
 }
 
@@ -121,7 +121,7 @@ async fn uploads_are_limited_and_only_the_holding_runner_may_upload() {
     let (_, list) = t.call("GET", &format!("/api/v1/jobs/{job_id}/artifacts"), None).await;
     assert_eq!(
         list,
-        json!([{"path": "a.bin", "size": 600}]),
+        json!([{"path": "a.bin", "size": 600, "expires_at": null, "expired": false}]),
         "the second file would pass 1000 bytes"
     );
     let (log, _) = t.log(job_id).await;
@@ -151,5 +151,90 @@ async fn uploads_are_limited_and_only_the_holding_runner_may_upload() {
         "an API token is no runner token"
     );
     assert!(!t.data_dir.path().join("artifacts").join("escape.txt").exists() && !t.data_dir.path().join("escape.txt").exists());
+    t.stop().await;
+}
+
+/// `artifacts.expire_in`: the file is deleted once the time has passed — also when the
+/// server was down meanwhile (the expiry is in the database) — and the list says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_artifacts_are_deleted_even_across_a_restart() {
+    let data_dir = tempfile::tempdir().unwrap();
+    let start = |runners: u32| {
+        let dir = data_dir.path().to_path_buf();
+        async move {
+            usher_server::start(usher_server::ServeOptions {
+                addr: "127.0.0.1:0".parse().unwrap(),
+                database_url: usher_server::default_database_url(&dir),
+                data_dir: dir,
+                local_runners: runners,
+                demo: false,
+                admin_token: Some(ADMIN_TOKEN.into()),
+                site_root: "target/site".into(),
+                settings: Default::default(),
+                job_user: None,
+                trust_jobs: false,
+                limits: Default::default(),
+                tls: None,
+                public_url: None,
+            })
+            .await
+            .unwrap()
+        }
+    };
+    let server = start(1).await;
+    let mut t = TestServer::detached();
+    t.base = format!("http://{}", server.addr);
+    let pipeline = t
+        .pipeline("keep:\n  artifacts:\n    paths: [out.txt]\n    expire_in: 2s\n  script: [\"echo data > out.txt\"]\n")
+        .await;
+    let job = TestServer::job_id(&pipeline, "keep");
+    t.wait_for_status(job, "success").await;
+    let (_, list) = t.call("GET", &format!("/api/v1/jobs/{job}/artifacts"), None).await;
+    assert_eq!(list[0]["expired"], false, "{list}");
+    assert!(list[0]["expires_at"].is_string(), "{list}");
+    let file = data_dir.path().join(format!("artifacts/job-{job}/out.txt"));
+    assert!(file.exists());
+    server.stop().await;
+
+    // Down past the expiry; the next start removes it.
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let server = start(0).await;
+    t.base = format!("http://{}", server.addr);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let (_, list) = t.call("GET", &format!("/api/v1/jobs/{job}/artifacts"), None).await;
+        if list[0]["expired"] == true {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not expired: {list}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(!file.exists(), "the expired file is deleted");
+    assert_eq!(download(&t, ADMIN_TOKEN, job, "out.txt").await.status(), 404);
+    server.stop().await;
+}
+
+/// With a storage cap, the oldest artifacts and then the oldest logs make room.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_storage_cap_removes_the_oldest_first() {
+    let settings = usher_engine::Settings {
+        max_storage_bytes: Some(200_000),
+        ..Default::default()
+    };
+    let t = TestServer::start_with(None, 1, settings).await;
+    let yaml = "big:\n  artifacts:\n    paths: [blob]\n  script: [\"head -c 60000 /dev/zero > blob\", \"head -c 30000 /dev/zero | tr '\\\\0' x | fold -w 99\"]\n";
+    let mut jobs = Vec::new();
+    for _ in 0..3 {
+        let pipeline = t.pipeline(yaml).await;
+        let job = TestServer::job_id(&pipeline, "big");
+        t.wait_for_status(job, "success").await;
+        jobs.push(job);
+    }
+    let engine = &t.server.as_ref().unwrap().engine;
+    // (The reaper's own pass may have come first; either way this is the end state.)
+    engine.apply_retention().await.unwrap();
+    let (_, oldest) = t.call("GET", &format!("/api/v1/jobs/{}/artifacts", jobs[0]), None).await;
+    let (_, newest) = t.call("GET", &format!("/api/v1/jobs/{}/artifacts", jobs[2]), None).await;
+    assert_eq!((oldest[0]["expired"].clone(), newest[0]["expired"].clone()), (json!(true), json!(false)));
     t.stop().await;
 }

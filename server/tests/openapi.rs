@@ -122,7 +122,7 @@ async fn openapi_json_covers_every_public_route() {
         properties(&spec, "TimelineEvent"),
         sorted("at, from, to, actor, mode, reason, detail")
     );
-    assert_eq!(properties(&spec, "Artifact"), sorted("path, size"));
+    assert_eq!(properties(&spec, "Artifact"), sorted("path, size, expires_at, expired"));
     let statuses: Vec<&str> = spec["components"]["schemas"]["Status"]["enum"]
         .as_array()
         .unwrap()

@@ -17,14 +17,19 @@ fn make_certificates(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::
     let ca_key = rcgen::KeyPair::generate().unwrap();
     let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(rcgen::DnType::CommonName, format!("Usher test CA {name}"));
+    ca.distinguished_name
+        .push(rcgen::DnType::CommonName, format!("Usher test CA {name}"));
     let ca_cert = ca.self_signed(&ca_key).unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
     let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string(), "localhost".to_string()])
         .unwrap()
         .signed_by(&key, &ca_cert, &ca_key)
         .unwrap();
-    let paths = (dir.join(format!("{name}-ca.pem")), dir.join(format!("{name}-cert.pem")), dir.join(format!("{name}-key.pem")));
+    let paths = (
+        dir.join(format!("{name}-ca.pem")),
+        dir.join(format!("{name}-cert.pem")),
+        dir.join(format!("{name}-key.pem")),
+    );
     std::fs::write(&paths.0, ca_cert.pem()).unwrap();
     std::fs::write(&paths.1, cert.pem()).unwrap();
     std::fs::write(&paths.2, key.serialize_pem()).unwrap();
@@ -72,7 +77,12 @@ async fn a_remote_runner_over_tls_runs_and_cancels_a_job() {
         .build()
         .unwrap();
     // Plain HTTP is not served on the TLS port.
-    assert!(reqwest::get(format!("http://127.0.0.1:{port}/healthz")).await.map(|r| r.status() != 200).unwrap_or(true));
+    assert!(
+        reqwest::get(format!("http://127.0.0.1:{port}/healthz"))
+            .await
+            .map(|r| r.status() != 200)
+            .unwrap_or(true)
+    );
 
     let _good = runner(&base, token.trim(), &ca, &dir.path().join("b1"), &dir.path().join("good.log"));
     let bad_log = dir.path().join("bad.log");

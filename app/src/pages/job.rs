@@ -135,8 +135,13 @@ fn JobView(data: JobPageData) -> impl IntoView {
                     } else {
                         Either::Right(list.into_iter().map(|a| view! {
                             <li>
-                                <a href=format!("/api/v1/jobs/{id}/artifacts/{}", encode_path(&a.path)) download="">{a.path.clone()}</a>
+                                {if a.expired {
+                                    Either::Left(view! { <span class="muted">{a.path.clone()} " (expired, deleted)"</span> })
+                                } else {
+                                    Either::Right(view! { <a href=format!("/api/v1/jobs/{id}/artifacts/{}", encode_path(&a.path)) download="">{a.path.clone()}</a> })
+                                }}
                                 " " <span class="muted">{format_size(a.size)}</span>
+                                {a.expires_at.clone().filter(|_| !a.expired).map(|t| view! { <span class="muted">" · deleted after " {short_time(&t)}</span> })}
                             </li>
                         }).collect_view())
                     }

@@ -59,6 +59,9 @@ pub struct JobConfig {
 pub struct ArtifactsConfig {
     pub paths: Vec<String>,
     pub when: ArtifactsWhen,
+    /// `expire_in`: the files are deleted this long after the upload (None: kept).
+    #[serde(default)]
+    pub expire_in_secs: Option<u64>,
 }
 
 /// A configuration that does not parse or validate.
@@ -115,6 +118,8 @@ pub fn parse_duration(text: &str) -> Option<u64> {
                 "s" | "sec" | "secs" | "second" | "seconds" => 1,
                 "m" | "min" | "mins" | "minute" | "minutes" => 60,
                 "h" | "hr" | "hour" | "hours" => 3600,
+                "d" | "day" | "days" => 86_400,
+                "w" | "week" | "weeks" => 604_800,
                 _ => return None,
             };
             let n: u64 = number.parse().ok()?;

@@ -80,6 +80,8 @@ struct RawArtifacts {
     paths: Vec<String>,
     #[serde(default)]
     when: ArtifactsWhen,
+    #[serde(default)]
+    expire_in: Option<Duration>,
 }
 
 /// A job's keys; `default:` takes the same ones except stage and needs.
@@ -309,18 +311,31 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
             job_vars.retain(|(existing, _)| *existing != k);
             job_vars.push((k, v));
         }
-        let artifacts = job
-            .artifacts
-            .or_else(|| {
-                default.artifacts.as_ref().map(|a| RawArtifacts {
-                    paths: a.paths.clone(),
-                    when: a.when,
-                })
+        let artifacts = job.artifacts.or_else(|| {
+            default.artifacts.as_ref().map(|a| RawArtifacts {
+                paths: a.paths.clone(),
+                when: a.when,
+                expire_in: a.expire_in.clone(),
             })
-            .map(|a| ArtifactsConfig {
+        });
+        let artifacts = match artifacts {
+            None => None,
+            Some(a) => Some(ArtifactsConfig {
+                expire_in_secs: match &a.expire_in {
+                    None => None,
+                    Some(d) => Some(parse_duration(&d.0).ok_or_else(|| {
+                        job_error(
+                            source,
+                            &name,
+                            "artifacts",
+                            format!("`expire_in: {}` is not a duration (write 30m, 7d, 1h 30m, or seconds)", d.0),
+                        )
+                    })?),
+                },
                 paths: a.paths,
                 when: a.when,
-            });
+            }),
+        };
         jobs.push(JobConfig {
             before_script: pick_lines(job.before_script, &default.before_script),
             after_script: pick_lines(job.after_script, &default.after_script),

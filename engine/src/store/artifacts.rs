@@ -32,23 +32,25 @@ impl Store {
         Ok(total.max(0) as u64)
     }
 
-    /// Records (or replaces) an artifact file of a job.
-    pub async fn put_artifact(&self, job_id: i64, path: &str, size: u64) -> Result<(), EngineError> {
+    /// Records (or replaces) an artifact file of a job, deleted at `expires_at` if given.
+    pub async fn put_artifact(&self, job_id: i64, path: &str, size: u64, expires_at: Option<&str>) -> Result<(), EngineError> {
         sqlx::query(
-            "INSERT INTO job_artifacts (job_id, path, size, created_at) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, created_at = excluded.created_at",
+            "INSERT INTO job_artifacts (job_id, path, size, created_at, expires_at, expired) VALUES ($1, $2, $3, $4, $5, 0) \
+             ON CONFLICT (job_id, path) DO UPDATE SET size = excluded.size, created_at = excluded.created_at, \
+             expires_at = excluded.expires_at, expired = 0",
         )
         .bind(job_id)
         .bind(path)
         .bind(size as i64)
         .bind(now())
+        .bind(expires_at)
         .execute(&self.pool)
         .await?;
         Ok(())
     }
 
     pub async fn list_artifacts(&self, job_id: i64) -> Result<Vec<Artifact>, EngineError> {
-        let rows = sqlx::query("SELECT path, size FROM job_artifacts WHERE job_id = $1 ORDER BY path")
+        let rows = sqlx::query("SELECT path, size, expires_at, expired FROM job_artifacts WHERE job_id = $1 ORDER BY path")
             .bind(job_id)
             .fetch_all(&self.pool)
             .await?;
@@ -58,17 +60,63 @@ impl Store {
                 Ok(Artifact {
                     path: r.try_get("path")?,
                     size: size.max(0) as u64,
+                    expires_at: r.try_get("expires_at")?,
+                    expired: r.try_get::<i64, _>("expired")? != 0,
                 })
             })
             .collect()
     }
 
+    /// The size of an artifact that is still kept.
     pub async fn artifact_size(&self, job_id: i64, path: &str) -> Result<Option<u64>, EngineError> {
-        let row = sqlx::query("SELECT size FROM job_artifacts WHERE job_id = $1 AND path = $2")
+        let row = sqlx::query("SELECT size FROM job_artifacts WHERE job_id = $1 AND path = $2 AND expired = 0")
             .bind(job_id)
             .bind(path)
             .fetch_optional(&self.pool)
             .await?;
         Ok(row.map(|r| r.try_get::<i64, _>("size").map(|s| s.max(0) as u64)).transpose()?)
+    }
+
+    /// Kept artifacts whose expiry is before `now`: (job, path).
+    pub async fn due_artifacts(&self, now: &str) -> Result<Vec<(i64, String)>, EngineError> {
+        let rows = sqlx::query("SELECT job_id, path FROM job_artifacts WHERE expired = 0 AND expires_at < $1 ORDER BY job_id, path")
+            .bind(now)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("job_id")?, r.try_get("path")?))).collect()
+    }
+
+    /// Kept artifacts, oldest first: (job, path, size), at most `limit`.
+    pub async fn oldest_artifacts(&self, limit: i64) -> Result<Vec<(i64, String, u64)>, EngineError> {
+        let rows = sqlx::query("SELECT job_id, path, size FROM job_artifacts WHERE expired = 0 ORDER BY created_at, job_id LIMIT $1")
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("job_id")?, r.try_get("path")?, r.try_get::<i64, _>("size")?.max(0) as u64)))
+            .collect()
+    }
+
+    pub async fn mark_artifact_expired(&self, job_id: i64, path: &str) -> Result<(), EngineError> {
+        sqlx::query("UPDATE job_artifacts SET expired = 1 WHERE job_id = $1 AND path = $2")
+            .bind(job_id)
+            .bind(path)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Bytes kept: (artifacts, logs).
+    pub async fn stored_bytes(&self) -> Result<(u64, u64), EngineError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE((SELECT SUM(size) FROM job_artifacts WHERE expired = 0), 0) AS BIGINT) AS artifacts, \
+             CAST(COALESCE((SELECT SUM(log_length) FROM jobs), 0) AS BIGINT) AS logs",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok((
+            row.try_get::<i64, _>("artifacts")?.max(0) as u64,
+            row.try_get::<i64, _>("logs")?.max(0) as u64,
+        ))
     }
 }

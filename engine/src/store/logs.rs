@@ -2,12 +2,48 @@
 //! and read back from any byte offset.
 
 use sqlx::Row;
-use usher_core::status::Status;
+use usher_core::status::{Status, StatusGroup};
 
 use super::*;
 use crate::EngineError;
 
 impl Store {
+    /// Finished jobs with a log, oldest first: (job, log length), at most `limit`.
+    pub async fn oldest_finished_logs(&self, limit: i64) -> Result<Vec<(i64, u64)>, EngineError> {
+        let finished = sql_statuses(StatusGroup::Finished);
+        let rows = sqlx::query(&format!(
+            "SELECT id, log_length FROM jobs WHERE status IN ({finished}) AND log_length > 200 ORDER BY id LIMIT $1"
+        ))
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("id")?, r.try_get::<i64, _>("log_length")?.max(0) as u64)))
+            .collect()
+    }
+
+    /// Replaces a finished job's whole log by `note` (to make room under the storage cap).
+    pub async fn replace_log(&self, job_id: i64, note: &str) -> Result<(), EngineError> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query("DELETE FROM job_log_chunks WHERE job_id = $1")
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("INSERT INTO job_log_chunks (job_id, byte_offset, byte_end, data) VALUES ($1, 0, $2, $3)")
+            .bind(job_id)
+            .bind(note.len() as i64)
+            .bind(note)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE jobs SET log_length = $1 WHERE id = $2")
+            .bind(note.len() as i64)
+            .bind(job_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Appends `data` at byte `offset` if that is the log's current end and the job is
     /// still held by a runner; past `max_bytes` the log ends with a truncation line and
     /// takes nothing more. Returns the log's length and the job's status either way.

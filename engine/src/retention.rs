@@ -1,0 +1,72 @@
+//! Retention: what Usher deletes so its storage does not grow without end. Artifacts
+//! with `expire_in` are deleted once it has passed; with a storage cap
+//! (`USHER_MAX_STORAGE_BYTES`), the oldest artifacts and then the logs of the oldest
+//! finished jobs are removed until logs and artifacts together fit under it. Expiry
+//! times and what was removed are in the database, so both survive restarts; the reaper
+//! applies them once at start and every ten seconds. An expired artifact stays listed
+//! (`expired: true`); a removed log becomes one line saying so.
+
+use crate::{Engine, EngineError, now};
+
+/// What one pass removed.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub artifacts: usize,
+    pub logs: usize,
+}
+
+const LOG_REMOVED: &str = "\u{1b}[33;1m[usher] This log was removed to keep Usher's storage under its cap.\u{1b}[0m\n";
+
+impl Engine {
+    /// One retention pass (see the module comment).
+    pub async fn apply_retention(&self) -> Result<Removed, EngineError> {
+        let mut removed = Removed::default();
+        for (job_id, path) in self.store().due_artifacts(&now()).await? {
+            self.remove_artifact(job_id, &path).await?;
+            removed.artifacts += 1;
+        }
+        let Some(cap) = self.inner.settings.max_storage_bytes else {
+            return Ok(removed);
+        };
+        let (mut artifacts, mut logs) = self.store().stored_bytes().await?;
+        while artifacts + logs > cap && artifacts > 0 {
+            let oldest = self.store().oldest_artifacts(100).await?;
+            if oldest.is_empty() {
+                break;
+            }
+            for (job_id, path, size) in oldest {
+                if artifacts + logs <= cap {
+                    break;
+                }
+                self.remove_artifact(job_id, &path).await?;
+                artifacts = artifacts.saturating_sub(size);
+                removed.artifacts += 1;
+            }
+        }
+        while artifacts + logs > cap {
+            let oldest = self.store().oldest_finished_logs(100).await?;
+            if oldest.is_empty() {
+                break;
+            }
+            for (job_id, length) in oldest {
+                if artifacts + logs <= cap {
+                    break;
+                }
+                self.store().replace_log(job_id, LOG_REMOVED).await?;
+                logs = logs.saturating_sub(length) + LOG_REMOVED.len() as u64;
+                removed.logs += 1;
+            }
+        }
+        if removed != Removed::default() {
+            tracing::info!(artifacts = removed.artifacts, logs = removed.logs, "retention removed old files");
+        }
+        Ok(removed)
+    }
+
+    async fn remove_artifact(&self, job_id: i64, path: &str) -> Result<(), EngineError> {
+        if let Some(root) = &self.inner.settings.artifacts_dir {
+            let _ = tokio::fs::remove_file(root.join(format!("job-{job_id}")).join(path)).await;
+        }
+        self.store().mark_artifact_expired(job_id, path).await
+    }
+}
