@@ -8,13 +8,17 @@ export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 .PHONY: run test build-release build-debug test-rust test-e2e test-fuzz clean
 
 ## Install what is missing, build in release mode, serve http://127.0.0.1:3000
-## (SQLite under ./data, one local runner, the demo project).
+## (SQLite under ./data, one local runner, the demo project). It serves its own copy of
+## the site, so a `make test` meanwhile (which rebuilds target/site) cannot pull the
+## WASM from under the running pages.
 run: build-release
-	$(TARGET_DIR)/release/usher serve --addr 127.0.0.1:3000 --data-dir ./data --local-runners 1 --demo
+	rm -rf $(TARGET_DIR)/site-run && cp -r $(TARGET_DIR)/site $(TARGET_DIR)/site-run
+	LEPTOS_SITE_ROOT=$(TARGET_DIR)/site-run $(TARGET_DIR)/release/usher serve --addr 127.0.0.1:3000 --data-dir ./data --local-runners 1 --demo
 
 build-release:
 	scripts/setup
 	cargo leptos build --release
+	cargo build --release -p usher-runner --bin usher-runner
 
 ## Everything CI checks: Rust unit and integration tests, the browser suite, and a
 ## schema-driven fuzz run of the JSON API.

@@ -56,6 +56,16 @@ impl Engine {
         self.store().create_user(name, role, hash.as_deref()).await
     }
 
+    /// `usher user password NAME`: a new password; the user's sessions end.
+    pub async fn set_password(&self, name: &str, password: &str) -> Result<(), EngineError> {
+        let hash = hash_password(password)?;
+        if self.store().set_password_hash(name, &hash).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("user `{name}`")))
+        }
+    }
+
     /// `usher token create NAME`: a new API token for that user.
     pub async fn create_api_token(&self, user_name: &str) -> Result<String, EngineError> {
         let user_id = self

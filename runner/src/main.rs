@@ -7,12 +7,15 @@ use tokio::sync::watch;
 #[derive(Parser, Debug)]
 #[command(name = "usher-runner", version, about = "Runs Usher jobs with graceful cancellation")]
 struct Args {
-    /// The server, e.g. http://127.0.0.1:3000
-    #[arg(long, env = "USHER_RUNNER_URL")]
-    url: String,
-    /// A token from `usher runner-token create`.
-    #[arg(long, env = "USHER_RUNNER_TOKEN", hide_env_values = true)]
-    token: String,
+    /// The server, e.g. http://127.0.0.1:3000 or https://ci.example.com
+    #[arg(long, env = "USHER_RUNNER_URL", required_unless_present = "completions")]
+    url: Option<String>,
+    /// A token from `usher runner-token create` (prefer the environment variable: it stays out of `ps`).
+    #[arg(long, env = "USHER_RUNNER_TOKEN", hide_env_values = true, required_unless_present = "completions")]
+    token: Option<String>,
+    /// Print a shell completion script for usher-runner and exit.
+    #[arg(long, value_enum, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
     /// How many jobs to run at once.
     #[arg(long, env = "USHER_RUNNER_CONCURRENCY", default_value_t = 1)]
     concurrency: u32,
@@ -42,6 +45,16 @@ struct Args {
 #[tokio::main]
 async fn main() {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        clap_complete::generate(
+            shell,
+            &mut <Args as clap::CommandFactory>::command(),
+            "usher-runner",
+            &mut std::io::stdout(),
+        );
+        return;
+    }
+    let (url, token) = (args.url.clone().unwrap_or_default(), args.token.clone().unwrap_or_default());
     usher_runner::logging::init(args.log_format);
     if args.concurrency == 0 {
         eprintln!("usher-runner: --concurrency must be at least 1");
@@ -73,7 +86,7 @@ async fn main() {
             let _ = stop_tx.send(stop);
         }
     });
-    let tls = if args.url.starts_with("https://") {
+    let tls = if url.starts_with("https://") {
         Some(usher_runner::tls::client_config(args.ca_file.as_deref()).unwrap_or_else(|e| {
             eprintln!("usher-runner: {e}");
             std::process::exit(2);
@@ -90,8 +103,8 @@ async fn main() {
     unsafe { libc::umask(0o077) };
     usher_runner::run(
         usher_runner::RunnerConfig {
-            url: args.url,
-            token: args.token,
+            url,
+            token,
             name,
             concurrency: args.concurrency,
             builds_dir,

@@ -27,6 +27,7 @@ struct Cli {
 enum Command {
     /// Serve the web UI, the API and the runner protocol.
     Serve {
+        /// Where to listen (address and port).
         #[arg(long, env = "USHER_ADDR", default_value = "127.0.0.1:3000")]
         addr: SocketAddr,
         /// Runners to start inside the server process.
@@ -66,6 +67,11 @@ enum Command {
         #[command(subcommand)]
         command: RunnerTokenCommand,
     },
+    /// Print a shell completion script for usher (e.g. `usher completions bash > /etc/bash_completion.d/usher`).
+    Completions {
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -73,12 +79,16 @@ enum UserCommand {
     /// Add a user.
     Add {
         name: String,
-        #[arg(long, value_parser = parse_role)]
-        role: Role,
+        /// What the user may do (each role may do what the ones before it may).
+        #[arg(long, env = "USHER_USER_ROLE", value_enum)]
+        role: RoleArg,
         /// Read the password from standard input (else the user can only use tokens).
-        #[arg(long)]
+        #[arg(long, env = "USHER_PASSWORD_STDIN")]
         password_stdin: bool,
     },
+    /// Set a user's password, read from standard input (e.g. a lost admin password);
+    /// their browser sessions end.
+    Password { name: String },
 }
 
 #[derive(Subcommand)]
@@ -98,8 +108,28 @@ enum RunnerTokenCommand {
     Revoke { token: Option<String> },
 }
 
-fn parse_role(text: &str) -> Result<Role, String> {
-    Role::parse(text).ok_or_else(|| format!("`{text}` is not a role (viewer, developer, maintainer, admin)"))
+/// The roles, as `--role` takes them.
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    /// Reads everything.
+    Viewer,
+    /// Also creates pipelines and cancels jobs.
+    Developer,
+    /// Also aborts jobs and manages projects.
+    Maintainer,
+    /// Also manages users and tokens.
+    Admin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(r: RoleArg) -> Role {
+        match r {
+            RoleArg::Viewer => Role::Viewer,
+            RoleArg::Developer => Role::Developer,
+            RoleArg::Maintainer => Role::Maintainer,
+            RoleArg::Admin => Role::Admin,
+        }
+    }
 }
 
 /// Overrides (for tests and unusual setups): USHER_CANCEL_MARGIN_SECS,
@@ -160,6 +190,15 @@ async fn main() {
         .database_url
         .clone()
         .unwrap_or_else(|| usher_server::default_database_url(&cli.data_dir));
+    if let Command::Completions { shell } = cli.command {
+        clap_complete::generate(
+            shell,
+            &mut <Cli as clap::CommandFactory>::command(),
+            "usher",
+            &mut std::io::stdout(),
+        );
+        return;
+    }
     match cli.command {
         Command::Serve {
             addr,
@@ -227,8 +266,23 @@ async fn main() {
                     if password.as_deref() == Some("") {
                         fail("the password on standard input is empty");
                     }
-                    engine.add_user(&name, role, password.as_deref()).await.unwrap_or_else(|e| fail(e));
-                    eprintln!("added user `{name}` ({role})");
+                    engine
+                        .add_user(&name, role.into(), password.as_deref())
+                        .await
+                        .unwrap_or_else(|e| fail(e));
+                    eprintln!("added user `{name}` ({})", Role::from(role));
+                }
+                Command::User {
+                    command: UserCommand::Password { name },
+                } => {
+                    let mut text = String::new();
+                    std::io::stdin().read_to_string(&mut text).unwrap_or_else(|e| fail(e));
+                    let password = text.trim_end_matches(['\n', '\r']);
+                    if password.is_empty() {
+                        fail("give the new password on standard input");
+                    }
+                    engine.set_password(&name, password).await.unwrap_or_else(|e| fail(e));
+                    eprintln!("set a new password for `{name}`; their browser sessions were signed out");
                 }
                 Command::Token {
                     command: TokenCommand::Create { name },
@@ -252,7 +306,7 @@ async fn main() {
                     engine.revoke_runner_token(&token_arg(token)).await.unwrap_or_else(|e| fail(e));
                     eprintln!("revoked the runner token");
                 }
-                Command::Serve { .. } => unreachable!(),
+                Command::Serve { .. } | Command::Completions { .. } => unreachable!(),
             }
             engine.close().await;
         }

@@ -102,7 +102,11 @@ async fn on_success_artifacts_are_not_kept_for_a_cancelled_or_failed_job() {
 
     t.wait_for_status(failing, "failed").await;
     let (_, list) = t.call("GET", &format!("/api/v1/jobs/{failing}/artifacts"), None).await;
-    assert_eq!(list, json!([{"path": "a.txt", "size": 2, "expires_at": null, "expired": false}]), "on_failure keeps a failed job's files");
+    assert_eq!(
+        list,
+        json!([{"path": "a.txt", "size": 2, "expires_at": null, "expired": false}]),
+        "on_failure keeps a failed job's files"
+    );
     t.stop().await;
 }
 
@@ -235,6 +239,9 @@ async fn a_storage_cap_removes_the_oldest_first() {
     engine.apply_retention().await.unwrap();
     let (_, oldest) = t.call("GET", &format!("/api/v1/jobs/{}/artifacts", jobs[0]), None).await;
     let (_, newest) = t.call("GET", &format!("/api/v1/jobs/{}/artifacts", jobs[2]), None).await;
-    assert_eq!((oldest[0]["expired"].clone(), newest[0]["expired"].clone()), (json!(true), json!(false)));
+    assert_eq!(
+        (oldest[0]["expired"].clone(), newest[0]["expired"].clone()),
+        (json!(true), json!(false))
+    );
     t.stop().await;
 }

@@ -8,6 +8,23 @@ use super::*;
 use crate::{Actor, EngineError, now};
 
 impl Store {
+    /// A user's new password hash; their sessions end. False if there is no such user.
+    pub async fn set_password_hash(&self, name: &str, hash: &str) -> Result<bool, EngineError> {
+        let mut tx = self.pool.begin().await?;
+        let changed = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
+            .bind(hash)
+            .bind(name)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM sessions WHERE user_id IN (SELECT id FROM users WHERE name = $1)")
+            .bind(name)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(changed == 1)
+    }
+
     pub async fn count_users(&self) -> Result<i64, EngineError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
             .fetch_one(&self.pool)
