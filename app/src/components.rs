@@ -7,7 +7,7 @@ use usher_core::status::Status;
 
 use usher_core::api::{Job, Pipeline};
 
-use crate::server::{AbortJob, AbortPipeline, CancelJob, CancelPipeline, Viewer};
+use crate::server::{AbortJob, AbortPipeline, CancelJob, CancelPipeline, RetryJob, Viewer};
 
 /// Asked before an Abort is sent (works before hydration too: it is plain HTML).
 pub const ABORT_CONFIRM: &str =
@@ -47,6 +47,26 @@ pub fn may_cancel(role: Role, status: Status) -> bool {
 
 pub fn may_abort(role: Role, status: Status) -> bool {
     role.may(Action::Abort) && status.can_abort()
+}
+
+pub fn may_retry(role: Role, status: Status) -> bool {
+    role.may(Action::Retry) && status.can_retry()
+}
+
+/// Retry for one finished job (not shown once it was retried): a plain form post, so it
+/// works before hydration; the answer leads to the new attempt's page.
+#[component]
+pub fn RetryJobButton(id: i64, status: Signal<Status>, retried: Signal<bool>, role: Role) -> impl IntoView {
+    let retry = ServerAction::<RetryJob>::new();
+    view! {
+        <Show when=move || may_retry(role, status.get()) && !retried.get()>
+            <ActionForm action=retry attr:class="inline">
+                <input type="hidden" name="job_id" value=id/>
+                <button type="submit" class="btn" title="Run this job again as a new attempt" disabled=move || retry.pending().get()>"Retry"</button>
+            </ActionForm>
+        </Show>
+        {move || retry.value().get().and_then(Result::err).map(|e| view! { <span class="error" role="alert">{e.to_string()}</span> })}
+    }
 }
 
 /// `2026-11-27T19:20:36.123Z` → `2026-11-27 19:20:36`.

@@ -181,6 +181,22 @@ pub async fn abort_pipeline(pipeline_id: i64) -> Result<Pipeline, ServerFnError>
     engine.abort_pipeline(&actor, pipeline_id).await.map_err(ssr::fail)
 }
 
+/// A new attempt of a finished job; the browser goes to the new attempt's page.
+#[server(prefix = "/ui")]
+pub async fn retry_job(job_id: i64) -> Result<Job, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let attempt = engine.retry_job(&actor, job_id).await.map_err(ssr::fail)?;
+    leptos_axum::redirect(&format!("/jobs/{}", attempt.id));
+    Ok(attempt)
+}
+
+/// New attempts of a finished pipeline's failed and canceled jobs.
+#[server(prefix = "/ui")]
+pub async fn retry_pipeline(pipeline_id: i64) -> Result<Pipeline, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.retry_pipeline(&actor, pipeline_id).await.map_err(ssr::fail)
+}
+
 #[server(prefix = "/ui")]
 pub async fn run_pipeline(project_id: i64, git_ref: String) -> Result<Pipeline, ServerFnError> {
     use usher_core::api::CreatePipeline;

@@ -65,6 +65,12 @@ pub struct Job {
     /// null.
     #[serde(default)]
     pub waiting_for: Option<String>,
+    /// The job this one is a new attempt of, or null.
+    #[serde(default)]
+    pub retry_of: Option<i64>,
+    /// A newer attempt of this job exists; the pipeline's status follows that one.
+    #[serde(default)]
+    pub retried: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -49,6 +49,8 @@ pub enum Action {
     Cancel,
     /// Immediate kill of a job or pipeline.
     Abort,
+    /// A new attempt of a finished job or of a pipeline's failed and canceled jobs.
+    Retry,
     ManageProjects,
     /// Users, tokens, runner tokens.
     Administer,
@@ -58,7 +60,7 @@ impl Action {
     pub fn minimum_role(self) -> Role {
         match self {
             Action::Read => Role::Viewer,
-            Action::CreatePipeline | Action::Cancel => Role::Developer,
+            Action::CreatePipeline | Action::Cancel | Action::Retry => Role::Developer,
             Action::Abort | Action::ManageProjects => Role::Maintainer,
             Action::Administer => Role::Admin,
         }
@@ -70,6 +72,7 @@ impl Action {
             Action::CreatePipeline => "create pipelines",
             Action::Cancel => "cancel jobs",
             Action::Abort => "abort jobs",
+            Action::Retry => "retry jobs",
             Action::ManageProjects => "manage projects",
             Action::Administer => "administer users and tokens",
         }

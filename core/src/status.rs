@@ -111,6 +111,13 @@ impl Status {
         matches!(next(self, JobEvent::Cancel), Ok(Outcome::Move(_)))
     }
 
+    /// Whether a job that ended in this status may be tried again (a new attempt): it
+    /// finished, and it ran or was cancelled (a skipped job is retried with what it
+    /// waited on).
+    pub fn can_retry(self) -> bool {
+        matches!(self, Status::Success | Status::Failed | Status::Canceled)
+    }
+
     /// Whether an Abort would change this job.
     pub fn can_abort(self) -> bool {
         matches!(next(self, JobEvent::Abort), Ok(Outcome::Move(_)))

@@ -5,7 +5,7 @@ use usher_core::api::{CancelMode, CancelReason, Job, TimelineEvent};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status};
 
-use crate::store::TransitionCtx;
+use crate::store::{Change, TransitionCtx};
 use crate::{Actor, Engine, EngineError, detached, format_time};
 
 impl Engine {
@@ -18,6 +18,52 @@ impl Engine {
             .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
         self.explain_waiting(std::slice::from_mut(&mut job)).await?;
         Ok(job)
+    }
+
+    /// A new attempt of a finished job (`success`, `failed` or `canceled`), with the jobs of
+    /// its pipeline that were skipped (they get their chance again); 409 otherwise, or when
+    /// it was retried already. The new attempt is returned.
+    pub async fn retry_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+        actor.require(Action::Retry)?;
+        let job = self.get_job(actor, id).await?;
+        if job.retried {
+            return Err(EngineError::InvalidTransition(format!(
+                "job {id} was retried already: retry its newest attempt"
+            )));
+        }
+        if !job.status.can_retry() {
+            return Err(EngineError::InvalidTransition(format!(
+                "cannot retry a job that is {}: only a finished one",
+                job.status
+            )));
+        }
+        let skipped: Vec<i64> = self
+            .store()
+            .jobs_of_pipeline(job.pipeline_id)
+            .await?
+            .into_iter()
+            .filter(|j| !j.retried && j.status == Status::Skipped)
+            .map(|j| j.id)
+            .collect();
+        let targets: Vec<i64> = std::iter::once(id).chain(skipped).collect();
+        let (engine, actor) = (self.clone(), actor.clone());
+        detached(async move {
+            let committed = engine
+                .apply(Change::Retry {
+                    pipeline_id: job.pipeline_id,
+                    job_ids: &targets,
+                    actor: &actor.name,
+                })
+                .await?;
+            engine.advance_pipeline(job.pipeline_id).await?;
+            let attempt = committed
+                .jobs
+                .first()
+                .map(|t| t.job.id)
+                .ok_or_else(|| EngineError::Internal("the retry made no job".into()))?;
+            engine.get_job(&actor, attempt).await
+        })
+        .await
     }
 
     /// Sets `waiting_for` on pending jobs that no runner seen lately can take: none is

@@ -215,6 +215,43 @@ impl Engine {
         Ok(p)
     }
 
+    /// New attempts of a finished pipeline's failed and canceled jobs (and of the jobs that
+    /// were skipped because of them); 409 while it runs or when nothing failed.
+    pub async fn retry_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+        actor.require(Action::Retry)?;
+        let pipeline = self.pipeline_with_jobs(id).await?;
+        if !pipeline.status.is_terminal() {
+            return Err(EngineError::InvalidTransition(format!(
+                "cannot retry a pipeline that is {}: only a finished one",
+                pipeline.status
+            )));
+        }
+        let latest: Vec<Job> = pipeline.jobs.unwrap_or_default().into_iter().filter(|j| !j.retried).collect();
+        if !latest.iter().any(|j| matches!(j.status, Status::Failed | Status::Canceled)) {
+            return Err(EngineError::InvalidTransition(format!(
+                "pipeline {id} has no failed or canceled job to retry"
+            )));
+        }
+        let targets: Vec<i64> = latest
+            .iter()
+            .filter(|j| matches!(j.status, Status::Failed | Status::Canceled | Status::Skipped))
+            .map(|j| j.id)
+            .collect();
+        let (engine, actor) = (self.clone(), actor.clone());
+        detached(async move {
+            engine
+                .apply(Change::Retry {
+                    pipeline_id: id,
+                    job_ids: &targets,
+                    actor: &actor.name,
+                })
+                .await?;
+            engine.advance_pipeline(id).await?;
+            engine.pipeline_with_jobs(id).await
+        })
+        .await
+    }
+
     /// Graceful cancel of every unfinished job of a pipeline.
     pub async fn cancel_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
         actor.require(Action::Cancel)?;

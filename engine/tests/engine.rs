@@ -610,3 +610,27 @@ async fn projects_change_field_by_field() {
         assert_eq!(p.repository_url.as_deref(), Some("https://git.example.com/app.git"), "{}", db.name);
     }
 }
+
+/// A failed job's retry is a new attempt that the pipeline's status follows, on both
+/// databases; the old attempt is kept and refuses a second retry.
+#[tokio::test]
+async fn a_retry_is_a_new_attempt_the_pipeline_follows() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
+        let claimed = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(claimed.job_id, jobs[0].id);
+        engine.finish_job(r, jobs[0].id, report(1)).await.unwrap();
+        assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Failed, "{}", db.name);
+        let attempt = engine.retry_job(&admin, jobs[0].id).await.unwrap();
+        assert_eq!((attempt.retry_of, attempt.status), (Some(jobs[0].id), Status::Pending), "{}", db.name);
+        assert!(engine.get_job(&admin, jobs[0].id).await.unwrap().retried);
+        assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Pending, "{}", db.name);
+        assert_eq!(engine.retry_job(&admin, jobs[0].id).await.unwrap_err().code(), "invalid_transition");
+        let again = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(again.job_id, attempt.id);
+        engine.finish_job(r, attempt.id, report(0)).await.unwrap();
+        assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Success, "{}", db.name);
+    }
+}

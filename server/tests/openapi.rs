@@ -22,9 +22,11 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/pipelines/{id}"),
     ("post", "/api/v1/pipelines/{id}/cancel"),
     ("post", "/api/v1/pipelines/{id}/abort"),
+    ("post", "/api/v1/pipelines/{id}/retry"),
     ("get", "/api/v1/jobs/{id}"),
     ("post", "/api/v1/jobs/{id}/cancel"),
     ("post", "/api/v1/jobs/{id}/abort"),
+    ("post", "/api/v1/jobs/{id}/retry"),
     ("get", "/api/v1/jobs/{id}/log"),
     ("get", "/api/v1/jobs/{id}/events"),
     ("get", "/api/v1/jobs/{id}/artifacts"),
@@ -113,7 +115,7 @@ async fn openapi_json_covers_every_public_route() {
         properties(&spec, "Job"),
         sorted(
             "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, finished_at, \
-             runner_id, exit_code, failure_reason, cancel, after_script, tags, waiting_for"
+             runner_id, exit_code, failure_reason, cancel, after_script, tags, waiting_for, retry_of, retried"
         )
     );
     assert_eq!(properties(&spec, "CancelInfo"), sorted("mode, requested_by, requested_at, reason"));

@@ -9,7 +9,7 @@ use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
 
 use crate::ansi;
-use crate::components::{ErrorBox, Header, JobButtons, LiveDot, StatusBadge, job_actions, loaded, short_time};
+use crate::components::{ErrorBox, Header, JobButtons, LiveDot, RetryJobButton, StatusBadge, job_actions, loaded, short_time};
 use crate::live::follow_events;
 use crate::server::{JobPageData, job_artifacts, job_log_since, job_page, job_timeline};
 
@@ -119,7 +119,10 @@ fn JobView(data: JobPageData) -> impl IntoView {
                 <StatusBadge status=status/>
                 <LiveDot connected=connected/>
                 <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
+                <RetryJobButton id=id status=status retried=Signal::derive(move || job.get().retried) role=role/>
             </div>
+            {move || job.get().retried.then(|| view! { <p class="muted">"This attempt was retried; the pipeline follows the newest one."</p> })}
+            {first.retry_of.map(|old| view! { <p class="muted">"A retry of " <a href=format!("/jobs/{old}")>"job #" {old}</a></p> })}
             {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <JobFacts job=job/>
             <h2>"Log"</h2>

@@ -10,9 +10,11 @@ use usher_core::pipeline::derive_status;
 use usher_core::roles::Role;
 use usher_core::status::Status;
 
-use crate::components::{ErrorBox, Header, JobButtons, LiveDot, PipelineButtons, StatusBadge, job_actions, loaded, pipeline_actions};
+use crate::components::{
+    ErrorBox, Header, JobButtons, LiveDot, PipelineButtons, RetryJobButton, StatusBadge, job_actions, loaded, pipeline_actions,
+};
 use crate::live::follow_events;
-use crate::server::{AbortJob, CancelJob, PipelinePageData, pipeline_page};
+use crate::server::{AbortJob, CancelJob, PipelinePageData, RetryPipeline, pipeline_page};
 
 #[component]
 pub fn PipelinePage() -> impl IntoView {
@@ -36,15 +38,23 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
     let jobs = RwSignal::new(pipeline.jobs.clone().unwrap_or_default());
     // The badge is derived from the jobs by the server's own rule, so it can never
     // disagree with them, whatever order frames and answers arrive in.
-    let status = Signal::derive(move || jobs.with(|list| derive_status(list.iter().map(|j| j.status))));
+    // Only the newest attempt of each job counts, as on the server.
+    let status = Signal::derive(move || jobs.with(|list| derive_status(list.iter().filter(|j| !j.retried).map(|j| j.status))));
     let connected = RwSignal::new(false);
     // Frames, action answers and re-reads race; the more advanced snapshot of a job wins.
     let upsert = move |job: Job| {
-        jobs.update(|list| {
-            if let Some(j) = list.iter_mut().find(|j| j.id == job.id) {
-                if job.status.progress() >= j.status.progress() {
+        jobs.update(|list| match list.iter_mut().find(|j| j.id == job.id) {
+            Some(j) => {
+                if job.status.progress() >= j.status.progress() || job.retried != j.retried {
                     *j = job;
                 }
+            }
+            // A new attempt (a retry): it joins its stage; the attempt it replaces is retried.
+            None => {
+                if let Some(old) = job.retry_of.and_then(|old| list.iter_mut().find(|j| j.id == old)) {
+                    old.retried = true;
+                }
+                list.push(job);
             }
         })
     };
@@ -68,6 +78,20 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
     let error = RwSignal::new(None::<String>);
     let (cancel_job, abort_job) = job_actions(error, upsert);
     let (cancel_pipeline, abort_pipeline) = pipeline_actions(error, move |p| p.jobs.unwrap_or_default().into_iter().for_each(upsert));
+    let retry_pipeline = ServerAction::<RetryPipeline>::new();
+    Effect::new(move |_| match retry_pipeline.value().get() {
+        Some(Ok(p)) => p.jobs.unwrap_or_default().into_iter().for_each(upsert),
+        Some(Err(e)) => error.set(Some(e.to_string())),
+        None => {}
+    });
+    let may_retry_pipeline = move || {
+        role.may(usher_core::roles::Action::Retry)
+            && status.get().is_terminal()
+            && jobs.with(|l| {
+                l.iter()
+                    .any(|j| !j.retried && matches!(j.status, Status::Failed | Status::Canceled))
+            })
+    };
 
     // Stages in pipeline order, each with the ids of its jobs.
     let stages = move || {
@@ -96,6 +120,12 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
                 <p class="commit">"Commit " <code title=sha.clone()>{usher_core::repository::short_sha(&sha).to_string()}</code> " " {pipeline.commit_title.clone().unwrap_or_default()}</p>
             })}
             <PipelineButtons id=pipeline_id status=status role=role cancel=cancel_pipeline abort=abort_pipeline/>
+            <Show when=may_retry_pipeline>
+                <ActionForm action=retry_pipeline attr:class="inline">
+                    <input type="hidden" name="pipeline_id" value=pipeline_id/>
+                    <button type="submit" class="btn" title="New attempts of the failed and canceled jobs">"Retry"</button>
+                </ActionForm>
+            </Show>
             {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <div class="stages">
                 <For
@@ -129,7 +159,9 @@ fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<Ca
         <li class="job" data-job-id=id data-job-name=name.clone()>
             <a class="job-name" href=format!("/jobs/{id}")>{label}</a>
             <StatusBadge status=status/>
+            {move || job().is_some_and(|j| j.retried).then(|| view! { <span class="muted">" (retried)"</span> })}
             <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
+            <RetryJobButton id=id status=status retried=Signal::derive(move || job().is_some_and(|j| j.retried)) role=role/>
         </li>
     }
 }

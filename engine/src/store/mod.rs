@@ -41,7 +41,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
     finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, \
-    after_exit_code, after_duration_ms, after_timed_out, tags";
+    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried";
 
 const PIPELINE_COLUMNS: &str = "id, project_id, git_ref, status, created_at, started_at, finished_at, triggered_by, \
     cancel_mode, cancel_by, cancel_at, cancel_reason, sha, commit_title";
@@ -107,6 +107,8 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
         },
         tags: tags_from(row.try_get("tags")?),
         waiting_for: None,
+        retry_of: row.try_get("retry_of")?,
+        retried: row.try_get::<i64, _>("retried")? != 0,
     })
 }
 

@@ -167,10 +167,13 @@ impl Store {
     }
 
     pub async fn job_nodes(&self, pipeline_id: i64) -> Result<Vec<JobNodeRow>, EngineError> {
-        let rows = sqlx::query("SELECT id, name, stage_index, needs, status FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id")
-            .bind(pipeline_id)
-            .fetch_all(&self.pool)
-            .await?;
+        // The newest attempt of each job: older ones no longer count.
+        let rows = sqlx::query(
+            "SELECT id, name, stage_index, needs, status FROM jobs WHERE pipeline_id = $1 AND retried = 0 ORDER BY stage_index, id",
+        )
+        .bind(pipeline_id)
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let status: String = r.try_get("status")?;

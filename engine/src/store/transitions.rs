@@ -62,6 +62,14 @@ pub enum Change<'a> {
         moves: &'a [Move],
         cancel: Option<PipelineCancel<'a>>,
     },
+    /// New attempts of finished jobs of one pipeline: each becomes a new `created` job with
+    /// the same definition (`retry_of` the old one), the old ones are marked retried and
+    /// stop counting for the pipeline's status. A job retried already is refused.
+    Retry {
+        pipeline_id: i64,
+        job_ids: &'a [i64],
+        actor: &'a str,
+    },
     /// The oldest pending job goes to the runner in `ctx` (the `Start` event). On
     /// PostgreSQL the candidate is locked with `FOR UPDATE SKIP LOCKED`, so replicas
     /// claiming at once take different jobs instead of queueing on one row. Only jobs
@@ -138,6 +146,18 @@ impl Store {
                     Err(e) => return Err(e),
                 }
             }
+            Change::Retry {
+                pipeline_id,
+                job_ids,
+                actor,
+            } => {
+                self.lock_pipeline(tx, *pipeline_id).await?;
+                let mut attempts = Vec::with_capacity(job_ids.len());
+                for old in job_ids.iter() {
+                    attempts.push(self.new_attempt_in(tx, *old, actor).await?);
+                }
+                (*pipeline_id, attempts)
+            }
             Change::Batch {
                 pipeline_id,
                 moves,
@@ -165,6 +185,49 @@ impl Store {
             None
         };
         Ok(Some(Committed { jobs, pipeline }))
+    }
+
+    /// A new `created` attempt of job `old` (refused if `old` was retried already).
+    async fn new_attempt_in(&self, tx: &mut Tx<'_>, old: i64, actor: &str) -> Result<Transitioned, EngineError> {
+        let t = now();
+        let marked = sqlx::query("UPDATE jobs SET retried = 1 WHERE id = $1 AND retried = 0")
+            .bind(old)
+            .execute(&mut **tx)
+            .await?;
+        if marked.rows_affected() != 1 {
+            return Err(EngineError::InvalidTransition(format!(
+                "job {old} was retried already: retry its newest attempt"
+            )));
+        }
+        let row = sqlx::query(
+            "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, \
+             created_at, tags, retry_of) \
+             SELECT pipeline_id, project_id, name, stage, stage_index, needs, $1, interruptible, spec, $2, tags, id \
+             FROM jobs WHERE id = $3 RETURNING id",
+        )
+        .bind(Status::Created.as_str())
+        .bind(&t)
+        .bind(old)
+        .fetch_one(&mut **tx)
+        .await?;
+        let id: i64 = row.try_get("id")?;
+        sqlx::query("INSERT INTO job_events (job_id, at, from_status, to_status, actor, detail) VALUES ($1, $2, NULL, $3, $4, $5)")
+            .bind(id)
+            .bind(&t)
+            .bind(Status::Created.as_str())
+            .bind(actor)
+            .bind(format!("retry of job #{old}"))
+            .execute(&mut **tx)
+            .await?;
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_one(&mut **tx)
+            .await?;
+        Ok(Transitioned {
+            job: job_from_row(&row)?,
+            from: Status::Created,
+            changed: true,
+        })
     }
 
     /// PostgreSQL: transitions of one pipeline take turns, so each re-derivation of the
@@ -416,7 +479,8 @@ impl Store {
 
     /// Recomputes a pipeline's status from its jobs; returns it when it changed.
     async fn rederive_pipeline(&self, tx: &mut Tx<'_>, pipeline_id: i64, t: &str) -> Result<Option<Pipeline>, EngineError> {
-        let rows = sqlx::query("SELECT status FROM jobs WHERE pipeline_id = $1")
+        // Only the newest attempt of each job counts.
+        let rows = sqlx::query("SELECT status FROM jobs WHERE pipeline_id = $1 AND retried = 0")
             .bind(pipeline_id)
             .fetch_all(&mut **tx)
             .await?;

@@ -122,3 +122,10 @@ pub async fn download_artifact(
     )
         .into_response())
 }
+
+#[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
+    responses((status = 201, description = "The new attempt (retry_of = this job); this one is marked retried", body = Job),
+        (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "Not finished, or retried already", body = ErrorBody)))]
+pub async fn retry_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<impl IntoResponse> {
+    Ok((StatusCode::CREATED, Json(engine.retry_job(&actor, id(&p, "job")?).await?)))
+}

@@ -96,3 +96,14 @@ pub async fn abort_pipeline(
 ) -> ApiResult<impl IntoResponse> {
     Ok(Json(engine.abort_pipeline(&actor, id(&p, "pipeline")?).await?))
 }
+
+#[utoipa::path(post, path = "/pipelines/{id}/retry", tag = "pipelines", params(("id" = i64, Path, description = "The pipeline id")),
+    responses((status = 200, description = "Every failed or canceled job (and those skipped because of them) got a new attempt", body = Pipeline),
+        (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such pipeline", body = ErrorBody), (status = 409, description = "Not finished, or nothing failed", body = ErrorBody)))]
+pub async fn retry_pipeline(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    ApiPath(p): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.retry_pipeline(&actor, id(&p, "pipeline")?).await?))
+}
