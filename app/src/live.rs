@@ -1,56 +1,140 @@
 //! Live updates in the browser: a page subscribes to the event websocket for as long as
 //! it is shown. On the server (SSR) this does nothing; the first render there is
-//! already current, and the browser re-reads state once the socket is open, so nothing
-//! that changed in between is missed.
+//! already current, and the browser re-reads state every time the socket opens, so
+//! nothing that changed in between is missed.
+//!
+//! The socket comes back by itself: when it closes (a server restart, a network blip)
+//! the page waits 0.5 s, 1 s, 2 s … up to 15 s, each with up to 50% random jitter so a
+//! restarted server is not hit by every page at once, and opens it again; the live dot
+//! says "not live" meanwhile, and the re-read on open brings the page back to the truth.
 
 use leptos::prelude::*;
 use usher_core::api::EventFrame;
 
+/// The wait before reconnect attempt `n` (0-based), in milliseconds, before jitter.
+pub fn backoff_ms(attempt: u32) -> u64 {
+    (500u64 << attempt.min(5)).min(15_000)
+}
+
 /// Follows `/api/v1/events?{query}`. `connected` tells whether the socket is open;
-/// `on_open` runs on each connect; `on_frame` for every frame.
+/// `on_open` runs on each (re)connect; `on_frame` for every frame.
 pub fn follow_events(query: String, connected: RwSignal<bool>, on_open: impl Fn() + 'static, on_frame: impl Fn(EventFrame) + 'static) {
     #[cfg(feature = "hydrate")]
     {
-        use wasm_bindgen::JsCast;
-        use wasm_bindgen::closure::Closure;
-        let location = window().location();
-        let scheme = if location.protocol().map(|p| p == "https:").unwrap_or(false) {
-            "wss"
-        } else {
-            "ws"
-        };
-        let host = location.host().unwrap_or_default();
-        let Ok(ws) = web_sys::WebSocket::new(&format!("{scheme}://{host}/api/v1/events?{query}")) else {
-            return;
-        };
-        let on_message = Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
-            if let Some(text) = ev.data().as_string() {
-                if let Ok(frame) = serde_json::from_str::<EventFrame>(&text) {
-                    on_frame(frame);
-                }
-            }
+        use std::rc::Rc;
+        let live = Rc::new(browser::Live {
+            query,
+            connected,
+            on_open: Box::new(on_open),
+            on_frame: Box::new(on_frame),
+            attempt: std::cell::Cell::new(0),
+            alive: std::cell::Cell::new(true),
+            socket: std::cell::RefCell::new(None),
         });
-        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        on_message.forget();
-        let opened = Closure::<dyn FnMut()>::new(move || {
-            connected.try_set(true);
-            on_open();
-        });
-        ws.set_onopen(Some(opened.as_ref().unchecked_ref()));
-        opened.forget();
-        let closed = Closure::<dyn FnMut()>::new(move || {
-            connected.try_set(false);
-        });
-        ws.set_onclose(Some(closed.as_ref().unchecked_ref()));
-        closed.forget();
-        let ws = send_wrapper::SendWrapper::new(ws);
-        on_cleanup(move || {
-            ws.set_onclose(None);
-            let _ = ws.close();
-        });
+        browser::connect(live.clone());
+        let live = send_wrapper::SendWrapper::new(live);
+        on_cleanup(move || live.stop());
     }
     #[cfg(not(feature = "hydrate"))]
     {
         let _ = (query, connected, on_open, on_frame);
+    }
+}
+
+#[cfg(feature = "hydrate")]
+mod browser {
+    use std::cell::{Cell, RefCell};
+    use std::rc::Rc;
+
+    use leptos::prelude::*;
+    use usher_core::api::EventFrame;
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen::closure::Closure;
+
+    pub struct Live {
+        pub query: String,
+        pub connected: RwSignal<bool>,
+        pub on_open: Box<dyn Fn()>,
+        pub on_frame: Box<dyn Fn(EventFrame)>,
+        pub attempt: Cell<u32>,
+        /// False once the page is gone: no more reconnects.
+        pub alive: Cell<bool>,
+        pub socket: RefCell<Option<web_sys::WebSocket>>,
+    }
+
+    impl Live {
+        pub fn stop(&self) {
+            self.alive.set(false);
+            if let Some(ws) = self.socket.borrow_mut().take() {
+                ws.set_onclose(None);
+                let _ = ws.close();
+            }
+        }
+    }
+
+    pub fn connect(live: Rc<Live>) {
+        if !live.alive.get() {
+            return;
+        }
+        let location = window().location();
+        let scheme = if location.protocol().map(|p| p == "https:").unwrap_or(false) { "wss" } else { "ws" };
+        let host = location.host().unwrap_or_default();
+        let Ok(ws) = web_sys::WebSocket::new(&format!("{scheme}://{host}/api/v1/events?{}", live.query)) else {
+            retry_later(live);
+            return;
+        };
+        let on_message = {
+            let live = live.clone();
+            Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
+                if let Some(text) = ev.data().as_string() {
+                    if let Ok(frame) = serde_json::from_str::<EventFrame>(&text) {
+                        (live.on_frame)(frame);
+                    }
+                }
+            })
+        };
+        ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
+        on_message.forget();
+        let opened = {
+            let live = live.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                live.attempt.set(0);
+                live.connected.try_set(true);
+                (live.on_open)();
+            })
+        };
+        ws.set_onopen(Some(opened.as_ref().unchecked_ref()));
+        opened.forget();
+        let closed = {
+            let live = live.clone();
+            Closure::<dyn FnMut()>::new(move || {
+                live.connected.try_set(false);
+                retry_later(live.clone());
+            })
+        };
+        ws.set_onclose(Some(closed.as_ref().unchecked_ref()));
+        closed.forget();
+        *live.socket.borrow_mut() = Some(ws);
+    }
+
+    fn retry_later(live: Rc<Live>) {
+        if !live.alive.get() {
+            return;
+        }
+        let attempt = live.attempt.get();
+        live.attempt.set(attempt.saturating_add(1));
+        let base = super::backoff_ms(attempt) as f64;
+        let wait = base * (1.0 + 0.5 * js_sys::Math::random());
+        let live = send_wrapper::SendWrapper::new(live);
+        set_timeout(move || connect(live.take()), std::time::Duration::from_millis(wait as u64));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let waits: Vec<u64> = (0..8).map(super::backoff_ms).collect();
+        assert_eq!(waits, [500, 1000, 2000, 4000, 8000, 15_000, 15_000, 15_000]);
     }
 }
