@@ -77,7 +77,11 @@ mod browser {
             return;
         }
         let location = window().location();
-        let scheme = if location.protocol().map(|p| p == "https:").unwrap_or(false) { "wss" } else { "ws" };
+        let scheme = if location.protocol().map(|p| p == "https:").unwrap_or(false) {
+            "wss"
+        } else {
+            "ws"
+        };
         let host = location.host().unwrap_or_default();
         let Ok(ws) = web_sys::WebSocket::new(&format!("{scheme}://{host}/api/v1/events?{}", live.query)) else {
             retry_later(live);

@@ -622,15 +622,35 @@ async fn a_retry_is_a_new_attempt_the_pipeline_follows() {
         let claimed = engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(claimed.job_id, jobs[0].id);
         engine.finish_job(r, jobs[0].id, report(1)).await.unwrap();
-        assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Failed, "{}", db.name);
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Failed,
+            "{}",
+            db.name
+        );
         let attempt = engine.retry_job(&admin, jobs[0].id).await.unwrap();
-        assert_eq!((attempt.retry_of, attempt.status), (Some(jobs[0].id), Status::Pending), "{}", db.name);
+        assert_eq!(
+            (attempt.retry_of, attempt.status),
+            (Some(jobs[0].id), Status::Pending),
+            "{}",
+            db.name
+        );
         assert!(engine.get_job(&admin, jobs[0].id).await.unwrap().retried);
-        assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Pending, "{}", db.name);
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Pending,
+            "{}",
+            db.name
+        );
         assert_eq!(engine.retry_job(&admin, jobs[0].id).await.unwrap_err().code(), "invalid_transition");
         let again = engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(again.job_id, attempt.id);
         engine.finish_job(r, attempt.id, report(0)).await.unwrap();
-        assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Success, "{}", db.name);
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Success,
+            "{}",
+            db.name
+        );
     }
 }

@@ -46,6 +46,11 @@ pub fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(complete_writes))
         .layer(middleware::from_fn(refuse_cross_site))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // A request body that stops arriving for a minute is given up on (its bytes may
+        // come slowly, as a large artifact upload's do, but not stop).
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(std::time::Duration::from_secs(
+            60,
+        )))
         // One log line per request: method, path (never a query's secrets: there are
         // none in Usher's URLs), status and latency.
         .layer(

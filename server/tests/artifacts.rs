@@ -68,6 +68,21 @@ async fn a_cancelled_jobs_artifacts_include_what_after_script_wrote() {
     assert_eq!(resp.headers()["x-content-type-options"], "nosniff");
     assert!(resp.headers()["content-disposition"].to_str().unwrap().starts_with("attachment"));
     assert_eq!(resp.text().await.unwrap(), "written by after_script\n");
+    // A range of it (resuming a download, say).
+    let part = t
+        .client
+        .get(format!("{}/api/v1/jobs/{job_id}/artifacts/report.txt", t.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .header("range", "bytes=8-9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(part.status(), 206);
+    assert_eq!(
+        part.headers()["content-disposition"].to_str().unwrap(),
+        "attachment; filename=\"report.txt\""
+    );
+    assert_eq!(part.text().await.unwrap(), "by");
     let resp = download(&t, ADMIN_TOKEN, job_id, "out/nested/b.bin").await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), "ñ-bytes".as_bytes());
     let stored = t.data_dir.path().join("artifacts").join(format!("job-{job_id}")).join("out/a.txt");

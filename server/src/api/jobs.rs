@@ -95,32 +95,49 @@ pub async fn list_artifacts(
 #[utoipa::path(get, path = "/jobs/{id}/artifacts/{*path}", tag = "jobs",
     params(("id" = i64, Path, description = "The job id"), ("path" = String, Path, description = "The artifact's path, as listed")),
     responses((status = 200, description = "The file, as a download", content_type = "application/octet-stream", body = String),
-        (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job or artifact", body = ErrorBody)))]
+        (status = 206, description = "The part a `Range` header asked for", content_type = "application/octet-stream", body = String),
+        (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job or artifact (or it expired)", body = ErrorBody),
+        (status = 416, description = "A `Range` outside the file")))]
 pub async fn download_artifact(
     State(engine): State<Engine>,
     Caller(actor): Caller,
     ApiPath((p, path)): ApiPath<(String, String)>,
+    headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    let (file_path, size) = engine.artifact_file(&actor, id(&p, "job")?, &path).await?;
-    let file = tokio::fs::File::open(&file_path)
+    let (file_path, _size) = engine.artifact_file(&actor, id(&p, "job")?, &path).await?;
+    if !tokio::fs::try_exists(&file_path).await.unwrap_or(false) {
+        return Err(EngineError::NotFound(format!("artifact {path:?}")).into());
+    }
+    // tower-http streams the file in chunks and answers `Range` requests (206) and
+    // conditional ones; the headers that make it a safe download are ours.
+    let mut request = axum::http::Request::new(axum::body::Body::empty());
+    for name in [
+        header::RANGE,
+        header::IF_RANGE,
+        header::IF_MODIFIED_SINCE,
+        header::IF_UNMODIFIED_SINCE,
+    ] {
+        if let Some(value) = headers.get(&name) {
+            request.headers_mut().insert(name, value.clone());
+        }
+    }
+    let served = tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(&file_path), request)
         .await
-        .map_err(|_| EngineError::NotFound(format!("artifact {path:?}")))?;
+        .map_err(|e| EngineError::Internal(format!("reading artifact {path:?}: {e}")))?;
+    let mut response = served.map(axum::body::Body::new);
     let name = path.rsplit('/').next().unwrap_or("artifact");
     let ascii_name: String = name
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() || "._-+".contains(c) { c } else { '_' })
         .collect();
     let disposition = format!("attachment; filename=\"{ascii_name}\"");
-    Ok((
-        [
-            (header::CONTENT_TYPE, "application/octet-stream".to_string()),
-            (header::CONTENT_LENGTH, size.to_string()),
-            (header::CONTENT_DISPOSITION, disposition),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_string()),
-        ],
-        axum::body::Body::from_stream(tokio_util::io::ReaderStream::new(file)),
-    )
-        .into_response())
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static("application/octet-stream"));
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, header::HeaderValue::from_static("nosniff"));
+    if let Ok(value) = header::HeaderValue::from_str(&disposition) {
+        h.insert(header::CONTENT_DISPOSITION, value);
+    }
+    Ok(response)
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
