@@ -20,6 +20,7 @@ pub fn Header(viewer: Viewer) -> impl IntoView {
             <a class="brand" href="/">"Usher"</a>
             <nav>
                 <a href="/">"Pipelines"</a>
+                <a href="/projects">"Projects"</a>
                 <a href="/admin/jobs?status=canceling">"Cleanups"</a>
                 <a href="/admin/runners">"Runners"</a>
             </nav>

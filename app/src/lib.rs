@@ -12,6 +12,7 @@ pub mod components;
 pub mod live;
 pub mod pages;
 pub mod server;
+pub mod time;
 
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
@@ -50,6 +51,7 @@ pub fn App() -> impl IntoView {
                 // Async: the whole page is rendered before it is sent, so it is complete
                 // (and its forms usable) before or without hydration.
                 <Route path=path!("/") view=pages::pipelines::PipelinesPage ssr=SsrMode::Async/>
+                <Route path=path!("/projects") view=pages::projects::ProjectsPage ssr=SsrMode::Async/>
                 <Route path=path!("/projects/:id") view=pages::pipelines::PipelinesPage ssr=SsrMode::Async/>
                 <Route path=path!("/pipelines/:id") view=pages::pipeline::PipelinePage ssr=SsrMode::Async/>
                 <Route path=path!("/jobs/:id") view=pages::job::JobPage ssr=SsrMode::Async/>

@@ -20,6 +20,20 @@ pub struct PipelineListData {
     pub project: Option<Project>,
     /// Each pipeline with its project's name.
     pub pipelines: Vec<(Pipeline, String)>,
+    /// The server's time of this answer (relative times are computed against it).
+    pub now: String,
+    /// This page (from 1) and whether an older one exists.
+    pub page: i64,
+    pub has_more: bool,
+}
+
+/// What the list pages are asked for (their URL's query).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct ListQuery {
+    pub page: Option<i64>,
+    pub status: Option<String>,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -50,6 +64,12 @@ pub struct AdminJobsData {
 pub struct AdminRunnersData {
     pub viewer: Viewer,
     pub runners: Vec<RunnerInfo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProjectsData {
+    pub viewer: Viewer,
+    pub projects: Vec<Project>,
 }
 
 #[cfg(feature = "ssr")]
@@ -87,20 +107,42 @@ mod ssr {
 }
 
 #[server(prefix = "/ui")]
-pub async fn list_pipelines(project_id: Option<i64>) -> Result<PipelineListData, ServerFnError> {
+pub async fn list_pipelines(
+    project_id: Option<i64>,
+    page: Option<i64>,
+    status: Option<String>,
+    git_ref: Option<String>,
+) -> Result<PipelineListData, ServerFnError> {
+    let query = ListQuery { page, status, git_ref };
     use usher_engine::PipelineQuery;
+    const PER_PAGE: i64 = 25;
     let (engine, actor) = ssr::actor().await?;
     let projects = engine.list_projects(&actor).await.map_err(ssr::fail)?;
-    let query = PipelineQuery {
-        git_ref: None,
-        status: None,
-        page: 1,
-        per_page: 50,
-    };
-    let pipelines = engine.list_pipelines(&actor, project_id, query).await.map_err(ssr::fail)?;
+    let page = query.page.unwrap_or(1).max(1);
+    let status = query.status.as_deref().filter(|s| !s.is_empty()).and_then(Status::parse);
+    // One more than a page: whether an older page exists.
+    let mut pipelines = engine
+        .list_pipelines(
+            &actor,
+            project_id,
+            PipelineQuery {
+                git_ref: query.git_ref.filter(|r| !r.trim().is_empty()),
+                status,
+                page,
+                per_page: PER_PAGE,
+                lookahead: true,
+            },
+        )
+        .await
+        .map_err(ssr::fail)?;
+    let has_more = pipelines.len() as i64 > PER_PAGE;
+    pipelines.truncate(PER_PAGE as usize);
     let name_of = |id: i64| projects.iter().find(|p| p.id == id).map(|p| p.name.clone()).unwrap_or_default();
     Ok(PipelineListData {
         viewer: ssr::viewer(&actor),
+        now: usher_engine::now(),
+        page,
+        has_more,
         project: project_id.and_then(|id| projects.iter().find(|p| p.id == id).cloned()),
         pipelines: pipelines
             .into_iter()
@@ -235,4 +277,61 @@ pub async fn admin_runners() -> Result<AdminRunnersData, ServerFnError> {
         viewer: ssr::viewer(&actor),
         runners,
     })
+}
+
+#[server(prefix = "/ui")]
+pub async fn projects_page() -> Result<ProjectsData, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let projects = engine.list_projects(&actor).await.map_err(ssr::fail)?;
+    Ok(ProjectsData {
+        viewer: ssr::viewer(&actor),
+        projects,
+    })
+}
+
+/// The new-project form of `/projects` (empty fields are left out).
+#[server(prefix = "/ui")]
+pub async fn create_project_form(
+    name: String,
+    repository_url: String,
+    default_branch: String,
+    webhook_secret: String,
+    ci_config: String,
+) -> Result<Project, ServerFnError> {
+    use usher_core::api::CreateProject;
+    let (engine, actor) = ssr::actor().await?;
+    let given = |s: String| Some(s).filter(|s| !s.trim().is_empty());
+    let request = CreateProject {
+        name,
+        repository_url: given(repository_url),
+        default_branch: given(default_branch),
+        ci_config: given(ci_config),
+        webhook_secret: given(webhook_secret),
+        ssh_private_key: None,
+    };
+    engine.create_project(&actor, request).await.map_err(ssr::fail)
+}
+
+/// The edit form of `/projects`: an empty webhook secret keeps the current one; an empty
+/// repository or YAML removes it (a project keeps one of the two).
+#[server(prefix = "/ui")]
+pub async fn update_project_form(
+    id: i64,
+    name: String,
+    repository_url: String,
+    default_branch: String,
+    webhook_secret: String,
+    ci_config: String,
+) -> Result<Project, ServerFnError> {
+    use usher_core::api::UpdateProject;
+    let (engine, actor) = ssr::actor().await?;
+    let request = UpdateProject {
+        name: Some(name),
+        repository_url: Some(repository_url),
+        default_branch: Some(default_branch).filter(|b| !b.trim().is_empty()),
+        ci_config: Some(ci_config),
+        webhook_secret: Some(webhook_secret).filter(|s| !s.is_empty()),
+        ssh_private_key: None,
+    };
+    engine.update_project(&actor, id, request).await.map_err(ssr::fail)
 }

@@ -20,11 +20,14 @@ struct PipelineSource {
     commit: Option<Resolved>,
 }
 
+#[derive(Default)]
 pub struct PipelineQuery {
     pub git_ref: Option<String>,
     pub status: Option<Status>,
     pub page: i64,
     pub per_page: i64,
+    /// One pipeline more than a page, to tell whether an older page exists.
+    pub lookahead: bool,
 }
 
 impl Engine {
@@ -192,7 +195,7 @@ impl Engine {
                 project_id,
                 git_ref: q.git_ref,
                 status: q.status,
-                limit: per_page,
+                limit: per_page + q.lookahead as i64,
                 offset: (page - 1).saturating_mul(per_page),
             })
             .await

@@ -5,3 +5,4 @@ pub mod job;
 pub mod login;
 pub mod pipeline;
 pub mod pipelines;
+pub mod projects;

@@ -61,6 +61,7 @@ pub async fn list_pipelines(
         status,
         page: number_param(q.page.as_deref(), "page", 1)?,
         per_page: number_param(q.per_page.as_deref(), "per_page", 20)?,
+        lookahead: false,
     };
     Ok(Json(engine.list_pipelines(&actor, Some(id(&p, "project")?), query).await?))
 }
