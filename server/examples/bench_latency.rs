@@ -106,20 +106,10 @@ fn summary(name: &str, mut ms: Vec<f64>) {
 async fn bench(name: &str, database_url: String) {
     let data_dir = tempfile::tempdir().unwrap();
     let server = usher_server::start(usher_server::ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
         database_url,
-        data_dir: data_dir.path().to_path_buf(),
         local_runners: 1,
-        demo: false,
         admin_token: Some(TOKEN.into()),
-        site_root: "target/site".into(),
-        settings: Default::default(),
-
-        job_user: None,
-        trust_jobs: false,
-        limits: Default::default(),
-        tls: None,
-        public_url: None,
+        ..usher_server::ServeOptions::new(data_dir.path())
     })
     .await
     .unwrap();

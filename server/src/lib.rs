@@ -59,6 +59,28 @@ pub struct ServeOptions {
     pub public_url: Option<String>,
 }
 
+impl ServeOptions {
+    /// The defaults of `usher serve` for a data dir (SQLite in it, loopback on a free
+    /// port, no local runners, the site under `target/site`); set what differs.
+    pub fn new(data_dir: &std::path::Path) -> ServeOptions {
+        ServeOptions {
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            database_url: default_database_url(data_dir),
+            data_dir: data_dir.to_path_buf(),
+            local_runners: 0,
+            demo: false,
+            admin_token: None,
+            site_root: "target/site".into(),
+            settings: Default::default(),
+            job_user: None,
+            trust_jobs: false,
+            limits: Default::default(),
+            tls: None,
+            public_url: None,
+        }
+    }
+}
+
 /// A running server.
 pub struct Server {
     pub addr: SocketAddr,

@@ -182,19 +182,9 @@ async fn expired_artifacts_are_deleted_even_across_a_restart() {
         let dir = data_dir.path().to_path_buf();
         async move {
             usher_server::start(usher_server::ServeOptions {
-                addr: "127.0.0.1:0".parse().unwrap(),
-                database_url: usher_server::default_database_url(&dir),
-                data_dir: dir,
                 local_runners: runners,
-                demo: false,
                 admin_token: Some(ADMIN_TOKEN.into()),
-                site_root: "target/site".into(),
-                settings: Default::default(),
-                job_user: None,
-                trust_jobs: false,
-                limits: Default::default(),
-                tls: None,
-                public_url: None,
+                ..usher_server::ServeOptions::new(&dir)
             })
             .await
             .unwrap()

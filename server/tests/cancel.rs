@@ -328,19 +328,9 @@ async fn a_restarted_runner_removes_stale_build_directories() {
     std::fs::create_dir_all(builds.join("job-999.usher")).unwrap();
     std::fs::write(builds.join("keep.txt"), "not ours").unwrap();
     let server = usher_server::start(usher_server::ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: usher_server::default_database_url(data_dir.path()),
-        data_dir: data_dir.path().to_path_buf(),
         local_runners: 1,
-        demo: false,
         admin_token: Some(ADMIN_TOKEN.into()),
-        site_root: "target/site".into(),
-        settings: Default::default(),
-        job_user: None,
-        trust_jobs: false,
-        limits: Default::default(),
-        tls: None,
-        public_url: None,
+        ..usher_server::ServeOptions::new(data_dir.path())
     })
     .await
     .unwrap();

@@ -430,19 +430,10 @@ async fn repository_credentials_work_and_never_show() {
 async fn the_demo_pipeline_checks_out_code_and_cancels_cleanly() {
     let data_dir = tempfile::tempdir().unwrap();
     let server = usher_server::start(usher_server::ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: usher_server::default_database_url(data_dir.path()),
-        data_dir: data_dir.path().to_path_buf(),
         local_runners: 1,
         demo: true,
         admin_token: Some(ADMIN_TOKEN.into()),
-        site_root: "target/site".into(),
-        settings: Default::default(),
-        job_user: None,
-        trust_jobs: false,
-        limits: Default::default(),
-        tls: None,
-        public_url: None,
+        ..usher_server::ServeOptions::new(data_dir.path())
     })
     .await
     .unwrap();

@@ -257,22 +257,12 @@ async fn idle_and_half_sent_connections_are_bounded() {
     use tokio::io::AsyncReadExt;
     let data_dir = tempfile::tempdir().unwrap();
     let server = usher_server::start(usher_server::ServeOptions {
-        addr: "127.0.0.1:0".parse().unwrap(),
-        database_url: usher_server::default_database_url(data_dir.path()),
-        data_dir: data_dir.path().to_path_buf(),
-        local_runners: 0,
-        demo: false,
         admin_token: Some(ADMIN_TOKEN.into()),
-        site_root: "target/site".into(),
-        settings: Default::default(),
-        job_user: None,
-        trust_jobs: false,
         limits: usher_server::listener::ConnectionLimits {
             max_connections: 5,
             header_timeout: Duration::from_secs(1),
         },
-        tls: None,
-        public_url: None,
+        ..usher_server::ServeOptions::new(data_dir.path())
     })
     .await
     .unwrap();

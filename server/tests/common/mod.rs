@@ -55,21 +55,13 @@ impl TestServer {
 
     pub async fn start_with(database_url: Option<String>, local_runners: u32, settings: usher_engine::Settings) -> TestServer {
         let data_dir = tempfile::tempdir().unwrap();
+        let defaults = ServeOptions::new(data_dir.path());
         let server = start(ServeOptions {
-            addr: "127.0.0.1:0".parse().unwrap(),
-            database_url: database_url.unwrap_or_else(|| usher_server::default_database_url(data_dir.path())),
+            database_url: database_url.unwrap_or(defaults.database_url.clone()),
             settings,
-            data_dir: data_dir.path().to_path_buf(),
             local_runners,
-            demo: false,
             admin_token: Some(ADMIN_TOKEN.into()),
-            site_root: "target/site".into(),
-
-            job_user: None,
-            trust_jobs: false,
-            limits: Default::default(),
-            tls: None,
-            public_url: None,
+            ..defaults
         })
         .await
         .expect("server starts");
