@@ -23,6 +23,7 @@ pub fn Header(viewer: Viewer) -> impl IntoView {
                 <a href="/projects">"Projects"</a>
                 <a href="/admin/jobs?status=canceling">"Cleanups"</a>
                 <a href="/admin/runners">"Runners"</a>
+                {viewer.role.may(Action::Administer).then(|| view! { <a href="/admin/users">"Users"</a> })}
             </nav>
             <span class="who">{viewer.name} " · " {viewer.role.as_str()}</span>
             <form method="post" action="/auth/logout">

@@ -57,6 +57,7 @@ pub fn App() -> impl IntoView {
                 <Route path=path!("/jobs/:id") view=pages::job::JobPage ssr=SsrMode::Async/>
                 <Route path=path!("/admin/jobs") view=pages::admin::AdminJobsPage ssr=SsrMode::Async/>
                 <Route path=path!("/admin/runners") view=pages::admin::AdminRunnersPage ssr=SsrMode::Async/>
+                <Route path=path!("/admin/users") view=pages::users::AdminUsersPage ssr=SsrMode::Async/>
             </Routes>
         </Router>
     }

@@ -72,6 +72,12 @@ pub struct ProjectsData {
     pub projects: Vec<Project>,
 }
 
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AdminUsersData {
+    pub viewer: Viewer,
+    pub users: Vec<usher_core::api::UserInfo>,
+}
+
 #[cfg(feature = "ssr")]
 mod ssr {
     use leptos::prelude::*;
@@ -334,4 +340,50 @@ pub async fn update_project_form(
         ssh_private_key: None,
     };
     engine.update_project(&actor, id, request).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn admin_users_page() -> Result<AdminUsersData, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let users = engine.list_users(&actor).await.map_err(ssr::fail)?;
+    Ok(AdminUsersData {
+        viewer: ssr::viewer(&actor),
+        users,
+    })
+}
+
+/// The role a form names.
+#[cfg(feature = "ssr")]
+fn role_arg(role: &str) -> Result<Role, ServerFnError> {
+    Role::parse(role).ok_or_else(|| ssr::fail(usher_engine::EngineError::BadRequest(format!("`{role}` is not a role"))))
+}
+
+#[server(prefix = "/ui")]
+pub async fn add_user_form(name: String, role: String, password: String) -> Result<(), ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let role = role_arg(&role)?;
+    engine
+        .create_user(&actor, &name, role, Some(password.as_str()))
+        .await
+        .map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn set_role_form(name: String, role: String) -> Result<(), ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let role = role_arg(&role)?;
+    engine.set_role(&actor, &name, role).await.map_err(ssr::fail)
+}
+
+/// A new API token for a user: the answer is the only time it is shown.
+#[server(prefix = "/ui")]
+pub async fn create_token_form(name: String) -> Result<String, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.create_token_for(&actor, &name).await.map_err(ssr::fail)
+}
+
+#[server(prefix = "/ui")]
+pub async fn revoke_token_form(token_id: i64) -> Result<(), ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.revoke_token_id(&actor, token_id).await.map_err(ssr::fail)
 }

@@ -238,6 +238,24 @@ pub struct RunnerInfo {
     pub active_jobs: Vec<i64>,
 }
 
+/// A user as the admin page shows it (never a password or a token, only their ids).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserInfo {
+    pub name: String,
+    pub role: crate::roles::Role,
+    pub created_at: String,
+    pub has_password: bool,
+    pub tokens: Vec<TokenInfo>,
+}
+
+/// One API token of a user: when it was made and whether it was revoked.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenInfo {
+    pub id: i64,
+    pub created_at: String,
+    pub revoked: bool,
+}
+
 /// One text frame of the event websocket.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

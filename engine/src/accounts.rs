@@ -2,7 +2,7 @@
 //! sign-out). Secrets leave here once, in clear, to be shown to their owner; only their
 //! hashes are kept.
 
-use usher_core::roles::Role;
+use usher_core::roles::{Action, Role};
 
 use crate::auth::{Credentials, hash_password, hash_token, new_token};
 use crate::{Actor, Engine, EngineError, format_time};
@@ -54,6 +54,50 @@ impl Engine {
         }
         let hash = password.map(hash_password).transpose()?;
         self.store().create_user(name, role, hash.as_deref()).await
+    }
+
+    /// The users and their tokens (the admin page).
+    pub async fn list_users(&self, actor: &Actor) -> Result<Vec<usher_core::api::UserInfo>, EngineError> {
+        actor.require(Action::Administer)?;
+        self.store().list_users().await
+    }
+
+    /// An admin adds a user (the admin page; `usher user add` on the server's machine).
+    pub async fn create_user(&self, actor: &Actor, name: &str, role: Role, password: Option<&str>) -> Result<(), EngineError> {
+        actor.require(Action::Administer)?;
+        usher_core::names::check_name("user", name).map_err(EngineError::BadRequest)?;
+        self.add_user(name.trim(), role, password.filter(|p| !p.is_empty()))
+            .await
+            .map(|_| ())
+    }
+
+    /// An admin changes a user's role; an admin cannot take their own admin role away.
+    pub async fn set_role(&self, actor: &Actor, name: &str, role: Role) -> Result<(), EngineError> {
+        actor.require(Action::Administer)?;
+        if name == actor.name && role != Role::Admin {
+            return Err(EngineError::BadRequest("you cannot take away your own admin role".into()));
+        }
+        if self.store().set_role(name, role).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("user `{name}`")))
+        }
+    }
+
+    /// An admin makes a new API token for a user; the token is shown only in this answer.
+    pub async fn create_token_for(&self, actor: &Actor, name: &str) -> Result<String, EngineError> {
+        actor.require(Action::Administer)?;
+        self.create_api_token(name).await
+    }
+
+    /// An admin revokes an API token by its id (it stops working at once).
+    pub async fn revoke_token_id(&self, actor: &Actor, id: i64) -> Result<(), EngineError> {
+        actor.require(Action::Administer)?;
+        if self.store().revoke_api_token_id(id).await? {
+            Ok(())
+        } else {
+            Err(EngineError::NotFound(format!("a live API token #{id}")))
+        }
     }
 
     /// `usher user password NAME`: a new password; the user's sessions end.

@@ -6,3 +6,4 @@ pub mod login;
 pub mod pipeline;
 pub mod pipelines;
 pub mod projects;
+pub mod users;

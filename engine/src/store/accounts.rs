@@ -8,6 +8,60 @@ use super::*;
 use crate::{Actor, EngineError, now};
 
 impl Store {
+    /// Every user with their API tokens (ids and dates only), by name.
+    pub async fn list_users(&self) -> Result<Vec<usher_core::api::UserInfo>, EngineError> {
+        let users = sqlx::query("SELECT id, name, role, password_hash, created_at FROM users ORDER BY name")
+            .fetch_all(&self.pool)
+            .await?;
+        let tokens = sqlx::query("SELECT id, user_id, created_at, revoked_at FROM api_tokens ORDER BY id")
+            .fetch_all(&self.pool)
+            .await?;
+        users
+            .iter()
+            .map(|u| {
+                let id: i64 = u.try_get("id")?;
+                let role: String = u.try_get("role")?;
+                let mut mine = Vec::new();
+                for t in &tokens {
+                    if t.try_get::<i64, _>("user_id")? == id {
+                        mine.push(usher_core::api::TokenInfo {
+                            id: t.try_get("id")?,
+                            created_at: t.try_get("created_at")?,
+                            revoked: t.try_get::<Option<String>, _>("revoked_at")?.is_some(),
+                        });
+                    }
+                }
+                Ok(usher_core::api::UserInfo {
+                    name: u.try_get("name")?,
+                    role: Role::parse(&role).ok_or_else(|| EngineError::Internal(format!("unknown role `{role}`")))?,
+                    created_at: u.try_get("created_at")?,
+                    has_password: u.try_get::<Option<String>, _>("password_hash")?.is_some(),
+                    tokens: mine,
+                })
+            })
+            .collect()
+    }
+
+    /// False if there is no such user.
+    pub async fn set_role(&self, name: &str, role: Role) -> Result<bool, EngineError> {
+        let done = sqlx::query("UPDATE users SET role = $1 WHERE name = $2")
+            .bind(role.as_str())
+            .bind(name)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Revokes an API token by its id; false if no live token has it.
+    pub async fn revoke_api_token_id(&self, id: i64) -> Result<bool, EngineError> {
+        let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+            .bind(now())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// A user's new password hash; their sessions end. False if there is no such user.
     pub async fn set_password_hash(&self, name: &str, hash: &str) -> Result<bool, EngineError> {
         let mut tx = self.pool.begin().await?;
