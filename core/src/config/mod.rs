@@ -140,6 +140,8 @@ pub use parser::parse;
 pub mod limits;
 #[cfg(feature = "parser")]
 mod parser;
+#[cfg(feature = "parser")]
+mod raw;
 
 #[cfg(test)]
 mod tests {
