@@ -16,10 +16,12 @@ use crate::{Actor, EngineError};
 
 mod accounts;
 mod artifacts;
+mod claims;
 mod jobs;
 mod logs;
 mod pipelines;
 mod projects;
+mod retries;
 mod runners;
 mod transitions;
 

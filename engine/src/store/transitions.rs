@@ -15,7 +15,7 @@ use usher_core::status::{JobEvent, Outcome, Status, next};
 use super::*;
 use crate::{EngineError, now};
 
-type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
+pub(super) type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
 
 /// Everything a transition may record besides the new status.
 #[derive(Clone, Debug, Default)]
@@ -187,49 +187,6 @@ impl Store {
         Ok(Some(Committed { jobs, pipeline }))
     }
 
-    /// A new `created` attempt of job `old` (refused if `old` was retried already).
-    async fn new_attempt_in(&self, tx: &mut Tx<'_>, old: i64, actor: &str) -> Result<Transitioned, EngineError> {
-        let t = now();
-        let marked = sqlx::query("UPDATE jobs SET retried = 1 WHERE id = $1 AND retried = 0")
-            .bind(old)
-            .execute(&mut **tx)
-            .await?;
-        if marked.rows_affected() != 1 {
-            return Err(EngineError::InvalidTransition(format!(
-                "job {old} was retried already: retry its newest attempt"
-            )));
-        }
-        let row = sqlx::query(
-            "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, \
-             created_at, tags, retry_of) \
-             SELECT pipeline_id, project_id, name, stage, stage_index, needs, $1, interruptible, spec, $2, tags, id \
-             FROM jobs WHERE id = $3 RETURNING id",
-        )
-        .bind(Status::Created.as_str())
-        .bind(&t)
-        .bind(old)
-        .fetch_one(&mut **tx)
-        .await?;
-        let id: i64 = row.try_get("id")?;
-        sqlx::query("INSERT INTO job_events (job_id, at, from_status, to_status, actor, detail) VALUES ($1, $2, NULL, $3, $4, $5)")
-            .bind(id)
-            .bind(&t)
-            .bind(Status::Created.as_str())
-            .bind(actor)
-            .bind(format!("retry of job #{old}"))
-            .execute(&mut **tx)
-            .await?;
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-            .bind(id)
-            .fetch_one(&mut **tx)
-            .await?;
-        Ok(Transitioned {
-            job: job_from_row(&row)?,
-            from: Status::Created,
-            changed: true,
-        })
-    }
-
     /// PostgreSQL: transitions of one pipeline take turns, so each re-derivation of the
     /// pipeline status sees every job change committed before it.
     async fn lock_pipeline(&self, tx: &mut Tx<'_>, pipeline_id: i64) -> Result<(), EngineError> {
@@ -256,65 +213,6 @@ impl Store {
         .await?
         .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
         Ok(row.try_get("id")?)
-    }
-
-    /// The next pending job and its pipeline, shared fairly between projects: the oldest
-    /// pending job of the project with the fewest active jobs, and among those the one
-    /// served least recently (so one project's 10,000-job pipeline cannot hold every
-    /// runner while other projects wait). On PostgreSQL both
-    /// rows are locked, skipping rows another replica holds.
-    async fn next_pending_in(&self, tx: &mut Tx<'_>, runner_tags: &[String]) -> Result<Option<(i64, i64)>, EngineError> {
-        let active = sql_statuses(StatusGroup::Active);
-        let busy: std::collections::HashMap<i64, i64> = sqlx::query(&format!(
-            "SELECT project_id, COUNT(*) AS n FROM jobs WHERE status IN ({active}) GROUP BY project_id"
-        ))
-        .fetch_all(&mut **tx)
-        .await?
-        .iter()
-        .map(|r| Ok((r.try_get("project_id")?, r.try_get("n")?)))
-        .collect::<Result<_, sqlx::Error>>()?;
-        // The oldest pending job of each project that this runner may take (it has every
-        // tag the job asks for).
-        let pending = sqlx::query("SELECT id, project_id, tags FROM jobs WHERE status = $1 ORDER BY id LIMIT 2000")
-            .bind(Status::Pending.as_str())
-            .fetch_all(&mut **tx)
-            .await?;
-        let mut candidates: Vec<(i64, i64)> = Vec::new();
-        for r in &pending {
-            let project: i64 = r.try_get("project_id")?;
-            let tags = tags_from(r.try_get("tags")?);
-            if tags.iter().all(|t| runner_tags.contains(t)) && !candidates.iter().any(|(p, _)| *p == project) {
-                candidates.push((project, r.try_get("id")?));
-            }
-        }
-        // Then the project served least recently, then the oldest job.
-        let mut last_start = std::collections::HashMap::new();
-        for (project, _) in &candidates {
-            let row = sqlx::query("SELECT MAX(started_at) AS t FROM jobs WHERE project_id = $1")
-                .bind(project)
-                .fetch_one(&mut **tx)
-                .await?;
-            last_start.insert(*project, row.try_get::<Option<String>, _>("t")?);
-        }
-        candidates.sort_by_key(|(project, job)| (busy.get(project).copied().unwrap_or(0), last_start[project].clone(), *job));
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE OF j, p SKIP LOCKED",
-            Backend::Sqlite => "",
-        };
-        for (_, job_id) in candidates {
-            let row = sqlx::query(&format!(
-                "SELECT j.id, j.pipeline_id FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
-                 WHERE j.id = $1 AND j.status = $2{lock}"
-            ))
-            .bind(job_id)
-            .bind(Status::Pending.as_str())
-            .fetch_optional(&mut **tx)
-            .await?;
-            if let Some(r) = row {
-                return Ok(Some((r.try_get("id")?, r.try_get("pipeline_id")?)));
-            }
-        }
-        Ok(None)
     }
 
     /// One job's transition inside `tx`; None when another writer moved it first.
