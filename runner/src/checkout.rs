@@ -24,7 +24,7 @@ use usher_core::protocol::Checkout;
 use usher_core::repository::short_sha;
 
 use crate::control::Control;
-use crate::executor::JobRun;
+use crate::job_run::JobRun;
 use crate::procs;
 
 /// How a checkout ended.

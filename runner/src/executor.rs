@@ -9,13 +9,10 @@
 //! that is still the job's (see `procs::JobMarks`) is killed, and artifacts are uploaded
 //! (when their `when` matches). Abort kills everything at once and uploads nothing.
 
-use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use tokio::process::Command;
 use tokio::sync::mpsc;
 use usher_core::api::{AfterScriptResult, FailureReason};
 use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
@@ -23,11 +20,11 @@ use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
 use crate::control::Control;
-use crate::isolation::{self, Confinement, JobCgroup, JobIsolation};
+use crate::isolation::{Confinement, JobCgroup, JobIsolation};
+use crate::job_run::JobRun;
 use crate::logsink::{self, LogHandle};
-use crate::output::OutputPump;
-use crate::procs::{self, COOKIE_VAR, JobMarks};
-use crate::script::{PASSED_THROUGH, after_script_text, script_text};
+use crate::procs::{self, JobMarks};
+use crate::script::{after_script_text, script_text};
 
 /// How the job ended on the runner.
 #[derive(Debug, PartialEq)]
@@ -56,110 +53,6 @@ pub struct JobHost {
     pub isolation: JobIsolation,
     /// This runner's directory of job cgroups, when it may create them.
     pub cgroups: Option<PathBuf>,
-}
-
-/// One job's run: what every step needs.
-pub(crate) struct JobRun<'a> {
-    pub(crate) job: &'a JobAssignment,
-    pub(crate) build_dir: PathBuf,
-    meta_dir: PathBuf,
-    home_dir: PathBuf,
-    state_file: PathBuf,
-    pub(crate) marks: JobMarks,
-    confinement: Confinement,
-    pub(crate) log: LogHandle,
-    /// Where this runner keeps its repository caches.
-    pub(crate) caches: PathBuf,
-}
-
-impl JobRun<'_> {
-    /// Starts `bash file` in its own process group, confined (job user, cgroup), with
-    /// output into the job log.
-    fn spawn_bash(&self, file: &Path) -> std::io::Result<(tokio::process::Child, OutputPump)> {
-        let (reader, writer) = std::io::pipe()?;
-        self.marks.add_pipe(reader.as_fd());
-        let mut cmd = Command::new("bash");
-        cmd.arg("--noprofile")
-            .arg("--norc")
-            .arg(file)
-            .current_dir(&self.build_dir)
-            // Only a few variables of the runner's own environment reach a job: a local
-            // runner lives in the server process, whose environment holds secrets.
-            .env_clear()
-            .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())));
-        if let Some(user) = self.confinement.user() {
-            cmd.env("HOME", &self.home_dir).env("USER", &user.name).env("LOGNAME", &user.name);
-        }
-        cmd.envs(self.job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("CI_PROJECT_DIR", &self.build_dir)
-            .env(COOKIE_VAR, &self.marks.cookie)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer.try_clone()?))
-            .stderr(Stdio::from(writer))
-            .process_group(0)
-            .kill_on_drop(false);
-        self.confinement.apply(&mut cmd);
-        let child = cmd.spawn()?;
-        drop(cmd); // closes our copies of the pipe's write end
-        let pump = OutputPump::start(reader, self.log.clone())?;
-        Ok((child, pump))
-    }
-
-    /// Starts a tool of the runner's (git, for the checkout) in its own process group,
-    /// inside the job's cgroup, with its output in the job log. `as_job`: as the job user
-    /// (what touches the build directory); else as the runner (what touches its cache).
-    pub(crate) fn spawn_tool(
-        &self,
-        program: &str,
-        args: &[&std::ffi::OsStr],
-        cwd: &Path,
-        env: &[(String, String)],
-        as_job: bool,
-    ) -> std::io::Result<(tokio::process::Child, OutputPump)> {
-        let (reader, writer) = std::io::pipe()?;
-        self.marks.add_pipe(reader.as_fd());
-        let mut cmd = Command::new(program);
-        cmd.args(args)
-            .current_dir(cwd)
-            .env_clear()
-            .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())))
-            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-            .env("LC_ALL", "C")
-            .env(COOKIE_VAR, &self.marks.cookie)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer.try_clone()?))
-            .stderr(Stdio::from(writer))
-            .process_group(0)
-            .kill_on_drop(false);
-        if as_job {
-            if let Some(user) = self.confinement.user() {
-                cmd.env("HOME", &self.home_dir).env("USER", &user.name);
-            }
-            self.confinement.apply(&mut cmd);
-        } else {
-            self.confinement.runner_side().apply(&mut cmd);
-        }
-        let child = cmd.spawn()?;
-        drop(cmd);
-        let pump = OutputPump::start(reader, self.log.clone())?;
-        Ok((child, pump))
-    }
-
-    /// Writes a file the job's bash will read, owned by the job user.
-    fn write_for_job(&self, file: &Path, text: &str) -> std::io::Result<()> {
-        std::fs::write(file, text)?;
-        isolation::give_to(file, self.confinement.user())
-    }
-
-    /// Fresh, empty directories for the job, owned by the job user.
-    fn make_dirs(&self) -> std::io::Result<()> {
-        let _ = std::fs::remove_dir_all(&self.build_dir);
-        let _ = std::fs::remove_dir_all(&self.meta_dir);
-        std::fs::create_dir_all(&self.build_dir)?;
-        std::fs::create_dir_all(&self.home_dir)?;
-        isolation::give_to(&self.build_dir, self.confinement.user())?;
-        isolation::give_to(&self.meta_dir, self.confinement.user())
-    }
 }
 
 /// Waits for the script, a control message or the timeout.

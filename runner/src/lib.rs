@@ -8,6 +8,7 @@ pub mod checkout;
 pub mod control;
 pub mod executor;
 pub mod isolation;
+pub mod job_run;
 pub mod logging;
 pub mod logsink;
 pub mod output;

@@ -1,0 +1,121 @@
+//! One job's run on this runner: its directories (build directory, script and state
+//! beside it, the job user's home), its confinement and marks, and how it starts
+//! processes (the job's bash, the runner's tools) so each is confined, marked as the
+//! job's and logged.
+
+use std::os::fd::AsFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use tokio::process::Command;
+use usher_core::protocol::JobAssignment;
+
+use crate::isolation::{self, Confinement};
+use crate::logsink::LogHandle;
+use crate::output::OutputPump;
+use crate::procs::{COOKIE_VAR, JobMarks};
+use crate::script::PASSED_THROUGH;
+
+/// One job's run: what every step needs.
+pub(crate) struct JobRun<'a> {
+    pub(crate) job: &'a JobAssignment,
+    pub(crate) build_dir: PathBuf,
+    pub(crate) meta_dir: PathBuf,
+    pub(crate) home_dir: PathBuf,
+    pub(crate) state_file: PathBuf,
+    pub(crate) marks: JobMarks,
+    pub(crate) confinement: Confinement,
+    pub(crate) log: LogHandle,
+    /// Where this runner keeps its repository caches.
+    pub(crate) caches: PathBuf,
+}
+
+impl JobRun<'_> {
+    /// Starts `bash file` in its own process group, confined (job user, cgroup), with
+    /// output into the job log.
+    pub(crate) fn spawn_bash(&self, file: &Path) -> std::io::Result<(tokio::process::Child, OutputPump)> {
+        let (reader, writer) = std::io::pipe()?;
+        self.marks.add_pipe(reader.as_fd());
+        let mut cmd = Command::new("bash");
+        cmd.arg("--noprofile")
+            .arg("--norc")
+            .arg(file)
+            .current_dir(&self.build_dir)
+            // Only a few variables of the runner's own environment reach a job: a local
+            // runner lives in the server process, whose environment holds secrets.
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())));
+        if let Some(user) = self.confinement.user() {
+            cmd.env("HOME", &self.home_dir).env("USER", &user.name).env("LOGNAME", &user.name);
+        }
+        cmd.envs(self.job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("CI_PROJECT_DIR", &self.build_dir)
+            .env(COOKIE_VAR, &self.marks.cookie)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer.try_clone()?))
+            .stderr(Stdio::from(writer))
+            .process_group(0)
+            .kill_on_drop(false);
+        self.confinement.apply(&mut cmd);
+        let child = cmd.spawn()?;
+        drop(cmd); // closes our copies of the pipe's write end
+        let pump = OutputPump::start(reader, self.log.clone())?;
+        Ok((child, pump))
+    }
+
+    /// Starts a tool of the runner's (git, for the checkout) in its own process group,
+    /// inside the job's cgroup, with its output in the job log. `as_job`: as the job user
+    /// (what touches the build directory); else as the runner (what touches its cache).
+    pub(crate) fn spawn_tool(
+        &self,
+        program: &str,
+        args: &[&std::ffi::OsStr],
+        cwd: &Path,
+        env: &[(String, String)],
+        as_job: bool,
+    ) -> std::io::Result<(tokio::process::Child, OutputPump)> {
+        let (reader, writer) = std::io::pipe()?;
+        self.marks.add_pipe(reader.as_fd());
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .current_dir(cwd)
+            .env_clear()
+            .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())))
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("LC_ALL", "C")
+            .env(COOKIE_VAR, &self.marks.cookie)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer.try_clone()?))
+            .stderr(Stdio::from(writer))
+            .process_group(0)
+            .kill_on_drop(false);
+        if as_job {
+            if let Some(user) = self.confinement.user() {
+                cmd.env("HOME", &self.home_dir).env("USER", &user.name);
+            }
+            self.confinement.apply(&mut cmd);
+        } else {
+            self.confinement.runner_side().apply(&mut cmd);
+        }
+        let child = cmd.spawn()?;
+        drop(cmd);
+        let pump = OutputPump::start(reader, self.log.clone())?;
+        Ok((child, pump))
+    }
+
+    /// Writes a file the job's bash will read, owned by the job user.
+    pub(crate) fn write_for_job(&self, file: &Path, text: &str) -> std::io::Result<()> {
+        std::fs::write(file, text)?;
+        isolation::give_to(file, self.confinement.user())
+    }
+
+    /// Fresh, empty directories for the job, owned by the job user.
+    pub(crate) fn make_dirs(&self) -> std::io::Result<()> {
+        let _ = std::fs::remove_dir_all(&self.build_dir);
+        let _ = std::fs::remove_dir_all(&self.meta_dir);
+        std::fs::create_dir_all(&self.build_dir)?;
+        std::fs::create_dir_all(&self.home_dir)?;
+        isolation::give_to(&self.build_dir, self.confinement.user())?;
+        isolation::give_to(&self.meta_dir, self.confinement.user())
+    }
+}
