@@ -125,7 +125,7 @@ fn JobView(data: JobPageData) -> impl IntoView {
             {first.retry_of.map(|old| view! { <p class="muted">"A retry of " <a href=format!("/jobs/{old}")>"job #" {old}</a></p> })}
             {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <JobFacts job=job/>
-            <h2>"Log"</h2>
+            <h2>"Log" " " <a class="raw" rel="external" href=format!("/api/v1/jobs/{id}/log") data-testid="raw-log">"raw"</a></h2>
             <pre class="log" data-testid="log">
                 {move || log.with(|l| ansi::parse(l)).into_iter().map(|run| view! { <span class=run.class>{run.text}</span> }).collect_view()}
             </pre>

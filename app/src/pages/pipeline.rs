@@ -159,9 +159,16 @@ fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<Ca
         <li class="job" data-job-id=id data-job-name=name.clone()>
             <a class="job-name" href=format!("/jobs/{id}")>{label}</a>
             <StatusBadge status=status/>
+            {move || job().and_then(|j| finished_after(&j)).map(|d| view! { <span class="muted took" data-testid="job-took">{d}</span> })}
             {move || job().is_some_and(|j| j.retried).then(|| view! { <span class="muted">" (retried)"</span> })}
             <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
             <RetryJobButton id=id status=status retried=Signal::derive(move || job().is_some_and(|j| j.retried)) role=role/>
         </li>
     }
+}
+
+/// How long a finished job ran ("2m 14s"); None while it has not finished.
+fn finished_after(job: &Job) -> Option<String> {
+    let finished = job.finished_at.as_deref()?;
+    crate::time::took(finished, job.started_at.as_deref(), Some(finished))
 }
