@@ -11,7 +11,7 @@
 //! URL, an argument or a message.
 
 use std::collections::HashMap;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -23,9 +23,6 @@ use crate::store::ProjectSecrets;
 
 /// How long one fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// The askpass helper git runs for a username or password.
-const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"$USHER_GIT_USERNAME\" ;;\n  *) printf '%s\\n' \"$USHER_GIT_PASSWORD\" ;;\nesac\n";
 
 pub struct Repos {
     root: Option<PathBuf>,
@@ -121,33 +118,8 @@ impl Repos {
             .await
             .map_err(|e| EngineError::Internal(format!("git init: {e}")))?;
         }
-        remove_stale_locks(mirror);
-        let askpass = root.join(".askpass");
-        if !askpass.exists() {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o700)
-                .open(&askpass)
-                .map_err(io)?;
-            std::io::Write::write_all(&mut f, ASKPASS.as_bytes()).map_err(io)?;
-        }
-        let key_file = match &secrets.ssh_private_key {
-            Some(key) => {
-                let path = root.join(format!(".key-{}", hex::encode(rand::random::<[u8; 8]>())));
-                let mut f = std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&path)
-                    .map_err(io)?;
-                std::io::Write::write_all(&mut f, key.trim_end().as_bytes()).map_err(io)?;
-                std::io::Write::write_all(&mut f, b"\n").map_err(io)?;
-                Some(path)
-            }
-            None => None,
-        };
+        usher_git::remove_stale_locks(mirror);
+        let access = usher_git::GitAccess::prepare(root, secrets.credentials.as_ref(), secrets.ssh_private_key.as_deref()).map_err(io)?;
         let mut cmd = tokio::process::Command::new("git");
         cmd.arg("-C")
             .arg(mirror)
@@ -162,13 +134,9 @@ impl Repos {
             ])
             .arg("--")
             .arg(url)
-            .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"])
-            .env("GIT_ASKPASS", &askpass);
-        let env = auth_env(secrets, key_file.as_deref());
-        let result = tokio::time::timeout(FETCH_TIMEOUT, run(&mut cmd, &env)).await;
-        if let Some(path) = key_file {
-            let _ = std::fs::remove_file(path);
-        }
+            .args(["+refs/heads/*:refs/heads/*", "+refs/tags/*:refs/tags/*"]);
+        let result = tokio::time::timeout(FETCH_TIMEOUT, run(&mut cmd, access.env())).await;
+        drop(access);
         let redact = |text: String| match &secrets.credentials {
             Some(c) if !c.password.is_empty() => text.replace(&c.password, "***"),
             _ => text,
@@ -181,25 +149,6 @@ impl Repos {
             ))),
         }
     }
-}
-
-/// The environment that hands a repository's credentials to git.
-fn auth_env(secrets: &ProjectSecrets, key_file: Option<&Path>) -> Vec<(String, String)> {
-    let mut env = vec![("GIT_TERMINAL_PROMPT".to_string(), "0".to_string())];
-    if let Some(c) = &secrets.credentials {
-        env.push(("USHER_GIT_USERNAME".into(), c.username.clone()));
-        env.push(("USHER_GIT_PASSWORD".into(), c.password.clone()));
-    }
-    if let Some(key) = key_file {
-        env.push((
-            "GIT_SSH_COMMAND".into(),
-            format!(
-                "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
-                key.display()
-            ),
-        ));
-    }
-    env
 }
 
 /// A git command's standard output, or its standard error as the failure.
@@ -230,29 +179,4 @@ async fn rev_parse(mirror: &Path, what: &str) -> Option<String> {
     git(mirror, &["rev-parse", "--verify", "--quiet", what])
         .await
         .map(|s| s.trim().to_string())
-}
-
-/// Lock files a killed git left behind; only ever called while holding the mirror's lock.
-fn remove_stale_locks(repo: &Path) {
-    for entry in walk(repo) {
-        if entry.extension().is_some_and(|e| e == "lock") {
-            let _ = std::fs::remove_file(entry);
-        }
-    }
-}
-
-fn walk(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return out };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if path.file_name().is_some_and(|n| n != "objects") {
-                out.extend(walk(&path));
-            }
-        } else {
-            out.push(path);
-        }
-    }
-    out
 }

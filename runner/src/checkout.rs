@@ -13,7 +13,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -35,8 +35,6 @@ pub enum CheckoutEnd {
     /// A cancel, shutdown or abort arrived; git's group is dead already.
     Stopped(Control),
 }
-
-const ASKPASS: &str = "#!/bin/sh\ncase \"$1\" in\n  Username*) printf '%s\\n' \"$USHER_GIT_USERNAME\" ;;\n  *) printf '%s\\n' \"$USHER_GIT_PASSWORD\" ;;\nesac\n";
 
 /// One lock per cache: fetches into it take turns, across this process's jobs.
 fn cache_lock(cache: &Path) -> Arc<tokio::sync::Mutex<()>> {
@@ -140,34 +138,11 @@ async fn fetch(run: &JobRun<'_>, spec: &Checkout, cache: &Path, control: &mut mp
             Err(end) => return Some(end),
         }
     }
-    remove_stale_locks(cache);
-    let key_file = match &spec.ssh_private_key {
-        Some(key) => match write_private(&run.caches, key) {
-            Ok(path) => Some(path),
-            Err(e) => return Some(CheckoutEnd::Failed(format!("cannot write the SSH key: {e}"))),
-        },
-        None => None,
+    usher_git::remove_stale_locks(cache);
+    let access = match usher_git::GitAccess::prepare(&run.caches, spec.credentials.as_ref(), spec.ssh_private_key.as_deref()) {
+        Ok(access) => access,
+        Err(e) => return Some(CheckoutEnd::Failed(format!("cannot prepare git's credentials: {e}"))),
     };
-    let mut env = vec![
-        ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
-        (
-            "GIT_ASKPASS".to_string(),
-            run.caches.join(".askpass").to_string_lossy().into_owned(),
-        ),
-    ];
-    if let Some(c) = &spec.credentials {
-        env.push(("USHER_GIT_USERNAME".into(), c.username.clone()));
-        env.push(("USHER_GIT_PASSWORD".into(), c.password.clone()));
-    }
-    if let Some(key) = &key_file {
-        env.push((
-            "GIT_SSH_COMMAND".into(),
-            format!(
-                "ssh -i '{}' -o IdentitiesOnly=yes -o BatchMode=yes -o StrictHostKeyChecking=accept-new",
-                key.display()
-            ),
-        ));
-    }
     let args: Vec<&OsStr> = vec![
         "-C".as_ref(),
         cache.as_os_str(),
@@ -185,10 +160,8 @@ async fn fetch(run: &JobRun<'_>, spec: &Checkout, cache: &Path, control: &mut mp
         "+refs/heads/*:refs/heads/*".as_ref(),
         "+refs/tags/*:refs/tags/*".as_ref(),
     ];
-    let fetched = git(run, &args, &run.caches, &env, false, control).await;
-    if let Some(key) = key_file {
-        let _ = std::fs::remove_file(key);
-    }
+    let fetched = git(run, &args, &run.caches, access.env(), false, control).await;
+    drop(access);
     match fetched {
         Ok(true) => {}
         Ok(false) => return Some(CheckoutEnd::Failed(format!("could not fetch {}", spec.url))),
@@ -249,8 +222,8 @@ async fn git(
     Err(CheckoutEnd::Stopped(stopped))
 }
 
-/// The cache directory (passable for the job user, whose clone reads the objects) and
-/// the askpass helper (the runner's only).
+/// The cache directory: passable for the job user, whose clone reads the objects (git's
+/// credential files in it are the runner's only, see `usher_git`).
 fn prepare_caches(caches: &Path) -> std::io::Result<()> {
     std::fs::create_dir_all(caches)?;
     std::fs::set_permissions(caches, std::fs::Permissions::from_mode(0o755))?;
@@ -261,37 +234,7 @@ fn prepare_caches(caches: &Path) -> std::io::Result<()> {
         std::fs::write(&job_config, "[safe]\n\tdirectory = *\n")?;
         std::fs::set_permissions(&job_config, std::fs::Permissions::from_mode(0o644))?;
     }
-    let askpass = caches.join(".askpass");
-    if !askpass.exists() {
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .mode(0o700)
-            .open(&askpass)?;
-        std::io::Write::write_all(&mut f, ASKPASS.as_bytes())?;
-    }
     Ok(())
-}
-
-fn write_private(dir: &Path, key: &str) -> std::io::Result<PathBuf> {
-    let path = dir.join(format!(".key-{}", hex::encode(rand::random::<[u8; 8]>())));
-    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&path)?;
-    std::io::Write::write_all(&mut f, format!("{}\n", key.trim_end()).as_bytes())?;
-    Ok(path)
-}
-
-/// Lock files a killed git left in the cache (only called while holding its lock).
-fn remove_stale_locks(repo: &Path) {
-    for entry in walkdir::WalkDir::new(repo)
-        .into_iter()
-        .filter_entry(|e| e.file_name() != "objects")
-        .flatten()
-    {
-        if entry.file_type().is_file() && entry.path().extension().is_some_and(|e| e == "lock") {
-            let _ = std::fs::remove_file(entry.path());
-        }
-    }
 }
 
 #[cfg(test)]
