@@ -9,6 +9,7 @@
 //! - [`protocol`]: the messages between server and runner.
 //! - [`config`]: the CI YAML model (and, with the `parser` feature, its parser).
 //! - [`artifacts`]: when artifacts are kept and which paths are acceptable.
+//! - [`url`]: percent-encoding for the URLs Usher builds.
 
 pub mod api;
 pub mod artifacts;
@@ -21,6 +22,7 @@ pub mod push;
 pub mod repository;
 pub mod roles;
 pub mod status;
+pub mod url;
 
 pub use api::FailureReason;
 pub use status::{JobEvent, Outcome, RunnerCommand, Status, StatusGroup};

@@ -52,29 +52,10 @@ pub fn split_credentials(url: &str) -> Result<(String, Option<RepoCredentials>),
     }
     let (username, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
     let credentials = RepoCredentials {
-        username: percent_decode(username),
-        password: percent_decode(password),
+        username: crate::url::percent_decode(username),
+        password: crate::url::percent_decode(password),
     };
     Ok((format!("{scheme}://{host}{path}"), Some(credentials)))
-}
-
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok())) {
-            (b'%', Some(hex)) if u8::from_str_radix(hex, 16).is_ok() => {
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(0));
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The first `len` characters of a commit id (GitLab's short sha is 8).

@@ -161,17 +161,8 @@ async fn require_sign_in(State(state): State<AppState>, req: Request, next: Next
         next.run(req).await
     } else {
         let target = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
-        Redirect::to(&format!("/login?next={}", encode_query(target))).into_response()
+        Redirect::to(&format!("/login?next={}", usher_core::url::percent_encode(target))).into_response()
     }
-}
-
-fn encode_query(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 /// Only local paths, so the login form cannot bounce a user to another site.
@@ -224,7 +215,7 @@ async fn login(
             let next = form
                 .next
                 .as_deref()
-                .map(|n| format!("&next={}", encode_query(n)))
+                .map(|n| format!("&next={}", usher_core::url::percent_encode(n)))
                 .unwrap_or_default();
             Redirect::to(&format!("/login?error=1{next}")).into_response()
         }

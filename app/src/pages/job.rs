@@ -141,7 +141,7 @@ fn JobView(data: JobPageData) -> impl IntoView {
                                 {if a.expired {
                                     Either::Left(view! { <span class="muted">{a.path.clone()} " (expired, deleted)"</span> })
                                 } else {
-                                    Either::Right(view! { <a href=format!("/api/v1/jobs/{id}/artifacts/{}", encode_path(&a.path)) download="">{a.path.clone()}</a> })
+                                    Either::Right(view! { <a href=format!("/api/v1/jobs/{id}/artifacts/{}", usher_core::url::percent_encode(&a.path)) download="">{a.path.clone()}</a> })
                                 }}
                                 " " <span class="muted">{format_size(a.size)}</span>
                                 {a.expires_at.clone().filter(|_| !a.expired).map(|t| view! { <span class="muted">" · deleted after " {short_time(&t)}</span> })}
@@ -194,18 +194,6 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
             }}
         </dl>
     }
-}
-
-/// An artifact path as a URL path: characters that end or change a path are escaped.
-fn encode_path(path: &str) -> String {
-    let mut out = String::with_capacity(path.len());
-    for c in path.chars() {
-        match c {
-            '%' | '#' | '?' | ' ' | '"' | '<' | '>' | '\\' => out.push_str(&format!("%{:02X}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 fn format_size(bytes: u64) -> String {

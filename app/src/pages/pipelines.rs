@@ -59,7 +59,7 @@ fn PipelineList(data: PipelineListData, query: ListQuery) -> impl IntoView {
                 q.push(format!("status={status}"));
             }
             if !git_ref.is_empty() {
-                q.push(format!("ref={}", encode(&git_ref)));
+                q.push(format!("ref={}", usher_core::url::percent_encode(&git_ref)));
             }
             format!("?{}", q.join("&"))
         }
@@ -174,16 +174,6 @@ fn PipelineList(data: PipelineListData, query: ListQuery) -> impl IntoView {
             </Show>
         </main>
     }
-}
-
-/// A ref for a URL's query.
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' | b'/' => (b as char).to_string(),
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 #[component]
