@@ -7,11 +7,12 @@
 //! - [`ansi`]: job logs with ANSI colours turned into escaped, styled text.
 //! - [`pages`]: the routes of docs/api.md "Pages".
 
-pub mod ansi;
 pub mod components;
 pub mod live;
+pub mod log_view;
 pub mod pages;
 pub mod server;
+pub mod terminal;
 pub mod time;
 
 use leptos::prelude::*;

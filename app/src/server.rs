@@ -49,7 +49,14 @@ pub struct JobPageData {
     pub viewer: Viewer,
     pub job: Job,
     pub timeline: Vec<TimelineEvent>,
-    pub log: String,
+    /// The log as HTML lines, rendered on the server. Never serialized: a page rendered
+    /// on the server already holds it, and the browser fetches the text itself when it
+    /// builds the page (navigation), so a long log never travels twice.
+    #[serde(skip)]
+    pub log_html: String,
+    /// The log's length in bytes, and the renderer's state at its end.
+    pub log_length: u64,
+    pub log_state: crate::terminal::LogState,
     pub artifacts: Vec<Artifact>,
 }
 
@@ -177,13 +184,25 @@ pub async fn job_page(id: i64) -> Result<JobPageData, ServerFnError> {
     let timeline = engine.job_timeline(&actor, id).await.map_err(ssr::fail)?;
     let (log, _) = engine.job_log(&actor, id, 0).await.map_err(ssr::fail)?;
     let artifacts = engine.list_artifacts(&actor, id).await.map_err(ssr::fail)?;
+    let (log_html, log_state) = crate::terminal::render(&log);
     Ok(JobPageData {
         viewer: ssr::viewer(&actor),
         job,
         timeline,
-        log,
+        log_html,
+        log_length: log.len() as u64,
+        log_state,
         artifacts,
     })
+}
+
+/// A job and its timeline, re-read when the page's event socket (re)opens.
+#[server(prefix = "/ui")]
+pub async fn job_now(id: i64) -> Result<(Job, Vec<TimelineEvent>), ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let job = engine.get_job(&actor, id).await.map_err(ssr::fail)?;
+    let timeline = engine.job_timeline(&actor, id).await.map_err(ssr::fail)?;
+    Ok((job, timeline))
 }
 
 #[server(prefix = "/ui")]

@@ -261,8 +261,28 @@ pub struct TokenInfo {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum EventFrame {
-    Job { job: Job },
-    Pipeline { pipeline: Pipeline },
+    Job {
+        job: Job,
+    },
+    Pipeline {
+        pipeline: Pipeline,
+    },
+    /// Only on sockets filtered by `job_id`.
+    Log(LogAppend),
+}
+
+/// New output of a running job: its log's bytes from `offset` up to `length`. `text`
+/// is left out when the piece was too large for one frame; then read
+/// `/api/v1/jobs/{id}/log?offset=…`. A reader whose log is shorter than `offset` missed
+/// a piece and reads from its own length the same way.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LogAppend {
+    pub job_id: i64,
+    pub offset: u64,
+    pub length: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

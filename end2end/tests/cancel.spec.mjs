@@ -135,7 +135,7 @@ noisy:
   await page.goto(`${base()}/jobs/${id}`);
   const log = page.getByTestId('log');
   await expect(log).toContainText('<script>window.__injected = 1</script><b>bold?</b>', { timeout: 30_000 });
-  await expect(log.locator('span.ansi-fg-1')).toHaveText('red alert');
+  await expect(log.locator('span.f1')).toHaveText('red alert');
   await expect(log).not.toContainText('\u001b[');
   expect(await log.locator('script, b').count()).toBe(0);
   expect(await page.evaluate(() => window.__injected)).toBeUndefined();

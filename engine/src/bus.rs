@@ -2,10 +2,11 @@
 //! its transaction commits. The event websocket and the runner sessions subscribe.
 //! On SQLite the engine publishes directly; on PostgreSQL each replica's one listener
 //! connection receives every replica's changes (LISTEN/NOTIFY) and fans them out here,
-//! so a cancel made on replica A reaches websockets and runners on replica B.
+//! so a cancel made on replica A reaches websockets and runners on replica B. New log
+//! output travels the same two ways, on a channel of its own.
 
 use tokio::sync::broadcast;
-use usher_core::api::{Job, Pipeline};
+use usher_core::api::{Job, LogAppend, Pipeline};
 
 #[derive(Clone, Debug)]
 pub enum BusEvent {
@@ -14,15 +15,27 @@ pub enum BusEvent {
     Pipeline(Pipeline),
 }
 
+/// Status changes and log output travel separately: only sockets watching one job's log
+/// take log pieces, so a flood of output never makes a status subscriber fall behind.
 #[derive(Clone)]
 pub struct Bus {
     sender: broadcast::Sender<BusEvent>,
+    logs: broadcast::Sender<LogAppend>,
 }
 
 impl Bus {
     pub fn new(capacity: usize) -> Bus {
         let (sender, _) = broadcast::channel(capacity);
-        Bus { sender }
+        let (logs, _) = broadcast::channel(capacity);
+        Bus { sender, logs }
+    }
+
+    pub fn publish_log(&self, piece: LogAppend) {
+        let _ = self.logs.send(piece);
+    }
+
+    pub fn subscribe_logs(&self) -> broadcast::Receiver<LogAppend> {
+        self.logs.subscribe()
     }
 
     pub fn publish(&self, event: BusEvent) {
@@ -38,10 +51,18 @@ impl Bus {
 /// LISTENs on the store's change channel and publishes what arrives; reconnects by itself.
 pub async fn spawn_postgres_listener(url: &str, bus: Bus) -> Result<tokio::task::JoinHandle<()>, crate::EngineError> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
-    listener.listen(crate::store::CHANGES_CHANNEL).await?;
+    listener
+        .listen_all([crate::store::CHANGES_CHANNEL, crate::store::LOGS_CHANNEL])
+        .await?;
     Ok(tokio::spawn(async move {
         loop {
             match listener.recv().await {
+                Ok(notification) if notification.channel() == crate::store::LOGS_CHANNEL => {
+                    match serde_json::from_str::<LogAppend>(notification.payload()) {
+                        Ok(piece) => bus.publish_log(piece),
+                        Err(e) => tracing::warn!("unreadable log notice: {e}"),
+                    }
+                }
                 Ok(notification) => match serde_json::from_str::<crate::store::ChangeNotice>(notification.payload()) {
                     Ok(notice) => {
                         if let Some(job) = notice.job {

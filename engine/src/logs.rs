@@ -41,9 +41,16 @@ impl Engine {
         Ok((pages, job.status.is_terminal()))
     }
 
+    /// Stores output of a job the runner holds (see `Store::append_log`) and tells the
+    /// job's log watchers (on PostgreSQL the store's notice does that, for every replica).
     pub async fn append_log(&self, runner_id: i64, job_id: i64, offset: u64, data: &str) -> Result<(u64, Status), EngineError> {
-        self.store()
+        let (length, status, piece) = self
+            .store()
             .append_log(job_id, runner_id, offset, data, self.inner.settings.max_log_bytes)
-            .await
+            .await?;
+        if let Some(piece) = piece.filter(|_| self.store().backend() == crate::store::Backend::Sqlite) {
+            self.bus().publish_log(piece);
+        }
+        Ok((length, status))
     }
 }

@@ -1,7 +1,8 @@
 //! The event websocket `/api/v1/events` (docs/api.md "Event websocket"): every committed
 //! status change, as `{"type":"job"|"pipeline", …}` text frames, filtered by project,
-//! pipeline or job. A subscriber too slow to keep up is closed with a reason rather
-//! than buffered without bound.
+//! pipeline or job; a socket filtered by one job also gets that job's new log output as
+//! `{"type":"log", …}` frames. A subscriber too slow to keep up with status changes is
+//! closed with a reason rather than buffered without bound.
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -73,6 +74,7 @@ pub async fn events_ws(
     }
     let upgrade = upgrade.map_err(crate::error::not_a_websocket)?;
     let receiver = state.engine.bus().subscribe();
+    let logs = filter.job_id.map(|_| state.engine.bus().subscribe_logs());
     let shutdown = state.shutdown.clone();
     // Small buffers: at 10,000 subscribers tungstenite's 128 KiB defaults would be 1.3 GB.
     Ok(upgrade
@@ -80,7 +82,7 @@ pub async fn events_ws(
         .write_buffer_size(4096)
         .max_write_buffer_size(256 * 1024)
         .max_message_size(64 * 1024)
-        .on_upgrade(move |socket| stream_events(state.engine, socket, filter, receiver, shutdown)))
+        .on_upgrade(move |socket| stream_events(state.engine, socket, filter, receiver, logs, shutdown)))
 }
 
 /// Counts an open event websocket for `/metrics` while it lives.
@@ -97,6 +99,7 @@ async fn stream_events(
     mut socket: WebSocket,
     filter: EventFilter,
     mut receiver: tokio::sync::broadcast::Receiver<BusEvent>,
+    mut logs: Option<tokio::sync::broadcast::Receiver<usher_core::api::LogAppend>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     engine.metrics().event_subscribers.inc();
@@ -106,16 +109,8 @@ async fn stream_events(
             event = receiver.recv() => match event {
                 Ok(event) => {
                     let Some(frame) = filter.frame(event) else { continue };
-                    let text = serde_json::to_string(&frame).expect("serialisable");
-                    // A client that stops reading holds this send; past the timeout it is
-                    // dropped (its socket buffers are full, so no close frame would get through).
-                    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
-                        Ok(Ok(())) => {}
-                        Ok(Err(_)) => return,
-                        Err(_) => {
-                            tracing::info!("event websocket dropped: the client read nothing for {SEND_TIMEOUT:?}");
-                            return;
-                        }
+                    if !send_frame(&mut socket, &frame).await {
+                        return;
                     }
                 }
                 Err(RecvError::Lagged(missed)) => {
@@ -123,6 +118,17 @@ async fn stream_events(
                     let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
                     return;
                 }
+                Err(RecvError::Closed) => return,
+            },
+            // A reader that misses log pieces sees a gap in the offsets and reads the log
+            // from its own length, so lagging here costs nothing but a fetch.
+            piece = async { logs.as_mut().expect("guarded").recv().await }, if logs.is_some() => match piece {
+                Ok(piece) if Some(piece.job_id) == filter.job_id => {
+                    if !send_frame(&mut socket, &EventFrame::Log(piece)).await {
+                        return;
+                    }
+                }
+                Ok(_) | Err(RecvError::Lagged(_)) => {}
                 Err(RecvError::Closed) => return,
             },
             incoming = socket.recv() => match incoming {
@@ -133,6 +139,20 @@ async fn stream_events(
                 let _ = socket.send(Message::Close(Some(CloseFrame { code: 1001, reason: "server shutting down".into() }))).await;
                 return;
             }
+        }
+    }
+}
+
+/// Sends one frame; false when the client is gone or has read nothing for
+/// [`SEND_TIMEOUT`] (its socket buffers are full, so no close frame would get through).
+async fn send_frame(socket: &mut WebSocket, frame: &EventFrame) -> bool {
+    let text = serde_json::to_string(frame).expect("serialisable");
+    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+        Ok(Ok(())) => true,
+        Ok(Err(_)) => false,
+        Err(_) => {
+            tracing::info!("event websocket dropped: the client read nothing for {SEND_TIMEOUT:?}");
+            false
         }
     }
 }

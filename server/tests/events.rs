@@ -114,3 +114,25 @@ async fn a_subscriber_that_stops_reading_is_closed_with_a_reason() {
     assert_eq!(f.len(), 1);
     t.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_watching_a_job_gets_its_output_in_order_and_others_do_not() {
+    let t = TestServer::start(1).await;
+    let pipeline = t
+        .pipeline("talk:\n  script:\n    - sleep 1\n    - 'for i in $(seq 1 300); do echo \"line $i\"; [ $((i % 50)) = 0 ] && sleep 0.05; done'\n    - head -c 100000 /dev/zero | tr '\\0' x\n")
+        .await;
+    let job = TestServer::job_id(&pipeline, "talk");
+    let mut by_job = t.events(&format!("job_id={job}")).await;
+    let mut by_project = t.events(&format!("project_id={}", pipeline["project_id"])).await;
+    let pieces = log_frames_until_done(&mut by_job, job, "success").await;
+    let (log, complete) = t.log(job).await;
+    assert!(complete && log.contains("line 300"));
+    let with_text = assert_pieces_tile(&pieces, &log);
+    assert!(with_text > 0, "pieces carry their text: {pieces:?}");
+    let others = frames_until_quiet(&mut by_project, Duration::from_millis(300)).await;
+    assert!(
+        others.iter().all(|f| f["type"] != "log"),
+        "log frames only go to sockets watching the job"
+    );
+    t.stop().await;
+}

@@ -55,3 +55,28 @@ async fn replicas_never_hand_one_job_to_two_runners() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn output_written_through_one_replica_streams_from_the_other() {
+    let Some(url) = fresh_postgres().await else { return };
+    let a = TestServer::start_on(Some(url.clone()), 0).await;
+    let b = TestServer::start_on(Some(url), 1).await;
+    let pipeline = a
+        .pipeline(&format!(
+            "talk:\n  variables:\n    USHER_TEST_RUN: \"{}\"\n  script:\n    - sleep 1\n    - 'for i in $(seq 1 200); do echo \"line $i\"; done'\n    - head -c 20000 /dev/zero | tr '\\0' y\n",
+            b.run_marker
+        ))
+        .await;
+    let job = TestServer::job_id(&pipeline, "talk");
+    // B's runner writes the log through B; the socket is on A.
+    let mut on_a = a.events(&format!("job_id={job}")).await;
+    let pieces = log_frames_until_done(&mut on_a, job, "success").await;
+    let (log, _) = a.log(job).await;
+    assert!(log.contains("line 200"));
+    assert!(
+        assert_pieces_tile(&pieces, &log) > 0,
+        "small pieces carry their text through NOTIFY"
+    );
+    a.stop().await;
+    b.stop().await;
+}

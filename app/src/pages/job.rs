@@ -1,6 +1,7 @@
-//! `/jobs/{id}`: status, Cancel/Abort, the live log (ANSI colours as styled text), the
+//! `/jobs/{id}`: status, Cancel/Abort/Retry, the live log ([`crate::log_view`]), the
 //! cancel and after_script facts, the job's artifacts (download links), and the timeline
-//! of state changes.
+//! of state changes. One event socket, filtered by the job, brings both status changes
+//! and new log output.
 
 use leptos::either::Either;
 use leptos::prelude::*;
@@ -8,10 +9,10 @@ use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
 
-use crate::ansi;
 use crate::components::{ErrorBox, Header, JobButtons, LiveDot, RetryJobButton, StatusBadge, job_actions, loaded, short_time};
 use crate::live::follow_events;
-use crate::server::{JobPageData, job_artifacts, job_log_since, job_page, job_timeline};
+use crate::log_view::{JobLog, LogFeed};
+use crate::server::{JobPageData, job_artifacts, job_now, job_page, job_timeline};
 
 #[component]
 pub fn JobPage() -> impl IntoView {
@@ -28,7 +29,9 @@ fn JobView(data: JobPageData) -> impl IntoView {
         viewer,
         job: first,
         timeline: first_timeline,
-        log: first_log,
+        log_html,
+        log_length,
+        log_state,
         artifacts: first_artifacts,
     } = data;
     let artifacts = RwSignal::new(first_artifacts);
@@ -36,8 +39,7 @@ fn JobView(data: JobPageData) -> impl IntoView {
     let role = viewer.role;
     let job = RwSignal::new(first.clone());
     let timeline = RwSignal::new(first_timeline);
-    let log = RwSignal::new(first_log);
-    let log_complete = RwSignal::new(first.status.is_terminal());
+    let log = LogFeed::new();
     let connected = RwSignal::new(false);
     // Frames, action answers and re-reads race; the more advanced snapshot wins.
     let update_job = move |j: Job| {
@@ -54,57 +56,43 @@ fn JobView(data: JobPageData) -> impl IntoView {
             }
         })
     };
-    let fetch_log = move || {
-        spawn_local(async move {
-            let offset = log.with_untracked(|l| l.len()) as u64;
-            if let Ok((more, complete)) = job_log_since(id, offset).await {
-                if log.with_untracked(|l| l.len()) as u64 == offset && !more.is_empty() {
-                    log.update(|l| l.push_str(&more));
-                }
-                log_complete.set(complete);
-            }
-        })
-    };
     follow_events(
         format!("job_id={id}"),
         connected,
-        move || {
-            spawn_local(async move {
-                if let Ok(fresh) = job_page(id).await {
-                    update_job(fresh.job);
-                    timeline.set(fresh.timeline);
-                }
-            })
+        {
+            let log = log.clone();
+            move || {
+                log.catch_up();
+                spawn_local(async move {
+                    if let Ok((fresh, fresh_timeline)) = job_now(id).await {
+                        update_job(fresh);
+                        timeline.set(fresh_timeline);
+                    }
+                })
+            }
         },
-        move |frame| {
-            if let EventFrame::Job { job: j } = frame {
-                // Artifacts are complete once the job is.
-                if j.status.is_terminal() {
-                    spawn_local(async move {
-                        if let Ok(list) = job_artifacts(id).await {
-                            artifacts.set(list);
-                        }
-                    });
+        {
+            let log = log.clone();
+            move |frame| match frame {
+                EventFrame::Log(piece) => log.piece(piece),
+                EventFrame::Job { job: j } => {
+                    // Artifacts are complete once the job is.
+                    if j.status.is_terminal() {
+                        spawn_local(async move {
+                            if let Ok(list) = job_artifacts(id).await {
+                                artifacts.set(list);
+                            }
+                        });
+                    }
+                    update_job(j);
+                    refresh_timeline();
+                    // Whatever a missed log frame held is read now.
+                    log.catch_up();
                 }
-                update_job(j);
-                refresh_timeline();
-                fetch_log();
+                EventFrame::Pipeline { .. } => {}
             }
         },
     );
-    // Follow the log while the job may still write to it.
-    Effect::new(move |_| {
-        if let Ok(handle) = set_interval_with_handle(
-            move || {
-                if !log_complete.get_untracked() {
-                    fetch_log();
-                }
-            },
-            std::time::Duration::from_millis(700),
-        ) {
-            on_cleanup(move || handle.clear());
-        }
-    });
 
     let error = RwSignal::new(None::<String>);
     let (cancel, abort) = job_actions(error, update_job);
@@ -126,9 +114,7 @@ fn JobView(data: JobPageData) -> impl IntoView {
             {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <JobFacts job=job/>
             <h2>"Log" " " <a class="raw" rel="external" href=format!("/api/v1/jobs/{id}/log") data-testid="raw-log">"raw"</a></h2>
-            <pre class="log" data-testid="log">
-                {move || log.with(|l| ansi::parse(l)).into_iter().map(|run| view! { <span class=run.class>{run.text}</span> }).collect_view()}
-            </pre>
+            <JobLog id=id html=log_html length=log_length state=log_state feed=log/>
             <h2>"Artifacts"</h2>
             <ul class="artifacts" data-testid="artifacts">
                 {move || {

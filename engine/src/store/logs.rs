@@ -2,10 +2,18 @@
 //! and read back from any byte offset.
 
 use sqlx::Row;
+use usher_core::api::LogAppend;
 use usher_core::status::{Status, StatusGroup};
 
 use super::*;
 use crate::EngineError;
+
+/// The PostgreSQL channel that carries every replica's new log pieces.
+pub const LOGS_CHANNEL: &str = "usher_logs";
+/// The largest piece whose text travels with its notice (JSON escaping may double it).
+const NOTIFY_TEXT_BYTES: usize = 3000;
+/// The largest piece whose text travels in a websocket frame.
+const FRAME_TEXT_BYTES: usize = 32 * 1024;
 
 impl Store {
     /// Finished jobs with a log, oldest first: (job, log length), at most `limit`.
@@ -46,7 +54,8 @@ impl Store {
 
     /// Appends `data` at byte `offset` if that is the log's current end and the job is
     /// still held by a runner; past `max_bytes` the log ends with a truncation line and
-    /// takes nothing more. Returns the log's length and the job's status either way.
+    /// takes nothing more. Returns the log's length and the job's status either way, and
+    /// the piece that was added, if any (on PostgreSQL also sent on [`LOGS_CHANNEL`]).
     pub async fn append_log(
         &self,
         job_id: i64,
@@ -54,7 +63,7 @@ impl Store {
         offset: u64,
         data: &str,
         max_bytes: u64,
-    ) -> Result<(u64, Status), EngineError> {
+    ) -> Result<(u64, Status, Option<LogAppend>), EngineError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT log_length, status, runner_id FROM jobs WHERE id = $1")
             .bind(job_id)
@@ -78,7 +87,7 @@ impl Store {
         };
         if offset != length || !status.is_active() || data.is_empty() || length >= max_bytes {
             tx.commit().await?;
-            return Ok((length, status));
+            return Ok((length, status, None));
         }
         let room = (max_bytes - length) as usize;
         let truncated;
@@ -108,8 +117,28 @@ impl Store {
             .bind(job_id)
             .execute(&mut *tx)
             .await?;
+        let piece = LogAppend {
+            job_id,
+            offset,
+            length: new_length,
+            text: None,
+        };
+        if self.backend == Backend::Postgres {
+            // NOTIFY payloads are limited to 8,000 bytes; larger pieces go without text.
+            let notice = LogAppend {
+                text: (data.len() <= NOTIFY_TEXT_BYTES).then(|| data.to_string()),
+                ..piece.clone()
+            };
+            let payload = serde_json::to_string(&notice).map_err(|e| EngineError::Internal(e.to_string()))?;
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(LOGS_CHANNEL)
+                .bind(payload)
+                .fetch_all(&mut *tx)
+                .await?;
+        }
         tx.commit().await?;
-        Ok((new_length, status))
+        let text = (data.len() <= FRAME_TEXT_BYTES).then(|| data.to_string());
+        Ok((new_length, status, Some(LogAppend { text, ..piece })))
     }
 
     /// About `max_bytes` of the log from byte `offset` on (whole stored chunks, at least

@@ -25,6 +25,7 @@ mod retries;
 mod runners;
 mod transitions;
 
+pub use logs::LOGS_CHANNEL;
 pub use pipelines::{JobNodeRow, NewJob, NewPipeline, PipelineFilter, StoredSpec};
 pub use projects::{NewProject, ProjectChange, ProjectSecrets};
 pub use transitions::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, Move, PipelineCancel, TransitionCtx, Transitioned};

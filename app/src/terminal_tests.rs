@@ -1,0 +1,111 @@
+use super::*;
+
+fn text_of(html: &str) -> String {
+    // The visible text: tags dropped, entities decoded, line numbers left out.
+    let mut out = String::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<a class=\"ln\"") {
+        let (before, after) = rest.split_at(start);
+        out.push_str(before);
+        rest = &after[after.find("</a>").unwrap() + 4..];
+    }
+    out.push_str(rest);
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in out.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&")
+}
+
+#[test]
+fn lines_are_numbered_links_and_markup_stays_text() {
+    let (html, state) = render("one <b>&\"'\ntwo");
+    assert!(
+        html.starts_with(r##"<span class="line" id="L1"><a class="ln" href="#L1">1</a>one &lt;b&gt;&amp;&quot;&#39;"##),
+        "{html}"
+    );
+    assert!(
+        html.contains(r##"<span class="line partial" id="L2"><a class="ln" href="#L2">2</a>two</span>"##),
+        "{html}"
+    );
+    assert!(!html.contains("<b>"));
+    assert_eq!(text_of(&html), "one <b>&\"'\ntwo");
+    assert_eq!(state.line, 1);
+}
+
+#[test]
+fn sixteen_256_and_truecolour_foreground_and_background() {
+    let (html, _) = render("\x1b[31mred\x1b[0m \x1b[92;44mbright on blue\x1b[0m \x1b[38;5;208morange\x1b[48;2;1;2;3m bg\x1b[0m\n");
+    assert!(html.contains(r#"<span class="f1">red</span>"#), "{html}");
+    assert!(html.contains(r#"<span class="f10 g4">bright on blue</span>"#), "{html}");
+    assert!(html.contains(r#"<span style="color:#ff8700;">orange</span>"#), "{html}");
+    assert!(
+        html.contains(r#"<span style="color:#ff8700;background:#010203;"> bg</span>"#),
+        "{html}"
+    );
+}
+
+#[test]
+fn bold_italic_underline_strike_dim_reverse() {
+    let (html, _) = render("\x1b[1;3;4mx\x1b[22;23;24;2;9my\x1b[0;7;31mz\x1b[0m\n");
+    assert!(html.contains(r#"<span class="b i u">x</span>"#), "{html}");
+    assert!(html.contains(r#"<span class="d s">y</span>"#), "{html}");
+    // Reverse: red becomes the background; the text takes the log's own background.
+    assert!(html.contains(r#"<span class="r g1">z</span>"#), "{html}");
+}
+
+#[test]
+fn carriage_return_overwrites_the_line_like_a_progress_bar() {
+    let (html, _) = render("10%\r20%\r100% done\nnext\r\n\x1b[32mok\x1b[0m\rgo\n");
+    assert_eq!(text_of(&html), "100% done\nnext\ngo\n");
+    let (html, _) = render("downloading 50%\r\x1b[Kdone\n");
+    assert_eq!(text_of(&html), "done\n");
+    let (html, _) = render("abcdef\rXY\n");
+    assert_eq!(text_of(&html), "XYcdef\n");
+}
+
+#[test]
+fn pieces_give_the_same_lines_as_the_whole() {
+    let log = "a\x1b[1;31mb\nc\x1b[38;2;10;20;30md\ne\r\x1b[Kf\ng\n";
+    let (whole, _) = render(log);
+    for cut in 0..=log.len() {
+        let mut r = LogRenderer::default();
+        let first = r.feed(&log[..cut]);
+        // Resuming from the state, as the browser does after the server's render.
+        let mut resumed = LogRenderer::resume(r.state().clone());
+        let second = resumed.feed(&log[cut..]);
+        assert_eq!(first.lines + &second.lines + &second.partial, whole, "cut at {cut}");
+    }
+}
+
+#[test]
+fn an_escape_cut_in_half_is_completed_by_the_next_piece() {
+    let mut r = LogRenderer::default();
+    let a = r.feed("x\x1b[3");
+    assert_eq!(text_of(&a.partial), "x");
+    let b = r.feed("2mgreen\n");
+    assert!(b.lines.contains(r#"<span class="f2">green</span>"#), "{b:?}");
+}
+
+#[test]
+fn a_line_without_end_is_broken_and_a_partial_line_replaces_the_last() {
+    let long = "y".repeat(MAX_LINE_CHARS + 10);
+    let (html, state) = render(&long);
+    assert_eq!(html.matches("class=\"line\"").count(), 1);
+    assert_eq!(state.line, 1);
+    let mut r = LogRenderer::default();
+    assert_eq!(text_of(&r.feed("50%").partial), "50%");
+    let next = r.feed("\r75%");
+    assert_eq!(next.lines, "");
+    assert_eq!(text_of(&next.partial), "75%");
+}

@@ -1,0 +1,105 @@
+// The job page's live log: output arrives over the event socket and is appended without
+// re-rendering what is shown; progress lines overwrite themselves; the box follows the end
+// until you scroll up; every line number is a link.
+import { writeFileSync, rmSync } from 'node:fs';
+import { test, expect } from '@playwright/test';
+import { api, base, signIn, trackPipelines } from './helpers.mjs';
+
+const pipelines = trackPipelines(test);
+
+async function waitForStatus(request, id, status) {
+  await expect(async () => {
+    const j = await api(request, 'GET', `/api/v1/jobs/${id}`);
+    expect(j.status).toBe(status);
+  }).toPass({ timeout: 30_000 });
+}
+
+test('a line printed by a running job appears in an open job page without a reload', async ({ page, request }) => {
+  const pipeline = await pipelines.create(request, `
+talk:
+  script:
+    - echo first-line
+    - while [ ! -e /tmp/usher-e2e-go-$CI_JOB_ID ]; do sleep 0.05; done
+    - echo second-line
+    - p=progr; printf "\${p}ess 10%%\\r"; sleep 0.3; printf "\${p}ess 60%%\\r"; sleep 0.3; printf '\\033[Kall-%s\\n' done
+    - sleep 1000
+`);
+  const job = pipeline.jobs[0];
+  await waitForStatus(request, job.id, 'running');
+  const frames = [];
+  page.on('websocket', (ws) => ws.on('framereceived', (f) => frames.push(String(f.payload))));
+  await signIn(page);
+  // Reach the job page by the router (built in the browser, not hydrated).
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  await page.locator(`li.job[data-job-id="${job.id}"] a.job-name`).click();
+  await expect(page).toHaveURL(`${base()}/jobs/${job.id}`);
+  const log = page.getByTestId('log');
+  await expect(log).toContainText('first-line');
+  await expect(page.locator('[data-live="connected"]')).toBeVisible();
+  // Mark the shown line's element: if the log were re-rendered, the mark would be gone.
+  await page.evaluate(() => { document.getElementById('L1').dataset.mark = 'kept'; });
+
+  // The job goes on once this file exists (/tmp is shared with the job's user).
+  writeFileSync(`/tmp/usher-e2e-go-${job.id}`, '');
+  try {
+    await expect(log.locator('.line', { hasText: /^\d+second-line\s*$/ })).toBeVisible();
+    await expect(log.locator('.line', { hasText: /^\d+all-done\s*$/ })).toBeVisible();
+  } finally {
+    rmSync(`/tmp/usher-e2e-go-${job.id}`, { force: true });
+  }
+  expect(await page.evaluate(() => document.getElementById('L1').dataset.mark)).toBe('kept');
+  // The progress line overwrote itself: one line, the last state.
+  await expect(log.locator('.line', { hasText: 'progress' })).toHaveCount(0);
+  // It came as a log frame on the socket (not by polling).
+  expect(frames.some((f) => f.includes('"type":"log"') && f.includes('second-line'))).toBeTruthy();
+});
+
+test('the log follows its end until scrolled up, and Follow brings it back', async ({ page, request }) => {
+  const pipeline = await pipelines.create(request, `
+chatty:
+  script:
+    - for i in $(seq 1 400); do echo "line $i"; done
+    - for i in $(seq 1 1000); do echo "more $i"; sleep 0.1; done
+`);
+  const job = pipeline.jobs[0];
+  await waitForStatus(request, job.id, 'running');
+  await signIn(page);
+  await page.goto(`${base()}/jobs/${job.id}`);
+  const log = page.getByTestId('log');
+  await expect(log).toContainText('more 3');
+  const atEnd = () => log.evaluate((el) => el.scrollTop + el.clientHeight >= el.scrollHeight - 30);
+  await expect.poll(atEnd).toBe(true);
+  await expect(page.getByTestId('follow')).toBeHidden();
+
+  await log.evaluate((el) => { el.scrollTop = 0; el.dispatchEvent(new Event('scroll')); });
+  await expect(page.getByTestId('follow')).toBeVisible();
+  const lines = await log.locator('.line').count();
+  await expect.poll(() => log.locator('.line').count()).toBeGreaterThan(lines + 3);
+  expect(await log.evaluate((el) => el.scrollTop)).toBe(0);
+
+  await page.getByTestId('follow').click();
+  await expect(page.getByTestId('follow')).toBeHidden();
+  await expect.poll(atEnd).toBe(true);
+});
+
+test('line numbers are links: opening one marks its line, clicking one puts it in the address', async ({ page, request }) => {
+  const pipeline = await pipelines.create(request, `
+numbered:
+  script: ['for i in $(seq 1 300); do echo "row $i"; done']
+`);
+  const job = pipeline.jobs[0];
+  await waitForStatus(request, job.id, 'success');
+  await signIn(page);
+  await page.goto(`${base()}/jobs/${job.id}#L120`);
+  const line = page.locator('#L120');
+  await expect(line).toContainText(/row \d+/);
+  await expect(line).toHaveClass(/selected/);
+  await expect(line).toBeInViewport();
+
+  await page.locator('#L5 a.ln').click();
+  await expect(page).toHaveURL(`${base()}/jobs/${job.id}#L5`);
+  await expect(page.locator('#L5')).toHaveClass(/selected/);
+  await expect(line).not.toHaveClass(/selected/);
+  // Copying the log gives its text without the numbers.
+  expect(await page.locator('#L5 a.ln').evaluate((a) => getComputedStyle(a).userSelect)).toBe('none');
+});
