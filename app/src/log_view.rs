@@ -2,8 +2,10 @@
 //! ([`crate::terminal`]); in the browser, new output arriving as `log` frames on the
 //! page's event socket is appended below them — only the new lines are added, and the
 //! line still being written (a progress bar, say) is replaced — never re-rendering what
-//! is shown. A gap in the offsets (a missed frame, a reconnect) is filled by reading the
-//! log from the page's own length.
+//! is shown. Output is parsed as it arrives but put on the page at most once per
+//! animation frame, so a job writing thousands of lines a second costs one DOM change
+//! per frame. A gap in the offsets (a missed frame, a reconnect) is filled by reading
+//! the log from the page's own length.
 //!
 //! The log box follows its end while you are at the end and stops following when you
 //! scroll up; "Follow" brings it back. Every line number is a link (`/jobs/7#L120`):
@@ -106,7 +108,7 @@ mod browser {
     use usher_core::api::LogAppend;
     use wasm_bindgen::JsCast;
 
-    use crate::terminal::{LogRenderer, LogState};
+    use crate::terminal::{CHUNK_LINES, CHUNK_OPEN, LogRenderer, LogState};
 
     /// How close to the bottom (in pixels) still counts as "at the end".
     const AT_END_SLACK: i32 = 24;
@@ -121,6 +123,10 @@ mod browser {
         length: Cell<u64>,
         fetching: Cell<bool>,
         fetch_again: Cell<bool>,
+        /// Lines parsed but not yet on the page, and the line being written.
+        unshown: RefCell<Vec<String>>,
+        partial: RefCell<Option<String>>,
+        frame_requested: Cell<bool>,
     }
 
     impl Feed {
@@ -224,19 +230,50 @@ mod browser {
             }
         }
 
-        fn append(&self, text: &str) {
+        fn append(self: &Rc<Self>, text: &str) {
             if text.is_empty() {
                 return;
             }
             let html = self.renderer.borrow_mut().feed(text);
             self.length.set(self.length.get() + text.len() as u64);
+            self.unshown.borrow_mut().extend(html.lines);
+            *self.partial.borrow_mut() = Some(html.partial);
+            if !self.frame_requested.replace(true) {
+                let this = send_wrapper::SendWrapper::new(self.clone());
+                request_animation_frame(move || this.show());
+            }
+        }
+
+        /// Puts what arrived since the last frame on the page: the new lines into the
+        /// last chunk (new chunks as they fill), then the line being written.
+        fn show(&self) {
+            self.frame_requested.set(false);
             let Some(pre) = self.element() else { return };
-            if let Some(last) = pre.last_element_child() {
+            let lines = std::mem::take(&mut *self.unshown.borrow_mut());
+            let partial = self.partial.borrow_mut().take().unwrap_or_default();
+            let mut chunk = pre.last_element_child();
+            if let Some(last) = chunk.as_ref().and_then(|c| c.last_element_child()) {
                 if last.class_list().contains("partial") {
                     last.remove();
                 }
             }
-            let _ = pre.insert_adjacent_html("beforeend", &(html.lines + &html.partial));
+            let mut room = chunk
+                .as_ref()
+                .map_or(0, |c| CHUNK_LINES.saturating_sub(c.child_element_count() as usize));
+            let mut pending = lines.iter().chain((!partial.is_empty()).then_some(&partial)).peekable();
+            while pending.peek().is_some() {
+                if room == 0 {
+                    let _ = pre.insert_adjacent_html("beforeend", &format!("{CHUNK_OPEN}</div>"));
+                    chunk = pre.last_element_child();
+                    room = CHUNK_LINES;
+                }
+                let mut taken = 0;
+                let batch: String = pending.by_ref().take(room).inspect(|_| taken += 1).map(String::as_str).collect();
+                room -= taken;
+                if let Some(c) = &chunk {
+                    let _ = c.insert_adjacent_html("beforeend", &batch);
+                }
+            }
             if self.following() {
                 self.to_end(&pre);
             }

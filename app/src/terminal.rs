@@ -1,9 +1,12 @@
 //! Job logs as a terminal would show them, in HTML. A log is text with ANSI escape
-//! sequences; alacritty's `vte` parser (its `ansi` layer) reads the sequences and this
-//! module keeps what a terminal line would hold: 16, 256 and truecolour foreground and
-//! background, bold, dim, italic, underline, strike, reverse and hidden; `\r` moves back to
-//! the start of the line so progress lines overwrite themselves; `ESC[K` clears. Other
-//! sequences (cursor movement beyond the line, titles) are dropped.
+//! sequences; alacritty's `vte` parser (the state machine of Paul Williams' DEC parser,
+//! which every escape sequence passes through) splits them out, and this module keeps
+//! what a terminal line would hold: SGR's 16, 256 and truecolour foreground and
+//! background (`;` and `:` forms), bold, dim, italic, underline, strike, reverse and
+//! hidden; `\r` moves back to the start of the line so progress lines overwrite
+//! themselves; backspace; `ESC[K` clears. Other sequences (cursor movement beyond the
+//! line, titles) are dropped. vte's own `ansi` layer would interpret SGR too, but it
+//! brings a whole terminal's interface and made the page's WASM 130 KB larger.
 //!
 //! It works incrementally: [`LogRenderer::feed`] takes the next piece of a log and gives
 //! the HTML of the lines it completed plus the line still being written, so the job page
@@ -14,7 +17,7 @@
 //! Every character of the log becomes escaped text: nothing in a log is markup.
 
 use serde::{Deserialize, Serialize};
-use vte::ansi::{Attr, Color, Handler, LineClearMode, NamedColor, Processor, Timeout};
+use vte::{Params, Parser, Perform};
 
 /// A line longer than this is broken, so a log without newlines cannot make one line
 /// that holds megabytes of cells.
@@ -73,7 +76,7 @@ pub struct LogState {
 #[derive(Debug, Default, PartialEq)]
 pub struct LogHtml {
     /// Lines completed by this piece, each a `<span class="line" id="L…">`.
-    pub lines: String,
+    pub lines: Vec<String>,
     /// The line still being written (`class="line partial"`), or empty. It replaces the
     /// partial line of the previous feed.
     pub partial: String,
@@ -83,8 +86,8 @@ pub struct LogHtml {
 #[derive(Default)]
 pub struct LogRenderer {
     state: LogState,
-    processor: Processor<NoSync>,
-    out: String,
+    parser: Parser,
+    out: Vec<String>,
 }
 
 impl LogRenderer {
@@ -113,7 +116,7 @@ impl LogRenderer {
             state: &mut self.state,
             out: &mut self.out,
         };
-        self.processor.advance(&mut screen, &input.as_bytes()[..cut]);
+        self.parser.advance(&mut screen, &input.as_bytes()[..cut]);
         self.state.pending = input[cut..].to_string();
         LogHtml {
             lines: std::mem::take(&mut self.out),
@@ -126,12 +129,31 @@ impl LogRenderer {
     }
 }
 
-/// The whole of `text` as HTML, and the state at its end.
+/// Lines are grouped in blocks of this many (`<div class="chunk">`), which the page
+/// styles with `content-visibility: auto`: the browser lays out only the blocks in view,
+/// so a 40,000-line log scrolls and grows as smoothly as a short one.
+pub const CHUNK_LINES: usize = 256;
+
+/// The whole of `text` as HTML, in chunks, and the state at its end.
 pub fn render(text: &str) -> (String, LogState) {
     let mut renderer = LogRenderer::default();
     let html = renderer.feed(text);
-    (html.lines + &html.partial, renderer.state)
+    let mut out = String::with_capacity(text.len() * 2);
+    let mut lines = html
+        .lines
+        .iter()
+        .chain((!html.partial.is_empty()).then_some(&html.partial))
+        .peekable();
+    while lines.peek().is_some() {
+        out.push_str(CHUNK_OPEN);
+        lines.by_ref().take(CHUNK_LINES).for_each(|l| out.push_str(l));
+        out.push_str("</div>");
+    }
+    (out, renderer.state)
 }
+
+/// How a chunk of lines opens.
+pub const CHUNK_OPEN: &str = r#"<div class="chunk">"#;
 
 /// Where a trailing, unfinished escape sequence starts (to be completed by the next
 /// piece), or the text's length.
@@ -151,140 +173,142 @@ fn incomplete_escape_at(text: &str) -> usize {
     }
 }
 
-/// Logs are not interactive: synchronized-update mode is ignored (vte's default timer
-/// would read the clock, which WASM has not).
-#[derive(Default)]
-struct NoSync;
-
-impl Timeout for NoSync {
-    fn set_timeout(&mut self, _: std::time::Duration) {}
-    fn clear_timeout(&mut self) {}
-    fn pending_timeout(&self) -> bool {
-        false
-    }
-}
-
-/// The handler vte calls: one line of cells, completed lines written out as HTML.
+/// What vte calls: one line of cells, completed lines written out as HTML.
 struct Screen<'a> {
     state: &'a mut LogState,
-    out: &'a mut String,
+    out: &'a mut Vec<String>,
 }
 
 impl Screen<'_> {
     fn end_line(&mut self) {
-        self.out.push_str(&line_html(self.state.line, &self.state.cells, true));
+        self.out.push(line_html(self.state.line, &self.state.cells, true));
         self.state.cells.clear();
         self.state.column = 0;
         self.state.line += 1;
     }
+
+    /// `ESC[nK`: 0 clears from the cursor on, 1 up to it, 2 the whole line.
+    fn clear_line(&mut self, mode: u16) {
+        let column = self.state.column.min(self.state.cells.len());
+        match mode {
+            0 => self.state.cells.truncate(column),
+            1 => self.state.cells[..column].fill((' ', Style::default())),
+            2 => {
+                self.state.cells.clear();
+                self.state.column = 0;
+            }
+            _ => {}
+        }
+    }
+
+    /// `ESC[…m`, Select Graphic Rendition.
+    fn select_graphic_rendition(&mut self, params: &Params) {
+        let style = &mut self.state.style;
+        if params.is_empty() {
+            *style = Style::default();
+        }
+        let mut params = params.iter();
+        while let Some(param) = params.next() {
+            match param[0] {
+                0 => *style = Style::default(),
+                1 => style.flags |= BOLD,
+                2 => style.flags |= DIM,
+                3 => style.flags |= ITALIC,
+                // `4:0` is "no underline"; every other form underlines.
+                4 if param.get(1) == Some(&0) => style.flags &= !UNDERLINE,
+                4 | 21 => style.flags |= UNDERLINE,
+                7 => style.flags |= REVERSE,
+                8 => style.flags |= HIDDEN,
+                9 => style.flags |= STRIKE,
+                22 => style.flags &= !(BOLD | DIM),
+                23 => style.flags &= !ITALIC,
+                24 => style.flags &= !UNDERLINE,
+                27 => style.flags &= !REVERSE,
+                28 => style.flags &= !HIDDEN,
+                29 => style.flags &= !STRIKE,
+                n @ 30..=37 => style.fg = Colour::Palette((n - 30) as u8),
+                n @ 40..=47 => style.bg = Colour::Palette((n - 40) as u8),
+                n @ 90..=97 => style.fg = Colour::Palette((n - 90 + 8) as u8),
+                n @ 100..=107 => style.bg = Colour::Palette((n - 100 + 8) as u8),
+                39 => style.fg = Colour::Default,
+                49 => style.bg = Colour::Default,
+                38 => style.fg = extended_colour(param, &mut params).unwrap_or(style.fg),
+                48 => style.bg = extended_colour(param, &mut params).unwrap_or(style.bg),
+                // The underline colour is not shown, but its arguments must be skipped.
+                58 => {
+                    extended_colour(param, &mut params);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
-impl Handler for Screen<'_> {
-    fn input(&mut self, c: char) {
+/// The colour of `38`/`48`: `5;n` (256 colours) or `2;r;g;b`, as following parameters
+/// or as `:` sub-parameters of `param` (`38:2::r:g:b` may name a colour space first).
+fn extended_colour<'a>(param: &[u16], rest: &mut impl Iterator<Item = &'a [u16]>) -> Option<Colour> {
+    let byte = |v: u16| v.min(255) as u8;
+    if param.len() > 1 {
+        return match param[1] {
+            5 => param.get(2).map(|&i| indexed(byte(i))),
+            2 => {
+                let rgb = if param.len() >= 6 { &param[3..6] } else { param.get(2..5)? };
+                Some(Colour::Rgb(byte(rgb[0]), byte(rgb[1]), byte(rgb[2])))
+            }
+            _ => None,
+        };
+    }
+    match rest.next()?[0] {
+        5 => Some(indexed(byte(rest.next()?[0]))),
+        2 => {
+            let (r, g, b) = (rest.next()?[0], rest.next()?[0], rest.next()?[0]);
+            Some(Colour::Rgb(byte(r), byte(g), byte(b)))
+        }
+        _ => None,
+    }
+}
+
+fn indexed(i: u8) -> Colour {
+    if i < 16 {
+        Colour::Palette(i)
+    } else {
+        let (r, g, b) = xterm_rgb(i);
+        Colour::Rgb(r, g, b)
+    }
+}
+
+impl Perform for Screen<'_> {
+    fn print(&mut self, c: char) {
         if self.state.column >= MAX_LINE_CHARS {
             self.end_line();
         }
         let cell = (c, self.state.style);
         match self.state.cells.get_mut(self.state.column) {
             Some(existing) => *existing = cell,
-            None => {
-                // A cursor moved past the end (it cannot here, but stay safe): pad.
-                while self.state.cells.len() < self.state.column {
-                    self.state.cells.push((' ', Style::default()));
-                }
-                self.state.cells.push(cell);
-            }
+            None => self.state.cells.push(cell),
         }
         self.state.column += 1;
     }
 
-    fn put_tab(&mut self, count: u16) {
-        for _ in 0..count {
-            self.input('\t');
+    fn execute(&mut self, byte: u8) {
+        match byte {
+            b'\n' | 0x0b | 0x0c => self.end_line(),
+            b'\r' => self.state.column = 0,
+            0x08 => self.state.column = self.state.column.saturating_sub(1),
+            b'\t' => self.print('\t'),
+            _ => {}
         }
     }
 
-    fn backspace(&mut self) {
-        self.state.column = self.state.column.saturating_sub(1);
-    }
-
-    fn carriage_return(&mut self) {
-        self.state.column = 0;
-    }
-
-    fn linefeed(&mut self) {
-        self.end_line();
-    }
-
-    fn newline(&mut self) {
-        self.end_line();
-    }
-
-    fn clear_line(&mut self, mode: LineClearMode) {
-        let column = self.state.column.min(self.state.cells.len());
-        match mode {
-            LineClearMode::Right => self.state.cells.truncate(column),
-            LineClearMode::Left => {
-                for cell in &mut self.state.cells[..column] {
-                    *cell = (' ', Style::default());
-                }
-            }
-            LineClearMode::All => {
-                self.state.cells.clear();
-                self.state.column = 0;
-            }
+    fn csi_dispatch(&mut self, params: &Params, intermediates: &[u8], ignore: bool, action: char) {
+        if ignore || !intermediates.is_empty() {
+            return;
         }
-    }
-
-    fn terminal_attribute(&mut self, attr: Attr) {
-        let style = &mut self.state.style;
-        match attr {
-            Attr::Reset => *style = Style::default(),
-            Attr::Bold => style.flags |= BOLD,
-            Attr::Dim => style.flags |= DIM,
-            Attr::Italic => style.flags |= ITALIC,
-            Attr::Underline | Attr::DoubleUnderline | Attr::Undercurl | Attr::DottedUnderline | Attr::DashedUnderline => {
-                style.flags |= UNDERLINE
-            }
-            Attr::Reverse => style.flags |= REVERSE,
-            Attr::Hidden => style.flags |= HIDDEN,
-            Attr::Strike => style.flags |= STRIKE,
-            Attr::CancelBold => style.flags &= !BOLD,
-            Attr::CancelBoldDim => style.flags &= !(BOLD | DIM),
-            Attr::CancelItalic => style.flags &= !ITALIC,
-            Attr::CancelUnderline => style.flags &= !UNDERLINE,
-            Attr::CancelReverse => style.flags &= !REVERSE,
-            Attr::CancelHidden => style.flags &= !HIDDEN,
-            Attr::CancelStrike => style.flags &= !STRIKE,
-            Attr::Foreground(c) => style.fg = colour(c),
-            Attr::Background(c) => style.bg = colour(c),
-            Attr::BlinkSlow | Attr::BlinkFast | Attr::CancelBlink | Attr::UnderlineColor(_) => {}
+        match action {
+            'm' => self.select_graphic_rendition(params),
+            'K' => self.clear_line(params.iter().next().map_or(0, |p| p[0])),
+            _ => {}
         }
-    }
-}
-
-fn colour(c: Color) -> Colour {
-    match c {
-        Color::Named(n) => match n as usize {
-            i @ 0..16 => Colour::Palette(i as u8),
-            _ => match n {
-                NamedColor::DimBlack => Colour::Palette(0),
-                NamedColor::DimRed => Colour::Palette(1),
-                NamedColor::DimGreen => Colour::Palette(2),
-                NamedColor::DimYellow => Colour::Palette(3),
-                NamedColor::DimBlue => Colour::Palette(4),
-                NamedColor::DimMagenta => Colour::Palette(5),
-                NamedColor::DimCyan => Colour::Palette(6),
-                NamedColor::DimWhite => Colour::Palette(7),
-                _ => Colour::Default,
-            },
-        },
-        Color::Indexed(i) if i < 16 => Colour::Palette(i),
-        Color::Indexed(i) => {
-            let (r, g, b) = xterm_rgb(i);
-            Colour::Rgb(r, g, b)
-        }
-        Color::Spec(rgb) => Colour::Rgb(rgb.r, rgb.g, rgb.b),
     }
 }
 

@@ -31,7 +31,7 @@ fn text_of(html: &str) -> String {
 fn lines_are_numbered_links_and_markup_stays_text() {
     let (html, state) = render("one <b>&\"'\ntwo");
     assert!(
-        html.starts_with(r##"<span class="line" id="L1"><a class="ln" href="#L1">1</a>one &lt;b&gt;&amp;&quot;&#39;"##),
+        html.starts_with(r##"<div class="chunk"><span class="line" id="L1"><a class="ln" href="#L1">1</a>one &lt;b&gt;&amp;&quot;&#39;"##),
         "{html}"
     );
     assert!(
@@ -84,7 +84,8 @@ fn pieces_give_the_same_lines_as_the_whole() {
         // Resuming from the state, as the browser does after the server's render.
         let mut resumed = LogRenderer::resume(r.state().clone());
         let second = resumed.feed(&log[cut..]);
-        assert_eq!(first.lines + &second.lines + &second.partial, whole, "cut at {cut}");
+        let joined = [first.lines, second.lines, vec![second.partial]].concat().concat();
+        assert_eq!(format!("{CHUNK_OPEN}{joined}</div>"), whole, "cut at {cut}");
     }
 }
 
@@ -94,7 +95,7 @@ fn an_escape_cut_in_half_is_completed_by_the_next_piece() {
     let a = r.feed("x\x1b[3");
     assert_eq!(text_of(&a.partial), "x");
     let b = r.feed("2mgreen\n");
-    assert!(b.lines.contains(r#"<span class="f2">green</span>"#), "{b:?}");
+    assert!(b.lines[0].contains(r#"<span class="f2">green</span>"#), "{b:?}");
 }
 
 #[test]
@@ -106,6 +107,34 @@ fn a_line_without_end_is_broken_and_a_partial_line_replaces_the_last() {
     let mut r = LogRenderer::default();
     assert_eq!(text_of(&r.feed("50%").partial), "50%");
     let next = r.feed("\r75%");
-    assert_eq!(next.lines, "");
+    assert!(next.lines.is_empty());
     assert_eq!(text_of(&next.partial), "75%");
+}
+
+#[test]
+fn colon_forms_empty_resets_and_skipped_underline_colours() {
+    let (html, _) = render("\x1b[38:2::1:2:3mtrue\x1b[m \x1b[38:5:196mred\x1b[0m \x1b[58;5;3;4mline\x1b[4:0mplain\x1b[0m\n");
+    assert!(html.contains(r#"<span style="color:#010203;">true</span>"#), "{html}");
+    assert!(html.contains(r#"<span style="color:#ff0000;">red</span>"#), "{html}");
+    // 58;5;3 is an underline colour (not shown); its 3 is not read as italic.
+    assert!(html.contains(r#"<span class="u">line</span>plain"#), "{html}");
+}
+
+#[test]
+fn backspace_and_tabs() {
+    let (html, _) = render("ab\x08X\tc\n");
+    assert_eq!(text_of(&html), "aX\tc\n");
+}
+
+#[test]
+fn lines_come_in_chunks() {
+    let log: String = (0..CHUNK_LINES * 2 + 3).map(|i| format!("{i}\n")).collect();
+    let (html, _) = render(&log);
+    assert_eq!(html.matches(CHUNK_OPEN).count(), 3);
+    assert_eq!(html.matches("</div>").count(), 3);
+    assert!(html.contains(&format!(
+        "</span></div>{CHUNK_OPEN}<span class=\"line\" id=\"L{}\">",
+        CHUNK_LINES + 1
+    )));
+    assert_eq!(render("").0, "");
 }
