@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # cargo-leptos writes the site (JS, WASM, CSS, assets) to <cargo target dir>/site.
 export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 
-.PHONY: run test build-release build-debug test-rust test-e2e test-fuzz clean
+.PHONY: run test build-release build-debug test-rust test-e2e test-fuzz screenshots bench-browser clean
 
 ## Install what is missing, build in release mode, serve http://127.0.0.1:3000
 ## (SQLite under ./data, one local runner, the demo project). It serves its own copy of
@@ -43,6 +43,14 @@ test-e2e:
 # schemathesis against openapi.json of a real server: no 5xx, every answer as documented.
 test-fuzz:
 	scripts/fuzz-api $(TARGET_DIR)/debug/usher 40
+
+## Photographs every page, with real jobs, into docs/screenshots/ (see docs/ui.md).
+screenshots: build-debug
+	cd end2end && USHER_BIN=$(TARGET_DIR)/debug/usher npx playwright test -c playwright.shots.config.mjs
+
+## The browser figures of docs/benchmarks.md (a 4 MiB log, P9) against a release build.
+bench-browser: build-release
+	cd end2end && USHER_BIN=$(TARGET_DIR)/release/usher npx playwright test -c playwright.bench.config.mjs
 
 clean:
 	cargo clean
