@@ -6,7 +6,8 @@
 //! hidden; `\r` moves back to the start of the line so progress lines overwrite
 //! themselves; backspace; `ESC[K` clears. Other sequences (cursor movement beyond the
 //! line, titles) are dropped. vte's own `ansi` layer would interpret SGR too, but it
-//! brings a whole terminal's interface and made the page's WASM 130 KB larger.
+//! brings a whole terminal's interface (and `log`, `bitflags`, `cursor-icon`) for the
+//! few sequences a log uses.
 //!
 //! It works incrementally: [`LogRenderer::feed`] takes the next piece of a log and gives
 //! the HTML of the lines it completed plus the line still being written, so the job page

@@ -15,7 +15,7 @@ build:
   script:
     - printf '\\033[1;34m==>\\033[0m compiling \\033[1mwebshop\\033[0m\\n'
     - for i in 1 2 3; do printf '\\033[32m  ok\\033[0m module-%s\\n' $i; done
-    - printf '\\033[38;5;208mwarning\\033[0m: 2 deprecated calls\\n'
+    - printf '\\033[38;5;208mwarning\\033[0m 2 deprecated calls\\n'
     - mkdir -p dist && echo bundle > dist/app.js
   artifacts:
     paths: [dist/app.js]
