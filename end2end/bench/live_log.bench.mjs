@@ -2,7 +2,7 @@
 // scrolling it, frames while it streams in), and P9 — a line printed by a running job
 // until it is visible in an open job page.
 import { test, expect } from '@playwright/test';
-import { api, base, signIn, trackPipelines } from '../tests/helpers.mjs';
+import { base, signIn, trackPipelines, waitForStatus } from '../tests/helpers.mjs';
 import { frameTimes, percentile, report } from './report.mjs';
 
 const pipelines = trackPipelines(test);
@@ -35,9 +35,7 @@ const FOUR_MIB_STREAMED = `big:
 test('a 4 MiB log: first paint, scrolling, streaming', async ({ page, request }) => {
   const done = await pipelines.create(request, FOUR_MIB);
   const job = done.jobs[0];
-  await expect(async () => {
-    expect((await api(request, 'GET', `/api/v1/jobs/${job.id}`)).status).toBe('success');
-  }).toPass({ timeout: 120_000 });
+  await waitForStatus(request, job.id, 'success', 120_000);
   await signIn(page);
 
   // When the page went live (hydrated, socket open), noted by the page itself.

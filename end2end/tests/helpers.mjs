@@ -20,6 +20,13 @@ export async function signIn(page, name = 'e2e', password = 'e2e-password') {
   await expect(page).toHaveURL(base() + '/');
 }
 
+/// Waits until job `id` has `status` (through the API).
+export async function waitForStatus(request, id, status, timeout = 30_000) {
+  await expect(async () => {
+    expect((await api(request, 'GET', `/api/v1/jobs/${id}`)).status).toBe(status);
+  }).toPass({ timeout });
+}
+
 /// Registers an afterEach on `test` that aborts the pipelines created through it.
 export function trackPipelines(test) {
   let started = [];

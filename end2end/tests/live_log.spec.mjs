@@ -3,16 +3,9 @@
 // until you scroll up; every line number is a link.
 import { writeFileSync, rmSync } from 'node:fs';
 import { test, expect } from '@playwright/test';
-import { api, base, signIn, trackPipelines } from './helpers.mjs';
+import { base, signIn, trackPipelines, waitForStatus } from './helpers.mjs';
 
 const pipelines = trackPipelines(test);
-
-async function waitForStatus(request, id, status) {
-  await expect(async () => {
-    const j = await api(request, 'GET', `/api/v1/jobs/${id}`);
-    expect(j.status).toBe(status);
-  }).toPass({ timeout: 30_000 });
-}
 
 test('a line printed by a running job appears in an open job page without a reload', async ({ page, request }) => {
   const pipeline = await pipelines.create(request, `
