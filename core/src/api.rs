@@ -144,16 +144,19 @@ pub enum FailureReason {
     RunnerSystemFailure,
     /// The commit could not be checked out (unreachable repository, missing commit).
     CheckoutFailed,
+    /// The docker executor could not find or pull the job's `image` or a service's.
+    ImagePullFailed,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 6] = [
+    pub const ALL: [FailureReason; 7] = [
         FailureReason::ScriptFailure,
         FailureReason::Timeout,
         FailureReason::RunnerLost,
         FailureReason::RunnerShutdown,
         FailureReason::RunnerSystemFailure,
         FailureReason::CheckoutFailed,
+        FailureReason::ImagePullFailed,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -164,6 +167,7 @@ impl FailureReason {
             FailureReason::RunnerShutdown => "runner_shutdown",
             FailureReason::RunnerSystemFailure => "runner_system_failure",
             FailureReason::CheckoutFailed => "checkout_failed",
+            FailureReason::ImagePullFailed => "image_pull_failed",
         }
     }
 

@@ -106,6 +106,11 @@ pub struct JobAssignment {
     /// repository.
     #[serde(default)]
     pub checkout: Option<Checkout>,
+    /// For the docker executor: the job's image and its service containers.
+    #[serde(default)]
+    pub image: Option<String>,
+    #[serde(default)]
+    pub services: Vec<crate::config::Service>,
 }
 
 /// Where a job's code comes from. The credentials are for git only (askpass / ssh key),

@@ -150,6 +150,8 @@ impl Engine {
                 when: a.when,
             }),
             checkout,
+            image: spec.job.image,
+            services: spec.job.services,
         })
     }
 

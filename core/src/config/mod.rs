@@ -53,6 +53,23 @@ pub struct JobConfig {
     /// Only a runner with every one of these tags may take the job.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The docker executor runs the job in a container of this image (the shell
+    /// executor ignores it).
+    #[serde(default)]
+    pub image: Option<String>,
+    /// Containers the docker executor starts before the job, on the job's network.
+    #[serde(default)]
+    pub services: Vec<Service>,
+}
+
+/// A service container of a job: its image, and the host name the job reaches it by.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    /// The image, e.g. `postgres:16`.
+    pub name: String,
+    /// The host name on the job's network (default: from the image, as GitLab does:
+    /// `registry.example.com/tools/postgres:16` → `postgres`).
+    pub alias: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The YAML parser and validation of the CI configuration (the `parser` feature: the
 //! server needs it, the browser does not). Errors name the line and key.
 
-use super::raw::{Duration, Lines, RawArtifacts, RawConfig};
+use super::raw::{Duration, Lines, RawArtifacts, RawConfig, RawService};
 use super::*;
 use std::collections::{HashMap, HashSet};
 
@@ -209,6 +209,8 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
             )?,
             artifacts,
             tags: job.tags.or_else(|| default.tags.clone()).unwrap_or_default(),
+            image: container_image(source, &name, job.image.or_else(|| default.image.clone()))?,
+            services: services(source, &name, job.services.or_else(|| default.services.clone()).unwrap_or_default())?,
             name,
         });
     }
@@ -226,6 +228,62 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
         variables,
         jobs,
     })
+}
+
+/// An image reference as docker takes it: `[registry/]path[:tag][@digest]`, no spaces,
+/// not starting with `-` (it must never read as a flag).
+fn container_image(source: &str, job: &str, image: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(image) = image else { return Ok(None) };
+    let ok = !image.is_empty()
+        && image.len() <= 255
+        && !image.starts_with(['-', '.', '/', ':', '@'])
+        && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
+    if !ok {
+        return Err(job_error(
+            source,
+            job,
+            "image",
+            format!("`image: {image}` is not an image name (e.g. alpine:3.20)"),
+        ));
+    }
+    Ok(Some(image))
+}
+
+fn services(source: &str, job: &str, raw: Vec<RawService>) -> Result<Vec<Service>, ConfigError> {
+    let mut out: Vec<Service> = Vec::new();
+    for service in raw {
+        let (name, alias) = match service {
+            RawService::Image(name) => (name, None),
+            RawService::Full(m) => (m.name, m.alias),
+        };
+        let name = container_image(source, job, Some(name))?.unwrap_or_default();
+        let alias = alias.unwrap_or_else(|| default_alias(&name));
+        let valid_alias = !alias.is_empty()
+            && alias.len() <= 63
+            && !alias.starts_with('-')
+            && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !valid_alias {
+            return Err(job_error(
+                source,
+                job,
+                "services",
+                format!("service alias `{alias}` is not a host name (letters, digits and `-`)"),
+            ));
+        }
+        if out.iter().any(|s| s.alias == alias) {
+            return Err(job_error(source, job, "services", format!("two services have the alias `{alias}`")));
+        }
+        out.push(Service { name, alias });
+    }
+    Ok(out)
+}
+
+/// The host name GitLab gives a service without an alias: the image's last path part
+/// without tag or digest, with characters a host name cannot hold made `-`.
+fn default_alias(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let bare = last.split(['@', ':']).next().unwrap_or(last);
+    bare.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }
 
 fn validate_needs(source: &str, stages: &[String], jobs: &[JobConfig]) -> Result<(), ConfigError> {
@@ -363,5 +421,28 @@ mod tests {
         let err = parse("a:\n  script: [x]\n  timeout: soon\n").unwrap_err();
         assert_eq!(err.line, Some(3), "{err}");
         assert!(err.to_string().contains("soon"), "{err}");
+    }
+
+    #[test]
+    fn image_and_services() {
+        let cfg = parse(
+            "default:\n  image: alpine:3.20\nunit:\n  services:\n    - registry.example.com/db/postgres:16\n    - name: redis:7\n      alias: cache\n  script: [x]\nlint:\n  image: rust@sha256:abc\n  script: [x]\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.jobs[0].image.as_deref(), Some("alpine:3.20"));
+        let aliases: Vec<_> = cfg.jobs[0].services.iter().map(|s| (s.name.as_str(), s.alias.as_str())).collect();
+        assert_eq!(aliases, [("registry.example.com/db/postgres:16", "postgres"), ("redis:7", "cache")]);
+        assert_eq!(cfg.jobs[1].image.as_deref(), Some("rust@sha256:abc"));
+        let err = parse("a:\n  script: [x]\n  image: \"--privileged\"\n").unwrap_err();
+        assert_eq!(err.line, Some(3), "{err}");
+        assert!(err.to_string().contains("not an image name"), "{err}");
+        let err = parse("a:\n  script: [x]\n  services: [{name: x, alias: \"a b\"}]\n").unwrap_err();
+        assert!(err.to_string().contains("not a host name"), "{err}");
+        assert!(
+            parse("a:\n  script: [x]\n  services: [db:1, other/db:2]\n")
+                .unwrap_err()
+                .to_string()
+                .contains("two services")
+        );
     }
 }

@@ -100,6 +100,23 @@ pub(super) struct RawJob {
     pub(super) after_script_timeout: Option<Duration>,
     pub(super) artifacts: Option<RawArtifacts>,
     pub(super) tags: Option<Vec<String>>,
+    pub(super) image: Option<String>,
+    pub(super) services: Option<Vec<RawService>>,
+}
+
+/// A service as written: an image name, or a map with `name` and `alias`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum RawService {
+    Image(String),
+    Full(RawServiceMap),
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawServiceMap {
+    pub(super) name: String,
+    pub(super) alias: Option<String>,
 }
 
 #[derive(Deserialize)]
