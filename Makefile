@@ -28,14 +28,16 @@ build-debug:
 	scripts/setup --test
 	cargo leptos build
 
-# Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres). The same
+# Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres), with a
+# private Docker engine for the docker executor (scripts/with-docker). The same
 # RUSTFLAGS as cargo-leptos's debug builds: the tests rebuild the `usher` binary, which
 # must render exactly what the WASM hydrates (and this way the two share artifacts).
 # The standalone-runner test runs the `usher-runner` binary, built first.
 test-rust: export RUSTFLAGS := --cfg erase_components
 test-rust:
 	cargo build -p usher-runner --bin usher-runner
-	USHER_REQUIRE_POSTGRES=1 scripts/with-postgres cargo test --workspace --exclude usher-frontend
+	USHER_REQUIRE_POSTGRES=1 USHER_REQUIRE_DOCKER=1 scripts/with-postgres scripts/with-docker \
+	  cargo test --workspace --exclude usher-frontend
 
 test-e2e:
 	cd end2end && USHER_BIN=$(TARGET_DIR)/debug/usher npx playwright test

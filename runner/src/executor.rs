@@ -19,7 +19,10 @@ use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
+use crate::container::{self, StartError};
 use crate::control::Control;
+use crate::docker::Docker;
+use crate::docker_proxy::DockerProxy;
 use crate::isolation::{Confinement, JobCgroup, JobIsolation};
 use crate::job_run::JobRun;
 use crate::logsink::{self, LogHandle};
@@ -53,6 +56,8 @@ pub struct JobHost {
     pub isolation: JobIsolation,
     /// This runner's directory of job cgroups, when it may create them.
     pub cgroups: Option<PathBuf>,
+    /// The docker executor's engine; None: the shell executor.
+    pub docker: Option<Docker>,
 }
 
 /// Waits for the script, a control message or the timeout.
@@ -75,19 +80,20 @@ async fn wait_script(child: &mut tokio::process::Child, control: &mut mpsc::Unbo
 
 /// SIGTERM, grace, SIGKILL. Returns true if an abort came in meanwhile.
 async fn stop_gracefully(
+    run: &JobRun<'_>,
     child: &mut tokio::process::Child,
     pgid: u32,
     grace: Duration,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> bool {
-    procs::signal_group(pgid, Signal::SIGTERM);
+    run.signal_shell(pgid, Signal::SIGTERM).await;
     let grace_over = tokio::time::sleep(grace);
     tokio::pin!(grace_over);
     let aborted = loop {
         tokio::select! {
             _ = child.wait() => break false,
             _ = &mut grace_over => {
-                procs::signal_group(pgid, Signal::SIGKILL);
+                run.signal_shell(pgid, Signal::SIGKILL).await;
                 let _ = child.wait().await;
                 break false;
             }
@@ -99,7 +105,7 @@ async fn stop_gracefully(
         }
     };
     // Whatever is left of the group (background jobs that ignored TERM) goes now.
-    procs::signal_group(pgid, Signal::SIGKILL);
+    run.signal_shell(pgid, Signal::SIGKILL).await;
     aborted
 }
 
@@ -125,13 +131,28 @@ pub async fn run_job(
         state_file: meta_dir.join("state.sh"),
         marks: JobMarks::new(cookie, &[&build_dir, &meta_dir]).with_cgroup(cgroup),
         caches: host.builds_dir.join(".usher-cache"),
+        proxy_socket: host.docker.as_ref().map(|_| meta_dir.join("docker.sock")),
+        docker: host.docker.clone(),
+        container: Default::default(),
         build_dir,
         meta_dir,
         confinement,
         log,
     };
+    let mut proxy = None;
     let outcome = match run.make_dirs() {
-        Ok(()) => run_in_dirs(&run, uploader, &mut control).await,
+        Ok(()) => {
+            if let (Some(docker), Some(socket)) = (&run.docker, &run.proxy_socket) {
+                match DockerProxy::start(socket, &docker.socket, job.job_id) {
+                    Ok(p) => proxy = Some(p),
+                    Err(e) => {
+                        run.log.note(&format!("The job gets no Docker API: {e}"));
+                        run.proxy_socket = None;
+                    }
+                }
+            }
+            run_in_dirs(&run, uploader, &mut control).await
+        }
         Err(e) => {
             let dir = run.build_dir.display();
             run.log.note(&format!("Could not create the build directory {dir}: {e}"));
@@ -148,6 +169,10 @@ pub async fn run_job(
     let killed = procs::kill_all(&run.marks).await;
     if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
         run.log.note(&format!("Killed {killed} leftover process(es) of the job."));
+    }
+    if let Some(docker) = &run.docker {
+        drop(proxy.take());
+        container::tear_down(docker, job.job_id, &run.log).await;
     }
     run.marks.remove_cgroup().await;
     run.log.flush().await;
@@ -180,7 +205,7 @@ struct ScriptResult {
 async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mut mpsc::UnboundedReceiver<Control>) -> JobOutcome {
     let (job, log) = (run.job, &run.log);
     let script_file = run.meta_dir.join("script.sh");
-    if let Err(e) = run.write_for_job(&script_file, &script_text(job, &run.state_file)) {
+    if let Err(e) = run.write_for_job(&script_file, &(run.exports() + &script_text(job, &run.state_file, run.shell()))) {
         log.note(&format!("Could not write the job script: {e}"));
         return JobOutcome::Report(system_failure());
     }
@@ -220,6 +245,30 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
             }
         }
     }
+    if let Some(docker) = &run.docker {
+        match container::start(run, docker, run.proxy_socket.as_deref()).await {
+            Ok(c) => {
+                let _ = run.container.set(c);
+            }
+            Err(StartError::Image(why)) => {
+                log.note(&format!("Could not start the job: {why}"));
+                return JobOutcome::Report(JobReport {
+                    failure_reason: Some(FailureReason::ImagePullFailed),
+                    detail: Some(why),
+                    ..system_failure()
+                });
+            }
+            Err(StartError::Engine(why)) => {
+                log.note(&format!("Could not start the job's containers: {why}"));
+                return JobOutcome::Report(JobReport {
+                    detail: Some(why),
+                    ..system_failure()
+                });
+            }
+        }
+    } else if let Some(image) = &job.image {
+        log.note(&format!("This runner uses the shell executor: `image: {image}` is ignored."));
+    }
     let script = match run_script(run, &script_file, control).await {
         Ok(Some(result)) => result,
         Ok(None) => return kill_everything(&run.marks, log, ABORTED).await,
@@ -239,6 +288,9 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
     if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader) {
         if spec.when.applies(script.status == "success") {
             // Nothing of the job may still be writing while its files are read.
+            if let Some(container) = run.container.get() {
+                container.signal_all(Signal::SIGKILL).await;
+            }
             let killed = procs::kill_all(&run.marks).await;
             if killed > 0 {
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
@@ -271,12 +323,12 @@ async fn run_script(
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> std::io::Result<Option<ScriptResult>> {
     let job = run.job;
-    let (mut child, output) = run.spawn_bash(script_file)?;
+    let (mut child, output) = run.spawn_shell(script_file)?;
     let pgid = child.id().unwrap_or(0);
     let stop = wait_script(&mut child, control, Duration::from_secs(job.timeout_secs)).await;
     let result = match stop {
         ScriptEnd::Exited(code) => {
-            procs::signal_group(pgid, Signal::SIGKILL);
+            run.signal_shell(pgid, Signal::SIGKILL).await;
             output.drain().await;
             let ok = code == Some(0);
             ScriptResult {
@@ -292,7 +344,8 @@ async fn run_script(
             return Ok(None);
         }
         ScriptEnd::Cancel | ScriptEnd::Timeout | ScriptEnd::Shutdown => {
-            let cwd_at_stop = procs::cwd_of(pgid);
+            // In a container the saved state says where the script was.
+            let cwd_at_stop = run.container.get().is_none().then(|| procs::cwd_of(pgid)).flatten();
             let why = match stop {
                 ScriptEnd::Timeout => format!("Job timed out after {} s", job.timeout_secs),
                 ScriptEnd::Shutdown => "The runner is shutting down".to_string(),
@@ -302,7 +355,7 @@ async fn run_script(
                 "{why}: stopping the script (SIGTERM, SIGKILL after {} s).",
                 job.cancel_grace_secs
             ));
-            let aborted = stop_gracefully(&mut child, pgid, Duration::from_secs(job.cancel_grace_secs), control).await;
+            let aborted = stop_gracefully(run, &mut child, pgid, Duration::from_secs(job.cancel_grace_secs), control).await;
             output.drain().await;
             if aborted {
                 return Ok(None);
@@ -351,10 +404,11 @@ async fn run_after_script(
             timed_out: false,
         })
     };
-    if let Err(e) = run.write_for_job(&file, &after_script_text(job, &run.state_file, cwd, status)) {
+    let text = run.exports() + &after_script_text(job, &run.state_file, cwd, status, run.shell());
+    if let Err(e) = run.write_for_job(&file, &text) {
         return failed(log, e);
     }
-    let (mut child, output) = match run.spawn_bash(&file) {
+    let (mut child, output) = match run.spawn_shell(&file) {
         Ok(c) => c,
         Err(e) => return failed(log, e),
     };
@@ -365,7 +419,7 @@ async fn run_after_script(
         tokio::select! {
             s = child.wait() => break (s.ok().and_then(|s| s.code()), false),
             _ = &mut timeout => {
-                procs::signal_group(pgid, Signal::SIGKILL);
+                run.signal_shell(pgid, Signal::SIGKILL).await;
                 let _ = child.wait().await;
                 log.note(&format!("after_script timed out after {} s and was killed.", job.after_script_timeout_secs));
                 break (None, true);
@@ -381,7 +435,7 @@ async fn run_after_script(
             },
         }
     };
-    procs::signal_group(pgid, Signal::SIGKILL);
+    run.signal_shell(pgid, Signal::SIGKILL).await;
     output.drain().await;
     Some(AfterScriptResult {
         exit_code,

@@ -5,7 +5,10 @@
 
 pub mod artifacts;
 pub mod checkout;
+pub mod container;
 pub mod control;
+pub mod docker;
+pub mod docker_proxy;
 pub mod executor;
 pub mod isolation;
 pub mod job_run;

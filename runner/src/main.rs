@@ -37,6 +37,12 @@ struct Args {
     /// PEM certificates of a CA to trust for an https:// server, besides the system's.
     #[arg(long, env = "USHER_RUNNER_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// How jobs run: `shell` (bash on this machine) or `docker` (in a container of the job's image).
+    #[arg(long, env = "USHER_EXECUTOR", value_enum, default_value_t)]
+    executor: usher_runner::docker::ExecutorKind,
+    /// The Docker engine for `--executor docker` (default: $DOCKER_HOST, else unix:///var/run/docker.sock).
+    #[arg(long, env = "USHER_DOCKER_HOST")]
+    docker_host: Option<String>,
     /// How this runner writes its own log (to standard error).
     #[arg(long, env = "USHER_LOG_FORMAT", value_enum, default_value_t)]
     log_format: usher_runner::logging::LogFormat,
@@ -98,6 +104,10 @@ async fn main() {
         eprintln!("usher-runner: {e}");
         std::process::exit(2);
     });
+    let docker = args.executor.engine(args.docker_host.as_deref()).await.unwrap_or_else(|e| {
+        eprintln!("usher-runner: {e}");
+        std::process::exit(2);
+    });
     // The runner's own files (job scripts before they are handed over) are private.
     // SAFETY: umask only changes this process's file-creation mask.
     unsafe { libc::umask(0o077) };
@@ -111,6 +121,7 @@ async fn main() {
             isolation,
             tags: args.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
             tls,
+            docker,
         },
         stop_rx,
     )

@@ -38,6 +38,8 @@ pub struct RunnerConfig {
     pub tags: Vec<String>,
     /// TLS for an `https://` server (`crate::tls::client_config`); None for `http://`.
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
+    /// `--executor docker`: the engine jobs run on. None: the shell executor.
+    pub docker: Option<crate::docker::Docker>,
 }
 
 /// What the runner's owner asks of it; the value only ever moves forward.
@@ -119,7 +121,7 @@ impl State {
 
 /// Runs until `stop` says so (see the module comment).
 pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
-    let host = prepare_host(&config);
+    let host = prepare_host(&config).await;
     let (internal_tx, mut internal_rx) = mpsc::unbounded_channel::<Internal>();
     let mut state = State {
         runner_id: None,
@@ -163,9 +165,17 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
 /// Before the first job: what a previous life of this runner left (after a crash or a
 /// `kill -9`) goes — its processes (found in its job cgroups) and its build directories
 /// — and the builds dir is made reachable for the job user.
-fn prepare_host(config: &RunnerConfig) -> JobHost {
+async fn prepare_host(config: &RunnerConfig) -> JobHost {
     let _ = std::fs::create_dir_all(&config.builds_dir);
-    remove_stale_build_dirs(&config.builds_dir);
+    let stale_jobs = remove_stale_build_dirs(&config.builds_dir);
+    if let Some(docker) = &config.docker {
+        for job_id in stale_jobs {
+            let removed = docker.remove_everything_of(job_id).await;
+            if removed.total() > 0 {
+                tracing::warn!(runner = %config.name, job_id, ?removed, "removed Docker objects that a previous run of this runner left behind");
+            }
+        }
+    }
     if config.isolation.user().is_some() {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&config.builds_dir, std::fs::Permissions::from_mode(0o711));
@@ -198,20 +208,29 @@ fn prepare_host(config: &RunnerConfig) -> JobHost {
         builds_dir: config.builds_dir.clone(),
         isolation: config.isolation.clone(),
         cgroups,
+        docker: config.docker.clone(),
     }
 }
 
 /// Job directories left by an earlier run of this runner (a crash, a kill -9): nothing
-/// is running in them any more, so they go before the first job.
-fn remove_stale_build_dirs(builds_dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(builds_dir) else { return };
+/// is running in them any more, so they go before the first job. Returns the ids of
+/// those jobs, whose Docker objects go too.
+fn remove_stale_build_dirs(builds_dir: &std::path::Path) -> Vec<i64> {
+    let Ok(entries) = std::fs::read_dir(builds_dir) else {
+        return Vec::new();
+    };
+    let mut jobs = Vec::new();
     for entry in entries.flatten() {
-        let name = entry.file_name();
-        if name.to_string_lossy().starts_with("job-") {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("job-") {
             tracing::info!("removing stale build directory {}", entry.path().display());
             let _ = std::fs::remove_dir_all(entry.path());
+            jobs.extend(rest.trim_end_matches(".usher").parse::<i64>().ok());
         }
     }
+    jobs.sort_unstable();
+    jobs.dedup();
+    jobs
 }
 
 fn ws_url(base: &str) -> String {

@@ -57,6 +57,10 @@ pub struct ServeOptions {
     /// `--public-url`: where users reach the server (behind a proxy, say); an
     /// `https://` one makes cookies `Secure`.
     pub public_url: Option<String>,
+    /// `--executor`: how local runners run jobs.
+    pub executor: usher_runner::docker::ExecutorKind,
+    /// `--docker-host`: the engine of `--executor docker`.
+    pub docker_host: Option<String>,
 }
 
 impl ServeOptions {
@@ -77,6 +81,8 @@ impl ServeOptions {
             limits: Default::default(),
             tls: None,
             public_url: None,
+            executor: Default::default(),
+            docker_host: None,
         }
     }
 }
@@ -130,6 +136,10 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
             opts.job_user.as_deref(),
             opts.trust_jobs,
         )?),
+    };
+    let docker = match opts.local_runners {
+        0 => None,
+        _ => opts.executor.engine(opts.docker_host.as_deref()).await?,
     };
     data_dir::prepare(&opts.data_dir)?;
     let mut settings = opts.settings.clone();
@@ -210,6 +220,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
                 isolation: isolation.clone().expect("decided above for local runners"),
                 tags: Vec::new(),
                 tls: None,
+                docker: docker.clone(),
             };
             runners.push(tokio::spawn(usher_runner::run(config, runners_stop_rx.clone())));
         }

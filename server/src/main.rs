@@ -51,6 +51,12 @@ enum Command {
         /// The URL users reach this server at (behind a proxy, say); https:// makes cookies Secure.
         #[arg(long, env = "USHER_PUBLIC_URL")]
         public_url: Option<String>,
+        /// How local runners run jobs: `shell` (bash here) or `docker` (in a container of the job's image).
+        #[arg(long, env = "USHER_EXECUTOR", value_enum, default_value_t)]
+        executor: usher_runner::docker::ExecutorKind,
+        /// The Docker engine for `--executor docker` (default: $DOCKER_HOST, else unix:///var/run/docker.sock).
+        #[arg(long, env = "USHER_DOCKER_HOST")]
+        docker_host: Option<String>,
     },
     /// Manage users.
     User {
@@ -209,6 +215,8 @@ async fn main() {
             tls_cert,
             tls_key,
             public_url,
+            executor,
+            docker_host,
         } => {
             // Everything the server creates (database, artifacts) is private to its user.
             // SAFETY: umask only changes this process's file-creation mask.
@@ -228,6 +236,8 @@ async fn main() {
                 limits: Default::default(),
                 tls: tls_cert.zip(tls_key),
                 public_url,
+                executor,
+                docker_host,
             })
             .await
             .unwrap_or_else(|e| fail(e));

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)]
 
+pub mod docker;
 pub mod git;
 
 use std::path::{Path, PathBuf};
@@ -104,14 +105,33 @@ impl TestServer {
     }
 
     pub async fn start_with(database_url: Option<String>, local_runners: u32, settings: usher_engine::Settings) -> TestServer {
-        let data_dir = tempfile::tempdir().unwrap();
-        let defaults = ServeOptions::new(data_dir.path());
-        let server = start(ServeOptions {
+        TestServer::start_opts(|defaults| ServeOptions {
             database_url: database_url.unwrap_or(defaults.database_url.clone()),
             settings,
             local_runners,
-            admin_token: Some(ADMIN_TOKEN.into()),
             ..defaults
+        })
+        .await
+    }
+
+    /// A server whose local runners use the docker executor on the engine `docker_host`.
+    pub async fn start_docker(docker_host: &str, local_runners: u32) -> TestServer {
+        TestServer::start_opts(|defaults| ServeOptions {
+            local_runners,
+            executor: usher_runner::docker::ExecutorKind::Docker,
+            docker_host: Some(docker_host.to_string()),
+            ..defaults
+        })
+        .await
+    }
+
+    /// A server with the options `opts` makes of the defaults (SQLite in a temp dir).
+    pub async fn start_opts(opts: impl FnOnce(ServeOptions) -> ServeOptions) -> TestServer {
+        let data_dir = tempfile::tempdir().unwrap();
+        let defaults = ServeOptions::new(data_dir.path());
+        let server = start(ServeOptions {
+            admin_token: Some(ADMIN_TOKEN.into()),
+            ..opts(defaults)
         })
         .await
         .expect("server starts");

@@ -1,0 +1,170 @@
+//! A job's containers with the docker executor: its network, its service containers,
+//! and the one long-lived container its script and after_script both run in.
+//!
+//! The job container's first process only sleeps; the script and after_script are
+//! `docker exec`s of the job's shell into it, so what the script left behind — files,
+//! the saved state (exported variables, directory), background processes until they
+//! are stopped — is there for after_script, as with the shell executor. The build
+//! directory and the job's script directory are mounted at the same paths as on the
+//! host, so the generated scripts work unchanged. Stopping the script signals every
+//! process in the container but the sleeper (`kill -1` from inside).
+
+use std::path::Path;
+
+use nix::sys::signal::Signal;
+
+use crate::docker::{Docker, JOB_LABEL};
+use crate::job_run::JobRun;
+use crate::logsink::LogHandle;
+
+/// Where the per-job Docker API proxy is mounted inside the job container.
+pub const PROXY_IN_CONTAINER: &str = "/var/run/usher/docker.sock";
+
+/// The running job container.
+#[derive(Debug)]
+pub struct JobContainer {
+    pub docker: Docker,
+    /// The container's name (`usher-job-<id>`).
+    pub name: String,
+}
+
+/// Why the containers could not be started.
+pub enum StartError {
+    /// An image is not here and could not be pulled.
+    Image(String),
+    /// Anything else (the engine refused, went away…).
+    Engine(String),
+}
+
+/// The name of the job's network, which its services and containers share.
+pub fn network_name(job_id: i64) -> String {
+    format!("usher-job-{job_id}")
+}
+
+/// Starts the network, the services and the job container; the images first, so a
+/// missing image fails the job before anything runs.
+pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Option<&Path>) -> Result<JobContainer, StartError> {
+    let job = run.job;
+    let Some(image) = job.image.as_deref() else {
+        return Err(StartError::Engine(
+            "the docker executor needs an image: give the job `image:` (e.g. image: alpine:3.20)".into(),
+        ));
+    };
+    for wanted in std::iter::once(image).chain(job.services.iter().map(|s| s.name.as_str())) {
+        run.log.note(&format!("Using image {wanted}"));
+        docker
+            .ensure_image(wanted)
+            .await
+            .map_err(|e| StartError::Image(format!("image {wanted} is not available: {e}")))?;
+    }
+    let label = format!("{JOB_LABEL}={}", job.job_id);
+    let network = network_name(job.job_id);
+    docker
+        .run(&["network", "create", "--label", &label, &network])
+        .await
+        .map_err(StartError::Engine)?;
+    for (i, service) in job.services.iter().enumerate() {
+        run.log.note(&format!("Starting service {} as {}", service.name, service.alias));
+        let name = format!("usher-job-{}-service-{}", job.job_id, i + 1);
+        docker
+            .run(&[
+                "run",
+                "--detach",
+                "--label",
+                &label,
+                "--name",
+                &name,
+                "--network",
+                &network,
+                "--network-alias",
+                &service.alias,
+                &service.name,
+            ])
+            .await
+            .map_err(|e| StartError::Engine(format!("service {}: {e}", service.name)))?;
+    }
+    let name = format!("usher-job-{}", job.job_id);
+    let build = run.build_dir.to_string_lossy().into_owned();
+    let meta = run.meta_dir.to_string_lossy().into_owned();
+    let mut args: Vec<String> = [
+        "run",
+        "--detach",
+        "--label",
+        &label,
+        "--name",
+        &name,
+        "--network",
+        &network,
+        "--workdir",
+        &build,
+        "--volume",
+        &format!("{build}:{build}"),
+        "--volume",
+        &format!("{meta}:{meta}"),
+    ]
+    .map(str::to_string)
+    .to_vec();
+    if let Some(socket) = proxy_socket {
+        args.extend([
+            "--volume".into(),
+            format!("{}:{PROXY_IN_CONTAINER}", socket.display()),
+            "--env".into(),
+            format!("DOCKER_HOST=unix://{PROXY_IN_CONTAINER}"),
+        ]);
+    }
+    // The sleeper ignores TERM so that stopping the script's processes leaves it be.
+    args.extend(["--entrypoint", "sh", image, "-c", "trap '' TERM INT; while :; do sleep 3600; done"].map(str::to_string));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    docker.run(&args).await.map_err(StartError::Engine)?;
+    Ok(JobContainer {
+        docker: docker.clone(),
+        name,
+    })
+}
+
+impl JobContainer {
+    /// The command that runs a generated script file in the container: with bash where
+    /// the image has it, else with sh (the scripts are written for both).
+    pub(crate) fn exec_args(&self, run: &JobRun<'_>, file: &Path) -> Vec<String> {
+        [
+            "exec",
+            "--workdir",
+            &run.build_dir.to_string_lossy(),
+            &self.name,
+            "sh",
+            "-c",
+            "if command -v bash >/dev/null 2>&1; then exec bash --noprofile --norc \"$0\"; fi; exec sh \"$0\"",
+            &file.to_string_lossy(),
+        ]
+        .map(str::to_string)
+        .to_vec()
+    }
+
+    /// Sends `signal` to every process of the container but its sleeper.
+    pub async fn signal_all(&self, signal: Signal) {
+        let name = match signal {
+            Signal::SIGKILL => "KILL",
+            _ => "TERM",
+        };
+        let _ = self
+            .docker
+            .run(&["exec", &self.name, "sh", "-c", &format!("kill -s {name} -1 2>/dev/null; true")])
+            .await;
+    }
+}
+
+/// Removes every container, network and volume of the job — its own and what it made
+/// through its Docker API — and says so in the log.
+pub async fn tear_down(docker: &Docker, job_id: i64, log: &LogHandle) {
+    let started = std::time::Instant::now();
+    let removed = docker.remove_everything_of(job_id).await;
+    if removed.total() > 0 {
+        log.note(&format!(
+            "Removed the job's Docker objects: {} container(s), {} network(s), {} volume(s) in {} ms.",
+            removed.containers,
+            removed.networks,
+            removed.volumes,
+            started.elapsed().as_millis()
+        ));
+    }
+}

@@ -1,0 +1,170 @@
+//! The Docker engine as the docker executor uses it, through the `docker` command line:
+//! images, the job's network, its containers, and removing everything that carries a
+//! job's label.
+//!
+//! The command line rather than an API crate: it is what operators already have and
+//! debug with, its errors are the sentences they know, `docker exec` streams a process's
+//! output into the same pipe the shell executor reads, and it negotiates the API version
+//! with whatever engine is installed. Only `unix://` engines are supported.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use tokio::process::Command;
+
+/// The label every container, network and volume of a job carries: `usher.job=<id>`.
+pub const JOB_LABEL: &str = "usher.job";
+
+/// `--executor`: how a runner runs its jobs.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExecutorKind {
+    /// In bash on the runner's machine, as the job user.
+    #[default]
+    Shell,
+    /// In a container of the job's `image`, with its `services`.
+    Docker,
+}
+
+impl ExecutorKind {
+    /// The engine for `--executor docker` (`--docker-host`, else `DOCKER_HOST`, else
+    /// /var/run/docker.sock), checked to answer; None for the shell executor.
+    pub async fn engine(self, docker_host: Option<&str>) -> Result<Option<Docker>, String> {
+        if self == ExecutorKind::Shell {
+            return Ok(None);
+        }
+        let from_env = std::env::var("DOCKER_HOST").ok();
+        let host = docker_host.or(from_env.as_deref()).unwrap_or("unix:///var/run/docker.sock");
+        let docker = Docker::from_host(host)?;
+        docker
+            .ping()
+            .await
+            .map_err(|e| format!("--executor docker: the Docker engine at {host} does not answer: {e}"))?;
+        Ok(Some(docker))
+    }
+}
+
+/// A Docker engine reached over its unix socket.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Docker {
+    /// The engine's socket.
+    pub socket: PathBuf,
+}
+
+/// What [`Docker::remove_everything_of`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    pub containers: usize,
+    pub networks: usize,
+    pub volumes: usize,
+}
+
+impl Removed {
+    pub fn total(&self) -> usize {
+        self.containers + self.networks + self.volumes
+    }
+}
+
+impl Docker {
+    /// `--docker-host`: `unix:///var/run/docker.sock` (or a bare path).
+    pub fn from_host(host: &str) -> Result<Docker, String> {
+        let path = host.strip_prefix("unix://").unwrap_or(host);
+        if !path.starts_with('/') {
+            return Err(format!("--docker-host {host}: only unix:///path/to/docker.sock is supported"));
+        }
+        Ok(Docker { socket: path.into() })
+    }
+
+    /// `DOCKER_HOST` for the `docker` commands of the runner.
+    pub fn host(&self) -> String {
+        format!("unix://{}", self.socket.display())
+    }
+
+    /// A `docker` command aimed at this engine, with nothing of the runner's environment
+    /// but PATH (no stray DOCKER_* settings, no secrets).
+    pub fn command(&self) -> Command {
+        let mut cmd = Command::new("docker");
+        cmd.env_clear()
+            .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
+            .env("DOCKER_HOST", self.host())
+            .env("DOCKER_CONFIG", std::env::temp_dir().join("usher-docker-config"))
+            .stdin(Stdio::null())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// Runs `docker args…`; its standard output, or its error message.
+    pub async fn run(&self, args: &[&str]) -> Result<String, String> {
+        let out = self
+            .command()
+            .args(args)
+            .output()
+            .await
+            .map_err(|e| format!("could not run docker: {e}"))?;
+        if out.status.success() {
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        } else {
+            let err = String::from_utf8_lossy(&out.stderr);
+            Err(err.trim().trim_start_matches("Error response from daemon: ").to_string())
+        }
+    }
+
+    /// Whether the engine answers.
+    pub async fn ping(&self) -> Result<(), String> {
+        self.run(&["version", "--format", "{{.Server.Version}}"]).await.map(|_| ())
+    }
+
+    /// The image is here, or pulled now; else why not.
+    pub async fn ensure_image(&self, image: &str) -> Result<(), String> {
+        if self.run(&["image", "inspect", "--format", "{{.Id}}", image]).await.is_ok() {
+            return Ok(());
+        }
+        self.run(&["pull", "--quiet", image]).await.map(|_| ())
+    }
+
+    /// Ids of the job's objects of one kind (`container`, `network`, `volume`).
+    async fn labelled(&self, kind: &str, job_id: i64) -> Vec<String> {
+        let filter = format!("label={JOB_LABEL}={job_id}");
+        let args: Vec<&str> = match kind {
+            "container" => vec!["container", "ls", "--all", "--quiet", "--filter", &filter],
+            "network" => vec!["network", "ls", "--quiet", "--filter", &filter],
+            _ => vec!["volume", "ls", "--quiet", "--filter", &filter],
+        };
+        match self.run(&args).await {
+            Ok(out) => out.split_whitespace().map(str::to_string).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Removes every container (with its anonymous volumes), network and volume labelled
+    /// with the job, until none is left (a container being created meanwhile shows up in
+    /// the next round).
+    pub async fn remove_everything_of(&self, job_id: i64) -> Removed {
+        let mut removed = Removed::default();
+        for _ in 0..5 {
+            let containers = self.labelled("container", job_id).await;
+            if !containers.is_empty() {
+                let mut args = vec!["container", "rm", "--force", "--volumes"];
+                args.extend(containers.iter().map(String::as_str));
+                let _ = self.run(&args).await;
+                removed.containers += containers.len();
+            }
+            let networks = self.labelled("network", job_id).await;
+            for network in &networks {
+                if self.run(&["network", "rm", network]).await.is_ok() {
+                    removed.networks += 1;
+                }
+            }
+            let volumes = self.labelled("volume", job_id).await;
+            if !volumes.is_empty() {
+                let mut args = vec!["volume", "rm", "--force"];
+                args.extend(volumes.iter().map(String::as_str));
+                let _ = self.run(&args).await;
+                removed.volumes += volumes.len();
+            }
+            if containers.is_empty() && networks.is_empty() && volumes.is_empty() {
+                break;
+            }
+        }
+        removed
+    }
+}

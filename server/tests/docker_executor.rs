@@ -1,0 +1,339 @@
+//! The docker executor on a real (private) Docker engine: a job runs in its image with
+//! its services; a cancel stops the script and runs after_script in the same container
+//! with the script's variables and directory; cancel, abort, failure and success all
+//! leave no container, network or volume of the job — also what the job made itself
+//! through the Docker API it was given, which labels and confines what it creates; a
+//! missing image fails the job as `image_pull_failed`; a runner killed with SIGKILL
+//! removes what its jobs left when it starts again.
+//!
+//! Runs under scripts/with-docker (make test does); without an engine each test says it
+//! is skipped, unless USHER_REQUIRE_DOCKER=1.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::docker::{BUSYBOX, DOCKER_CLI, SERVICE, docker, engine, objects_of};
+use common::*;
+use serde_json::json;
+
+/// Waits until the engine holds nothing of `job_id` (teardown runs before the report,
+/// so this should already hold when the job is terminal).
+async fn assert_nothing_left(host: &str, job_id: i64) {
+    let left = objects_of(host, job_id);
+    assert!(left.is_empty(), "job {job_id} left {left:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_job_runs_after_script_in_its_container_and_leaves_nothing() {
+    let Some(host) = engine() else { return };
+    let t = TestServer::start_docker(&host, 1).await;
+    let pipeline = t
+        .pipeline(&format!(
+            r#"
+job:
+  image: {BUSYBOX}
+  services:
+    - name: {SERVICE}
+      alias: web
+  cancel_grace: 5s
+  script:
+    - mkdir -p "deep/it's here" && cd "deep/it's here"
+    - export LEFT_BY_SCRIPT="the script's value"
+    - echo "service says $(wget -qO- http://web/)"
+    - sleep 600 &
+    - echo "in-container=$(hostname)"
+    - echo ready; sleep 600
+  after_script:
+    - echo "after_script saw LEFT_BY_SCRIPT=[$LEFT_BY_SCRIPT] pwd=[$PWD] status=[$CI_JOB_STATUS] host=[$(hostname)]"
+"#
+        ))
+        .await;
+    let job_id = TestServer::job_id(&pipeline, "job");
+    let log = t.wait_for_log(job_id, "ready").await;
+    assert!(log.contains("service says hello from the service"), "{log}");
+    let container_host = log_value(&log, "in-container");
+    let labelled = objects_of(&host, job_id);
+    assert_eq!(
+        labelled.iter().filter(|o| o.starts_with("container:")).count(),
+        2,
+        "the job and its service: {labelled:?}"
+    );
+    assert!(labelled.iter().any(|o| o.starts_with("network:")), "{labelled:?}");
+
+    let cancelled_at = Instant::now();
+    let (status, answer) = t.call("POST", &format!("/api/v1/jobs/{job_id}/cancel"), None).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(answer["status"], "canceling", "{answer}");
+    let job = t.wait_for_status(job_id, "canceled").await;
+    let took = cancelled_at.elapsed();
+    let (log, _) = t.log(job_id).await;
+    let build = t.builds_dir().join(format!("job-{job_id}"));
+    assert!(
+        log.contains(&format!(
+            "after_script saw LEFT_BY_SCRIPT=[the script's value] pwd=[{}/deep/it's here] status=[canceled] host=[{container_host}]",
+            build.display()
+        )),
+        "after_script ran in the same container with the script's state:\n{log}"
+    );
+    assert_eq!(job["after_script"]["exit_code"], 0, "{job}");
+    assert!(
+        log.contains("Removed the job's Docker objects: 2 container(s), 1 network(s)"),
+        "{log}"
+    );
+    assert_nothing_left(&host, job_id).await;
+    eprintln!("cancel → canceled with everything removed: {} ms", took.as_millis());
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_aborted_job_leaves_nothing_and_runs_no_after_script() {
+    let Some(host) = engine() else { return };
+    let t = TestServer::start_docker(&host, 1).await;
+    let pipeline = t
+        .pipeline(&format!(
+            "job:\n  image: {BUSYBOX}\n  services: [{SERVICE}]\n  script:\n    - sleep 600 &\n    - echo ready; sleep 600\n  after_script:\n    - echo after-ran\n"
+        ))
+        .await;
+    let job_id = TestServer::job_id(&pipeline, "job");
+    t.wait_for_log(job_id, "ready").await;
+    assert!(!objects_of(&host, job_id).is_empty());
+    let (status, answer) = t.call("POST", &format!("/api/v1/jobs/{job_id}/abort"), None).await;
+    assert_eq!(status, 200, "{answer}");
+    t.wait_for_status(job_id, "canceled").await;
+    // The runner removes the objects as soon as it hears of the abort; the job is
+    // canceled at once, so give the runner its moment.
+    let until = Instant::now() + Duration::from_secs(30);
+    while !objects_of(&host, job_id).is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_nothing_left(&host, job_id).await;
+    let (log, _) = t.log(job_id).await;
+    assert!(!log.contains("after-ran"), "{log}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_pull_failed() {
+    let Some(host) = engine() else { return };
+    let t = TestServer::start_docker(&host, 1).await;
+    let pipeline = t
+        .pipeline(&format!(
+            "stages: [a, b, c]\nok:\n  stage: a\n  image: {BUSYBOX}\n  variables: {{GREETING: \"it's fine\"}}\n  script: [\"echo \\\"greeting=$GREETING dir=$CI_PROJECT_DIR\\\"\"]\nbad:\n  stage: b\n  needs: []\n  image: {BUSYBOX}\n  script: [\"echo before; false\", echo never]\nmissing:\n  stage: c\n  needs: []\n  image: usher-test/not-there:1\n  script: [echo never]\n"
+        ))
+        .await;
+    let ok = TestServer::job_id(&pipeline, "ok");
+    let job = t.wait_for_status(ok, "success").await;
+    let (log, _) = t.log(ok).await;
+    assert!(
+        log.contains(&format!(
+            "greeting=it's fine dir={}",
+            t.builds_dir().join(format!("job-{ok}")).display()
+        )),
+        "{log}"
+    );
+    assert_eq!(job["exit_code"], 0);
+    let bad = TestServer::job_id(&pipeline, "bad");
+    let job = t.wait_for_status(bad, "failed").await;
+    assert_eq!(
+        (job["exit_code"].clone(), job["failure_reason"].clone()),
+        (json!(1), json!("script_failure")),
+        "{job}"
+    );
+    let missing = TestServer::job_id(&pipeline, "missing");
+    let job = t.wait_for_status(missing, "failed").await;
+    assert_eq!(job["failure_reason"], "image_pull_failed", "{job}");
+    let (log, _) = t.log(missing).await;
+    assert!(log.contains("usher-test/not-there:1 is not available"), "{log}");
+    for id in [ok, bad, missing] {
+        assert_nothing_left(&host, id).await;
+    }
+    t.stop().await;
+}
+
+/// A job given the Docker API: what it creates carries its label and joins its
+/// network; the host and other jobs' objects are out of its reach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_docker_api_a_job_is_given_labels_what_it_makes_and_keeps_it_in() {
+    let Some(host) = engine() else { return };
+    let outsider = format!("usher-test-outsider-{}", rand_suffix());
+    docker(&host, &["run", "--detach", "--name", &outsider, BUSYBOX, "sleep", "600"]);
+    let t = TestServer::start_docker(&host, 1).await;
+    let pipeline = t
+        .pipeline(&format!(
+            r#"
+job:
+  image: {DOCKER_CLI}
+  script:
+    - docker network create made-net-$CI_JOB_ID
+    - docker volume create made-vol-$CI_JOB_ID
+    - docker run -d --name made-$CI_JOB_ID -v made-vol-$CI_JOB_ID:/data -v implicit-$CI_JOB_ID:/more {BUSYBOX} sleep 600
+    - docker run --rm --name echo-$CI_JOB_ID {BUSYBOX} echo "attached output reaches the log"
+    - docker run -d --name web-$CI_JOB_ID {SERVICE} && sleep 1 && echo "by name $(wget -qO- http://web-$CI_JOB_ID/)"
+    - if docker run --rm -v /:/host {BUSYBOX} true; then echo HOST-MOUNTED; fi
+    - if docker run --rm --privileged {BUSYBOX} true; then echo PRIVILEGED; fi
+    - if docker stop -t 0 {outsider}; then echo OUTSIDER-STOPPED; fi
+    - docker rm -f {outsider}
+    - if docker exec {outsider} true; then echo OUTSIDER-ENTERED; fi
+    - echo ready; sleep 600
+"#
+        ))
+        .await;
+    let job_id = TestServer::job_id(&pipeline, "job");
+    let log = t.wait_for_log(job_id, "ready").await;
+    assert!(log.contains("attached output reaches the log"), "{log}");
+    assert!(log.contains("by name hello from the service"), "{log}");
+    for refused in ["HOST-MOUNTED", "PRIVILEGED", "OUTSIDER-STOPPED", "OUTSIDER-ENTERED"] {
+        assert!(!log.lines().any(|line| line == refused), "{refused}:\n{log}");
+    }
+    assert!(
+        log.contains("usher: jobs may not create containers with bind mounts of host paths"),
+        "{log}"
+    );
+    assert!(log.contains("No such container"), "{log}");
+    let labelled = objects_of(&host, job_id);
+    // Its own container, the two it started, its network and the one it made, two volumes.
+    let count = |kind: &str| labelled.iter().filter(|o| o.starts_with(kind)).count();
+    assert_eq!(
+        (count("container:"), count("network:"), count("volume:")),
+        (3, 2, 2),
+        "{labelled:?}"
+    );
+
+    t.call("POST", &format!("/api/v1/jobs/{job_id}/cancel"), None).await;
+    t.wait_for_status(job_id, "canceled").await;
+    assert_nothing_left(&host, job_id).await;
+    let outsider_running = docker(&host, &["ps", "--quiet", "--filter", &format!("name={outsider}")]);
+    assert!(
+        !outsider_running.trim().is_empty(),
+        "the container that is not the job's still runs"
+    );
+    docker(&host, &["rm", "--force", &outsider]);
+    t.stop().await;
+}
+
+/// The issue's measure: a job that starts three containers and a network through its
+/// Docker API and whose after_script removes nothing, cancelled at a random moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn random_cancels_leave_no_docker_objects() {
+    let Some(host) = engine() else { return };
+    let rounds: usize = std::env::var("USHER_DOCKER_CANCELS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(100);
+    let t = TestServer::start_docker(&host, 2).await;
+    let config = format!(
+        r#"
+job:
+  image: {DOCKER_CLI}
+  cancel_grace: 1s
+  script:
+    - docker network create net-$CI_JOB_ID
+    - for i in 1 2 3; do docker run -d --network net-$CI_JOB_ID {BUSYBOX} sleep 600; done
+    - echo all-started
+    - sleep 600
+  after_script:
+    - echo "after_script removes nothing"
+"#
+    );
+    let mut rng_state = std::process::id() as u64 ^ 0x9e37_79b9_7f4a_7c15;
+    let mut random_ms = |below: u64| {
+        rng_state ^= rng_state << 13;
+        rng_state ^= rng_state >> 7;
+        rng_state ^= rng_state << 17;
+        rng_state % below
+    };
+    let mut teardown_ms = Vec::new();
+    let mut pending = Vec::new();
+    for round in 0..rounds {
+        let pipeline = t.pipeline(&config).await;
+        let job_id = TestServer::job_id(&pipeline, "job");
+        t.wait_for_status(job_id, "running").await;
+        // Anywhere from before the first container to after the last one.
+        tokio::time::sleep(Duration::from_millis(random_ms(2500))).await;
+        let at = Instant::now();
+        t.call("POST", &format!("/api/v1/jobs/{job_id}/cancel"), None).await;
+        pending.push((round, job_id, at));
+        // Two runners: keep two jobs in flight.
+        if pending.len() == 2 {
+            let (round, job_id, at) = pending.remove(0);
+            let job = t.wait_for_status(job_id, "canceled").await;
+            teardown_ms.push(at.elapsed().as_millis() as u64);
+            assert_nothing_left(&host, job_id).await;
+            assert_eq!(job["after_script"]["exit_code"], 0, "round {round}: {job}");
+        }
+    }
+    for (_, job_id, at) in pending {
+        t.wait_for_status(job_id, "canceled").await;
+        teardown_ms.push(at.elapsed().as_millis() as u64);
+        assert_nothing_left(&host, job_id).await;
+    }
+    let all = docker(&host, &["container", "ls", "--all", "--quiet", "--filter", "label=usher.job"]);
+    teardown_ms.sort_unstable();
+    eprintln!(
+        "{rounds} random cancels: 0 objects left; cancel → canceled (everything removed) p50 {} ms, p95 {} ms, max {} ms",
+        teardown_ms[teardown_ms.len() / 2],
+        teardown_ms[teardown_ms.len() * 95 / 100],
+        teardown_ms.last().unwrap()
+    );
+    assert!(all.trim().is_empty(), "labelled containers left: {all}");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_again() {
+    let Some(host) = engine() else { return };
+    let runner_bin = runner_binary();
+    let t = TestServer::start(0).await;
+    let token = t.server.as_ref().unwrap().engine.create_runner_token().await.unwrap();
+    let builds = t.data_dir.path().join("docker-builds");
+    let start_runner = || {
+        OwnedChild(
+            Command::new(&runner_bin)
+                .args([
+                    "--url",
+                    &t.base,
+                    "--executor",
+                    "docker",
+                    "--docker-host",
+                    &host,
+                    "--name",
+                    "docker-runner",
+                ])
+                .arg("--builds-dir")
+                .arg(&builds)
+                .env("USHER_RUNNER_TOKEN", &token)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("usher-runner starts"),
+        )
+    };
+    let mut runner = start_runner();
+    let pipeline = t
+        .pipeline(&format!(
+            "job:\n  image: {DOCKER_CLI}\n  services: [{SERVICE}]\n  script:\n    - docker volume create kept-$CI_JOB_ID\n    - docker run -d {BUSYBOX} sleep 600\n    - echo ready; sleep 600\n"
+        ))
+        .await;
+    let job_id = TestServer::job_id(&pipeline, "job");
+    t.wait_for_log(job_id, "ready").await;
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    let left = objects_of(&host, job_id);
+    assert_eq!(
+        left.len(),
+        5,
+        "the job, its service, its container, its network, its volume: {left:?}"
+    );
+
+    let mut runner = start_runner();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !objects_of(&host, job_id).is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_nothing_left(&host, job_id).await;
+    runner.kill().unwrap();
+    runner.wait().unwrap();
+    t.stop().await;
+}
