@@ -42,11 +42,16 @@ const MAX_CREATE_BODY: usize = 1024 * 1024;
 pub struct DockerProxy {
     pub socket: PathBuf,
     task: tokio::task::JoinHandle<()>,
+    ctx: Arc<Ctx>,
 }
 
 struct Ctx {
     upstream: PathBuf,
     job_id: i64,
+    /// Create requests under way. They run to their end even when the job's connection
+    /// goes (the engine finishes them anyway), so [`DockerProxy::close`] can wait for
+    /// them: an object created after the teardown looked would be left behind.
+    creating: std::sync::atomic::AtomicUsize,
 }
 
 impl DockerProxy {
@@ -58,7 +63,9 @@ impl DockerProxy {
         let ctx = Arc::new(Ctx {
             upstream: upstream.to_path_buf(),
             job_id,
+            creating: Default::default(),
         });
+        let ctx_for_close = ctx.clone();
         let task = tokio::spawn(async move {
             let mut connections = JoinSet::new();
             loop {
@@ -81,6 +88,7 @@ impl DockerProxy {
         Ok(DockerProxy {
             socket: socket.to_path_buf(),
             task,
+            ctx: ctx_for_close,
         })
     }
 
@@ -88,6 +96,16 @@ impl DockerProxy {
     pub fn stop(&self) {
         self.task.abort();
         let _ = std::fs::remove_file(&self.socket);
+    }
+
+    /// [`Self::stop`], then waits (up to a minute) until every create request that was
+    /// under way has been answered by the engine, so what it made can be found.
+    pub async fn close(self) {
+        self.stop();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.ctx.creating.load(std::sync::atomic::Ordering::SeqCst) > 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
     }
 }
 
@@ -111,10 +129,25 @@ fn refuse(status: StatusCode, message: &str) -> Response<Body> {
 }
 
 async fn handle(req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>, hyper::Error> {
-    match route(req, &ctx).await {
-        Ok(resp) => Ok(resp),
-        Err(refusal) => Ok(refusal),
-    }
+    let creates = req.method() == Method::POST && {
+        let p = parts(req.uri().path());
+        p.len() == 2 && ["containers", "networks", "volumes"].contains(&p[0].as_str()) && p[1] == "create"
+    };
+    let answer = if creates {
+        // In a task of its own, counted: see `Ctx::creating`.
+        ctx.creating.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let task_ctx = ctx.clone();
+        let task = tokio::spawn(async move {
+            let answer = route(req, &task_ctx).await;
+            task_ctx.creating.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+            answer
+        });
+        task.await
+            .unwrap_or_else(|_| Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "usher: the proxy failed")))
+    } else {
+        route(req, &ctx).await
+    };
+    Ok(answer.unwrap_or_else(|refusal| refusal))
 }
 
 /// The API path without its `/v1.xx` version prefix, split into parts.

@@ -171,7 +171,9 @@ pub async fn run_job(
         run.log.note(&format!("Killed {killed} leftover process(es) of the job."));
     }
     if let Some(docker) = &run.docker {
-        drop(proxy.take());
+        if let Some(proxy) = proxy.take() {
+            proxy.close().await;
+        }
         container::tear_down(docker, job.job_id, &run.log).await;
     }
     run.marks.remove_cgroup().await;
