@@ -16,9 +16,28 @@ pub mod terminal;
 pub mod time;
 
 use leptos::prelude::*;
-use leptos_meta::{MetaTags, Stylesheet, Title, provide_meta_context};
+use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
 use leptos_router::{SsrMode, path};
+
+/// The stylesheet's address: `/pkg/usher.css`, or with the build's hash in the name when
+/// cargo-leptos hashed the files (`hash.txt` beside the server binary, which is where
+/// Leptos reads the script names from too). The document head is rendered on the server
+/// only, so the name never has to be known in the browser.
+fn stylesheet_href(options: &LeptosOptions) -> String {
+    let plain = format!("/{}/{}.css", options.site_pkg_dir, options.output_name);
+    if !options.hash_files {
+        return plain;
+    }
+    static HASHED: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let hashed = HASHED.get_or_init(|| {
+        let exe = std::env::current_exe().ok()?;
+        let hashes = std::fs::read_to_string(exe.parent()?.join(options.hash_file.as_ref())).ok()?;
+        let hash = hashes.lines().find_map(|l| l.trim().strip_prefix("css:"))?.trim().to_string();
+        Some(format!("/{}/{}.{hash}.css", options.site_pkg_dir, options.output_name))
+    });
+    hashed.clone().unwrap_or(plain)
+}
 
 /// The HTML document around the app (server side).
 pub fn shell(options: LeptosOptions) -> impl IntoView {
@@ -29,6 +48,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
+                <link rel="stylesheet" id="leptos" href=stylesheet_href(&options)/>
                 <AutoReload options=options.clone()/>
                 <HydrationScripts options/>
                 <MetaTags/>
@@ -44,7 +64,6 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/usher.css"/>
         <Title text="Usher"/>
         <Router>
             <Routes fallback=|| view! { <main class="page"><p>"Page not found."</p></main> }>

@@ -4,6 +4,7 @@
 //! tests start it on a free port the same way.
 
 pub mod api;
+pub mod assets;
 pub mod caller;
 pub mod data_dir;
 pub mod demo;
@@ -176,6 +177,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         .output_name("usher")
         .site_root(opts.site_root.as_str())
         .site_pkg_dir("pkg")
+        .hash_files(assets::build_hashes().is_some())
         .site_addr(addr)
         .build();
     let state = AppState {

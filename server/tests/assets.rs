@@ -1,0 +1,59 @@
+//! The site's files under /pkg: the pre-compressed variant a browser accepts, and a year
+//! of caching only for names that carry the build's hash.
+
+use axum::body::Body;
+use axum::http::{Request, header};
+use tower::ServiceExt;
+
+async fn get(router: &axum::Router, path: &str, accept: &str) -> (u16, Option<String>, Option<String>, Vec<u8>) {
+    let resp = router
+        .clone()
+        .oneshot(
+            Request::get(path)
+                .header(header::ACCEPT_ENCODING, accept)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    let h = |name| {
+        resp.headers()
+            .get(name)
+            .map(|v: &axum::http::HeaderValue| v.to_str().unwrap().to_string())
+    };
+    let (status, encoding, cache) = (resp.status().as_u16(), h(header::CONTENT_ENCODING), h(header::CACHE_CONTROL));
+    let body = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap().to_vec();
+    (status, encoding, cache, body)
+}
+
+#[tokio::test]
+async fn hashed_files_are_immutable_and_served_precompressed() {
+    let site = tempfile::tempdir().unwrap();
+    let pkg = site.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(pkg.join("usher.AbC123_-xyz.wasm"), b"plain wasm").unwrap();
+    std::fs::write(pkg.join("usher.AbC123_-xyz.wasm.br"), b"brotli wasm").unwrap();
+    std::fs::write(pkg.join("usher.AbC123_-xyz.wasm.gz"), b"gzip wasm").unwrap();
+    std::fs::write(pkg.join("other.css"), b"body{}").unwrap();
+    let router = usher_server::assets::router(site.path().to_str().unwrap(), Some(vec!["AbC123_-xyz".into()]));
+
+    let (status, encoding, cache, body) = get(&router, "/usher.AbC123_-xyz.wasm", "gzip, deflate, br").await;
+    assert_eq!(
+        (status, encoding.as_deref(), body.as_slice()),
+        (200, Some("br"), &b"brotli wasm"[..])
+    );
+    assert_eq!(cache.as_deref(), Some("public, max-age=31536000, immutable"));
+    let (_, encoding, _, body) = get(&router, "/usher.AbC123_-xyz.wasm", "gzip").await;
+    assert_eq!((encoding.as_deref(), body.as_slice()), (Some("gzip"), &b"gzip wasm"[..]));
+    let (_, encoding, _, body) = get(&router, "/usher.AbC123_-xyz.wasm", "identity").await;
+    assert_eq!((encoding, body.as_slice()), (None, &b"plain wasm"[..]));
+
+    let (status, _, cache, _) = get(&router, "/other.css", "br").await;
+    assert_eq!(
+        (status, cache.as_deref()),
+        (200, Some("no-cache")),
+        "unhashed names are revalidated"
+    );
+    let (status, _, cache, _) = get(&router, "/usher.wasm", "br").await;
+    assert_eq!((status, cache), (404, None));
+}
