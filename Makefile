@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # cargo-leptos writes the site (JS, WASM, CSS, assets) to <cargo target dir>/site.
 export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 
-.PHONY: run test build-release build-debug test-rust test-e2e test-fuzz screenshots bench-browser clean
+.PHONY: run test build-release build-debug test-rust test-e2e test-fuzz screenshots bench bench-browser clean
 
 ## Install what is missing, build in release mode, serve http://127.0.0.1:3000
 ## (SQLite under ./data, one local runner, the demo project). It serves its own copy of
@@ -17,7 +17,7 @@ run: build-release
 
 build-release:
 	scripts/setup
-	cargo leptos build --release
+	cargo leptos build --release --precompress
 	cargo build --release -p usher-runner --bin usher-runner
 
 ## Everything CI checks: Rust unit and integration tests, the browser suite, and a
@@ -49,6 +49,13 @@ test-fuzz:
 ## Photographs every page, with real jobs, into docs/screenshots/ (see docs/ui.md).
 screenshots: build-debug
 	cd end2end && USHER_BIN=$(TARGET_DIR)/debug/usher npx playwright test -c playwright.shots.config.mjs
+
+## Every performance figure (P1-P9 of docs/benchmarks.md) from the release build, as one
+## table with the goals, on SQLite and a throwaway PostgreSQL; JSON in
+## $(TARGET_DIR)/bench/latest.json.
+bench: build-release
+	cargo build --release -p usher --examples
+	scripts/with-postgres scripts/bench
 
 ## The browser figures of docs/benchmarks.md (a 4 MiB log, P9) against a release build.
 bench-browser: build-release

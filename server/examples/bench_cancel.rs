@@ -57,10 +57,6 @@ async fn send(ws: &mut Socket, msg: &RunnerMessage) {
     ws.send(Message::Text(serde_json::to_string(msg).unwrap().into())).await.unwrap();
 }
 
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
-
 /// Long for a reason: a benchmark reads best as one script from setup to printed numbers.
 async fn bench(label: &str, database_url: String) {
     let data_dir = tempfile::tempdir().unwrap();
@@ -214,11 +210,22 @@ async fn bench(label: &str, database_url: String) {
     println!(
         "  runners told (after the API call started): first {:.0} ms, median {:.0} ms, p99 {:.0} ms, last {:.0} ms",
         told_ms[0],
-        percentile(&told_ms, 0.5),
-        percentile(&told_ms, 0.99),
+        common::quantile(&told_ms, 0.5),
+        common::quantile(&told_ms, 0.99),
         told_ms[told_ms.len() - 1]
     );
     println!("  log appends of 100 bytes: {sequential:.0}/s one at a time, {pipelined:.0}/s pipelined");
+    let last_told = told_ms[told_ms.len() - 1];
+    common::record(
+        "P4",
+        label,
+        json!({ "api_ms": api_ms, "last_told_ms": last_told, "jobs": JOBS, "running": RUNNING }),
+    );
+    common::record(
+        "P5",
+        label,
+        json!({ "per_s": pipelined, "one_at_a_time_per_s": sequential, "n": n }),
+    );
     server.stop().await;
 }
 

@@ -16,7 +16,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{Value, json};
 
 const TOKEN: &str = "bench-admin-token";
-const RUNS: usize = 200;
+/// Samples per figure (`USHER_BENCH_RUNS` to change).
+fn runs() -> usize {
+    std::env::var("USHER_BENCH_RUNS").ok().and_then(|n| n.parse().ok()).unwrap_or(200)
+}
 
 const CONFIG: &str = r#"
 timed:
@@ -89,9 +92,10 @@ impl Api {
     }
 }
 
-fn summary(name: &str, mut ms: Vec<f64>) {
+/// Prints the figure and returns its median and p99.
+fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+    let at = |q: f64| common::quantile(&ms, q);
     println!(
         "  {name:<16} n={} min {:.2} ms, median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         ms.len(),
@@ -101,6 +105,7 @@ fn summary(name: &str, mut ms: Vec<f64>) {
         at(0.99),
         ms[ms.len() - 1]
     );
+    (at(0.5), at(0.99))
 }
 
 async fn bench(name: &str, database_url: String) {
@@ -126,7 +131,7 @@ async fn bench(name: &str, database_url: String) {
         .await;
     let project_id = project["id"].as_i64().unwrap();
     let (mut pickup, mut cancel) = (Vec::new(), Vec::new());
-    for _ in 0..RUNS {
+    for _ in 0..runs() {
         // The runner is idle here: the previous job has ended.
         let created_at = now_secs();
         let pipeline = api
@@ -149,8 +154,10 @@ async fn bench(name: &str, database_url: String) {
         api.wait_status(job, "canceled").await;
     }
     println!("{name}:");
-    summary("cancel → trap", cancel);
-    summary("create → start", pickup);
+    let (median, p99) = summary("cancel → trap", cancel);
+    common::record("P1", name, json!({ "median_ms": median, "p99_ms": p99, "n": runs() }));
+    let (median, p99) = summary("create → start", pickup);
+    common::record("P3", name, json!({ "median_ms": median, "p99_ms": p99, "n": runs() }));
     server.stop().await;
 }
 
