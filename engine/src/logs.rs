@@ -44,13 +44,20 @@ impl Engine {
     /// Stores output of a job the runner holds (see `Store::append_log`) and tells the
     /// job's log watchers (on PostgreSQL the store's notice does that, for every replica).
     pub async fn append_log(&self, runner_id: i64, job_id: i64, offset: u64, data: &str) -> Result<(u64, Status), EngineError> {
-        let (length, status, piece) = self
+        let lengths = self.append_log_pieces(runner_id, job_id, &[(offset, data)]).await?;
+        Ok(lengths[0])
+    }
+
+    /// Several pieces of one job's log, in order, in one transaction (see
+    /// `Store::append_log`); per piece, the log's length after it and the job's status.
+    pub async fn append_log_pieces(&self, runner_id: i64, job_id: i64, pieces: &[(u64, &str)]) -> Result<Vec<(u64, Status)>, EngineError> {
+        let (lengths, piece) = self
             .store()
-            .append_log(job_id, runner_id, offset, data, self.inner.settings.max_log_bytes)
+            .append_log(job_id, runner_id, pieces, self.inner.settings.max_log_bytes)
             .await?;
         if let Some(piece) = piece.filter(|_| self.store().backend() == crate::store::Backend::Sqlite) {
             self.bus().publish_log(piece);
         }
-        Ok((length, status))
+        Ok(lengths)
     }
 }

@@ -100,6 +100,15 @@ async fn session(
         tokio::select! {
             msg = recv(&mut socket) => match msg? {
                 None => return Ok(()),
+                Some(RunnerMessage::Log { job_id, offset, data }) => {
+                    let (pieces, after) = waiting_log_pieces(&mut socket, job_id, (offset, data))?;
+                    runner.on_log_pieces(&mut socket, job_id, pieces).await?;
+                    match after {
+                        Some(Some(msg)) => try_claim = runner.on_message(&mut socket, msg).await?,
+                        Some(None) => return Ok(()),
+                        None => {}
+                    }
+                }
                 Some(msg) => try_claim = runner.on_message(&mut socket, msg).await?,
             },
             event = bus.recv() => match event {
@@ -113,6 +122,37 @@ async fn session(
             }
         }
     }
+}
+
+/// The most log pieces (and bytes) stored in one transaction.
+const LOG_BATCH_PIECES: usize = 256;
+const LOG_BATCH_BYTES: usize = 1024 * 1024;
+
+/// `first` and the further `log` frames of the same job that have already arrived (a
+/// runner streams them without waiting for acks), without waiting for more. Also returns
+/// what ended the run, if anything: another frame (`Some(Some)`), or the socket closing
+/// (`Some(None)`).
+#[allow(clippy::type_complexity)]
+fn waiting_log_pieces(
+    socket: &mut WebSocket,
+    job_id: i64,
+    first: (u64, String),
+) -> Result<(Vec<(u64, String)>, Option<Option<RunnerMessage>>), String> {
+    use futures::FutureExt;
+    let mut bytes = first.1.len();
+    let mut pieces = vec![first];
+    while pieces.len() < LOG_BATCH_PIECES && bytes < LOG_BATCH_BYTES {
+        match recv(socket).now_or_never() {
+            None => break,
+            Some(Ok(Some(RunnerMessage::Log { job_id: j, offset, data }))) if j == job_id => {
+                bytes += data.len();
+                pieces.push((offset, data));
+            }
+            Some(Ok(other)) => return Ok((pieces, Some(other))),
+            Some(Err(e)) => return Err(e),
+        }
+    }
+    Ok((pieces, None))
 }
 
 /// `hello` → `welcome`: checks the protocol version and registers the runner (keeping
@@ -194,6 +234,27 @@ impl HeldBy {
             }
         }
         Ok(())
+    }
+
+    /// Log pieces of one job, stored together; each gets its `log_ack`.
+    async fn on_log_pieces(&mut self, socket: &mut WebSocket, job_id: i64, pieces: Vec<(u64, String)>) -> Result<(), String> {
+        use futures::SinkExt;
+        let refs: Vec<(u64, &str)> = pieces.iter().map(|(offset, data)| (*offset, data.as_str())).collect();
+        match self.engine.append_log_pieces(self.runner_id, job_id, &refs).await {
+            Ok(lengths) => {
+                for (log_length, status) in lengths {
+                    let ack = ServerMessage::LogAck {
+                        job_id,
+                        log_length,
+                        status,
+                    };
+                    let text = serde_json::to_string(&ack).expect("serialisable");
+                    socket.feed(Message::Text(text.into())).await.map_err(|e| e.to_string())?;
+                }
+                socket.flush().await.map_err(|e| e.to_string())
+            }
+            Err(e) => send(socket, &ServerMessage::Error { message: e.to_string() }).await,
+        }
     }
 
     /// A frame from the runner; true when it is worth trying to hand out jobs.

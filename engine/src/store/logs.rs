@@ -52,18 +52,21 @@ impl Store {
         Ok(())
     }
 
-    /// Appends `data` at byte `offset` if that is the log's current end and the job is
-    /// still held by a runner; past `max_bytes` the log ends with a truncation line and
-    /// takes nothing more. Returns the log's length and the job's status either way, and
-    /// the piece that was added, if any (on PostgreSQL also sent on [`LOGS_CHANNEL`]).
+    /// Appends `pieces` (byte offset, text), in order, each only if it starts at the
+    /// log's end at that point (a piece sent again after a reconnect may overlap what is
+    /// stored: only its new tail is kept) and the job is still held by the runner; past
+    /// `max_bytes` the log ends with a truncation line and takes nothing more. One
+    /// transaction and one stored chunk for all of them: a runner streams its pieces
+    /// without waiting, so a busy job's pieces arrive together. Returns, per piece, the
+    /// log's length after it and the job's status, and what was added, if anything (on
+    /// PostgreSQL also sent on [`LOGS_CHANNEL`]).
     pub async fn append_log(
         &self,
         job_id: i64,
         runner_id: i64,
-        offset: u64,
-        data: &str,
+        pieces: &[(u64, &str)],
         max_bytes: u64,
-    ) -> Result<(u64, Status, Option<LogAppend>), EngineError> {
+    ) -> Result<(Vec<(u64, Status)>, Option<LogAppend>), EngineError> {
         let mut tx = self.pool.begin().await?;
         let row = sqlx::query("SELECT log_length, status, runner_id FROM jobs WHERE id = $1")
             .bind(job_id)
@@ -77,56 +80,61 @@ impl Store {
         if holder != Some(runner_id) {
             return Err(EngineError::Conflict(format!("job {job_id} is not held by this runner")));
         }
-        let length = length.max(0) as u64;
-        // A frame sent again after a reconnect may overlap what is already stored: keep
-        // only its new tail (frames start at character boundaries, so the cut does too).
-        let (offset, data) = match length.checked_sub(offset) {
-            Some(0) => (offset, data),
-            Some(seen) if seen < data.len() as u64 && data.is_char_boundary(seen as usize) => (length, &data[seen as usize..]),
-            _ => (offset, ""),
-        };
-        if offset != length || !status.is_active() || data.is_empty() || length >= max_bytes {
-            tx.commit().await?;
-            return Ok((length, status, None));
-        }
-        let room = (max_bytes - length) as usize;
-        let truncated;
-        let data = if data.len() > room {
-            let mut cut = room;
-            while !data.is_char_boundary(cut) {
-                cut -= 1;
+        let start = length.max(0) as u64;
+        let mut length = start;
+        let mut added = String::new();
+        let mut lengths = Vec::with_capacity(pieces.len());
+        for &(offset, data) in pieces {
+            // Frames start at character boundaries, so the cut of an overlap does too.
+            let (offset, data) = match length.checked_sub(offset) {
+                Some(0) => (offset, data),
+                Some(seen) if seen < data.len() as u64 && data.is_char_boundary(seen as usize) => (length, &data[seen as usize..]),
+                _ => (offset, ""),
+            };
+            if offset == length && status.is_active() && !data.is_empty() && length < max_bytes {
+                let room = (max_bytes - length) as usize;
+                if data.len() > room {
+                    let mut cut = room;
+                    while !data.is_char_boundary(cut) {
+                        cut -= 1;
+                    }
+                    added.push_str(&data[..cut]);
+                    added.push_str(&format!(
+                        "\n\x1b[33;1m[usher] The log reached its limit of {max_bytes} bytes; the rest is not kept.\x1b[0m\n"
+                    ));
+                } else {
+                    added.push_str(data);
+                }
+                length = start + added.len() as u64;
             }
-            truncated = format!(
-                "{}\n\x1b[33;1m[usher] The log reached its limit of {max_bytes} bytes; the rest is not kept.\x1b[0m\n",
-                &data[..cut]
-            );
-            truncated.as_str()
-        } else {
-            data
-        };
+            lengths.push((length, status));
+        }
+        if added.is_empty() {
+            tx.commit().await?;
+            return Ok((lengths, None));
+        }
         sqlx::query("INSERT INTO job_log_chunks (job_id, byte_offset, byte_end, data) VALUES ($1, $2, $3, $4)")
             .bind(job_id)
-            .bind(offset as i64)
-            .bind((offset + data.len() as u64) as i64)
-            .bind(data)
+            .bind(start as i64)
+            .bind(length as i64)
+            .bind(&added)
             .execute(&mut *tx)
             .await?;
-        let new_length = length + data.len() as u64;
         sqlx::query("UPDATE jobs SET log_length = $1 WHERE id = $2")
-            .bind(new_length as i64)
+            .bind(length as i64)
             .bind(job_id)
             .execute(&mut *tx)
             .await?;
         let piece = LogAppend {
             job_id,
-            offset,
-            length: new_length,
+            offset: start,
+            length,
             text: None,
         };
         if self.backend == Backend::Postgres {
             // NOTIFY payloads are limited to 8,000 bytes; larger pieces go without text.
             let notice = LogAppend {
-                text: (data.len() <= NOTIFY_TEXT_BYTES).then(|| data.to_string()),
+                text: (added.len() <= NOTIFY_TEXT_BYTES).then(|| added.clone()),
                 ..piece.clone()
             };
             let payload = serde_json::to_string(&notice).map_err(|e| EngineError::Internal(e.to_string()))?;
@@ -137,8 +145,8 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        let text = (data.len() <= FRAME_TEXT_BYTES).then(|| data.to_string());
-        Ok((new_length, status, Some(LogAppend { text, ..piece })))
+        let text = (added.len() <= FRAME_TEXT_BYTES).then_some(added);
+        Ok((lengths, Some(LogAppend { text, ..piece })))
     }
 
     /// About `max_bytes` of the log from byte `offset` on (whole stored chunks, at least
