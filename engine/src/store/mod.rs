@@ -179,13 +179,27 @@ impl Store {
         let pool = match backend {
             // SQLite has one writer; one connection serialises every transaction, so a
             // compare-and-set never meets SQLITE_BUSY and commit order is publish order.
-            Backend::Sqlite => options.max_connections(1).connect(url).await?,
+            // synchronous=NORMAL in WAL mode: a commit is written to the WAL but not
+            // fsynced; the WAL is synced at checkpoints. A crash of Usher (even kill -9)
+            // loses nothing; a power cut or kernel crash may lose the last transactions
+            // before the checkpoint, never corrupt the database (docs/deploy.md). That
+            // fsync was most of a cancel's time.
+            Backend::Sqlite => {
+                options
+                    .max_connections(1)
+                    .after_connect(|conn, _| {
+                        Box::pin(async move {
+                            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"] {
+                                sqlx::query(pragma).fetch_all(&mut *conn).await?;
+                            }
+                            Ok(())
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
             Backend::Postgres => options.max_connections(16).connect(url).await?,
         };
-        if backend == Backend::Sqlite {
-            sqlx::query("PRAGMA journal_mode=WAL").fetch_all(&pool).await?;
-            sqlx::query("PRAGMA foreign_keys=ON").execute(&pool).await?;
-        }
         match backend {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
