@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # cargo-leptos writes the site (JS, WASM, CSS, assets) to <cargo target dir>/site.
 export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 
-.PHONY: run test build-release build-debug test-rust test-e2e test-fuzz screenshots bench bench-browser clean
+.PHONY: run test build-release build-debug test-rust test-e2e test-fuzz screenshots bench bench-peers bench-browser clean
 
 ## Install what is missing, build in release mode, serve http://127.0.0.1:3000
 ## (SQLite under ./data, one local runner, the demo project). It serves its own copy of
@@ -56,6 +56,11 @@ screenshots: build-debug
 bench: build-release
 	cargo build --release -p usher --examples
 	scripts/with-postgres scripts/bench
+
+## P1 for Usher and Buildbot (PyPI, in a venv under the target dir) in one run, with the ratio.
+bench-peers: build-release
+	cargo build --release -p usher --examples
+	scripts/bench-peers
 
 ## The browser figures of docs/benchmarks.md (a 4 MiB log, P9) against a release build.
 bench-browser: build-release
