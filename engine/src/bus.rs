@@ -5,8 +5,10 @@
 //! so a cancel made on replica A reaches websockets and runners on replica B. New log
 //! output travels the same two ways, on a channel of its own.
 
+use std::sync::{Arc, OnceLock};
+
 use tokio::sync::broadcast;
-use usher_core::api::{Job, LogAppend, Pipeline};
+use usher_core::api::{EventFrame, Job, LogAppend, Pipeline};
 
 #[derive(Clone, Debug)]
 pub enum BusEvent {
@@ -15,11 +17,37 @@ pub enum BusEvent {
     Pipeline(Pipeline),
 }
 
+/// An event as subscribers receive it: shared, not copied, between them — 10,000 event
+/// websockets get one allocation — with its websocket frame serialized once, by the
+/// first subscriber that sends it.
+#[derive(Debug)]
+pub struct Published {
+    pub event: BusEvent,
+    frame: OnceLock<Arc<str>>,
+}
+
+impl Published {
+    /// The event as the event websocket's JSON frame (`EventFrame`).
+    pub fn frame_json(&self) -> Arc<str> {
+        self.frame
+            .get_or_init(|| {
+                let frame = match &self.event {
+                    BusEvent::Job(job) => EventFrame::Job { job: job.clone() },
+                    BusEvent::Pipeline(pipeline) => EventFrame::Pipeline {
+                        pipeline: pipeline.clone(),
+                    },
+                };
+                serde_json::to_string(&frame).expect("serialisable").into()
+            })
+            .clone()
+    }
+}
+
 /// Status changes and log output travel separately: only sockets watching one job's log
 /// take log pieces, so a flood of output never makes a status subscriber fall behind.
 #[derive(Clone)]
 pub struct Bus {
-    sender: broadcast::Sender<BusEvent>,
+    sender: broadcast::Sender<Arc<Published>>,
     logs: broadcast::Sender<LogAppend>,
 }
 
@@ -40,10 +68,13 @@ impl Bus {
 
     pub fn publish(&self, event: BusEvent) {
         // No subscriber is fine: nobody is watching.
-        let _ = self.sender.send(event);
+        let _ = self.sender.send(Arc::new(Published {
+            event,
+            frame: OnceLock::new(),
+        }));
     }
 
-    pub fn subscribe(&self) -> broadcast::Receiver<BusEvent> {
+    pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.sender.subscribe()
     }
 }

@@ -28,19 +28,17 @@ pub struct EventFilter {
 }
 
 impl EventFilter {
-    fn frame(&self, event: BusEvent) -> Option<EventFrame> {
+    fn keeps(&self, event: &BusEvent) -> bool {
         match event {
             BusEvent::Job(job) => {
-                let keep = self.project_id.is_none_or(|p| p == job.project_id)
+                self.project_id.is_none_or(|p| p == job.project_id)
                     && self.pipeline_id.is_none_or(|p| p == job.pipeline_id)
-                    && self.job_id.is_none_or(|j| j == job.id);
-                keep.then_some(EventFrame::Job { job })
+                    && self.job_id.is_none_or(|j| j == job.id)
             }
             BusEvent::Pipeline(pipeline) => {
-                let keep = self.job_id.is_none()
+                self.job_id.is_none()
                     && self.project_id.is_none_or(|p| p == pipeline.project_id)
-                    && self.pipeline_id.is_none_or(|p| p == pipeline.id);
-                keep.then_some(EventFrame::Pipeline { pipeline })
+                    && self.pipeline_id.is_none_or(|p| p == pipeline.id)
             }
         }
     }
@@ -98,7 +96,7 @@ async fn stream_events(
     engine: usher_engine::Engine,
     mut socket: WebSocket,
     filter: EventFilter,
-    mut receiver: tokio::sync::broadcast::Receiver<BusEvent>,
+    mut receiver: tokio::sync::broadcast::Receiver<std::sync::Arc<usher_engine::bus::Published>>,
     mut logs: Option<tokio::sync::broadcast::Receiver<usher_core::api::LogAppend>>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -107,9 +105,12 @@ async fn stream_events(
     loop {
         tokio::select! {
             event = receiver.recv() => match event {
-                Ok(event) => {
-                    let Some(frame) = filter.frame(event) else { continue };
-                    if !send_frame(&mut socket, &frame).await {
+                Ok(published) => {
+                    if !filter.keeps(&published.event) {
+                        continue;
+                    }
+                    // Serialized once for every socket (the first one to get here pays).
+                    if !send_text(&mut socket, &published.frame_json()).await {
                         return;
                     }
                 }
@@ -146,7 +147,10 @@ async fn stream_events(
 /// Sends one frame; false when the client is gone or has read nothing for
 /// [`SEND_TIMEOUT`] (its socket buffers are full, so no close frame would get through).
 async fn send_frame(socket: &mut WebSocket, frame: &EventFrame) -> bool {
-    let text = serde_json::to_string(frame).expect("serialisable");
+    send_text(socket, &serde_json::to_string(frame).expect("serialisable")).await
+}
+
+async fn send_text(socket: &mut WebSocket, text: &str) -> bool {
     match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,

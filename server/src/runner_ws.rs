@@ -113,7 +113,7 @@ async fn session(
             },
             event = bus.recv() => match event {
                 Err(RecvError::Closed) => return Ok(()),
-                event => try_claim = runner.on_bus(&mut socket, event).await?,
+                event => try_claim = runner.on_bus(&mut socket, event.map(|published| published.event.clone())).await?,
             },
             _ = safety_net.tick() => try_claim = runner.free_slots > 0,
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
