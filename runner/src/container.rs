@@ -13,7 +13,7 @@ use std::path::Path;
 
 use nix::sys::signal::Signal;
 
-use crate::docker::{Docker, JOB_LABEL};
+use crate::docker::Docker;
 use crate::job_run::JobRun;
 use crate::logsink::LogHandle;
 
@@ -24,7 +24,7 @@ pub const PROXY_IN_CONTAINER: &str = "/var/run/usher/docker.sock";
 #[derive(Debug)]
 pub struct JobContainer {
     pub docker: Docker,
-    /// The container's name (`usher-job-<id>`).
+    /// The container's name (`usher-<instance>-job-<id>`).
     pub name: String,
 }
 
@@ -34,11 +34,6 @@ pub enum StartError {
     Image(String),
     /// Anything else (the engine refused, went away…).
     Engine(String),
-}
-
-/// The name of the job's network, which its services and containers share.
-pub fn network_name(job_id: i64) -> String {
-    format!("usher-job-{job_id}")
 }
 
 /// Starts the network, the services and the job container; the images first, so a
@@ -57,21 +52,25 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
             .await
             .map_err(|e| StartError::Image(format!("image {wanted} is not available: {e}")))?;
     }
-    let label = format!("{JOB_LABEL}={}", job.job_id);
-    let network = network_name(job.job_id);
+    let [label, runner_label] = docker.labels(job.job_id);
+    // The job's network (its services and containers share it) and container are named
+    // alike: `usher-<instance>-job-<id>`.
+    let network = docker.job_name(job.job_id);
     docker
-        .run(&["network", "create", "--label", &label, &network])
+        .run(&["network", "create", "--label", &label, "--label", &runner_label, &network])
         .await
         .map_err(StartError::Engine)?;
     for (i, service) in job.services.iter().enumerate() {
         run.log.note(&format!("Starting service {} as {}", service.name, service.alias));
-        let name = format!("usher-job-{}-service-{}", job.job_id, i + 1);
+        let name = format!("{network}-service-{}", i + 1);
         docker
             .run(&[
                 "run",
                 "--detach",
                 "--label",
                 &label,
+                "--label",
+                &runner_label,
                 "--name",
                 &name,
                 "--network",
@@ -83,7 +82,7 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
             .await
             .map_err(|e| StartError::Engine(format!("service {}: {e}", service.name)))?;
     }
-    let name = format!("usher-job-{}", job.job_id);
+    let name = network.clone();
     let build = run.build_dir.to_string_lossy().into_owned();
     let meta = run.meta_dir.to_string_lossy().into_owned();
     let mut args: Vec<String> = [
@@ -91,6 +90,8 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
         "--detach",
         "--label",
         &label,
+        "--label",
+        &runner_label,
         "--name",
         &name,
         "--network",

@@ -14,6 +14,22 @@ use tokio::process::Command;
 
 /// The label every container, network and volume of a job carries: `usher.job=<id>`.
 pub const JOB_LABEL: &str = "usher.job";
+/// The second label they carry: which runner made them (`usher.runner=<instance>`), so
+/// that runners of different servers sharing one engine — whose job ids overlap — never
+/// touch each other's objects.
+pub const RUNNER_LABEL: &str = "usher.runner";
+
+/// A runner's instance name on the engine: a stable hash of its builds directory, which
+/// identifies it on this machine and survives its restarts (so a runner that crashed
+/// finds its jobs' objects again). FNV-1a, 48 bits, hex.
+pub fn instance_id(builds_dir: &std::path::Path) -> String {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for byte in builds_dir.as_os_str().as_encoded_bytes() {
+        hash ^= u64::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{:012x}", hash & 0xffff_ffff_ffff)
+}
 
 /// `--executor`: how a runner runs its jobs.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -48,6 +64,8 @@ impl ExecutorKind {
 pub struct Docker {
     /// The engine's socket.
     pub socket: PathBuf,
+    /// This runner's [`instance_id`] (set by [`Docker::for_runner`]).
+    pub instance: String,
 }
 
 /// What [`Docker::remove_everything_of`] removed.
@@ -71,7 +89,26 @@ impl Docker {
         if !path.starts_with('/') {
             return Err(format!("--docker-host {host}: only unix:///path/to/docker.sock is supported"));
         }
-        Ok(Docker { socket: path.into() })
+        Ok(Docker {
+            socket: path.into(),
+            instance: String::new(),
+        })
+    }
+
+    /// The engine as the runner with this builds directory uses it.
+    pub fn for_runner(mut self, builds_dir: &std::path::Path) -> Docker {
+        self.instance = instance_id(builds_dir);
+        self
+    }
+
+    /// The two labels of the job's objects, as `key=value`.
+    pub fn labels(&self, job_id: i64) -> [String; 2] {
+        [format!("{JOB_LABEL}={job_id}"), format!("{RUNNER_LABEL}={}", self.instance)]
+    }
+
+    /// The name of the job's container and network: `usher-<instance>-job-<id>`.
+    pub fn job_name(&self, job_id: i64) -> String {
+        format!("usher-{}-job-{job_id}", self.instance)
     }
 
     /// `DOCKER_HOST` for the `docker` commands of the runner.
@@ -123,12 +160,13 @@ impl Docker {
 
     /// Ids of the job's objects of one kind (`container`, `network`, `volume`).
     async fn labelled(&self, kind: &str, job_id: i64) -> Vec<String> {
-        let filter = format!("label={JOB_LABEL}={job_id}");
-        let args: Vec<&str> = match kind {
-            "container" => vec!["container", "ls", "--all", "--quiet", "--filter", &filter],
-            "network" => vec!["network", "ls", "--quiet", "--filter", &filter],
-            _ => vec!["volume", "ls", "--quiet", "--filter", &filter],
+        let [job, runner] = self.labels(job_id).map(|l| format!("label={l}"));
+        let mut args: Vec<&str> = match kind {
+            "container" => vec!["container", "ls", "--all", "--quiet"],
+            "network" => vec!["network", "ls", "--quiet"],
+            _ => vec!["volume", "ls", "--quiet"],
         };
+        args.extend(["--filter", &job, "--filter", &runner]);
         match self.run(&args).await {
             Ok(out) => out.split_whitespace().map(str::to_string).collect(),
             Err(_) => Vec::new(),
@@ -136,7 +174,7 @@ impl Docker {
     }
 
     /// Removes every container (with its anonymous volumes), network and volume labelled
-    /// with the job, until none is left (a container being created meanwhile shows up in
+    /// with the job and this runner, until none is left (a container being created meanwhile shows up in
     /// the next round).
     pub async fn remove_everything_of(&self, job_id: i64) -> Removed {
         let mut removed = Removed::default();

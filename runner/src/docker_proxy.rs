@@ -3,7 +3,7 @@
 //!
 //! It does two things to what passes through:
 //! - **Labels.** Every container, network and volume the job creates gets
-//!   `usher.job=<id>` added to its labels (named volumes a container mounts are created
+//!   `usher.job=<id>` and `usher.runner=<instance>` added to its labels (named volumes a container mounts are created
 //!   labelled first), so the runner finds and removes all of it when the job ends,
 //!   whatever the job's own cleanup did. A container created without a network joins
 //!   the job's network, so the job reaches it by name.
@@ -29,8 +29,7 @@ use serde_json::{Value, json};
 use tokio::net::{UnixListener, UnixStream};
 use tokio::task::JoinSet;
 
-use crate::container::network_name;
-use crate::docker::JOB_LABEL;
+use crate::docker::{Docker, JOB_LABEL, RUNNER_LABEL};
 
 type Body = BoxBody<Bytes, hyper::Error>;
 
@@ -48,6 +47,10 @@ pub struct DockerProxy {
 struct Ctx {
     upstream: PathBuf,
     job_id: i64,
+    /// The runner's instance (`usher.runner` label).
+    instance: String,
+    /// The job's network, which containers created without one join.
+    network: String,
     /// Create requests under way. They run to their end even when the job's connection
     /// goes (the engine finishes them anyway), so [`DockerProxy::close`] can wait for
     /// them: an object created after the teardown looked would be left behind.
@@ -56,13 +59,15 @@ struct Ctx {
 
 impl DockerProxy {
     /// Listens on `socket` (removed first if it exists) for the job `job_id`, forwarding
-    /// to the engine at `upstream`.
-    pub fn start(socket: &Path, upstream: &Path, job_id: i64) -> std::io::Result<DockerProxy> {
+    /// to `docker`'s engine.
+    pub fn start(socket: &Path, docker: &Docker, job_id: i64) -> std::io::Result<DockerProxy> {
         let _ = std::fs::remove_file(socket);
         let listener = UnixListener::bind(socket)?;
         let ctx = Arc::new(Ctx {
-            upstream: upstream.to_path_buf(),
+            upstream: docker.socket.clone(),
             job_id,
+            instance: docker.instance.clone(),
+            network: docker.job_name(job_id),
             creating: Default::default(),
         });
         let ctx_for_close = ctx.clone();
@@ -179,12 +184,12 @@ async fn route(req: Request<Incoming>, ctx: &Ctx) -> Result<Response<Body>, Resp
         }
         ["networks", "create"] if post => {
             let (req, mut body) = read_json(req).await?;
-            add_label(&mut body, &["Labels"], ctx.job_id);
+            add_label(&mut body, &["Labels"], ctx);
             forward(with_json(req, &body), ctx).await
         }
         ["volumes", "create"] if post => {
             let (req, mut body) = read_json(req).await?;
-            add_label(&mut body, &["Labels"], ctx.job_id);
+            add_label(&mut body, &["Labels"], ctx);
             forward(with_json(req, &body), ctx).await
         }
         [kind, "prune"] if ["containers", "networks", "volumes", "images", "build"].contains(kind) => {
@@ -301,8 +306,8 @@ fn with_json(req: Request<Body>, body: &Value) -> Request<Body> {
     Request::from_parts(parts, full(bytes))
 }
 
-/// Sets `usher.job=<id>` in the labels object at `path` (created if missing).
-fn add_label(body: &mut Value, path: &[&str], job_id: i64) {
+/// Sets the job's two labels in the labels object at `path` (created if missing).
+fn add_label(body: &mut Value, path: &[&str], ctx: &Ctx) {
     let mut at = body;
     for key in path {
         if !at.is_object() {
@@ -313,9 +318,9 @@ fn add_label(body: &mut Value, path: &[&str], job_id: i64) {
     if !at.is_object() {
         *at = json!({});
     }
-    at.as_object_mut()
-        .expect("object")
-        .insert(JOB_LABEL.into(), json!(job_id.to_string()));
+    let labels = at.as_object_mut().expect("object");
+    labels.insert(JOB_LABEL.into(), json!(ctx.job_id.to_string()));
+    labels.insert(RUNNER_LABEL.into(), json!(ctx.instance));
 }
 
 /// GETs a JSON document from the engine; None when it does not answer 200.
@@ -335,12 +340,9 @@ async fn get_json(ctx: &Ctx, path: &str) -> Option<Value> {
 /// Ok when the object at `path` carries the job's label; else "no such …".
 async fn owned(ctx: &Ctx, path: &str, labels_at: &[&str], what: &str, id: &str) -> Result<(), Response<Body>> {
     let doc = get_json(ctx, path).await;
-    let label = labels_at
-        .iter()
-        .fold(doc.as_ref(), |at, key| at.and_then(|v| v.get(*key)))
-        .and_then(|labels| labels.get(JOB_LABEL))
-        .and_then(Value::as_str);
-    if label == Some(ctx.job_id.to_string().as_str()) {
+    let labels = labels_at.iter().fold(doc.as_ref(), |at, key| at.and_then(|v| v.get(*key)));
+    let label = |key: &str| labels.and_then(|l| l.get(key)).and_then(Value::as_str);
+    if label(JOB_LABEL) == Some(ctx.job_id.to_string().as_str()) && label(RUNNER_LABEL) == Some(ctx.instance.as_str()) {
         Ok(())
     } else {
         Err(refuse(StatusCode::NOT_FOUND, &format!("No such {what}: {id}")))
@@ -350,7 +352,7 @@ async fn owned(ctx: &Ctx, path: &str, labels_at: &[&str], what: &str, id: &str) 
 /// Checks and completes a container create request (see the module comment).
 async fn confine_container(body: &mut Value, ctx: &Ctx) -> Result<(), Response<Body>> {
     let forbid = |why: &str| refuse(StatusCode::FORBIDDEN, &format!("usher: jobs may not create {why}"));
-    add_label(body, &["Labels"], ctx.job_id);
+    add_label(body, &["Labels"], ctx);
     if !body.get("HostConfig").is_some_and(Value::is_object) {
         body["HostConfig"] = json!({});
     }
@@ -385,7 +387,7 @@ async fn confine_container(body: &mut Value, ctx: &Ctx) -> Result<(), Response<B
     }
     let network = text("NetworkMode");
     match network.as_str() {
-        "" | "default" | "bridge" => body["HostConfig"]["NetworkMode"] = json!(network_name(ctx.job_id)),
+        "" | "default" | "bridge" => body["HostConfig"]["NetworkMode"] = json!(ctx.network),
         "none" => {}
         "host" => return Err(forbid("containers on the host's network")),
         n if n.starts_with("container:") => return Err(forbid("containers sharing another's network")),
@@ -395,11 +397,11 @@ async fn confine_container(body: &mut Value, ctx: &Ctx) -> Result<(), Response<B
         // The docker command line names the default network `default`: that is the job's.
         for default in ["default", "bridge", ""] {
             if let Some(settings) = endpoints.remove(default) {
-                endpoints.insert(network_name(ctx.job_id), settings);
+                endpoints.insert(ctx.network.clone(), settings);
             }
         }
         for name in endpoints.keys().cloned().collect::<Vec<_>>() {
-            if name != network_name(ctx.job_id) {
+            if name != ctx.network {
                 owned(ctx, &format!("/networks/{}", enc(&name)), &["Labels"], "network", &name).await?;
             }
         }
@@ -421,7 +423,7 @@ async fn confine_container(body: &mut Value, ctx: &Ctx) -> Result<(), Response<B
         match mount.get("Type").and_then(Value::as_str).unwrap_or("volume") {
             "volume" => match mount.get("Source").and_then(Value::as_str).filter(|s| !s.is_empty()) {
                 Some(source) => labelled_volume(ctx, source).await?,
-                None => add_label(&mut body["HostConfig"]["Mounts"][i], &["VolumeOptions", "Labels"], ctx.job_id),
+                None => add_label(&mut body["HostConfig"]["Mounts"][i], &["VolumeOptions", "Labels"], ctx),
             },
             "tmpfs" => {}
             _ => return Err(forbid("containers with bind mounts of host paths (use a volume)")),
@@ -434,7 +436,7 @@ async fn confine_container(body: &mut Value, ctx: &Ctx) -> Result<(), Response<B
 /// job's.
 async fn labelled_volume(ctx: &Ctx, name: &str) -> Result<(), Response<Body>> {
     let mut create = json!({ "Name": name });
-    add_label(&mut create, &["Labels"], ctx.job_id);
+    add_label(&mut create, &["Labels"], ctx);
     let req = Request::post("/volumes/create")
         .header("host", "docker")
         .body(full(Bytes::new()))

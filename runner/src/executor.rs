@@ -143,7 +143,7 @@ pub async fn run_job(
     let outcome = match run.make_dirs() {
         Ok(()) => {
             if let (Some(docker), Some(socket)) = (&run.docker, &run.proxy_socket) {
-                match DockerProxy::start(socket, &docker.socket, job.job_id) {
+                match DockerProxy::start(socket, docker, job.job_id) {
                     Ok(p) => proxy = Some(p),
                     Err(e) => {
                         run.log.note(&format!("The job gets no Docker API: {e}"));

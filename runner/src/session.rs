@@ -168,7 +168,8 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
 async fn prepare_host(config: &RunnerConfig) -> JobHost {
     let _ = std::fs::create_dir_all(&config.builds_dir);
     let stale_jobs = remove_stale_build_dirs(&config.builds_dir);
-    if let Some(docker) = &config.docker {
+    let docker = config.docker.clone().map(|d| d.for_runner(&config.builds_dir));
+    if let Some(docker) = &docker {
         for job_id in stale_jobs {
             let removed = docker.remove_everything_of(job_id).await;
             if removed.total() > 0 {
@@ -208,7 +209,7 @@ async fn prepare_host(config: &RunnerConfig) -> JobHost {
         builds_dir: config.builds_dir.clone(),
         isolation: config.isolation.clone(),
         cgroups,
-        docker: config.docker.clone(),
+        docker,
     }
 }
 

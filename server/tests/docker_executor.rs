@@ -11,6 +11,7 @@
 
 mod common;
 
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,15 +21,23 @@ use serde_json::json;
 
 /// Waits until the engine holds nothing of `job_id` (teardown runs before the report,
 /// so this should already hold when the job is terminal).
-async fn assert_nothing_left(host: &str, job_id: i64) {
-    let left = objects_of(host, job_id);
+async fn assert_nothing_left(host: &str, runners: &[PathBuf], job_id: i64) {
+    let left = objects_of(host, runners, Some(job_id));
     assert!(left.is_empty(), "job {job_id} left {left:?}");
+}
+
+/// The builds directories of a test server's `n` local runners.
+fn local_runners(t: &TestServer, n: u32) -> Vec<PathBuf> {
+    (1..=n)
+        .map(|i| t.data_dir.path().join("builds").join(format!("local-{i}")))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_job_runs_after_script_in_its_container_and_leaves_nothing() {
     let Some(host) = engine() else { return };
     let t = TestServer::start_docker(&host, 1).await;
+    let runners = local_runners(&t, 1);
     let pipeline = t
         .pipeline(&format!(
             r#"
@@ -54,7 +63,7 @@ job:
     let log = t.wait_for_log(job_id, "ready").await;
     assert!(log.contains("service says hello from the service"), "{log}");
     let container_host = log_value(&log, "in-container");
-    let labelled = objects_of(&host, job_id);
+    let labelled = objects_of(&host, &runners, Some(job_id));
     assert_eq!(
         labelled.iter().filter(|o| o.starts_with("container:")).count(),
         2,
@@ -82,7 +91,7 @@ job:
         log.contains("Removed the job's Docker objects: 2 container(s), 1 network(s)"),
         "{log}"
     );
-    assert_nothing_left(&host, job_id).await;
+    assert_nothing_left(&host, &runners, job_id).await;
     eprintln!("cancel → canceled with everything removed: {} ms", took.as_millis());
     t.stop().await;
 }
@@ -91,6 +100,7 @@ job:
 async fn an_aborted_job_leaves_nothing_and_runs_no_after_script() {
     let Some(host) = engine() else { return };
     let t = TestServer::start_docker(&host, 1).await;
+    let runners = local_runners(&t, 1);
     let pipeline = t
         .pipeline(&format!(
             "job:\n  image: {BUSYBOX}\n  services: [{SERVICE}]\n  script:\n    - sleep 600 &\n    - echo ready; sleep 600\n  after_script:\n    - echo after-ran\n"
@@ -98,17 +108,17 @@ async fn an_aborted_job_leaves_nothing_and_runs_no_after_script() {
         .await;
     let job_id = TestServer::job_id(&pipeline, "job");
     t.wait_for_log(job_id, "ready").await;
-    assert!(!objects_of(&host, job_id).is_empty());
+    assert!(!objects_of(&host, &runners, Some(job_id)).is_empty());
     let (status, answer) = t.call("POST", &format!("/api/v1/jobs/{job_id}/abort"), None).await;
     assert_eq!(status, 200, "{answer}");
     t.wait_for_status(job_id, "canceled").await;
     // The runner removes the objects as soon as it hears of the abort; the job is
     // canceled at once, so give the runner its moment.
     let until = Instant::now() + Duration::from_secs(30);
-    while !objects_of(&host, job_id).is_empty() && Instant::now() < until {
+    while !objects_of(&host, &runners, Some(job_id)).is_empty() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_nothing_left(&host, job_id).await;
+    assert_nothing_left(&host, &runners, job_id).await;
     let (log, _) = t.log(job_id).await;
     assert!(!log.contains("after-ran"), "{log}");
     t.stop().await;
@@ -118,6 +128,7 @@ async fn an_aborted_job_leaves_nothing_and_runs_no_after_script() {
 async fn jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_pull_failed() {
     let Some(host) = engine() else { return };
     let t = TestServer::start_docker(&host, 1).await;
+    let runners = local_runners(&t, 1);
     let pipeline = t
         .pipeline(&format!(
             "stages: [a, b, c]\nok:\n  stage: a\n  image: {BUSYBOX}\n  variables: {{GREETING: \"it's fine\"}}\n  script: [\"echo \\\"greeting=$GREETING dir=$CI_PROJECT_DIR\\\"\"]\nbad:\n  stage: b\n  needs: []\n  image: {BUSYBOX}\n  script: [\"echo before; false\", echo never]\nmissing:\n  stage: c\n  needs: []\n  image: usher-test/not-there:1\n  script: [echo never]\n"
@@ -147,7 +158,7 @@ async fn jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_p
     let (log, _) = t.log(missing).await;
     assert!(log.contains("usher-test/not-there:1 is not available"), "{log}");
     for id in [ok, bad, missing] {
-        assert_nothing_left(&host, id).await;
+        assert_nothing_left(&host, &runners, id).await;
     }
     t.stop().await;
 }
@@ -160,6 +171,7 @@ async fn the_docker_api_a_job_is_given_labels_what_it_makes_and_keeps_it_in() {
     let outsider = format!("usher-test-outsider-{}", rand_suffix());
     docker(&host, &["run", "--detach", "--name", &outsider, BUSYBOX, "sleep", "600"]);
     let t = TestServer::start_docker(&host, 1).await;
+    let runners = local_runners(&t, 1);
     let pipeline = t
         .pipeline(&format!(
             r#"
@@ -192,7 +204,7 @@ job:
         "{log}"
     );
     assert!(log.contains("No such container"), "{log}");
-    let labelled = objects_of(&host, job_id);
+    let labelled = objects_of(&host, &runners, Some(job_id));
     // Its own container, the two it started, its network and the one it made, two volumes.
     let count = |kind: &str| labelled.iter().filter(|o| o.starts_with(kind)).count();
     assert_eq!(
@@ -203,7 +215,7 @@ job:
 
     t.call("POST", &format!("/api/v1/jobs/{job_id}/cancel"), None).await;
     t.wait_for_status(job_id, "canceled").await;
-    assert_nothing_left(&host, job_id).await;
+    assert_nothing_left(&host, &runners, job_id).await;
     let outsider_running = docker(&host, &["ps", "--quiet", "--filter", &format!("name={outsider}")]);
     assert!(
         !outsider_running.trim().is_empty(),
@@ -223,6 +235,7 @@ async fn random_cancels_leave_no_docker_objects() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(100);
     let t = TestServer::start_docker(&host, 2).await;
+    let runners = local_runners(&t, 2);
     let config = format!(
         r#"
 job:
@@ -260,16 +273,16 @@ job:
             let (round, job_id, at) = pending.remove(0);
             let job = t.wait_for_status(job_id, "canceled").await;
             teardown_ms.push(at.elapsed().as_millis() as u64);
-            assert_nothing_left(&host, job_id).await;
+            assert_nothing_left(&host, &runners, job_id).await;
             assert_eq!(job["after_script"]["exit_code"], 0, "round {round}: {job}");
         }
     }
     for (_, job_id, at) in pending {
         t.wait_for_status(job_id, "canceled").await;
         teardown_ms.push(at.elapsed().as_millis() as u64);
-        assert_nothing_left(&host, job_id).await;
+        assert_nothing_left(&host, &runners, job_id).await;
     }
-    let all = docker(&host, &["container", "ls", "--all", "--quiet", "--filter", "label=usher.job"]);
+    let all = objects_of(&host, &runners, None);
     teardown_ms.sort_unstable();
     eprintln!(
         "{rounds} random cancels: 0 objects left; cancel → canceled (everything removed) p50 {} ms, p95 {} ms, max {} ms",
@@ -277,7 +290,7 @@ job:
         teardown_ms[teardown_ms.len() * 95 / 100],
         teardown_ms.last().unwrap()
     );
-    assert!(all.trim().is_empty(), "labelled containers left: {all}");
+    assert!(all.is_empty(), "labelled objects left: {all:?}");
     t.stop().await;
 }
 
@@ -288,6 +301,7 @@ async fn a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_
     let t = TestServer::start(0).await;
     let token = t.server.as_ref().unwrap().engine.create_runner_token().await.unwrap();
     let builds = t.data_dir.path().join("docker-builds");
+    let runners = vec![builds.clone()];
     let start_runner = || {
         OwnedChild(
             Command::new(&runner_bin)
@@ -320,7 +334,7 @@ async fn a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_
     t.wait_for_log(job_id, "ready").await;
     runner.kill().unwrap();
     runner.wait().unwrap();
-    let left = objects_of(&host, job_id);
+    let left = objects_of(&host, &runners, Some(job_id));
     assert_eq!(
         left.len(),
         5,
@@ -329,10 +343,10 @@ async fn a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_
 
     let mut runner = start_runner();
     let until = Instant::now() + Duration::from_secs(30);
-    while !objects_of(&host, job_id).is_empty() && Instant::now() < until {
+    while !objects_of(&host, &runners, Some(job_id)).is_empty() && Instant::now() < until {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    assert_nothing_left(&host, job_id).await;
+    assert_nothing_left(&host, &runners, job_id).await;
     runner.kill().unwrap();
     runner.wait().unwrap();
     t.stop().await;

@@ -2,7 +2,7 @@
 //! (`USHER_TEST_DOCKER_HOST`), images built offline from Debian's static busybox with
 //! `docker import`, and what the engine holds for a job (by its `usher.job` label).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// Every applet, a shell, `sleep`, `wget`, `httpd`…
@@ -41,16 +41,26 @@ pub fn docker(host: &str, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// Containers, networks and volumes labelled `usher.job=<job_id>`, as `kind:id`.
-pub fn objects_of(host: &str, job_id: i64) -> Vec<String> {
-    let filter = format!("label=usher.job={job_id}");
+/// Containers, networks and volumes labelled `usher.job=<job_id>` by one of the runners
+/// with these builds directories (`usher.runner`: tests running at once on one engine
+/// have overlapping job ids), as `kind:id`. `job_id` None: any job of theirs.
+pub fn objects_of(host: &str, builds_dirs: &[PathBuf], job_id: Option<i64>) -> Vec<String> {
     let mut found = Vec::new();
-    for (kind, args) in [
-        ("container", vec!["container", "ls", "--all", "--quiet", "--filter", &filter]),
-        ("network", vec!["network", "ls", "--quiet", "--filter", &filter]),
-        ("volume", vec!["volume", "ls", "--quiet", "--filter", &filter]),
-    ] {
-        found.extend(docker(host, &args).split_whitespace().map(|id| format!("{kind}:{id}")));
+    for dir in builds_dirs {
+        let runner = format!("label=usher.runner={}", usher_runner::docker::instance_id(dir));
+        let job = match job_id {
+            Some(id) => format!("label=usher.job={id}"),
+            None => "label=usher.job".to_string(),
+        };
+        for (kind, args) in [
+            ("container", vec!["container", "ls", "--all", "--quiet"]),
+            ("network", vec!["network", "ls", "--quiet"]),
+            ("volume", vec!["volume", "ls", "--quiet"]),
+        ] {
+            let mut args = args;
+            args.extend(["--filter", &runner, "--filter", &job]);
+            found.extend(docker(host, &args).split_whitespace().map(|id| format!("{kind}:{id}")));
+        }
     }
     found
 }
