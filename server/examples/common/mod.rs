@@ -19,7 +19,9 @@ pub fn quantile(sorted: &[f64], at: f64) -> f64 {
     sorted[((sorted.len() as f64 - 1.0) * at).round() as usize]
 }
 
+/// `USHER_BENCH_DB=SQLite` or `=PostgreSQL` keeps only that one.
 pub async fn databases(dir: &std::path::Path) -> Vec<(&'static str, String)> {
+    let only = std::env::var("USHER_BENCH_DB").ok();
     let mut out = vec![("SQLite", usher_server::default_database_url(dir))];
     match std::env::var("TEST_DATABASE_URL") {
         Ok(base) => {
@@ -33,6 +35,7 @@ pub async fn databases(dir: &std::path::Path) -> Vec<(&'static str, String)> {
         }
         Err(_) => println!("(PostgreSQL skipped: set TEST_DATABASE_URL or run under scripts/with-postgres)"),
     }
+    out.retain(|(name, _)| only.as_deref().is_none_or(|o| o == *name));
     out
 }
 
