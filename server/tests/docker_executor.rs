@@ -19,11 +19,21 @@ use common::docker::{BUSYBOX, DOCKER_CLI, SERVICE, docker, engine, objects_of};
 use common::*;
 use serde_json::json;
 
-/// Waits until the engine holds nothing of `job_id` (teardown runs before the report,
-/// so this should already hold when the job is terminal).
+/// The engine holds nothing of `job_id` (teardown runs before the report, so this
+/// holds as soon as the job is terminal).
 async fn assert_nothing_left(host: &str, runners: &[PathBuf], job_id: i64) {
     let left = objects_of(host, runners, Some(job_id));
     assert!(left.is_empty(), "job {job_id} left {left:?}");
+}
+
+/// Waits (up to 30 s) until the engine holds nothing of `job_id`, for ends the runner
+/// learns of after the job is terminal (an abort) or only when it starts again.
+async fn wait_until_nothing_left(host: &str, runners: &[PathBuf], job_id: i64) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while !objects_of(host, runners, Some(job_id)).is_empty() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_nothing_left(host, runners, job_id).await;
 }
 
 /// The builds directories of a test server's `n` local runners.
@@ -112,13 +122,8 @@ async fn an_aborted_job_leaves_nothing_and_runs_no_after_script() {
     let (status, answer) = t.call("POST", &format!("/api/v1/jobs/{job_id}/abort"), None).await;
     assert_eq!(status, 200, "{answer}");
     t.wait_for_status(job_id, "canceled").await;
-    // The runner removes the objects as soon as it hears of the abort; the job is
-    // canceled at once, so give the runner its moment.
-    let until = Instant::now() + Duration::from_secs(30);
-    while !objects_of(&host, &runners, Some(job_id)).is_empty() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_nothing_left(&host, &runners, job_id).await;
+    // The job is canceled at once; the runner removes the objects when it hears of it.
+    wait_until_nothing_left(&host, &runners, job_id).await;
     let (log, _) = t.log(job_id).await;
     assert!(!log.contains("after-ran"), "{log}");
     t.stop().await;
@@ -342,11 +347,7 @@ async fn a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_
     );
 
     let mut runner = start_runner();
-    let until = Instant::now() + Duration::from_secs(30);
-    while !objects_of(&host, &runners, Some(job_id)).is_empty() && Instant::now() < until {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_nothing_left(&host, &runners, job_id).await;
+    wait_until_nothing_left(&host, &runners, job_id).await;
     runner.kill().unwrap();
     runner.wait().unwrap();
     t.stop().await;
