@@ -1,4 +1,4 @@
-//! Runs one job with the shell executor: `before_script` + `script` in one bash, then
+//! Runs one job: `before_script` + `script` in one bash (or the image's shell), then
 //! `after_script` in a second bash that starts where the first one stopped.
 //!
 //! Graceful cancel (and job timeout): SIGTERM to the script's process group, wait
@@ -8,6 +8,10 @@
 //! working directory is read from /proc at the moment of the stop. Finally every process
 //! that is still the job's (see `procs::JobMarks`) is killed, and artifacts are uploaded
 //! (when their `when` matches). Abort kills everything at once and uploads nothing.
+//!
+//! With the docker executor the same steps run in the job's container (`container`):
+//! the shells are `docker exec`s into it, the signals go to every process in it, and at
+//! the end the job's Docker API is closed and everything labelled with the job removed.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
