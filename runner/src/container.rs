@@ -16,6 +16,8 @@ use nix::sys::signal::Signal;
 use crate::docker::Docker;
 use crate::job_run::JobRun;
 use crate::logsink::LogHandle;
+use usher_core::api::FailureReason;
+use usher_core::protocol::JobReport;
 
 /// Where the per-job Docker API proxy is mounted inside the job container.
 pub const PROXY_IN_CONTAINER: &str = "/var/run/usher/docker.sock";
@@ -34,6 +36,25 @@ pub enum StartError {
     Image(String),
     /// Anything else (the engine refused, went away…).
     Engine(String),
+}
+
+impl StartError {
+    /// What the job's log says, and the failure the runner reports: `image_pull_failed`
+    /// for a missing image, else `runner_system_failure`.
+    pub fn into_report(self, log: &LogHandle) -> JobReport {
+        let (reason, why) = match self {
+            StartError::Image(why) => (FailureReason::ImagePullFailed, why),
+            StartError::Engine(why) => (FailureReason::RunnerSystemFailure, why),
+        };
+        log.note(&format!("Could not start the job's containers: {why}"));
+        JobReport {
+            exit_code: None,
+            failure_reason: Some(reason),
+            duration_ms: 0,
+            after_script: None,
+            detail: Some(why),
+        }
+    }
 }
 
 /// Starts the network, the services and the job container; the images first, so a
@@ -60,51 +81,48 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
         .run(&["network", "create", "--label", &label, "--label", &runner_label, &network])
         .await
         .map_err(StartError::Engine)?;
+    // `docker run --detach` of a container of the job's, labelled, on its network.
+    let detached = |name: &str| -> Vec<String> {
+        [
+            "run",
+            "--detach",
+            "--label",
+            &label,
+            "--label",
+            &runner_label,
+            "--name",
+            name,
+            "--network",
+            &network,
+        ]
+        .map(str::to_string)
+        .to_vec()
+    };
     for (i, service) in job.services.iter().enumerate() {
         run.log.note(&format!("Starting service {} as {}", service.name, service.alias));
-        let name = format!("{network}-service-{}", i + 1);
+        let mut args = detached(&format!("{network}-service-{}", i + 1));
+        args.extend(["--network-alias".to_string(), service.alias.clone(), service.name.clone()]);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker
-            .run(&[
-                "run",
-                "--detach",
-                "--label",
-                &label,
-                "--label",
-                &runner_label,
-                "--name",
-                &name,
-                "--network",
-                &network,
-                "--network-alias",
-                &service.alias,
-                &service.name,
-            ])
+            .run(&args)
             .await
             .map_err(|e| StartError::Engine(format!("service {}: {e}", service.name)))?;
     }
     let name = network.clone();
     let build = run.build_dir.to_string_lossy().into_owned();
     let meta = run.meta_dir.to_string_lossy().into_owned();
-    let mut args: Vec<String> = [
-        "run",
-        "--detach",
-        "--label",
-        &label,
-        "--label",
-        &runner_label,
-        "--name",
-        &name,
-        "--network",
-        &network,
-        "--workdir",
-        &build,
-        "--volume",
-        &format!("{build}:{build}"),
-        "--volume",
-        &format!("{meta}:{meta}"),
-    ]
-    .map(str::to_string)
-    .to_vec();
+    let mut args = detached(&name);
+    args.extend(
+        [
+            "--workdir",
+            &build,
+            "--volume",
+            &format!("{build}:{build}"),
+            "--volume",
+            &format!("{meta}:{meta}"),
+        ]
+        .map(str::to_string),
+    );
     if let Some(socket) = proxy_socket {
         args.extend([
             "--volume".into(),

@@ -23,7 +23,7 @@ use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
-use crate::container::{self, StartError};
+use crate::container;
 use crate::control::Control;
 use crate::docker::Docker;
 use crate::docker_proxy::DockerProxy;
@@ -256,21 +256,7 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
             Ok(c) => {
                 let _ = run.container.set(c);
             }
-            Err(StartError::Image(why)) => {
-                log.note(&format!("Could not start the job: {why}"));
-                return JobOutcome::Report(JobReport {
-                    failure_reason: Some(FailureReason::ImagePullFailed),
-                    detail: Some(why),
-                    ..system_failure()
-                });
-            }
-            Err(StartError::Engine(why)) => {
-                log.note(&format!("Could not start the job's containers: {why}"));
-                return JobOutcome::Report(JobReport {
-                    detail: Some(why),
-                    ..system_failure()
-                });
-            }
+            Err(e) => return JobOutcome::Report(e.into_report(log)),
         }
     } else if let Some(image) = &job.image {
         log.note(&format!("This runner uses the shell executor: `image: {image}` is ignored."));
