@@ -1,11 +1,13 @@
 //! Jobs: reading one, its timeline, the jobs in a status (the admin page), and the two
 //! ways to stop one: a graceful cancel (after_script cleans up) and an abort.
 
+use std::collections::HashMap;
+
 use usher_core::api::{CancelMode, CancelReason, Job, TimelineEvent};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status};
 
-use crate::store::{Change, TransitionCtx};
+use crate::store::{Change, Move, TransitionCtx};
 use crate::{Actor, Engine, EngineError, detached, format_time};
 
 impl Engine {
@@ -121,23 +123,50 @@ impl Engine {
         reason: CancelReason,
         detail: Option<String>,
     ) -> Result<TransitionCtx, EngineError> {
-        let (mode, deadline) = if event == JobEvent::Abort {
-            (CancelMode::Abort, None)
+        let (_, _, ctx) = self
+            .stop_moves(actor, &[id], event, reason, detail)
+            .await?
+            .pop()
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+        Ok(ctx)
+    }
+
+    /// The moves of a cancel or abort of several jobs, as [`Engine::stop_ctx`] would make
+    /// them one by one, with one read of their definitions (a graceful cancel's deadline
+    /// depends on each job's grace and after_script timeout).
+    pub(crate) async fn stop_moves(
+        &self,
+        actor: &Actor,
+        ids: &[i64],
+        event: JobEvent,
+        reason: CancelReason,
+        detail: Option<String>,
+    ) -> Result<Vec<Move>, EngineError> {
+        let at = chrono::Utc::now();
+        let specs = if event == JobEvent::Abort {
+            HashMap::new()
         } else {
-            let spec = self.store().job_spec(id).await?;
-            let secs = spec.job.cancel_grace_secs + spec.job.after_script_timeout_secs + self.inner.settings.cancel_margin_secs;
-            (
-                CancelMode::Graceful,
-                Some(format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))),
-            )
+            self.store().job_specs(ids).await?
         };
-        Ok(TransitionCtx {
-            actor: actor.name.clone(),
-            cancel: Some((mode, reason)),
-            cancel_deadline: deadline,
-            detail,
-            ..Default::default()
-        })
+        ids.iter()
+            .map(|id| {
+                let (mode, deadline) = if event == JobEvent::Abort {
+                    (CancelMode::Abort, None)
+                } else {
+                    let spec = specs.get(id).ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+                    let secs = spec.job.cancel_grace_secs + spec.job.after_script_timeout_secs + self.inner.settings.cancel_margin_secs;
+                    (CancelMode::Graceful, Some(format_time(at + chrono::Duration::seconds(secs as i64))))
+                };
+                let ctx = TransitionCtx {
+                    actor: actor.name.clone(),
+                    cancel: Some((mode, reason)),
+                    cancel_deadline: deadline,
+                    detail: detail.clone(),
+                    ..Default::default()
+                };
+                Ok((*id, event, ctx))
+            })
+            .collect()
     }
 
     /// Jobs in one status across all projects (the admin page's "stuck cleanups").

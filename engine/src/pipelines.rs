@@ -159,14 +159,10 @@ impl Engine {
             if targets.is_empty() {
                 continue;
             }
-            let mut moves = Vec::with_capacity(targets.len());
-            for job_id in targets {
-                let detail = Some(format!("superseded by pipeline #{new_id}"));
-                let ctx = self
-                    .stop_ctx(actor, job_id, JobEvent::Cancel, CancelReason::Superseded, detail)
-                    .await?;
-                moves.push((job_id, JobEvent::Cancel, ctx));
-            }
+            let detail = Some(format!("superseded by pipeline #{new_id}"));
+            let moves = self
+                .stop_moves(actor, &targets, JobEvent::Cancel, CancelReason::Superseded, detail)
+                .await?;
             // The whole pipeline is superseded only when every unfinished job goes.
             let cancel = (mode == config::AutoCancel::Conservative).then_some(PipelineCancel {
                 mode: CancelMode::Graceful,
@@ -296,11 +292,8 @@ impl Engine {
         // One transaction for all of them (the store leaves out jobs that finished
         // meanwhile), then one publish in commit order and one scheduling pass. Running
         // jobs come first, so their runners' frames go out first.
-        let mut moves = Vec::with_capacity(unfinished.len());
-        for job in stop_order(&unfinished, mode) {
-            let ctx = self.stop_ctx(actor, job.id, event, CancelReason::Pipeline, None).await?;
-            moves.push((job.id, event, ctx));
-        }
+        let order: Vec<i64> = stop_order(&unfinished, mode).iter().map(|j| j.id).collect();
+        let moves = self.stop_moves(actor, &order, event, CancelReason::Pipeline, None).await?;
         let cancel = PipelineCancel {
             mode,
             by: actor.name.as_str(),

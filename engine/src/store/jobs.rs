@@ -1,6 +1,8 @@
 //! Reads of single jobs: the job itself, the spec a runner runs, the timeline of its
 //! status changes, and the groups the admin page and the reaper look for.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 use usher_core::api::{CancelMode, Job, TimelineEvent};
 use usher_core::status::Status;
@@ -42,6 +44,26 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?;
         row.as_ref().map(job_from_row).transpose()
+    }
+
+    /// The definitions of these jobs (those that exist), with one read per 500.
+    pub async fn job_specs(&self, ids: &[i64]) -> Result<HashMap<i64, StoredSpec>, EngineError> {
+        let mut specs = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+            let sql = format!("SELECT id, spec FROM jobs WHERE id IN ({list})");
+            let mut query = sqlx::query(&sql);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            for row in query.fetch_all(&self.pool).await? {
+                let id: i64 = row.try_get("id")?;
+                let spec: String = row.try_get("spec")?;
+                let spec = serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))?;
+                specs.insert(id, spec);
+            }
+        }
+        Ok(specs)
     }
 
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {

@@ -19,6 +19,7 @@ mod artifacts;
 mod claims;
 mod jobs;
 mod logs;
+mod moves;
 mod pipelines;
 mod projects;
 mod retries;

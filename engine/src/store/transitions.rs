@@ -12,6 +12,7 @@ use usher_core::api::{AfterScriptResult, CancelMode, CancelReason, FailureReason
 use usher_core::pipeline::derive_status;
 use usher_core::status::{JobEvent, Outcome, Status, next};
 
+use super::moves::{AuditEntry, MoveWrite, check_reporter};
 use super::*;
 use crate::{EngineError, now};
 
@@ -53,8 +54,9 @@ pub enum Change<'a> {
         ctx: &'a TransitionCtx,
     },
     /// Several jobs of one pipeline in one transaction with one re-derivation at the end
-    /// (pipeline cancel/abort, auto-cancel, scheduling): a pipeline cancel of n jobs costs
-    /// O(n). A move the table refuses (the job finished meanwhile) is left out. `cancel`
+    /// (pipeline cancel/abort, auto-cancel, scheduling): the jobs making the same move are
+    /// written by one statement (see [`super::moves`]). The jobs must be distinct. A move
+    /// the table refuses (the job finished meanwhile) is left out. `cancel`
     /// is recorded on the pipeline when a job moved and the pipeline had no cancel yet or
     /// an abort escalates a graceful one, so a repeated cancel leaves it as it was.
     Batch {
@@ -164,15 +166,9 @@ impl Store {
                 cancel,
             } => {
                 self.lock_pipeline(tx, *pipeline_id).await?;
-                let mut moved = Vec::new();
-                for (job_id, event, ctx) in moves.iter() {
-                    match self.transition_in(tx, *job_id, *event, ctx).await {
-                        Ok(Some(t)) if t.changed => moved.push(t),
-                        Ok(Some(_)) | Err(EngineError::InvalidTransition(_)) => {}
-                        Ok(None) => return Ok(None),
-                        Err(e) => return Err(e),
-                    }
-                }
+                let Some(moved) = self.batch_in(tx, moves).await? else {
+                    return Ok(None);
+                };
                 if let (Some(cancel), false) = (cancel, moved.is_empty()) {
                     self.record_pipeline_cancel(tx, *pipeline_id, cancel).await?;
                 }
@@ -229,10 +225,7 @@ impl Store {
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
         let current = job_from_row(&row)?;
-        let is_runner_report = matches!(event, JobEvent::Finish { .. } | JobEvent::Timeout);
-        if is_runner_report && ctx.runner_id.is_some() && current.runner_id != ctx.runner_id {
-            return Err(EngineError::Conflict(format!("job {job_id} is not held by this runner")));
-        }
+        check_reporter(&current, event, ctx)?;
         let to = match next(current.status, event)? {
             Outcome::Unchanged => {
                 return Ok(Some(Transitioned {
@@ -244,98 +237,22 @@ impl Store {
             Outcome::Move(to) => to,
         };
         let t = now();
-        if !self.write_move(tx, &current, to, event, ctx, &t).await? {
+        let write = MoveWrite::new(current.status, to, event, ctx, &t);
+        let Some(job) = self.write_moves(tx, &write, &[job_id]).await?.and_then(|mut jobs| jobs.pop()) else {
             return Ok(None);
-        }
-        self.append_audit(tx, job_id, current.status, to, ctx, &t).await?;
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-            .bind(job_id)
-            .fetch_one(&mut **tx)
-            .await?;
+        };
+        let entry = AuditEntry {
+            job_id,
+            from: current.status,
+            to,
+            ctx,
+        };
+        self.append_audits(tx, &[entry], &t).await?;
         Ok(Some(Transitioned {
-            job: job_from_row(&row)?,
+            job,
             from: current.status,
             changed: true,
         }))
-    }
-
-    /// The compare-and-set: the job moves to `to` only if it is still in the status it
-    /// was read in. False when it was not.
-    async fn write_move(
-        &self,
-        tx: &mut Tx<'_>,
-        current: &Job,
-        to: Status,
-        event: JobEvent,
-        ctx: &TransitionCtx,
-        t: &str,
-    ) -> Result<bool, EngineError> {
-        let finished_at = to.is_terminal().then_some(t);
-        let started_at = (event == JobEvent::Start).then_some(t);
-        let cancel_mode = ctx.cancel.map(|(m, _)| m.as_str());
-        let cancel_reason = ctx.cancel.map(|(_, r)| r.as_str());
-        let cancel_at = ctx.cancel.map(|_| t);
-        let cancel_by = ctx.cancel.map(|_| ctx.actor.as_str());
-        let after = ctx.after_script.as_ref();
-        let result = sqlx::query(
-            "UPDATE jobs SET status = $1, \
-             started_at = COALESCE($2, started_at), finished_at = COALESCE($3, finished_at), \
-             runner_id = COALESCE($4, runner_id), exit_code = COALESCE($5, exit_code), \
-             failure_reason = COALESCE($6, failure_reason), \
-             cancel_mode = COALESCE($7, cancel_mode), cancel_by = COALESCE($8, cancel_by), \
-             cancel_at = COALESCE($9, cancel_at), cancel_reason = COALESCE($10, cancel_reason), \
-             cancel_deadline = COALESCE($11, cancel_deadline), \
-             after_exit_code = COALESCE($12, after_exit_code), after_duration_ms = COALESCE($13, after_duration_ms), \
-             after_timed_out = COALESCE($14, after_timed_out) \
-             WHERE id = $15 AND status = $16",
-        )
-        .bind(to.as_str())
-        .bind(started_at)
-        .bind(finished_at)
-        .bind(if event == JobEvent::Start { ctx.runner_id } else { None })
-        .bind(ctx.exit_code.map(i64::from))
-        .bind(ctx.failure_reason.map(|r| r.as_str()))
-        .bind(cancel_mode)
-        .bind(cancel_by)
-        .bind(cancel_at)
-        .bind(cancel_reason)
-        .bind(ctx.cancel_deadline.as_deref())
-        .bind(after.and_then(|a| a.exit_code).map(i64::from))
-        .bind(after.map(|a| a.duration_ms as i64))
-        .bind(after.map(|a| a.timed_out as i64))
-        .bind(current.id)
-        .bind(current.status.as_str())
-        .execute(&mut **tx)
-        .await?;
-        Ok(result.rows_affected() == 1)
-    }
-
-    /// The job's timeline entry for this move.
-    async fn append_audit(
-        &self,
-        tx: &mut Tx<'_>,
-        job_id: i64,
-        from: Status,
-        to: Status,
-        ctx: &TransitionCtx,
-        t: &str,
-    ) -> Result<(), EngineError> {
-        let reason = ctx.cancel.map(|(_, r)| r.as_str()).or(ctx.failure_reason.map(|r| r.as_str()));
-        sqlx::query(
-            "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(job_id)
-        .bind(t)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(&ctx.actor)
-        .bind(ctx.cancel.map(|(m, _)| m.as_str()))
-        .bind(reason)
-        .bind(ctx.detail.as_deref())
-        .execute(&mut **tx)
-        .await?;
-        Ok(())
     }
 
     async fn record_pipeline_cancel(&self, tx: &mut Tx<'_>, pipeline_id: i64, cancel: &PipelineCancel<'_>) -> Result<(), EngineError> {
@@ -364,13 +281,21 @@ impl Store {
             job: None,
             pipeline: Some(p.clone()),
         });
-        for notice in jobs.chain(pipeline) {
-            let payload = serde_json::to_string(&notice).map_err(|e| EngineError::Internal(e.to_string()))?;
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(CHANGES_CHANNEL)
-                .bind(payload)
-                .fetch_all(&mut **tx)
-                .await?;
+        let payloads = jobs
+            .chain(pipeline)
+            .map(|notice| serde_json::to_string(&notice))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| EngineError::Internal(e.to_string()))?;
+        // Many notices to a statement: a VALUES list is scanned in its order, so the
+        // notices are queued (and delivered) in the order of the change.
+        for chunk in payloads.chunks(500) {
+            let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${})", i + 2)).collect();
+            let sql = format!("SELECT pg_notify($1, v.payload) FROM (VALUES {}) AS v(payload)", values.join(", "));
+            let mut query = sqlx::query(&sql).bind(CHANGES_CHANNEL);
+            for payload in chunk {
+                query = query.bind(payload.as_str());
+            }
+            query.fetch_all(&mut **tx).await?;
         }
         Ok(())
     }
