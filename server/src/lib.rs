@@ -13,6 +13,7 @@ pub mod events;
 pub mod extract;
 pub mod listener;
 pub mod openapi;
+pub mod runner_hub;
 pub mod runner_ws;
 pub mod tls;
 pub mod web;
@@ -35,6 +36,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Mark the session cookie `Secure` (HTTPS here, or an `https://` public URL).
     pub secure_cookies: bool,
+    /// Hands each runner session the changes of its own jobs.
+    pub runner_hub: runner_hub::RunnerHub,
 }
 
 pub struct ServeOptions {
@@ -185,6 +188,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         leptos_options,
         shutdown: stop_rx.clone(),
         secure_cookies: tls.is_some() || opts.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
+        runner_hub: runner_hub::RunnerHub::start(engine.bus(), stop_rx.clone()),
     };
     let router = web::router(state);
     let reaper = engine.spawn_reaper(Duration::from_secs(1));

@@ -5,6 +5,7 @@
 //! Artifact files come over plain HTTP (`PUT /api/runner/v1/jobs/{id}/artifacts/{path}`).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -12,9 +13,9 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use usher_core::protocol::{PROTOCOL_VERSION, RunnerMessage, ServerMessage};
-use usher_core::status::{RunnerCommand, Status};
+use usher_core::status::RunnerCommand;
 use usher_engine::{BusEvent, Engine, EngineError};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
@@ -26,6 +27,7 @@ use crate::AppState;
 use crate::caller::bearer;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
+use crate::runner_hub::{Routed, RunnerHub};
 
 /// The routes runners use, with their descriptions (they join `openapi.json`).
 pub fn documented_routes() -> OpenApiRouter<AppState> {
@@ -48,8 +50,9 @@ pub async fn connect(
     let upgrade = upgrade.map_err(crate::error::not_a_websocket)?;
     let engine = state.engine.clone();
     let shutdown = state.shutdown.clone();
+    let hub = state.runner_hub.clone();
     Ok(upgrade.max_message_size(4 * 1024 * 1024).on_upgrade(move |socket| async move {
-        if let Err(e) = session(engine, token_id, socket, shutdown).await {
+        if let Err(e) = session(engine, hub, token_id, socket, shutdown).await {
             tracing::info!("runner session ended: {e}");
         }
     }))
@@ -73,13 +76,17 @@ async fn recv(socket: &mut WebSocket) -> Result<Option<RunnerMessage>, String> {
 
 async fn session(
     engine: Engine,
+    hub: RunnerHub,
     token_id: i64,
     mut socket: WebSocket,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), String> {
-    // Subscribe before anything else so no status change falls between read and watch.
-    let mut bus = engine.bus().subscribe();
+    // Changes committed during the handshake wait here; the hub takes over once it knows
+    // which runner this is. A change in both arrives once more from the hub: harmless,
+    // and skipped when it is the same event.
+    let mut early = engine.bus().subscribe();
     let (runner_id, held, tags) = handshake(&engine, token_id, &mut socket).await?;
+    let mut routed = hub.register(runner_id, &held);
     tracing::info!(runner = runner_id, "runner connected");
     engine.metrics().runners_connected.inc();
     let _connected = Connected(engine.clone(), runner_id);
@@ -91,6 +98,20 @@ async fn session(
         tags,
         free_slots: 0,
     };
+    let mut seen_early = Vec::new();
+    loop {
+        let event = match early.try_recv() {
+            Ok(event) => event,
+            Err(TryRecvError::Lagged(n)) => {
+                runner.on_bus(&mut socket, Err(&RecvError::Lagged(n))).await?;
+                continue;
+            }
+            Err(_) => break,
+        };
+        runner.on_bus(&mut socket, Ok(&event.event)).await?;
+        seen_early.push(event);
+    }
+    drop(early);
     let mut try_claim = false;
     let mut safety_net = tokio::time::interval(Duration::from_secs(1));
     loop {
@@ -111,11 +132,17 @@ async fn session(
                 }
                 Some(msg) => try_claim = runner.on_message(&mut socket, msg).await?,
             },
-            event = bus.recv() => match event {
-                Err(RecvError::Closed) => return Ok(()),
-                event => try_claim = runner.on_bus(&mut socket, event.map(|published| published.event.clone())).await?,
+            change = routed.changes.recv() => match change {
+                None => return Ok(()),
+                Some(Routed::Change(event)) if seen_early.iter().any(|e| Arc::ptr_eq(e, &event)) => {}
+                Some(Routed::Change(event)) => try_claim = runner.on_bus(&mut socket, Ok(&event.event)).await?,
+                Some(Routed::Missed) => try_claim = runner.on_bus(&mut socket, Err(&RecvError::Lagged(0))).await?,
             },
-            _ = safety_net.tick() => try_claim = runner.free_slots > 0,
+            _ = routed.pending.changed() => try_claim = runner.free_slots > 0,
+            _ = safety_net.tick() => {
+                seen_early.clear();
+                try_claim = runner.free_slots > 0;
+            }
             _ = async { let _ = shutdown.wait_for(|s| *s).await; } => {
                 let _ = socket.send(Message::Close(None)).await;
                 return Ok(());
@@ -310,9 +337,9 @@ impl HeldBy {
         Ok(false)
     }
 
-    /// A committed change: a held job's new status becomes a runner command; a new
-    /// pending job is worth a claim. True when it is worth trying to hand out jobs.
-    async fn on_bus(&mut self, socket: &mut WebSocket, event: Result<BusEvent, RecvError>) -> Result<bool, String> {
+    /// A committed change: a held job's new status becomes a runner command. True when
+    /// it is worth trying to hand out jobs.
+    async fn on_bus(&mut self, socket: &mut WebSocket, event: Result<&BusEvent, &RecvError>) -> Result<bool, String> {
         match event {
             Ok(BusEvent::Job(job)) if self.held.contains(&job.id) => match job.status.runner_command() {
                 Some(RunnerCommand::Cancel) => {
@@ -329,7 +356,6 @@ impl HeldBy {
                 }
                 None => {}
             },
-            Ok(BusEvent::Job(job)) if job.status == Status::Pending => return Ok(self.free_slots > 0),
             Ok(_) | Err(RecvError::Closed) => {}
             Err(RecvError::Lagged(_)) => {
                 // Missed events: re-read the status of every held job.
