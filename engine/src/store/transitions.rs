@@ -6,6 +6,8 @@
 //! When another writer moved a job between the read and the write, the whole change is
 //! tried again from the start.
 
+use std::sync::LazyLock;
+
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
 use usher_core::api::{AfterScriptResult, CancelMode, CancelReason, FailureReason, Job, Pipeline};
@@ -99,6 +101,15 @@ pub struct Transitioned {
     pub changed: bool,
 }
 
+/// [`PIPELINE_COLUMNS`] of a query's `p` (the pipeline joined with its jobs' statuses).
+static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| {
+    PIPELINE_COLUMNS
+        .split(", ")
+        .map(|c| format!("p.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+});
+
 /// The PostgreSQL NOTIFY channel that carries committed changes to every replica.
 pub const CHANGES_CHANNEL: &str = "usher_changes";
 
@@ -132,9 +143,14 @@ impl Store {
     async fn apply_in(&self, tx: &mut Tx<'_>, change: &Change<'_>) -> Result<Option<Committed>, EngineError> {
         let (pipeline_id, jobs) = match change {
             Change::Job { job_id, event, ctx } => {
-                let pipeline_id = self.lock_pipeline_of(tx, *job_id).await?;
+                // PostgreSQL: the pipeline is locked before the job is read. SQLite has
+                // one writer already, and the job's row names its pipeline.
+                let locked = match self.backend {
+                    Backend::Postgres => Some(self.lock_pipeline_of(tx, *job_id).await?),
+                    Backend::Sqlite => None,
+                };
                 match self.transition_in(tx, *job_id, *event, ctx).await? {
-                    Some(t) => (pipeline_id, vec![t]),
+                    Some(t) => (locked.unwrap_or(t.job.pipeline_id), vec![t]),
                     None => return Ok(None),
                 }
             }
@@ -302,24 +318,29 @@ impl Store {
 
     /// Recomputes a pipeline's status from its jobs; returns it when it changed.
     async fn rederive_pipeline(&self, tx: &mut Tx<'_>, pipeline_id: i64, t: &str) -> Result<Option<Pipeline>, EngineError> {
-        // Only the newest attempt of each job counts.
-        let rows = sqlx::query("SELECT status FROM jobs WHERE pipeline_id = $1 AND retried = 0")
-            .bind(pipeline_id)
-            .fetch_all(&mut **tx)
-            .await?;
-        let statuses: Vec<Status> = rows
-            .iter()
-            .map(|r| {
-                let s: String = r.try_get("status")?;
-                Status::parse(&s).ok_or_else(|| bad_status(&s))
-            })
-            .collect::<Result<_, EngineError>>()?;
+        // The pipeline with the distinct statuses of its jobs, one row per status (the
+        // derivation depends only on which statuses occur). Only the newest attempt of
+        // each job counts.
+        let rows = sqlx::query(&format!(
+            "SELECT {}, s.status AS job_status FROM pipelines p \
+             LEFT JOIN (SELECT DISTINCT status FROM jobs WHERE pipeline_id = $1 AND retried = 0) s ON 1 = 1 \
+             WHERE p.id = $1",
+            *PIPELINE_COLUMNS_OF_P
+        ))
+        .bind(pipeline_id)
+        .fetch_all(&mut **tx)
+        .await?;
+        let first = rows
+            .first()
+            .ok_or_else(|| EngineError::NotFound(format!("pipeline {pipeline_id}")))?;
+        let mut pipeline = pipeline_from_row(first)?;
+        let mut statuses = Vec::with_capacity(rows.len());
+        for row in &rows {
+            if let Some(s) = row.try_get::<Option<String>, _>("job_status")? {
+                statuses.push(Status::parse(&s).ok_or_else(|| bad_status(&s))?);
+            }
+        }
         let derived = derive_status(statuses.iter().copied());
-        let row = sqlx::query(&format!("SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE id = $1"))
-            .bind(pipeline_id)
-            .fetch_one(&mut **tx)
-            .await?;
-        let mut pipeline = pipeline_from_row(&row)?;
         if pipeline.status == derived {
             return Ok(None);
         }
