@@ -667,3 +667,45 @@ async fn a_retry_is_a_new_attempt_the_pipeline_follows() {
         );
     }
 }
+
+/// SQLite commits never checkpoint (so none pays for copying pages and fsyncing), yet
+/// what they wrote reaches the database file itself within a second: a reader that
+/// ignores the WAL (`immutable=1`) sees a new project soon after it was created.
+#[tokio::test]
+async fn sqlite_wal_is_checkpointed_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    let db = Db {
+        name: "sqlite",
+        url: format!("sqlite://{}?mode=rwc", path.display()),
+        _dir: None,
+    };
+    let (engine, admin) = engine(&db).await;
+    let project = engine
+        .create_project(
+            &admin,
+            CreateProject {
+                name: "checkpointed".into(),
+                ci_config: Some("j:\n  script: [x]\n".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let in_file = || async {
+        use sqlx::{Connection, Row};
+        let url = format!("sqlite://{}?immutable=1", path.display());
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        // Before any checkpoint the file may not even have the tables yet.
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM projects WHERE id = ?")
+            .bind(project.id)
+            .fetch_one(&mut conn)
+            .await;
+        row.is_ok_and(|row| row.get::<i64, _>("n") == 1)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !in_file().await {
+        assert!(std::time::Instant::now() < deadline, "the project never reached the database file");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

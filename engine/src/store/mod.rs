@@ -184,13 +184,20 @@ impl Store {
             // fsynced; the WAL is synced at checkpoints. A crash of Usher (even kill -9)
             // loses nothing; a power cut or kernel crash may lose the last transactions
             // before the checkpoint, never corrupt the database (docs/deploy.md). That
-            // fsync was most of a cancel's time.
+            // fsync was most of a cancel's time. The checkpoints themselves (which do
+            // fsync) are not left to whichever commit crosses 1,000 WAL pages: the
+            // checkpointer runs them on a connection of its own, beside the writer.
             Backend::Sqlite => {
                 options
                     .max_connections(1)
                     .after_connect(|conn, _| {
                         Box::pin(async move {
-                            for pragma in ["PRAGMA journal_mode=WAL", "PRAGMA synchronous=NORMAL", "PRAGMA foreign_keys=ON"] {
+                            for pragma in [
+                                "PRAGMA journal_mode=WAL",
+                                "PRAGMA synchronous=NORMAL",
+                                "PRAGMA foreign_keys=ON",
+                                "PRAGMA wal_autocheckpoint=0",
+                            ] {
                                 sqlx::query(pragma).fetch_all(&mut *conn).await?;
                             }
                             Ok(())
@@ -201,6 +208,9 @@ impl Store {
             }
             Backend::Postgres => options.max_connections(16).connect(url).await?,
         };
+        if backend == Backend::Sqlite {
+            spawn_checkpointer(url, pool.clone()).await?;
+        }
         match backend {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&pool).await?,
             Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&pool).await?,
@@ -215,4 +225,27 @@ impl Store {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// How often the SQLite checkpointer copies the WAL into the database file.
+const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// SQLite: checkpoints the WAL on a connection of its own every [`CHECKPOINT_EVERY`]
+/// (PASSIVE: it never blocks the writer or readers), so no commit pays for copying pages
+/// and fsyncing; a cancel's p99 was such commits. Stops when the pool is closed.
+async fn spawn_checkpointer(url: &str, pool: AnyPool) -> Result<(), EngineError> {
+    use sqlx::Connection;
+    let mut conn = sqlx::sqlite::SqliteConnection::connect(url).await?;
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while !pool.is_closed() {
+            tick.tick().await;
+            if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)").fetch_all(&mut conn).await {
+                tracing::warn!("WAL checkpoint: {e}");
+            }
+        }
+        let _ = conn.close().await;
+    });
+    Ok(())
 }

@@ -10,7 +10,7 @@ use usher_engine::{Actor, Engine};
 pub struct Db {
     pub name: &'static str,
     pub url: String,
-    _dir: Option<tempfile::TempDir>,
+    pub _dir: Option<tempfile::TempDir>,
 }
 
 pub async fn databases() -> Vec<Db> {
