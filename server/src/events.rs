@@ -10,7 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use usher_core::api::EventFrame;
 use usher_engine::BusEvent;
 
@@ -43,6 +43,9 @@ impl EventFilter {
         }
     }
 }
+
+/// The most frames written at once.
+const MAX_FRAMES_PER_WRITE: usize = 64;
 
 /// How long one frame may wait for a client that does not read.
 const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
@@ -104,22 +107,46 @@ async fn stream_events(
     let _counted = Subscriber(engine);
     loop {
         tokio::select! {
-            event = receiver.recv() => match event {
-                Ok(published) => {
-                    if !filter.keeps(&published.event) {
-                        continue;
+            event = receiver.recv() => {
+                // This event and those already waiting behind it go out in one write: a
+                // commit often publishes several (a job and its pipeline), and with
+                // 10,000 sockets the writes, not the events, are the cost.
+                let mut next = event;
+                let mut waiting = 0;
+                loop {
+                    match next {
+                        // Serialized once for every socket (the first one to get here pays).
+                        Ok(published) if filter.keeps(&published.event) => {
+                            if !feed_text(&mut socket, &published.frame_json()).await {
+                                return;
+                            }
+                            waiting += 1;
+                        }
+                        Ok(_) => {}
+                        Err(RecvError::Lagged(missed)) => {
+                            let reason = format!("too slow: missed {missed} events; reconnect and re-read state");
+                            let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
+                            return;
+                        }
+                        Err(RecvError::Closed) => return,
                     }
-                    // Serialized once for every socket (the first one to get here pays).
-                    if !send_text(&mut socket, &published.frame_json()).await {
-                        return;
-                    }
+                    next = match receiver.try_recv() {
+                        Ok(published) if waiting < MAX_FRAMES_PER_WRITE => Ok(published),
+                        Ok(published) => {
+                            if !flush(&mut socket).await {
+                                return;
+                            }
+                            waiting = 0;
+                            Ok(published)
+                        }
+                        Err(TryRecvError::Lagged(missed)) => Err(RecvError::Lagged(missed)),
+                        Err(TryRecvError::Closed) => Err(RecvError::Closed),
+                        Err(TryRecvError::Empty) => break,
+                    };
                 }
-                Err(RecvError::Lagged(missed)) => {
-                    let reason = format!("too slow: missed {missed} events; reconnect and re-read state");
-                    let _ = socket.send(Message::Close(Some(CloseFrame { code: 1008, reason: reason.into() }))).await;
+                if waiting > 0 && !flush(&mut socket).await {
                     return;
                 }
-                Err(RecvError::Closed) => return,
             },
             // A reader that misses log pieces sees a gap in the offsets and reads the log
             // from its own length, so lagging here costs nothing but a fetch.
@@ -151,7 +178,23 @@ async fn send_frame(socket: &mut WebSocket, frame: &EventFrame) -> bool {
 }
 
 async fn send_text(socket: &mut WebSocket, text: &str) -> bool {
-    match tokio::time::timeout(SEND_TIMEOUT, socket.send(Message::Text(text.into()))).await {
+    feed_text(socket, text).await && flush(socket).await
+}
+
+/// Queues one frame without writing it yet (see [`flush`]).
+async fn feed_text(socket: &mut WebSocket, text: &str) -> bool {
+    use futures::SinkExt;
+    within_send_timeout(socket.feed(Message::Text(text.into()))).await
+}
+
+/// Writes the queued frames.
+async fn flush(socket: &mut WebSocket) -> bool {
+    use futures::SinkExt;
+    within_send_timeout(socket.flush()).await
+}
+
+async fn within_send_timeout(write: impl std::future::Future<Output = Result<(), axum::Error>>) -> bool {
+    match tokio::time::timeout(SEND_TIMEOUT, write).await {
         Ok(Ok(())) => true,
         Ok(Err(_)) => false,
         Err(_) => {
