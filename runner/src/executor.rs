@@ -32,6 +32,7 @@ use crate::job_run::JobRun;
 use crate::logsink::{self, LogHandle};
 use crate::procs::{self, JobMarks};
 use crate::script::{after_script_text, script_text};
+use crate::spawn::JobProcess;
 
 /// How the job ended on the runner.
 #[derive(Debug, PartialEq)]
@@ -65,7 +66,7 @@ pub struct JobHost {
 }
 
 /// Waits for the script, a control message or the timeout.
-async fn wait_script(child: &mut tokio::process::Child, control: &mut mpsc::UnboundedReceiver<Control>, timeout: Duration) -> ScriptEnd {
+async fn wait_script(child: &mut JobProcess, control: &mut mpsc::UnboundedReceiver<Control>, timeout: Duration) -> ScriptEnd {
     let deadline = tokio::time::sleep(timeout);
     tokio::pin!(deadline);
     loop {
@@ -85,7 +86,7 @@ async fn wait_script(child: &mut tokio::process::Child, control: &mut mpsc::Unbo
 /// SIGTERM, grace, SIGKILL. Returns true if an abort came in meanwhile.
 async fn stop_gracefully(
     run: &JobRun<'_>,
-    child: &mut tokio::process::Child,
+    child: &mut JobProcess,
     pgid: u32,
     grace: Duration,
     control: &mut mpsc::UnboundedReceiver<Control>,

@@ -230,6 +230,7 @@ pub fn kill_leftovers(root: &Path) -> usize {
 pub struct Confinement {
     user: Option<JobUser>,
     cgroup_procs: Option<CString>,
+    cgroup_dir: Option<PathBuf>,
 }
 
 impl Confinement {
@@ -237,6 +238,7 @@ impl Confinement {
         Confinement {
             user: isolation.user().cloned(),
             cgroup_procs: cgroup.map(|c| c.procs.clone()),
+            cgroup_dir: cgroup.map(|c| c.dir.clone()),
         }
     }
 
@@ -246,7 +248,13 @@ impl Confinement {
         Confinement {
             user: None,
             cgroup_procs: self.cgroup_procs.clone(),
+            cgroup_dir: self.cgroup_dir.clone(),
         }
+    }
+
+    /// The job's cgroup directory, to start processes in (see [`crate::spawn`]).
+    pub fn cgroup_dir(&self) -> Option<&Path> {
+        self.cgroup_dir.as_deref()
     }
 
     /// The job user, for files the job must own.

@@ -5,7 +5,6 @@
 
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use tokio::process::Command;
 use usher_core::protocol::JobAssignment;
@@ -17,6 +16,7 @@ use crate::logsink::LogHandle;
 use crate::output::OutputPump;
 use crate::procs::{COOKIE_VAR, JobMarks};
 use crate::script::{PASSED_THROUGH, Shell};
+use crate::spawn::{JobProcess, spawn_confined};
 
 /// One job's run: what every step needs.
 pub(crate) struct JobRun<'a> {
@@ -57,7 +57,7 @@ impl JobRun<'_> {
 
     /// Starts the job's shell on `file`: in the job container with the docker executor,
     /// else [`Self::spawn_bash`].
-    pub(crate) fn spawn_shell(&self, file: &Path) -> std::io::Result<(tokio::process::Child, OutputPump)> {
+    pub(crate) fn spawn_shell(&self, file: &Path) -> std::io::Result<(JobProcess, OutputPump)> {
         match self.container.get() {
             Some(container) => {
                 let args = container.exec_args(self, file);
@@ -80,7 +80,7 @@ impl JobRun<'_> {
 
     /// Starts `bash file` in its own process group, confined (job user, cgroup), with
     /// output into the job log.
-    pub(crate) fn spawn_bash(&self, file: &Path) -> std::io::Result<(tokio::process::Child, OutputPump)> {
+    pub(crate) fn spawn_bash(&self, file: &Path) -> std::io::Result<(JobProcess, OutputPump)> {
         let (reader, writer) = std::io::pipe()?;
         self.marks.add_pipe(reader.as_fd());
         let mut cmd = Command::new("bash");
@@ -97,15 +97,9 @@ impl JobRun<'_> {
         }
         cmd.envs(self.job.variables.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("CI_PROJECT_DIR", &self.build_dir)
-            .env(COOKIE_VAR, &self.marks.cookie)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer.try_clone()?))
-            .stderr(Stdio::from(writer))
-            .process_group(0)
-            .kill_on_drop(false);
-        self.confinement.apply(&mut cmd);
-        let child = cmd.spawn()?;
-        drop(cmd); // closes our copies of the pipe's write end
+            .env(COOKIE_VAR, &self.marks.cookie);
+        // Returns once the child has exec'd: our copies of the pipe's write end are closed.
+        let child = spawn_confined(cmd, writer.into(), &self.confinement)?;
         let pump = OutputPump::start(reader, self.log.clone())?;
         Ok((child, pump))
     }
@@ -120,7 +114,7 @@ impl JobRun<'_> {
         cwd: &Path,
         env: &[(String, String)],
         as_job: bool,
-    ) -> std::io::Result<(tokio::process::Child, OutputPump)> {
+    ) -> std::io::Result<(JobProcess, OutputPump)> {
         let (reader, writer) = std::io::pipe()?;
         self.marks.add_pipe(reader.as_fd());
         let mut cmd = Command::new(program);
@@ -130,22 +124,16 @@ impl JobRun<'_> {
             .envs(std::env::vars().filter(|(k, _)| PASSED_THROUGH.contains(&k.as_str())))
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("LC_ALL", "C")
-            .env(COOKIE_VAR, &self.marks.cookie)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer.try_clone()?))
-            .stderr(Stdio::from(writer))
-            .process_group(0)
-            .kill_on_drop(false);
-        if as_job {
+            .env(COOKIE_VAR, &self.marks.cookie);
+        let confinement = if as_job {
             if let Some(user) = self.confinement.user() {
                 cmd.env("HOME", &self.home_dir).env("USER", &user.name);
             }
-            self.confinement.apply(&mut cmd);
+            self.confinement.clone()
         } else {
-            self.confinement.runner_side().apply(&mut cmd);
-        }
-        let child = cmd.spawn()?;
-        drop(cmd);
+            self.confinement.runner_side()
+        };
+        let child = spawn_confined(cmd, writer.into(), &confinement)?;
         let pump = OutputPump::start(reader, self.log.clone())?;
         Ok((child, pump))
     }

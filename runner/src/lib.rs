@@ -18,6 +18,7 @@ pub mod output;
 pub mod procs;
 pub mod script;
 pub mod session;
+pub mod spawn;
 pub mod tls;
 
 pub use session::{RunnerConfig, Stop, run};
