@@ -16,8 +16,9 @@
 //!   moved to `/` — what systemd and Kubernetes do. Without cgroups the runner falls back
 //!   to the marks of `procs` (environment cookie, pipes, working directory).
 //!
-//! Both are applied in the forked child before `exec` ([`Confinement::apply`]), using
-//! only async-signal-safe calls.
+//! Both are applied in the forked child before `exec`, using only system calls: by
+//! [`crate::spawn`], which creates the child inside the cgroup, or, where the kernel
+//! refuses that, by [`Confinement::apply`], which moves it there.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
