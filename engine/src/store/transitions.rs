@@ -110,6 +110,10 @@ static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| {
         .join(", ")
 });
 
+/// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
+static JOB_COLUMNS_OF_J: LazyLock<String> =
+    LazyLock::new(|| JOB_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", "));
+
 /// The PostgreSQL NOTIFY channel that carries committed changes to every replica.
 pub const CHANGES_CHANNEL: &str = "usher_changes";
 
@@ -143,14 +147,11 @@ impl Store {
     async fn apply_in(&self, tx: &mut Tx<'_>, change: &Change<'_>) -> Result<Option<Committed>, EngineError> {
         let (pipeline_id, jobs) = match change {
             Change::Job { job_id, event, ctx } => {
-                // PostgreSQL: the pipeline is locked before the job is read. SQLite has
-                // one writer already, and the job's row names its pipeline.
-                let locked = match self.backend {
-                    Backend::Postgres => Some(self.lock_pipeline_of(tx, *job_id).await?),
-                    Backend::Sqlite => None,
-                };
-                match self.transition_in(tx, *job_id, *event, ctx).await? {
-                    Some(t) => (locked.unwrap_or(t.job.pipeline_id), vec![t]),
+                // PostgreSQL: the job is read together with the lock on its pipeline.
+                // SQLite has one writer already.
+                let lock = self.backend == Backend::Postgres;
+                match self.transition_in(tx, *job_id, *event, ctx, lock).await? {
+                    Some(t) => (t.job.pipeline_id, vec![t]),
                     None => return Ok(None),
                 }
             }
@@ -158,7 +159,7 @@ impl Store {
                 let Some((job_id, pipeline_id)) = self.next_pending_in(tx, runner_tags).await? else {
                     return Ok(Some(Committed::default()));
                 };
-                match self.transition_in(tx, job_id, JobEvent::Start, ctx).await {
+                match self.transition_in(tx, job_id, JobEvent::Start, ctx, false).await {
                     Ok(Some(t)) if t.changed => (pipeline_id, vec![t]),
                     Ok(_) | Err(EngineError::InvalidTransition(_)) => return Ok(None),
                     Err(e) => return Err(e),
@@ -211,31 +212,26 @@ impl Store {
         Ok(())
     }
 
-    /// The pipeline of a job (locked on PostgreSQL, see [`Store::lock_pipeline`]).
-    async fn lock_pipeline_of(&self, tx: &mut Tx<'_>, job_id: i64) -> Result<i64, EngineError> {
-        let lock = match self.backend {
-            Backend::Postgres => " FOR UPDATE OF p",
-            Backend::Sqlite => "",
-        };
-        let row = sqlx::query(&format!(
-            "SELECT p.id FROM pipelines p JOIN jobs j ON j.pipeline_id = p.id WHERE j.id = $1{lock}"
-        ))
-        .bind(job_id)
-        .fetch_optional(&mut **tx)
-        .await?
-        .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
-        Ok(row.try_get("id")?)
-    }
-
     /// One job's transition inside `tx`; None when another writer moved it first.
+    /// `lock_pipeline` (PostgreSQL): the job is read in the statement that locks its
+    /// pipeline (see [`Store::lock_pipeline`]), one round trip instead of two.
     async fn transition_in(
         &self,
         tx: &mut Tx<'_>,
         job_id: i64,
         event: JobEvent,
         ctx: &TransitionCtx,
+        lock_pipeline: bool,
     ) -> Result<Option<Transitioned>, EngineError> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+        let sql = if lock_pipeline {
+            format!(
+                "SELECT {} FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1 FOR UPDATE OF p",
+                *JOB_COLUMNS_OF_J
+            )
+        } else {
+            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")
+        };
+        let row = sqlx::query(&sql)
             .bind(job_id)
             .fetch_optional(&mut **tx)
             .await?
@@ -243,6 +239,10 @@ impl Store {
         let current = job_from_row(&row)?;
         check_reporter(&current, event, ctx)?;
         let to = match next(current.status, event)? {
+            // Having waited for the lock, the row read with it may predate a change
+            // committed meanwhile: a move's compare-and-set would notice, an answer of
+            // "unchanged" would not, so it reads the job again.
+            Outcome::Unchanged if lock_pipeline => return Box::pin(self.transition_in(tx, job_id, event, ctx, false)).await,
             Outcome::Unchanged => {
                 return Ok(Some(Transitioned {
                     from: current.status,
