@@ -50,8 +50,7 @@ impl Store {
     pub async fn job_specs(&self, ids: &[i64]) -> Result<HashMap<i64, StoredSpec>, EngineError> {
         let mut specs = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
-            let list = (1..=chunk.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-            let sql = format!("SELECT id, spec FROM jobs WHERE id IN ({list})");
+            let sql = format!("SELECT id, spec FROM jobs WHERE id IN ({})", placeholders(1, chunk.len()));
             let mut query = sqlx::query(&sql);
             for id in chunk {
                 query = query.bind(*id);

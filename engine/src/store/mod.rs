@@ -60,6 +60,11 @@ fn sql_statuses(group: StatusGroup) -> String {
         .join(", ")
 }
 
+/// `$first, $first+1, …` for `n` values of an `IN (…)` or `VALUES` list.
+fn placeholders(first: usize, n: usize) -> String {
+    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+}
+
 fn bad_status(text: &str) -> EngineError {
     EngineError::Internal(format!("unknown status `{text}` in the database"))
 }

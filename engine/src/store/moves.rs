@@ -71,11 +71,6 @@ pub(super) struct AuditEntry<'a> {
     pub ctx: &'a TransitionCtx,
 }
 
-/// `$first, $first+1, …` for `n` values of an `IN (…)` list.
-fn placeholders(first: usize, n: usize) -> String {
-    (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
-}
-
 impl Store {
     /// The moves of a batch on distinct jobs (see [`super::Change::Batch`]), in the
     /// batch's order. Moves the table refuses or that change nothing are left out. None
