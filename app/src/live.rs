@@ -16,6 +16,64 @@ pub fn backoff_ms(attempt: u32) -> u64 {
     (500u64 << attempt.min(5)).min(15_000)
 }
 
+/// Re-reads of a live list (a page that reloads it when frames say it changed). Reloads
+/// may overlap and come back out of order, and a frame may arrive while one is on its
+/// way (its answer then predates the frame): only the newest reload applies its answer,
+/// and it reads again when frames came meanwhile. Otherwise a job that ends within
+/// milliseconds could stay listed as `running` or `canceling` for good.
+#[derive(Clone, Copy)]
+pub struct Reloader {
+    started: StoredValue<u64>,
+    frames: StoredValue<u64>,
+}
+
+impl Reloader {
+    pub fn new() -> Reloader {
+        Reloader {
+            started: StoredValue::new(0),
+            frames: StoredValue::new(0),
+        }
+    }
+
+    /// A frame that changes the list arrived.
+    pub fn frame_seen(&self) {
+        self.frames.update_value(|n| *n += 1);
+    }
+
+    /// Reads with `fetch` (None: the read failed) and gives the answer to `apply`, as
+    /// described on [`Reloader`].
+    pub fn reload<T, Fut>(&self, fetch: impl Fn() -> Fut + 'static, apply: impl Fn(T) + 'static)
+    where
+        Fut: std::future::Future<Output = Option<T>> + 'static,
+        T: 'static,
+    {
+        let this = *self;
+        this.started.update_value(|n| *n += 1);
+        let mine = this.started.get_value();
+        leptos::task::spawn_local(async move {
+            loop {
+                let seen = this.frames.get_value();
+                let Some(fresh) = fetch().await else {
+                    return;
+                };
+                if this.started.get_value() != mine {
+                    return;
+                }
+                apply(fresh);
+                if this.frames.get_value() == seen {
+                    return;
+                }
+            }
+        })
+    }
+}
+
+impl Default for Reloader {
+    fn default() -> Self {
+        Reloader::new()
+    }
+}
+
 /// Follows `/api/v1/events?{query}`. `connected` tells whether the socket is open;
 /// `on_open` runs on each (re)connect; `on_frame` for every frame.
 pub fn follow_events(query: String, connected: RwSignal<bool>, on_open: impl Fn() + 'static, on_frame: impl Fn(EventFrame) + 'static) {

@@ -5,13 +5,12 @@
 
 use leptos::either::Either;
 use leptos::prelude::*;
-use leptos::task::spawn_local;
 use leptos_router::hooks::{use_params_map, use_query_map};
 use usher_core::api::{EventFrame, Pipeline};
 use usher_core::roles::{Action, Role};
 
 use crate::components::{Header, LiveDot, StatusBadge, loaded, may_cancel};
-use crate::live::follow_events;
+use crate::live::{Reloader, follow_events};
 use crate::server::{CancelPipeline, ListQuery, PipelineListData, RunPipeline, list_pipelines};
 use crate::time;
 
@@ -67,33 +66,18 @@ fn PipelineList(data: PipelineListData, query: ListQuery) -> impl IntoView {
     let project_id = project.as_ref().map(|p| p.id);
     let rows = RwSignal::new(pipelines);
     let connected = RwSignal::new(false);
-    // Reloads may overlap and finish out of order, and a frame may arrive while one is
-    // on its way (its answer then predates the frame): only the newest reload applies
-    // its answer, and it reads again when frames came meanwhile. Otherwise a job that
-    // ends within milliseconds could leave its row showing `running` for good.
-    let reloads_started = StoredValue::new(0u64);
-    let frames_seen = StoredValue::new(0u64);
+    let reloader = Reloader::new();
     let reload = {
         let query = query.clone();
         move || {
             let query = query.clone();
-            reloads_started.update_value(|n| *n += 1);
-            let mine = reloads_started.get_value();
-            spawn_local(async move {
-                loop {
-                    let seen = frames_seen.get_value();
-                    let Ok(fresh) = list_pipelines(project_id, query.page, query.status.clone(), query.git_ref.clone()).await else {
-                        return;
-                    };
-                    if reloads_started.get_value() != mine {
-                        return;
-                    }
-                    rows.set(fresh.pipelines);
-                    if frames_seen.get_value() == seen {
-                        return;
-                    }
-                }
-            })
+            reloader.reload(
+                move || {
+                    let query = query.clone();
+                    async move { list_pipelines(project_id, query.page, query.status, query.git_ref).await.ok() }
+                },
+                move |fresh: PipelineListData| rows.set(fresh.pipelines),
+            )
         }
     };
     let events_query = project_id.map(|p| format!("project_id={p}")).unwrap_or_default();
@@ -101,7 +85,7 @@ fn PipelineList(data: PipelineListData, query: ListQuery) -> impl IntoView {
     let reload_after_run = reload.clone();
     follow_events(events_query, connected, reload, move |frame| {
         if let EventFrame::Pipeline { pipeline } = frame {
-            frames_seen.update_value(|n| *n += 1);
+            reloader.frame_seen();
             let known = rows.with_untracked(|r| r.iter().any(|(p, _)| p.id == pipeline.id));
             if known {
                 rows.update(|r| {
