@@ -9,7 +9,7 @@ use usher_core::api::{EventFrame, Job, RunnerInfo};
 use usher_core::status::Status;
 
 use crate::components::{ErrorBox, Header, JobButtons, LiveDot, StatusBadge, job_actions, loaded, short_time};
-use crate::live::follow_events;
+use crate::live::{Reloader, follow_events};
 use crate::server::{AbortJob, AdminJobsData, AdminRunnersData, CancelJob, admin_jobs, admin_runners};
 
 /// The statuses the page offers as quick links.
@@ -40,17 +40,18 @@ fn AdminJobs(data: AdminJobsData) -> impl IntoView {
     let role = viewer.role;
     let rows = RwSignal::new(jobs);
     let connected = RwSignal::new(false);
+    let reloader = Reloader::new();
     let reload = move || {
-        spawn_local(async move {
-            if let Ok(fresh) = admin_jobs(status).await {
-                rows.set(fresh.jobs);
-            }
-        })
+        reloader.reload(
+            move || async move { admin_jobs(status).await.ok() },
+            move |fresh: AdminJobsData| rows.set(fresh.jobs),
+        )
     };
     follow_events(String::new(), connected, reload, move |frame| {
         if let EventFrame::Job { job } = frame {
             let listed = rows.with_untracked(|r| r.iter().any(|j| j.id == job.id));
             if listed || job.status == status {
+                reloader.frame_seen();
                 reload();
             }
         }
