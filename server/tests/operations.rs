@@ -150,3 +150,34 @@ async fn tagged_jobs_wait_for_a_runner_with_their_tags() {
     let done = t.wait_for_status(gpu, "success").await;
     assert_eq!(done["waiting_for"], serde_json::Value::Null);
 }
+
+/// A load balancer must see a replica whose database is gone: `/healthz` turns 503 (and
+/// says why) when PostgreSQL stops answering, here because its database was dropped
+/// with every connection to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_is_503_once_postgresql_is_gone() {
+    use sqlx::Connection;
+    let Some(url) = fresh_postgres().await else { return };
+    let t = TestServer::start_on(Some(url.clone()), 0).await;
+    let health = || async { reqwest::get(format!("{}/healthz", t.base)).await.unwrap() };
+    assert_eq!(health().await.status(), 200);
+
+    let (server, name) = url.rsplit_once('/').unwrap();
+    let mut admin = sqlx::AnyConnection::connect(&format!("{server}/postgres")).await.unwrap();
+    sqlx::query(&format!("DROP DATABASE {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let answer = loop {
+        let answer = health().await;
+        if answer.status() != 200 {
+            break answer;
+        }
+        assert!(Instant::now() < deadline, "/healthz still says ok with the database gone");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.text().await.unwrap(), "the database does not answer");
+    t.stop().await;
+}
