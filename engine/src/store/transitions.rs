@@ -102,17 +102,15 @@ pub struct Transitioned {
 }
 
 /// [`PIPELINE_COLUMNS`] of a query's `p` (the pipeline joined with its jobs' statuses).
-static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| {
-    PIPELINE_COLUMNS
-        .split(", ")
-        .map(|c| format!("p.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-});
+static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| qualified("p", PIPELINE_COLUMNS));
 
 /// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
-static JOB_COLUMNS_OF_J: LazyLock<String> =
-    LazyLock::new(|| JOB_COLUMNS.split(", ").map(|c| format!("j.{c}")).collect::<Vec<_>>().join(", "));
+static JOB_COLUMNS_OF_J: LazyLock<String> = LazyLock::new(|| qualified("j", JOB_COLUMNS));
+
+/// `columns` (`a, b, …`) as columns of the table aliased `alias` (`x.a, x.b, …`).
+fn qualified(alias: &str, columns: &str) -> String {
+    columns.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+}
 
 /// The PostgreSQL NOTIFY channel that carries committed changes to every replica.
 pub const CHANGES_CHANNEL: &str = "usher_changes";
