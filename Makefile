@@ -15,9 +15,11 @@ run: build-release
 	rm -rf $(TARGET_DIR)/site-run && cp -r $(TARGET_DIR)/site $(TARGET_DIR)/site-run
 	LEPTOS_SITE_ROOT=$(TARGET_DIR)/site-run $(TARGET_DIR)/release/usher serve --addr 127.0.0.1:3000 --data-dir ./data --local-runners 1 --demo
 
+# `--split`: each page's code is a WASM chunk of its own, loaded when the page is shown
+# (app/src/page_chunks.rs); the WASM imports the chunk loader, so every build splits.
 build-release:
 	scripts/setup
-	cargo leptos build --release --precompress
+	cargo leptos build --release --precompress --split
 	cargo build --release -p usher-runner --bin usher-runner
 
 ## Everything CI checks: Rust unit and integration tests, the browser suite, and a
@@ -26,7 +28,7 @@ test: build-debug test-rust test-e2e test-fuzz
 
 build-debug:
 	scripts/setup --test
-	cargo leptos build
+	cargo leptos build --split
 
 # Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres), with a
 # private Docker engine for the docker executor (scripts/with-docker). The same

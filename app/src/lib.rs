@@ -10,6 +10,7 @@
 pub mod components;
 pub mod live;
 pub mod log_view;
+pub mod page_chunks;
 pub mod pages;
 pub mod server;
 pub mod terminal;
@@ -18,7 +19,8 @@ pub mod time;
 use leptos::prelude::*;
 use leptos_meta::{MetaTags, Title, provide_meta_context};
 use leptos_router::components::{Route, Router, Routes};
-use leptos_router::{SsrMode, path};
+use leptos_router::{Lazy, SsrMode, path};
+use page_chunks::*;
 
 /// The stylesheet's address: `/pkg/usher.css`, or with the build's hash in the name when
 /// cargo-leptos hashed the files (`hash.txt` beside the server binary, which is where
@@ -67,17 +69,17 @@ pub fn App() -> impl IntoView {
         <Title text="Usher"/>
         <Router>
             <Routes fallback=|| view! { <main class="page"><p>"Page not found."</p></main> }>
-                <Route path=path!("/login") view=pages::login::LoginPage/>
+                <Route path=path!("/login") view={Lazy::<LoginChunk>::new()}/>
                 // Async: the whole page is rendered before it is sent, so it is complete
                 // (and its forms usable) before or without hydration.
-                <Route path=path!("/") view=pages::pipelines::PipelinesPage ssr=SsrMode::Async/>
-                <Route path=path!("/projects") view=pages::projects::ProjectsPage ssr=SsrMode::Async/>
-                <Route path=path!("/projects/:id") view=pages::pipelines::PipelinesPage ssr=SsrMode::Async/>
-                <Route path=path!("/pipelines/:id") view=pages::pipeline::PipelinePage ssr=SsrMode::Async/>
-                <Route path=path!("/jobs/:id") view=pages::job::JobPage ssr=SsrMode::Async/>
-                <Route path=path!("/admin/jobs") view=pages::admin::AdminJobsPage ssr=SsrMode::Async/>
-                <Route path=path!("/admin/runners") view=pages::admin::AdminRunnersPage ssr=SsrMode::Async/>
-                <Route path=path!("/admin/users") view=pages::users::AdminUsersPage ssr=SsrMode::Async/>
+                <Route path=path!("/") view={Lazy::<PipelinesChunk>::new()} ssr=SsrMode::Async/>
+                <Route path=path!("/projects") view={Lazy::<ProjectsChunk>::new()} ssr=SsrMode::Async/>
+                <Route path=path!("/projects/:id") view={Lazy::<PipelinesChunk>::new()} ssr=SsrMode::Async/>
+                <Route path=path!("/pipelines/:id") view={Lazy::<PipelineChunk>::new()} ssr=SsrMode::Async/>
+                <Route path=path!("/jobs/:id") view={Lazy::<JobChunk>::new()} ssr=SsrMode::Async/>
+                <Route path=path!("/admin/jobs") view={Lazy::<AdminJobsChunk>::new()} ssr=SsrMode::Async/>
+                <Route path=path!("/admin/runners") view={Lazy::<AdminRunnersChunk>::new()} ssr=SsrMode::Async/>
+                <Route path=path!("/admin/users") view={Lazy::<AdminUsersChunk>::new()} ssr=SsrMode::Async/>
             </Routes>
         </Router>
     }
