@@ -3,11 +3,15 @@
 //! (`--precompress`) when the browser accepts it, and cached by browsers for a year when
 //! the name carries the build's content hash (cargo-leptos `hash-files`: a new build
 //! has new names, so a cached file is never stale). Unhashed names must be revalidated.
+//! The pages' WASM chunks (`--split`) carry hashes of their own, listed in the split
+//! manifest; those count as the build's too.
 
 use axum::Router;
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
+use std::collections::HashMap;
+use std::path::Path;
 use tower_http::services::ServeDir;
 
 /// The content hashes cargo-leptos gave this build's files: `hash.txt` beside the
@@ -24,12 +28,33 @@ pub fn build_hashes() -> Option<Vec<String>> {
     (!hashes.is_empty()).then_some(hashes)
 }
 
+/// The hashes in the names of the page chunks: the split manifest (named with one of
+/// the build's `hashes`) maps each page to the chunks it loads, each as `name.hash`.
+fn chunk_hashes(pkg: &Path, hashes: &[String]) -> Vec<String> {
+    let Some(manifest) = hashes
+        .iter()
+        .find_map(|hash| std::fs::read(pkg.join(format!("__wasm_split_manifest.{hash}.json"))).ok())
+    else {
+        return Vec::new();
+    };
+    let pages: HashMap<String, Vec<String>> = serde_json::from_slice(&manifest).unwrap_or_default();
+    let mut chunks: Vec<String> = pages
+        .into_values()
+        .flatten()
+        .filter_map(|chunk| chunk.split_once('.').map(|(_, hash)| hash.to_string()))
+        .collect();
+    chunks.sort();
+    chunks.dedup();
+    chunks
+}
+
 /// The `/pkg` router for the site at `site_root`.
 pub fn router(site_root: &str, hashes: Option<Vec<String>>) -> Router {
-    let hashes = std::sync::Arc::new(hashes.unwrap_or_default());
-    let files = ServeDir::new(std::path::Path::new(site_root).join("pkg"))
-        .precompressed_br()
-        .precompressed_gzip();
+    let pkg = Path::new(site_root).join("pkg");
+    let mut hashes = hashes.unwrap_or_default();
+    hashes.extend(chunk_hashes(&pkg, &hashes));
+    let hashes = std::sync::Arc::new(hashes);
+    let files = ServeDir::new(pkg).precompressed_br().precompressed_gzip();
     Router::new()
         .fallback_service(files)
         .layer(axum::middleware::from_fn(move |req: Request, next: Next| {

@@ -57,3 +57,34 @@ async fn hashed_files_are_immutable_and_served_precompressed() {
     let (status, _, cache, _) = get(&router, "/usher.wasm", "br").await;
     assert_eq!((status, cache), (404, None));
 }
+
+#[tokio::test]
+async fn page_chunks_named_in_the_split_manifest_are_immutable() {
+    let site = tempfile::tempdir().unwrap();
+    let pkg = site.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(
+        pkg.join("__wasm_split_manifest.Man1fest.json"),
+        br#"{"__job_page_view_1": ["chunk_3.Chunk3hash", "split___job_page_view_1.JobH4sh"]}"#,
+    )
+    .unwrap();
+    for name in [
+        "chunk_3.Chunk3hash.wasm",
+        "split___job_page_view_1.JobH4sh.wasm",
+        "chunk_4.Stale.wasm",
+    ] {
+        std::fs::write(pkg.join(name), b"chunk").unwrap();
+    }
+    let router = usher_server::assets::router(site.path().to_str().unwrap(), Some(vec!["Man1fest".into()]));
+    let immutable = Some("public, max-age=31536000, immutable");
+    for path in ["/chunk_3.Chunk3hash.wasm", "/split___job_page_view_1.JobH4sh.wasm"] {
+        let (status, _, cache, _) = get(&router, path, "br").await;
+        assert_eq!((status, cache.as_deref()), (200, immutable), "{path}");
+    }
+    let (_, _, cache, _) = get(&router, "/chunk_4.Stale.wasm", "br").await;
+    assert_eq!(
+        cache.as_deref(),
+        Some("no-cache"),
+        "a chunk the manifest does not name is revalidated"
+    );
+}
