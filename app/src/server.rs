@@ -42,6 +42,8 @@ pub struct PipelinePageData {
     pub project_name: String,
     /// With its jobs.
     pub pipeline: Pipeline,
+    /// The `needs:` of its jobs, by job name (jobs without `needs:` are absent).
+    pub needs: Vec<(String, Vec<String>)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -170,10 +172,12 @@ pub async fn pipeline_page(id: i64) -> Result<PipelinePageData, ServerFnError> {
     let (engine, actor) = ssr::actor().await?;
     let pipeline = engine.get_pipeline(&actor, id).await.map_err(ssr::fail)?;
     let project = engine.get_project(&actor, pipeline.project_id).await.map_err(ssr::fail)?;
+    let needs = engine.job_needs(&actor, &pipeline).await.map_err(ssr::fail)?;
     Ok(PipelinePageData {
         viewer: ssr::viewer(&actor),
         project_name: project.name,
         pipeline,
+        needs,
     })
 }
 

@@ -202,6 +202,22 @@ impl Engine {
         self.pipeline_with_jobs(id).await
     }
 
+    /// The `needs:` of `pipeline`'s jobs by job name (a job without `needs:` waits for
+    /// the stages before its own and is absent), for drawing the pipeline's graph.
+    pub async fn job_needs(&self, actor: &Actor, pipeline: &Pipeline) -> Result<Vec<(String, Vec<String>)>, EngineError> {
+        actor.require(Action::Read)?;
+        let ids: Vec<i64> = pipeline.jobs.iter().flatten().filter(|j| !j.retried).map(|j| j.id).collect();
+        let mut needs: Vec<(String, Vec<String>)> = self
+            .store()
+            .job_specs(&ids)
+            .await?
+            .into_values()
+            .filter_map(|spec| spec.job.needs.map(|list| (spec.job.name, list)))
+            .collect();
+        needs.sort();
+        Ok(needs)
+    }
+
     pub(crate) async fn pipeline_with_jobs(&self, id: i64) -> Result<Pipeline, EngineError> {
         let mut p = self
             .store()

@@ -31,6 +31,7 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
         viewer,
         project_name,
         pipeline,
+        needs,
     } = data;
     let pipeline_id = pipeline.id;
     let project_id = pipeline.project_id;
@@ -93,6 +94,12 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
             })
     };
 
+    // A job's `needs:` (None: it waits for the stages before its own).
+    let needs_of = move |id: i64| {
+        let name = jobs.with_untracked(|l| l.iter().find(|j| j.id == id).map(|j| j.name.clone()));
+        name.and_then(|name| needs.iter().find(|(n, _)| *n == name).map(|(_, list)| list.clone()))
+    };
+
     // Stages in pipeline order, each with the ids of its jobs.
     let stages = move || {
         jobs.with(|list| {
@@ -136,7 +143,7 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
                             <h2>{stage}</h2>
                             <ul class="jobs">
                                 {ids.into_iter().map(|id| view! {
-                                    <JobRow id=id jobs=jobs role=role cancel=cancel_job abort=abort_job/>
+                                    <JobRow id=id jobs=jobs needs=needs_of(id) role=role cancel=cancel_job abort=abort_job/>
                                 }).collect_view()}
                             </ul>
                         </section>
@@ -148,7 +155,14 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
 }
 
 #[component]
-fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<CancelJob>, abort: ServerAction<AbortJob>) -> impl IntoView {
+fn JobRow(
+    id: i64,
+    jobs: RwSignal<Vec<Job>>,
+    needs: Option<Vec<String>>,
+    role: Role,
+    cancel: ServerAction<CancelJob>,
+    abort: ServerAction<AbortJob>,
+) -> impl IntoView {
     let job = move || jobs.with(|l| l.iter().find(|j| j.id == id).cloned());
     let status = Signal::derive(move || job().map(|j| j.status).unwrap_or(Status::Created));
     let name = jobs
@@ -163,8 +177,36 @@ fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, role: Role, cancel: ServerAction<Ca
             {move || job().is_some_and(|j| j.retried).then(|| view! { <span class="muted">" (retried)"</span> })}
             <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
             <RetryJobButton id=id status=status retried=Signal::derive(move || job().is_some_and(|j| j.retried)) role=role/>
+            {needs.map(|needs| view! { <NeedsLine needs=needs jobs=jobs/> })}
         </li>
     }
+}
+
+/// The jobs a job waits for (its `needs:`), each a link to that job's newest attempt;
+/// `needs: []` starts at once, whatever the stages.
+#[component]
+fn NeedsLine(needs: Vec<String>, jobs: RwSignal<Vec<Job>>) -> impl IntoView {
+    if needs.is_empty() {
+        return view! { <p class="needs muted" data-testid="job-needs">"needs nothing: starts at once"</p> }.into_any();
+    }
+    let link = move |name: String| {
+        let label = name.clone();
+        let id = move || jobs.with(|l| l.iter().rev().find(|j| j.name == name && !j.retried).map(|j| j.id));
+        view! {
+            {move || match id() {
+                Some(id) => view! { <a href=format!("/jobs/{id}")>{label.clone()}</a> }.into_any(),
+                None => view! { <span>{label.clone()}</span> }.into_any(),
+            }}
+        }
+    };
+    let last = needs.len() - 1;
+    view! {
+        <p class="needs muted" data-testid="job-needs">
+            "needs "
+            {needs.into_iter().enumerate().map(|(i, name)| view! { {link(name)} {(i < last).then_some(", ")} }).collect_view()}
+        </p>
+    }
+    .into_any()
 }
 
 /// How long a finished job ran ("2m 14s"); None while it has not finished.
