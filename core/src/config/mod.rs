@@ -103,6 +103,16 @@ impl std::fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Whether `image` is an image reference as docker takes it:
+/// `[registry/]path[:tag][@digest]`, no spaces, not starting with `-` (it must never read
+/// as a flag). For a job's `image:` and a runner's `--docker-image`.
+pub fn is_image_name(image: &str) -> bool {
+    !image.is_empty()
+        && image.len() <= 255
+        && !image.starts_with(['-', '.', '/', ':', '@'])
+        && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+}
+
 /// Parses durations like `90s`, `10m`, `1h 30m`, `2h`, or a plain number of seconds.
 pub fn parse_duration(text: &str) -> Option<u64> {
     let text = text.trim();

@@ -230,15 +230,10 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
     })
 }
 
-/// An image reference as docker takes it: `[registry/]path[:tag][@digest]`, no spaces,
-/// not starting with `-` (it must never read as a flag).
+/// The job's image, checked to be an image name ([`super::is_image_name`]).
 fn container_image(source: &str, job: &str, image: Option<String>) -> Result<Option<String>, ConfigError> {
     let Some(image) = image else { return Ok(None) };
-    let ok = !image.is_empty()
-        && image.len() <= 255
-        && !image.starts_with(['-', '.', '/', ':', '@'])
-        && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c));
-    if !ok {
+    if !super::is_image_name(&image) {
         return Err(job_error(
             source,
             job,
