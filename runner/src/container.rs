@@ -61,9 +61,9 @@ impl StartError {
 /// missing image fails the job before anything runs.
 pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Option<&Path>) -> Result<JobContainer, StartError> {
     let job = run.job;
-    let Some(image) = job.image.as_deref() else {
+    let Some(image) = job.image.as_deref().or(docker.default_image.as_deref()) else {
         return Err(StartError::Engine(
-            "the docker executor needs an image: give the job `image:` (e.g. image: alpine:3.20)".into(),
+            "the docker executor needs an image: give the job `image:` (e.g. image: alpine:3.20), or the runner --docker-image".into(),
         ));
     };
     for wanted in std::iter::once(image).chain(job.services.iter().map(|s| s.name.as_str())) {

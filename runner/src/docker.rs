@@ -43,14 +43,18 @@ pub enum ExecutorKind {
 
 impl ExecutorKind {
     /// The engine for `--executor docker` (`--docker-host`, else `DOCKER_HOST`, else
-    /// /var/run/docker.sock), checked to answer; None for the shell executor.
-    pub async fn engine(self, docker_host: Option<&str>) -> Result<Option<Docker>, String> {
+    /// /var/run/docker.sock), checked to answer, with `--docker-image` for jobs that name
+    /// no image; None for the shell executor.
+    pub async fn engine(self, docker_host: Option<&str>, default_image: Option<String>) -> Result<Option<Docker>, String> {
         if self == ExecutorKind::Shell {
-            return Ok(None);
+            return match default_image {
+                Some(_) => Err("--docker-image needs --executor docker".into()),
+                None => Ok(None),
+            };
         }
         let from_env = std::env::var("DOCKER_HOST").ok();
         let host = docker_host.or(from_env.as_deref()).unwrap_or("unix:///var/run/docker.sock");
-        let docker = Docker::from_host(host)?;
+        let docker = Docker::from_host(host)?.with_default_image(default_image)?;
         docker
             .ping()
             .await
@@ -66,6 +70,8 @@ pub struct Docker {
     pub socket: PathBuf,
     /// This runner's [`instance_id`] (set by [`Docker::for_runner`]).
     pub instance: String,
+    /// `--docker-image`: the image of a job that names none.
+    pub default_image: Option<String>,
 }
 
 /// What [`Docker::remove_everything_of`] removed.
@@ -92,7 +98,20 @@ impl Docker {
         Ok(Docker {
             socket: path.into(),
             instance: String::new(),
+            default_image: None,
         })
+    }
+
+    /// `--docker-image`: the image jobs without `image:` run in; refused when it is not
+    /// an image name (it must never read as a flag to `docker`).
+    fn with_default_image(mut self, image: Option<String>) -> Result<Docker, String> {
+        if let Some(image) = &image
+            && !usher_core::config::is_image_name(image)
+        {
+            return Err(format!("--docker-image {image}: not an image name (e.g. alpine:3.20)"));
+        }
+        self.default_image = image;
+        Ok(self)
     }
 
     /// The engine as the runner with this builds directory uses it.
@@ -204,5 +223,28 @@ impl Docker {
             }
         }
         removed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_default_image_must_be_an_image_name_and_needs_the_docker_executor() {
+        let shell = ExecutorKind::Shell.engine(None, Some("alpine:3.20".into())).await;
+        assert_eq!(shell.unwrap_err(), "--docker-image needs --executor docker");
+        assert_eq!(ExecutorKind::Shell.engine(None, None).await, Ok(None));
+        let docker = Docker::from_host("unix:///nowhere.sock").unwrap();
+        let flag = docker.clone().with_default_image(Some("--privileged".into()));
+        assert_eq!(
+            flag.unwrap_err(),
+            "--docker-image --privileged: not an image name (e.g. alpine:3.20)"
+        );
+        let image = docker.with_default_image(Some("registry.example:5000/team/build:1.2".into()));
+        assert_eq!(
+            image.unwrap().default_image.as_deref(),
+            Some("registry.example:5000/team/build:1.2")
+        );
     }
 }

@@ -43,6 +43,9 @@ struct Args {
     /// The Docker engine for `--executor docker` (default: $DOCKER_HOST, else unix:///var/run/docker.sock).
     #[arg(long, env = "USHER_DOCKER_HOST")]
     docker_host: Option<String>,
+    /// The image of a job without `image:` (`--executor docker`; default: none, such a job fails).
+    #[arg(long, env = "USHER_DOCKER_IMAGE")]
+    docker_image: Option<String>,
     /// How this runner writes its own log (to standard error).
     #[arg(long, env = "USHER_LOG_FORMAT", value_enum, default_value_t)]
     log_format: usher_runner::logging::LogFormat,
@@ -104,10 +107,14 @@ async fn main() {
         eprintln!("usher-runner: {e}");
         std::process::exit(2);
     });
-    let docker = args.executor.engine(args.docker_host.as_deref()).await.unwrap_or_else(|e| {
-        eprintln!("usher-runner: {e}");
-        std::process::exit(2);
-    });
+    let docker = args
+        .executor
+        .engine(args.docker_host.as_deref(), args.docker_image.clone())
+        .await
+        .unwrap_or_else(|e| {
+            eprintln!("usher-runner: {e}");
+            std::process::exit(2);
+        });
     // The runner's own files (job scripts before they are handed over) are private.
     // SAFETY: umask only changes this process's file-creation mask.
     unsafe { libc::umask(0o077) };

@@ -65,6 +65,8 @@ pub struct ServeOptions {
     pub executor: usher_runner::docker::ExecutorKind,
     /// `--docker-host`: the engine of `--executor docker`.
     pub docker_host: Option<String>,
+    /// `--docker-image`: the image of a job without `image:` under `--executor docker`.
+    pub docker_image: Option<String>,
 }
 
 impl ServeOptions {
@@ -87,6 +89,7 @@ impl ServeOptions {
             public_url: None,
             executor: Default::default(),
             docker_host: None,
+            docker_image: None,
         }
     }
 }
@@ -143,7 +146,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     };
     let docker = match opts.local_runners {
         0 => None,
-        _ => opts.executor.engine(opts.docker_host.as_deref()).await?,
+        _ => opts.executor.engine(opts.docker_host.as_deref(), opts.docker_image.clone()).await?,
     };
     data_dir::prepare(&opts.data_dir)?;
     let mut settings = opts.settings.clone();

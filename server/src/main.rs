@@ -57,6 +57,9 @@ enum Command {
         /// The Docker engine for `--executor docker` (default: $DOCKER_HOST, else unix:///var/run/docker.sock).
         #[arg(long, env = "USHER_DOCKER_HOST")]
         docker_host: Option<String>,
+        /// The image of a job without `image:` under `--executor docker` (default: none, such a job fails).
+        #[arg(long, env = "USHER_DOCKER_IMAGE")]
+        docker_image: Option<String>,
     },
     /// Manage users.
     User {
@@ -217,6 +220,7 @@ async fn main() {
             public_url,
             executor,
             docker_host,
+            docker_image,
         } => {
             // Everything the server creates (database, artifacts) is private to its user.
             // SAFETY: umask only changes this process's file-creation mask.
@@ -238,6 +242,7 @@ async fn main() {
                 public_url,
                 executor,
                 docker_host,
+                docker_image,
             })
             .await
             .unwrap_or_else(|e| fail(e));

@@ -3,7 +3,8 @@
 //! with the script's variables and directory; cancel, abort, failure and success all
 //! leave no container, network or volume of the job — also what the job made itself
 //! through the Docker API it was given, which labels and confines what it creates; a
-//! missing image fails the job as `image_pull_failed`; a runner killed with SIGKILL
+//! missing image fails the job as `image_pull_failed`; a job without `image:` runs in
+//! the runner's `--docker-image`; a runner killed with SIGKILL
 //! removes what its jobs left when it starts again.
 //!
 //! Runs under scripts/with-docker (make test does); without an engine each test says it
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use common::docker::{BUSYBOX, DOCKER_CLI, SERVICE, docker, engine, objects_of};
 use common::*;
 use serde_json::json;
+use usher_server::ServeOptions;
 
 /// The engine holds nothing of `job_id` (teardown runs before the report, so this
 /// holds as soon as the job is terminal).
@@ -163,6 +165,39 @@ async fn jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_p
     let (log, _) = t.log(missing).await;
     assert!(log.contains("usher-test/not-there:1 is not available"), "{log}");
     for id in [ok, bad, missing] {
+        assert_nothing_left(&host, &runners, id).await;
+    }
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_without_image_runs_in_the_runners_default_image() {
+    let Some(host) = engine() else { return };
+    let t = TestServer::start_opts(|defaults| ServeOptions {
+        local_runners: 1,
+        executor: usher_runner::docker::ExecutorKind::Docker,
+        docker_host: Some(host.clone()),
+        docker_image: Some(BUSYBOX.into()),
+        ..defaults
+    })
+    .await;
+    let runners = local_runners(&t, 1);
+    let pipeline = t
+        .pipeline(
+            "plain:\n  script: [\"echo container-host=$(hostname)\"]\nown:\n  image: usher-test/not-there:1\n  script: [echo never]\n",
+        )
+        .await;
+    let plain = TestServer::job_id(&pipeline, "plain");
+    t.wait_for_status(plain, "success").await;
+    let (log, _) = t.log(plain).await;
+    assert!(log.contains(&format!("Using image {BUSYBOX}")), "{log}");
+    let host_name = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    assert_ne!(log_value(&log, "container-host"), host_name.trim(), "ran in a container: {log}");
+    // A job's own image wins over the default.
+    let own = TestServer::job_id(&pipeline, "own");
+    let job = t.wait_for_status(own, "failed").await;
+    assert_eq!(job["failure_reason"], "image_pull_failed", "{job}");
+    for id in [plain, own] {
         assert_nothing_left(&host, &runners, id).await;
     }
     t.stop().await;
