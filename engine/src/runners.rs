@@ -7,7 +7,7 @@ use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status};
 
 use crate::auth::{hash_token, new_token};
-use crate::store::{Change, TransitionCtx};
+use crate::store::{AssignmentSource, Change, TransitionCtx};
 use crate::{Actor, Engine, EngineError, format_time};
 
 impl Engine {
@@ -79,17 +79,16 @@ impl Engine {
     }
 
     pub(crate) async fn assignment(&self, job: &Job) -> Result<JobAssignment, EngineError> {
-        let spec = self.store().job_spec(job.id).await?;
-        let pipeline = self
-            .store()
-            .get_pipeline(job.pipeline_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound("pipeline".into()))?;
-        let project = self
-            .store()
-            .get_project(job.project_id)
-            .await?
-            .ok_or_else(|| EngineError::NotFound("project".into()))?;
+        let AssignmentSource {
+            spec,
+            git_ref,
+            sha,
+            commit_title,
+            project_name,
+            repository_url,
+            credentials,
+            ssh_private_key,
+        } = self.store().assignment_source(job.id).await?;
         // The configuration's variables first, Usher's last: the last of two equal names
         // wins in the job's environment, so CI_* always say the truth (the parser also
         // refuses configurations that set them; pipelines stored before that may).
@@ -103,30 +102,29 @@ impl Engine {
             ("CI".to_string(), "true".to_string()),
             ("CI_JOB_ID".to_string(), job.id.to_string()),
             ("CI_PIPELINE_ID".to_string(), job.pipeline_id.to_string()),
-            ("CI_PROJECT_NAME".to_string(), project.name.clone()),
-            ("CI_COMMIT_REF_NAME".to_string(), pipeline.git_ref.clone()),
+            ("CI_PROJECT_NAME".to_string(), project_name.clone()),
+            ("CI_COMMIT_REF_NAME".to_string(), git_ref.clone()),
             ("CI_JOB_NAME".to_string(), job.name.clone()),
             ("CI_JOB_STAGE".to_string(), job.stage.clone()),
         ]);
-        let checkout = match (&project.repository_url, &pipeline.sha) {
+        let checkout = match (repository_url, sha) {
             (Some(url), Some(sha)) => {
-                let secrets = self.store().project_secrets(project.id).await?;
                 let kind = if spec.ref_is_tag { "CI_COMMIT_TAG" } else { "CI_COMMIT_BRANCH" };
                 variables.extend([
                     ("CI_COMMIT_SHA".to_string(), sha.clone()),
                     (
                         "CI_COMMIT_SHORT_SHA".to_string(),
-                        usher_core::repository::short_sha(sha).to_string(),
+                        usher_core::repository::short_sha(&sha).to_string(),
                     ),
-                    (kind.to_string(), pipeline.git_ref.clone()),
-                    ("CI_COMMIT_TITLE".to_string(), pipeline.commit_title.clone().unwrap_or_default()),
+                    (kind.to_string(), git_ref.clone()),
+                    ("CI_COMMIT_TITLE".to_string(), commit_title.unwrap_or_default()),
                     ("CI_REPOSITORY_URL".to_string(), url.clone()),
                 ]);
                 Some(Checkout {
-                    url: url.clone(),
-                    sha: sha.clone(),
-                    credentials: secrets.credentials,
-                    ssh_private_key: secrets.ssh_private_key,
+                    url,
+                    sha,
+                    credentials,
+                    ssh_private_key,
                 })
             }
             _ => None,
@@ -134,8 +132,8 @@ impl Engine {
         Ok(JobAssignment {
             job_id: job.id,
             pipeline_id: job.pipeline_id,
-            project_name: project.name,
-            git_ref: pipeline.git_ref,
+            project_name,
+            git_ref,
             name: job.name.clone(),
             stage: job.stage.clone(),
             variables,

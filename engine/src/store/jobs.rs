@@ -5,10 +5,24 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 use usher_core::api::{CancelMode, Job, TimelineEvent};
+use usher_core::repository::RepoCredentials;
 use usher_core::status::Status;
 
 use super::*;
 use crate::EngineError;
+
+/// What [`Store::assignment_source`] reads.
+pub struct AssignmentSource {
+    pub spec: StoredSpec,
+    pub git_ref: String,
+    pub sha: Option<String>,
+    pub commit_title: Option<String>,
+    pub project_name: String,
+    /// Without credentials.
+    pub repository_url: Option<String>,
+    pub credentials: Option<RepoCredentials>,
+    pub ssh_private_key: Option<String>,
+}
 
 impl Store {
     /// A round trip to the database.
@@ -63,6 +77,37 @@ impl Store {
             }
         }
         Ok(specs)
+    }
+
+    /// What a runner is handed with job `id`, in one read: the job's definition, its
+    /// pipeline's ref and commit, its project's name and repository with credentials.
+    pub async fn assignment_source(&self, id: i64) -> Result<AssignmentSource, EngineError> {
+        let row = sqlx::query(
+            "SELECT j.spec, p.git_ref, p.sha, p.commit_title, pr.name AS project_name, pr.repository_url, \
+             pr.repository_username, pr.repository_password, pr.ssh_private_key \
+             FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id JOIN projects pr ON pr.id = j.project_id \
+             WHERE j.id = $1",
+        )
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+        let spec: String = row.try_get("spec")?;
+        let username: Option<String> = row.try_get("repository_username")?;
+        let password: Option<String> = row.try_get("repository_password")?;
+        Ok(AssignmentSource {
+            spec: serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))?,
+            git_ref: row.try_get("git_ref")?,
+            sha: row.try_get("sha")?,
+            commit_title: row.try_get("commit_title")?,
+            project_name: row.try_get("project_name")?,
+            repository_url: row.try_get("repository_url")?,
+            credentials: username.map(|username| RepoCredentials {
+                username,
+                password: password.unwrap_or_default(),
+            }),
+            ssh_private_key: row.try_get("ssh_private_key")?,
+        })
     }
 
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {

@@ -26,6 +26,7 @@ mod retries;
 mod runners;
 mod transitions;
 
+pub use jobs::AssignmentSource;
 pub use logs::LOGS_CHANNEL;
 pub use pipelines::{JobNodeRow, NewJob, NewPipeline, PipelineFilter, StoredSpec};
 pub use projects::{NewProject, ProjectChange, ProjectSecrets};
