@@ -85,8 +85,8 @@ impl Engine {
                 triggered_by: &actor.name,
                 jobs: &jobs,
             };
-            let id = engine.store().create_pipeline(&new).await?;
-            engine.advance_pipeline(id).await?;
+            let (id, job_ids) = engine.store().create_pipeline(&new).await?;
+            engine.schedule_new_pipeline(id, &job_ids, &jobs).await?;
             engine.auto_cancel_older(&actor, project_id, &git_ref, id, cfg.auto_cancel).await?;
             engine.pipeline_with_jobs(id).await
         })
@@ -325,6 +325,38 @@ impl Engine {
     }
 
     /// Enqueues or skips waiting jobs whose prerequisites have finished, until nothing moves.
+    /// [`Engine::advance_pipeline`] for a pipeline just created: every job is `created`,
+    /// so the decisions come from the definitions in hand (no read), and they can only
+    /// enqueue jobs that wait for nothing, which frees no other job (one batch, no loop).
+    async fn schedule_new_pipeline(&self, pipeline_id: i64, job_ids: &[i64], jobs: &[NewJob]) -> Result<(), EngineError> {
+        let nodes: Vec<JobNode<'_>> = jobs
+            .iter()
+            .map(|j| JobNode {
+                name: &j.name,
+                stage_index: j.stage_index as usize,
+                needs: j.needs.as_deref(),
+                status: Status::Created,
+            })
+            .collect();
+        let ctx = TransitionCtx {
+            actor: "system".into(),
+            ..Default::default()
+        };
+        let moves: Vec<_> = ready_decisions(&nodes)
+            .into_iter()
+            .map(|(index, event)| (job_ids[index], event, ctx.clone()))
+            .collect();
+        if !moves.is_empty() {
+            self.commit(Change::Batch {
+                pipeline_id,
+                moves: &moves,
+                cancel: None,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     pub(crate) async fn advance_pipeline(&self, pipeline_id: i64) -> Result<(), EngineError> {
         loop {
             let rows = self.store().job_nodes(pipeline_id).await?;

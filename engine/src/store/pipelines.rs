@@ -59,7 +59,9 @@ pub struct PipelineFilter {
 
 impl Store {
     /// Inserts a pipeline and its jobs (all `created`, each with its first timeline event).
-    pub async fn create_pipeline(&self, new: &NewPipeline<'_>) -> Result<i64, EngineError> {
+    /// Inserts the pipeline and its jobs, all `created`; returns the pipeline's id and
+    /// its jobs' ids, in the order of `new.jobs`.
+    pub async fn create_pipeline(&self, new: &NewPipeline<'_>) -> Result<(i64, Vec<i64>), EngineError> {
         let NewPipeline {
             project_id,
             git_ref,
@@ -83,6 +85,7 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let pipeline_id: i64 = row.try_get("id")?;
+        let mut job_ids = Vec::with_capacity(jobs.len());
         for job in jobs {
             let spec = serde_json::to_string(&job.spec).map_err(|e| EngineError::Internal(e.to_string()))?;
             let needs = job.needs.as_ref().map(|n| serde_json::to_string(n).unwrap_or_default());
@@ -104,6 +107,7 @@ impl Store {
             .fetch_one(&mut *tx)
             .await?;
             let job_id: i64 = row.try_get("id")?;
+            job_ids.push(job_id);
             sqlx::query("INSERT INTO job_events (job_id, at, from_status, to_status, actor) VALUES ($1, $2, NULL, $3, $4)")
                 .bind(job_id)
                 .bind(&t)
@@ -113,7 +117,7 @@ impl Store {
                 .await?;
         }
         tx.commit().await?;
-        Ok(pipeline_id)
+        Ok((pipeline_id, job_ids))
     }
 
     pub async fn get_pipeline(&self, id: i64) -> Result<Option<Pipeline>, EngineError> {
