@@ -324,7 +324,6 @@ impl Engine {
         self.pipeline_with_jobs(id).await
     }
 
-    /// Enqueues or skips waiting jobs whose prerequisites have finished, until nothing moves.
     /// [`Engine::advance_pipeline`] for a pipeline just created: every job is `created`,
     /// so the decisions come from the definitions in hand (no read), and they can only
     /// enqueue jobs that wait for nothing, which frees no other job (one batch, no loop).
@@ -338,28 +337,14 @@ impl Engine {
                 status: Status::Created,
             })
             .collect();
-        let ctx = TransitionCtx {
-            actor: "system".into(),
-            ..Default::default()
-        };
-        let moves: Vec<_> = ready_decisions(&nodes)
-            .into_iter()
-            .map(|(index, event)| (job_ids[index], event, ctx.clone()))
-            .collect();
-        if !moves.is_empty() {
-            self.commit(Change::Batch {
-                pipeline_id,
-                moves: &moves,
-                cancel: None,
-            })
-            .await?;
-        }
-        Ok(())
+        self.move_ready(pipeline_id, job_ids, &nodes).await.map(|_| ())
     }
 
+    /// Enqueues or skips waiting jobs whose prerequisites have finished, until nothing moves.
     pub(crate) async fn advance_pipeline(&self, pipeline_id: i64) -> Result<(), EngineError> {
         loop {
             let rows = self.store().job_nodes(pipeline_id).await?;
+            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let nodes: Vec<JobNode<'_>> = rows
                 .iter()
                 .map(|r| JobNode {
@@ -369,28 +354,34 @@ impl Engine {
                     status: r.status,
                 })
                 .collect();
-            let ctx = TransitionCtx {
-                actor: "system".into(),
-                ..Default::default()
-            };
-            let moves: Vec<_> = ready_decisions(&nodes)
-                .into_iter()
-                .map(|(index, event)| (rows[index].id, event, ctx.clone()))
-                .collect();
-            if moves.is_empty() {
-                return Ok(());
-            }
-            let committed = self
-                .commit(Change::Batch {
-                    pipeline_id,
-                    moves: &moves,
-                    cancel: None,
-                })
-                .await?;
-            if committed.jobs.is_empty() {
+            if !self.move_ready(pipeline_id, &ids, &nodes).await? {
                 return Ok(());
             }
         }
+    }
+
+    /// Commits core's decisions for the jobs among `nodes` (whose ids are `ids`, in the
+    /// same order) that are ready; whether any job moved.
+    async fn move_ready(&self, pipeline_id: i64, ids: &[i64], nodes: &[JobNode<'_>]) -> Result<bool, EngineError> {
+        let ctx = TransitionCtx {
+            actor: "system".into(),
+            ..Default::default()
+        };
+        let moves: Vec<_> = ready_decisions(nodes)
+            .into_iter()
+            .map(|(index, event)| (ids[index], event, ctx.clone()))
+            .collect();
+        if moves.is_empty() {
+            return Ok(false);
+        }
+        let committed = self
+            .commit(Change::Batch {
+                pipeline_id,
+                moves: &moves,
+                cancel: None,
+            })
+            .await?;
+        Ok(!committed.jobs.is_empty())
     }
 }
 
