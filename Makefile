@@ -20,6 +20,7 @@ run: build-release
 build-release:
 	scripts/setup
 	cargo leptos build --release --precompress --split
+	cp $(TARGET_DIR)/release/hash.txt $(TARGET_DIR)/site/hash.txt
 	cargo build --release -p usher-runner --bin usher-runner
 
 ## Everything CI checks: Rust unit and integration tests, the browser suite, and a

@@ -11,14 +11,24 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, header};
 use axum::middleware::Next;
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use tower_http::services::ServeDir;
 
-/// The content hashes cargo-leptos gave this build's files: `hash.txt` beside the
-/// server binary (where Leptos reads the script names from too). None: not hashed.
-pub fn build_hashes() -> Option<Vec<String>> {
-    let exe = std::env::current_exe().ok()?;
-    let text = std::fs::read_to_string(exe.parent()?.join("hash.txt")).ok()?;
+/// Where the build's `hash.txt` is: beside the server binary (where cargo-leptos writes
+/// it), else in the site root (where `make build-release` copies it, so an installed
+/// binary finds its site's names). None: the files are not hashed.
+pub fn hash_file(site_root: &str) -> Option<PathBuf> {
+    let beside_binary = std::env::current_exe().ok()?.parent()?.join("hash.txt");
+    let in_site = Path::new(site_root).join("hash.txt");
+    [beside_binary, in_site]
+        .into_iter()
+        .find(|file| file.is_file())
+        .and_then(|file| std::path::absolute(file).ok())
+}
+
+/// The content hashes cargo-leptos gave this build's files ([`hash_file`]).
+pub fn build_hashes(site_root: &str) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(hash_file(site_root)?).ok()?;
     let hashes: Vec<String> = text
         .lines()
         .filter_map(|line| line.split_once(':'))

@@ -179,11 +179,19 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         .map_err(|e| format!("cannot listen on {}: {e}", opts.addr))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     let (stop_tx, stop_rx) = watch::channel(false);
+    // Leptos reads the hashed names from `hash_file` joined to the binary's directory; an
+    // absolute path (the one found) replaces that directory.
+    let hash_file = assets::hash_file(&opts.site_root);
     let leptos_options = LeptosOptions::builder()
         .output_name("usher")
         .site_root(opts.site_root.as_str())
         .site_pkg_dir("pkg")
-        .hash_files(assets::build_hashes().is_some())
+        .hash_files(hash_file.is_some())
+        .hash_file(std::sync::Arc::<str>::from(
+            hash_file
+                .map(|f| f.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "hash.txt".into()),
+        ))
         .site_addr(addr)
         .build();
     let state = AppState {

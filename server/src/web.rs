@@ -33,7 +33,10 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/auth/logout", post(logout))
-        .nest_service("/pkg", crate::assets::router(&options.site_root, crate::assets::build_hashes()))
+        .nest_service(
+            "/pkg",
+            crate::assets::router(&options.site_root, crate::assets::build_hashes(&options.site_root)),
+        )
         .leptos_routes_with_context(
             &state,
             routes,

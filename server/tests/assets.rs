@@ -1,5 +1,9 @@
 //! The site's files under /pkg: the pre-compressed variant a browser accepts, and a year
-//! of caching only for names that carry the build's hash.
+//! of caching only for names that carry the build's hash; and a server whose binary was
+//! installed without its `hash.txt` still names (and serves) the hashed files, from the
+//! site's copy.
+
+mod common;
 
 use axum::body::Body;
 use axum::http::{Request, header};
@@ -87,4 +91,38 @@ async fn page_chunks_named_in_the_split_manifest_are_immutable() {
         Some("no-cache"),
         "a chunk the manifest does not name is revalidated"
     );
+}
+
+#[tokio::test]
+async fn an_installed_server_reads_the_hashed_names_from_the_sites_hash_txt() {
+    // The test binary has no hash.txt beside it, like `usher` copied to /usr/local/bin.
+    let site = tempfile::tempdir().unwrap();
+    let pkg = site.path().join("pkg");
+    std::fs::create_dir_all(&pkg).unwrap();
+    std::fs::write(site.path().join("hash.txt"), "js: Js_H4sh\nwasm: Wasm_H4sh\ncss: Css_H4sh\n").unwrap();
+    for name in ["usher.Js_H4sh.js", "usher.Wasm_H4sh.wasm", "usher.Css_H4sh.css"] {
+        std::fs::write(pkg.join(name), b"built").unwrap();
+    }
+    let site_root = site.path().to_str().unwrap().to_string();
+    let t = common::TestServer::start_opts(|defaults| usher_server::ServeOptions { site_root, ..defaults }).await;
+    let page = t
+        .client
+        .get(format!("{}/login", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for name in ["usher.Js_H4sh.js", "usher.Wasm_H4sh.wasm", "usher.Css_H4sh.css"] {
+        assert!(page.contains(&format!("/pkg/{name}")), "{name} not named in:\n{page}");
+        let resp = t.client.get(format!("{}/pkg/{name}", t.base)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{name}");
+        assert_eq!(
+            resp.headers()[header::CACHE_CONTROL.as_str()],
+            "public, max-age=31536000, immutable",
+            "{name}"
+        );
+    }
+    t.stop().await;
 }
