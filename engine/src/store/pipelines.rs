@@ -106,15 +106,21 @@ impl Store {
             .bind(tags_to(&job.spec.job.tags))
             .fetch_one(&mut *tx)
             .await?;
-            let job_id: i64 = row.try_get("id")?;
-            job_ids.push(job_id);
-            sqlx::query("INSERT INTO job_events (job_id, at, from_status, to_status, actor) VALUES ($1, $2, NULL, $3, $4)")
-                .bind(job_id)
-                .bind(&t)
-                .bind(Status::Created.as_str())
-                .bind(triggered_by)
-                .execute(&mut *tx)
-                .await?;
+            job_ids.push(row.try_get("id")?);
+        }
+        // Each job's first timeline entry (created, by whoever triggered the pipeline),
+        // 500 to a statement.
+        for chunk in job_ids.chunks(500) {
+            let rows: Vec<String> = (0..chunk.len()).map(|i| format!("(${}, $1, NULL, $2, $3)", i + 4)).collect();
+            let sql = format!(
+                "INSERT INTO job_events (job_id, at, from_status, to_status, actor) VALUES {}",
+                rows.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(&t).bind(Status::Created.as_str()).bind(triggered_by);
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(&mut *tx).await?;
         }
         tx.commit().await?;
         Ok((pipeline_id, job_ids))
