@@ -10,6 +10,7 @@ pub mod control;
 pub mod docker;
 pub mod docker_proxy;
 pub mod executor;
+pub mod host;
 pub mod isolation;
 pub mod job_run;
 pub mod logging;

@@ -1,0 +1,79 @@
+//! The machine as this runner's jobs find it ([`JobHost`]): the builds directory, the
+//! runner's cgroup directory and the Docker engine, made ready before the first job —
+//! which includes removing what a previous life of this runner left behind.
+
+use crate::executor::JobHost;
+use crate::isolation;
+use crate::session::RunnerConfig;
+
+/// Before the first job: what a previous life of this runner left (after a crash or a
+/// `kill -9`) goes — its processes (found in its job cgroups) and its build directories
+/// — and the builds dir is made reachable for the job user.
+pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
+    let _ = std::fs::create_dir_all(&config.builds_dir);
+    let stale_jobs = remove_stale_build_dirs(&config.builds_dir);
+    let docker = config.docker.clone().map(|d| d.for_runner(&config.builds_dir));
+    if let Some(docker) = &docker {
+        for job_id in stale_jobs {
+            let removed = docker.remove_everything_of(job_id).await;
+            if removed.total() > 0 {
+                tracing::warn!(runner = %config.name, job_id, ?removed, "removed Docker objects that a previous run of this runner left behind");
+            }
+        }
+    }
+    if config.isolation.user().is_some() {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(&config.builds_dir, std::fs::Permissions::from_mode(0o711));
+    }
+    // One cgroup directory per runner, named after its builds dir, so the next life of
+    // this runner finds the previous one's.
+    let tag: String = config
+        .builds_dir
+        .to_string_lossy()
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .collect();
+    let tag = tag.trim_matches('-');
+    let cgroups = isolation::cgroup_root(&tag[tag.len().saturating_sub(180)..]);
+    match &cgroups {
+        Some(root) => {
+            let killed = isolation::kill_leftovers(root);
+            if killed > 0 {
+                tracing::warn!(runner = %config.name, "killed {killed} process(es) that a previous run of this runner left behind");
+            }
+            tracing::info!(runner = %config.name, "{}; each job in its own cgroup under {}", config.isolation.describe(), root.display());
+        }
+        None => tracing::info!(
+            runner = %config.name,
+            "{}; no cgroup v2 to use here, so a job's processes are found by their marks",
+            config.isolation.describe()
+        ),
+    }
+    JobHost {
+        builds_dir: config.builds_dir.clone(),
+        isolation: config.isolation.clone(),
+        cgroups,
+        docker,
+    }
+}
+
+/// Job directories left by an earlier run of this runner (a crash, a kill -9): nothing
+/// is running in them any more, so they go before the first job. Returns the ids of
+/// those jobs, whose Docker objects go too.
+fn remove_stale_build_dirs(builds_dir: &std::path::Path) -> Vec<i64> {
+    let Ok(entries) = std::fs::read_dir(builds_dir) else {
+        return Vec::new();
+    };
+    let mut jobs = Vec::new();
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rest) = name.strip_prefix("job-") {
+            tracing::info!("removing stale build directory {}", entry.path().display());
+            let _ = std::fs::remove_dir_all(entry.path());
+            jobs.extend(rest.trim_end_matches(".usher").parse::<i64>().ok());
+        }
+    }
+    jobs.sort_unstable();
+    jobs.dedup();
+    jobs
+}
