@@ -134,17 +134,22 @@ pub struct JobCgroup {
 /// Where this runner's job cgroups live (`<cgroup2 mount><our cgroup>/usher-<tag>`), if
 /// cgroup v2 is mounted and we may create directories there.
 pub fn cgroup_root(tag: &str) -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    let mount = mounts.lines().find_map(|line| {
-        let (left, right) = line.split_once(" - ")?;
-        (right.split_whitespace().next() == Some("cgroup2")).then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
-    })?;
+    let mount = cgroup2_mount()?;
     let own = std::fs::read_to_string("/proc/self/cgroup").ok()?;
     let own = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/');
     let root = mount.join(own).join(format!("usher-{tag}"));
     std::fs::create_dir_all(&root).ok()?;
     // Membership only: no controllers are needed to kill every process of a group.
     root.join("cgroup.procs").exists().then_some(root)
+}
+
+/// Where cgroup v2 is mounted, if it is.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    mounts.lines().find_map(|line| {
+        let (left, right) = line.split_once(" - ")?;
+        (right.split_whitespace().next() == Some("cgroup2")).then(|| left.split_whitespace().nth(4).map(PathBuf::from))?
+    })
 }
 
 impl JobCgroup {

@@ -125,6 +125,7 @@ async fn a_job_cannot_read_a_standalone_runners_token() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_escaped_daemon_dies_with_its_job() {
     let t = TestServer::start(1).await;
+    let mut runner_cgroup = None;
     for ending in ["success", "cancel", "abort"] {
         let rest = if ending == "success" { "sleep 2" } else { "sleep 300" };
         let yaml = format!(
@@ -143,6 +144,7 @@ async fn an_escaped_daemon_dies_with_its_job() {
             assert!(Instant::now() < deadline, "the daemon did not start");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        runner_cgroup = runner_cgroup.or_else(|| runner_cgroup_of(pid));
         match ending {
             "cancel" => assert_eq!(t.call("POST", &format!("/api/v1/jobs/{job}/cancel"), None).await.0, 200),
             "abort" => assert_eq!(t.call("POST", &format!("/api/v1/jobs/{job}/abort"), None).await.0, 200),
@@ -160,6 +162,20 @@ async fn an_escaped_daemon_dies_with_its_job() {
         }
     }
     t.stop().await;
+    // A clean stop leaves no cgroup of the runner behind.
+    if let Some(dir) = runner_cgroup {
+        assert!(!dir.exists(), "{} is left after a clean stop", dir.display());
+    }
+}
+
+/// The directory of the runner's cgroups, from a job process's cgroup (its parent);
+/// None without cgroup v2.
+fn runner_cgroup_of(pid: i32) -> Option<std::path::PathBuf> {
+    let mount = usher_runner::isolation::cgroup2_mount()?;
+    let own = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    let job = own.lines().find_map(|l| l.strip_prefix("0::"))?.trim_start_matches('/');
+    let dir = mount.join(job).parent()?.to_path_buf();
+    dir.file_name()?.to_string_lossy().starts_with("usher-").then_some(dir)
 }
 
 /// `kill -9` of a runner leaves its job's processes running; when the runner starts
