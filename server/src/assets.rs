@@ -26,9 +26,10 @@ pub fn hash_file(site_root: &str) -> Option<PathBuf> {
         .and_then(|file| std::path::absolute(file).ok())
 }
 
-/// The content hashes cargo-leptos gave this build's files ([`hash_file`]).
-pub fn build_hashes(site_root: &str) -> Option<Vec<String>> {
-    let text = std::fs::read_to_string(hash_file(site_root)?).ok()?;
+/// The content hashes cargo-leptos gave this build's files, from its `hash.txt`
+/// ([`hash_file`]).
+pub fn build_hashes(hash_file: &Path) -> Option<Vec<String>> {
+    let text = std::fs::read_to_string(hash_file).ok()?;
     let hashes: Vec<String> = text
         .lines()
         .filter_map(|line| line.split_once(':'))

@@ -25,6 +25,11 @@ pub fn router(state: AppState) -> Router {
     let routes = generate_route_list(App);
     let engine = state.engine.clone();
     let options = state.leptos_options.clone();
+    // The hashes of the build's file names, from the hash.txt Leptos was given.
+    let hashes = options
+        .hash_files
+        .then(|| crate::assets::build_hashes(std::path::Path::new(&*options.hash_file)))
+        .flatten();
     Router::new()
         .nest("/api/v1", crate::openapi::router())
         .merge(crate::runner_ws::documented_routes().split_for_parts().0)
@@ -33,10 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/auth/logout", post(logout))
-        .nest_service(
-            "/pkg",
-            crate::assets::router(&options.site_root, crate::assets::build_hashes(&options.site_root)),
-        )
+        .nest_service("/pkg", crate::assets::router(&options.site_root, hashes))
         .leptos_routes_with_context(
             &state,
             routes,

@@ -71,9 +71,7 @@ impl Store {
             }
             for row in query.fetch_all(&self.pool).await? {
                 let id: i64 = row.try_get("id")?;
-                let spec: String = row.try_get("spec")?;
-                let spec = serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))?;
-                specs.insert(id, spec);
+                specs.insert(id, spec_from(id, &row)?);
             }
         }
         Ok(specs)
@@ -92,20 +90,14 @@ impl Store {
         .fetch_optional(&self.pool)
         .await?
         .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
-        let spec: String = row.try_get("spec")?;
-        let username: Option<String> = row.try_get("repository_username")?;
-        let password: Option<String> = row.try_get("repository_password")?;
         Ok(AssignmentSource {
-            spec: serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))?,
+            spec: spec_from(id, &row)?,
             git_ref: row.try_get("git_ref")?,
             sha: row.try_get("sha")?,
             commit_title: row.try_get("commit_title")?,
             project_name: row.try_get("project_name")?,
             repository_url: row.try_get("repository_url")?,
-            credentials: username.map(|username| RepoCredentials {
-                username,
-                password: password.unwrap_or_default(),
-            }),
+            credentials: super::projects::repo_credentials(&row)?,
             ssh_private_key: row.try_get("ssh_private_key")?,
         })
     }
@@ -116,8 +108,7 @@ impl Store {
             .fetch_optional(&self.pool)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
-        let spec: String = row.try_get("spec")?;
-        serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))
+        spec_from(id, &row)
     }
 
     /// `canceling` jobs whose cancel deadline is before `now`.
@@ -153,4 +144,10 @@ impl Store {
             })
             .collect()
     }
+}
+
+/// The `spec` column of job `id`'s row, decoded.
+fn spec_from(id: i64, row: &AnyRow) -> Result<StoredSpec, EngineError> {
+    let spec: String = row.try_get("spec")?;
+    serde_json::from_str(&spec).map_err(|e| EngineError::Internal(format!("job {id} has a broken spec: {e}")))
 }

@@ -58,9 +58,8 @@ pub struct PipelineFilter {
 }
 
 impl Store {
-    /// Inserts a pipeline and its jobs (all `created`, each with its first timeline event).
-    /// Inserts the pipeline and its jobs, all `created`; returns the pipeline's id and
-    /// its jobs' ids, in the order of `new.jobs`.
+    /// Inserts a pipeline and its jobs (all `created`, each with its first timeline
+    /// event); returns the pipeline's id and its jobs' ids, in the order of `new.jobs`.
     pub async fn create_pipeline(&self, new: &NewPipeline<'_>) -> Result<(i64, Vec<i64>), EngineError> {
         let NewPipeline {
             project_id,

@@ -93,13 +93,8 @@ impl Store {
                 .fetch_optional(&self.pool)
                 .await?
                 .ok_or_else(|| EngineError::NotFound(format!("project {id}")))?;
-        let username: Option<String> = row.try_get("repository_username")?;
-        let password: Option<String> = row.try_get("repository_password")?;
         Ok(ProjectSecrets {
-            credentials: username.map(|username| RepoCredentials {
-                username,
-                password: password.unwrap_or_default(),
-            }),
+            credentials: repo_credentials(&row)?,
             ssh_private_key: row.try_get("ssh_private_key")?,
             webhook_secret: row.try_get("webhook_secret")?,
         })
@@ -136,4 +131,14 @@ impl Store {
         .map_err(unique_name(change.name.unwrap_or_default()))?;
         row.as_ref().map(project_from_row).transpose()
     }
+}
+
+/// A project row's `repository_username` and `repository_password`, as git is given them.
+pub(super) fn repo_credentials(row: &AnyRow) -> Result<Option<RepoCredentials>, sqlx::Error> {
+    let username: Option<String> = row.try_get("repository_username")?;
+    let password: Option<String> = row.try_get("repository_password")?;
+    Ok(username.map(|username| RepoCredentials {
+        username,
+        password: password.unwrap_or_default(),
+    }))
 }
