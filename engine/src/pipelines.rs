@@ -85,8 +85,7 @@ impl Engine {
                 triggered_by: &actor.name,
                 jobs: &jobs,
             };
-            let (id, job_ids) = engine.store().create_pipeline(&new).await?;
-            engine.schedule_new_pipeline(id, &job_ids, &jobs).await?;
+            let id = engine.insert_and_schedule(&new).await?;
             engine.auto_cancel_older(&actor, project_id, &git_ref, id, cfg.auto_cancel).await?;
             engine.pipeline_with_jobs(id).await
         })
@@ -324,11 +323,13 @@ impl Engine {
         self.pipeline_with_jobs(id).await
     }
 
-    /// [`Engine::advance_pipeline`] for a pipeline just created: every job is `created`,
-    /// so the decisions come from the definitions in hand (no read), and they can only
-    /// enqueue jobs that wait for nothing, which frees no other job (one batch, no loop).
-    async fn schedule_new_pipeline(&self, pipeline_id: i64, job_ids: &[i64], jobs: &[NewJob]) -> Result<(), EngineError> {
-        let nodes: Vec<JobNode<'_>> = jobs
+    /// Stores a new pipeline and, in the same commit, what [`Engine::advance_pipeline`]
+    /// would do next: every job is `created`, so core's decisions come from the
+    /// definitions in hand, and they can only enqueue jobs that wait for nothing, which
+    /// frees no other job (one batch, no loop). The new pipeline's id.
+    async fn insert_and_schedule(&self, new: &NewPipeline<'_>) -> Result<i64, EngineError> {
+        let nodes: Vec<JobNode<'_>> = new
+            .jobs
             .iter()
             .map(|j| JobNode {
                 name: &j.name,
@@ -337,7 +338,18 @@ impl Engine {
                 status: Status::Created,
             })
             .collect();
-        self.move_ready(pipeline_id, job_ids, &nodes).await.map(|_| ())
+        let ready = ready_decisions(&nodes);
+        let committed = self
+            .commit(Change::Create {
+                new,
+                ready: &ready,
+                ctx: &scheduler_ctx(),
+            })
+            .await?;
+        committed
+            .created
+            .map(|(id, _)| id)
+            .ok_or_else(|| EngineError::Internal("a created pipeline without its id".into()))
     }
 
     /// Enqueues or skips waiting jobs whose prerequisites have finished, until nothing moves.
@@ -363,10 +375,7 @@ impl Engine {
     /// Commits core's decisions for the jobs among `nodes` (whose ids are `ids`, in the
     /// same order) that are ready; whether any job moved.
     async fn move_ready(&self, pipeline_id: i64, ids: &[i64], nodes: &[JobNode<'_>]) -> Result<bool, EngineError> {
-        let ctx = TransitionCtx {
-            actor: "system".into(),
-            ..Default::default()
-        };
+        let ctx = scheduler_ctx();
         let moves: Vec<_> = ready_decisions(nodes)
             .into_iter()
             .map(|(index, event)| (ids[index], event, ctx.clone()))
@@ -382,6 +391,14 @@ impl Engine {
             })
             .await?;
         Ok(!committed.jobs.is_empty())
+    }
+}
+
+/// The scheduler's moves are made by `system`.
+fn scheduler_ctx() -> TransitionCtx {
+    TransitionCtx {
+        actor: "system".into(),
+        ..Default::default()
     }
 }
 

@@ -5,11 +5,20 @@
 use std::collections::HashMap;
 
 use sqlx::Row;
+use usher_core::api::Job;
 use usher_core::status::{Status, StatusGroup};
 
-use super::transitions::Tx;
+use super::transitions::{JOB_COLUMNS_OF_J, Tx};
 use super::*;
 use crate::EngineError;
+
+/// The job a claim takes, and on PostgreSQL the job as read with its lock (so the claim
+/// does not read it again).
+pub(super) struct ClaimTarget {
+    pub job_id: i64,
+    pub pipeline_id: i64,
+    pub locked: Option<Job>,
+}
 
 /// The oldest pending job of one project that the runner may take.
 struct Candidate {
@@ -24,7 +33,7 @@ impl Store {
     /// served least recently (so one project's 10,000-job pipeline cannot hold every
     /// runner while other projects wait). On PostgreSQL both
     /// rows are locked, skipping rows another replica holds.
-    pub(super) async fn next_pending_in(&self, tx: &mut Tx<'_>, runner_tags: &[String]) -> Result<Option<(i64, i64)>, EngineError> {
+    pub(super) async fn next_pending_in(&self, tx: &mut Tx<'_>, runner_tags: &[String]) -> Result<Option<ClaimTarget>, EngineError> {
         // The oldest pending job of each project that this runner may take (it has every
         // tag the job asks for).
         let pending = sqlx::query("SELECT id, pipeline_id, project_id, tags FROM jobs WHERE status = $1 ORDER BY id LIMIT 2000")
@@ -49,19 +58,29 @@ impl Store {
         match self.backend {
             // One writer: nothing can take the job between this read and the claim's
             // compare-and-set.
-            Backend::Sqlite => Ok(candidates.first().map(|c| (c.job, c.pipeline))),
+            Backend::Sqlite => Ok(candidates.first().map(|c| ClaimTarget {
+                job_id: c.job,
+                pipeline_id: c.pipeline,
+                locked: None,
+            })),
             Backend::Postgres => {
+                let sql = format!(
+                    "SELECT {} FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
+                     WHERE j.id = $1 AND j.status = $2 FOR UPDATE OF j, p SKIP LOCKED",
+                    *JOB_COLUMNS_OF_J
+                );
                 for c in candidates {
-                    let row = sqlx::query(
-                        "SELECT j.id FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
-                         WHERE j.id = $1 AND j.status = $2 FOR UPDATE OF j, p SKIP LOCKED",
-                    )
-                    .bind(c.job)
-                    .bind(Status::Pending.as_str())
-                    .fetch_optional(&mut **tx)
-                    .await?;
-                    if row.is_some() {
-                        return Ok(Some((c.job, c.pipeline)));
+                    let row = sqlx::query(&sql)
+                        .bind(c.job)
+                        .bind(Status::Pending.as_str())
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    if let Some(row) = row {
+                        return Ok(Some(ClaimTarget {
+                            job_id: c.job,
+                            pipeline_id: c.pipeline,
+                            locked: Some(job_from_row(&row)?),
+                        }));
                     }
                 }
                 Ok(None)

@@ -7,6 +7,7 @@ use usher_core::api::{Job, Pipeline};
 use usher_core::config::JobConfig;
 use usher_core::status::Status;
 
+use super::transitions::Tx;
 use super::*;
 use crate::{EngineError, now};
 
@@ -59,8 +60,10 @@ pub struct PipelineFilter {
 
 impl Store {
     /// Inserts a pipeline and its jobs (all `created`, each with its first timeline
-    /// event); returns the pipeline's id and its jobs' ids, in the order of `new.jobs`.
-    pub async fn create_pipeline(&self, new: &NewPipeline<'_>) -> Result<(i64, Vec<i64>), EngineError> {
+    /// event) inside `tx`; returns the pipeline's id and its jobs' ids, in the order of
+    /// `new.jobs`. Only [`Change::Create`] calls it, so a new pipeline's first moves
+    /// commit with it.
+    pub(super) async fn insert_pipeline_in(&self, tx: &mut Tx<'_>, new: &NewPipeline<'_>) -> Result<(i64, Vec<i64>), EngineError> {
         let NewPipeline {
             project_id,
             git_ref,
@@ -69,7 +72,6 @@ impl Store {
             ..
         } = *new;
         let t = now();
-        let mut tx = self.pool.begin().await?;
         let row = sqlx::query(
             "INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by, sha, commit_title) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
@@ -81,7 +83,7 @@ impl Store {
         .bind(triggered_by)
         .bind(new.sha)
         .bind(new.commit_title)
-        .fetch_one(&mut *tx)
+        .fetch_one(&mut **tx)
         .await?;
         let pipeline_id: i64 = row.try_get("id")?;
         let mut job_ids = Vec::with_capacity(jobs.len());
@@ -103,7 +105,7 @@ impl Store {
             .bind(spec)
             .bind(&t)
             .bind(tags_to(&job.spec.job.tags))
-            .fetch_one(&mut *tx)
+            .fetch_one(&mut **tx)
             .await?;
             job_ids.push(row.try_get("id")?);
         }
@@ -119,9 +121,8 @@ impl Store {
             for id in chunk {
                 query = query.bind(*id);
             }
-            query.execute(&mut *tx).await?;
+            query.execute(&mut **tx).await?;
         }
-        tx.commit().await?;
         Ok((pipeline_id, job_ids))
     }
 

@@ -1,7 +1,7 @@
 //! The one transaction every status change runs in. [`Store::commit`] takes a [`Change`]
-//! (one job, several jobs of a pipeline, or a claim of the next pending job) and, in one
-//! transaction: reads each job, asks `usher_core::status::next`, compare-and-sets the
-//! answer, appends the audit row, re-derives the pipeline's status, and on PostgreSQL
+//! (one job, several jobs of a pipeline, a new pipeline with its first moves, or a claim
+//! of the next pending job) and, in one transaction: reads each job, asks
+//! `usher_core::status::next`, compare-and-sets the answer, appends the audit row, re-derives the pipeline's status, and on PostgreSQL
 //! sends the change to every replica (NOTIFY, delivered at commit in commit order).
 //! When another writer moved a job between the read and the write, the whole change is
 //! tried again from the start.
@@ -74,6 +74,15 @@ pub enum Change<'a> {
         job_ids: &'a [i64],
         actor: &'a str,
     },
+    /// A new pipeline and its jobs, all `created`, and in the same transaction the first
+    /// moves core decided from their definitions (`ready`: an index into `new.jobs` and
+    /// its event, each made by `ctx`), so a pipeline is never seen created but not yet
+    /// scheduled and its creation costs one commit. Its ids are in [`Committed::created`].
+    Create {
+        new: &'a NewPipeline<'a>,
+        ready: &'a [(usize, JobEvent)],
+        ctx: &'a TransitionCtx,
+    },
     /// The oldest pending job goes to the runner in `ctx` (the `Start` event). On
     /// PostgreSQL the candidate is locked with `FOR UPDATE SKIP LOCKED`, so replicas
     /// claiming at once take different jobs instead of queueing on one row. Only jobs
@@ -90,6 +99,8 @@ pub struct Committed {
     pub jobs: Vec<Transitioned>,
     /// The pipeline, when its derived status changed.
     pub pipeline: Option<Pipeline>,
+    /// A [`Change::Create`]'s pipeline id and its jobs' ids, in the order of its jobs.
+    pub created: Option<(i64, Vec<i64>)>,
 }
 
 /// One job's part of a committed change.
@@ -105,7 +116,7 @@ pub struct Transitioned {
 static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| qualified("p", PIPELINE_COLUMNS));
 
 /// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
-static JOB_COLUMNS_OF_J: LazyLock<String> = LazyLock::new(|| qualified("j", JOB_COLUMNS));
+pub(super) static JOB_COLUMNS_OF_J: LazyLock<String> = LazyLock::new(|| qualified("j", JOB_COLUMNS));
 
 /// `columns` (`a, b, …`) as columns of the table aliased `alias` (`x.a, x.b, …`).
 fn qualified(alias: &str, columns: &str) -> String {
@@ -143,6 +154,7 @@ impl Store {
 
     /// The change inside `tx`; None when a compare-and-set lost a race.
     async fn apply_in(&self, tx: &mut Tx<'_>, change: &Change<'_>) -> Result<Option<Committed>, EngineError> {
+        let mut created = None;
         let (pipeline_id, jobs) = match change {
             Change::Job { job_id, event, ctx } => {
                 // PostgreSQL: the job is read together with the lock on its pipeline.
@@ -154,11 +166,15 @@ impl Store {
                 }
             }
             Change::Claim { ctx, runner_tags } => {
-                let Some((job_id, pipeline_id)) = self.next_pending_in(tx, runner_tags).await? else {
+                let Some(target) = self.next_pending_in(tx, runner_tags).await? else {
                     return Ok(Some(Committed::default()));
                 };
-                match self.transition_in(tx, job_id, JobEvent::Start, ctx, false).await {
-                    Ok(Some(t)) if t.changed => (pipeline_id, vec![t]),
+                let moved = match target.locked {
+                    Some(job) => self.transition_from(tx, job, JobEvent::Start, ctx, false).await,
+                    None => self.transition_in(tx, target.job_id, JobEvent::Start, ctx, false).await,
+                };
+                match moved {
+                    Ok(Some(t)) if t.changed => (target.pipeline_id, vec![t]),
                     Ok(_) | Err(EngineError::InvalidTransition(_)) => return Ok(None),
                     Err(e) => return Err(e),
                 }
@@ -174,6 +190,16 @@ impl Store {
                     attempts.push(self.new_attempt_in(tx, *old, actor).await?);
                 }
                 (*pipeline_id, attempts)
+            }
+            Change::Create { new, ready, ctx } => {
+                // Nobody else sees the pipeline before the commit: no lock to take.
+                let (pipeline_id, job_ids) = self.insert_pipeline_in(tx, new).await?;
+                let moves: Vec<Move> = ready.iter().map(|(i, event)| (job_ids[*i], *event, (*ctx).clone())).collect();
+                let Some(moved) = self.batch_in(tx, &moves).await? else {
+                    return Ok(None);
+                };
+                created = Some((pipeline_id, job_ids));
+                (pipeline_id, moved)
             }
             Change::Batch {
                 pipeline_id,
@@ -195,7 +221,7 @@ impl Store {
         } else {
             None
         };
-        Ok(Some(Committed { jobs, pipeline }))
+        Ok(Some(Committed { jobs, pipeline, created }))
     }
 
     /// PostgreSQL: transitions of one pipeline take turns, so each re-derivation of the
@@ -234,13 +260,26 @@ impl Store {
             .fetch_optional(&mut **tx)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
-        let current = job_from_row(&row)?;
+        self.transition_from(tx, job_from_row(&row)?, event, ctx, lock_pipeline).await
+    }
+
+    /// [`Store::transition_in`] of the job as already read (`current`); `read_with_lock`
+    /// when it was read while waiting for its pipeline's lock.
+    async fn transition_from(
+        &self,
+        tx: &mut Tx<'_>,
+        current: Job,
+        event: JobEvent,
+        ctx: &TransitionCtx,
+        read_with_lock: bool,
+    ) -> Result<Option<Transitioned>, EngineError> {
+        let job_id = current.id;
         check_reporter(&current, event, ctx)?;
         let to = match next(current.status, event)? {
             // Having waited for the lock, the row read with it may predate a change
             // committed meanwhile: a move's compare-and-set would notice, an answer of
             // "unchanged" would not, so it reads the job again.
-            Outcome::Unchanged if lock_pipeline => return Box::pin(self.transition_in(tx, job_id, event, ctx, false)).await,
+            Outcome::Unchanged if read_with_lock => return Box::pin(self.transition_in(tx, job_id, event, ctx, false)).await,
             Outcome::Unchanged => {
                 return Ok(Some(Transitioned {
                     from: current.status,
