@@ -62,6 +62,9 @@ fn sql_statuses(group: StatusGroup) -> String {
 }
 
 /// `$first, $first+1, …` for `n` values of an `IN (…)` or `VALUES` list.
+/// A query with its parameters, as the helpers that bind a shared part of one take it.
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
@@ -182,7 +185,17 @@ impl Store {
         // in sqlx 0.8.6 that task can spin forever at 100% CPU once its idle count
         // underflows (sqlx#3645, fixed only after 0.8.6); seen here as `usher token revoke`
         // never exiting.
-        let options = AnyPoolOptions::new().idle_timeout(None).max_lifetime(None);
+        //
+        // sqlx pings every connection it hands out by default: on SQLite a hand-off to the
+        // connection's worker thread and back for nothing (a file cannot hang up), on
+        // PostgreSQL a round trip. Both cost every request about 60–80 µs on this
+        // kind of machine, so only a PostgreSQL connection idle for a second or more is
+        // checked (the server may have restarted or dropped it meanwhile); one in use
+        // just now is not.
+        let options = AnyPoolOptions::new()
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .test_before_acquire(false);
         let pool = match backend {
             // SQLite has one writer; one connection serialises every transaction, so a
             // compare-and-set never meets SQLITE_BUSY and commit order is publish order.
@@ -212,7 +225,20 @@ impl Store {
                     .connect(url)
                     .await?
             }
-            Backend::Postgres => options.max_connections(16).connect(url).await?,
+            Backend::Postgres => {
+                options
+                    .max_connections(16)
+                    .before_acquire(|conn, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                                sqlx::Connection::ping(conn).await?;
+                            }
+                            Ok(true)
+                        })
+                    })
+                    .connect(url)
+                    .await?
+            }
         };
         if backend == Backend::Sqlite {
             spawn_checkpointer(url, pool.clone()).await?;
@@ -232,6 +258,9 @@ impl Store {
         self.pool.close().await;
     }
 }
+
+/// A PostgreSQL connection idle this long is pinged before it is handed out.
+const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How often the SQLite checkpointer copies the WAL into the database file.
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
