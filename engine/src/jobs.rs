@@ -7,6 +7,7 @@ use usher_core::api::{CancelMode, CancelReason, Job, TimelineEvent};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status};
 
+use crate::cancel_windows::CancelWindows;
 use crate::store::{Change, Move, TransitionCtx};
 use crate::{Actor, Engine, EngineError, detached, format_time};
 
@@ -143,18 +144,18 @@ impl Engine {
         detail: Option<String>,
     ) -> Result<Vec<Move>, EngineError> {
         let at = chrono::Utc::now();
-        let specs = if event == JobEvent::Abort {
+        let windows = if event == JobEvent::Abort {
             HashMap::new()
         } else {
-            self.store().job_specs(ids).await?
+            self.cancel_windows(ids).await?
         };
         ids.iter()
             .map(|id| {
                 let (mode, deadline) = if event == JobEvent::Abort {
                     (CancelMode::Abort, None)
                 } else {
-                    let spec = specs.get(id).ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
-                    let secs = spec.job.cancel_grace_secs + spec.job.after_script_timeout_secs + self.inner.settings.cancel_margin_secs;
+                    let window = windows.get(id).ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+                    let secs = window + self.inner.settings.cancel_margin_secs;
                     (CancelMode::Graceful, Some(format_time(at + chrono::Duration::seconds(secs as i64))))
                 };
                 let ctx = TransitionCtx {
@@ -167,6 +168,21 @@ impl Engine {
                 Ok((*id, event, ctx))
             })
             .collect()
+    }
+
+    /// Each job's graceful-cancel time: remembered where this replica has read the
+    /// job's definition before, else read (and remembered).
+    async fn cancel_windows(&self, ids: &[i64]) -> Result<HashMap<i64, u64>, EngineError> {
+        let remembered = &self.inner.cancel_windows;
+        let mut windows: HashMap<i64, u64> = ids.iter().filter_map(|id| Some((*id, remembered.get(*id)?))).collect();
+        let unknown: Vec<i64> = ids.iter().copied().filter(|id| !windows.contains_key(id)).collect();
+        if !unknown.is_empty() {
+            for (id, spec) in self.store().job_specs(&unknown).await? {
+                remembered.remember(id, &spec);
+                windows.insert(id, CancelWindows::of(&spec));
+            }
+        }
+        Ok(windows)
     }
 
     /// Jobs in one status across all projects (the admin page's "stuck cleanups").

@@ -10,6 +10,7 @@ mod accounts;
 mod artifacts;
 pub mod auth;
 pub mod bus;
+mod cancel_windows;
 pub mod error;
 pub mod hooks;
 mod jobs;

@@ -89,6 +89,7 @@ impl Engine {
             credentials,
             ssh_private_key,
         } = self.store().assignment_source(job.id).await?;
+        self.inner.cancel_windows.remember(job.id, &spec);
         // The configuration's variables first, Usher's last: the last of two equal names
         // wins in the job's environment, so CI_* always say the truth (the parser also
         // refuses configurations that set them; pipelines stored before that may).

@@ -65,6 +65,8 @@ pub(crate) struct Inner {
     pub(crate) repos: crate::repos::Repos,
     /// Where argon2 password checks run (one thread per core).
     pub(crate) password_checks: crate::password_checks::PasswordChecks,
+    /// Each job's graceful-cancel time, from definitions already read.
+    pub(crate) cancel_windows: crate::cancel_windows::CancelWindows,
     /// The LISTEN task feeding the bus (PostgreSQL).
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -91,6 +93,7 @@ impl Engine {
                 publish_order: tokio::sync::Mutex::new(()),
                 login_throttle: Default::default(),
                 metrics: Default::default(),
+                cancel_windows: Default::default(),
                 password_checks: crate::password_checks::PasswordChecks::start(std::thread::available_parallelism().map_or(2, |n| n.get())),
                 listener: std::sync::Mutex::new(listener),
             }),

@@ -138,9 +138,28 @@ async fn an_overdue_cancel_is_reaped_and_the_runner_report_comes_too_late() {
         )
         .await;
         let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
-        assert_eq!(engine.cancel_job(&admin, job.job_id).await.unwrap().status, Status::Canceling);
+        let canceling = engine.cancel_job(&admin, job.job_id).await.unwrap();
+        assert_eq!(canceling.status, Status::Canceling);
         assert_eq!(engine.reap_overdue_cancels().await.unwrap(), 0, "{}: not overdue yet", db.name);
-        assert_eq!(engine.reap_overdue_cancels_as_of("2999-01-01T00:00:00.000Z").await.unwrap(), 1);
+        // Overdue after cancel_grace + after_script_timeout + the engine's 30 s margin.
+        let requested: chrono::DateTime<chrono::Utc> = canceling.cancel.unwrap().requested_at.parse().unwrap();
+        let as_of = |secs: i64| {
+            (requested + chrono::Duration::seconds(secs))
+                .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                .to_string()
+        };
+        assert_eq!(
+            engine.reap_overdue_cancels_as_of(&as_of(31)).await.unwrap(),
+            0,
+            "{}: overdue too early",
+            db.name
+        );
+        assert_eq!(
+            engine.reap_overdue_cancels_as_of(&as_of(33)).await.unwrap(),
+            1,
+            "{}: not overdue",
+            db.name
+        );
         let reaped = engine.get_job(&admin, job.job_id).await.unwrap();
         assert_eq!(reaped.status, Status::Canceled);
         assert_eq!(reaped.cancel.unwrap().reason, usher_core::api::CancelReason::CancelTimeout);
