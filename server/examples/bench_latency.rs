@@ -165,6 +165,32 @@ async fn bench(name: &str, database_url: String) {
     common::record("P1", name, json!({ "median_ms": median, "p99_ms": p99, "n": runs() }));
     let (median, p99) = summary("create → start", pickup);
     common::record("P3", name, json!({ "median_ms": median, "p99_ms": p99, "n": runs() }));
+    // The server's own view of the middle of P1: the cancel's timestamp (taken before its
+    // transaction, to the millisecond) → its frame written to the runner's connection.
+    let metrics = api
+        .http
+        .get(format!("{}/metrics", api.base))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let value = |key: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(key)?.trim().parse().ok())
+            .unwrap_or(f64::NAN)
+    };
+    let (sum, count) = (
+        value("usher_cancel_to_runner_seconds_sum "),
+        value("usher_cancel_to_runner_seconds_count "),
+    );
+    println!(
+        "  cancel stamped → frame to the runner: mean {:.3} ms over {count} (ms-resolution stamps: +0.5 ms on average)",
+        sum / count * 1000.0
+    );
     server.stop().await;
 }
 
