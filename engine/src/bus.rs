@@ -49,16 +49,13 @@ impl Published {
 pub struct Bus {
     sender: broadcast::Sender<Arc<Published>>,
     logs: broadcast::Sender<LogAppend>,
-    /// See [`Bus::subscribe_own_commits`].
-    own_commits: broadcast::Sender<Arc<Published>>,
 }
 
 impl Bus {
     pub fn new(capacity: usize) -> Bus {
         let (sender, _) = broadcast::channel(capacity);
         let (logs, _) = broadcast::channel(capacity);
-        let (own_commits, _) = broadcast::channel(capacity);
-        Bus { sender, logs, own_commits }
+        Bus { sender, logs }
     }
 
     pub fn publish_log(&self, piece: LogAppend) {
@@ -79,25 +76,6 @@ impl Bus {
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Published>> {
         self.sender.subscribe()
-    }
-
-    /// PostgreSQL: a job change this replica has just committed, published at once.
-    pub fn publish_own_commit(&self, job: Job) {
-        let _ = self.own_commits.send(Arc::new(Published {
-            event: BusEvent::Job(job),
-            frame: OnceLock::new(),
-        }));
-    }
-
-    /// On PostgreSQL, the job changes this replica commits, as soon as they commit: about
-    /// 0.1 ms before NOTIFY brings the same changes back on [`Bus::subscribe`] (where
-    /// they come again, equal). They may come ahead of changes other replicas committed
-    /// earlier, so only a reader for whom that order does not matter should use this:
-    /// the runner hub, whose commands only escalate (cancel, then abort) and are
-    /// dropped for a job the runner no longer holds. Nothing on SQLite, whose bus is
-    /// published directly already.
-    pub fn subscribe_own_commits(&self) -> broadcast::Receiver<Arc<Published>> {
-        self.own_commits.subscribe()
     }
 }
 

@@ -4,8 +4,7 @@
 //! order. It is the one place that knows how SQLite and PostgreSQL publish: on SQLite the
 //! engine publishes on its bus while holding a lock taken before the commit; on
 //! PostgreSQL the store's NOTIFY inside the transaction reaches every replica's bus,
-//! this one included, in commit order (and this replica's runner hub hears of its own
-//! commits at once, see [`crate::Bus::subscribe_own_commits`]). [`Engine::apply`] adds the consequence: once a job
+//! this one included, in commit order. [`Engine::apply`] adds the consequence: once a job
 //! has finished, its pipeline's waiting jobs may move on.
 
 use usher_core::status::JobEvent;
@@ -32,13 +31,7 @@ impl Engine {
 
     async fn commit_and_publish(&self, change: Change<'_>) -> Result<Committed, EngineError> {
         match self.store().backend() {
-            Backend::Postgres => {
-                let committed = self.store().commit(&change).await?;
-                for t in committed.jobs.iter().filter(|t| t.changed) {
-                    self.bus().publish_own_commit(t.job.clone());
-                }
-                Ok(committed)
-            }
+            Backend::Postgres => self.store().commit(&change).await,
             Backend::Sqlite => {
                 // Held from before the commit until published, so subscribers see changes
                 // in commit order.

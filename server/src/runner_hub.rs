@@ -6,16 +6,12 @@
 //! same commit), plus any session that said it holds the job when it connected. That a
 //! job became pending is a counter every session watches (a free slot means a claim).
 //! If this task falls behind the bus, every session is told to re-read its jobs.
-//! On PostgreSQL it also reads the changes this replica commits as they commit
-//! ([`Bus::subscribe_own_commits`]), ahead of their NOTIFY; whichever copy of a change
-//! comes second is recognised (the same job state) and not routed again.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::{mpsc, watch};
-use usher_core::api::Job;
 use usher_core::status::Status;
 use usher_engine::bus::Published;
 use usher_engine::{Bus, BusEvent};
@@ -40,42 +36,6 @@ struct Routes {
     sessions: HashMap<u64, mpsc::UnboundedSender<Routed>>,
     by_runner: HashMap<i64, Vec<u64>>,
     by_job: HashMap<i64, Vec<u64>>,
-    routed: RecentlyRouted,
-}
-
-/// The job states routed lately, so the second copy of a change (own commit, then its
-/// NOTIFY, or the other way round) is not routed twice. A job's state carries its times,
-/// so two different commits never look the same.
-#[derive(Default)]
-struct RecentlyRouted {
-    states: HashMap<i64, Vec<Job>>,
-    order: VecDeque<i64>,
-}
-
-/// How many job states [`RecentlyRouted`] keeps: a cancel of a pipeline of 2,000 jobs
-/// is 2,000 changes at once.
-const ROUTED_KEPT: usize = 4096;
-
-impl RecentlyRouted {
-    /// True the first time a state is seen.
-    fn first_time(&mut self, job: &Job) -> bool {
-        let states = self.states.entry(job.id).or_default();
-        if states.contains(job) {
-            return false;
-        }
-        states.push(job.clone());
-        self.order.push_back(job.id);
-        while self.order.len() > ROUTED_KEPT {
-            let Some(oldest) = self.order.pop_front() else { break };
-            if let Some(states) = self.states.get_mut(&oldest) {
-                states.remove(0);
-                if states.is_empty() {
-                    self.states.remove(&oldest);
-                }
-            }
-        }
-        true
-    }
 }
 
 /// A session's place in the hub, removed when dropped. Its queue is unbounded on purpose:
@@ -102,7 +62,6 @@ impl RunnerHub {
             pending: watch::Sender::new(0),
         };
         let mut changes = bus.subscribe();
-        let mut own_commits = bus.subscribe_own_commits();
         let router = hub.clone();
         tokio::spawn(async move {
             loop {
@@ -111,10 +70,6 @@ impl RunnerHub {
                         Ok(change) => router.route(change),
                         Err(RecvError::Lagged(_)) => router.tell_all_missed(),
                         Err(RecvError::Closed) => return,
-                    },
-                    // Missing one of these costs nothing: its NOTIFY copy follows.
-                    change = own_commits.recv() => if let Ok(change) = change {
-                        router.route(change);
                     },
                     _ = shutdown.wait_for(|stop| *stop) => return,
                 }
@@ -149,13 +104,10 @@ impl RunnerHub {
         let BusEvent::Job(job) = &change.event else {
             return;
         };
-        let mut routes = self.routes.lock().expect("hub lock");
-        if !routes.routed.first_time(job) {
-            return;
-        }
         if job.status == Status::Pending {
             self.pending.send_modify(|n| *n = n.wrapping_add(1));
         }
+        let routes = self.routes.lock().expect("hub lock");
         let by_runner = job.runner_id.and_then(|r| routes.by_runner.get(&r));
         let by_job = routes.by_job.get(&job.id);
         let mut targets: Vec<u64> = by_runner.into_iter().chain(by_job).flatten().copied().collect();
@@ -202,80 +154,5 @@ impl Drop for Registration {
         for job in std::mem::take(&mut self.jobs) {
             unlink(&mut routes.by_job, job);
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use usher_engine::bus::Bus;
-
-    fn job(id: i64, status: Status, at: &str) -> Job {
-        Job {
-            id,
-            pipeline_id: 1,
-            project_id: 1,
-            name: "j".into(),
-            stage: "test".into(),
-            status,
-            interruptible: false,
-            created_at: at.into(),
-            started_at: Some(at.into()),
-            finished_at: None,
-            runner_id: Some(7),
-            exit_code: None,
-            failure_reason: None,
-            cancel: None,
-            after_script: None,
-            tags: vec![],
-            waiting_for: None,
-            retry_of: None,
-            retried: false,
-        }
-    }
-
-    /// A change this replica committed comes twice (at once, and back through NOTIFY);
-    /// the runner's session gets it once, whichever copy is first, and every later
-    /// change of the job still reaches it.
-    #[tokio::test]
-    async fn a_change_heard_twice_reaches_the_runner_once() {
-        let bus = Bus::new(64);
-        let (_stop, stop_rx) = watch::channel(false);
-        let hub = RunnerHub::start(&bus, stop_rx);
-        let mut session = hub.register(7, &HashSet::new());
-        let canceling = job(1, Status::Canceling, "t1");
-        let canceled = job(1, Status::Canceled, "t2");
-        bus.publish_own_commit(canceling.clone());
-        bus.publish(BusEvent::Job(canceling.clone()));
-        bus.publish(BusEvent::Job(canceled.clone()));
-        bus.publish_own_commit(canceled.clone());
-        let other = job(2, Status::Running, "t3");
-        bus.publish(BusEvent::Job(other.clone()));
-        let mut heard = Vec::new();
-        while heard.len() < 3 {
-            match tokio::time::timeout(std::time::Duration::from_secs(5), session.changes.recv()).await {
-                Ok(Some(Routed::Change(change))) => match &change.event {
-                    BusEvent::Job(job) => heard.push(job.clone()),
-                    BusEvent::Pipeline(_) => {}
-                },
-                other => panic!("{:?}", other.map(|o| o.map(|_| ()))),
-            }
-        }
-        assert_eq!(heard, [canceling, canceled, other]);
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        assert!(session.changes.try_recv().is_err(), "a change came twice");
-    }
-
-    #[test]
-    fn the_memory_of_routed_states_is_bounded() {
-        let mut routed = RecentlyRouted::default();
-        for n in 0..(ROUTED_KEPT as i64 + 10) {
-            assert!(routed.first_time(&job(n, Status::Running, "t")));
-        }
-        assert_eq!(routed.order.len(), ROUTED_KEPT);
-        assert!(routed.states.len() <= ROUTED_KEPT);
-        // The oldest are forgotten, the newest remembered.
-        assert!(routed.first_time(&job(0, Status::Running, "t")));
-        assert!(!routed.first_time(&job(ROUTED_KEPT as i64 + 9, Status::Running, "t")));
     }
 }
