@@ -53,9 +53,10 @@ impl Api {
         resp.json().await.unwrap()
     }
 
-    async fn log(&self, job: i64) -> String {
+    /// The body of a GET.
+    async fn text(&self, path: &str) -> String {
         self.http
-            .get(format!("{}/api/v1/jobs/{job}/log", self.base))
+            .get(format!("{}{path}", self.base))
             .bearer_auth(TOKEN)
             .send()
             .await
@@ -63,6 +64,10 @@ impl Api {
             .text()
             .await
             .unwrap()
+    }
+
+    async fn log(&self, job: i64) -> String {
+        self.text(&format!("/api/v1/jobs/{job}/log")).await
     }
 
     /// The value of `key=` in the job's output once it appears. The first look is
@@ -167,16 +172,7 @@ async fn bench(name: &str, database_url: String) {
     common::record("P3", name, json!({ "median_ms": median, "p99_ms": p99, "n": runs() }));
     // The server's own view of the middle of P1: the cancel's timestamp (taken before its
     // transaction, to the millisecond) → its frame written to the runner's connection.
-    let metrics = api
-        .http
-        .get(format!("{}/metrics", api.base))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = api.text("/metrics").await;
     let value = |key: &str| -> f64 {
         metrics
             .lines()

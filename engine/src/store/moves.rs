@@ -182,22 +182,12 @@ impl Store {
         let sql = format!(
             "WITH moved AS ({} RETURNING {JOB_COLUMNS}), \
              audit AS (INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail) \
-             SELECT id, $17, $18, $19, $20, $21, $22, $23 FROM moved) \
+             SELECT $17, $18, $19, $20, $21, $22, $23, $24 FROM moved) \
              SELECT {JOB_COLUMNS} FROM moved",
             update_sql(1)
         );
         let query = bind_write(sqlx::query(&sql), write).bind(entry.job_id);
-        let (_, t, from, to, actor, mode, reason, detail) = audit_values(entry, t);
-        let row = query
-            .bind(t)
-            .bind(from)
-            .bind(to)
-            .bind(actor)
-            .bind(mode)
-            .bind(reason)
-            .bind(detail)
-            .fetch_optional(&mut **tx)
-            .await?;
+        let row = bind_audit(query, entry, t).fetch_optional(&mut **tx).await?;
         row.as_ref().map(job_from_row).transpose()
     }
 
@@ -214,16 +204,7 @@ impl Store {
             );
             let mut query = sqlx::query(&sql);
             for e in chunk {
-                let (job_id, t, from, to, actor, mode, reason, detail) = audit_values(e, t);
-                query = query
-                    .bind(job_id)
-                    .bind(t)
-                    .bind(from)
-                    .bind(to)
-                    .bind(actor)
-                    .bind(mode)
-                    .bind(reason)
-                    .bind(detail);
+                query = bind_audit(query, e, t);
             }
             query.execute(&mut **tx).await?;
         }
@@ -269,32 +250,20 @@ fn bind_write<'q>(query: AnyQuery<'q>, write: &'q MoveWrite) -> AnyQuery<'q> {
         .bind(write.from.as_str())
 }
 
-type AuditValues<'a> = (
-    i64,
-    &'a str,
-    &'static str,
-    &'static str,
-    &'a str,
-    Option<&'static str>,
-    Option<&'static str>,
-    Option<&'a str>,
-);
-
-/// A timeline row's values: job, time, from, to, actor, cancel mode, reason (the cancel's
-/// or the failure's), detail.
-fn audit_values<'a>(e: &'a AuditEntry<'_>, t: &'a str) -> AuditValues<'a> {
+/// Binds one timeline row's eight values: job, time, from, to, actor, cancel mode,
+/// reason (the cancel's or the failure's), detail.
+fn bind_audit<'q>(query: AnyQuery<'q>, e: &AuditEntry<'q>, t: &'q str) -> AnyQuery<'q> {
     let ctx = e.ctx;
     let reason = ctx.cancel.map(|(_, r)| r.as_str()).or(ctx.failure_reason.map(|r| r.as_str()));
-    (
-        e.job_id,
-        t,
-        e.from.as_str(),
-        e.to.as_str(),
-        ctx.actor.as_str(),
-        ctx.cancel.map(|(m, _)| m.as_str()),
-        reason,
-        ctx.detail.as_deref(),
-    )
+    query
+        .bind(e.job_id)
+        .bind(t)
+        .bind(e.from.as_str())
+        .bind(e.to.as_str())
+        .bind(ctx.actor.as_str())
+        .bind(ctx.cancel.map(|(m, _)| m.as_str()))
+        .bind(reason)
+        .bind(ctx.detail.as_deref())
 }
 
 /// Only the runner holding a job may report its end.
