@@ -348,7 +348,6 @@ impl Engine {
             .await?;
         committed
             .created
-            .map(|(id, _)| id)
             .ok_or_else(|| EngineError::Internal("a created pipeline without its id".into()))
     }
 
@@ -356,7 +355,6 @@ impl Engine {
     pub(crate) async fn advance_pipeline(&self, pipeline_id: i64) -> Result<(), EngineError> {
         loop {
             let rows = self.store().job_nodes(pipeline_id).await?;
-            let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
             let nodes: Vec<JobNode<'_>> = rows
                 .iter()
                 .map(|r| JobNode {
@@ -366,31 +364,25 @@ impl Engine {
                     status: r.status,
                 })
                 .collect();
-            if !self.move_ready(pipeline_id, &ids, &nodes).await? {
+            let ctx = scheduler_ctx();
+            let moves: Vec<_> = ready_decisions(&nodes)
+                .into_iter()
+                .map(|(index, event)| (rows[index].id, event, ctx.clone()))
+                .collect();
+            if moves.is_empty() {
+                return Ok(());
+            }
+            let committed = self
+                .commit(Change::Batch {
+                    pipeline_id,
+                    moves: &moves,
+                    cancel: None,
+                })
+                .await?;
+            if committed.jobs.is_empty() {
                 return Ok(());
             }
         }
-    }
-
-    /// Commits core's decisions for the jobs among `nodes` (whose ids are `ids`, in the
-    /// same order) that are ready; whether any job moved.
-    async fn move_ready(&self, pipeline_id: i64, ids: &[i64], nodes: &[JobNode<'_>]) -> Result<bool, EngineError> {
-        let ctx = scheduler_ctx();
-        let moves: Vec<_> = ready_decisions(nodes)
-            .into_iter()
-            .map(|(index, event)| (ids[index], event, ctx.clone()))
-            .collect();
-        if moves.is_empty() {
-            return Ok(false);
-        }
-        let committed = self
-            .commit(Change::Batch {
-                pipeline_id,
-                moves: &moves,
-                cancel: None,
-            })
-            .await?;
-        Ok(!committed.jobs.is_empty())
     }
 }
 

@@ -61,10 +61,10 @@ fn sql_statuses(group: StatusGroup) -> String {
         .join(", ")
 }
 
-/// `$first, $first+1, …` for `n` values of an `IN (…)` or `VALUES` list.
 /// A query with its parameters, as the helpers that bind a shared part of one take it.
 type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
 
+/// `$first, $first+1, …` for `n` values of an `IN (…)` or `VALUES` list.
 fn placeholders(first: usize, n: usize) -> String {
     (first..first + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
 }
@@ -191,7 +191,8 @@ impl Store {
         // PostgreSQL a round trip. Both cost every request about 60–80 µs on this
         // kind of machine, so only a PostgreSQL connection idle for a second or more is
         // checked (the server may have restarted or dropped it meanwhile); one in use
-        // just now is not.
+        // just now is not. (sqlx also pings each connection it takes back; that one no
+        // option turns off.)
         let options = AnyPoolOptions::new()
             .idle_timeout(None)
             .max_lifetime(None)

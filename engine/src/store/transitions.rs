@@ -1,8 +1,9 @@
 //! The one transaction every status change runs in. [`Store::commit`] takes a [`Change`]
 //! (one job, several jobs of a pipeline, a new pipeline with its first moves, or a claim
 //! of the next pending job) and, in one transaction: reads each job, asks
-//! `usher_core::status::next`, compare-and-sets the answer, appends the audit row, re-derives the pipeline's status, and on PostgreSQL
-//! sends the change to every replica (NOTIFY, delivered at commit in commit order).
+//! `usher_core::status::next`, compare-and-sets the answer, appends the audit row,
+//! re-derives the pipeline's status, and on PostgreSQL sends the change to every replica
+//! (NOTIFY, delivered at commit in commit order).
 //! When another writer moved a job between the read and the write, the whole change is
 //! tried again from the start.
 
@@ -77,7 +78,7 @@ pub enum Change<'a> {
     /// A new pipeline and its jobs, all `created`, and in the same transaction the first
     /// moves core decided from their definitions (`ready`: an index into `new.jobs` and
     /// its event, each made by `ctx`), so a pipeline is never seen created but not yet
-    /// scheduled and its creation costs one commit. Its ids are in [`Committed::created`].
+    /// scheduled and its creation costs one commit. Its id is [`Committed::created`].
     Create {
         new: &'a NewPipeline<'a>,
         ready: &'a [(usize, JobEvent)],
@@ -99,8 +100,8 @@ pub struct Committed {
     pub jobs: Vec<Transitioned>,
     /// The pipeline, when its derived status changed.
     pub pipeline: Option<Pipeline>,
-    /// A [`Change::Create`]'s pipeline id and its jobs' ids, in the order of its jobs.
-    pub created: Option<(i64, Vec<i64>)>,
+    /// A [`Change::Create`]'s new pipeline id.
+    pub created: Option<i64>,
 }
 
 /// One job's part of a committed change.
@@ -198,7 +199,7 @@ impl Store {
                 let Some(moved) = self.batch_in(tx, &moves).await? else {
                     return Ok(None);
                 };
-                created = Some((pipeline_id, job_ids));
+                created = Some(pipeline_id);
                 (pipeline_id, moved)
             }
             Change::Batch {
