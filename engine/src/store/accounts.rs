@@ -11,10 +11,10 @@ impl Store {
     /// Every user with their API tokens (ids and dates only), by name.
     pub async fn list_users(&self) -> Result<Vec<usher_core::api::UserInfo>, EngineError> {
         let users = sqlx::query("SELECT id, name, role, password_hash, created_at FROM users ORDER BY name")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         let tokens = sqlx::query("SELECT id, user_id, created_at, revoked_at FROM api_tokens ORDER BY id")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         users
             .iter()
@@ -47,7 +47,7 @@ impl Store {
         let done = sqlx::query("UPDATE users SET role = $1 WHERE name = $2")
             .bind(role.as_str())
             .bind(name)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
@@ -57,14 +57,15 @@ impl Store {
         let done = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
             .bind(now())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(done.rows_affected() == 1)
     }
 
     /// A user's new password hash; their sessions end. False if there is no such user.
     pub async fn set_password_hash(&self, name: &str, hash: &str) -> Result<bool, EngineError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let changed = sqlx::query("UPDATE users SET password_hash = $1 WHERE name = $2")
             .bind(hash)
             .bind(name)
@@ -81,7 +82,7 @@ impl Store {
 
     pub async fn count_users(&self) -> Result<i64, EngineError> {
         Ok(sqlx::query("SELECT COUNT(*) AS n FROM users")
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?
             .try_get("n")?)
     }
@@ -92,7 +93,7 @@ impl Store {
             .bind(role.as_str())
             .bind(password_hash)
             .bind(now())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await
             .map_err(|e| match e {
                 sqlx::Error::Database(d) if d.is_unique_violation() => {
@@ -107,7 +108,7 @@ impl Store {
     pub async fn user_credentials(&self, name: &str) -> Result<Option<(i64, Option<String>)>, EngineError> {
         let row = sqlx::query("SELECT id, password_hash FROM users WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(match row {
             Some(r) => Some((r.try_get("id")?, r.try_get("password_hash")?)),
@@ -118,7 +119,7 @@ impl Store {
     pub async fn user_id_by_name(&self, name: &str) -> Result<Option<i64>, EngineError> {
         let row = sqlx::query("SELECT id FROM users WHERE name = $1")
             .bind(name)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
@@ -128,7 +129,7 @@ impl Store {
             .bind(user_id)
             .bind(token_hash)
             .bind(now())
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -138,7 +139,7 @@ impl Store {
         let result = sqlx::query("UPDATE api_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
             .bind(now())
             .bind(token_hash)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -149,7 +150,7 @@ impl Store {
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL",
         )
         .bind(token_hash)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.as_ref().map(actor_from_row).transpose()
     }
@@ -160,7 +161,7 @@ impl Store {
             .bind(user_id)
             .bind(now())
             .bind(expires_at)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -172,7 +173,7 @@ impl Store {
         )
         .bind(token_hash)
         .bind(now())
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?;
         row.as_ref().map(actor_from_row).transpose()
     }
@@ -180,7 +181,7 @@ impl Store {
     pub async fn delete_session(&self, token_hash: &str) -> Result<(), EngineError> {
         sqlx::query("DELETE FROM sessions WHERE token_hash = $1")
             .bind(token_hash)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }

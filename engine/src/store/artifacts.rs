@@ -13,7 +13,7 @@ impl Store {
     pub async fn job_holder_token(&self, job_id: i64) -> Result<Option<(Status, Option<i64>)>, EngineError> {
         let row = sqlx::query("SELECT j.status, r.token_id FROM jobs j LEFT JOIN runners r ON r.id = j.runner_id WHERE j.id = $1")
             .bind(job_id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         let Some(row) = row else { return Ok(None) };
         let status_text: String = row.try_get("status")?;
@@ -26,7 +26,7 @@ impl Store {
         let row = sqlx::query("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM job_artifacts WHERE job_id = $1 AND path <> $2")
             .bind(job_id)
             .bind(path)
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         let total: i64 = row.try_get("total")?;
         Ok(total.max(0) as u64)
@@ -44,7 +44,7 @@ impl Store {
         .bind(size as i64)
         .bind(now())
         .bind(expires_at)
-        .execute(&self.pool)
+        .execute(&mut *self.conn().await?)
         .await?;
         Ok(())
     }
@@ -52,7 +52,7 @@ impl Store {
     pub async fn list_artifacts(&self, job_id: i64) -> Result<Vec<Artifact>, EngineError> {
         let rows = sqlx::query("SELECT path, size, expires_at, expired FROM job_artifacts WHERE job_id = $1 ORDER BY path")
             .bind(job_id)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter()
             .map(|r| {
@@ -72,7 +72,7 @@ impl Store {
         let row = sqlx::query("SELECT size FROM job_artifacts WHERE job_id = $1 AND path = $2 AND expired = 0")
             .bind(job_id)
             .bind(path)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(row.map(|r| r.try_get::<i64, _>("size").map(|s| s.max(0) as u64)).transpose()?)
     }
@@ -81,7 +81,7 @@ impl Store {
     pub async fn due_artifacts(&self, now: &str) -> Result<Vec<(i64, String)>, EngineError> {
         let rows = sqlx::query("SELECT job_id, path FROM job_artifacts WHERE expired = 0 AND expires_at < $1 ORDER BY job_id, path")
             .bind(now)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(|r| Ok((r.try_get("job_id")?, r.try_get("path")?))).collect()
     }
@@ -90,7 +90,7 @@ impl Store {
     pub async fn oldest_artifacts(&self, limit: i64) -> Result<Vec<(i64, String, u64)>, EngineError> {
         let rows = sqlx::query("SELECT job_id, path, size FROM job_artifacts WHERE expired = 0 ORDER BY created_at, job_id LIMIT $1")
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("job_id")?, r.try_get("path")?, r.try_get::<i64, _>("size")?.max(0) as u64)))
@@ -101,7 +101,7 @@ impl Store {
         sqlx::query("UPDATE job_artifacts SET expired = 1 WHERE job_id = $1 AND path = $2")
             .bind(job_id)
             .bind(path)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -112,7 +112,7 @@ impl Store {
             "SELECT CAST(COALESCE((SELECT SUM(size) FROM job_artifacts WHERE expired = 0), 0) AS BIGINT) AS artifacts, \
              CAST(COALESCE((SELECT SUM(log_length) FROM jobs), 0) AS BIGINT) AS logs",
         )
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await?;
         Ok((
             row.try_get::<i64, _>("artifacts")?.max(0) as u64,

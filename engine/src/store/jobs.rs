@@ -27,14 +27,14 @@ pub struct AssignmentSource {
 impl Store {
     /// A round trip to the database.
     pub async fn ping(&self) -> Result<(), EngineError> {
-        sqlx::query("SELECT 1").fetch_one(&self.pool).await?;
+        sqlx::query("SELECT 1").fetch_one(&mut *self.conn().await?).await?;
         Ok(())
     }
 
     /// How many jobs are in each status.
     pub async fn job_counts(&self) -> Result<Vec<(String, i64)>, EngineError> {
         let rows = sqlx::query("SELECT status, COUNT(*) AS n FROM jobs GROUP BY status")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("status")?, r.try_get("n")?)))
@@ -47,7 +47,7 @@ impl Store {
         let rows = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE status = $1 ORDER BY id LIMIT $2"))
             .bind(status.as_str())
             .bind(limit)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(job_from_row).collect()
     }
@@ -55,7 +55,7 @@ impl Store {
     pub async fn get_job(&self, id: i64) -> Result<Option<Job>, EngineError> {
         let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(job_from_row).transpose()
     }
@@ -69,7 +69,8 @@ impl Store {
             for id in chunk {
                 query = query.bind(*id);
             }
-            for row in query.fetch_all(&self.pool).await? {
+            let rows = query.fetch_all(&mut *self.conn().await?).await?;
+            for row in rows {
                 let id: i64 = row.try_get("id")?;
                 specs.insert(id, spec_from(id, &row)?);
             }
@@ -87,7 +88,7 @@ impl Store {
              WHERE j.id = $1",
         )
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await?
         .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
         Ok(AssignmentSource {
@@ -105,7 +106,7 @@ impl Store {
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {
         let row = sqlx::query("SELECT spec FROM jobs WHERE id = $1")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?
             .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
         spec_from(id, &row)
@@ -116,7 +117,7 @@ impl Store {
         let rows = sqlx::query("SELECT id FROM jobs WHERE status = $1 AND cancel_deadline < $2 ORDER BY id")
             .bind(Status::Canceling.as_str())
             .bind(now)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
     }
@@ -125,7 +126,7 @@ impl Store {
         let rows =
             sqlx::query("SELECT at, from_status, to_status, actor, mode, reason, detail FROM job_events WHERE job_id = $1 ORDER BY id")
                 .bind(job_id)
-                .fetch_all(&self.pool)
+                .fetch_all(&mut *self.conn().await?)
                 .await?;
         rows.iter()
             .map(|r| {

@@ -23,7 +23,7 @@ impl Store {
             "SELECT id, log_length FROM jobs WHERE status IN ({finished}) AND log_length > 200 ORDER BY id LIMIT $1"
         ))
         .bind(limit)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| Ok((r.try_get("id")?, r.try_get::<i64, _>("log_length")?.max(0) as u64)))
@@ -32,7 +32,8 @@ impl Store {
 
     /// Replaces a finished job's whole log by `note` (to make room under the storage cap).
     pub async fn replace_log(&self, job_id: i64, note: &str) -> Result<(), EngineError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         sqlx::query("DELETE FROM job_log_chunks WHERE job_id = $1")
             .bind(job_id)
             .execute(&mut *tx)
@@ -67,7 +68,8 @@ impl Store {
         pieces: &[(u64, &str)],
         max_bytes: u64,
     ) -> Result<(Vec<(u64, Status)>, Option<LogAppend>), EngineError> {
-        let mut tx = self.pool.begin().await?;
+        let mut conn = self.conn().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
         let row = sqlx::query("SELECT log_length, status, runner_id FROM jobs WHERE id = $1")
             .bind(job_id)
             .fetch_optional(&mut *tx)
@@ -158,7 +160,7 @@ impl Store {
         )
         .bind(job_id)
         .bind(offset as i64)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let more = rows.len() == 64;
         let mut out = String::new();
@@ -180,7 +182,7 @@ impl Store {
         let rows = sqlx::query("SELECT byte_offset, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset")
             .bind(job_id)
             .bind(offset as i64)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         let mut out = String::new();
         for r in rows {

@@ -6,8 +6,8 @@
 //! status, in one transaction. The rule it applies comes from `usher_core::status::next`;
 //! the store only writes it. One module a concept, each with the queries of that concept.
 
+use sqlx::Row;
 use sqlx::any::AnyRow;
-use sqlx::{AnyPool, Row};
 use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, FailureReason, Job, Pipeline, Project};
 use usher_core::roles::Role;
 use usher_core::status::{Status, StatusGroup};
@@ -41,7 +41,7 @@ pub enum Backend {
 
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    connections: connections::Connections,
     backend: Backend,
 }
 

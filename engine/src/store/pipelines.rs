@@ -129,7 +129,7 @@ impl Store {
     pub async fn get_pipeline(&self, id: i64) -> Result<Option<Pipeline>, EngineError> {
         let row = sqlx::query(&format!("SELECT {PIPELINE_COLUMNS} FROM pipelines WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(pipeline_from_row).transpose()
     }
@@ -146,7 +146,7 @@ impl Store {
         .bind(filter.status.map(|s| s.as_str()))
         .bind(filter.limit)
         .bind(filter.offset)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(pipeline_from_row).collect()
     }
@@ -161,7 +161,7 @@ impl Store {
         .bind(project_id)
         .bind(git_ref)
         .bind(before_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
     }
@@ -171,7 +171,7 @@ impl Store {
             "SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id"
         ))
         .bind(pipeline_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter().map(job_from_row).collect()
     }
@@ -182,7 +182,7 @@ impl Store {
             "SELECT id, name, stage_index, needs, status FROM jobs WHERE pipeline_id = $1 AND retried = 0 ORDER BY stage_index, id",
         )
         .bind(pipeline_id)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {

@@ -65,7 +65,7 @@ impl Store {
         .bind(p.ci_config)
         .bind(p.webhook_secret)
         .bind(now())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *self.conn().await?)
         .await
         .map_err(unique_name(p.name))?;
         project_from_row(&row)
@@ -73,7 +73,7 @@ impl Store {
 
     pub async fn list_projects(&self) -> Result<Vec<Project>, EngineError> {
         let rows = sqlx::query(&format!("SELECT {PROJECT_COLUMNS} FROM projects ORDER BY id"))
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(project_from_row).collect()
     }
@@ -81,7 +81,7 @@ impl Store {
     pub async fn get_project(&self, id: i64) -> Result<Option<Project>, EngineError> {
         let row = sqlx::query(&format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE id = $1"))
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         row.as_ref().map(project_from_row).transpose()
     }
@@ -90,7 +90,7 @@ impl Store {
         let row =
             sqlx::query("SELECT repository_username, repository_password, ssh_private_key, webhook_secret FROM projects WHERE id = $1")
                 .bind(id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&mut *self.conn().await?)
                 .await?
                 .ok_or_else(|| EngineError::NotFound(format!("project {id}")))?;
         Ok(ProjectSecrets {
@@ -126,7 +126,7 @@ impl Store {
         .bind(flag(change.ssh_private_key.is_some()))
         .bind(change.ssh_private_key.flatten())
         .bind(id)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *self.conn().await?)
         .await
         .map_err(unique_name(change.name.unwrap_or_default()))?;
         row.as_ref().map(project_from_row).transpose()

@@ -12,7 +12,7 @@ impl Store {
     pub async fn online_runner_tags(&self, seen_since: &str) -> Result<Vec<Vec<String>>, EngineError> {
         let rows = sqlx::query("SELECT tags FROM runners WHERE last_seen_at >= $1")
             .bind(seen_since)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         rows.iter().map(|r| Ok(tags_from(r.try_get("tags")?))).collect()
     }
@@ -22,7 +22,7 @@ impl Store {
         let result = sqlx::query("UPDATE runner_tokens SET revoked_at = $1 WHERE token_hash = $2 AND revoked_at IS NULL")
             .bind(now())
             .bind(token_hash)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -30,7 +30,7 @@ impl Store {
     pub async fn runner_token_is_live(&self, id: i64) -> Result<bool, EngineError> {
         let row = sqlx::query("SELECT id FROM runner_tokens WHERE id = $1 AND revoked_at IS NULL")
             .bind(id)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(row.is_some())
     }
@@ -39,7 +39,7 @@ impl Store {
         let row = sqlx::query("INSERT INTO runner_tokens (token_hash, created_at) VALUES ($1, $2) RETURNING id")
             .bind(token_hash)
             .bind(now())
-            .fetch_one(&self.pool)
+            .fetch_one(&mut *self.conn().await?)
             .await?;
         Ok(row.try_get("id")?)
     }
@@ -47,7 +47,7 @@ impl Store {
     pub async fn runner_token_id(&self, token_hash: &str) -> Result<Option<i64>, EngineError> {
         let row = sqlx::query("SELECT id FROM runner_tokens WHERE token_hash = $1 AND revoked_at IS NULL")
             .bind(token_hash)
-            .fetch_optional(&self.pool)
+            .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(row.map(|r| r.try_get("id")).transpose()?)
     }
@@ -60,7 +60,7 @@ impl Store {
                 .bind(token_id)
                 .bind(t)
                 .bind(tags_to(tags))
-                .fetch_one(&self.pool)
+                .fetch_one(&mut *self.conn().await?)
                 .await?;
         Ok(row.try_get("id")?)
     }
@@ -72,7 +72,7 @@ impl Store {
             .bind(id)
             .bind(token_id)
             .bind(tags_to(tags))
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(result.rows_affected() == 1)
     }
@@ -81,7 +81,7 @@ impl Store {
         sqlx::query("UPDATE runners SET last_seen_at = $1 WHERE id = $2")
             .bind(now())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *self.conn().await?)
             .await?;
         Ok(())
     }
@@ -94,7 +94,7 @@ impl Store {
              WHERE j.status IN ({active}) AND r.last_seen_at < $1 ORDER BY j.id"
         ))
         .bind(cutoff)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         rows.iter()
             .map(|r| {
@@ -107,13 +107,13 @@ impl Store {
     /// Every runner, newest first, with its active jobs; `online` when seen at or after `seen_since`.
     pub async fn list_runners(&self, seen_since: &str) -> Result<Vec<usher_core::api::RunnerInfo>, EngineError> {
         let rows = sqlx::query("SELECT id, name, connected_at, last_seen_at FROM runners ORDER BY id DESC")
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *self.conn().await?)
             .await?;
         let active = sqlx::query(&format!(
             "SELECT id, runner_id FROM jobs WHERE status IN ({}) AND runner_id IS NOT NULL ORDER BY id",
             sql_statuses(StatusGroup::Active)
         ))
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *self.conn().await?)
         .await?;
         let mut held: Vec<(i64, i64)> = Vec::new();
         for r in &active {

@@ -139,7 +139,8 @@ impl Store {
     /// Commits `change` (see the module's paragraph); tries again while it loses races.
     pub async fn commit(&self, change: &Change<'_>) -> Result<Committed, EngineError> {
         loop {
-            let mut tx = self.pool.begin().await?;
+            let mut conn = self.conn().await?;
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
             let Some(committed) = self.apply_in(&mut tx, change).await? else {
                 // Someone moved a job between our read and write: read again.
                 tx.rollback().await?;
