@@ -21,6 +21,7 @@ mod connections;
 mod jobs;
 mod logs;
 mod moves;
+mod pipeline_status;
 mod pipelines;
 mod projects;
 mod retries;
