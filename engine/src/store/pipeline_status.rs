@@ -5,6 +5,7 @@
 use std::sync::LazyLock;
 
 use sqlx::Row;
+use sqlx::any::AnyRow;
 use usher_core::api::Pipeline;
 use usher_core::pipeline::derive_status;
 use usher_core::status::Status;
@@ -16,31 +17,56 @@ use crate::EngineError;
 /// [`PIPELINE_COLUMNS`] of a query's `p` (the pipeline joined with its jobs' statuses).
 static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| qualified("p", PIPELINE_COLUMNS));
 
-impl Store {
-    /// Recomputes a pipeline's status from its jobs; returns it when it changed.
-    pub(super) async fn rederive_pipeline(&self, tx: &mut Tx<'_>, pipeline_id: i64, t: &str) -> Result<Option<Pipeline>, EngineError> {
-        // The pipeline with the distinct statuses of its jobs, one row per status (the
-        // derivation depends only on which statuses occur). Only the newest attempt of
-        // each job counts.
-        let rows = sqlx::query(&format!(
-            "SELECT {}, s.status AS job_status FROM pipelines p \
-             LEFT JOIN (SELECT DISTINCT status FROM jobs WHERE pipeline_id = $1 AND retried = 0) s ON 1 = 1 \
-             WHERE p.id = $1",
-            *PIPELINE_COLUMNS_OF_P
-        ))
-        .bind(pipeline_id)
-        .fetch_all(&mut **tx)
-        .await?;
-        let first = rows
-            .first()
-            .ok_or_else(|| EngineError::NotFound(format!("pipeline {pipeline_id}")))?;
-        let mut pipeline = pipeline_from_row(first)?;
-        let mut statuses = Vec::with_capacity(rows.len());
-        for row in &rows {
-            if let Some(s) = row.try_get::<Option<String>, _>("job_status")? {
-                statuses.push(Status::parse(&s).ok_or_else(|| bad_status(&s))?);
-            }
+/// What a pipeline's derivation reads: the pipeline, and which statuses its jobs have
+/// (only the newest attempt of each job counts; only which statuses occur matters).
+pub(super) struct PipelineFacts {
+    pipeline: Pipeline,
+    statuses: Vec<Status>,
+}
+
+/// The read of [`PipelineFacts`], the pipeline's id its parameter `$param`: the pipeline
+/// with the distinct statuses of its jobs, one row per status. Its rows are the only
+/// ones with a `job_status` column, so it can follow another statement's rows.
+pub(super) fn pipeline_facts_sql(param: usize) -> String {
+    format!(
+        "SELECT {}, s.status AS job_status FROM pipelines p \
+         LEFT JOIN (SELECT DISTINCT status FROM jobs WHERE pipeline_id = ${param} AND retried = 0) s ON 1 = 1 \
+         WHERE p.id = ${param}",
+        *PIPELINE_COLUMNS_OF_P
+    )
+}
+
+/// Whether `row` is one of [`pipeline_facts_sql`]'s.
+pub(super) fn is_facts_row(row: &AnyRow) -> bool {
+    row.try_column("job_status").is_ok()
+}
+
+/// The facts in [`pipeline_facts_sql`]'s rows; None without rows (no such pipeline).
+pub(super) fn pipeline_facts_from(rows: &[&AnyRow]) -> Result<Option<PipelineFacts>, EngineError> {
+    let Some(first) = rows.first() else {
+        return Ok(None);
+    };
+    let pipeline = pipeline_from_row(first)?;
+    let mut statuses = Vec::with_capacity(rows.len());
+    for row in rows {
+        if let Some(s) = row.try_get::<Option<String>, _>("job_status")? {
+            statuses.push(Status::parse(&s).ok_or_else(|| bad_status(&s))?);
         }
+    }
+    Ok(Some(PipelineFacts { pipeline, statuses }))
+}
+
+impl Store {
+    /// The facts of pipeline `pipeline_id` as they are inside `tx`.
+    pub(super) async fn pipeline_facts_in(&self, tx: &mut Tx<'_>, pipeline_id: i64) -> Result<PipelineFacts, EngineError> {
+        let rows = sqlx::query(&pipeline_facts_sql(1)).bind(pipeline_id).fetch_all(&mut **tx).await?;
+        pipeline_facts_from(&rows.iter().collect::<Vec<_>>())?.ok_or_else(|| EngineError::NotFound(format!("pipeline {pipeline_id}")))
+    }
+
+    /// Derives the pipeline's status from `facts`, read inside `tx` after the change's
+    /// moves, and writes it; returns the pipeline when its status changed.
+    pub(super) async fn rederive_pipeline(&self, tx: &mut Tx<'_>, facts: PipelineFacts, t: &str) -> Result<Option<Pipeline>, EngineError> {
+        let PipelineFacts { mut pipeline, statuses } = facts;
         let derived = derive_status(statuses.iter().copied());
         if pipeline.status == derived {
             return Ok(None);

@@ -14,7 +14,7 @@ use usher_core::api::{AfterScriptResult, CancelMode, CancelReason, FailureReason
 use usher_core::status::{JobEvent, Outcome, Status, next};
 
 use super::moves::{AuditEntry, MoveWrite, check_reporter};
-use super::pipeline_status::{bind_pipeline_status, pipeline_status_sql};
+use super::pipeline_status::{PipelineFacts, bind_pipeline_status, pipeline_status_sql};
 use super::*;
 use crate::{EngineError, now};
 
@@ -112,6 +112,13 @@ pub struct Transitioned {
     pub changed: bool,
 }
 
+/// One job's transition and, when the statement that wrote it read them too, the facts
+/// of its pipeline after it (a read fewer).
+struct SingleMove {
+    moved: Transitioned,
+    pipeline: Option<PipelineFacts>,
+}
+
 /// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
 pub(super) static JOB_COLUMNS_OF_J: LazyLock<String> = LazyLock::new(|| qualified("j", JOB_COLUMNS));
 
@@ -153,15 +160,18 @@ impl Store {
     /// The change inside `tx`; None when a compare-and-set lost a race.
     async fn apply_in(&self, tx: &mut Tx<'_>, change: &Change<'_>) -> Result<Option<Committed>, EngineError> {
         let mut created = None;
+        // The pipeline's facts, when a single move's statement read them after it.
+        let mut facts = None;
         let (pipeline_id, jobs) = match change {
             Change::Job { job_id, event, ctx } => {
                 // PostgreSQL: the job is read together with the lock on its pipeline.
                 // SQLite has one writer already.
                 let lock = self.backend == Backend::Postgres;
-                match self.transition_in(tx, *job_id, *event, ctx, lock).await? {
-                    Some(t) => (t.job.pipeline_id, vec![t]),
-                    None => return Ok(None),
-                }
+                let Some(single) = self.transition_in(tx, *job_id, *event, ctx, lock).await? else {
+                    return Ok(None);
+                };
+                facts = single.pipeline;
+                (single.moved.job.pipeline_id, vec![single.moved])
             }
             Change::Claim { ctx, runner_tags } => {
                 let Some(target) = self.next_pending_in(tx, runner_tags).await? else {
@@ -172,7 +182,10 @@ impl Store {
                     None => self.transition_in(tx, target.job_id, JobEvent::Start, ctx, false).await,
                 };
                 match moved {
-                    Ok(Some(t)) if t.changed => (target.pipeline_id, vec![t]),
+                    Ok(Some(single)) if single.moved.changed => {
+                        facts = single.pipeline;
+                        (target.pipeline_id, vec![single.moved])
+                    }
                     Ok(_) | Err(EngineError::InvalidTransition(_)) => return Ok(None),
                     Err(e) => return Err(e),
                 }
@@ -215,7 +228,11 @@ impl Store {
             }
         };
         let pipeline = if jobs.iter().any(|t| t.changed) {
-            self.rederive_pipeline(tx, pipeline_id, &now()).await?
+            let facts = match facts {
+                Some(facts) => facts,
+                None => self.pipeline_facts_in(tx, pipeline_id).await?,
+            };
+            self.rederive_pipeline(tx, facts, &now()).await?
         } else {
             None
         };
@@ -244,7 +261,7 @@ impl Store {
         event: JobEvent,
         ctx: &TransitionCtx,
         lock_pipeline: bool,
-    ) -> Result<Option<Transitioned>, EngineError> {
+    ) -> Result<Option<SingleMove>, EngineError> {
         let sql = if lock_pipeline {
             format!(
                 "SELECT {} FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1 FOR UPDATE OF p",
@@ -270,7 +287,7 @@ impl Store {
         event: JobEvent,
         ctx: &TransitionCtx,
         read_with_lock: bool,
-    ) -> Result<Option<Transitioned>, EngineError> {
+    ) -> Result<Option<SingleMove>, EngineError> {
         let job_id = current.id;
         check_reporter(&current, event, ctx)?;
         let to = match next(current.status, event)? {
@@ -279,10 +296,13 @@ impl Store {
             // "unchanged" would not, so it reads the job again.
             Outcome::Unchanged if read_with_lock => return Box::pin(self.transition_in(tx, job_id, event, ctx, false)).await,
             Outcome::Unchanged => {
-                return Ok(Some(Transitioned {
-                    from: current.status,
-                    job: current,
-                    changed: false,
+                return Ok(Some(SingleMove {
+                    moved: Transitioned {
+                        from: current.status,
+                        job: current,
+                        changed: false,
+                    },
+                    pipeline: None,
                 }));
             }
             Outcome::Move(to) => to,
@@ -295,13 +315,16 @@ impl Store {
             to,
             ctx,
         };
-        let Some(job) = self.write_move_with_audit(tx, &write, &entry, &t).await? else {
+        let Some((job, pipeline)) = self.write_move_with_audit(tx, &write, &entry, &t, current.pipeline_id).await? else {
             return Ok(None);
         };
-        Ok(Some(Transitioned {
-            job,
-            from: current.status,
-            changed: true,
+        Ok(Some(SingleMove {
+            moved: Transitioned {
+                job,
+                from: current.status,
+                changed: true,
+            },
+            pipeline,
         }))
     }
 
