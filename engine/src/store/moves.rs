@@ -76,7 +76,15 @@ impl Store {
     /// The moves of a batch on distinct jobs (see [`super::Change::Batch`]), in the
     /// batch's order. Moves the table refuses or that change nothing are left out. None
     /// when another writer moved one of the jobs between the read and the write.
-    pub(super) async fn batch_in(&self, tx: &mut Tx<'_>, moves: &[Move]) -> Result<Option<Vec<Transitioned>>, EngineError> {
+    /// `facts_of`: the pipeline whose facts to read after the moves, in the statement of
+    /// their timeline entries (a round trip fewer), for a change that writes nothing else
+    /// to it afterwards; None when no job moved.
+    pub(super) async fn batch_in(
+        &self,
+        tx: &mut Tx<'_>,
+        moves: &[Move],
+        facts_of: Option<i64>,
+    ) -> Result<Option<(Vec<Transitioned>, Option<PipelineFacts>)>, EngineError> {
         let ids: Vec<i64> = moves.iter().map(|(id, ..)| *id).collect();
         let mut seen = HashSet::with_capacity(ids.len());
         if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
@@ -112,17 +120,16 @@ impl Store {
             };
             current.extend(written.into_iter().map(|j| (j.id, j)));
         }
-        self.append_audits(tx, &entries, &t).await?;
-        Ok(Some(
-            entries
-                .iter()
-                .map(|e| Transitioned {
-                    job: current.remove(&e.job_id).expect("every moved job was read"),
-                    from: e.from,
-                    changed: true,
-                })
-                .collect(),
-        ))
+        let facts = self.append_audits(tx, &entries, &t, facts_of).await?;
+        let moved = entries
+            .iter()
+            .map(|e| Transitioned {
+                job: current.remove(&e.job_id).expect("every moved job was read"),
+                from: e.from,
+                changed: true,
+            })
+            .collect();
+        Ok(Some((moved, facts)))
     }
 
     /// The jobs with these ids, as they are inside `tx`.
@@ -207,24 +214,46 @@ impl Store {
         Ok(Some((job_from_row(job)?, pipeline_facts_from(&facts)?)))
     }
 
-    /// The timeline entries of these moves, in order.
-    pub(super) async fn append_audits(&self, tx: &mut Tx<'_>, entries: &[AuditEntry<'_>], t: &str) -> Result<(), EngineError> {
+    /// The timeline entries of these moves, in order. With `facts_of`, the statement of
+    /// the last entries also reads that pipeline's facts, which see every move before it:
+    /// on PostgreSQL the insert is a CTE of the read, on SQLite a statement before it in
+    /// the same call to the connection's worker. None without entries.
+    async fn append_audits(
+        &self,
+        tx: &mut Tx<'_>,
+        entries: &[AuditEntry<'_>],
+        t: &str,
+        facts_of: Option<i64>,
+    ) -> Result<Option<PipelineFacts>, EngineError> {
         const PER_ROW: usize = 8;
-        for chunk in entries.chunks(CHUNK) {
+        let chunks = entries.chunks(CHUNK).count();
+        let mut facts = None;
+        for (n, chunk) in entries.chunks(CHUNK).enumerate() {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| format!("({})", placeholders(1 + i * PER_ROW, PER_ROW)))
                 .collect();
-            let sql = format!(
+            let insert = format!(
                 "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail) VALUES {}",
                 rows.join(", ")
             );
+            let read = facts_of.filter(|_| n + 1 == chunks);
+            let sql = match (read, self.backend) {
+                (None, _) => insert,
+                (Some(_), Backend::Postgres) => format!("WITH audit AS ({insert}) {}", pipeline_facts_sql(chunk.len() * PER_ROW + 1)),
+                (Some(_), Backend::Sqlite) => format!("{insert}; {}", pipeline_facts_sql(chunk.len() * PER_ROW + 1)),
+            };
             let mut query = sqlx::query(&sql);
             for e in chunk {
                 query = bind_audit(query, e, t);
             }
-            query.execute(&mut **tx).await?;
+            if let Some(pipeline_id) = read {
+                let rows = query.bind(pipeline_id).fetch_all(&mut **tx).await?;
+                facts = pipeline_facts_from(&rows.iter().collect::<Vec<_>>())?;
+            } else {
+                query.execute(&mut **tx).await?;
+            }
         }
-        Ok(())
+        Ok(facts)
     }
 }
 

@@ -160,7 +160,7 @@ impl Store {
     /// The change inside `tx`; None when a compare-and-set lost a race.
     async fn apply_in(&self, tx: &mut Tx<'_>, change: &Change<'_>) -> Result<Option<Committed>, EngineError> {
         let mut created = None;
-        // The pipeline's facts, when a single move's statement read them after it.
+        // The pipeline's facts, when the statement of the change's last move read them.
         let mut facts = None;
         let (pipeline_id, jobs) = match change {
             Change::Job { job_id, event, ctx } => {
@@ -206,10 +206,11 @@ impl Store {
                 // Nobody else sees the pipeline before the commit: no lock to take.
                 let (pipeline_id, job_ids) = self.insert_pipeline_in(tx, new).await?;
                 let moves: Vec<Move> = ready.iter().map(|(i, event)| (job_ids[*i], *event, (*ctx).clone())).collect();
-                let Some(moved) = self.batch_in(tx, &moves).await? else {
+                let Some((moved, read)) = self.batch_in(tx, &moves, Some(pipeline_id)).await? else {
                     return Ok(None);
                 };
                 created = Some(pipeline_id);
+                facts = read;
                 (pipeline_id, moved)
             }
             Change::Batch {
@@ -218,12 +219,16 @@ impl Store {
                 cancel,
             } => {
                 self.lock_pipeline(tx, *pipeline_id).await?;
-                let Some(moved) = self.batch_in(tx, moves).await? else {
+                // A cancel is recorded on the pipeline after the moves: its facts are
+                // read after that.
+                let facts_of = cancel.is_none().then_some(*pipeline_id);
+                let Some((moved, read)) = self.batch_in(tx, moves, facts_of).await? else {
                     return Ok(None);
                 };
                 if let (Some(cancel), false) = (cancel, moved.is_empty()) {
                     self.record_pipeline_cancel(tx, *pipeline_id, cancel).await?;
                 }
+                facts = read;
                 (*pipeline_id, moved)
             }
         };
