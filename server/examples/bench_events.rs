@@ -145,7 +145,10 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
         let resp = http
             .post(format!("{base}/api/v1/projects/{project_id}/pipelines"))
             .bearer_auth(TOKEN)
-            .json(&json!({"ref": "main"}))
+            // A ref of its own each round: on one ref each new pipeline would supersede
+            // (auto-cancel) the one before, a second fan-out to every socket inside the
+            // one being timed.
+            .json(&json!({"ref": format!("bench-{r}")}))
             .send()
             .await
             .unwrap();
