@@ -85,7 +85,10 @@ impl Store {
         self.backend
     }
 
-    /// A connection for one statement or transaction, waiting for one to be free.
+    /// A connection for one statement or transaction, waiting for one to be free. Borrow
+    /// it for that only: on SQLite a second borrow while one is held waits forever (so
+    /// `for row in query.fetch_all(&mut *self.conn().await?)…` must not borrow again in
+    /// its body; read the rows first).
     pub(super) async fn conn(&self) -> Result<Lent<'_>, sqlx::Error> {
         match &self.connections {
             Connections::Pool(pool) => Ok(Lent::Pooled(pool.acquire().await?)),
