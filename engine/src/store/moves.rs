@@ -64,6 +64,9 @@ impl MoveWrite {
     }
 }
 
+/// The start of every timeline insert; its values are bound by [`bind_audit`].
+const INSERT_AUDIT: &str = "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail)";
+
 /// One timeline entry to append.
 pub(super) struct AuditEntry<'a> {
     pub job_id: i64,
@@ -186,7 +189,6 @@ impl Store {
         t: &str,
         pipeline_id: i64,
     ) -> Result<Option<(Job, Option<PipelineFacts>)>, EngineError> {
-        const INSERT_AUDIT: &str = "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail)";
         let audit_values = "$17, $18, $19, $20, $21, $22, $23, $24";
         let sql = match self.backend {
             Backend::Postgres => format!(
@@ -211,7 +213,7 @@ impl Store {
         let Some(job) = moved.first() else {
             return Ok(None);
         };
-        Ok(Some((job_from_row(job)?, pipeline_facts_from(&facts)?)))
+        Ok(Some((job_from_row(job)?, pipeline_facts_from(facts)?)))
     }
 
     /// The timeline entries of these moves, in order. With `facts_of`, the statement of
@@ -232,10 +234,7 @@ impl Store {
             let rows: Vec<String> = (0..chunk.len())
                 .map(|i| format!("({})", placeholders(1 + i * PER_ROW, PER_ROW)))
                 .collect();
-            let insert = format!(
-                "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail) VALUES {}",
-                rows.join(", ")
-            );
+            let insert = format!("{INSERT_AUDIT} VALUES {}", rows.join(", "));
             let read = facts_of.filter(|_| n + 1 == chunks);
             let sql = match (read, self.backend) {
                 (None, _) => insert,
@@ -248,7 +247,7 @@ impl Store {
             }
             if let Some(pipeline_id) = read {
                 let rows = query.bind(pipeline_id).fetch_all(&mut **tx).await?;
-                facts = pipeline_facts_from(&rows.iter().collect::<Vec<_>>())?;
+                facts = pipeline_facts_from(&rows)?;
             } else {
                 query.execute(&mut **tx).await?;
             }

@@ -42,12 +42,13 @@ pub(super) fn is_facts_row(row: &AnyRow) -> bool {
 }
 
 /// The facts in [`pipeline_facts_sql`]'s rows; None without rows (no such pipeline).
-pub(super) fn pipeline_facts_from(rows: &[&AnyRow]) -> Result<Option<PipelineFacts>, EngineError> {
-    let Some(first) = rows.first() else {
+pub(super) fn pipeline_facts_from<'r>(rows: impl IntoIterator<Item = &'r AnyRow>) -> Result<Option<PipelineFacts>, EngineError> {
+    let mut rows = rows.into_iter().peekable();
+    let Some(first) = rows.peek() else {
         return Ok(None);
     };
     let pipeline = pipeline_from_row(first)?;
-    let mut statuses = Vec::with_capacity(rows.len());
+    let mut statuses = Vec::new();
     for row in rows {
         if let Some(s) = row.try_get::<Option<String>, _>("job_status")? {
             statuses.push(Status::parse(&s).ok_or_else(|| bad_status(&s))?);
@@ -60,7 +61,7 @@ impl Store {
     /// The facts of pipeline `pipeline_id` as they are inside `tx`.
     pub(super) async fn pipeline_facts_in(&self, tx: &mut Tx<'_>, pipeline_id: i64) -> Result<PipelineFacts, EngineError> {
         let rows = sqlx::query(&pipeline_facts_sql(1)).bind(pipeline_id).fetch_all(&mut **tx).await?;
-        pipeline_facts_from(&rows.iter().collect::<Vec<_>>())?.ok_or_else(|| EngineError::NotFound(format!("pipeline {pipeline_id}")))
+        pipeline_facts_from(&rows)?.ok_or_else(|| EngineError::NotFound(format!("pipeline {pipeline_id}")))
     }
 
     /// Derives the pipeline's status from `facts`, read inside `tx` after the change's
