@@ -78,7 +78,10 @@ async fn graceful_cancel_runs_after_script_in_the_scripts_state() {
     );
     assert_eq!(log_value(&log, "after_removed"), res_dir);
     assert!(marker.exists(), "after_script ran to its end");
-    assert!(!is_alive(bg_pid), "the detached process is gone");
+    assert!(
+        dies_within(bg_pid, std::time::Duration::from_secs(10)).await,
+        "the detached process is gone"
+    );
     assert!(!path_exists(&res_dir), "the temp dir is gone");
     assert_eq!(
         wait_until_gone(job_id, &t.run_marker).await,
@@ -131,7 +134,10 @@ async fn abort_kills_everything_and_runs_no_after_script() {
         Vec::<i32>::new(),
         "every process of the job is killed"
     );
-    assert!(!is_alive(bg_pid), "even the one that left the process group");
+    assert!(
+        dies_within(bg_pid, std::time::Duration::from_secs(10)).await,
+        "even the one that left the process group"
+    );
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert!(!marker.exists(), "after_script did not run");
     assert!(!t.log(job_id).await.0.contains("after_cwd="));

@@ -155,11 +155,10 @@ async fn an_escaped_daemon_dies_with_its_job() {
             _ => "canceled",
         };
         t.wait_for_status(job, end).await;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while is_alive(pid) {
-            assert!(Instant::now() < deadline, "the escaped daemon {pid} outlived its job ({ending})");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert!(
+            dies_within(pid, Duration::from_secs(10)).await,
+            "the escaped daemon {pid} outlived its job ({ending})"
+        );
     }
     t.stop().await;
     // A clean stop leaves no cgroup of the runner behind.
@@ -223,11 +222,10 @@ async fn a_restarted_runner_kills_what_its_previous_life_left() {
         "the daemon should outlive a kill -9 of its runner (nothing killed it yet)"
     );
     let _again = start_runner();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while is_alive(pid) {
-        assert!(Instant::now() < deadline, "the restarted runner left the daemon {pid} alive");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    assert!(
+        dies_within(pid, Duration::from_secs(20)).await,
+        "the restarted runner left the daemon {pid} alive"
+    );
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let text = std::fs::read_to_string(&runner_log).unwrap_or_default();

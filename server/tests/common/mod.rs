@@ -355,6 +355,20 @@ pub fn job_processes(job_id: i64, run_marker: &str) -> Vec<i32> {
     marked.into_iter().filter(|p| of_job.contains(p)).collect()
 }
 
+/// Whether `pid` died within `within`. A killed process passes through a moment where it
+/// has let go of its memory (its environment no longer reads, so `job_processes` no
+/// longer lists it) but is not yet a zombie; checking once right after that races.
+pub async fn dies_within(pid: i32, within: Duration) -> bool {
+    let until = Instant::now() + within;
+    while is_alive(pid) {
+        if Instant::now() > until {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    true
+}
+
 pub async fn wait_until_gone(job_id: i64, run_marker: &str) -> Vec<i32> {
     let until = Instant::now() + Duration::from_secs(20);
     loop {
