@@ -1,13 +1,18 @@
 //! The engine's database connections outlive the database dropping them: a PostgreSQL
 //! connection the server ended (a restart, a failover, an administrator's
 //! `pg_terminate_backend`) is noticed before it is handed out, once it has been idle,
-//! so no request fails on it.
+//! so no request fails on it. And a change cut off anywhere (it failed, or the request
+//! waiting for it went away) leaves all of itself or nothing, and the connection fit for
+//! the next one.
 
 mod common;
 
 use common::*;
 use sqlx::Connection;
-use usher_core::api::CreateProject;
+use usher_core::api::{CreatePipeline, CreateProject};
+use usher_core::status::{JobEvent, Status};
+use usher_engine::Store;
+use usher_engine::store::{Change, TransitionCtx};
 
 #[tokio::test]
 async fn connections_the_server_ended_are_replaced_not_handed_out() {
@@ -57,5 +62,85 @@ async fn connections_the_server_ended_are_replaced_not_handed_out() {
             )
             .await;
         assert!(project.is_ok(), "{project:?}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let jobs: String = (0..60).map(|n| format!("j{n}:\n  script: [echo hi]\n")).collect();
+        let project = engine
+            .create_project(
+                &admin,
+                CreateProject {
+                    name: "cut".into(),
+                    ci_config: Some(jobs),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let pipeline = engine
+            .create_pipeline(
+                &admin,
+                project.id,
+                CreatePipeline {
+                    git_ref: "main".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        let ids: Vec<i64> = pipeline.jobs.unwrap().iter().map(|j| j.id).collect();
+        // A store of the test's own on the same database, whose futures it can drop.
+        let store = Store::connect(&db.url).await.unwrap();
+        let ctx = TransitionCtx {
+            actor: "admin".into(),
+            ..Default::default()
+        };
+        let cancel = |job_id| Change::Job {
+            job_id,
+            event: JobEvent::Cancel,
+            ctx: &ctx,
+        };
+
+        // A change that fails after its transaction began (no such job).
+        assert!(store.commit(&cancel(i64::MAX)).await.is_err(), "{}", db.name);
+
+        // Cancels given ever more time before they are dropped: cut off at every step.
+        let mut cut = 0;
+        for (n, id) in ids.iter().enumerate() {
+            let within = std::time::Duration::from_micros(25 * n as u64);
+            match tokio::time::timeout(within, store.commit(&cancel(*id))).await {
+                Err(_) => {
+                    cut += 1;
+                    // A statement already sent (a COMMIT, say) still ends on the server:
+                    // give it the moment it needs before looking.
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+                Ok(done) => assert!(done.is_ok(), "{}: job {id}: {:?}", db.name, done.err()),
+            }
+            let job = store.get_job(*id).await.unwrap().unwrap();
+            let entries = store.timeline(*id).await.unwrap();
+            let recorded = entries.iter().any(|e| e.to == Status::Canceled);
+            assert_eq!(
+                job.status == Status::Canceled,
+                recorded,
+                "{}: job {id} is {} with timeline {entries:?}",
+                db.name,
+                job.status
+            );
+        }
+        assert!(cut > 0, "{}: no change was cut off", db.name);
+
+        // Whatever was cut off, every cancel goes through now, and the pipeline follows.
+        for id in &ids {
+            let committed = store.commit(&cancel(*id)).await.unwrap_or_else(|e| panic!("{}: {e}", db.name));
+            assert_eq!(committed.jobs[0].job.status, Status::Canceled);
+        }
+        let pipeline = store.get_pipeline(pipeline.id).await.unwrap().unwrap();
+        assert_eq!(pipeline.status, Status::Canceled, "{}", db.name);
+        store.close().await;
     }
 }

@@ -8,7 +8,8 @@ use sqlx::Row;
 use usher_core::api::Job;
 use usher_core::status::{Status, StatusGroup};
 
-use super::transitions::{JOB_COLUMNS_OF_J, Tx};
+use super::transaction::Tx;
+use super::transitions::JOB_COLUMNS_OF_J;
 use super::*;
 use crate::EngineError;
 

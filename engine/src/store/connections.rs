@@ -26,13 +26,32 @@ pub(super) enum Connections {
     /// PostgreSQL's pool.
     Pool(AnyPool),
     /// SQLite's one connection; None once the store is closed.
-    One(Arc<Mutex<Option<AnyConnection>>>),
+    One(Arc<Mutex<Option<Writer>>>),
+}
+
+/// SQLite's one connection, and whether a transaction of the store's own (see
+/// [`super::transaction`]) was begun on it and not ended: a change whose future was
+/// dropped, or that failed, between its `BEGIN` and its `COMMIT`. The next borrower rolls
+/// that transaction back before anything else runs.
+pub(super) struct Writer {
+    pub(super) conn: AnyConnection,
+    pub(super) open_transaction: bool,
 }
 
 /// A connection lent to one statement or transaction; it goes back when dropped.
 pub(super) enum Lent<'a> {
     Pooled(PoolConnection<Any>),
-    One(MappedMutexGuard<'a, AnyConnection>),
+    One(MappedMutexGuard<'a, Writer>),
+}
+
+impl Lent<'_> {
+    /// SQLite's writer (None on PostgreSQL).
+    pub(super) fn writer(&mut self) -> Option<&mut Writer> {
+        match self {
+            Lent::Pooled(_) => None,
+            Lent::One(writer) => Some(writer),
+        }
+    }
 }
 
 impl Deref for Lent<'_> {
@@ -41,7 +60,7 @@ impl Deref for Lent<'_> {
     fn deref(&self) -> &AnyConnection {
         match self {
             Lent::Pooled(conn) => conn,
-            Lent::One(conn) => conn,
+            Lent::One(writer) => &writer.conn,
         }
     }
 }
@@ -50,7 +69,7 @@ impl DerefMut for Lent<'_> {
     fn deref_mut(&mut self) -> &mut AnyConnection {
         match self {
             Lent::Pooled(conn) => conn,
-            Lent::One(conn) => conn,
+            Lent::One(writer) => &mut writer.conn,
         }
     }
 }
@@ -65,7 +84,10 @@ impl Store {
                 backend: Backend::Postgres,
             }
         } else {
-            let conn = Arc::new(Mutex::new(Some(connect_sqlite(url).await?)));
+            let conn = Arc::new(Mutex::new(Some(Writer {
+                conn: connect_sqlite(url).await?,
+                open_transaction: false,
+            })));
             spawn_checkpointer(url, Arc::downgrade(&conn)).await?;
             Store {
                 connections: Connections::One(conn),
@@ -92,9 +114,15 @@ impl Store {
     pub(super) async fn conn(&self) -> Result<Lent<'_>, sqlx::Error> {
         match &self.connections {
             Connections::Pool(pool) => Ok(Lent::Pooled(pool.acquire().await?)),
-            Connections::One(conn) => MutexGuard::try_map(conn.lock().await, Option::as_mut)
-                .map(Lent::One)
-                .map_err(|_| sqlx::Error::PoolClosed),
+            Connections::One(conn) => {
+                let mut writer = MutexGuard::try_map(conn.lock().await, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
+                if writer.open_transaction {
+                    // Fails only if the BEGIN never ran: nothing to roll back then.
+                    let _ = sqlx::query("ROLLBACK").execute(&mut writer.conn).await;
+                    writer.open_transaction = false;
+                }
+                Ok(Lent::One(writer))
+            }
         }
     }
 
@@ -104,8 +132,8 @@ impl Store {
         match &self.connections {
             Connections::Pool(pool) => pool.close().await,
             Connections::One(conn) => {
-                if let Some(conn) = conn.lock().await.take() {
-                    let _ = conn.close().await;
+                if let Some(writer) = conn.lock().await.take() {
+                    let _ = writer.conn.close().await;
                 }
             }
         }
@@ -173,7 +201,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 /// (PASSIVE: it never blocks the writer or readers), so no commit pays for copying pages
 /// and fsyncing; a cancel's p99 was such commits. Stops when the store is closed or
 /// dropped.
-async fn spawn_checkpointer(url: &str, writer: std::sync::Weak<Mutex<Option<AnyConnection>>>) -> Result<(), EngineError> {
+async fn spawn_checkpointer(url: &str, writer: std::sync::Weak<Mutex<Option<Writer>>>) -> Result<(), EngineError> {
     let mut conn = sqlx::sqlite::SqliteConnection::connect(url).await?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);

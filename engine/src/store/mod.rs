@@ -26,6 +26,7 @@ mod pipelines;
 mod projects;
 mod retries;
 mod runners;
+mod transaction;
 mod transitions;
 
 pub use jobs::AssignmentSource;

@@ -11,7 +11,8 @@ use usher_core::api::Job;
 use usher_core::status::{JobEvent, Outcome, Status, next};
 
 use super::pipeline_status::{PipelineFacts, is_facts_row, pipeline_facts_from, pipeline_facts_sql};
-use super::transitions::{Move, TransitionCtx, Transitioned, Tx};
+use super::transaction::Tx;
+use super::transitions::{Move, TransitionCtx, Transitioned};
 use super::*;
 use crate::{EngineError, now};
 

@@ -10,7 +10,8 @@ use usher_core::api::Pipeline;
 use usher_core::pipeline::derive_status;
 use usher_core::status::Status;
 
-use super::transitions::{Tx, qualified};
+use super::transaction::Tx;
+use super::transitions::qualified;
 use super::*;
 use crate::EngineError;
 
@@ -65,7 +66,8 @@ impl Store {
     }
 
     /// Derives the pipeline's status from `facts`, read inside `tx` after the change's
-    /// moves, and writes it; returns the pipeline when its status changed.
+    /// moves, and writes it; returns the pipeline when its status changed. It is the
+    /// change's last statement: on SQLite its write commits `tx` too.
     pub(super) async fn rederive_pipeline(&self, tx: &mut Tx<'_>, facts: PipelineFacts, t: &str) -> Result<Option<Pipeline>, EngineError> {
         let PipelineFacts { mut pipeline, statuses } = facts;
         let derived = derive_status(statuses.iter().copied());
@@ -79,9 +81,9 @@ impl Store {
         pipeline.status = derived;
         // PostgreSQL writes it in the statement that sends the change's notices.
         if self.backend != Backend::Postgres {
-            bind_pipeline_status(sqlx::query(&pipeline_status_sql(1)), &pipeline)
-                .execute(&mut **tx)
-                .await?;
+            let sql = format!("{}{}", pipeline_status_sql(1), tx.commit_suffix());
+            bind_pipeline_status(sqlx::query(&sql), &pipeline).execute(&mut **tx).await?;
+            tx.committed_by_last_statement();
         }
         Ok(Some(pipeline))
     }

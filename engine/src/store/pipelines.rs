@@ -7,7 +7,7 @@ use usher_core::api::{Job, Pipeline};
 use usher_core::config::JobConfig;
 use usher_core::status::Status;
 
-use super::transitions::Tx;
+use super::transaction::Tx;
 use super::*;
 use crate::{EngineError, now};
 

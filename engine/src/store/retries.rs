@@ -5,7 +5,8 @@
 use sqlx::Row;
 use usher_core::status::Status;
 
-use super::transitions::{Transitioned, Tx};
+use super::transaction::Tx;
+use super::transitions::Transitioned;
 use super::*;
 use crate::{EngineError, now};
 

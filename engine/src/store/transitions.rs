@@ -15,10 +15,9 @@ use usher_core::status::{JobEvent, Outcome, Status, next};
 
 use super::moves::{AuditEntry, MoveWrite, check_reporter};
 use super::pipeline_status::{PipelineFacts, bind_pipeline_status, pipeline_status_sql};
+use super::transaction::Tx;
 use super::*;
 use crate::{EngineError, now};
-
-pub(super) type Tx<'t> = sqlx::Transaction<'t, sqlx::Any>;
 
 /// Everything a transition may record besides the new status.
 #[derive(Clone, Debug, Default)]
@@ -143,7 +142,8 @@ impl Store {
     pub async fn commit(&self, change: &Change<'_>) -> Result<Committed, EngineError> {
         loop {
             let mut conn = self.conn().await?;
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            // A single job's change begins with its read of the job (see transition_in).
+            let mut tx = Tx::begin(&mut conn, matches!(change, Change::Job { .. })).await?;
             let Some(committed) = self.apply_in(&mut tx, change).await? else {
                 // Someone moved a job between our read and write: read again.
                 tx.rollback().await?;
@@ -275,10 +275,13 @@ impl Store {
         } else {
             format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")
         };
+        // All rows: a stream stopped at the first would leave the statement open.
+        let sql = format!("{}{sql}", tx.begin_prefix());
         let row = sqlx::query(&sql)
             .bind(job_id)
-            .fetch_optional(&mut **tx)
+            .fetch_all(&mut **tx)
             .await?
+            .pop()
             .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
         self.transition_from(tx, job_from_row(&row)?, event, ctx, lock_pipeline).await
     }
