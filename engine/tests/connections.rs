@@ -108,18 +108,18 @@ async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
         // A change that fails after its transaction began (no such job).
         assert!(store.commit(&cancel(i64::MAX)).await.is_err(), "{}", db.name);
 
-        // Cancels given ever more time before they are dropped: cut off at every step.
+        // Cancels dropped after ever more polls (20 µs apart, the database working on
+        // meanwhile): cut off at every step, from before BEGIN to COMMIT in flight.
         let mut cut = 0;
         for (n, id) in ids.iter().enumerate() {
-            let within = std::time::Duration::from_micros(25 * n as u64);
-            match tokio::time::timeout(within, store.commit(&cancel(*id))).await {
-                Err(_) => {
+            match poll_then_drop(store.commit(&cancel(*id)), n) {
+                None => {
                     cut += 1;
                     // A statement already sent (a COMMIT, say) still ends on the server:
                     // give it the moment it needs before looking.
                     tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 }
-                Ok(done) => assert!(done.is_ok(), "{}: job {id}: {:?}", db.name, done.err()),
+                Some(done) => assert!(done.is_ok(), "{}: job {id}: {:?}", db.name, done.err()),
             }
             let job = store.get_job(*id).await.unwrap().unwrap();
             let entries = store.timeline(*id).await.unwrap();
@@ -143,4 +143,18 @@ async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
         assert_eq!(pipeline.status, Status::Canceled, "{}", db.name);
         store.close().await;
     }
+}
+
+/// Polls `change` up to `polls` times, 20 µs apart, and drops it: its result if it ended
+/// by then, else None (cut off).
+fn poll_then_drop<T>(change: impl std::future::Future<Output = T>, polls: usize) -> Option<T> {
+    let mut change = std::pin::pin!(change);
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    for _ in 0..polls {
+        if let std::task::Poll::Ready(done) = change.as_mut().poll(&mut cx) {
+            return Some(done);
+        }
+        std::thread::sleep(std::time::Duration::from_micros(20));
+    }
+    None
 }

@@ -37,10 +37,11 @@ impl Store {
     pub(super) async fn next_pending_in(&self, tx: &mut Tx<'_>, runner_tags: &[String]) -> Result<Option<ClaimTarget>, EngineError> {
         // The oldest pending job of each project that this runner may take (it has every
         // tag the job asks for).
-        let pending = sqlx::query("SELECT id, pipeline_id, project_id, tags FROM jobs WHERE status = $1 ORDER BY id LIMIT 2000")
-            .bind(Status::Pending.as_str())
-            .fetch_all(&mut **tx)
-            .await?;
+        let sql = format!(
+            "{}SELECT id, pipeline_id, project_id, tags FROM jobs WHERE status = $1 ORDER BY id LIMIT 2000",
+            tx.begin_prefix()
+        );
+        let pending = sqlx::query(&sql).bind(Status::Pending.as_str()).fetch_all(&mut **tx).await?;
         let mut candidates: Vec<Candidate> = Vec::new();
         for r in &pending {
             let project: i64 = r.try_get("project_id")?;

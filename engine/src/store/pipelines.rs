@@ -72,19 +72,24 @@ impl Store {
             ..
         } = *new;
         let t = now();
-        let row = sqlx::query(
-            "INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by, sha, commit_title) \
+        let sql = format!(
+            "{}INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by, sha, commit_title) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-        )
-        .bind(project_id)
-        .bind(git_ref)
-        .bind(Status::Created.as_str())
-        .bind(&t)
-        .bind(triggered_by)
-        .bind(new.sha)
-        .bind(new.commit_title)
-        .fetch_one(&mut **tx)
-        .await?;
+            tx.begin_prefix()
+        );
+        // All rows: a stream stopped at the first would leave the statement open.
+        let row = sqlx::query(&sql)
+            .bind(project_id)
+            .bind(git_ref)
+            .bind(Status::Created.as_str())
+            .bind(&t)
+            .bind(triggered_by)
+            .bind(new.sha)
+            .bind(new.commit_title)
+            .fetch_all(&mut **tx)
+            .await?
+            .pop()
+            .ok_or(sqlx::Error::RowNotFound)?;
         let pipeline_id: i64 = row.try_get("id")?;
         let mut job_ids = Vec::with_capacity(jobs.len());
         for job in jobs {

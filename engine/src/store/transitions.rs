@@ -142,8 +142,11 @@ impl Store {
     pub async fn commit(&self, change: &Change<'_>) -> Result<Committed, EngineError> {
         loop {
             let mut conn = self.conn().await?;
-            // A single job's change begins with its read of the job (see transition_in).
-            let mut tx = Tx::begin(&mut conn, matches!(change, Change::Job { .. })).await?;
+            // These begin with their first statement: a single job's read of the job
+            // (transition_in), a claim's read of the pending jobs (next_pending_in), a new
+            // pipeline's insert (insert_pipeline_in).
+            let begin_with_first_statement = matches!(change, Change::Job { .. } | Change::Claim { .. } | Change::Create { .. });
+            let mut tx = Tx::begin(&mut conn, begin_with_first_statement).await?;
             let Some(committed) = self.apply_in(&mut tx, change).await? else {
                 // Someone moved a job between our read and write: read again.
                 tx.rollback().await?;
