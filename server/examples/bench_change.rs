@@ -5,7 +5,8 @@
 //! Each of RUNS one-job pipelines (no runner, so the job waits `pending`) is cancelled
 //! through `Engine::cancel_job`: the job's read, its move with its timeline entry, and
 //! the pipeline's re-derivation and update, in one transaction. Timed around the call,
-//! once with 20 ms of quiet before each (as P1 has) and once back to back.
+//! once with 20 ms of quiet before each (as P1 has) and once back to back. The
+//! pipelines' creation (`Engine::create_pipeline`, back to back) is timed as well.
 //!
 //!   cargo run --release -p usher --example bench_change
 //!   scripts/with-postgres cargo run --release -p usher --example bench_change
@@ -51,8 +52,9 @@ async fn bench(name: &str, url: String) {
     println!("{name}:");
     for quiet in [Duration::from_millis(20), Duration::ZERO] {
         // Each pipeline on a ref of its own, so creating one cancels no other.
-        let mut jobs = Vec::new();
+        let (mut jobs, mut creates) = (Vec::new(), Vec::new());
         for n in 0..runs() {
+            let at = Instant::now();
             let pipeline = engine
                 .create_pipeline(
                     &admin,
@@ -64,7 +66,11 @@ async fn bench(name: &str, url: String) {
                 )
                 .await
                 .unwrap();
+            creates.push(at.elapsed().as_secs_f64() * 1e6);
             jobs.push(pipeline.jobs.unwrap()[0].id);
+        }
+        if quiet.is_zero() {
+            print("create, back to back", creates);
         }
         let mut us = Vec::new();
         for job in jobs {
