@@ -24,32 +24,6 @@ fn report(exit_code: i32) -> JobReport {
     }
 }
 
-async fn pipeline(engine: &Engine, actor: &Actor, config: &str) -> (i64, Vec<Job>) {
-    let project = engine
-        .create_project(
-            actor,
-            CreateProject {
-                name: format!("p{}", rand::random::<u32>()),
-                ci_config: Some(config.into()),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    let p = engine
-        .create_pipeline(
-            actor,
-            project.id,
-            CreatePipeline {
-                git_ref: "main".into(),
-                ..Default::default()
-            },
-        )
-        .await
-        .unwrap();
-    (p.id, p.jobs.unwrap())
-}
-
 fn status_of(jobs: &[Job], name: &str) -> Status {
     jobs.iter().find(|j| j.name == name).unwrap().status
 }

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 use sqlx::Connection;
+use usher_core::api::{CreatePipeline, CreateProject, Job};
 use usher_engine::{Actor, Engine};
 
 pub struct Db {
@@ -52,4 +53,31 @@ pub async fn runner(engine: &Engine, name: &str) -> i64 {
     let token = engine.create_runner_token().await.unwrap();
     let token_id = engine.authenticate_runner(&token).await.unwrap();
     engine.register_runner(name, token_id, None, &[]).await.unwrap()
+}
+
+/// A new project with `config` and its first pipeline (on `main`): its id and jobs.
+pub async fn pipeline(engine: &Engine, actor: &Actor, config: &str) -> (i64, Vec<Job>) {
+    let project = engine
+        .create_project(
+            actor,
+            CreateProject {
+                name: format!("p{}", rand::random::<u32>()),
+                ci_config: Some(config.into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let p = engine
+        .create_pipeline(
+            actor,
+            project.id,
+            CreatePipeline {
+                git_ref: "main".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    (p.id, p.jobs.unwrap())
 }
