@@ -9,7 +9,7 @@ mod common;
 
 use common::*;
 use sqlx::Connection;
-use usher_core::api::{CreatePipeline, CreateProject};
+use usher_core::api::CreateProject;
 use usher_core::status::{JobEvent, Status};
 use usher_engine::Store;
 use usher_engine::store::{Change, TransitionCtx};
@@ -69,30 +69,9 @@ async fn connections_the_server_ended_are_replaced_not_handed_out() {
 async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
     for db in databases().await {
         let (engine, admin) = engine(&db).await;
-        let jobs: String = (0..60).map(|n| format!("j{n}:\n  script: [echo hi]\n")).collect();
-        let project = engine
-            .create_project(
-                &admin,
-                CreateProject {
-                    name: "cut".into(),
-                    ci_config: Some(jobs),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        let pipeline = engine
-            .create_pipeline(
-                &admin,
-                project.id,
-                CreatePipeline {
-                    git_ref: "main".into(),
-                    ..Default::default()
-                },
-            )
-            .await
-            .unwrap();
-        let ids: Vec<i64> = pipeline.jobs.unwrap().iter().map(|j| j.id).collect();
+        let config: String = (0..60).map(|n| format!("j{n}:\n  script: [echo hi]\n")).collect();
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, &config).await;
+        let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         // A store of the test's own on the same database, whose futures it can drop.
         let store = Store::connect(&db.url).await.unwrap();
         let ctx = TransitionCtx {
@@ -139,7 +118,7 @@ async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
             let committed = store.commit(&cancel(*id)).await.unwrap_or_else(|e| panic!("{}: {e}", db.name));
             assert_eq!(committed.jobs[0].job.status, Status::Canceled);
         }
-        let pipeline = store.get_pipeline(pipeline.id).await.unwrap().unwrap();
+        let pipeline = store.get_pipeline(pipeline_id).await.unwrap().unwrap();
         assert_eq!(pipeline.status, Status::Canceled, "{}", db.name);
         store.close().await;
     }
