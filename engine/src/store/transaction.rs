@@ -8,9 +8,10 @@
 //! cancel) is three calls instead of five, a claim of a pending job three instead of
 //! five.
 //!
-//! An own transaction that is neither committed nor rolled back (the change failed, or
-//! its future was dropped) leaves its mark on the connection ([`Writer`]), and the next
-//! borrower rolls it back before anything else runs.
+//! A change that fails rolls its transaction back at once. One that is neither committed
+//! nor rolled back (its future was dropped, or the rollback failed) leaves its mark on
+//! the connection ([`Writer`]), and the next borrower rolls it back before anything else
+//! runs.
 
 use std::ops::{Deref, DerefMut};
 

@@ -147,10 +147,19 @@ impl Store {
             // pipeline's insert (insert_pipeline_in).
             let begin_with_first_statement = matches!(change, Change::Job { .. } | Change::Claim { .. } | Change::Create { .. });
             let mut tx = Tx::begin(&mut conn, begin_with_first_statement).await?;
-            let Some(committed) = self.apply_in(&mut tx, change).await? else {
-                // Someone moved a job between our read and write: read again.
-                tx.rollback().await?;
-                continue;
+            let committed = match self.apply_in(&mut tx, change).await {
+                Ok(Some(committed)) => committed,
+                Ok(None) => {
+                    // Someone moved a job between our read and write: read again.
+                    tx.rollback().await?;
+                    continue;
+                }
+                Err(e) => {
+                    // Refused (a 404, a 409) or failed: ended now, so the next request
+                    // does not pay for the rollback.
+                    let _ = tx.rollback().await;
+                    return Err(e);
+                }
             };
             if self.backend == Backend::Postgres {
                 self.notify_in(&mut tx, &committed).await?;
