@@ -31,8 +31,8 @@ pub(super) enum Connections {
 
 /// SQLite's one connection, and whether a transaction of the store's own (see
 /// [`super::transaction`]) was begun on it and not ended: a change whose future was
-/// dropped, or that failed, between its `BEGIN` and its `COMMIT`. The next borrower rolls
-/// that transaction back before anything else runs.
+/// dropped between its `BEGIN` and its `COMMIT`, or whose rollback failed. The next
+/// borrower rolls that transaction back before anything else runs.
 pub(super) struct Writer {
     pub(super) conn: AnyConnection,
     pub(super) open_transaction: bool,
