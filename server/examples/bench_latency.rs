@@ -1,5 +1,6 @@
 //! Benchmark: the two latencies a user feels, each over RUNS runs with a real local
-//! runner and real bash, and the machine's floor under the first. SQLite always; PostgreSQL too when TEST_DATABASE_URL is set.
+//! runner and real bash, and the machine's floor under the first. SQLite always;
+//! PostgreSQL too when TEST_DATABASE_URL is set.
 //!
 //! - cancel latency: from just before `POST /api/v1/jobs/{id}/cancel` until the job's
 //!   TERM trap runs, measured inside the trap with bash's `$EPOCHREALTIME`;
