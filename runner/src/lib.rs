@@ -5,6 +5,7 @@
 
 pub mod artifacts;
 pub mod checkout;
+pub mod clone3;
 pub mod container;
 pub mod control;
 pub mod docker;

@@ -18,27 +18,8 @@ use std::process::{ExitStatus, Stdio};
 use tokio::io::unix::AsyncFd;
 use tokio::process::Command;
 
+use crate::clone3::{CLONE_INTO_CGROUP, CloneArgs};
 use crate::isolation::Confinement;
-
-/// `CLONE_INTO_CGROUP` (linux/sched.h); not in the libc crate.
-const CLONE_INTO_CGROUP: u64 = 0x2_0000_0000;
-
-/// `struct clone_args` up to `cgroup` (CLONE_ARGS_SIZE_VER2).
-#[repr(C)]
-#[derive(Default)]
-struct CloneArgs {
-    flags: u64,
-    pidfd: u64,
-    child_tid: u64,
-    parent_tid: u64,
-    exit_signal: u64,
-    stack: u64,
-    stack_size: u64,
-    tls: u64,
-    set_tid: u64,
-    set_tid_size: u64,
-    cgroup: u64,
-}
 
 /// A started job process.
 pub enum JobProcess {
