@@ -3,8 +3,8 @@
 //! kernel's global `cgroup_threadgroup_rwsem` for writing, which waits for an RCU grace
 //! period: about 12 ms of every job start on a stock kernel, most of a job's pickup
 //! time. `clone3` with `CLONE_INTO_CGROUP` (Linux 5.7) creates the child in the cgroup
-//! instead. std's `Command` cannot ask for that, so with a cgroup this module forks with
-//! `clone3` itself and execs the command in the child; without one, or where the kernel
+//! instead. std's `Command` cannot ask for that, so with a cgroup this module makes the
+//! child with [`crate::clone3`] and execs the command in it; without one, or where the kernel
 //! refuses `clone3`, it spawns the command as before (tokio's `Command`, the cgroup
 //! joined by [`Confinement::apply`]). Either way the caller gets a [`JobProcess`].
 
@@ -18,7 +18,7 @@ use std::process::{ExitStatus, Stdio};
 use tokio::io::unix::AsyncFd;
 use tokio::process::Command;
 
-use crate::clone3::{CLONE_INTO_CGROUP, CloneArgs};
+use crate::clone3::{CLONE_INTO_CGROUP, CloneArgs, clone3};
 use crate::isolation::Confinement;
 
 /// A started job process.
@@ -195,36 +195,26 @@ fn clone_into_cgroup(
     let cgroup_dir = std::fs::File::open(cgroup).map_err(CloneError::Refused)?;
     let dev_null = std::fs::File::open("/dev/null").map_err(CloneError::Failed)?;
     let (error_reader, error_writer) = std::io::pipe().map_err(CloneError::Failed)?;
-    let user = confinement.user().map(|u| (u.uid, u.gid));
     let mut pidfd: libc::c_int = -1;
-    let args = CloneArgs {
+    let mut args = CloneArgs {
         flags: libc::CLONE_PIDFD as u64 | CLONE_INTO_CGROUP,
         pidfd: &mut pidfd as *mut libc::c_int as u64,
         exit_signal: libc::SIGCHLD as u64,
         cgroup: cgroup_dir.as_raw_fd() as u64,
         ..Default::default()
     };
-    // SAFETY: clone3 without CLONE_VM is a fork: the child gets a copy of this address
-    // space and runs `exec_child`, which makes only system calls on data prepared above,
-    // then execs or exits.
-    let pid = unsafe { libc::syscall(libc::SYS_clone3, &args as *const CloneArgs, std::mem::size_of::<CloneArgs>()) };
-    if pid == 0 {
-        // SAFETY: in the child, see above.
-        unsafe {
-            exec_child(
-                &prepared,
-                &argv,
-                &envp,
-                dev_null.as_raw_fd(),
-                output.as_raw_fd(),
-                error_writer.as_raw_fd(),
-                user,
-            )
-        }
-    }
-    if pid < 0 {
-        return Err(CloneError::Refused(std::io::Error::last_os_error()));
-    }
+    let mut plan = ChildPlan {
+        prepared: &prepared,
+        argv: &argv,
+        envp: &envp,
+        dev_null: dev_null.as_raw_fd(),
+        output: output.as_raw_fd(),
+        error_pipe: error_writer.as_raw_fd(),
+        user: confinement.user().map(|u| (u.uid, u.gid)),
+    };
+    // SAFETY: `exec_child` makes only system calls on the plan, prepared above, and
+    // execs or exits; the plan lives until clone3 returns.
+    let pid = unsafe { clone3(&mut args, exec_child, (&mut plan as *mut ChildPlan).cast()) }.map_err(CloneError::Refused)?;
     drop(error_writer);
     // SAFETY: the kernel returned a new pidfd that nothing else owns.
     let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
@@ -232,7 +222,7 @@ fn clone_into_cgroup(
     let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
         .map_err(|e| CloneError::Failed(std::io::Error::other(e.to_string())))?;
     let mut child = ClonedChild {
-        pid: pid as i32,
+        pid,
         pidfd: Some(pidfd),
         status: None,
     };
@@ -248,23 +238,36 @@ fn clone_into_cgroup(
     }
 }
 
-/// In the forked child: standard streams, own process group, the default SIGPIPE and an
-/// empty signal mask, the working directory, umask 022, the job user (raw system calls:
-/// glibc's setuid would try to reach threads that exist only in the parent), exec.
-///
-/// # Safety
-/// Only in a child made by `clone3` without `CLONE_VM`, with pointers into `prepared`.
-unsafe fn exec_child(
-    prepared: &Prepared,
-    argv: &[*const libc::c_char],
-    envp: &[*const libc::c_char],
+/// What the child needs, prepared before the clone (see [`exec_child`]).
+struct ChildPlan<'a> {
+    prepared: &'a Prepared,
+    argv: &'a [*const libc::c_char],
+    envp: &'a [*const libc::c_char],
     dev_null: i32,
     output: i32,
     error_pipe: i32,
     user: Option<(u32, u32)>,
-) -> ! {
+}
+
+/// In the child: standard streams, own process group, the default action for every
+/// signal the runner handles (SIGPIPE too) and an empty signal mask, the working
+/// directory, umask 022, the job user (raw system calls: glibc's setuid would try to
+/// reach the runner's threads), exec. On failure, errno into the error pipe and exit.
+///
+/// # Safety
+/// Only as the `main` of [`clone3`], with `plan` pointing to a [`ChildPlan`].
+unsafe extern "C" fn exec_child(plan: *mut std::ffi::c_void) -> ! {
     // SAFETY: (whole body) async-signal-safe system calls on prepared data.
     unsafe {
+        let ChildPlan {
+            prepared,
+            argv,
+            envp,
+            dev_null,
+            output,
+            error_pipe,
+            user,
+        } = *plan.cast::<ChildPlan>();
         let fail = || -> ! {
             let errno = *libc::__errno_location();
             libc::write(error_pipe, errno.to_ne_bytes().as_ptr().cast(), 4);
@@ -276,7 +279,18 @@ unsafe fn exec_child(
         if libc::setpgid(0, 0) != 0 {
             fail();
         }
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        // The handlers are the runner's (the child has a copy of the table): none may run
+        // here, so every signal stays blocked until they are reset.
+        let mut action: libc::sigaction = std::mem::zeroed();
+        for signal in 1..=64 {
+            if libc::sigaction(signal, std::ptr::null(), &mut action) == 0
+                && (action.sa_sigaction != libc::SIG_IGN || signal == libc::SIGPIPE)
+                && action.sa_sigaction != libc::SIG_DFL
+            {
+                let default: libc::sigaction = std::mem::zeroed();
+                libc::sigaction(signal, &default, std::ptr::null_mut());
+            }
+        }
         let mut empty: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut empty);
         libc::syscall(
@@ -348,6 +362,32 @@ mod tests {
             assert_eq!(lines[2], lines[3], "not the leader of its own process group: {out}");
             cgroup.remove().await;
         }
+        let _ = std::fs::remove_dir(&root);
+    }
+
+    /// The clone blocks every signal while the child shares the runner's memory: the job
+    /// must start with none blocked and SIGPIPE not ignored (the runner ignores it), and
+    /// the runner's thread must get its own mask back.
+    #[tokio::test]
+    async fn a_job_process_starts_with_no_signal_blocked_and_the_runner_keeps_its_mask() {
+        let Some(root) = cgroup_root("spawn-test-signals") else { return };
+        let _handled = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1()).unwrap();
+        let mask_of = |status: &str, key: &str| status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string());
+        let runner_before = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        let cgroup = JobCgroup::create(&root, 2).unwrap();
+        let confinement = Confinement::new(&JobIsolation::Trusted, Some(&cgroup));
+        let (reader, writer) = std::io::pipe().unwrap();
+        let mut cmd = Command::new("cat");
+        cmd.arg("/proc/self/status").env_clear().env("PATH", "/usr/bin:/bin");
+        let mut child = spawn_confined(cmd, writer.into(), &confinement).unwrap();
+        let runner_after = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+        assert_eq!(child.wait().await.unwrap().code(), Some(0));
+        let job = std::io::read_to_string(reader).unwrap();
+        assert_eq!(mask_of(&job, "SigBlk:").as_deref(), Some("0000000000000000"), "{job}");
+        let ignored = u64::from_str_radix(&mask_of(&job, "SigIgn:").unwrap(), 16).unwrap();
+        assert_eq!(ignored & (1 << (libc::SIGPIPE - 1)), 0, "SIGPIPE ignored in the job: {job}");
+        assert_eq!(mask_of(&runner_after, "SigBlk:"), mask_of(&runner_before, "SigBlk:"));
+        cgroup.remove().await;
         let _ = std::fs::remove_dir(&root);
     }
 
