@@ -76,18 +76,28 @@ fn JobView(data: JobPageData) -> impl IntoView {
             move |frame| match frame {
                 EventFrame::Log(piece) => log.piece(piece),
                 EventFrame::Job { job: j } => {
-                    // Artifacts are complete once the job is.
-                    if j.status.is_terminal() {
-                        spawn_local(async move {
-                            if let Ok(list) = job_artifacts(id).await {
-                                artifacts.set(list);
-                            }
-                        });
-                    }
+                    let ended = j.status.is_terminal();
                     update_job(j);
-                    refresh_timeline();
-                    // Whatever a missed log frame held is read now.
-                    log.catch_up();
+                    // The reads the change calls for wait for a task of their own: each
+                    // starts a fetch (2 ms apiece in a busy browser), and in this task they
+                    // would hold back the new status from the screen.
+                    let log = log.clone();
+                    set_timeout(
+                        move || {
+                            // Artifacts are complete once the job is.
+                            if ended {
+                                spawn_local(async move {
+                                    if let Ok(list) = job_artifacts(id).await {
+                                        artifacts.set(list);
+                                    }
+                                });
+                            }
+                            refresh_timeline();
+                            // Whatever a missed log frame held is read now.
+                            log.catch_up();
+                        },
+                        std::time::Duration::ZERO,
+                    );
                 }
                 EventFrame::Pipeline { .. } => {}
             }
