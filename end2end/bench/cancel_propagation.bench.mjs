@@ -8,7 +8,7 @@ import { base, signIn, trackPipelines, waitForStatus } from '../tests/helpers.mj
 import { percentile, report } from './report.mjs';
 
 const pipelines = trackPipelines(test);
-const ROUNDS = Number(process.env.USHER_BENCH_P2_ROUNDS || 40);
+const ROUNDS = Number(process.env.USHER_BENCH_P2_ROUNDS || 200);
 
 test('P2: a cancel in one browser reaches another', async ({ browser, request }) => {
   const a = await (await browser.newContext()).newPage();
