@@ -82,19 +82,24 @@ impl Store {
     /// when another writer moved one of the jobs between the read and the write.
     /// `facts_of`: the pipeline whose facts to read after the moves, in the statement of
     /// their timeline entries (a round trip fewer), for a change that writes nothing else
-    /// to it afterwards; None when no job moved.
+    /// to it afterwards; None when no job moved. `known`: the jobs as they are inside `tx`
+    /// already (a pipeline's just inserted), so they are not read again.
     pub(super) async fn batch_in(
         &self,
         tx: &mut Tx<'_>,
         moves: &[Move],
         facts_of: Option<i64>,
+        known: Option<HashMap<i64, Job>>,
     ) -> Result<Option<(Vec<Transitioned>, Option<PipelineFacts>)>, EngineError> {
         let ids: Vec<i64> = moves.iter().map(|(id, ..)| *id).collect();
         let mut seen = HashSet::with_capacity(ids.len());
         if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
             return Err(EngineError::Internal(format!("a batch names job {twice} twice")));
         }
-        let mut current = self.jobs_by_id_in(tx, &ids).await?;
+        let mut current = match known {
+            Some(jobs) => jobs,
+            None => self.jobs_by_id_in(tx, &ids).await?,
+        };
         let t = now();
         let mut groups: Vec<(MoveWrite, Vec<i64>)> = Vec::new();
         let mut group_of: HashMap<MoveWrite, usize> = HashMap::new();

@@ -63,7 +63,9 @@ impl Store {
     /// event) inside `tx`; returns the pipeline's id and its jobs' ids, in the order of
     /// `new.jobs`. Only [`Change::Create`] calls it, so a new pipeline's first moves
     /// commit with it.
-    pub(super) async fn insert_pipeline_in(&self, tx: &mut Tx<'_>, new: &NewPipeline<'_>) -> Result<(i64, Vec<i64>), EngineError> {
+    /// Inserts the pipeline and its jobs; returns its id and the jobs as stored (in the
+    /// order of `new.jobs`), so that scheduling them needs no read.
+    pub(super) async fn insert_pipeline_in(&self, tx: &mut Tx<'_>, new: &NewPipeline<'_>) -> Result<(i64, Vec<Job>), EngineError> {
         let NewPipeline {
             project_id,
             git_ref,
@@ -91,29 +93,31 @@ impl Store {
             .pop()
             .ok_or(sqlx::Error::RowNotFound)?;
         let pipeline_id: i64 = row.try_get("id")?;
-        let mut job_ids = Vec::with_capacity(jobs.len());
+        let insert_job = format!(
+            "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {JOB_COLUMNS}"
+        );
+        let mut stored = Vec::with_capacity(jobs.len());
         for job in jobs {
             let spec = serde_json::to_string(&job.spec).map_err(|e| EngineError::Internal(e.to_string()))?;
             let needs = job.needs.as_ref().map(|n| serde_json::to_string(n).unwrap_or_default());
-            let row = sqlx::query(
-                "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING id",
-            )
-            .bind(pipeline_id)
-            .bind(project_id)
-            .bind(&job.name)
-            .bind(&job.stage)
-            .bind(job.stage_index)
-            .bind(needs)
-            .bind(Status::Created.as_str())
-            .bind(job.interruptible as i64)
-            .bind(spec)
-            .bind(&t)
-            .bind(tags_to(&job.spec.job.tags))
-            .fetch_one(&mut **tx)
-            .await?;
-            job_ids.push(row.try_get("id")?);
+            let row = sqlx::query(&insert_job)
+                .bind(pipeline_id)
+                .bind(project_id)
+                .bind(&job.name)
+                .bind(&job.stage)
+                .bind(job.stage_index)
+                .bind(needs)
+                .bind(Status::Created.as_str())
+                .bind(job.interruptible as i64)
+                .bind(spec)
+                .bind(&t)
+                .bind(tags_to(&job.spec.job.tags))
+                .fetch_one(&mut **tx)
+                .await?;
+            stored.push(job_from_row(&row)?);
         }
+        let job_ids: Vec<i64> = stored.iter().map(|j| j.id).collect();
         // Each job's first timeline entry (created, by whoever triggered the pipeline),
         // 500 to a statement.
         for chunk in job_ids.chunks(500) {
@@ -128,7 +132,7 @@ impl Store {
             }
             query.execute(&mut **tx).await?;
         }
-        Ok((pipeline_id, job_ids))
+        Ok((pipeline_id, stored))
     }
 
     pub async fn get_pipeline(&self, id: i64) -> Result<Option<Pipeline>, EngineError> {

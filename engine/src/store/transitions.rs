@@ -216,9 +216,10 @@ impl Store {
             }
             Change::Create { new, ready, ctx } => {
                 // Nobody else sees the pipeline before the commit: no lock to take.
-                let (pipeline_id, job_ids) = self.insert_pipeline_in(tx, new).await?;
-                let moves: Vec<Move> = ready.iter().map(|(i, event)| (job_ids[*i], *event, (*ctx).clone())).collect();
-                let Some((moved, read)) = self.batch_in(tx, &moves, Some(pipeline_id)).await? else {
+                let (pipeline_id, jobs) = self.insert_pipeline_in(tx, new).await?;
+                let moves: Vec<Move> = ready.iter().map(|(i, event)| (jobs[*i].id, *event, (*ctx).clone())).collect();
+                let stored = jobs.into_iter().map(|j| (j.id, j)).collect();
+                let Some((moved, read)) = self.batch_in(tx, &moves, Some(pipeline_id), Some(stored)).await? else {
                     return Ok(None);
                 };
                 created = Some(pipeline_id);
@@ -234,7 +235,7 @@ impl Store {
                 // A cancel is recorded on the pipeline after the moves: its facts are
                 // read after that.
                 let facts_of = cancel.is_none().then_some(*pipeline_id);
-                let Some((moved, read)) = self.batch_in(tx, moves, facts_of).await? else {
+                let Some((moved, read)) = self.batch_in(tx, moves, facts_of, None).await? else {
                     return Ok(None);
                 };
                 if let (Some(cancel), false) = (cancel, moved.is_empty()) {
