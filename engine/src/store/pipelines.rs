@@ -60,11 +60,9 @@ pub struct PipelineFilter {
 
 impl Store {
     /// Inserts a pipeline and its jobs (all `created`, each with its first timeline
-    /// event) inside `tx`; returns the pipeline's id and its jobs' ids, in the order of
-    /// `new.jobs`. Only [`Change::Create`] calls it, so a new pipeline's first moves
-    /// commit with it.
-    /// Inserts the pipeline and its jobs; returns its id and the jobs as stored (in the
-    /// order of `new.jobs`), so that scheduling them needs no read.
+    /// event) inside `tx`; returns the pipeline's id and its jobs as stored, in the order
+    /// of `new.jobs`, so that scheduling them needs no read. Only [`Change::Create`] calls
+    /// it, so a new pipeline's first moves commit with it.
     pub(super) async fn insert_pipeline_in(&self, tx: &mut Tx<'_>, new: &NewPipeline<'_>) -> Result<(i64, Vec<Job>), EngineError> {
         let NewPipeline {
             project_id,
