@@ -36,6 +36,23 @@ fn rss_mb(pid: u32) -> f64 {
     kb / 1024.0
 }
 
+/// CPU time (user + system) a process has used so far, in ms (`/proc/<pid>/stat`, in
+/// clock ticks of 10 ms).
+fn cpu_ms(pid: &str) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // The fields after the command name (which may hold spaces) start at the state, field 3.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .map(|t| t.iter().filter_map(|v| v.parse::<f64>().ok()).sum())
+        .unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    ticks * 1000.0 / unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64
+}
+
 fn usher_binary() -> std::path::PathBuf {
     if let Ok(bin) = std::env::var("USHER_BIN") {
         return bin.into();
@@ -139,6 +156,11 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     let rss = rss_mb(server.pid());
 
     let mut latencies = Vec::new();
+    // Where the rounds' CPU goes: the server's sends, and these clients' reads (which a
+    // real deployment's browsers would do on machines of their own).
+    let server_pid = server.pid().to_string();
+    let (server_cpu_before, clients_cpu_before) = (cpu_ms(&server_pid), cpu_ms("self"));
+    let rounds_started = Instant::now();
     for r in 1..=ROUNDS {
         round.store(r, Ordering::SeqCst);
         let t0 = Instant::now();
@@ -167,6 +189,10 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
         // Let the round's remaining frames (job, pipeline updates) drain.
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Each round ends with 500 ms of quiet, which uses next to no CPU.
+    let rounds_ms = rounds_started.elapsed().as_secs_f64() * 1000.0 - 500.0 * ROUNDS as f64;
+    let server_cpu = (cpu_ms(&server_pid) - server_cpu_before) / ROUNDS as f64;
+    let clients_cpu = (cpu_ms("self") - clients_cpu_before) / ROUNDS as f64;
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (p50, p99, max) = (
         common::quantile(&latencies, 0.5),
@@ -177,10 +203,16 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     println!("  {sockets} event websockets opened in {open_secs:.1} s");
     println!("  server RSS: {baseline:.0} MB before, {rss:.0} MB with them open");
     println!("  one event → every socket ({ROUNDS} events): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
+    println!(
+        "  CPU per event: server {server_cpu:.0} ms, these clients {clients_cpu:.0} ms, in {:.0} ms of wall clock on {} cores",
+        rounds_ms / ROUNDS as f64,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
     common::record(
         "P6",
         label,
-        json!({ "sockets": sockets, "rss_mb": rss, "rss_baseline_mb": baseline, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "events": ROUNDS }),
+        json!({ "sockets": sockets, "rss_mb": rss, "rss_baseline_mb": baseline, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "events": ROUNDS,
+                "server_cpu_ms_per_event": server_cpu, "clients_cpu_ms_per_event": clients_cpu }),
     );
     for task in tasks {
         task.abort();
