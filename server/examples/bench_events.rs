@@ -99,9 +99,12 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     let opened = Instant::now();
     let url = format!("ws://{}/api/v1/events", base.trim_start_matches("http://"));
     let mut tasks = Vec::new();
+    // Frames received during the rounds, by every socket together.
+    let frames = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let connecting = Arc::new(tokio::sync::Semaphore::new(256));
     for i in 0..sockets {
-        let (url, round, arrived_tx, connecting) = (url.clone(), round.clone(), arrived_tx.clone(), connecting.clone());
+        let (url, round, arrived_tx, connecting, frames) =
+            (url.clone(), round.clone(), arrived_tx.clone(), connecting.clone(), frames.clone());
         tasks.push(tokio::spawn(async move {
             let mut request = url.into_client_request().unwrap();
             request
@@ -117,6 +120,7 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
             while let Some(Ok(_frame)) = ws.next().await {
                 let now = Instant::now();
                 let r = round.load(Ordering::SeqCst);
+                frames.fetch_add(1, Ordering::Relaxed);
                 if r != seen_round {
                     seen_round = r;
                     let _ = arrived_tx.send((r, i, now));
@@ -161,6 +165,7 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     let server_pid = server.pid().to_string();
     let (server_cpu_before, clients_cpu_before) = (cpu_ms(&server_pid), cpu_ms("self"));
     let rounds_started = Instant::now();
+    let frames_before = frames.load(Ordering::Relaxed);
     for r in 1..=ROUNDS {
         round.store(r, Ordering::SeqCst);
         let t0 = Instant::now();
@@ -193,6 +198,7 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     let rounds_ms = rounds_started.elapsed().as_secs_f64() * 1000.0 - 500.0 * ROUNDS as f64;
     let server_cpu = (cpu_ms(&server_pid) - server_cpu_before) / ROUNDS as f64;
     let clients_cpu = (cpu_ms("self") - clients_cpu_before) / ROUNDS as f64;
+    let frames_per_socket = (frames.load(Ordering::Relaxed) - frames_before) as f64 / (ROUNDS as f64 * sockets as f64);
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (p50, p99, max) = (
         common::quantile(&latencies, 0.5),
@@ -204,7 +210,7 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     println!("  server RSS: {baseline:.0} MB before, {rss:.0} MB with them open");
     println!("  one event → every socket ({ROUNDS} events): p50 {p50:.1} ms, p99 {p99:.1} ms, max {max:.1} ms");
     println!(
-        "  CPU per event: server {server_cpu:.0} ms, these clients {clients_cpu:.0} ms, in {:.0} ms of wall clock on {} cores",
+        "  CPU per event: server {server_cpu:.0} ms, these clients {clients_cpu:.0} ms, in {:.0} ms of wall clock on {} cores; {frames_per_socket:.2} frames per socket",
         rounds_ms / ROUNDS as f64,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
@@ -212,7 +218,7 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
         "P6",
         label,
         json!({ "sockets": sockets, "rss_mb": rss, "rss_baseline_mb": baseline, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "events": ROUNDS,
-                "server_cpu_ms_per_event": server_cpu, "clients_cpu_ms_per_event": clients_cpu }),
+                "server_cpu_ms_per_event": server_cpu, "clients_cpu_ms_per_event": clients_cpu, "frames_per_socket_per_event": frames_per_socket }),
     );
     for task in tasks {
         task.abort();
