@@ -14,6 +14,7 @@
 //! the end the job's Docker API is closed and everything labelled with the job removed.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
@@ -31,6 +32,7 @@ use crate::isolation::{Confinement, JobCgroup, JobIsolation};
 use crate::job_run::JobRun;
 use crate::logsink::{self, LogHandle};
 use crate::procs::{self, JobMarks};
+use crate::rooms::ReadyRooms;
 use crate::script::{after_script_text, script_text};
 use crate::spawn::JobProcess;
 
@@ -63,6 +65,8 @@ pub struct JobHost {
     pub cgroups: Option<PathBuf>,
     /// The docker executor's engine; None: the shell executor.
     pub docker: Option<Docker>,
+    /// Job directories made before their jobs arrive.
+    pub rooms: Arc<ReadyRooms>,
 }
 
 /// Waits for the script, a control message or the timeout.
@@ -145,7 +149,7 @@ pub async fn run_job(
         log,
     };
     let mut proxy = None;
-    let outcome = match run.make_dirs() {
+    let outcome = match host.rooms.take(&run.build_dir, &run.meta_dir) {
         Ok(()) => {
             if let (Some(docker), Some(socket)) = (&run.docker, &run.proxy_socket) {
                 match DockerProxy::start(socket, docker, job.job_id) {
@@ -185,6 +189,9 @@ pub async fn run_job(
     run.log.flush().await;
     let _ = std::fs::remove_dir_all(&run.build_dir);
     let _ = std::fs::remove_dir_all(&run.meta_dir);
+    // The next job's directories, while this one's report goes out.
+    let rooms = host.rooms.clone();
+    tokio::task::spawn_blocking(move || rooms.refill());
     outcome
 }
 

@@ -1,9 +1,11 @@
-//! The machine as this runner's jobs find it ([`JobHost`]): the builds directory, the
-//! runner's cgroup directory and the Docker engine, made ready before the first job —
-//! which includes removing what a previous life of this runner left behind.
+//! The machine as this runner's jobs find it ([`JobHost`]): the builds directory (with
+//! the first jobs' directories made in it, see `rooms`), the runner's cgroup directory
+//! and the Docker engine, made ready before the first job — which includes removing
+//! what a previous life of this runner left behind.
 
 use crate::executor::JobHost;
 use crate::isolation;
+use crate::rooms::ReadyRooms;
 use crate::session::RunnerConfig;
 
 /// Before the first job: what a previous life of this runner left (after a crash or a
@@ -49,7 +51,10 @@ pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
             config.isolation.describe()
         ),
     }
+    let rooms = ReadyRooms::new(&config.builds_dir, config.isolation.user().cloned(), config.concurrency as usize);
+    rooms.refill();
     JobHost {
+        rooms: std::sync::Arc::new(rooms),
         builds_dir: config.builds_dir.clone(),
         isolation: config.isolation.clone(),
         cgroups,
@@ -57,9 +62,9 @@ pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
     }
 }
 
-/// Job directories left by an earlier run of this runner (a crash, a kill -9): nothing
-/// is running in them any more, so they go before the first job. Returns the ids of
-/// those jobs, whose Docker objects go too.
+/// Job directories left by an earlier run of this runner (a crash, a kill -9), ready
+/// sets included (`job-ready-<n>`): nothing is running in them any more, so they go
+/// before the first job. Returns the ids of those jobs, whose Docker objects go too.
 fn remove_stale_build_dirs(builds_dir: &std::path::Path) -> Vec<i64> {
     let Ok(entries) = std::fs::read_dir(builds_dir) else {
         return Vec::new();

@@ -143,14 +143,4 @@ impl JobRun<'_> {
         std::fs::write(file, text)?;
         isolation::give_to(file, self.confinement.user())
     }
-
-    /// Fresh, empty directories for the job, owned by the job user.
-    pub(crate) fn make_dirs(&self) -> std::io::Result<()> {
-        let _ = std::fs::remove_dir_all(&self.build_dir);
-        let _ = std::fs::remove_dir_all(&self.meta_dir);
-        std::fs::create_dir_all(&self.build_dir)?;
-        std::fs::create_dir_all(&self.home_dir)?;
-        isolation::give_to(&self.build_dir, self.confinement.user())?;
-        isolation::give_to(&self.meta_dir, self.confinement.user())
-    }
 }

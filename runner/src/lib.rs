@@ -18,6 +18,7 @@ pub mod logging;
 pub mod logsink;
 pub mod output;
 pub mod procs;
+pub mod rooms;
 pub mod script;
 pub mod session;
 pub mod spawn;

@@ -160,6 +160,8 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
     if tokio::time::timeout(KILL_WAIT, futures::future::join_all(tasks)).await.is_err() {
         tracing::warn!(runner = %config.name, "job tasks did not end within {KILL_WAIT:?}");
     }
+    // The next job's directories are not needed.
+    host.rooms.clear();
     // Every job's cgroup is gone by now, so this runner's own (empty) one goes too: a
     // clean exit leaves nothing behind. rmdir refuses while anything is still in it,
     // which the next start then kills.
