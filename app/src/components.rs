@@ -82,7 +82,10 @@ pub fn ErrorBox(message: String) -> impl IntoView {
 }
 
 /// A page's data: "Loading…" while it comes, the error if it fails, else `show(data)`.
-pub fn loaded<T, E, V>(data: Resource<Result<T, E>>, show: impl Fn(T) -> V + Clone + Send + Sync + 'static) -> impl IntoView
+pub fn loaded<T, E, V>(
+    data: crate::page_data::PageData<Result<T, E>>,
+    show: impl Fn(T) -> V + Clone + Send + Sync + 'static,
+) -> impl IntoView
 where
     T: Clone + Send + Sync + serde::Serialize + serde::de::DeserializeOwned + 'static,
     E: Clone + Send + Sync + std::fmt::Display + serde::Serialize + serde::de::DeserializeOwned + 'static,

@@ -11,6 +11,7 @@ pub mod components;
 pub mod live;
 pub mod log_view;
 pub mod page_chunks;
+pub mod page_data;
 pub mod pages;
 pub mod server;
 pub mod terminal;

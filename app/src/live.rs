@@ -149,7 +149,8 @@ mod browser {
             let live = live.clone();
             Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
                 if let Some(text) = ev.data().as_string() {
-                    if let Ok(frame) = serde_json::from_str::<EventFrame>(&text) {
+                    // From bytes, like everything else the page decodes (see `page_data`).
+                    if let Ok(frame) = serde_json::from_slice::<EventFrame>(text.as_bytes()) {
                         (live.on_frame)(frame);
                     }
                 }

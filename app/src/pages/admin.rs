@@ -25,7 +25,7 @@ pub fn AdminJobsPage() -> impl IntoView {
             .map(|s| Status::parse(&s).ok_or(s))
             .unwrap_or(Ok(Status::Canceling))
     };
-    let data = Resource::new(status, |status| async move {
+    let data = crate::page_data::page_data(status, |status| async move {
         match status {
             Ok(s) => admin_jobs(s).await.map_err(|e| e.to_string()),
             Err(text) => Err(format!("`{text}` is not a job status")),
@@ -115,7 +115,7 @@ fn AdminJobRow(job: Job, role: usher_core::roles::Role, cancel: ServerAction<Can
 
 #[component]
 pub fn AdminRunnersPage() -> impl IntoView {
-    let data = Resource::new(|| (), |_| admin_runners());
+    let data = crate::page_data::page_data(|| (), |_| admin_runners());
     loaded(data, |d| view! { <AdminRunners data=d/> })
 }
 

@@ -18,7 +18,7 @@ use crate::server::{JobPageData, job_artifacts, job_now, job_page, job_timeline}
 pub fn JobPage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
-    let data = Resource::new(id, job_page);
+    let data = crate::page_data::page_data(id, job_page);
     loaded(data, |d| view! { <JobView data=d/> })
 }
 

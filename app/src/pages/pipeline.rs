@@ -20,7 +20,7 @@ use crate::server::{AbortJob, CancelJob, PipelinePageData, RetryPipeline, pipeli
 pub fn PipelinePage() -> impl IntoView {
     let params = use_params_map();
     let id = move || params.read().get("id").and_then(|s| s.parse::<i64>().ok()).unwrap_or(0);
-    let data = Resource::new(id, pipeline_page);
+    let data = crate::page_data::page_data(id, pipeline_page);
     loaded(data, |d| view! { <PipelineView data=d/> })
 }
 

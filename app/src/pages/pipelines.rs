@@ -29,7 +29,7 @@ pub fn PipelinesPage() -> impl IntoView {
             git_ref: q.get("ref").filter(|s| !s.is_empty()),
         }
     };
-    let data = Resource::new(
+    let data = crate::page_data::page_data(
         move || (project_id(), query()),
         |(id, q)| list_pipelines(id, q.page, q.status, q.git_ref),
     );

@@ -13,7 +13,7 @@ use crate::server::{CreateProjectForm, ProjectsData, UpdateProjectForm, projects
 
 #[component]
 pub fn ProjectsPage() -> impl IntoView {
-    let data = Resource::new(|| (), |_| projects_page());
+    let data = crate::page_data::page_data(|| (), |_| projects_page());
     loaded(data, |d| view! { <ProjectList data=d/> })
 }
 

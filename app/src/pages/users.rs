@@ -15,7 +15,7 @@ const ROLES: [Role; 4] = [Role::Viewer, Role::Developer, Role::Maintainer, Role:
 
 #[component]
 pub fn AdminUsersPage() -> impl IntoView {
-    let data = Resource::new(|| (), |_| admin_users_page());
+    let data = crate::page_data::page_data(|| (), |_| admin_users_page());
     loaded(data, |d| view! { <UserList data=d/> })
 }
 
