@@ -11,6 +11,39 @@
 use leptos::prelude::*;
 use usher_core::api::EventFrame;
 
+/// One frame of the event socket, or None for a frame this page does not know.
+///
+/// Read through a flat struct rather than `EventFrame`'s own (internally tagged)
+/// decoder: serde decodes a tagged enum by buffering the frame as generic `Content`
+/// first, which put a second decoder of every job and pipeline field, and the buffering
+/// itself, into the WASM (about 40 KB before wasm-opt). The flat struct reuses the
+/// decoders the pages' data already needs.
+pub fn decode_frame(json: &[u8]) -> Option<EventFrame> {
+    #[derive(serde::Deserialize)]
+    struct Flat {
+        #[serde(rename = "type")]
+        kind: String,
+        job: Option<usher_core::api::Job>,
+        pipeline: Option<usher_core::api::Pipeline>,
+        job_id: Option<i64>,
+        offset: Option<u64>,
+        length: Option<u64>,
+        text: Option<String>,
+    }
+    let flat: Flat = serde_json::from_slice(json).ok()?;
+    match flat.kind.as_str() {
+        "job" => flat.job.map(|job| EventFrame::Job { job }),
+        "pipeline" => flat.pipeline.map(|pipeline| EventFrame::Pipeline { pipeline }),
+        "log" => Some(EventFrame::Log(usher_core::api::LogAppend {
+            job_id: flat.job_id?,
+            offset: flat.offset?,
+            length: flat.length?,
+            text: flat.text,
+        })),
+        _ => None,
+    }
+}
+
 /// The wait before reconnect attempt `n` (0-based), in milliseconds, before jitter.
 pub fn backoff_ms(attempt: u32) -> u64 {
     (500u64 << attempt.min(5)).min(15_000)
@@ -149,8 +182,7 @@ mod browser {
             let live = live.clone();
             Closure::<dyn FnMut(web_sys::MessageEvent)>::new(move |ev: web_sys::MessageEvent| {
                 if let Some(text) = ev.data().as_string() {
-                    // From bytes, like everything else the page decodes (see `page_data`).
-                    if let Ok(frame) = serde_json::from_slice::<EventFrame>(text.as_bytes()) {
+                    if let Some(frame) = super::decode_frame(text.as_bytes()) {
                         (live.on_frame)(frame);
                     }
                 }
@@ -195,6 +227,58 @@ mod browser {
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+    use usher_core::api::{EventFrame, LogAppend};
+
+    use super::decode_frame;
+
+    #[test]
+    fn every_frame_the_server_sends_decodes_to_what_it_sent() {
+        let job = serde_json::from_value(json!({
+            "id": 7, "pipeline_id": 3, "project_id": 1, "name": "build", "stage": "test",
+            "status": "canceling", "interruptible": true, "created_at": "2026-11-29T04:00:00Z",
+            "started_at": "2026-11-29T04:00:01Z", "finished_at": null, "runner_id": 2,
+            "exit_code": null, "failure_reason": null,
+            "cancel": {"mode": "graceful", "requested_by": "ana", "requested_at": "2026-11-29T04:00:02Z", "reason": "user"},
+            "after_script": null, "tags": ["linux"], "waiting_for": null, "retry_of": 5, "retried": false
+        }))
+        .unwrap();
+        let pipeline = serde_json::from_value(json!({
+            "id": 3, "project_id": 1, "ref": "main", "status": "running",
+            "created_at": "2026-11-29T04:00:00Z", "started_at": null, "finished_at": null,
+            "triggered_by": "api", "cancel": null, "sha": "abc", "commit_title": "Fix"
+        }))
+        .unwrap();
+        let frames = [
+            EventFrame::Job { job },
+            EventFrame::Pipeline { pipeline },
+            EventFrame::Log(LogAppend {
+                job_id: 7,
+                offset: 10,
+                length: 14,
+                text: Some("ok\n".into()),
+            }),
+            EventFrame::Log(LogAppend {
+                job_id: 7,
+                offset: 14,
+                length: 9000,
+                text: None,
+            }),
+        ];
+        for frame in frames {
+            let sent = serde_json::to_vec(&frame).unwrap();
+            assert_eq!(decode_frame(&sent), Some(frame), "{}", String::from_utf8_lossy(&sent));
+        }
+    }
+
+    #[test]
+    fn frames_of_an_unknown_type_or_shape_are_skipped() {
+        assert_eq!(decode_frame(br#"{"type":"runner","runner":{"id":1}}"#), None);
+        assert_eq!(decode_frame(br#"{"type":"job"}"#), None);
+        assert_eq!(decode_frame(br#"{"type":"log","job_id":7}"#), None);
+        assert_eq!(decode_frame(b"not json"), None);
+    }
+
     #[test]
     fn backoff_grows_and_is_capped() {
         let waits: Vec<u64> = (0..8).map(super::backoff_ms).collect();
