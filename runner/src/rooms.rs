@@ -3,8 +3,10 @@
 //! (`job-<id>.usher`). Making them costs 0.2–0.8 ms on a VM whose disk has been idle,
 //! which used to fall between the job reaching the runner and its first line. So the
 //! runner keeps one empty set ready for each job it may run at once, made while it
-//! waits (`job-ready-<n>` and `job-ready-<n>.usher`, already the job user's), and a job
-//! renames a ready set into place; it makes its own only when none is ready.
+//! waits (`job-ready-<n>` and `job-ready-<n>.usher`), and a job renames a ready set
+//! into place; it makes its own only when none is ready. A ready set stays the
+//! runner's until a job takes it and only then becomes the job user's, so a job
+//! cannot put anything into the directories of a job that comes after it.
 //!
 //! A ready set is named like any job directory, so the start-up clean-up of a crashed
 //! runner's leftovers (`host::prepare_host`) removes it too; a clean stop removes it.
@@ -32,6 +34,8 @@ struct Ready {
     sets: Vec<(PathBuf, PathBuf)>,
     /// The next set's number.
     next: u64,
+    /// The runner is stopping: no more sets (a refill after the last job may come late).
+    closed: bool,
 }
 
 impl ReadyRooms {
@@ -48,6 +52,13 @@ impl ReadyRooms {
     /// Gives a job its empty build directory `build` and the directory `beside` it
     /// (holding an empty `home`), both the job user's: a ready set renamed, or new ones.
     pub fn take(&self, build: &Path, beside: &Path) -> std::io::Result<()> {
+        self.place(build, beside)?;
+        isolation::give_to(build, self.user.as_ref())?;
+        isolation::give_to(beside, self.user.as_ref())
+    }
+
+    /// A ready set renamed to `build` and `beside`, or new directories there.
+    fn place(&self, build: &Path, beside: &Path) -> std::io::Result<()> {
         let ready = self.state.lock().unwrap().sets.pop();
         if let Some((ready_build, ready_beside)) = ready {
             // A job id is never reused, so the targets do not exist; if they do (left by
@@ -58,7 +69,7 @@ impl ReadyRooms {
             let _ = std::fs::remove_dir_all(&ready_build);
             let _ = std::fs::remove_dir_all(&ready_beside);
         }
-        make_set(build, beside, self.user.as_ref())
+        make_set(build, beside)
     }
 
     /// Makes sets until as many as wanted are ready. Blocking file-system work: called
@@ -68,7 +79,7 @@ impl ReadyRooms {
         loop {
             let number = {
                 let mut state = self.state.lock().unwrap();
-                if state.sets.len() >= self.wanted {
+                if state.closed || state.sets.len() >= self.wanted {
                     return;
                 }
                 state.next += 1;
@@ -76,7 +87,7 @@ impl ReadyRooms {
             };
             let build = self.builds_dir.join(format!("job-ready-{number}"));
             let beside = self.builds_dir.join(format!("job-ready-{number}.usher"));
-            if let Err(e) = make_set(&build, &beside, self.user.as_ref()) {
+            if let Err(e) = make_set(&build, &beside) {
                 // Jobs make their own directories then, and report what fails.
                 tracing::warn!("could not make directories for the next job in {}: {e}", self.builds_dir.display());
                 let _ = std::fs::remove_dir_all(&build);
@@ -87,24 +98,27 @@ impl ReadyRooms {
         }
     }
 
-    /// Removes the ready sets (the runner is stopping).
+    /// Removes the ready sets and makes no more (the runner is stopping).
     pub fn clear(&self) {
         let _one_at_a_time = self.refilling.lock().unwrap();
-        for (build, beside) in std::mem::take(&mut self.state.lock().unwrap().sets) {
+        let sets = {
+            let mut state = self.state.lock().unwrap();
+            state.closed = true;
+            std::mem::take(&mut state.sets)
+        };
+        for (build, beside) in sets {
             let _ = std::fs::remove_dir_all(build);
             let _ = std::fs::remove_dir_all(beside);
         }
     }
 }
 
-/// New, empty directories for a job, owned by the job user.
-fn make_set(build: &Path, beside: &Path, user: Option<&JobUser>) -> std::io::Result<()> {
+/// New, empty directories for a job, still the runner's.
+fn make_set(build: &Path, beside: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(build);
     let _ = std::fs::remove_dir_all(beside);
     std::fs::create_dir_all(build)?;
-    std::fs::create_dir_all(beside.join("home"))?;
-    isolation::give_to(build, user)?;
-    isolation::give_to(beside, user)
+    std::fs::create_dir_all(beside.join("home"))
 }
 
 #[cfg(test)]
@@ -139,6 +153,36 @@ mod tests {
         assert_eq!(names(builds.path()), ["job-7", "job-7.usher", "job-ready-1", "job-ready-1.usher"]);
         rooms.clear();
         assert_eq!(names(builds.path()), ["job-7", "job-7.usher"]);
+        // The refill a job started as it ended may run after the runner cleared.
+        rooms.refill();
+        assert_eq!(names(builds.path()), ["job-7", "job-7.usher"]);
+    }
+
+    #[test]
+    fn a_ready_set_is_the_runners_until_a_job_takes_it() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: only root can hand directories to a job user");
+            return;
+        }
+        use std::os::unix::fs::MetadataExt;
+        let owner = |path: &Path| std::fs::metadata(path).unwrap().uid();
+        let builds = tempfile::tempdir().unwrap();
+        let user = JobUser {
+            name: "nobody".into(),
+            uid: 65534,
+            gid: 65534,
+        };
+        let rooms = ReadyRooms::new(builds.path(), Some(user), 1);
+        rooms.refill();
+        // A job running as the job user cannot write into the next job's directories.
+        for ready in ["job-ready-0", "job-ready-0.usher", "job-ready-0.usher/home"] {
+            assert_eq!(owner(&builds.path().join(ready)), 0, "{ready}");
+        }
+        let (build, beside) = (builds.path().join("job-3"), builds.path().join("job-3.usher"));
+        rooms.take(&build, &beside).unwrap();
+        for taken in [&build, &beside, &beside.join("home")] {
+            assert_eq!(owner(taken), 65534, "{}", taken.display());
+        }
     }
 
     #[test]
