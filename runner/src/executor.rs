@@ -136,7 +136,7 @@ pub async fn run_job(
     let confinement = Confinement::new(&host.isolation, cgroup.as_ref());
     let mut run = JobRun {
         job: &job,
-        home_dir: meta_dir.join("home"),
+        home_dir: meta_dir.join(crate::rooms::HOME),
         state_file: meta_dir.join("state.sh"),
         marks: JobMarks::new(cookie, &[&build_dir, &meta_dir]).with_cgroup(cgroup),
         caches: host.builds_dir.join(".usher-cache"),

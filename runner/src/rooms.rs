@@ -16,6 +16,9 @@ use std::sync::Mutex;
 
 use crate::isolation::{self, JobUser};
 
+/// The job user's home, inside the directory beside the build directory.
+pub const HOME: &str = "home";
+
 /// This runner's ready sets of job directories.
 #[derive(Debug)]
 pub struct ReadyRooms {
@@ -118,7 +121,7 @@ fn make_set(build: &Path, beside: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(build);
     let _ = std::fs::remove_dir_all(beside);
     std::fs::create_dir_all(build)?;
-    std::fs::create_dir_all(beside.join("home"))
+    std::fs::create_dir_all(beside.join(HOME))
 }
 
 #[cfg(test)]
