@@ -1,16 +1,21 @@
 //! Artifact upload after after_script: the job's `artifacts.paths` are resolved inside
-//! its build directory (files, and directories walked without following links; a link
-//! pointing outside the build directory is skipped) and each file is streamed to
-//! `PUT /api/runner/v1/jobs/{id}/artifacts/{path}`. Only an abort interrupts an upload.
+//! its build directory (regular files, and directories walked; links of any kind,
+//! FIFOs, sockets and devices are skipped) and each file is streamed to
+//! `PUT /api/runner/v1/jobs/{id}/artifacts/{path}`. Every name is opened beneath the
+//! build directory's descriptor with the job user's rights (`beneath`), so what the job
+//! swaps in after the listing yields its own file or an error, never the runner's
+//! data. Only an abort interrupts an upload.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::sync::mpsc;
 use usher_core::artifacts::normalize_path;
 use usher_core::protocol::ArtifactsAssignment;
 
+use crate::beneath::{Entry, JobTree};
 use crate::control::Control;
+use crate::isolation::JobUser;
 use crate::logsink::LogHandle;
 
 /// Characters left as they are in a path segment of the upload URL.
@@ -61,18 +66,26 @@ impl Uploader {
         job_id: i64,
         spec: &ArtifactsAssignment,
         build_dir: &Path,
+        reader: Option<JobUser>,
         log: &LogHandle,
         control: &mut mpsc::UnboundedReceiver<Control>,
     ) -> UploadOutcome {
-        let files = collect_files(build_dir, &spec.paths, log);
+        let tree = match JobTree::open(build_dir, reader) {
+            Ok(tree) => tree,
+            Err(e) => {
+                log.note(&format!("Artifacts are not uploaded: the build directory cannot be opened: {e}"));
+                return UploadOutcome::Done;
+            }
+        };
+        let files = collect_files(&tree, &spec.paths, log);
         if files.is_empty() {
             log.note("No artifact files to upload.");
             return UploadOutcome::Done;
         }
         log.note(&format!("Uploading {} artifact file(s)", files.len()));
         let (mut done, mut bytes) = (0, 0);
-        for (rel, abs) in files {
-            let upload = self.upload_one(job_id, &rel, &abs);
+        for rel in files {
+            let upload = self.upload_one(job_id, &rel, &tree);
             tokio::pin!(upload);
             let result = loop {
                 tokio::select! {
@@ -103,9 +116,12 @@ impl Uploader {
         UploadOutcome::Done
     }
 
-    async fn upload_one(&self, job_id: i64, rel: &str, abs: &Path) -> Result<u64, (Option<u16>, String)> {
-        let file = tokio::fs::File::open(abs).await.map_err(|e| (None, e.to_string()))?;
-        let size = file.metadata().await.map(|m| m.len()).unwrap_or(0);
+    /// Streams one file, opened with the job's rights at this moment (see `beneath`), at
+    /// most as many bytes as it had when opened.
+    async fn upload_one(&self, job_id: i64, rel: &str, tree: &JobTree) -> Result<u64, (Option<u16>, String)> {
+        let file = tree.open_file(Path::new(rel)).map_err(|e| (None, e.to_string()))?;
+        let size = file.metadata().map(|m| m.len()).map_err(|e| (None, e.to_string()))?;
+        let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), size);
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let response = self
             .client
@@ -128,11 +144,14 @@ impl Uploader {
     }
 }
 
-/// The files named by `paths`, as (name relative to the build dir, file on disk).
-pub fn collect_files(build_dir: &Path, paths: &[String], log: &LogHandle) -> Vec<(String, PathBuf)> {
-    let Ok(root) = build_dir.canonicalize() else { return Vec::new() };
-    let inside = |p: &Path| p.canonicalize().map(|c| c.starts_with(&root)).unwrap_or(false);
-    let mut files: Vec<(String, PathBuf)> = Vec::new();
+/// The most files one job's artifacts may hold (the server's default limit too): a job
+/// that names more is told so, and the rest is not listed.
+pub const MAX_FILES: usize = 10_000;
+
+/// The files named by `paths`, relative to the build directory, found beneath `tree`
+/// without following links (see `beneath`).
+pub fn collect_files(tree: &JobTree, paths: &[String], log: &LogHandle) -> Vec<String> {
+    let mut files: Vec<String> = Vec::new();
     for wanted in paths {
         let Some(rel) = normalize_path(wanted) else {
             log.note(&format!(
@@ -140,40 +159,27 @@ pub fn collect_files(build_dir: &Path, paths: &[String], log: &LogHandle) -> Vec
             ));
             continue;
         };
-        let abs = root.join(&rel);
-        let Ok(meta) = std::fs::symlink_metadata(&abs) else {
-            log.note(&format!("Artifact path {wanted} does not exist."));
-            continue;
-        };
-        if !inside(&abs) {
-            log.note(&format!("Artifact path {wanted} is skipped: it leads outside the build directory."));
-            continue;
-        }
-        if meta.is_dir() || (meta.file_type().is_symlink() && abs.is_dir()) {
-            for entry in walkdir::WalkDir::new(&abs)
-                .follow_links(false)
-                .sort_by_file_name()
-                .into_iter()
-                .flatten()
-            {
-                let path = entry.path();
-                let is_file = if entry.file_type().is_symlink() {
-                    inside(path) && path.is_file()
-                } else {
-                    entry.file_type().is_file()
-                };
-                if !is_file {
-                    continue;
-                }
-                if let Ok(rel) = path.strip_prefix(&root) {
-                    files.push((rel.to_string_lossy().into_owned(), path.to_path_buf()));
-                }
-            }
-        } else if abs.is_file() {
-            files.push((rel, abs));
+        match tree.kind(Path::new(&rel)) {
+            Ok(Entry::File) => files.push(rel),
+            Ok(Entry::Dir) => match tree.files_below(Path::new(&rel)) {
+                Ok(below) => files.extend(below.iter().map(|p| p.to_string_lossy().into_owned())),
+                Err(e) => log.note(&format!("Artifact path {wanted} is skipped: {e}.")),
+            },
+            Ok(Entry::Other(what)) => log.note(&format!(
+                "Artifact path {wanted} is skipped: it is a {what} (artifacts are regular files and directories)."
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => log.note(&format!("Artifact path {wanted} does not exist.")),
+            Err(e) => log.note(&format!("Artifact path {wanted} is skipped: {e}.")),
         }
     }
     files.sort();
-    files.dedup_by(|a, b| a.0 == b.0);
+    files.dedup();
+    if files.len() > MAX_FILES {
+        log.note(&format!(
+            "The artifacts name {} files; only the first {MAX_FILES} are uploaded.",
+            files.len()
+        ));
+        files.truncate(MAX_FILES);
+    }
     files
 }

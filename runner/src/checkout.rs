@@ -24,6 +24,7 @@ use usher_core::protocol::Checkout;
 use usher_core::repository::short_sha;
 
 use crate::control::Control;
+use crate::isolation::JobUser;
 use crate::job_run::JobRun;
 use crate::procs;
 
@@ -73,7 +74,7 @@ fn cache_name(url: &str) -> String {
 
 pub(crate) async fn check_out(run: &JobRun<'_>, spec: &Checkout, control: &mut mpsc::UnboundedReceiver<Control>) -> CheckoutEnd {
     let log = &run.log;
-    if let Err(e) = prepare_caches(&run.caches) {
+    if let Err(e) = prepare_caches(&run.caches, run.confinement.user()) {
         return CheckoutEnd::Failed(format!("cannot prepare the runner's repository cache: {e}"));
     }
     let cache = run.caches.join(cache_name(&spec.url));
@@ -222,11 +223,24 @@ async fn git(
     Err(CheckoutEnd::Stopped(stopped))
 }
 
-/// The cache directory: passable for the job user, whose clone reads the objects (git's
-/// credential files in it are the runner's only, see `usher_git`).
-fn prepare_caches(caches: &Path) -> std::io::Result<()> {
+/// Where a job user's repository caches live: `<builds>/.usher-cache/<user>`, which
+/// only that user (and the runner) may read, so a job cannot read the repositories that
+/// jobs running as other users fetched.
+pub(crate) fn caches_of(builds_dir: &Path, user: Option<&JobUser>) -> PathBuf {
+    builds_dir.join(".usher-cache").join(user.map_or("runner", |u| u.name.as_str()))
+}
+
+/// The cache directory: readable for the job user, whose clone reads the objects (git's
+/// credential files in it are the runner's only, see `usher_git`); closed to others.
+fn prepare_caches(caches: &Path, user: Option<&JobUser>) -> std::io::Result<()> {
     std::fs::create_dir_all(caches)?;
-    std::fs::set_permissions(caches, std::fs::Permissions::from_mode(0o755))?;
+    if let Some(all) = caches.parent() {
+        std::fs::set_permissions(all, std::fs::Permissions::from_mode(0o711))?;
+    }
+    match user {
+        Some(_) => crate::isolation::let_read(caches, user)?,
+        None => std::fs::set_permissions(caches, std::fs::Permissions::from_mode(0o755))?,
+    }
     // The job user's clone reads a cache the runner owns; git refuses that unless told in
     // protected configuration (a global file; `-c` does not reach upload-pack).
     let job_config = caches.join(".gitconfig-job");

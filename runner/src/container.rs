@@ -111,7 +111,10 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
     let name = network.clone();
     let build = run.build_dir.to_string_lossy().into_owned();
     let meta = run.meta_dir.to_string_lossy().into_owned();
+    let [home, state] = [crate::rooms::HOME, crate::rooms::STATE].map(|d| run.meta_dir.join(d).to_string_lossy().into_owned());
     let mut args = detached(&name);
+    // The scripts' directory is read-only in the container, whose root could otherwise
+    // plant a link where the runner writes after_script (see `beneath`).
     args.extend(
         [
             "--workdir",
@@ -119,7 +122,11 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
             "--volume",
             &format!("{build}:{build}"),
             "--volume",
-            &format!("{meta}:{meta}"),
+            &format!("{meta}:{meta}:ro"),
+            "--volume",
+            &format!("{home}:{home}"),
+            "--volume",
+            &format!("{state}:{state}"),
         ]
         .map(str::to_string),
     );

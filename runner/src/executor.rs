@@ -132,14 +132,24 @@ pub async fn run_job(
     let cookie = format!("{}-{}-{}", std::process::id(), job.job_id, hex::encode(rand::random::<[u8; 8]>()));
     let build_dir = host.builds_dir.join(format!("job-{}", job.job_id));
     let meta_dir = host.builds_dir.join(format!("job-{}.usher", job.job_id));
+    // The job's own user: no other job running now has it (see `isolation`).
+    let slot = match host.isolation.take_user() {
+        Ok(slot) => slot,
+        Err(e) => {
+            log.note(&format!("The job cannot start: {e}"));
+            log.flush().await;
+            return JobOutcome::Report(system_failure());
+        }
+    };
+    let user = slot.as_ref().map(|s| &s.user);
     let cgroup = host.cgroups.as_deref().and_then(|root| JobCgroup::create(root, job.job_id));
-    let confinement = Confinement::new(&host.isolation, cgroup.as_ref());
+    let confinement = Confinement::new(user, cgroup.as_ref());
     let mut run = JobRun {
         job: &job,
         home_dir: meta_dir.join(crate::rooms::HOME),
-        state_file: meta_dir.join("state.sh"),
+        state_file: meta_dir.join(crate::rooms::STATE).join("state.sh"),
         marks: JobMarks::new(cookie, &[&build_dir, &meta_dir]).with_cgroup(cgroup),
-        caches: host.builds_dir.join(".usher-cache"),
+        caches: crate::checkout::caches_of(&host.builds_dir, user),
         proxy_socket: host.docker.as_ref().map(|_| meta_dir.join("docker.sock")),
         docker: host.docker.clone(),
         container: Default::default(),
@@ -149,7 +159,7 @@ pub async fn run_job(
         log,
     };
     let mut proxy = None;
-    let outcome = match host.rooms.take(&run.build_dir, &run.meta_dir) {
+    let outcome = match host.rooms.take(&run.build_dir, &run.meta_dir, user) {
         Ok(()) => {
             if let (Some(docker), Some(socket)) = (&run.docker, &run.proxy_socket) {
                 match DockerProxy::start(socket, docker, job.job_id) {
@@ -189,6 +199,8 @@ pub async fn run_job(
     run.log.flush().await;
     let _ = std::fs::remove_dir_all(&run.build_dir);
     let _ = std::fs::remove_dir_all(&run.meta_dir);
+    // Nothing of the job is left: its user may serve the next one.
+    drop(slot);
     // The next job's directories, while this one's report goes out.
     let rooms = host.rooms.clone();
     tokio::task::spawn_blocking(move || rooms.refill());
@@ -219,7 +231,7 @@ struct ScriptResult {
 async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mut mpsc::UnboundedReceiver<Control>) -> JobOutcome {
     let (job, log) = (run.job, &run.log);
     let script_file = run.meta_dir.join("script.sh");
-    if let Err(e) = run.write_for_job(&script_file, &(run.exports() + &script_text(job, &run.state_file, run.shell()))) {
+    if let Err(e) = run.write_for_job("script.sh", &(run.exports() + &script_text(job, &run.state_file, run.shell()))) {
         log.note(&format!("Could not write the job script: {e}"));
         return JobOutcome::Report(system_failure());
     }
@@ -295,7 +307,10 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
             if killed > 0 {
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
-            if uploader.upload(job.job_id, spec, &run.build_dir, log, control).await == UploadOutcome::Aborted {
+            // Read with the job's rights: its user's (a container's root is confined to
+            // the build directory's mount already).
+            let reader = run.container.get().is_none().then(|| run.confinement.user().cloned()).flatten();
+            if uploader.upload(job.job_id, spec, &run.build_dir, reader, log, control).await == UploadOutcome::Aborted {
                 return kill_everything(&run.marks, log, "Aborted during the artifact upload.").await;
             }
         } else {
@@ -405,7 +420,7 @@ async fn run_after_script(
         })
     };
     let text = run.exports() + &after_script_text(job, &run.state_file, cwd, status, run.shell());
-    if let Err(e) = run.write_for_job(&file, &text) {
+    if let Err(e) = run.write_for_job("after_script.sh", &text) {
         return failed(log, e);
     }
     let (mut child, output) = match run.spawn_shell(&file) {

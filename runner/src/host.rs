@@ -23,7 +23,7 @@ pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
             }
         }
     }
-    if config.isolation.user().is_some() {
+    if !config.isolation.users().is_empty() {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&config.builds_dir, std::fs::Permissions::from_mode(0o711));
     }
@@ -51,7 +51,7 @@ pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
             config.isolation.describe()
         ),
     }
-    let rooms = ReadyRooms::new(&config.builds_dir, config.isolation.user().cloned(), config.concurrency as usize);
+    let rooms = ReadyRooms::new(&config.builds_dir, config.concurrency as usize);
     rooms.refill();
     JobHost {
         rooms: std::sync::Arc::new(rooms),

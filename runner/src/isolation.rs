@@ -1,10 +1,15 @@
 //! What keeps a job away from the runner (and, for local runners, from the server it
 //! lives in) and what lets the runner end every process a job started.
 //!
-//! - **A job user.** A runner started as root runs every job process as an unprivileged
-//!   user: `--job-user NAME`, else `usher-job`, created (`useradd --system`) if missing.
-//!   That user cannot read the server's data dir (database, tokens, artifacts: private to
-//!   root) or the runner's token (in root's process memory and environment). A runner that
+//! - **A job user per job slot.** A runner started as root runs every job process as an
+//!   unprivileged user, and no two jobs running at the same moment share one: a runner
+//!   that runs N jobs at once claims N users `usher-job-1`, `usher-job-2`, … (or
+//!   `--job-user PREFIX`-<n>), created (`useradd --system`) if missing, and holds them
+//!   with a lock in `/run/usher/job-users` so that no other runner on the machine uses
+//!   them. So a job can neither read another running job's `/proc/<pid>/environ` (its
+//!   secrets) nor signal its processes. No job user can read the server's data dir
+//!   (database, tokens, artifacts: private to root) or the runner's token (in root's
+//!   process memory and environment). A runner that
 //!   is not root cannot switch users, so it refuses to run jobs unless its operator says
 //!   they are trusted (`--trust-jobs`): Usher never silently runs untrusted code as the
 //!   user that owns its data.
@@ -23,6 +28,7 @@
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// The user job processes run as.
@@ -33,52 +39,150 @@ pub struct JobUser {
     pub gid: u32,
 }
 
-/// The name of the job user a root runner uses when not told another.
+/// The prefix of the job users' names a root runner uses when not told another: its
+/// jobs run as `usher-job-1`, `usher-job-2`, …
 pub const DEFAULT_JOB_USER: &str = "usher-job";
 
-/// How jobs are kept apart from the runner, decided once at start.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a runner's claims on job users are held (root's own directory): one lock file
+/// per user, locked for as long as a runner process may run jobs as that user.
+const CLAIMS_DIR: &str = "/run/usher/job-users";
+
+/// The most job users a machine's runners use together.
+const MAX_JOB_USERS: u32 = 1000;
+
+/// How jobs are kept apart from the runner and from each other, decided once at start.
+#[derive(Clone, Debug)]
 pub enum JobIsolation {
-    /// Jobs run as this user.
-    User(JobUser),
+    /// Each job runs as one of these users, which no other job running at that moment
+    /// has: one user per job this runner (or this server's local runners) may run at
+    /// once, claimed from the machine's pool so no other runner process uses them.
+    Users(Arc<JobUsers>),
     /// Jobs run as the runner's own user: the operator passed `--trust-jobs`.
     Trusted,
 }
 
+impl PartialEq for JobIsolation {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (JobIsolation::Users(a), JobIsolation::Users(b)) => a.users == b.users,
+            (JobIsolation::Trusted, JobIsolation::Trusted) => true,
+            _ => false,
+        }
+    }
+}
+
 impl JobIsolation {
-    /// `--job-user` and `--trust-jobs` as given, and whether we are root, become a decision
-    /// or an error that says what to do.
-    pub fn decide(job_user: Option<&str>, trust_jobs: bool) -> Result<JobIsolation, String> {
+    /// `--job-user` and `--trust-jobs` as given, whether we are root, and how many jobs
+    /// may run at once (`slots`) become a decision or an error that says what to do.
+    pub fn decide(job_user: Option<&str>, trust_jobs: bool, slots: u32) -> Result<JobIsolation, String> {
         let root = nix::unistd::geteuid().is_root();
         match (job_user, root) {
-            (Some(name), true) => Ok(JobIsolation::User(JobUser::lookup(name)?)),
             (Some(name), false) => Err(format!(
                 "--job-user {name} needs root: only root can start processes as another user"
             )),
-            (None, true) => Ok(JobIsolation::User(JobUser::ensure(DEFAULT_JOB_USER)?)),
+            (name, true) => Ok(JobIsolation::Users(Arc::new(JobUsers::claim(
+                name.unwrap_or(DEFAULT_JOB_USER),
+                slots.max(1),
+            )?))),
             (None, false) if trust_jobs => Ok(JobIsolation::Trusted),
             (None, false) => Err(format!(
                 "jobs would run as {}, the user that owns this process and its data, so any job could read them. \
-                 Start as root (jobs then run as the unprivileged user `{DEFAULT_JOB_USER}`, or --job-user NAME), \
+                 Start as root (jobs then run as the unprivileged users `{DEFAULT_JOB_USER}-<n>`, or --job-user PREFIX), \
                  or pass --trust-jobs if every job that can reach this runner is trusted.",
                 whoami()
             )),
         }
     }
 
-    pub fn user(&self) -> Option<&JobUser> {
+    /// A user for one job, back in the pool when the returned guard drops; Ok(None):
+    /// jobs run as the runner's user.
+    pub fn take_user(&self) -> Result<Option<SlotUser>, String> {
         match self {
-            JobIsolation::User(u) => Some(u),
-            JobIsolation::Trusted => None,
+            JobIsolation::Trusted => Ok(None),
+            JobIsolation::Users(pool) => {
+                let user = pool.free.lock().unwrap().pop().ok_or("every job user of this runner is busy")?;
+                Ok(Some(SlotUser { user, pool: pool.clone() }))
+            }
+        }
+    }
+
+    /// Every job user, for what all of them must reach.
+    pub fn users(&self) -> &[JobUser] {
+        match self {
+            JobIsolation::Users(pool) => &pool.users,
+            JobIsolation::Trusted => &[],
         }
     }
 
     /// One line for the log: who jobs run as.
     pub fn describe(&self) -> String {
         match self {
-            JobIsolation::User(u) => format!("jobs run as the user {} (uid {})", u.name, u.uid),
+            JobIsolation::Users(pool) => {
+                let names: Vec<String> = pool.users.iter().map(|u| format!("{} (uid {})", u.name, u.uid)).collect();
+                format!("each job runs as a user no other running job has: {}", names.join(", "))
+            }
             JobIsolation::Trusted => format!("jobs run as {} (--trust-jobs): they can read everything this process can", whoami()),
         }
+    }
+}
+
+/// The job users one runner (or one server's local runners) claimed, and which of them
+/// are free.
+#[derive(Debug)]
+pub struct JobUsers {
+    users: Vec<JobUser>,
+    free: Mutex<Vec<JobUser>>,
+    /// The locked claim files; closing them (when the last runner using the pool ends)
+    /// gives the users back to the machine.
+    _claims: Vec<std::fs::File>,
+}
+
+impl JobUsers {
+    /// Claims `slots` users named `<prefix>-<n>` that no other runner process on this
+    /// machine holds, creating each (a system user without login) if missing.
+    fn claim(prefix: &str, slots: u32) -> Result<JobUsers, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(CLAIMS_DIR)
+            .map_err(|e| format!("cannot create {CLAIMS_DIR}: {e}"))?;
+        let (mut users, mut claims) = (Vec::new(), Vec::new());
+        for n in 1..=MAX_JOB_USERS {
+            if users.len() == slots as usize {
+                break;
+            }
+            let name = format!("{prefix}-{n}");
+            let file = std::fs::File::create(Path::new(CLAIMS_DIR).join(&name)).map_err(|e| format!("cannot claim {name}: {e}"))?;
+            if rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).is_err() {
+                continue; // Another runner runs jobs as this one.
+            }
+            users.push(JobUser::ensure(&name)?);
+            claims.push(file);
+        }
+        if users.len() < slots as usize {
+            return Err(format!(
+                "no free job users: {MAX_JOB_USERS} named {prefix}-<n> are claimed by other runners"
+            ));
+        }
+        Ok(JobUsers {
+            free: Mutex::new(users.iter().rev().cloned().collect()),
+            users,
+            _claims: claims,
+        })
+    }
+}
+
+/// One job's user, taken from its runner's pool until this drops.
+#[derive(Debug)]
+pub struct SlotUser {
+    pub user: JobUser,
+    pool: Arc<JobUsers>,
+}
+
+impl Drop for SlotUser {
+    fn drop(&mut self) {
+        self.pool.free.lock().unwrap().push(self.user.clone());
     }
 }
 
@@ -240,9 +344,9 @@ pub struct Confinement {
 }
 
 impl Confinement {
-    pub fn new(isolation: &JobIsolation, cgroup: Option<&JobCgroup>) -> Confinement {
+    pub fn new(user: Option<&JobUser>, cgroup: Option<&JobCgroup>) -> Confinement {
         Confinement {
-            user: isolation.user().cloned(),
+            user: user.cloned(),
             cgroup_procs: cgroup.map(|c| c.procs.clone()),
             cgroup_dir: cgroup.map(|c| c.dir.clone()),
         }
@@ -293,6 +397,15 @@ impl Confinement {
             });
         }
     }
+}
+
+/// Lets the job user's group read (not write) the runner's directory `path`: root's,
+/// mode 0750 (no-op without a job user).
+pub fn let_read(path: &Path, user: Option<&JobUser>) -> std::io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(user) = user else { return Ok(()) };
+    std::os::unix::fs::lchown(path, Some(0), Some(user.gid))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o750))
 }
 
 /// Gives `path` and everything below it to the job user (no-op without one).

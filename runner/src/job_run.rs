@@ -11,7 +11,7 @@ use usher_core::protocol::JobAssignment;
 
 use crate::container::JobContainer;
 use crate::docker::Docker;
-use crate::isolation::{self, Confinement};
+use crate::isolation::Confinement;
 use crate::logsink::LogHandle;
 use crate::output::OutputPump;
 use crate::procs::{COOKIE_VAR, JobMarks};
@@ -138,9 +138,10 @@ impl JobRun<'_> {
         Ok((child, pump))
     }
 
-    /// Writes a file the job's bash will read, owned by the job user.
-    pub(crate) fn write_for_job(&self, file: &Path, text: &str) -> std::io::Result<()> {
-        std::fs::write(file, text)?;
-        isolation::give_to(file, self.confinement.user())
+    /// Writes the new file `name` that the job's shell will read into the runner's
+    /// directory beside the build directory: root's, readable by the job's group,
+    /// created without following anything the job may have planted (see `beneath`).
+    pub(crate) fn write_for_job(&self, name: &str, text: &str) -> std::io::Result<()> {
+        crate::beneath::create_new(&self.meta_dir, name, text.as_bytes(), self.confinement.user().map(|u| u.gid))
     }
 }

@@ -4,6 +4,7 @@
 //! [`artifacts`] uploads a job's files over HTTP after its after_script.
 
 pub mod artifacts;
+pub mod beneath;
 pub mod checkout;
 pub mod clone3;
 pub mod container;

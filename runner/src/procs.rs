@@ -103,6 +103,11 @@ impl JobMarks {
 }
 
 pub fn signal_group(pgid: u32, signal: Signal) {
+    // 0 would be the runner's own group (a child whose id is no longer known), 1 init's:
+    // neither is ever a job's.
+    if pgid <= 1 {
+        return;
+    }
     // ESRCH (group already gone) is the normal case at the end.
     let _ = killpg(Pid::from_raw(pgid as i32), signal);
 }
@@ -165,4 +170,14 @@ pub async fn kill_all(marks: &JobMarks) -> usize {
 /// The current directory of a live process.
 pub fn cwd_of(pid: u32) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_unknown_group_is_never_the_runners_own() {
+        // SIGTERM to group 0 would end this test process; the guard makes it a no-op.
+        super::signal_group(0, nix::sys::signal::Signal::SIGTERM);
+        super::signal_group(1, nix::sys::signal::Signal::SIGCONT);
+    }
 }

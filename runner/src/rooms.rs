@@ -1,6 +1,8 @@
 //! A job's directories, made before the job arrives. Every job gets a build directory
-//! (`job-<id>`) and one beside it for its script, saved state and home
-//! (`job-<id>.usher`). Making them costs 0.2–0.8 ms on a VM whose disk has been idle,
+//! (`job-<id>`) and one beside it for its scripts, saved state and home
+//! (`job-<id>.usher`). The one beside stays the runner's (the job may read it, not
+//! write it), so the scripts the runner writes there cannot be swapped for links to
+//! root's files; only its `home` and `state` become the job user's. Making them costs 0.2–0.8 ms on a VM whose disk has been idle,
 //! which used to fall between the job reaching the runner and its first line. So the
 //! runner keeps one empty set ready for each job it may run at once, made while it
 //! waits (`job-ready-<n>` and `job-ready-<n>.usher`), and a job renames a ready set
@@ -18,12 +20,13 @@ use crate::isolation::{self, JobUser};
 
 /// The job user's home, inside the directory beside the build directory.
 pub const HOME: &str = "home";
+/// Where the job's shell saves its state (variables, directory) for after_script.
+pub const STATE: &str = "state";
 
 /// This runner's ready sets of job directories.
 #[derive(Debug)]
 pub struct ReadyRooms {
     builds_dir: PathBuf,
-    user: Option<JobUser>,
     /// How many sets to keep ready: one per job the runner may run at once.
     wanted: usize,
     state: Mutex<Ready>,
@@ -42,10 +45,9 @@ struct Ready {
 }
 
 impl ReadyRooms {
-    pub fn new(builds_dir: &Path, user: Option<JobUser>, wanted: usize) -> ReadyRooms {
+    pub fn new(builds_dir: &Path, wanted: usize) -> ReadyRooms {
         ReadyRooms {
             builds_dir: builds_dir.to_path_buf(),
-            user,
             wanted,
             state: Mutex::new(Ready::default()),
             refilling: Mutex::new(()),
@@ -53,11 +55,15 @@ impl ReadyRooms {
     }
 
     /// Gives a job its empty build directory `build` and the directory `beside` it
-    /// (holding an empty `home`), both the job user's: a ready set renamed, or new ones.
-    pub fn take(&self, build: &Path, beside: &Path) -> std::io::Result<()> {
+    /// (holding an empty `home` and `state`): a ready set renamed, or new ones. The build
+    /// directory, `home` and `state` become `user`'s; `beside` stays the runner's, which
+    /// the job's group may only read.
+    pub fn take(&self, build: &Path, beside: &Path, user: Option<&JobUser>) -> std::io::Result<()> {
         self.place(build, beside)?;
-        isolation::give_to(build, self.user.as_ref())?;
-        isolation::give_to(beside, self.user.as_ref())
+        isolation::give_to(build, user)?;
+        isolation::give_to(&beside.join(HOME), user)?;
+        isolation::give_to(&beside.join(STATE), user)?;
+        isolation::let_read(beside, user)
     }
 
     /// A ready set renamed to `build` and `beside`, or new directories there.
@@ -121,7 +127,8 @@ fn make_set(build: &Path, beside: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(build);
     let _ = std::fs::remove_dir_all(beside);
     std::fs::create_dir_all(build)?;
-    std::fs::create_dir_all(beside.join(HOME))
+    std::fs::create_dir_all(beside.join(HOME))?;
+    std::fs::create_dir(beside.join(STATE))
 }
 
 #[cfg(test)]
@@ -140,15 +147,15 @@ mod tests {
     #[test]
     fn a_job_takes_a_ready_set_and_the_next_is_made_for_the_job_after() {
         let builds = tempfile::tempdir().unwrap();
-        let rooms = ReadyRooms::new(builds.path(), None, 1);
+        let rooms = ReadyRooms::new(builds.path(), 1);
         rooms.refill();
         assert_eq!(names(builds.path()), ["job-ready-0", "job-ready-0.usher"]);
 
         let (build, beside) = (builds.path().join("job-7"), builds.path().join("job-7.usher"));
-        rooms.take(&build, &beside).unwrap();
+        rooms.take(&build, &beside, None).unwrap();
         assert_eq!(names(builds.path()), ["job-7", "job-7.usher"]);
         assert!(names(&build).is_empty());
-        assert_eq!(names(&beside), ["home"]);
+        assert_eq!(names(&beside), ["home", "state"]);
         assert!(names(&beside.join("home")).is_empty());
 
         rooms.refill();
@@ -175,27 +182,31 @@ mod tests {
             uid: 65534,
             gid: 65534,
         };
-        let rooms = ReadyRooms::new(builds.path(), Some(user), 1);
+        let rooms = ReadyRooms::new(builds.path(), 1);
         rooms.refill();
         // A job running as the job user cannot write into the next job's directories.
         for ready in ["job-ready-0", "job-ready-0.usher", "job-ready-0.usher/home"] {
             assert_eq!(owner(&builds.path().join(ready)), 0, "{ready}");
         }
         let (build, beside) = (builds.path().join("job-3"), builds.path().join("job-3.usher"));
-        rooms.take(&build, &beside).unwrap();
-        for taken in [&build, &beside, &beside.join("home")] {
+        rooms.take(&build, &beside, Some(&user)).unwrap();
+        for taken in [&build, &beside.join("home"), &beside.join("state")] {
             assert_eq!(owner(taken), 65534, "{}", taken.display());
         }
+        // The scripts' directory stays root's: the job cannot plant a link there.
+        use std::os::unix::fs::PermissionsExt;
+        let meta = std::fs::metadata(&beside).unwrap();
+        assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o777), (0, 65534, 0o750));
     }
 
     #[test]
     fn without_a_ready_set_or_over_a_crashed_runners_leftovers_a_job_gets_empty_directories() {
         let builds = tempfile::tempdir().unwrap();
-        let rooms = ReadyRooms::new(builds.path(), None, 1);
+        let rooms = ReadyRooms::new(builds.path(), 1);
         let (build, beside) = (builds.path().join("job-8"), builds.path().join("job-8.usher"));
-        rooms.take(&build, &beside).unwrap();
+        rooms.take(&build, &beside, None).unwrap();
         assert!(names(&build).is_empty());
-        assert_eq!(names(&beside), ["home"]);
+        assert_eq!(names(&beside), ["home", "state"]);
 
         // A crashed run of job 9 left files; the ready set cannot be renamed over them.
         let (build, beside) = (builds.path().join("job-9"), builds.path().join("job-9.usher"));
@@ -204,9 +215,9 @@ mod tests {
         std::fs::create_dir_all(beside.join("home")).unwrap();
         std::fs::write(beside.join("state.sh"), "export OLD=1").unwrap();
         rooms.refill();
-        rooms.take(&build, &beside).unwrap();
+        rooms.take(&build, &beside, None).unwrap();
         assert!(names(&build).is_empty());
-        assert_eq!(names(&beside), ["home"]);
+        assert_eq!(names(&beside), ["home", "state"]);
         assert_eq!(names(builds.path()), ["job-8", "job-8.usher", "job-9", "job-9.usher"]);
     }
 }

@@ -334,11 +334,12 @@ mod tests {
         };
         let mut isolations = vec![JobIsolation::Trusted];
         if nix::unistd::geteuid().is_root() {
-            isolations.push(JobIsolation::decide(None, false).expect("the default job user"));
+            isolations.push(JobIsolation::decide(None, false, 1).expect("the default job user"));
         }
         for (n, isolation) in isolations.into_iter().enumerate() {
             let cgroup = JobCgroup::create(&root, 90_000 + n as i64).expect("a job cgroup");
-            let confinement = Confinement::new(&isolation, Some(&cgroup));
+            let slot = isolation.take_user().unwrap();
+            let confinement = Confinement::new(slot.as_ref().map(|s| &s.user), Some(&cgroup));
             let (reader, writer) = std::io::pipe().unwrap();
             let mut cmd = Command::new("sh");
             cmd.args([
@@ -375,7 +376,7 @@ mod tests {
         let mask_of = |status: &str, key: &str| status.lines().find_map(|l| l.strip_prefix(key)).map(|v| v.trim().to_string());
         let runner_before = std::fs::read_to_string("/proc/thread-self/status").unwrap();
         let cgroup = JobCgroup::create(&root, 2).unwrap();
-        let confinement = Confinement::new(&JobIsolation::Trusted, Some(&cgroup));
+        let confinement = Confinement::new(None, Some(&cgroup));
         let (reader, writer) = std::io::pipe().unwrap();
         let mut cmd = Command::new("cat");
         cmd.arg("/proc/self/status").env_clear().env("PATH", "/usr/bin:/bin");
@@ -395,7 +396,7 @@ mod tests {
     async fn a_missing_program_is_an_error_not_a_child() {
         let Some(root) = cgroup_root("spawn-test-missing") else { return };
         let cgroup = JobCgroup::create(&root, 1).unwrap();
-        let confinement = Confinement::new(&JobIsolation::Trusted, Some(&cgroup));
+        let confinement = Confinement::new(None, Some(&cgroup));
         let (_reader, writer) = std::io::pipe().unwrap();
         let mut cmd = Command::new("no-such-program-here");
         cmd.env_clear().env("PATH", "/usr/bin:/bin");

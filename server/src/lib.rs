@@ -142,6 +142,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         _ => Some(usher_runner::isolation::JobIsolation::decide(
             opts.job_user.as_deref(),
             opts.trust_jobs,
+            opts.local_runners,
         )?),
     };
     let docker = match opts.local_runners {
