@@ -10,8 +10,12 @@ struct Args {
     /// The server, e.g. http://127.0.0.1:3000 or https://ci.example.com
     #[arg(long, env = "USHER_RUNNER_URL", required_unless_present = "completions")]
     url: Option<String>,
-    /// A token from `usher runner-token create` (prefer the environment variable: it stays out of `ps`).
-    #[arg(long, env = "USHER_RUNNER_TOKEN", hide_env_values = true, required_unless_present = "completions")]
+    /// A file holding the token from `usher runner-token create` (keep it private to root).
+    #[arg(long, env = "USHER_RUNNER_TOKEN_FILE", conflicts_with = "token")]
+    token_file: Option<PathBuf>,
+    /// The token itself. Prefer --token-file or the environment variable: a command line
+    /// can be read by every process on the machine, jobs included.
+    #[arg(long, env = "USHER_RUNNER_TOKEN", hide_env_values = true, required_unless_present_any = ["completions", "token_file"])]
     token: Option<String>,
     /// Print a shell completion script for usher-runner and exit.
     #[arg(long, value_enum, value_name = "SHELL")]
@@ -25,7 +29,8 @@ struct Args {
     /// The name shown in the server's runner list.
     #[arg(long, env = "USHER_RUNNER_NAME")]
     name: Option<String>,
-    /// The unprivileged user jobs run as (needs root; default when root: usher-job, created if missing).
+    /// The prefix of the unprivileged users jobs run as, one per job slot: PREFIX-1, PREFIX-2, …
+    /// (needs root; default: usher-job; created if missing).
     #[arg(long, env = "USHER_JOB_USER")]
     job_user: Option<String>,
     /// Run jobs as this runner's own user when it is not root. Jobs can then read the runner's token.
@@ -51,9 +56,29 @@ struct Args {
     log_format: usher_runner::logging::LogFormat,
 }
 
+/// The runner token from --token-file, $USHER_RUNNER_TOKEN or --token (which warns).
+fn token(args: &Args, matches: &clap::ArgMatches) -> Result<String, String> {
+    if let Some(path) = &args.token_file {
+        let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read --token-file {}: {e}", path.display()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(format!("--token-file {} is empty", path.display()));
+        }
+        return Ok(token.to_string());
+    }
+    if matches.value_source("token") == Some(clap::parser::ValueSource::CommandLine) {
+        eprintln!(
+            "usher-runner: warning: --token puts the runner token on the command line, where every process on this \
+             machine (jobs included) can read it in /proc; use --token-file FILE or USHER_RUNNER_TOKEN instead"
+        );
+    }
+    Ok(args.token.clone().unwrap_or_default())
+}
+
 #[tokio::main]
 async fn main() {
-    let args = Args::parse();
+    let matches = <Args as clap::CommandFactory>::command().get_matches();
+    let args = <Args as clap::FromArgMatches>::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     if let Some(shell) = args.completions {
         clap_complete::generate(
             shell,
@@ -63,7 +88,11 @@ async fn main() {
         );
         return;
     }
-    let (url, token) = (args.url.clone().unwrap_or_default(), args.token.clone().unwrap_or_default());
+    let url = args.url.clone().unwrap_or_default();
+    let token = token(&args, &matches).unwrap_or_else(|e| {
+        eprintln!("usher-runner: {e}");
+        std::process::exit(2);
+    });
     usher_runner::logging::init(args.log_format);
     if args.concurrency == 0 {
         eprintln!("usher-runner: --concurrency must be at least 1");
@@ -103,10 +132,11 @@ async fn main() {
     } else {
         None
     };
-    let isolation = usher_runner::isolation::JobIsolation::decide(args.job_user.as_deref(), args.trust_jobs).unwrap_or_else(|e| {
-        eprintln!("usher-runner: {e}");
-        std::process::exit(2);
-    });
+    let isolation = usher_runner::isolation::JobIsolation::decide(args.job_user.as_deref(), args.trust_jobs, args.concurrency)
+        .unwrap_or_else(|e| {
+            eprintln!("usher-runner: {e}");
+            std::process::exit(2);
+        });
     let docker = args
         .executor
         .engine(args.docker_host.as_deref(), args.docker_image.clone())
