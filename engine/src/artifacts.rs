@@ -30,7 +30,14 @@ impl Engine {
             .clone()
             .ok_or_else(|| EngineError::Internal("this server keeps no artifacts (no artifacts dir)".into()))?;
         let max = self.inner.settings.max_artifact_bytes;
-        let allowed = max.saturating_sub(self.store().artifact_bytes_besides(job_id, &path).await?);
+        let (bytes, files) = self.store().artifacts_besides(job_id, &path).await?;
+        let max_files = self.inner.settings.max_artifact_files;
+        if files >= max_files {
+            return Err(EngineError::TooLarge(format!(
+                "job {job_id} may keep at most {max_files} files of artifacts"
+            )));
+        }
+        let allowed = max.saturating_sub(bytes);
         let job_dir = root.join(format!("job-{job_id}"));
         let io = |e: std::io::Error| EngineError::Internal(format!("artifact storage: {e}"));
         tokio::fs::create_dir_all(&job_dir).await.map_err(io)?;

@@ -126,8 +126,16 @@ impl Engine {
     fn check_repository(&self, url: &str) -> Result<(String, Option<RepoCredentials>), EngineError> {
         let (clean, credentials) = split_credentials(url).map_err(EngineError::BadRequest)?;
         let local = clean.strip_prefix("file://").unwrap_or(&clean);
+        let remote = local.contains("://") || is_scp_like(local);
+        if !remote && (!local.starts_with('/') || local.split('/').any(|part| part == "..")) {
+            // git would resolve it from the server's (or runner's) working directory,
+            // where Usher's own data may be: another project's mirror, say.
+            return Err(EngineError::BadRequest(
+                "a local repository must be an absolute path without `..` (or use a URL such as https://, ssh:// or git@host:path)".into(),
+            ));
+        }
         if local.starts_with('/') {
-            // Usher's own mirrors, artifacts and build directories are no project's code.
+            // Usher's own data (mirrors, artifacts, build directories) is no project's code.
             let resolved = std::fs::canonicalize(local).unwrap_or_else(|_| local.into());
             let settings = &self.inner.settings;
             let builds = settings.repos_dir.as_ref().and_then(|r| r.parent()).map(|d| d.join("builds"));
@@ -141,6 +149,14 @@ impl Engine {
             }
         }
         Ok((clean, credentials))
+    }
+}
+
+/// `[user@]host:path` (git's scp-like syntax): a colon before any slash, and a host.
+fn is_scp_like(url: &str) -> bool {
+    match url.split_once(':') {
+        Some((host, _)) => !host.is_empty() && !host.contains('/'),
+        None => false,
     }
 }
 

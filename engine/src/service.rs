@@ -23,6 +23,8 @@ pub struct Settings {
     pub artifacts_dir: Option<PathBuf>,
     /// The most bytes of artifacts one job may keep.
     pub max_artifact_bytes: u64,
+    /// The most artifact files one job may keep (empty ones count too).
+    pub max_artifact_files: u64,
     /// The most jobs one pipeline may have (a bigger configuration is refused).
     pub max_pipeline_jobs: usize,
     /// Where the projects' git mirrors are kept; None refuses projects with a repository.
@@ -40,6 +42,7 @@ impl Default for Settings {
             max_log_bytes: 4 * 1024 * 1024,
             artifacts_dir: None,
             max_artifact_bytes: 100 * 1024 * 1024,
+            max_artifact_files: 10_000,
             max_pipeline_jobs: 2000,
             repos_dir: None,
             max_storage_bytes: None,

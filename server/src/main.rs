@@ -36,7 +36,7 @@ enum Command {
         /// Create a demo project when there are no projects.
         #[arg(long, env = "USHER_DEMO")]
         demo: bool,
-        /// The unprivileged user local runners run jobs as (needs root; default when root: usher-job, created if missing).
+        /// The prefix of the unprivileged users local runners run jobs as, one per job slot: PREFIX-1, PREFIX-2, … (needs root; default: usher-job; created if missing).
         #[arg(long, env = "USHER_JOB_USER")]
         job_user: Option<String>,
         /// Let local runners run jobs as this server's own user when it is not root. Jobs can then read the data dir.
@@ -142,7 +142,7 @@ impl From<RoleArg> for Role {
 }
 
 /// Overrides (for tests and unusual setups): USHER_CANCEL_MARGIN_SECS,
-/// USHER_RUNNER_LOST_SECS, USHER_MAX_LOG_BYTES, USHER_MAX_ARTIFACT_BYTES, USHER_MAX_PIPELINE_JOBS, USHER_MAX_STORAGE_BYTES.
+/// USHER_RUNNER_LOST_SECS, USHER_MAX_LOG_BYTES, USHER_MAX_ARTIFACT_BYTES, USHER_MAX_ARTIFACT_FILES, USHER_MAX_PIPELINE_JOBS, USHER_MAX_STORAGE_BYTES.
 fn settings_from_env() -> usher_engine::Settings {
     let mut settings = usher_engine::Settings::default();
     let read = |name: &str| {
@@ -161,6 +161,9 @@ fn settings_from_env() -> usher_engine::Settings {
     }
     if let Some(v) = read("USHER_MAX_ARTIFACT_BYTES") {
         settings.max_artifact_bytes = v;
+    }
+    if let Some(v) = read("USHER_MAX_ARTIFACT_FILES") {
+        settings.max_artifact_files = v;
     }
     if let Some(v) = read("USHER_MAX_PIPELINE_JOBS") {
         settings.max_pipeline_jobs = v as usize;

@@ -21,15 +21,17 @@ impl Store {
         Ok(Some((status, row.try_get("token_id")?)))
     }
 
-    /// Bytes taken by a job's artifacts other than `path`.
-    pub async fn artifact_bytes_besides(&self, job_id: i64, path: &str) -> Result<u64, EngineError> {
-        let row = sqlx::query("SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total FROM job_artifacts WHERE job_id = $1 AND path <> $2")
-            .bind(job_id)
-            .bind(path)
-            .fetch_one(&mut *self.conn().await?)
-            .await?;
-        let total: i64 = row.try_get("total")?;
-        Ok(total.max(0) as u64)
+    /// Bytes taken by a job's artifacts other than `path`, and how many files they are.
+    pub async fn artifacts_besides(&self, job_id: i64, path: &str) -> Result<(u64, u64), EngineError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) AS total, COUNT(*) AS files FROM job_artifacts WHERE job_id = $1 AND path <> $2",
+        )
+        .bind(job_id)
+        .bind(path)
+        .fetch_one(&mut *self.conn().await?)
+        .await?;
+        let (total, files): (i64, i64) = (row.try_get("total")?, row.try_get("files")?);
+        Ok((total.max(0) as u64, files.max(0) as u64))
     }
 
     /// Records (or replaces) an artifact file of a job, deleted at `expires_at` if given.
