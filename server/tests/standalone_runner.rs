@@ -281,3 +281,53 @@ async fn usher_serve_lets_its_local_runners_clean_up_before_it_stops() {
     let (log, _) = t.log(late).await;
     assert_eq!(log_value(&log, "late_after"), "failed", "after_script ran:\n{log}");
 }
+
+/// The runner token is given in a file: no process's command line holds it, so a job
+/// that reads every `/proc/*/cmdline` (and every environment it may) finds nothing.
+/// `--token` still works, with a warning that says why not to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_runner_token_is_in_no_command_line_a_job_can_read() {
+    let runner_bin = runner_binary();
+    let mut t = TestServer::detached();
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = spawn_usher(data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]).0;
+    t.base = format!("http://127.0.0.1:{port}");
+    let token = runner_token(data_dir.path());
+    let token_file = data_dir.path().join("runner-token");
+    std::fs::write(&token_file, format!("{token}\n")).unwrap();
+    let mut runner = OwnedChild(
+        Command::new(&runner_bin)
+            .args(["--url", &t.base, "--name", "from-file"])
+            .arg("--token-file")
+            .arg(&token_file)
+            .arg("--builds-dir")
+            .arg(data_dir.path().join("builds"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("usher-runner starts"),
+    );
+    let config = format!(
+        r#"
+seeker:
+  script:
+    - if cat /proc/[0-9]*/cmdline /proc/[0-9]*/environ 2>/dev/null | tr '\0' '\n' | grep -q "{token}"; then echo found_token=yes; else echo found_token=no; fi
+"#
+    );
+    let pipeline = t.pipeline(&config).await;
+    let job = TestServer::job_id(&pipeline, "seeker");
+    t.wait_for_status(job, "success").await;
+    let (log, _) = t.log(job).await;
+    assert_eq!(log_value(&log, "found_token"), "no", "{log}");
+    assert!(stop(&mut runner).success());
+
+    let mut on_cli = Command::new(&runner_bin)
+        .args(["--url", "http://127.0.0.1:1", "--token", "usher_rt_not_real", "--concurrency", "0"])
+        .output()
+        .unwrap();
+    on_cli.stderr.extend_from_slice(&on_cli.stdout);
+    let said = String::from_utf8_lossy(&on_cli.stderr);
+    assert!(said.contains("--token puts the runner token on the command line"), "{said}");
+    stop(&mut server);
+}
