@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
-use usher_core::api::{AfterScriptResult, FailureReason};
+use usher_core::api::FailureReason;
 use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
+use crate::after_script::run_after_script;
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
 use crate::container;
@@ -33,7 +34,7 @@ use crate::job_run::JobRun;
 use crate::logsink::{self, LogHandle};
 use crate::procs::{self, JobMarks};
 use crate::rooms::ReadyRooms;
-use crate::script::{after_script_text, script_text};
+use crate::script::script_text;
 use crate::spawn::JobProcess;
 
 /// How the job ended on the runner.
@@ -398,63 +399,4 @@ async fn kill_everything(marks: &JobMarks, log: &LogHandle, note: &str) -> JobOu
     procs::kill_all(marks).await;
     log.note(note);
     JobOutcome::Aborted
-}
-
-/// Runs after_script; None if an abort arrived meanwhile.
-async fn run_after_script(
-    run: &JobRun<'_>,
-    cwd: Option<&Path>,
-    status: &str,
-    control: &mut mpsc::UnboundedReceiver<Control>,
-) -> Option<AfterScriptResult> {
-    let (job, log) = (run.job, &run.log);
-    let file = run.meta_dir.join("after_script.sh");
-    let started = Instant::now();
-    log.note("Running after_script");
-    let failed = |log: &LogHandle, e: std::io::Error| {
-        log.note(&format!("Could not start after_script: {e}"));
-        Some(AfterScriptResult {
-            exit_code: None,
-            duration_ms: 0,
-            timed_out: false,
-        })
-    };
-    let text = run.exports() + &after_script_text(job, &run.state_file, cwd, status, run.shell());
-    if let Err(e) = run.write_for_job("after_script.sh", &text) {
-        return failed(log, e);
-    }
-    let (mut child, output) = match run.spawn_shell(&file) {
-        Ok(c) => c,
-        Err(e) => return failed(log, e),
-    };
-    let pgid = child.id().unwrap_or(0);
-    let timeout = tokio::time::sleep(Duration::from_secs(job.after_script_timeout_secs));
-    tokio::pin!(timeout);
-    let (exit_code, timed_out) = loop {
-        tokio::select! {
-            s = child.wait() => break (s.ok().and_then(|s| s.code()), false),
-            _ = &mut timeout => {
-                run.signal_shell(pgid, Signal::SIGKILL).await;
-                let _ = child.wait().await;
-                log.note(&format!("after_script timed out after {} s and was killed.", job.after_script_timeout_secs));
-                break (None, true);
-            }
-            c = control.recv() => match c {
-                Some(Control::Abort) => {
-                    procs::signal_group(pgid, Signal::SIGKILL);
-                    output.drain().await;
-                    return None;
-                }
-                Some(Control::Cancel | Control::Shutdown) => continue,
-                None => { let s = child.wait().await; break (s.ok().and_then(|s| s.code()), false); }
-            },
-        }
-    };
-    run.signal_shell(pgid, Signal::SIGKILL).await;
-    output.drain().await;
-    Some(AfterScriptResult {
-        exit_code,
-        duration_ms: started.elapsed().as_millis() as u64,
-        timed_out,
-    })
 }

@@ -3,6 +3,7 @@
 //! server's `--local-runners` both use it, so local and remote runners speak one protocol.
 //! [`artifacts`] uploads a job's files over HTTP after its after_script.
 
+pub mod after_script;
 pub mod artifacts;
 pub mod beneath;
 pub mod checkout;

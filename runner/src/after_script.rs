@@ -1,0 +1,75 @@
+//! after_script: a second shell that starts where the script stopped (its saved state
+//! and directory, `CI_JOB_STATUS`), in a process group of its own with its own timeout;
+//! only an abort interrupts it.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use tokio::sync::mpsc;
+use usher_core::api::AfterScriptResult;
+
+use crate::control::Control;
+use crate::job_run::JobRun;
+use crate::logsink::LogHandle;
+use crate::procs;
+use crate::script::after_script_text;
+
+/// Runs after_script; None if an abort arrived meanwhile.
+pub(crate) async fn run_after_script(
+    run: &JobRun<'_>,
+    cwd: Option<&Path>,
+    status: &str,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Option<AfterScriptResult> {
+    let (job, log) = (run.job, &run.log);
+    let file = run.meta_dir.join("after_script.sh");
+    let started = Instant::now();
+    log.note("Running after_script");
+    let failed = |log: &LogHandle, e: std::io::Error| {
+        log.note(&format!("Could not start after_script: {e}"));
+        Some(AfterScriptResult {
+            exit_code: None,
+            duration_ms: 0,
+            timed_out: false,
+        })
+    };
+    let text = run.exports() + &after_script_text(job, &run.state_file, cwd, status, run.shell());
+    if let Err(e) = run.write_for_job("after_script.sh", &text) {
+        return failed(log, e);
+    }
+    let (mut child, output) = match run.spawn_shell(&file) {
+        Ok(c) => c,
+        Err(e) => return failed(log, e),
+    };
+    let pgid = child.id().unwrap_or(0);
+    let timeout = tokio::time::sleep(Duration::from_secs(job.after_script_timeout_secs));
+    tokio::pin!(timeout);
+    let (exit_code, timed_out) = loop {
+        tokio::select! {
+            s = child.wait() => break (s.ok().and_then(|s| s.code()), false),
+            _ = &mut timeout => {
+                run.signal_shell(pgid, Signal::SIGKILL).await;
+                let _ = child.wait().await;
+                log.note(&format!("after_script timed out after {} s and was killed.", job.after_script_timeout_secs));
+                break (None, true);
+            }
+            c = control.recv() => match c {
+                Some(Control::Abort) => {
+                    procs::signal_group(pgid, Signal::SIGKILL);
+                    output.drain().await;
+                    return None;
+                }
+                Some(Control::Cancel | Control::Shutdown) => continue,
+                None => { let s = child.wait().await; break (s.ok().and_then(|s| s.code()), false); }
+            },
+        }
+    };
+    run.signal_shell(pgid, Signal::SIGKILL).await;
+    output.drain().await;
+    Some(AfterScriptResult {
+        exit_code,
+        duration_ms: started.elapsed().as_millis() as u64,
+        timed_out,
+    })
+}
