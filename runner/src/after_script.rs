@@ -14,6 +14,7 @@ use crate::job_run::JobRun;
 use crate::logsink::LogHandle;
 use crate::procs;
 use crate::script::after_script_text;
+use crate::supervise::{Heed, Waited, supervise};
 
 /// Runs after_script; None if an abort arrived meanwhile.
 pub(crate) async fn run_after_script(
@@ -43,26 +44,22 @@ pub(crate) async fn run_after_script(
         Err(e) => return failed(log, e),
     };
     let pgid = child.id().unwrap_or(0);
-    let timeout = tokio::time::sleep(Duration::from_secs(job.after_script_timeout_secs));
-    tokio::pin!(timeout);
-    let (exit_code, timed_out) = loop {
-        tokio::select! {
-            s = child.wait() => break (s.ok().and_then(|s| s.code()), false),
-            _ = &mut timeout => {
-                run.signal_shell(pgid, Signal::SIGKILL).await;
-                let _ = child.wait().await;
-                log.note(&format!("after_script timed out after {} s and was killed.", job.after_script_timeout_secs));
-                break (None, true);
-            }
-            c = control.recv() => match c {
-                Some(Control::Abort) => {
-                    procs::signal_group(pgid, Signal::SIGKILL);
-                    output.drain().await;
-                    return None;
-                }
-                Some(Control::Cancel | Control::Shutdown) => continue,
-                None => { let s = child.wait().await; break (s.ok().and_then(|s| s.code()), false); }
-            },
+    let timeout = Duration::from_secs(job.after_script_timeout_secs);
+    let (exit_code, timed_out) = match supervise(&mut child, control, Some(timeout), Heed::AbortOnly).await {
+        Waited::Exited(code) => (code, false),
+        Waited::TimedOut => {
+            run.signal_shell(pgid, Signal::SIGKILL).await;
+            let _ = child.wait().await;
+            log.note(&format!(
+                "after_script timed out after {} s and was killed.",
+                job.after_script_timeout_secs
+            ));
+            (None, true)
+        }
+        Waited::Stopped(_) => {
+            procs::signal_group(pgid, Signal::SIGKILL);
+            output.drain().await;
+            return None;
         }
     };
     run.signal_shell(pgid, Signal::SIGKILL).await;

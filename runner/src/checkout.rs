@@ -27,6 +27,7 @@ use crate::control::Control;
 use crate::isolation::JobUser;
 use crate::job_run::JobRun;
 use crate::procs;
+use crate::supervise::{Heed, Waited, supervise};
 
 /// How a checkout ended.
 pub enum CheckoutEnd {
@@ -201,19 +202,21 @@ async fn git(
         Err(e) => return Err(CheckoutEnd::Failed(format!("cannot run git: {e}"))),
     };
     let pgid = child.id().unwrap_or(0);
-    let stopped = tokio::select! {
-        status = child.wait() => {
+    let stopped = match supervise(&mut child, control, None, Heed::EveryStop).await {
+        Waited::Stopped(stop) => stop,
+        Waited::Exited(code) => {
             output.drain().await;
-            return Ok(status.is_ok_and(|s| s.success()));
+            return Ok(code == Some(0));
         }
-        c = control.recv() => c.unwrap_or(Control::Abort),
+        // No time limit was given, so this cannot happen; stop like an abort.
+        Waited::TimedOut => Control::Abort,
     };
     if stopped == Control::Abort {
         procs::signal_group(pgid, Signal::SIGKILL);
     } else {
         procs::signal_group(pgid, Signal::SIGTERM);
         let grace = Duration::from_secs(run.job.cancel_grace_secs);
-        if tokio::time::timeout(grace, child.wait()).await.is_err() {
+        if !matches!(supervise(&mut child, control, Some(grace), Heed::AbortOnly).await, Waited::Exited(_)) {
             procs::signal_group(pgid, Signal::SIGKILL);
         }
     }

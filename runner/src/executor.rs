@@ -36,6 +36,7 @@ use crate::procs::{self, JobMarks};
 use crate::rooms::ReadyRooms;
 use crate::script::script_text;
 use crate::spawn::JobProcess;
+use crate::supervise::{Heed, Waited, supervise};
 
 /// How the job ended on the runner.
 #[derive(Debug, PartialEq)]
@@ -70,21 +71,14 @@ pub struct JobHost {
     pub rooms: Arc<ReadyRooms>,
 }
 
-/// Waits for the script, a control message or the timeout.
+/// Waits for the script, a stop or the timeout.
 async fn wait_script(child: &mut JobProcess, control: &mut mpsc::UnboundedReceiver<Control>, timeout: Duration) -> ScriptEnd {
-    let deadline = tokio::time::sleep(timeout);
-    tokio::pin!(deadline);
-    loop {
-        tokio::select! {
-            status = child.wait() => return ScriptEnd::Exited(status.ok().and_then(|s| s.code())),
-            c = control.recv() => match c {
-                Some(Control::Cancel) => return ScriptEnd::Cancel,
-                Some(Control::Shutdown) => return ScriptEnd::Shutdown,
-                Some(Control::Abort) => return ScriptEnd::Abort,
-                None => std::future::pending::<()>().await,
-            },
-            _ = &mut deadline => return ScriptEnd::Timeout,
-        }
+    match supervise(child, control, Some(timeout), Heed::EveryStop).await {
+        Waited::Exited(code) => ScriptEnd::Exited(code),
+        Waited::TimedOut => ScriptEnd::Timeout,
+        Waited::Stopped(Control::Cancel) => ScriptEnd::Cancel,
+        Waited::Stopped(Control::Shutdown) => ScriptEnd::Shutdown,
+        Waited::Stopped(Control::Abort) => ScriptEnd::Abort,
     }
 }
 
@@ -97,21 +91,13 @@ async fn stop_gracefully(
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> bool {
     run.signal_shell(pgid, Signal::SIGTERM).await;
-    let grace_over = tokio::time::sleep(grace);
-    tokio::pin!(grace_over);
-    let aborted = loop {
-        tokio::select! {
-            _ = child.wait() => break false,
-            _ = &mut grace_over => {
-                run.signal_shell(pgid, Signal::SIGKILL).await;
-                let _ = child.wait().await;
-                break false;
-            }
-            c = control.recv() => match c {
-                Some(Control::Abort) => break true,
-                Some(Control::Cancel | Control::Shutdown) => continue,
-                None => { let _ = child.wait().await; break false; }
-            },
+    let aborted = match supervise(child, control, Some(grace), Heed::AbortOnly).await {
+        Waited::Exited(_) => false,
+        Waited::Stopped(_) => true,
+        Waited::TimedOut => {
+            run.signal_shell(pgid, Signal::SIGKILL).await;
+            let _ = child.wait().await;
+            false
         }
     };
     // Whatever is left of the group (background jobs that ignored TERM) goes now.

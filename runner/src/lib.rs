@@ -24,6 +24,7 @@ pub mod rooms;
 pub mod script;
 pub mod session;
 pub mod spawn;
+pub mod supervise;
 pub mod tls;
 
 pub use session::{RunnerConfig, Stop, run};
