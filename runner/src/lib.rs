@@ -11,6 +11,7 @@ pub mod clone3;
 pub mod container;
 pub mod control;
 pub mod docker;
+pub mod docker_policy;
 pub mod docker_proxy;
 pub mod executor;
 pub mod host;
