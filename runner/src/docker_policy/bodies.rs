@@ -34,7 +34,7 @@ pub(crate) fn exec_create(body: &J) -> Result<Vec<u8>, Refusal> {
         "WorkingDir",
         "Cmd",
     ];
-    let e = Fields::of(body, "the exec", &[&pass[..], &["Privileged"]].concat(), unknown)?;
+    let e = Fields::of(body, "", &[&pass[..], &["Privileged"]].concat(), unknown)?;
     e.refuse_set(&["Privileged"], |at| format!("usher: jobs may not run privileged execs ({at})"))?;
     let mut out = Map::new();
     e.copy(&pass, &mut out);
@@ -44,7 +44,7 @@ pub(crate) fn exec_create(body: &J) -> Result<Vec<u8>, Refusal> {
 /// `POST /exec/{id}/start`.
 pub(crate) fn exec_start(body: &J) -> Result<Vec<u8>, Refusal> {
     let pass = ["Detach", "Tty", "ConsoleSize"];
-    let e = Fields::of(body, "the exec start", &pass, unknown)?;
+    let e = Fields::of(body, "", &pass, unknown)?;
     let mut out = Map::new();
     e.copy(&pass, &mut out);
     Ok(bytes(out))
@@ -55,7 +55,7 @@ pub(crate) fn network_create(body: &J, job: &JobIdentity) -> Result<Vec<u8>, Ref
     let pass = ["Name", "CheckDuplicate", "EnableIPv4", "EnableIPv6", "Internal", "Attachable"];
     let refused = ["Ingress", "ConfigOnly", "ConfigFrom", "Options"];
     let known = [&pass[..], &refused, &["Driver", "Scope", "IPAM", "Labels"]].concat();
-    let n = Fields::of(body, "the network", &known, unknown)?;
+    let n = Fields::of(body, "", &known, unknown)?;
     n.refuse_set(&refused, |at| {
         format!("usher: jobs may not create networks with driver options ({at})")
     })?;
@@ -91,7 +91,7 @@ pub(crate) fn network_connect(body: &J, connect: bool) -> Result<(Vec<u8>, Vec<O
     } else {
         &["Container", "Force"]
     };
-    let b = Fields::of(body, "the request", known, unknown)?;
+    let b = Fields::of(body, "", known, unknown)?;
     let container = b.or_null("Container").text("Container")?;
     if !is_object_name(container) {
         return Err(Refusal::bad(format!("usher: {container:?} is not a container name or id")));
@@ -109,12 +109,7 @@ pub(crate) fn network_connect(body: &J, connect: bool) -> Result<(Vec<u8>, Vec<O
 /// `POST /volumes/create`: a plain local volume, labelled — no driver, no options
 /// (`-o type=none -o o=bind -o device=/` would mount any host path).
 pub(crate) fn volume_create(body: &J, job: &JobIdentity) -> Result<Vec<u8>, Refusal> {
-    let v = Fields::of(
-        body,
-        "the volume",
-        &["Name", "Driver", "DriverOpts", "Labels", "ClusterVolumeSpec"],
-        unknown,
-    )?;
+    let v = Fields::of(body, "", &["Name", "Driver", "DriverOpts", "Labels", "ClusterVolumeSpec"], unknown)?;
     v.refuse_set(&["DriverOpts"], |at| {
         format!("usher: jobs may not create volumes with driver options ({at})")
     })?;
@@ -141,7 +136,7 @@ pub(crate) fn volume_create(body: &J, job: &JobIdentity) -> Result<Vec<u8>, Refu
 /// `POST /commit`: the image's config (nothing of the host's).
 pub(crate) fn commit_config(body: &J) -> Result<Vec<u8>, Refusal> {
     let known = [&words(CONFIG_PASS)[..], &["Healthcheck", "Labels"]].concat();
-    let c = Fields::of(body, "the image config", &known, unknown)?;
+    let c = Fields::of(body, "", &known, unknown)?;
     let mut out = Map::new();
     c.copy(&known, &mut out);
     Ok(bytes(out))
@@ -158,7 +153,7 @@ pub(crate) fn auth(body: &J) -> Result<Vec<u8>, Refusal> {
         "identitytoken",
         "registrytoken",
     ];
-    let a = Fields::of(body, "the login", &known, unknown)?;
+    let a = Fields::of(body, "", &known, unknown)?;
     let mut out = Map::new();
     a.copy(&known, &mut out);
     Ok(bytes(out))

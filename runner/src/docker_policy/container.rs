@@ -93,7 +93,7 @@ fn unknown(at: &str) -> String {
 pub(crate) fn create(body: &J, job: &JobIdentity) -> Result<Create, Refusal> {
     let pass = words(CONFIG_PASS);
     let top_known = [&pass[..], &["Healthcheck", "Labels", "HostConfig", "NetworkingConfig"]].concat();
-    let top = Fields::of(body, "the container", &top_known, unknown)?;
+    let top = Fields::of(body, "", &top_known, unknown)?;
     let mut made = Create {
         body: Vec::new(),
         must_own: Vec::new(),

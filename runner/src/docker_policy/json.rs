@@ -113,10 +113,16 @@ impl J {
     }
 }
 
+/// `at.name`, or `name` at the top of the body (`at` empty).
+pub(crate) fn field_path(at: &str, name: &str) -> String {
+    if at.is_empty() { name.to_string() } else { format!("{at}.{name}") }
+}
+
 /// The fields of a Go struct found in an object: each key matched to its field without
 /// regard to ASCII case, as `encoding/json` does.
 pub(crate) struct Fields<'a> {
-    /// Where the struct is (`HostConfig`, `HostConfig.Mounts[0]`), for messages.
+    /// Where the struct is (`HostConfig`, `HostConfig.Mounts[0]`; empty for the body),
+    /// for messages.
     pub at: String,
     found: Vec<(&'static str, &'a J)>,
 }
@@ -126,16 +132,17 @@ impl<'a> Fields<'a> {
     /// Refused: a field given twice (in any case), and an unknown field that is not
     /// empty (`unknown(name)` says why); empty unknown fields are dropped.
     pub(crate) fn of(value: &'a J, at: &str, known: &[&'static str], unknown: impl Fn(&str) -> String) -> Result<Fields<'a>, Refusal> {
+        let here = if at.is_empty() { "the body" } else { at };
         let entries: &[(String, J)] = match value {
             J::Null => &[],
             J::Obj(o) => o,
-            _ => return Err(Refusal::bad(format!("usher: {at} must be an object"))),
+            _ => return Err(Refusal::bad(format!("usher: {here} must be an object"))),
         };
         let mut folded: Vec<String> = entries.iter().map(|(k, _)| k.to_ascii_lowercase()).collect();
         folded.sort_unstable();
         if let Some(pair) = folded.windows(2).find(|w| w[0] == w[1]) {
             return Err(Refusal::bad(format!(
-                "usher: {at} has the field {:?} twice (the engine matches field names in any case)",
+                "usher: {here} has the field {:?} twice (the engine matches field names in any case)",
                 pair[0]
             )));
         }
@@ -144,7 +151,7 @@ impl<'a> Fields<'a> {
             match known.iter().find(|k| k.eq_ignore_ascii_case(key)) {
                 Some(name) => found.push((*name, v)),
                 None if v.is_empty() => {}
-                None => return Err(Refusal::forbidden(unknown(&format!("{at}.{key}")))),
+                None => return Err(Refusal::forbidden(unknown(&field_path(at, key)))),
             }
         }
         Ok(Fields { at: at.to_string(), found })
@@ -172,7 +179,7 @@ impl<'a> Fields<'a> {
     /// `Err` naming the first of `names` that is set (not empty), with `why`.
     pub(crate) fn refuse_set(&self, names: &[&str], why: impl Fn(&str) -> String) -> Result<(), Refusal> {
         match self.found.iter().find(|(k, v)| names.contains(k) && !v.is_empty()) {
-            Some((name, _)) => Err(Refusal::forbidden(why(&format!("{}.{name}", self.at)))),
+            Some((name, _)) => Err(Refusal::forbidden(why(&field_path(&self.at, name)))),
             None => Ok(()),
         }
     }
