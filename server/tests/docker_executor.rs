@@ -2,7 +2,7 @@
 //! its services; a cancel stops the script and runs after_script in the same container
 //! with the script's variables and directory; cancel, abort, failure and success all
 //! leave no container, network or volume of the job — also what the job made itself
-//! through the Docker API it was given, which labels and confines what it creates; a
+//! through the Docker API it was given (whose confinement docker_api.rs tests); a
 //! missing image fails the job as `image_pull_failed`; a job without `image:` runs in
 //! the runner's `--docker-image`; a runner killed with SIGKILL
 //! removes what its jobs left when it starts again.
@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::docker::{BUSYBOX, DOCKER_CLI, SERVICE, docker, engine, objects_of};
+use common::docker::{BUSYBOX, DOCKER_CLI, SERVICE, engine, objects_of};
 use common::*;
 use serde_json::json;
 use usher_server::ServeOptions;
@@ -200,68 +200,6 @@ async fn a_job_without_image_runs_in_the_runners_default_image() {
     for id in [plain, own] {
         assert_nothing_left(&host, &runners, id).await;
     }
-    t.stop().await;
-}
-
-/// A job given the Docker API: what it creates carries its label and joins its
-/// network; the host and other jobs' objects are out of its reach.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_docker_api_a_job_is_given_labels_what_it_makes_and_keeps_it_in() {
-    let Some(host) = engine() else { return };
-    let outsider = format!("usher-test-outsider-{}", rand_suffix());
-    docker(&host, &["run", "--detach", "--name", &outsider, BUSYBOX, "sleep", "600"]);
-    let t = TestServer::start_docker(&host, 1).await;
-    let runners = local_runners(&t, 1);
-    let pipeline = t
-        .pipeline(&format!(
-            r#"
-job:
-  image: {DOCKER_CLI}
-  script:
-    - docker network create made-net-$CI_JOB_ID
-    - docker volume create made-vol-$CI_JOB_ID
-    - docker run -d --name made-$CI_JOB_ID -v made-vol-$CI_JOB_ID:/data -v implicit-$CI_JOB_ID:/more {BUSYBOX} sleep 600
-    - docker run --rm --name echo-$CI_JOB_ID {BUSYBOX} echo "attached output reaches the log"
-    - docker run -d --name web-$CI_JOB_ID {SERVICE} && sleep 1 && echo "by name $(wget -qO- http://web-$CI_JOB_ID/)"
-    - if docker run --rm -v /:/host {BUSYBOX} true; then echo HOST-MOUNTED; fi
-    - if docker run --rm --privileged {BUSYBOX} true; then echo PRIVILEGED; fi
-    - if docker stop -t 0 {outsider}; then echo OUTSIDER-STOPPED; fi
-    - docker rm -f {outsider}
-    - if docker exec {outsider} true; then echo OUTSIDER-ENTERED; fi
-    - echo ready; sleep 600
-"#
-        ))
-        .await;
-    let job_id = TestServer::job_id(&pipeline, "job");
-    let log = t.wait_for_log(job_id, "ready").await;
-    assert!(log.contains("attached output reaches the log"), "{log}");
-    assert!(log.contains("by name hello from the service"), "{log}");
-    for refused in ["HOST-MOUNTED", "PRIVILEGED", "OUTSIDER-STOPPED", "OUTSIDER-ENTERED"] {
-        assert!(!log.lines().any(|line| line == refused), "{refused}:\n{log}");
-    }
-    assert!(
-        log.contains("usher: jobs may not create containers with bind mounts of host paths"),
-        "{log}"
-    );
-    assert!(log.contains("No such container"), "{log}");
-    let labelled = objects_of(&host, &runners, Some(job_id));
-    // Its own container, the two it started, its network and the one it made, two volumes.
-    let count = |kind: &str| labelled.iter().filter(|o| o.starts_with(kind)).count();
-    assert_eq!(
-        (count("container:"), count("network:"), count("volume:")),
-        (3, 2, 2),
-        "{labelled:?}"
-    );
-
-    t.call("POST", &format!("/api/v1/jobs/{job_id}/cancel"), None).await;
-    t.wait_for_status(job_id, "canceled").await;
-    assert_nothing_left(&host, &runners, job_id).await;
-    let outsider_running = docker(&host, &["ps", "--quiet", "--filter", &format!("name={outsider}")]);
-    assert!(
-        !outsider_running.trim().is_empty(),
-        "the container that is not the job's still runs"
-    );
-    docker(&host, &["rm", "--force", &outsider]);
     t.stop().await;
 }
 
