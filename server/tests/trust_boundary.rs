@@ -74,7 +74,7 @@ planter:
 
 /// Two jobs run at once on one machine. The attacker reads every process's environment
 /// looking for the victim's secret, then kills every process it may signal; each job
-/// runs as a user of its own, so it finds nothing and kills only itself.
+/// runs as a user of its own, so it finds nothing and kills nothing of the victim's.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cannot_read_or_kill_another_running_job() {
     if skip_unless_root() {
@@ -109,7 +109,8 @@ attacker:
     );
     let pipeline = t.pipeline(&config).await;
     let (victim, attacker) = (TestServer::job_id(&pipeline, "victim"), TestServer::job_id(&pipeline, "attacker"));
-    t.wait_for_status(attacker, "failed").await;
+    // kill(-1) spares the caller itself: the attacker's shell goes on and ends well.
+    t.wait_for_status(attacker, "success").await;
     let victim_job = t.wait_for_status(victim, "success").await;
     let (victim_log, _) = t.log(victim).await;
     let (attacker_log, _) = t.log(attacker).await;
