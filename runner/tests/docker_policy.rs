@@ -154,7 +154,13 @@ fn host_config_fields_that_reach_the_host_are_refused_in_every_spelling() {
     ));
     // Escapes in keys are decoded before the key is matched, by the engine and the policy.
     let escaped = r#"{"HostConfig":{"\u0050rivileged":true}}"#;
-    rows.push(row("POST", "/containers/create", "", Some(escaped.into()), refused(403, "Privileged")));
+    rows.push(row(
+        "POST",
+        "/containers/create",
+        "",
+        Some(escaped.into()),
+        refused(403, "Privileged"),
+    ));
     let endpoints = json!({"NetworkingConfig": {"EndpointsConfig": {"host": {}}}});
     rows.push(row(
         "POST",

@@ -168,7 +168,13 @@ async fn what_the_engine_would_read_as_reaching_the_host_is_refused() {
         docker(&host, &["rm", "--force", &name]);
     }
     let encoded = format!("/containers%2Fcreate?name=agree-encoded-{suffix}");
-    let (status, answer) = raw(&engine_socket, "POST", &encoded, &json!({"Image": BUSYBOX, "Cmd": ["true"]}).to_string()).await;
+    let (status, answer) = raw(
+        &engine_socket,
+        "POST",
+        &encoded,
+        &json!({"Image": BUSYBOX, "Cmd": ["true"]}).to_string(),
+    )
+    .await;
     assert_eq!(status, 201, "the engine routes /containers%2Fcreate as a create: {answer}");
     docker(&host, &["rm", "--force", &format!("agree-encoded-{suffix}")]);
     let (status, answer) = raw(&engine_socket, "GET", &format!("/containers%2F{outsider}%2Fjson"), "").await;
