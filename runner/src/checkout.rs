@@ -216,7 +216,10 @@ async fn git(
     } else {
         procs::signal_group(pgid, Signal::SIGTERM);
         let grace = Duration::from_secs(run.job.cancel_grace_secs);
-        if !matches!(supervise(&mut child, control, Some(grace), Heed::AbortOnly).await, Waited::Exited(_)) {
+        if !matches!(
+            supervise(&mut child, control, Some(grace), Heed::AbortOnly).await,
+            Waited::Exited(_)
+        ) {
             procs::signal_group(pgid, Signal::SIGKILL);
         }
     }
