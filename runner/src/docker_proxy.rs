@@ -75,7 +75,7 @@ impl DockerProxy {
                         let Ok((stream, _)) = accepted else { continue };
                         let ctx = ctx.clone();
                         connections.spawn(async move {
-                            let service = hyper::service::service_fn(move |req| handle(req, ctx.clone()));
+                            let service = hyper::service::service_fn(move |req| Box::pin(handle(req, ctx.clone())));
                             let _ = hyper::server::conn::http1::Builder::new()
                                 .serve_connection(TokioIo::new(stream), service)
                                 .with_upgrades()
@@ -129,6 +129,9 @@ fn refuse(status: StatusCode, message: &str) -> Response<Body> {
         .expect("static response")
 }
 
+/// The most of a refused request's body read (and dropped) before the refusal is sent.
+const MAX_DRAINED: usize = 256 * 1024 * 1024;
+
 async fn handle(mut req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Body>, hyper::Error> {
     let client_side = req
         .headers()
@@ -150,6 +153,11 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Bo
     let forward = match docker_policy::decide(method, path, query, json.as_deref(), &ctx.job) {
         Decision::Forward(forward) => forward,
         Decision::Refuse { status, message } => {
+            // The client may still be sending (a build context): read it to its end
+            // (bounded) first, so it gets the answer and not a broken pipe.
+            if let Some(body) = body {
+                let _ = Limited::new(body, MAX_DRAINED).collect().await;
+            }
             return Ok(refuse(StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN), &message));
         }
     };
@@ -166,14 +174,16 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Bo
         ctx.creating.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         let task_ctx = ctx.clone();
         let task = tokio::spawn(async move {
-            let answer = run(forward, req, client_side, &task_ctx).await;
+            let answer = Box::pin(run(forward, req, client_side, &task_ctx)).await;
             task_ctx.creating.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             answer
         });
         task.await
             .unwrap_or_else(|_| Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "usher: the proxy failed")))
     } else {
-        run(forward, req, client_side, &ctx).await
+        // Boxed: the futures of the engine calls are large, and a debug build's worker
+        // stack is not.
+        Box::pin(run(forward, req, client_side, &ctx)).await
     };
     Ok(answer.unwrap_or_else(|refusal| refusal))
 }
@@ -220,12 +230,12 @@ async fn run(
     ctx: &Ctx,
 ) -> Result<Response<Body>, Response<Body>> {
     for volume in &forward.make_volumes {
-        labelled_volume(ctx, volume).await?;
+        Box::pin(labelled_volume(ctx, volume)).await?;
     }
     for object in &forward.must_own {
-        owned(ctx, object).await?;
+        Box::pin(owned(ctx, object)).await?;
     }
-    send(req, client_side, ctx).await
+    Box::pin(send(req, client_side, ctx)).await
 }
 
 /// Passes `req` to the engine on a connection of its own; an upgrade is spliced.
