@@ -4,8 +4,9 @@ use usher_core::status::Status;
 
 use crate::{Actor, Engine, EngineError};
 
-/// How much of a log one page read takes from the database (at least one stored chunk).
-pub const LOG_PAGE_BYTES: usize = 64 * 1024;
+/// How much of a log one page read takes from the database: what a reader that stalls
+/// holds of it (besides the server's write buffer), however the log was stored.
+pub const LOG_PAGE_BYTES: usize = 16 * 1024;
 
 impl Engine {
     pub async fn job_log(&self, actor: &Actor, id: i64, offset: u64) -> Result<(String, bool), EngineError> {
@@ -14,10 +15,11 @@ impl Engine {
         Ok((text, job.status.is_terminal()))
     }
 
-    /// A job's log from byte `offset` on, read from the database a page (about
-    /// `LOG_PAGE_BYTES`) at a time as the reader takes it: a reader that stalls holds one
-    /// page, not the whole log. Also whether the job had finished when the read began
-    /// (then this is the whole rest of its log).
+    /// A job's log from byte `offset` on, read from the database a page (at most
+    /// `LOG_PAGE_BYTES`) at a time, each only when the reader has taken the one before
+    /// (the stream is polled when the connection has room): a reader that stalls holds
+    /// one page, not the log. Also whether the job had finished when the read began (then
+    /// this is the whole rest of its log).
     pub async fn job_log_pages(
         &self,
         actor: &Actor,

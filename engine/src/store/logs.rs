@@ -14,6 +14,11 @@ pub const LOGS_CHANNEL: &str = "usher_logs";
 const NOTIFY_TEXT_BYTES: usize = 3000;
 /// The largest piece whose text travels in a websocket frame.
 const FRAME_TEXT_BYTES: usize = 32 * 1024;
+/// The most bytes of log one stored row holds (a runner's batch of up to 1 MiB is cut
+/// into rows of this size).
+const CHUNK_BYTES: usize = 16 * 1024;
+/// Rows inserted by one statement (3 parameters a row; SQLite allows 32,766 in all).
+const CHUNK_ROWS_PER_INSERT: usize = 64;
 
 impl Store {
     /// Finished jobs with a log, oldest first: (job, log length), at most `limit`.
@@ -57,10 +62,10 @@ impl Store {
     /// log's end at that point (a piece sent again after a reconnect may overlap what is
     /// stored: only its new tail is kept) and the job is still held by the runner; past
     /// `max_bytes` the log ends with a truncation line and takes nothing more. One
-    /// transaction and one stored chunk for all of them: a runner streams its pieces
-    /// without waiting, so a busy job's pieces arrive together. Returns, per piece, the
-    /// log's length after it and the job's status, and what was added, if anything (on
-    /// PostgreSQL also sent on [`LOGS_CHANNEL`]).
+    /// transaction for all of them (stored in rows of at most `CHUNK_BYTES`): a runner
+    /// streams its pieces without waiting, so a busy job's pieces arrive together.
+    /// Returns, per piece, the log's length after it and the job's status, and what was
+    /// added, if anything (on PostgreSQL also sent on [`LOGS_CHANNEL`]).
     pub async fn append_log(
         &self,
         job_id: i64,
@@ -115,13 +120,31 @@ impl Store {
             tx.commit().await?;
             return Ok((lengths, None));
         }
-        sqlx::query("INSERT INTO job_log_chunks (job_id, byte_offset, byte_end, data) VALUES ($1, $2, $3, $4)")
-            .bind(job_id)
-            .bind(start as i64)
-            .bind(length as i64)
-            .bind(&added)
-            .execute(&mut *tx)
-            .await?;
+        // Stored as rows of at most CHUNK_BYTES, cut at character boundaries, so that a
+        // page read (`read_log_page`) takes its few kilobytes out of a row or two of that
+        // size, not out of a megabyte row each time.
+        let mut rows = Vec::new();
+        let mut at = 0;
+        while at < added.len() {
+            let mut end = (at + CHUNK_BYTES).min(added.len());
+            while !added.is_char_boundary(end) {
+                end -= 1;
+            }
+            rows.push((start + at as u64, start + end as u64, &added[at..end]));
+            at = end;
+        }
+        for group in rows.chunks(CHUNK_ROWS_PER_INSERT) {
+            let values: Vec<String> = (0..group.len()).map(|i| format!("($1, {})", placeholders(2 + 3 * i, 3))).collect();
+            let sql = format!(
+                "INSERT INTO job_log_chunks (job_id, byte_offset, byte_end, data) VALUES {}",
+                values.join(", ")
+            );
+            let mut insert = sqlx::query(&sql).bind(job_id);
+            for &(from, to, text) in group {
+                insert = insert.bind(from as i64).bind(to as i64).bind(text);
+            }
+            insert.execute(&mut *tx).await?;
+        }
         sqlx::query("UPDATE jobs SET log_length = $1 WHERE id = $2")
             .bind(length as i64)
             .bind(job_id)
@@ -151,30 +174,55 @@ impl Store {
         Ok((lengths, Some(LogAppend { text, ..piece })))
     }
 
-    /// About `max_bytes` of the log from byte `offset` on (whole stored chunks, at least
-    /// one; snapped forward to a character boundary), and where the next page starts, or
-    /// None when this page reaches the end of what is stored.
+    /// At most `max_bytes` of the log from byte `offset` on (snapped forward to a
+    /// character boundary, and cut back to one at the end), and where the next page
+    /// starts, or None when this page reaches the end of what is stored.
+    ///
+    /// Only the window's bytes leave the database, whatever the size of the stored chunks
+    /// (a runner's batch may be stored as one chunk of a megabyte or more): each chunk
+    /// that overlaps the window gives just its part of it, so a page costs `max_bytes`,
+    /// not a chunk.
     pub async fn read_log_page(&self, job_id: i64, offset: u64, max_bytes: usize) -> Result<(String, Option<u64>), EngineError> {
-        let rows = sqlx::query(
-            "SELECT byte_offset, byte_end, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset LIMIT 64",
-        )
+        // Room for the longest character, so that every page moves on.
+        let max_bytes = max_bytes.max(4);
+        let window_end = offset.saturating_add(max_bytes as u64);
+        // The chunk's text as bytes, so that positions are byte offsets (SQL's string
+        // functions count characters).
+        let bytes = match self.backend {
+            Backend::Sqlite => "CAST(data AS BLOB)",
+            Backend::Postgres => "convert_to(data, 'UTF8')",
+        };
+        // From the window's start (or the chunk's, if later) to the window's end: 1-based.
+        let rows = sqlx::query(&format!(
+            "SELECT substr({bytes}, \
+                 CAST(CASE WHEN byte_offset < $2 THEN $2 - byte_offset + 1 ELSE 1 END AS INTEGER), \
+                 CAST(CASE WHEN byte_offset < $2 THEN $3 - $2 ELSE $3 - byte_offset END AS INTEGER)) AS piece \
+             FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 AND byte_offset < $3 ORDER BY byte_offset"
+        ))
         .bind(job_id)
         .bind(offset as i64)
+        .bind(window_end as i64)
         .fetch_all(&mut *self.conn().await?)
         .await?;
-        let more = rows.len() == 64;
-        let mut out = String::new();
-        let mut end = offset;
-        for r in &rows {
-            if !out.is_empty() && out.len() >= max_bytes {
-                return Ok((out, Some(end)));
-            }
-            let start = r.try_get::<i64, _>("byte_offset")?.max(0) as u64;
-            let data: String = r.try_get("data")?;
-            end = r.try_get::<i64, _>("byte_end")?.max(0) as u64;
-            out.push_str(tail_from(&data, start, offset));
+        let mut page = Vec::with_capacity(max_bytes);
+        for r in rows {
+            let piece: Vec<u8> = r.try_get("piece")?;
+            page.extend_from_slice(&piece[..piece.len().min(max_bytes - page.len())]);
         }
-        Ok((out, more.then_some(end)))
+        let full = page.len() == max_bytes;
+        // An offset inside a character starts at the next one.
+        let skip = page.iter().take_while(|b| (**b & 0xC0) == 0x80).count();
+        let valid = match std::str::from_utf8(&page[skip..]) {
+            Ok(_) => page.len() - skip,
+            // The window's end cut a character: it starts the next page.
+            Err(e) if full && e.error_len().is_none() => e.valid_up_to(),
+            Err(e) => return Err(EngineError::Internal(format!("job {job_id}'s stored log is not UTF-8: {e}"))),
+        };
+        let next = offset + (skip + valid) as u64;
+        page.truncate(skip + valid);
+        page.drain(..skip);
+        let text = String::from_utf8(page).map_err(|e| EngineError::Internal(e.to_string()))?;
+        Ok((text, full.then_some(next)))
     }
 
     /// The log from byte `offset` on (snapped forward to a character boundary).

@@ -1,0 +1,68 @@
+//! A log read a page at a time (what `GET /api/v1/jobs/{id}/log` streams): pages are
+//! bounded whatever the size of the stored chunks, start and end on character
+//! boundaries, and together are exactly the log from the offset asked for.
+
+mod common;
+
+use common::*;
+use futures_util::StreamExt;
+
+/// `LOG_PAGE_BYTES` in engine/src/logs.rs.
+const PAGE: usize = 16 * 1024;
+
+#[tokio::test]
+async fn pages_are_bounded_and_tile_the_log_from_any_offset() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
+        let job = engine.claim_job(r, &[]).await.unwrap().unwrap().job_id;
+        // A runner's batch of 300 KiB of 1-, 2-, 3- and 4-byte characters, then small
+        // pieces.
+        let big: String = "ab\u{e9}\u{20ac}\u{1f600}\n".chars().cycle().take(300 * 1024 / 2).collect();
+        let mut length = engine.append_log(r, job, 0, &big).await.unwrap().0;
+        for i in 0..50 {
+            let piece = format!("line {i} \u{1f600}\n");
+            length = engine.append_log(r, job, length, &piece).await.unwrap().0;
+        }
+        let (log, _) = engine.job_log(&admin, job, 0).await.unwrap();
+        assert_eq!(log.len() as u64, length, "{}", db.name);
+        check_pages(&engine, &admin, job, &log, big.len(), db.name).await;
+
+        // A log stored before rows were cut to size: one row of all of it.
+        sqlx::any::install_default_drivers();
+        let mut conn = <sqlx::AnyConnection as sqlx::Connection>::connect(&db.url).await.unwrap();
+        sqlx::query("DELETE FROM job_log_chunks WHERE job_id = $1")
+            .bind(job)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO job_log_chunks (job_id, byte_offset, byte_end, data) VALUES ($1, 0, $2, $3)")
+            .bind(job)
+            .bind(log.len() as i64)
+            .bind(&log)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        check_pages(&engine, &admin, job, &log, big.len(), db.name).await;
+        engine.close().await;
+    }
+}
+
+/// Reads `job`'s log (`log`, whose first `big` bytes came in one append) a page at a
+/// time from offsets around the interesting places.
+async fn check_pages(engine: &usher_engine::Engine, admin: &usher_engine::Actor, job: i64, log: &str, big: usize, db: &str) {
+    let near = |at: usize| (at.saturating_sub(3)..at + 4).filter(|o| *o <= log.len());
+    let offsets = [0, 4, PAGE, big, log.len()].into_iter().flat_map(near).chain([log.len() + 10]);
+    for offset in offsets {
+        let (pages, _) = engine.job_log_pages(admin, job, offset as u64).await.unwrap();
+        let pages: Vec<String> = pages.map(|p| p.unwrap()).collect().await;
+        assert!(pages.iter().all(|p| p.len() <= PAGE && !p.is_empty()), "{db}: offset {offset}");
+        // Snapped forward to a character boundary, as a whole read is.
+        let expected = match log.get(offset.min(log.len())..) {
+            Some(rest) => rest.to_string(),
+            None => engine.job_log(admin, job, offset as u64).await.unwrap().0,
+        };
+        assert_eq!(pages.concat(), expected, "{db}: offset {offset}");
+    }
+}
