@@ -4,7 +4,8 @@
 //! backlog, costing nothing here); HTTP/1.1 or HTTP/2, websocket upgrades included; a
 //! client must finish its request headers within `header_timeout` or is disconnected
 //! (also between requests on a kept-alive connection); on shutdown, connections finish
-//! what they are doing and close.
+//! what they are doing and close. A client that stops reading an answer costs a small
+//! fixed buffer (see [`WRITE_BUFFER_BYTES`]), whatever the answer's size.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,6 +19,15 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
+
+/// The most of an answer a connection queues in user space before it waits for the
+/// client to take what is queued (hyper's default is ~400 KB a connection). The kernel's
+/// socket buffer lies beyond this, and a body is read from its source (a log page, an
+/// artifact chunk) only when this has room, so a client that stops reading holds this
+/// plus one such piece (docs/benchmarks.md, "Clients that stop reading"). For HTTP/1.1
+/// it also bounds a request's head (a larger one is answered 431); for HTTP/2 it is the
+/// send buffer of each stream.
+pub const WRITE_BUFFER_BYTES: usize = 16 * 1024;
 
 /// What one server accepts.
 #[derive(Clone, Debug)]
@@ -49,8 +59,12 @@ pub async fn serve(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(WRITE_BUFFER_BYTES);
+    builder.http2().timer(TokioTimer::new()).max_send_buf_size(WRITE_BUFFER_BYTES);
     let mut stopping = std::pin::pin!(async move {
         let _ = shutdown.wait_for(|s| *s).await;
     });
@@ -72,7 +86,15 @@ pub async fn serve(
             _ = &mut stopping => break,
         };
         let _ = tcp.set_nodelay(true);
-        let service = TowerToHyperService::new(router.clone().layer(axum::Extension(ConnectInfo::<SocketAddr>(remote))));
+        // The client's address goes into each request as it arrives. (Layering the router
+        // per connection instead rebuilt every route's service: ~150 KiB a connection.)
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            router.clone(),
+            move |mut request: axum::http::Request<_>| {
+                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(remote));
+                request
+            },
+        ));
         let (builder, watcher, tls, timeout) = (builder.clone(), graceful.watcher(), tls.clone(), limits.header_timeout);
         tokio::spawn(async move {
             let result = match tls {
