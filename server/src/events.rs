@@ -6,7 +6,7 @@
 
 use axum::extract::State;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -117,7 +117,7 @@ async fn stream_events(
                     match next {
                         // Serialized once for every socket (the first one to get here pays).
                         Ok(published) if filter.keeps(&published.event) => {
-                            if !feed_text(&mut socket, &published.frame_json()).await {
+                            if !feed_text(&mut socket, &*published.frame_json()).await {
                                 return;
                             }
                             waiting += 1;
@@ -152,7 +152,11 @@ async fn stream_events(
             // from its own length, so lagging here costs nothing but a fetch.
             piece = async { logs.as_mut().expect("guarded").recv().await }, if logs.is_some() => match piece {
                 Ok(piece) if Some(piece.job_id) == filter.job_id => {
-                    if !send_frame(&mut socket, &EventFrame::Log(piece)).await {
+                    // Serialized, and the piece let go, before the frame waits for the
+                    // client: a socket that stalls holds the frame once (in its write
+                    // buffer), not the piece as well.
+                    let frame = serde_json::to_string(&EventFrame::Log(piece)).expect("serialisable");
+                    if !send_text(&mut socket, frame).await {
                         return;
                     }
                 }
@@ -173,16 +177,12 @@ async fn stream_events(
 
 /// Sends one frame; false when the client is gone or has read nothing for
 /// [`SEND_TIMEOUT`] (its socket buffers are full, so no close frame would get through).
-async fn send_frame(socket: &mut WebSocket, frame: &EventFrame) -> bool {
-    send_text(socket, &serde_json::to_string(frame).expect("serialisable")).await
-}
-
-async fn send_text(socket: &mut WebSocket, text: &str) -> bool {
+async fn send_text(socket: &mut WebSocket, text: String) -> bool {
     feed_text(socket, text).await && flush(socket).await
 }
 
 /// Queues one frame without writing it yet (see [`flush`]).
-async fn feed_text(socket: &mut WebSocket, text: &str) -> bool {
+async fn feed_text(socket: &mut WebSocket, text: impl Into<Utf8Bytes>) -> bool {
     use futures::SinkExt;
     within_send_timeout(socket.feed(Message::Text(text.into()))).await
 }

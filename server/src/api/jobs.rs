@@ -59,7 +59,8 @@ pub async fn job_log(
             )
         })?,
     };
-    // Streamed a page at a time: a client that reads slowly (or never) holds one page.
+    // Streamed a page at a time, the next read when the connection has room for it: a
+    // client that reads slowly (or never) holds one page.
     let (pages, complete) = engine.job_log_pages(&actor, id(&p, "job")?, offset).await?;
     let body = axum::body::Body::from_stream(futures::StreamExt::map(pages, |page| page.map_err(std::io::Error::other)));
     Ok((
@@ -91,6 +92,11 @@ pub async fn list_artifacts(
     Ok(Json(engine.list_artifacts(&actor, id(&p, "job")?).await?))
 }
 
+/// How much of an artifact file one read takes (tower-http's default is 64 KiB). A
+/// stalled download holds about four times this: the file's read buffer, and chunks in
+/// the connection's write buffer.
+const ARTIFACT_CHUNK_BYTES: usize = 8 * 1024;
+
 /// The file, always as a download: an uploaded `.html` must never run as a page of ours.
 #[utoipa::path(get, path = "/jobs/{id}/artifacts/{*path}", tag = "jobs",
     params(("id" = i64, Path, description = "The job id"), ("path" = String, Path, description = "The artifact's path, as listed")),
@@ -108,8 +114,10 @@ pub async fn download_artifact(
     if !tokio::fs::try_exists(&file_path).await.unwrap_or(false) {
         return Err(EngineError::NotFound(format!("artifact {path:?}")).into());
     }
-    // tower-http streams the file in chunks and answers `Range` requests (206) and
-    // conditional ones; the headers that make it a safe download are ours.
+    // tower-http streams the file in chunks, each read only when the connection has room
+    // for it (so a client that stops reading holds one chunk and the connection's write
+    // buffer), and answers `Range` requests (206) and conditional ones; the headers that
+    // make it a safe download are ours.
     let mut request = axum::http::Request::new(axum::body::Body::empty());
     for name in [
         header::RANGE,
@@ -121,9 +129,12 @@ pub async fn download_artifact(
             request.headers_mut().insert(name, value.clone());
         }
     }
-    let served = tower::ServiceExt::oneshot(tower_http::services::ServeFile::new(&file_path), request)
-        .await
-        .map_err(|e| EngineError::Internal(format!("reading artifact {path:?}: {e}")))?;
+    let served = tower::ServiceExt::oneshot(
+        tower_http::services::ServeFile::new(&file_path).with_buf_chunk_size(ARTIFACT_CHUNK_BYTES),
+        request,
+    )
+    .await
+    .map_err(|e| EngineError::Internal(format!("reading artifact {path:?}: {e}")))?;
     let mut response = served.map(axum::body::Body::new);
     let name = path.rsplit('/').next().unwrap_or("artifact");
     let ascii_name: String = name
