@@ -1,6 +1,7 @@
-//! Floods whose cost is memory, measured as this process's RSS (the server runs in it),
-//! so these tests live alone in their binary and take turns: a login flood, and 200
-//! clients that ask for a 4 MiB log and never read it.
+//! Floods whose cost is memory, so these tests live alone in their binary and take turns:
+//! a login flood (the server runs in this process, its RSS is this process's), and
+//! clients that ask for a 4 MiB log or artifact and never read it (a real `usher serve`
+//! process, measured from outside).
 
 mod common;
 
@@ -138,15 +139,214 @@ async fn login_time_does_not_reveal_whether_a_user_exists() {
     t.stop().await;
 }
 
-/// 200 clients ask for a job's whole 4 MiB log and never read a byte: the server holds a
-/// page per reader, not the log (before: RSS from 71 MB to 864 MB). Meanwhile a client
-/// that does read gets all of it, and a request with an offset still works.
+/// What one stalled reader may cost the server: one piece of the answer (a log page, an
+/// artifact chunk) and the connection's write buffer, under 64 KiB in all.
+const PER_STALLED_READER: u64 = 64 * 1024;
+
+/// The noise one RSS difference may carry, for all the measured readers together. The
+/// server's RSS is flat when idle (to the KiB over 10 s here), but the allocator takes
+/// memory from the kernel in steps (a heap top grown by 128 KiB at a time, an arena of
+/// its own for a thread that allocates for the first time), and RSS counts pages, not
+/// bytes: 1 MiB over 200 readers is 5 KiB each.
+const RSS_NOISE: u64 = 1024 * 1024;
+
+/// Readers opened before each measurement, so that it sees what every further reader
+/// costs, not what the first ones pay once (the allocator's arenas for the worker
+/// threads, the database's page cache, first-use statics), nor memory the server freed
+/// earlier (the job's output, a whole log read) that the allocator hands out again.
+const WARM: usize = 100;
+/// Readers measured.
+const MEASURED: usize = 200;
+
+/// A real `usher serve` process (one local runner), measured from outside: this build's
+/// binary, or `USHER_BIN` (a release build, say, or an older one to compare with).
+struct RealServer {
+    t: TestServer,
+    process: OwnedChild,
+    _data_dir: tempfile::TempDir,
+}
+
+impl RealServer {
+    fn start(env: &[(&str, &str)]) -> RealServer {
+        use std::io::{BufRead, BufReader};
+        let bin = std::env::var("USHER_BIN").unwrap_or(env!("CARGO_BIN_EXE_usher").to_string());
+        let data_dir = tempfile::tempdir().unwrap();
+        let mut process = OwnedChild(
+            std::process::Command::new(&bin)
+                .args(["serve", "--addr", "127.0.0.1:0", "--local-runners", "1"])
+                .env("USHER_DATA_DIR", data_dir.path())
+                .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
+                .envs(env.iter().copied())
+                .env_remove("DATABASE_URL")
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .unwrap_or_else(|e| panic!("{bin}: {e}")),
+        );
+        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        let mut t = TestServer::detached();
+        t.base = loop {
+            let line = lines.next().expect("usher printed its address").unwrap();
+            if let Some(rest) = line.strip_prefix("Usher is serving ") {
+                break rest.trim().to_string();
+            }
+        };
+        std::thread::spawn(move || for _ in lines {});
+        RealServer {
+            t,
+            process,
+            _data_dir: data_dir,
+        }
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        self.t.base.trim_start_matches("http://").parse().unwrap()
+    }
+
+    /// The server process's resident memory, in bytes.
+    fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.process.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    /// RSS once it has stopped moving: samples 250 ms apart until four in a row are
+    /// within 64 KiB of each other (at most `limit`), the last of them.
+    async fn settled_rss(&self, limit: Duration) -> u64 {
+        let started = Instant::now();
+        let mut samples = vec![self.rss()];
+        loop {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            samples.push(self.rss());
+            let last = &samples[samples.len().saturating_sub(4)..];
+            let spread = last.iter().max().unwrap() - last.iter().min().unwrap();
+            if (last.len() == 4 && spread <= 64 * 1024) || started.elapsed() > limit {
+                return *samples.last().unwrap();
+            }
+        }
+    }
+
+    /// Opens [`WARM`] connections that ask for `path` (None: that send nothing), then
+    /// [`MEASURED`] more, and returns what each of those cost the server's RSS; they
+    /// stay open (in `open`).
+    async fn cost_per_connection(&self, path: Option<&str>, open: &mut Vec<tokio::net::TcpStream>) -> u64 {
+        for _ in 0..WARM {
+            open.push(stalled_reader(self.addr(), path).await);
+        }
+        let before = self.settled_rss(Duration::from_secs(20)).await;
+        for _ in 0..MEASURED {
+            open.push(stalled_reader(self.addr(), path).await);
+        }
+        let after = self.settled_rss(Duration::from_secs(20)).await;
+        after.saturating_sub(before) / MEASURED as u64
+    }
+
+    /// What a reader of `path` that never reads costs the server (and, for comparison,
+    /// a connection that has sent nothing yet); checks the bound.
+    async fn stalled_readers(&self, what: &str, path: &str) -> Vec<tokio::net::TcpStream> {
+        let mut open = Vec::new();
+        let start = self.rss();
+        let stalled = self.cost_per_connection(Some(path), &mut open).await;
+        let with_readers = self.rss();
+        let idle = self.cost_per_connection(None, &mut open).await;
+        println!(
+            "{what}: a stalled reader (4 KiB receive buffer) costs the server {} KiB of RSS, an idle connection {} KiB \
+             ({MEASURED} of each after {WARM}; server RSS {:.1} MB, {:.1} MB with the {} readers)",
+            stalled / 1024,
+            idle / 1024,
+            start as f64 / 1e6,
+            with_readers as f64 / 1e6,
+            WARM + MEASURED,
+        );
+        assert!(
+            stalled <= PER_STALLED_READER + RSS_NOISE / MEASURED as u64,
+            "{what}: a stalled reader costs {stalled} bytes (goal {PER_STALLED_READER})"
+        );
+        open.truncate(WARM + MEASURED);
+        open
+    }
+}
+
+/// A connection with a 4 KiB receive buffer, set before it connects so that the window it
+/// offers stays small, and the segment size of an Ethernet path (1,460 bytes) rather than
+/// loopback's 64 KiB: the server's kernel sizes its send buffer from that (on loopback it
+/// would take over a megabyte of each answer, which no real path lets it), so what the
+/// client does not read soon waits in the server's own memory.
+async fn small_window_connection(addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    use std::os::fd::AsRawFd;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mss: libc::c_int = 1460;
+    // SAFETY: a valid socket, and a c_int option of the size given.
+    let set = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_MAXSEG,
+            (&mss as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(set, 0, "TCP_MAXSEG: {}", std::io::Error::last_os_error());
+    socket.connect(addr).await.unwrap()
+}
+
+/// A client that sends `GET path` (None: nothing) and never reads a byte of the answer,
+/// on a [`small_window_connection`]: the answer piles up on the server's side.
+async fn stalled_reader(addr: std::net::SocketAddr, path: Option<&str>) -> tokio::net::TcpStream {
+    let mut tcp = small_window_connection(addr).await;
+    if let Some(path) = path {
+        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n");
+        tcp.write_all(request.as_bytes()).await.unwrap();
+    }
+    tcp
+}
+
+/// A stalled reader's answer, read now to its end: the head, and the body (de-chunked).
+async fn finish_reading(mut tcp: tokio::net::TcpStream) -> (String, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(30), tcp.read_to_end(&mut answer))
+        .await
+        .expect("the rest of the answer within 30 s")
+        .unwrap();
+    let head_end = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a whole head") + 4;
+    let head = String::from_utf8_lossy(&answer[..head_end]).to_string();
+    let mut rest = &answer[head_end..];
+    if !head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        return (head, rest.to_vec());
+    }
+    let mut body = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n").expect("a chunk size");
+        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+        if size == 0 {
+            return (head, body);
+        }
+        body.extend_from_slice(&rest[line_end + 2..line_end + 2 + size]);
+        rest = &rest[line_end + 2 + size + 2..];
+    }
+}
+
+/// 300 clients ask for a job's whole 4 MiB log and never read a byte, each with a 4 KiB
+/// receive buffer: the server holds a page per reader, not the log, nor a stored chunk of
+/// it (a runner's batch, up to 1 MiB), nor hyper's default ~400 KB of queued answer.
+/// Before: 850 KiB–1.4 MB per reader (release build; docs/benchmarks.md). The log is
+/// random base64, so no compression could hide it. Meanwhile a client that does read
+/// gets all of it, a request with an offset still works, and a stalled reader that
+/// starts reading gets the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_log_readers_cost_little_memory() {
     let _turn = TURN.lock().await;
-    let t = TestServer::start(1).await;
+    let server = RealServer::start(&[]);
+    let t = &server.t;
     let pipeline = t
-        .pipeline("loud:\n  script:\n    - \"head -c 6000000 /dev/zero | tr '\\\\0' x | fold -w 99\"\n")
+        .pipeline("loud:\n  script:\n    - \"head -c 3300000 /dev/urandom | base64 -w 99\"\n")
         .await;
     let job = TestServer::job_id(&pipeline, "loud");
     t.wait_for_status(job, "success").await;
@@ -154,17 +354,7 @@ async fn stalled_log_readers_cost_little_memory() {
     assert!(complete);
     assert!(full.len() > 4_000_000 && full.contains("reached its limit"), "{}", full.len());
 
-    let before = rss_bytes();
-    let addr = t.base.trim_start_matches("http://").to_string();
-    let mut stalled = Vec::new();
-    for _ in 0..200 {
-        let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
-        let request = format!("GET /api/v1/jobs/{job}/log HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n\r\n");
-        tcp.write_all(request.as_bytes()).await.unwrap();
-        stalled.push(tcp);
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let grown = rss_bytes().saturating_sub(before);
+    let mut stalled = server.stalled_readers("log (4 MiB)", &format!("/api/v1/jobs/{job}/log")).await;
     // Still answering, in full, while they stall.
     let (again, _) = t.log(job).await;
     assert_eq!(again.len(), full.len());
@@ -179,12 +369,127 @@ async fn stalled_log_readers_cost_little_memory() {
         .await
         .unwrap();
     assert_eq!(tail, full[full.len() - 200..]);
-    println!(
-        "200 stalled readers of a {} byte log: RSS grew {} MB",
-        full.len(),
-        grown / 1_000_000
+    let (head, body) = finish_reading(stalled.pop().unwrap()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body == full.as_bytes(), "{} of {} bytes", body.len(), full.len());
+}
+
+/// The same for an artifact: 300 clients download a 4 MiB file of random bytes and never
+/// read. Before: ≈ 700 KiB per reader (tower-http's 64 KiB reads, hyper's queue).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_artifact_downloads_cost_little_memory() {
+    let _turn = TURN.lock().await;
+    let server = RealServer::start(&[]);
+    let t = &server.t;
+    let pipeline = t
+        .pipeline("build:\n  artifacts:\n    paths: [big.bin]\n  script:\n    - head -c 4194304 /dev/urandom > big.bin\n")
+        .await;
+    let job = TestServer::job_id(&pipeline, "build");
+    t.wait_for_status(job, "success").await;
+    let path = format!("/api/v1/jobs/{job}/artifacts/big.bin");
+    let file = t
+        .client
+        .get(format!("{}{path}", t.base))
+        .bearer_auth(ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    let file = file.bytes().await.unwrap();
+    assert_eq!(file.len(), 4_194_304);
+
+    let mut stalled = server.stalled_readers("artifact (4 MiB)", &path).await;
+    let (head, body) = finish_reading(stalled.pop().unwrap()).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(body == file, "{} of {} bytes", body.len(), file.len());
+}
+
+/// A websocket client of `/api/v1/events?job_id={job}` that reads the handshake's answer
+/// and then nothing, on a [`small_window_connection`].
+async fn stalled_event_socket(addr: std::net::SocketAddr, job: i64) -> tokio::net::TcpStream {
+    use tokio::io::AsyncReadExt;
+    let mut tcp = small_window_connection(addr).await;
+    let request = format!(
+        "GET /api/v1/events?job_id={job} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: Upgrade\r\n\
+         Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
-    assert!(grown < 250_000_000, "RSS grew by {grown} bytes");
-    drop(stalled);
-    t.stop().await;
+    tcp.write_all(request.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    while !head.ends_with(b"\r\n\r\n") {
+        let mut byte = [0u8];
+        tcp.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    assert!(head.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&head));
+    tcp
+}
+
+/// 300 event websockets that follow a job printing ~200 KB/s (its output comes as `log`
+/// frames) and read nothing: each costs the server at most 64 KiB while its frames wait
+/// (the socket's write buffer is 4 KiB, the bus is a shared ring a slow socket only
+/// falls behind on), and a socket whose frames have waited 10 s is dropped, not
+/// buffered for. Before: 75–82 KiB (the waiting socket held the log piece as well as
+/// its frame).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stalled_event_sockets_cost_little_memory_and_are_dropped() {
+    let _turn = TURN.lock().await;
+    // A log cap the job does not reach while the sockets stall.
+    let server = RealServer::start(&[("USHER_MAX_LOG_BYTES", "100000000")]);
+    let t = &server.t;
+    let pipeline = t
+        .pipeline(
+            "chatty:\n  script:\n    - echo started\n    - \"for i in $(seq 1 1200); do head -c 15000 /dev/urandom | base64 -w 99; sleep 0.1; done\"\n",
+        )
+        .await;
+    let job = TestServer::job_id(&pipeline, "chatty");
+    t.wait_for_log(job, "started").await;
+    let subscribers = || async {
+        let text = t
+            .client
+            .get(format!("{}/metrics", t.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("usher_event_subscribers "))
+            .unwrap()
+            .to_string();
+        line.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as usize
+    };
+    let mut open = Vec::new();
+    for _ in 0..WARM {
+        open.push(stalled_event_socket(server.addr(), job).await);
+    }
+    // Measured within 10 s of the first sockets' frames starting to wait (then they go).
+    let before = server.settled_rss(Duration::from_secs(3)).await;
+    for _ in 0..MEASURED {
+        open.push(stalled_event_socket(server.addr(), job).await);
+    }
+    let after = server.settled_rss(Duration::from_secs(3)).await;
+    let per_socket = after.saturating_sub(before) / MEASURED as u64;
+    let live = subscribers().await;
+    assert_eq!(live, WARM + MEASURED, "all subscribed when measured");
+    let started = Instant::now();
+    while subscribers().await > 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "stalled event sockets still open after 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    println!(
+        "event websockets following a job's log, not reading (4 KiB receive buffers): RSS +{} KiB per socket \
+         ({MEASURED} after {WARM}); all {} dropped {:.1} s after being measured",
+        per_socket / 1024,
+        WARM + MEASURED,
+        started.elapsed().as_secs_f64()
+    );
+    assert!(
+        per_socket <= PER_STALLED_READER + RSS_NOISE / MEASURED as u64,
+        "a stalled event socket costs {per_socket} bytes (goal {PER_STALLED_READER})"
+    );
+    t.call("POST", &format!("/api/v1/jobs/{job}/abort"), None).await;
 }
