@@ -6,7 +6,7 @@
 use crate::executor::JobHost;
 use crate::isolation;
 use crate::rooms::ReadyRooms;
-use crate::session::RunnerConfig;
+use crate::config::RunnerConfig;
 
 /// Before the first job: what a previous life of this runner left (after a crash or a
 /// `kill -9`) goes — its processes (found in its job cgroups) and its build directories

@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod beneath;
 pub mod checkout;
 pub mod clone3;
+pub mod config;
 pub mod container;
 pub mod control;
 pub mod docker;

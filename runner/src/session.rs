@@ -9,7 +9,6 @@
 //! only after the job tasks have killed their processes.
 
 use std::collections::{HashMap, VecDeque};
-use std::path::PathBuf;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -20,27 +19,9 @@ use usher_core::protocol::{JobAssignment, JobReport, PROTOCOL_VERSION, RunnerMes
 use usher_core::status::{RunnerCommand, Status};
 
 use crate::artifacts::Uploader;
+pub use crate::config::RunnerConfig;
 use crate::control::Control;
 use crate::executor::{JobHost, JobOutcome, run_job};
-use crate::isolation::JobIsolation;
-
-#[derive(Clone, Debug)]
-pub struct RunnerConfig {
-    /// `http://host:port` of the server.
-    pub url: String,
-    pub token: String,
-    pub name: String,
-    pub concurrency: u32,
-    pub builds_dir: PathBuf,
-    /// Who jobs run as (see `isolation`).
-    pub isolation: JobIsolation,
-    /// `--tags`: jobs with tags are given only to runners that have every one of them.
-    pub tags: Vec<String>,
-    /// TLS for an `https://` server (`crate::tls::client_config`); None for `http://`.
-    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-    /// `--executor docker`: the engine jobs run on. None: the shell executor.
-    pub docker: Option<crate::docker::Docker>,
-}
 
 /// What the runner's owner asks of it; the value only ever moves forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
