@@ -10,6 +10,7 @@ use tokio::sync::mpsc;
 use usher_core::api::AfterScriptResult;
 
 use crate::control::Control;
+use crate::executor::interface::JobExecutor;
 use crate::job_run::JobRun;
 use crate::logsink::LogHandle;
 use crate::procs;
@@ -19,6 +20,7 @@ use crate::supervise::{Heed, Waited, supervise};
 /// Runs after_script; None if an abort arrived meanwhile.
 pub(crate) async fn run_after_script(
     run: &JobRun<'_>,
+    exec: &dyn JobExecutor,
     cwd: Option<&Path>,
     status: &str,
     control: &mut mpsc::UnboundedReceiver<Control>,
@@ -35,11 +37,11 @@ pub(crate) async fn run_after_script(
             timed_out: false,
         })
     };
-    let text = run.exports() + &after_script_text(job, &run.state_file, cwd, status, run.shell());
+    let text = exec.exports(run) + &after_script_text(job, &run.state_file, cwd, status, exec.shell());
     if let Err(e) = run.write_for_job("after_script.sh", &text) {
         return failed(log, e);
     }
-    let (mut child, output) = match run.spawn_shell(&file) {
+    let (mut child, output) = match exec.spawn_shell(run, &file) {
         Ok(c) => c,
         Err(e) => return failed(log, e),
     };
@@ -48,7 +50,7 @@ pub(crate) async fn run_after_script(
     let (exit_code, timed_out) = match supervise(&mut child, control, Some(timeout), Heed::AbortOnly).await {
         Waited::Exited(code) => (code, false),
         Waited::TimedOut => {
-            run.signal_shell(pgid, Signal::SIGKILL).await;
+            exec.signal(pgid, Signal::SIGKILL).await;
             let _ = child.wait().await;
             log.note(&format!(
                 "after_script timed out after {} s and was killed.",
@@ -62,7 +64,7 @@ pub(crate) async fn run_after_script(
             return None;
         }
     };
-    run.signal_shell(pgid, Signal::SIGKILL).await;
+    exec.signal(pgid, Signal::SIGKILL).await;
     output.drain().await;
     Some(AfterScriptResult {
         exit_code,

@@ -3,10 +3,10 @@
 //! and the Docker engine, made ready before the first job — which includes removing
 //! what a previous life of this runner left behind.
 
+use crate::config::RunnerConfig;
 use crate::executor::JobHost;
 use crate::isolation;
 use crate::rooms::ReadyRooms;
-use crate::config::RunnerConfig;
 
 /// Before the first job: what a previous life of this runner left (after a crash or a
 /// `kill -9`) goes — its processes (found in its job cgroups) and its build directories
@@ -58,7 +58,7 @@ pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
         builds_dir: config.builds_dir.clone(),
         isolation: config.isolation.clone(),
         cgroups,
-        docker,
+        executor: docker.map_or(crate::executor::Executor::Shell, crate::executor::Executor::Docker),
     }
 }
 

@@ -9,13 +9,11 @@ use std::path::{Path, PathBuf};
 use tokio::process::Command;
 use usher_core::protocol::JobAssignment;
 
-use crate::container::JobContainer;
-use crate::docker::Docker;
 use crate::isolation::Confinement;
 use crate::logsink::LogHandle;
 use crate::output::OutputPump;
 use crate::procs::{COOKIE_VAR, JobMarks};
-use crate::script::{PASSED_THROUGH, Shell};
+use crate::script::PASSED_THROUGH;
 use crate::spawn::{JobProcess, spawn_confined};
 
 /// One job's run: what every step needs.
@@ -30,54 +28,9 @@ pub(crate) struct JobRun<'a> {
     pub(crate) log: LogHandle,
     /// Where this runner keeps its repository caches.
     pub(crate) caches: PathBuf,
-    /// The docker executor's engine; None with the shell executor.
-    pub(crate) docker: Option<Docker>,
-    /// The job's Docker API (see `docker_proxy`), when it has one.
-    pub(crate) proxy_socket: Option<PathBuf>,
-    /// The container the job's shells run in, once started (docker executor).
-    pub(crate) container: std::sync::OnceLock<JobContainer>,
 }
 
 impl JobRun<'_> {
-    /// The shell the generated files are written for.
-    pub(crate) fn shell(&self) -> Shell {
-        if self.docker.is_some() { Shell::Posix } else { Shell::Bash }
-    }
-
-    /// What a generated file starts with: the job's variables for a container's shell
-    /// (the shell executor's bash has them in its environment).
-    pub(crate) fn exports(&self) -> String {
-        if self.docker.is_none() {
-            return String::new();
-        }
-        let mut vars = self.job.variables.clone();
-        vars.push(("CI_PROJECT_DIR".into(), self.build_dir.to_string_lossy().into_owned()));
-        crate::script::exports_text(&vars)
-    }
-
-    /// Starts the job's shell on `file`: in the job container with the docker executor,
-    /// else [`Self::spawn_bash`].
-    pub(crate) fn spawn_shell(&self, file: &Path) -> std::io::Result<(JobProcess, OutputPump)> {
-        match self.container.get() {
-            Some(container) => {
-                let args = container.exec_args(self, file);
-                let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-                let env = [("DOCKER_HOST".to_string(), container.docker.host())];
-                self.spawn_tool("docker", &args, &self.build_dir, &env, false)
-            }
-            None => self.spawn_bash(file),
-        }
-    }
-
-    /// Sends `signal` to the job's shell and what it started: the process group of the
-    /// shell executor's bash, or every process of the job container.
-    pub(crate) async fn signal_shell(&self, pgid: u32, signal: nix::sys::signal::Signal) {
-        match self.container.get() {
-            Some(container) => container.signal_all(signal).await,
-            None => crate::procs::signal_group(pgid, signal),
-        }
-    }
-
     /// Starts `bash file` in its own process group, confined (job user, cgroup), with
     /// output into the job log.
     pub(crate) fn spawn_bash(&self, file: &Path) -> std::io::Result<(JobProcess, OutputPump)> {

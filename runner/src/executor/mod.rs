@@ -9,9 +9,17 @@
 //! that is still the job's (see `procs::JobMarks`) is killed, and artifacts are uploaded
 //! (when their `when` matches). Abort kills everything at once and uploads nothing.
 //!
-//! With the docker executor the same steps run in the job's container (`container`):
-//! the shells are `docker exec`s into it, the signals go to every process in it, and at
-//! the end the job's Docker API is closed and everything labelled with the job removed.
+//! Where the shells run is the job's executor's business ([`JobExecutor`]), the one
+//! interface with two implementations beneath this module: [`shell`] (bash on this
+//! machine) and [`docker`] (`docker exec`s into the job's container, whose Docker API
+//! is closed and whose objects are removed at the end). The steps above are the same
+//! for both and know nothing of either.
+
+mod docker;
+pub(crate) mod interface;
+mod shell;
+
+pub(crate) use interface::JobExecutor;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,10 +33,8 @@ use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 use crate::after_script::run_after_script;
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
-use crate::container;
 use crate::control::Control;
 use crate::docker::Docker;
-use crate::docker_proxy::DockerProxy;
 use crate::isolation::{Confinement, JobCgroup, JobIsolation};
 use crate::job_run::JobRun;
 use crate::logsink::{self, LogHandle};
@@ -65,10 +71,27 @@ pub struct JobHost {
     pub isolation: JobIsolation,
     /// This runner's directory of job cgroups, when it may create them.
     pub cgroups: Option<PathBuf>,
-    /// The docker executor's engine; None: the shell executor.
-    pub docker: Option<Docker>,
+    /// How this runner's jobs run.
+    pub executor: Executor,
     /// Job directories made before their jobs arrive.
     pub rooms: Arc<ReadyRooms>,
+}
+
+/// The executor a runner was started with (`--executor`).
+#[derive(Clone, Debug)]
+pub enum Executor {
+    Shell,
+    Docker(Docker),
+}
+
+impl Executor {
+    /// The executor of one job.
+    fn for_job(&self) -> Box<dyn JobExecutor> {
+        match self {
+            Executor::Shell => Box::new(shell::ShellJob),
+            Executor::Docker(engine) => Box::new(docker::DockerJob::new(engine)),
+        }
+    }
 }
 
 /// Waits for the script, a stop or the timeout.
@@ -84,24 +107,24 @@ async fn wait_script(child: &mut JobProcess, control: &mut mpsc::UnboundedReceiv
 
 /// SIGTERM, grace, SIGKILL. Returns true if an abort came in meanwhile.
 async fn stop_gracefully(
-    run: &JobRun<'_>,
+    exec: &dyn JobExecutor,
     child: &mut JobProcess,
     pgid: u32,
     grace: Duration,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> bool {
-    run.signal_shell(pgid, Signal::SIGTERM).await;
+    exec.signal(pgid, Signal::SIGTERM).await;
     let aborted = match supervise(child, control, Some(grace), Heed::AbortOnly).await {
         Waited::Exited(_) => false,
         Waited::Stopped(_) => true,
         Waited::TimedOut => {
-            run.signal_shell(pgid, Signal::SIGKILL).await;
+            exec.signal(pgid, Signal::SIGKILL).await;
             let _ = child.wait().await;
             false
         }
     };
     // Whatever is left of the group (background jobs that ignored TERM) goes now.
-    run.signal_shell(pgid, Signal::SIGKILL).await;
+    exec.signal(pgid, Signal::SIGKILL).await;
     aborted
 }
 
@@ -131,34 +154,20 @@ pub async fn run_job(
     let user = slot.as_ref().map(|s| &s.user);
     let cgroup = host.cgroups.as_deref().and_then(|root| JobCgroup::create(root, job.job_id));
     let confinement = Confinement::new(user, cgroup.as_ref());
+    let executor = host.executor.for_job();
     let mut run = JobRun {
         job: &job,
         home_dir: meta_dir.join(crate::rooms::HOME),
         state_file: meta_dir.join(crate::rooms::STATE).join("state.sh"),
         marks: JobMarks::new(cookie, &[&build_dir, &meta_dir]).with_cgroup(cgroup),
         caches: crate::checkout::caches_of(&host.builds_dir, user),
-        proxy_socket: host.docker.as_ref().map(|_| meta_dir.join("docker.sock")),
-        docker: host.docker.clone(),
-        container: Default::default(),
         build_dir,
         meta_dir,
         confinement,
         log,
     };
-    let mut proxy = None;
     let outcome = match host.rooms.take(&run.build_dir, &run.meta_dir, user) {
-        Ok(()) => {
-            if let (Some(docker), Some(socket)) = (&run.docker, &run.proxy_socket) {
-                match DockerProxy::start(socket, docker, job.job_id) {
-                    Ok(p) => proxy = Some(p),
-                    Err(e) => {
-                        run.log.note(&format!("The job gets no Docker API: {e}"));
-                        run.proxy_socket = None;
-                    }
-                }
-            }
-            run_in_dirs(&run, uploader, &mut control).await
-        }
+        Ok(()) => run_in_dirs(&run, &*executor, uploader, &mut control).await,
         Err(e) => {
             let dir = run.build_dir.display();
             run.log.note(&format!("Could not create the build directory {dir}: {e}"));
@@ -176,12 +185,7 @@ pub async fn run_job(
     if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
         run.log.note(&format!("Killed {killed} leftover process(es) of the job."));
     }
-    if let Some(docker) = &run.docker {
-        if let Some(proxy) = proxy.take() {
-            proxy.close().await;
-        }
-        container::tear_down(docker, job.job_id, &run.log).await;
-    }
+    executor.finish(&run).await;
     run.marks.remove_cgroup().await;
     run.log.flush().await;
     let _ = std::fs::remove_dir_all(&run.build_dir);
@@ -215,10 +219,15 @@ struct ScriptResult {
     cwd_at_stop: Option<PathBuf>,
 }
 
-async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mut mpsc::UnboundedReceiver<Control>) -> JobOutcome {
+async fn run_in_dirs(
+    run: &JobRun<'_>,
+    exec: &dyn JobExecutor,
+    uploader: Option<&Uploader>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> JobOutcome {
     let (job, log) = (run.job, &run.log);
     let script_file = run.meta_dir.join("script.sh");
-    if let Err(e) = run.write_for_job("script.sh", &(run.exports() + &script_text(job, &run.state_file, run.shell()))) {
+    if let Err(e) = run.write_for_job("script.sh", &(exec.exports(run) + &script_text(job, &run.state_file, exec.shell()))) {
         log.note(&format!("Could not write the job script: {e}"));
         return JobOutcome::Report(system_failure());
     }
@@ -258,17 +267,10 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
             }
         }
     }
-    if let Some(docker) = &run.docker {
-        match container::start(run, docker, run.proxy_socket.as_deref()).await {
-            Ok(c) => {
-                let _ = run.container.set(c);
-            }
-            Err(e) => return JobOutcome::Report(e.into_report(log)),
-        }
-    } else if let Some(image) = &job.image {
-        log.note(&format!("This runner uses the shell executor: `image: {image}` is ignored."));
+    if let Err(report) = exec.start(run).await {
+        return JobOutcome::Report(report);
     }
-    let script = match run_script(run, &script_file, control).await {
+    let script = match run_script(run, exec, &script_file, control).await {
         Ok(Some(result)) => result,
         Ok(None) => return kill_everything(&run.marks, log, ABORTED).await,
         Err(e) => {
@@ -279,7 +281,7 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
     let after_script = if job.after_script.is_empty() {
         None
     } else {
-        match run_after_script(run, script.cwd_at_stop.as_deref(), script.status, control).await {
+        match run_after_script(run, exec, script.cwd_at_stop.as_deref(), script.status, control).await {
             Some(result) => Some(result),
             None => return kill_everything(&run.marks, log, ABORTED).await,
         }
@@ -287,16 +289,15 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
     if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader) {
         if spec.when.applies(script.status == "success") {
             // Nothing of the job may still be writing while its files are read.
-            if let Some(container) = run.container.get() {
-                container.signal_all(Signal::SIGKILL).await;
-            }
+            exec.quiesce().await;
             let killed = procs::kill_all(&run.marks).await;
             if killed > 0 {
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
-            // Read with the job's rights: its user's (a container's root is confined to
-            // the build directory's mount already).
-            let reader = run.container.get().is_none().then(|| run.confinement.user().cloned()).flatten();
+            let reader = exec
+                .reads_artifacts_as_job_user()
+                .then(|| run.confinement.user().cloned())
+                .flatten();
             if uploader.upload(job.job_id, spec, &run.build_dir, reader, log, control).await == UploadOutcome::Aborted {
                 return kill_everything(&run.marks, log, "Aborted during the artifact upload.").await;
             }
@@ -321,16 +322,17 @@ async fn run_in_dirs(run: &JobRun<'_>, uploader: Option<&Uploader>, control: &mu
 /// abort came (the script's group is killed already).
 async fn run_script(
     run: &JobRun<'_>,
+    exec: &dyn JobExecutor,
     script_file: &Path,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> std::io::Result<Option<ScriptResult>> {
     let job = run.job;
-    let (mut child, output) = run.spawn_shell(script_file)?;
+    let (mut child, output) = exec.spawn_shell(run, script_file)?;
     let pgid = child.id().unwrap_or(0);
     let stop = wait_script(&mut child, control, Duration::from_secs(job.timeout_secs)).await;
     let result = match stop {
         ScriptEnd::Exited(code) => {
-            run.signal_shell(pgid, Signal::SIGKILL).await;
+            exec.signal(pgid, Signal::SIGKILL).await;
             output.drain().await;
             let ok = code == Some(0);
             ScriptResult {
@@ -346,8 +348,7 @@ async fn run_script(
             return Ok(None);
         }
         ScriptEnd::Cancel | ScriptEnd::Timeout | ScriptEnd::Shutdown => {
-            // In a container the saved state says where the script was.
-            let cwd_at_stop = run.container.get().is_none().then(|| procs::cwd_of(pgid)).flatten();
+            let cwd_at_stop = exec.cwd_at_stop(pgid);
             let why = match stop {
                 ScriptEnd::Timeout => format!("Job timed out after {} s", job.timeout_secs),
                 ScriptEnd::Shutdown => "The runner is shutting down".to_string(),
@@ -357,7 +358,7 @@ async fn run_script(
                 "{why}: stopping the script (SIGTERM, SIGKILL after {} s).",
                 job.cancel_grace_secs
             ));
-            let aborted = stop_gracefully(run, &mut child, pgid, Duration::from_secs(job.cancel_grace_secs), control).await;
+            let aborted = stop_gracefully(exec, &mut child, pgid, Duration::from_secs(job.cancel_grace_secs), control).await;
             output.drain().await;
             if aborted {
                 return Ok(None);
