@@ -325,3 +325,45 @@ async fn a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_
     runner.wait().unwrap();
     t.stop().await;
 }
+
+/// In a container the job is root, and the runner's scripts directory is mounted into
+/// it: the job plants a link where the runner will write after_script, towards a file
+/// only root may touch on the host. The directory is read-only in the container, so
+/// the link cannot be made and root writes nothing through it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_containers_root_cannot_plant_a_link_where_the_runner_writes() {
+    let Some(host) = engine() else { return };
+    let secret = tempfile::tempdir().unwrap();
+    let target = secret.path().join("authorized_keys");
+    let t = TestServer::start_docker(&host, 1).await;
+    let pipeline = t
+        .pipeline(&format!(
+            r#"
+planter:
+  image: {BUSYBOX}
+  script:
+    - beside="$CI_PROJECT_DIR/../job-$CI_JOB_ID.usher"; ls "$beside" >/dev/null && echo beside_mounted=yes
+    - if ln -s "{target}" "$CI_PROJECT_DIR/../job-$CI_JOB_ID.usher/after_script.sh" 2>/dev/null; then echo planted=yes; else echo planted=no; fi
+    - if echo x > "$CI_PROJECT_DIR/../job-$CI_JOB_ID.usher/planted" 2>/dev/null; then echo wrote_beside=yes; else echo wrote_beside=no; fi
+    - export LEFT_BY_SCRIPT=still-here
+  after_script:
+    - echo "ssh-ed25519 AAAA attacker"
+    - echo "after_script_sees=$LEFT_BY_SCRIPT"
+"#,
+            target = target.display()
+        ))
+        .await;
+    let job = TestServer::job_id(&pipeline, "planter");
+    t.wait_for_status(job, "success").await;
+    let (log, _) = t.log(job).await;
+    assert_eq!(
+        log_value(&log, "beside_mounted"),
+        "yes",
+        "the attack aims where the runner writes:\n{log}"
+    );
+    assert_eq!(log_value(&log, "planted"), "no", "{log}");
+    assert_eq!(log_value(&log, "wrote_beside"), "no", "{log}");
+    assert_eq!(log_value(&log, "after_script_sees"), "still-here", "{log}");
+    assert!(!target.exists(), "root wrote the job's after_script into {}", target.display());
+    t.stop().await;
+}
