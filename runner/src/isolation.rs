@@ -61,16 +61,6 @@ pub enum JobIsolation {
     Trusted,
 }
 
-impl PartialEq for JobIsolation {
-    fn eq(&self, other: &Self) -> bool {
-        match (self, other) {
-            (JobIsolation::Users(a), JobIsolation::Users(b)) => a.users == b.users,
-            (JobIsolation::Trusted, JobIsolation::Trusted) => true,
-            _ => false,
-        }
-    }
-}
-
 impl JobIsolation {
     /// `--job-user` and `--trust-jobs` as given, whether we are root, and how many jobs
     /// may run at once (`slots`) become a decision or an error that says what to do.
