@@ -32,6 +32,7 @@ pub use accounts::{BootstrapCredentials, SESSION_DAYS};
 pub use auth::Actor;
 pub use bus::{Bus, BusEvent};
 pub use error::EngineError;
+pub use logs::LogStretch;
 pub use pipelines::PipelineQuery;
 pub use service::{Engine, Settings};
 pub use store::Store;

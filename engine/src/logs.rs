@@ -8,11 +8,66 @@ use crate::{Actor, Engine, EngineError};
 /// holds of it (besides the server's write buffer), however the log was stored.
 pub const LOG_PAGE_BYTES: usize = 16 * 1024;
 
+/// A stretch of a job's log that starts at a line's start (unless one line fills it):
+/// what the job page shows first, and what "Show earlier output" puts above it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LogStretch {
+    /// Its first byte's offset in the log.
+    pub start: u64,
+    /// How many lines (newlines) the log has before `start`.
+    pub lines_before: u64,
+    pub text: String,
+}
+
+impl LogStretch {
+    /// The offset just past its last byte.
+    pub fn end(&self) -> u64 {
+        self.start + self.text.len() as u64
+    }
+}
+
 impl Engine {
     pub async fn job_log(&self, actor: &Actor, id: i64, offset: u64) -> Result<(String, bool), EngineError> {
         let job = self.get_job(actor, id).await?;
         let text = self.store().read_log(id, offset).await?;
         Ok((text, job.status.is_terminal()))
+    }
+
+    /// At most `max_bytes` of a job's log from byte `offset` on (snapped forward to a
+    /// character boundary), and whether more is stored after it.
+    pub async fn job_log_page(&self, actor: &Actor, id: i64, offset: u64, max_bytes: usize) -> Result<(String, bool), EngineError> {
+        self.get_job(actor, id).await?;
+        let (text, next) = self.store().read_log_page(id, offset, max_bytes).await?;
+        Ok((text, next.is_some()))
+    }
+
+    /// The last lines of a job's log that end at byte `before` (the log's end when None)
+    /// and fit in `max_bytes`: a whole number of lines where it can (the first, cut
+    /// line is left out), and the count of lines before them, so that they keep their
+    /// numbers. Costs `max_bytes` of memory whatever the log's size.
+    pub async fn job_log_stretch(
+        &self,
+        actor: &Actor,
+        id: i64,
+        before: Option<u64>,
+        max_bytes: usize,
+    ) -> Result<LogStretch, EngineError> {
+        self.get_job(actor, id).await?;
+        let store = self.store();
+        let length = store.log_length(id).await?;
+        let end = before.map_or(length, |b| b.min(length));
+        let from = end.saturating_sub(max_bytes as u64);
+        let (mut text, _) = store.read_log_page(id, from, (end - from) as usize).await?;
+        let mut start = end - text.len() as u64;
+        if start > 0 {
+            // Begin at the first whole line, if the stretch holds one.
+            if let Some(cut) = text.find('\n').filter(|&at| at + 1 < text.len()) {
+                text.drain(..=cut);
+                start += cut as u64 + 1;
+            }
+        }
+        let lines_before = store.newlines_before(id, start).await?;
+        Ok(LogStretch { start, lines_before, text })
     }
 
     /// A job's log from byte `offset` on, read from the database a page (at most

@@ -28,6 +28,7 @@ async fn pages_are_bounded_and_tile_the_log_from_any_offset() {
         let (log, _) = engine.job_log(&admin, job, 0).await.unwrap();
         assert_eq!(log.len() as u64, length, "{}", db.name);
         check_pages(&engine, &admin, job, &log, big.len(), db.name).await;
+        check_stretches(&engine, &admin, job, &log, db.name).await;
 
         // A log stored before rows were cut to size: one row of all of it.
         sqlx::any::install_default_drivers();
@@ -45,6 +46,7 @@ async fn pages_are_bounded_and_tile_the_log_from_any_offset() {
             .await
             .unwrap();
         check_pages(&engine, &admin, job, &log, big.len(), db.name).await;
+        check_stretches(&engine, &admin, job, &log, db.name).await;
         engine.close().await;
     }
 }
@@ -65,4 +67,35 @@ async fn check_pages(engine: &usher_engine::Engine, admin: &usher_engine::Actor,
         };
         assert_eq!(pages.concat(), expected, "{db}: offset {offset}");
     }
+}
+
+/// What the job page shows of a long log: its last lines, then the ones before them
+/// ("Show earlier output"). Each stretch ends where asked, starts at a line's start,
+/// fits its size, knows how many lines come before it, and walking back from the end
+/// gives the whole log.
+async fn check_stretches(engine: &usher_engine::Engine, admin: &usher_engine::Actor, job: i64, log: &str, db: &str) {
+    for max in [1000, 4096, 32 * 1024] {
+        let mut before = None;
+        let mut pieces = Vec::new();
+        loop {
+            let stretch = engine.job_log_stretch(admin, job, before, max).await.unwrap();
+            let end = before.unwrap_or(log.len() as u64);
+            assert_eq!(stretch.end(), end, "{db}: max {max}, before {before:?}");
+            assert!(stretch.text.len() <= max, "{db}: {} bytes", stretch.text.len());
+            let start = stretch.start as usize;
+            assert_eq!(stretch.text, log[start..end as usize], "{db}: max {max}, before {before:?}");
+            assert!(start == 0 || log.as_bytes()[start - 1] == b'\n', "{db}: starts mid-line at {start}");
+            assert_eq!(stretch.lines_before, log[..start].matches('\n').count() as u64, "{db}: at {start}");
+            pieces.push(stretch.text);
+            if start == 0 {
+                break;
+            }
+            before = Some(start as u64);
+        }
+        pieces.reverse();
+        assert_eq!(pieces.concat(), log, "{db}: max {max}");
+    }
+    // A stretch asked to end past the log ends with it.
+    let past = engine.job_log_stretch(admin, job, Some(log.len() as u64 + 99), 64).await.unwrap();
+    assert_eq!(past.end(), log.len() as u64, "{db}");
 }

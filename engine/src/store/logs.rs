@@ -225,6 +225,39 @@ impl Store {
         Ok((text, full.then_some(next)))
     }
 
+    /// How many bytes of log a job has.
+    pub async fn log_length(&self, job_id: i64) -> Result<u64, EngineError> {
+        let row = sqlx::query("SELECT log_length FROM jobs WHERE id = $1")
+            .bind(job_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
+        Ok(row.try_get::<i64, _>("log_length")?.max(0) as u64)
+    }
+
+    /// How many newlines a job's log has before byte `offset`: counted by the database
+    /// in the rows wholly before it, and here in the part of the row it falls in (at
+    /// most a row's bytes leave the database).
+    pub async fn newlines_before(&self, job_id: i64, offset: u64) -> Result<u64, EngineError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(length(data) - length(replace(data, $3, ''))), 0) AS BIGINT) AS newlines, \
+                    CAST(COALESCE(MAX(byte_end), 0) AS BIGINT) AS covered \
+             FROM job_log_chunks WHERE job_id = $1 AND byte_end <= $2",
+        )
+        .bind(job_id)
+        .bind(offset as i64)
+        .bind("\n")
+        .fetch_one(&mut *self.conn().await?)
+        .await?;
+        let mut newlines = row.try_get::<i64, _>("newlines")?.max(0) as u64;
+        let covered = row.try_get::<i64, _>("covered")?.max(0) as u64;
+        if covered < offset {
+            let (part, _) = self.read_log_page(job_id, covered, (offset - covered) as usize).await?;
+            newlines += part.bytes().filter(|&b| b == b'\n').count() as u64;
+        }
+        Ok(newlines)
+    }
+
     /// The log from byte `offset` on (snapped forward to a character boundary).
     pub async fn read_log(&self, job_id: i64, offset: u64) -> Result<String, EngineError> {
         let rows = sqlx::query("SELECT byte_offset, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset")
