@@ -68,8 +68,13 @@ pub struct LogState {
     style: Style,
     cells: Vec<(char, Style)>,
     column: usize,
-    /// The 0-based index of the line being written (shown as 1-based).
+    /// The 0-based index of the line being written (shown as 1-based): the number of
+    /// newlines before it, so that any part of a log is numbered as the whole is.
     line: u64,
+    /// The line being written continues one broken on the screen (too long, or a
+    /// vertical tab or form feed): it shows no number of its own.
+    #[serde(default)]
+    continued: bool,
     pending: String,
 }
 
@@ -89,6 +94,17 @@ pub struct LogRenderer {
     state: LogState,
     parser: Parser,
     out: Vec<String>,
+}
+
+impl LogState {
+    /// The state at the start of line `index` (0-based), with the default style: where
+    /// a log shown from a line's start begins.
+    pub fn at_line(index: u64) -> LogState {
+        LogState {
+            line: index,
+            ..LogState::default()
+        }
+    }
 }
 
 impl LogRenderer {
@@ -124,7 +140,7 @@ impl LogRenderer {
             partial: if self.state.cells.is_empty() {
                 String::new()
             } else {
-                line_html(self.state.line, &self.state.cells, false)
+                line_html(self.state.line, self.state.continued, &self.state.cells, false)
             },
         }
     }
@@ -137,7 +153,13 @@ pub const CHUNK_LINES: usize = 256;
 
 /// The whole of `text` as HTML, in chunks, and the state at its end.
 pub fn render(text: &str) -> (String, LogState) {
-    let mut renderer = LogRenderer::default();
+    render_from(0, text)
+}
+
+/// `text`, the part of a log that follows its first `lines_before` lines, as HTML in
+/// chunks (numbered from line `lines_before + 1`), and the state at its end.
+pub fn render_from(lines_before: u64, text: &str) -> (String, LogState) {
+    let mut renderer = LogRenderer::resume(LogState::at_line(lines_before));
     let html = renderer.feed(text);
     let mut out = String::with_capacity(text.len() * 2);
     let mut lines = html
@@ -181,11 +203,20 @@ struct Screen<'a> {
 }
 
 impl Screen<'_> {
+    /// A newline: the next line gets the next number.
     fn end_line(&mut self) {
-        self.out.push(line_html(self.state.line, &self.state.cells, true));
+        self.break_line();
+        self.state.line += 1;
+        self.state.continued = false;
+    }
+
+    /// The line goes on below, under the same number.
+    fn break_line(&mut self) {
+        self.out
+            .push(line_html(self.state.line, self.state.continued, &self.state.cells, true));
         self.state.cells.clear();
         self.state.column = 0;
-        self.state.line += 1;
+        self.state.continued = true;
     }
 
     /// `ESC[nK`: 0 clears from the cursor on, 1 up to it, 2 the whole line.
@@ -281,7 +312,7 @@ fn indexed(i: u8) -> Colour {
 impl Perform for Screen<'_> {
     fn print(&mut self, c: char) {
         if self.state.column >= MAX_LINE_CHARS {
-            self.end_line();
+            self.break_line();
         }
         let cell = (c, self.state.style);
         match self.state.cells.get_mut(self.state.column) {
@@ -293,7 +324,8 @@ impl Perform for Screen<'_> {
 
     fn execute(&mut self, byte: u8) {
         match byte {
-            b'\n' | 0x0b | 0x0c => self.end_line(),
+            b'\n' => self.end_line(),
+            0x0b | 0x0c => self.break_line(),
             b'\r' => self.state.column = 0,
             0x08 => self.state.column = self.state.column.saturating_sub(1),
             b'\t' => self.print('\t'),
@@ -325,15 +357,19 @@ fn xterm_rgb(i: u8) -> (u8, u8, u8) {
 }
 
 /// One line: its number as a link to itself, then its text in styled runs.
-fn line_html(index: u64, cells: &[(char, Style)], complete: bool) -> String {
+fn line_html(index: u64, continued: bool, cells: &[(char, Style)], complete: bool) -> String {
     use std::fmt::Write;
     let number = index + 1;
     let mut html = String::with_capacity(48 + cells.len() * 2);
     let class = if complete { "line" } else { "line partial" };
-    let _ = write!(
-        html,
-        r##"<span class="{class}" id="L{number}"><a class="ln" href="#L{number}">{number}</a>"##
-    );
+    let _ = if continued {
+        write!(html, r#"<span class="{class} cont"><span class="ln"></span>"#)
+    } else {
+        write!(
+            html,
+            r##"<span class="{class}" id="L{number}"><a class="ln" href="#L{number}">{number}</a>"##
+        )
+    };
     let mut rest = cells;
     while let Some(&(_, style)) = rest.first() {
         let run = rest.iter().take_while(|(_, s)| *s == style).count();

@@ -101,9 +101,12 @@ fn an_escape_cut_in_half_is_completed_by_the_next_piece() {
 #[test]
 fn a_line_without_end_is_broken_and_a_partial_line_replaces_the_last() {
     let long = "y".repeat(MAX_LINE_CHARS + 10);
-    let (html, state) = render(&long);
-    assert_eq!(html.matches("class=\"line\"").count(), 1);
-    assert_eq!(state.line, 1);
+    let (html, state) = render(&format!("{long}\nnext\n"));
+    // Broken in two under one number: the next line is still line 2.
+    assert_eq!(html.matches("class=\"line\" id=\"L1\"").count(), 1, "{html}");
+    assert_eq!(html.matches("class=\"line cont\"><span class=\"ln\"></span>yyyyyyyyyy\n").count(), 1, "{html}");
+    assert!(html.contains(r##"id="L2"><a class="ln" href="#L2">2</a>next"##), "{html}");
+    assert_eq!(state.line, 2);
     let mut r = LogRenderer::default();
     assert_eq!(text_of(&r.feed("50%").partial), "50%");
     let next = r.feed("\r75%");
@@ -137,4 +140,17 @@ fn lines_come_in_chunks() {
         CHUNK_LINES + 1
     )));
     assert_eq!(render("").0, "");
+}
+
+#[test]
+fn a_log_shown_from_a_later_line_keeps_its_line_numbers() {
+    let (html, state) = render_from(41, "forty-two\nforty-three");
+    assert!(html.contains(r##"id="L42"><a class="ln" href="#L42">42</a>forty-two"##), "{html}");
+    assert!(html.contains(r#"<span class="line partial" id="L43">"#), "{html}");
+    assert_eq!(state.line, 42);
+    // The same lines as the whole log's.
+    let whole: String = (1..=41).map(|n| format!("{n}\n")).collect::<String>() + "forty-two\n";
+    let (all, _) = render(&whole);
+    let line_42 = |h: &str| h[h.find(r#"id="L42""#).unwrap()..].split('\n').next().unwrap().to_string();
+    assert_eq!(line_42(&all), line_42(&html));
 }
