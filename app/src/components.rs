@@ -71,6 +71,21 @@ pub fn RetryJobButton(id: i64, status: Signal<Status>, retried: Signal<bool>, ro
     }
 }
 
+/// A size in bytes as people read it: `900 B`, `16.0 KiB`, `4.2 MiB`.
+pub fn byte_size(bytes: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if bytes < 1024 {
+        return format!("{bytes} B");
+    }
+    let mut size = bytes as f64 / 1024.0;
+    let mut unit = 0;
+    while size >= 1024.0 && unit + 1 < UNITS.len() {
+        size /= 1024.0;
+        unit += 1;
+    }
+    format!("{size:.1} {}", UNITS[unit])
+}
+
 /// `2026-11-27T19:20:36.123Z` → `2026-11-27 19:20:36`.
 pub fn short_time(t: &str) -> String {
     t.get(..19).map(|s| s.replace('T', " ")).unwrap_or_else(|| t.to_string())

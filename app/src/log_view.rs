@@ -7,6 +7,10 @@
 //! per frame. A gap in the offsets (a missed frame, a reconnect) is filled by reading
 //! the log from the page's own length.
 //!
+//! A long log is not all sent: the page comes with its last lines
+//! ([`crate::server::PAGE_LOG_BYTES`]), numbered as in the whole log, and "Show earlier
+//! output" puts the lines before them above, a read at a time; the raw log link has all.
+//!
 //! The log box follows its end while you are at the end and stops following when you
 //! scroll up; "Follow" brings it back. Every line number is a link (`/jobs/7#L120`):
 //! opening one scrolls to the line and marks it, clicking one marks it and puts it in
@@ -17,12 +21,21 @@ use usher_core::api::LogAppend;
 
 use crate::terminal::LogState;
 
-/// The log box and its "Follow" button.
+/// Where the log box's text begins and ends: bytes of the log, and the line before it.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LogSpan {
+    pub start: u64,
+    pub lines_before: u64,
+    pub end: u64,
+}
+
+/// The log box, its "Show earlier output" and its "Follow" button.
 #[component]
-pub fn JobLog(id: i64, html: String, length: u64, state: LogState, feed: LogFeed) -> impl IntoView {
+pub fn JobLog(id: i64, html: String, span: LogSpan, state: LogState, feed: LogFeed) -> impl IntoView {
     let pre = NodeRef::<leptos::html::Pre>::new();
     let following = RwSignal::new(true);
-    feed.attach(id, pre, following, length, state);
+    let earlier = RwSignal::new(span.start);
+    feed.attach(id, pre, following, earlier, span, state);
     let on_scroll = {
         let feed = feed.clone();
         move |_| feed.scrolled()
@@ -31,8 +44,17 @@ pub fn JobLog(id: i64, html: String, length: u64, state: LogState, feed: LogFeed
         let feed = feed.clone();
         move |ev: leptos::ev::MouseEvent| feed.clicked(ev)
     };
+    let show_earlier = {
+        let feed = feed.clone();
+        move |_| feed.show_earlier()
+    };
     let follow = move |_| feed.follow();
     view! {
+        <p class="log-earlier" hidden=move || earlier.get() == 0>
+            <button class="btn" type="button" on:click=show_earlier data-testid="show-earlier">"↑ Show earlier output"</button>
+            " "
+            <span class="muted" data-testid="earlier-bytes">{move || format!("{} before this not shown", crate::components::byte_size(earlier.get()))}</span>
+        </p>
         <div class="log-box">
             <pre class="log" data-testid="log" node_ref=pre inner_html=html on:scroll=on_scroll on:click=on_click></pre>
             <button class="btn follow" type="button" hidden=move || following.get() on:click=follow data-testid="follow">
@@ -60,7 +82,8 @@ impl LogFeed {
 
 #[cfg(not(feature = "hydrate"))]
 impl LogFeed {
-    fn attach(&self, _: i64, _: NodeRef<leptos::html::Pre>, _: RwSignal<bool>, _: u64, _: LogState) {}
+    fn attach(&self, _: i64, _: NodeRef<leptos::html::Pre>, _: RwSignal<bool>, _: RwSignal<u64>, _: LogSpan, _: LogState) {}
+    fn show_earlier(&self) {}
     fn scrolled(&self) {}
     fn clicked(&self, _: leptos::ev::MouseEvent) {}
     fn follow(&self) {}
@@ -72,12 +95,23 @@ impl LogFeed {
 
 #[cfg(feature = "hydrate")]
 impl LogFeed {
-    fn attach(&self, id: i64, pre: NodeRef<leptos::html::Pre>, following: RwSignal<bool>, length: u64, state: LogState) {
-        self.inner.attach(id, pre, following, length, state);
+    fn attach(
+        &self,
+        id: i64,
+        pre: NodeRef<leptos::html::Pre>,
+        following: RwSignal<bool>,
+        earlier: RwSignal<u64>,
+        span: LogSpan,
+        state: LogState,
+    ) {
+        self.inner.attach(id, pre, following, earlier, span, state);
         let feed = self.clone();
         // After the first render (or hydration): fill a box built without the server's
         // lines, and go to the marked line or the end.
         Effect::new(move |_| feed.inner.mounted());
+    }
+    fn show_earlier(&self) {
+        browser::Feed::show_earlier(&self.inner);
     }
     fn scrolled(&self) {
         self.inner.scrolled();
@@ -108,6 +142,7 @@ mod browser {
     use usher_core::api::LogAppend;
     use wasm_bindgen::JsCast;
 
+    use super::LogSpan;
     use crate::terminal::{CHUNK_LINES, CHUNK_OPEN, LogRenderer, LogState};
 
     /// How close to the bottom (in pixels) still counts as "at the end".
@@ -118,6 +153,10 @@ mod browser {
         id: Cell<i64>,
         pre: Cell<Option<NodeRef<leptos::html::Pre>>>,
         following: Cell<Option<RwSignal<bool>>>,
+        /// Where the box's text begins (0: the log's start), and the lines before it.
+        earlier: Cell<Option<RwSignal<u64>>>,
+        lines_before: Cell<u64>,
+        loading_earlier: Cell<bool>,
         renderer: RefCell<LogRenderer>,
         /// Bytes of the log the box shows.
         length: Cell<u64>,
@@ -130,12 +169,70 @@ mod browser {
     }
 
     impl Feed {
-        pub fn attach(&self, id: i64, pre: NodeRef<leptos::html::Pre>, following: RwSignal<bool>, length: u64, state: LogState) {
+        pub fn attach(
+            &self,
+            id: i64,
+            pre: NodeRef<leptos::html::Pre>,
+            following: RwSignal<bool>,
+            earlier: RwSignal<u64>,
+            span: LogSpan,
+            state: LogState,
+        ) {
             self.id.set(id);
             self.pre.set(Some(pre));
             self.following.set(Some(following));
-            self.length.set(length);
+            self.earlier.set(Some(earlier));
+            self.lines_before.set(span.lines_before);
+            self.length.set(span.end);
             *self.renderer.borrow_mut() = LogRenderer::resume(state);
+        }
+
+        fn start(&self) -> u64 {
+            self.earlier.get().map_or(0, |e| e.get_untracked())
+        }
+
+        /// Reads the lines before the box's first and puts them above it, keeping what
+        /// is in view where it is.
+        pub fn show_earlier(this: &Rc<Self>) {
+            Feed::load_earlier(this, None);
+        }
+
+        /// [`Feed::show_earlier`], repeated until line `target` is on the page (then it
+        /// is marked and brought into view), when one is given.
+        fn load_earlier(this: &Rc<Self>, target: Option<u64>) {
+            let before = this.start();
+            if before == 0 || this.loading_earlier.replace(true) {
+                return;
+            }
+            let this = send_wrapper::SendWrapper::new(this.clone());
+            spawn_local(async move {
+                if let Ok((start, lines_before, text)) = crate::server::job_log_before(this.id.get(), before).await {
+                    if let Some(pre) = this.element() {
+                        let mut renderer = LogRenderer::resume(LogState::at_line(lines_before));
+                        let html = renderer.feed(&text);
+                        let lines: Vec<&String> = html.lines.iter().chain((!html.partial.is_empty()).then_some(&html.partial)).collect();
+                        let chunks: String = lines
+                            .chunks(CHUNK_LINES)
+                            .map(|chunk| format!("{CHUNK_OPEN}{}</div>", chunk.iter().map(|l| l.as_str()).collect::<String>()))
+                            .collect();
+                        let height = pre.scroll_height();
+                        let _ = pre.insert_adjacent_html("afterbegin", &chunks);
+                        pre.set_scroll_top(pre.scroll_top() + pre.scroll_height() - height);
+                        this.lines_before.set(lines_before);
+                        if let Some(earlier) = this.earlier.get() {
+                            earlier.set(start);
+                        }
+                    }
+                    this.loading_earlier.set(false);
+                    if let Some(line) = target {
+                        if !this.mark_line(line) && start > 0 {
+                            Feed::load_earlier(&this, target);
+                        }
+                    }
+                    return;
+                }
+                this.loading_earlier.set(false);
+            });
         }
 
         fn element(&self) -> Option<web_sys::HtmlElement> {
@@ -156,22 +253,34 @@ mod browser {
 
         pub fn mounted(self: &Rc<Self>) {
             let Some(pre) = self.element() else { return };
-            if pre.child_element_count() == 0 && self.length.get() > 0 {
+            if pre.child_element_count() == 0 && self.length.get() > self.start() {
                 // Built in the browser (not hydrated): the server's lines are not here.
-                *self.renderer.borrow_mut() = LogRenderer::default();
-                self.length.set(0);
+                *self.renderer.borrow_mut() = LogRenderer::resume(LogState::at_line(self.lines_before.get()));
+                self.length.set(self.start());
                 Feed::catch_up(self);
             }
             let hash = window().location().hash().unwrap_or_default();
             if let Some(line) = hash.strip_prefix("#L").and_then(|n| n.parse::<u64>().ok()) {
-                if let Some(el) = document().get_element_by_id(&format!("L{line}")) {
-                    let _ = el.class_list().add_1("selected");
-                    el.scroll_into_view_with_bool(false);
+                if self.mark_line(line) {
+                    return;
+                }
+                if line >= 1 && line <= self.lines_before.get() {
+                    // A line before the shown ones: read back to it.
                     self.set_following(false);
+                    Feed::load_earlier(self, Some(line));
                     return;
                 }
             }
             self.to_end(&pre);
+        }
+
+        /// Marks line `line` and brings it into view, if it is on the page.
+        fn mark_line(&self, line: u64) -> bool {
+            let Some(el) = document().get_element_by_id(&format!("L{line}")) else { return false };
+            let _ = el.class_list().add_1("selected");
+            el.scroll_into_view_with_bool(false);
+            self.set_following(false);
+            true
         }
 
         fn to_end(&self, pre: &web_sys::HtmlElement) {
@@ -279,8 +388,8 @@ mod browser {
             }
         }
 
-        /// Reads the log from the box's length on; one read at a time, repeated when
-        /// asked again meanwhile.
+        /// Reads the log from the box's length on, a bounded read at a time until the
+        /// end; one reader at a time, going again when asked meanwhile.
         pub fn catch_up(this: &Rc<Self>) {
             if this.fetching.replace(true) {
                 this.fetch_again.set(true);
@@ -291,9 +400,12 @@ mod browser {
                 loop {
                     this.fetch_again.set(false);
                     let offset = this.length.get();
-                    if let Ok((text, _)) = crate::server::job_log_since(this.id.get(), offset).await {
+                    if let Ok((text, more)) = crate::server::job_log_since(this.id.get(), offset).await {
                         if this.length.get() == offset {
                             this.append(&text);
+                            if more && !text.is_empty() {
+                                this.fetch_again.set(true);
+                            }
                         }
                     }
                     if !this.fetch_again.get() {

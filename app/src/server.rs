@@ -56,7 +56,11 @@ pub struct JobPageData {
     /// builds the page (navigation), so a long log never travels twice.
     #[serde(skip)]
     pub log_html: String,
-    /// The log's length in bytes, and the renderer's state at its end.
+    /// Where the shown part of the log starts (in bytes; 0 unless the log is longer than
+    /// [`PAGE_LOG_BYTES`]) and how many lines come before it.
+    pub log_start: u64,
+    pub log_lines_before: u64,
+    /// Where it ends, and the renderer's state there.
     pub log_length: u64,
     pub log_state: crate::terminal::LogState,
     pub artifacts: Vec<Artifact>,
@@ -186,15 +190,17 @@ pub async fn job_page(id: i64) -> Result<JobPageData, ServerFnError> {
     let (engine, actor) = ssr::actor().await?;
     let job = engine.get_job(&actor, id).await.map_err(ssr::fail)?;
     let timeline = engine.job_timeline(&actor, id).await.map_err(ssr::fail)?;
-    let (log, _) = engine.job_log(&actor, id, 0).await.map_err(ssr::fail)?;
+    let log = engine.job_log_stretch(&actor, id, None, PAGE_LOG_BYTES).await.map_err(ssr::fail)?;
     let artifacts = engine.list_artifacts(&actor, id).await.map_err(ssr::fail)?;
-    let (log_html, log_state) = crate::terminal::render(&log);
+    let (log_html, log_state) = crate::terminal::render_from(log.lines_before, &log.text);
     Ok(JobPageData {
         viewer: ssr::viewer(&actor),
         job,
         timeline,
         log_html,
-        log_length: log.len() as u64,
+        log_start: log.start,
+        log_lines_before: log.lines_before,
+        log_length: log.end(),
         log_state,
         artifacts,
     })
@@ -215,11 +221,31 @@ pub async fn job_artifacts(id: i64) -> Result<Vec<Artifact>, ServerFnError> {
     engine.list_artifacts(&actor, id).await.map_err(ssr::fail)
 }
 
-/// The log from byte `offset`, and whether it is complete.
+/// How much of a log the job page is rendered with: its last lines, within this many
+/// bytes. The rest comes a [`LOG_READ_BYTES`] read at a time, when asked for: what the
+/// server holds for one page (or one read) that its reader stops taking stays small,
+/// however long the log.
+pub const PAGE_LOG_BYTES: usize = 16 * 1024;
+/// The most log one read from the page takes.
+pub const LOG_READ_BYTES: usize = 32 * 1024;
+
+/// At most [`LOG_READ_BYTES`] of the log from byte `offset`, and whether more follows.
 #[server(prefix = "/ui")]
 pub async fn job_log_since(id: i64, offset: u64) -> Result<(String, bool), ServerFnError> {
     let (engine, actor) = ssr::actor().await?;
-    engine.job_log(&actor, id, offset).await.map_err(ssr::fail)
+    engine.job_log_page(&actor, id, offset, LOG_READ_BYTES).await.map_err(ssr::fail)
+}
+
+/// The lines of the log just before byte `before`, at most [`LOG_READ_BYTES`] of them:
+/// (where they start, the number of lines before them, their text).
+#[server(prefix = "/ui")]
+pub async fn job_log_before(id: i64, before: u64) -> Result<(u64, u64, String), ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    let stretch = engine
+        .job_log_stretch(&actor, id, Some(before), LOG_READ_BYTES)
+        .await
+        .map_err(ssr::fail)?;
+    Ok((stretch.start, stretch.lines_before, stretch.text))
 }
 
 #[server(prefix = "/ui")]

@@ -3,7 +3,7 @@
 // until you scroll up; every line number is a link.
 import { writeFileSync, rmSync } from 'node:fs';
 import { test, expect } from '@playwright/test';
-import { base, signIn, trackPipelines, waitForStatus } from './helpers.mjs';
+import { base, signIn, token, trackPipelines, waitForStatus } from './helpers.mjs';
 
 const pipelines = trackPipelines(test);
 
@@ -95,4 +95,58 @@ numbered:
   await expect(line).not.toHaveClass(/selected/);
   // Copying the log gives its text without the numbers.
   expect(await page.locator('#L5 a.ln').evaluate((a) => getComputedStyle(a).userSelect)).toBe('none');
+});
+
+test('a long log opens at its end; earlier output comes on demand, numbered as in the whole log', async ({ page, request }) => {
+  const pipeline = await pipelines.create(request, `
+long:
+  script: ['for i in $(seq 1 3000); do echo "entry $i of a long log"; done']
+`);
+  const job = pipeline.jobs[0];
+  await waitForStatus(request, job.id, 'success');
+  const raw = await (await request.get(`${base()}/api/v1/jobs/${job.id}/log`, { headers: { Authorization: `Bearer ${token()}` } })).text();
+  const lineOf = (n) => raw.split('\n').findIndex((l) => l === `entry ${n} of a long log`) + 1;
+  await signIn(page);
+  await page.goto(`${base()}/jobs/${job.id}`);
+  const log = page.getByTestId('log');
+  // The end is shown, with the whole log's line numbers; the start is not sent.
+  await expect(page.locator(`#L${lineOf(3000)}`)).toContainText('entry 3000 of a long log');
+  await expect(page.locator(`#L${lineOf(1)}`)).toHaveCount(0);
+  const earlier = page.getByTestId('show-earlier');
+  await expect(earlier).toBeVisible();
+  const shown = await log.locator('.line').count();
+  expect(shown).toBeLessThan(1000);
+
+  // Each click puts the lines before above, keeping the view where it was.
+  const first = await log.locator('.line').first().getAttribute('id');
+  const top = () => page.locator(`#${first}`).evaluate((el) => el.getBoundingClientRect().top);
+  const before = await top();
+  await earlier.click();
+  await expect.poll(() => log.locator('.line').count()).toBeGreaterThan(shown);
+  expect(Math.abs((await top()) - before)).toBeLessThan(40);
+  for (let i = 0; i < 20 && (await earlier.isVisible()); i++) {
+    const count = await log.locator('.line').count();
+    await earlier.click();
+    await expect.poll(() => log.locator('.line').count()).toBeGreaterThan(count);
+  }
+  await expect(earlier).toBeHidden();
+  await expect(page.locator('#L1')).toBeAttached();
+  await expect(page.locator(`#L${lineOf(1)}`)).toContainText('entry 1 of a long log');
+  // Every line once, numbered 1..n in order.
+  const ids = await log.locator('.line').evaluateAll((ls) => ls.map((l) => Number(l.id.slice(1))));
+  expect(ids).toEqual(ids.map((_, i) => i + 1));
+
+  // A link to an early line reads back to it (a new load, not a jump in this page).
+  await page.goto('about:blank');
+  await page.goto(`${base()}/jobs/${job.id}#L${lineOf(7)}`);
+  await expect(page.locator(`#L${lineOf(7)}`)).toContainText('entry 7 of a long log');
+  await expect(page.locator(`#L${lineOf(7)}`)).toHaveClass(/selected/);
+  await expect(page.locator(`#L${lineOf(7)}`)).toBeInViewport();
+
+  // Reached by the router (the page built in the browser): the same end, the same offer.
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  await page.locator(`li.job[data-job-id="${job.id}"] a.job-name`).click();
+  await expect(page.locator(`#L${lineOf(3000)}`)).toContainText('entry 3000 of a long log');
+  await expect(page.locator(`#L${lineOf(1)}`)).toHaveCount(0);
+  await expect(earlier).toBeVisible();
 });

@@ -162,6 +162,8 @@ const MEASURED: usize = 200;
 /// binary, or `USHER_BIN` (a release build, say, or an older one to compare with).
 struct RealServer {
     t: TestServer,
+    /// A `Cookie:` header line readers send (pages need a session), or empty.
+    session: String,
     process: OwnedChild,
     _data_dir: tempfile::TempDir,
 }
@@ -194,9 +196,19 @@ impl RealServer {
         std::thread::spawn(move || for _ in lines {});
         RealServer {
             t,
+            session: String::new(),
             process,
             _data_dir: data_dir,
         }
+    }
+
+    /// Adds a viewer with the command line and signs in as it: readers from now on ask
+    /// with its session, as a browser would.
+    async fn sign_in_viewer(&mut self) {
+        let out = run_usher_cli(self._data_dir.path(), &["user", "add", "watcher", "--role", "viewer", "--password-stdin"], "watcher-password\n");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let cookie = sign_in(&self.t, "watcher", "watcher-password").await;
+        self.session = format!("Cookie: {cookie}\r\n");
     }
 
     fn addr(&self) -> std::net::SocketAddr {
@@ -236,11 +248,11 @@ impl RealServer {
     /// stay open (in `open`).
     async fn cost_per_connection(&self, path: Option<&str>, open: &mut Vec<tokio::net::TcpStream>) -> u64 {
         for _ in 0..WARM {
-            open.push(stalled_reader(self.addr(), path).await);
+            open.push(stalled_reader(self.addr(), path, &self.session).await);
         }
         let before = self.settled_rss(Duration::from_secs(20)).await;
         for _ in 0..MEASURED {
-            open.push(stalled_reader(self.addr(), path).await);
+            open.push(stalled_reader(self.addr(), path, &self.session).await);
         }
         let after = self.settled_rss(Duration::from_secs(20)).await;
         after.saturating_sub(before) / MEASURED as u64
@@ -298,10 +310,11 @@ async fn small_window_connection(addr: std::net::SocketAddr) -> tokio::net::TcpS
 
 /// A client that sends `GET path` (None: nothing) and never reads a byte of the answer,
 /// on a [`small_window_connection`]: the answer piles up on the server's side.
-async fn stalled_reader(addr: std::net::SocketAddr, path: Option<&str>) -> tokio::net::TcpStream {
+async fn stalled_reader(addr: std::net::SocketAddr, path: Option<&str>, session: &str) -> tokio::net::TcpStream {
     let mut tcp = small_window_connection(addr).await;
     if let Some(path) = path {
-        let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\nConnection: close\r\n\r\n");
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN_TOKEN}\r\n{session}Connection: close\r\n\r\n");
         tcp.write_all(request.as_bytes()).await.unwrap();
     }
     tcp
@@ -343,7 +356,8 @@ async fn finish_reading(mut tcp: tokio::net::TcpStream) -> (String, Vec<u8>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_log_readers_cost_little_memory() {
     let _turn = TURN.lock().await;
-    let server = RealServer::start(&[]);
+    let mut server = RealServer::start(&[]);
+    server.sign_in_viewer().await;
     let t = &server.t;
     let pipeline = t
         .pipeline("loud:\n  script:\n    - \"head -c 3300000 /dev/urandom | base64 -w 99\"\n")
@@ -372,6 +386,27 @@ async fn stalled_log_readers_cost_little_memory() {
     let (head, body) = finish_reading(stalled.pop().unwrap()).await;
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
     assert!(body == full.as_bytes(), "{} of {} bytes", body.len(), full.len());
+    drop(stalled);
+
+    // The job's page shows the log's last lines (numbered as in the whole log) and
+    // offers the earlier ones; a reader of it that stalls holds the page, not the log.
+    let page = t
+        .client
+        .get(format!("{}/jobs/{job}", t.base))
+        .header("cookie", server.session.trim_start_matches("Cookie: ").trim_end())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(page.len() < 96 * 1024, "the job page is {} bytes", page.len());
+    assert!(page.contains("Show earlier output"), "no way to the earlier lines");
+    let lines = full.matches('\n').count();
+    let last_line = full.lines().rev().find(|l| !l.is_empty() && !l.contains('\x1b')).unwrap();
+    assert!(page.contains(&format!(r##"id="L{lines}"><a class="ln" href="#L{lines}">{lines}</a>"##)), "line numbers of the whole log");
+    assert!(!last_line.contains('<') && page.contains(last_line), "the log's last line is on the page");
+    let _pages = server.stalled_readers("job page (4 MiB log)", &format!("/jobs/{job}")).await;
 }
 
 /// The same for an artifact: 300 clients download a 4 MiB file of random bytes and never

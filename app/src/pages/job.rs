@@ -11,7 +11,7 @@ use usher_core::api::{EventFrame, Job};
 
 use crate::components::{ErrorBox, Header, JobButtons, LiveDot, RetryJobButton, StatusBadge, job_actions, loaded, short_time};
 use crate::live::follow_events;
-use crate::log_view::{JobLog, LogFeed};
+use crate::log_view::{JobLog, LogFeed, LogSpan};
 use crate::server::{JobPageData, job_artifacts, job_now, job_page, job_timeline};
 
 #[component]
@@ -30,6 +30,8 @@ fn JobView(data: JobPageData) -> impl IntoView {
         job: first,
         timeline: first_timeline,
         log_html,
+        log_start,
+        log_lines_before,
         log_length,
         log_state,
         artifacts: first_artifacts,
@@ -124,7 +126,13 @@ fn JobView(data: JobPageData) -> impl IntoView {
             {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <JobFacts job=job/>
             <h2>"Log" " " <a class="raw" rel="external" href=format!("/api/v1/jobs/{id}/log") data-testid="raw-log">"raw"</a></h2>
-            <JobLog id=id html=log_html length=log_length state=log_state feed=log/>
+            <JobLog
+                id=id
+                html=log_html
+                span=LogSpan { start: log_start, lines_before: log_lines_before, end: log_length }
+                state=log_state
+                feed=log
+            />
             <h2>"Artifacts"</h2>
             <ul class="artifacts" data-testid="artifacts">
                 {move || {
