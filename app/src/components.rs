@@ -15,6 +15,13 @@ pub const ABORT_CONFIRM: &str =
 
 #[component]
 pub fn Header(viewer: Viewer) -> impl IntoView {
+    // Once the page is live in the browser (hydrated or built there), `<body>` says so:
+    // what a test waits for before it clicks a control that needs the page's code.
+    Effect::new(|_| {
+        if let Some(body) = document().body() {
+            let _ = body.set_attribute("data-hydrated", "");
+        }
+    });
     view! {
         <header class="top">
             <a class="brand" href="/">"Usher"</a>

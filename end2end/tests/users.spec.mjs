@@ -6,6 +6,8 @@ import { base, signIn } from './helpers.mjs';
 test('add a user and sign in as them; a token works until revoked', async ({ browser, page, request }) => {
   await signIn(page);
   await page.goto(`${base()}/admin/users`);
+  // The form answers in the page once its code runs; before, it would post and reload.
+  await expect(page.locator('body[data-hydrated]')).toBeAttached();
   const name = `newcomer${Date.now()}`;
   const form = page.locator('section.project-form');
   await form.getByLabel('Name').fill(name);
