@@ -27,12 +27,6 @@ impl LogStretch {
 }
 
 impl Engine {
-    pub async fn job_log(&self, actor: &Actor, id: i64, offset: u64) -> Result<(String, bool), EngineError> {
-        let job = self.get_job(actor, id).await?;
-        let text = self.store().read_log(id, offset).await?;
-        Ok((text, job.status.is_terminal()))
-    }
-
     /// At most `max_bytes` of a job's log from byte `offset` on (snapped forward to a
     /// character boundary), and whether more is stored after it.
     pub async fn job_log_page(&self, actor: &Actor, id: i64, offset: u64, max_bytes: usize) -> Result<(String, bool), EngineError> {

@@ -539,7 +539,7 @@ async fn a_log_frame_sent_again_after_a_reconnect_is_kept_once() {
         assert_eq!(engine.append_log(r, job, 4, "two\n").await.unwrap().0, 8);
         assert_eq!(engine.append_log(r, job, 6, "o\nthree\n").await.unwrap().0, 14);
         assert_eq!(engine.append_log(r, job, 20, "gap\n").await.unwrap().0, 14);
-        let (log, _) = engine.job_log(&admin, job, 0).await.unwrap();
+        let log = whole_log(&engine, &admin, job, 0).await;
         assert_eq!(log, "one\ntwo\nthree\n", "{}", db.name);
         // The same frames arriving together are stored in one go, with the same answers.
         let lengths = engine
@@ -552,7 +552,7 @@ async fn a_log_frame_sent_again_after_a_reconnect_is_kept_once() {
             .unwrap();
         let lengths: Vec<u64> = lengths.iter().map(|(l, _)| *l).collect();
         assert_eq!(lengths, [19, 19, 24, 24, 28], "{}", db.name);
-        let (log, _) = engine.job_log(&admin, job, 0).await.unwrap();
+        let log = whole_log(&engine, &admin, job, 0).await;
         assert_eq!(log, "one\ntwo\nthree\nfour\nfive\nsix\n", "{}", db.name);
         engine.close().await;
     }

@@ -257,33 +257,4 @@ impl Store {
         }
         Ok(newlines)
     }
-
-    /// The log from byte `offset` on (snapped forward to a character boundary).
-    pub async fn read_log(&self, job_id: i64, offset: u64) -> Result<String, EngineError> {
-        let rows = sqlx::query("SELECT byte_offset, data FROM job_log_chunks WHERE job_id = $1 AND byte_end > $2 ORDER BY byte_offset")
-            .bind(job_id)
-            .bind(offset as i64)
-            .fetch_all(&mut *self.conn().await?)
-            .await?;
-        let mut out = String::new();
-        for r in rows {
-            let start: i64 = r.try_get("byte_offset")?;
-            let data: String = r.try_get("data")?;
-            out.push_str(tail_from(&data, start.max(0) as u64, offset));
-        }
-        Ok(out)
-    }
-}
-
-/// The part of a chunk stored at byte `start` that lies at or after byte `offset`,
-/// snapped forward to a character boundary.
-fn tail_from(data: &str, start: u64, offset: u64) -> &str {
-    if start >= offset {
-        return data;
-    }
-    let mut skip = ((offset - start) as usize).min(data.len());
-    while !data.is_char_boundary(skip) {
-        skip += 1;
-    }
-    &data[skip..]
 }

@@ -81,3 +81,11 @@ pub async fn pipeline(engine: &Engine, actor: &Actor, config: &str) -> (i64, Vec
         .unwrap();
     (p.id, p.jobs.unwrap())
 }
+
+/// A job's log from byte `offset` on, read a page at a time as the API streams it.
+pub async fn whole_log(engine: &Engine, actor: &Actor, job: i64, offset: u64) -> String {
+    use futures_util::StreamExt;
+    let (pages, _) = engine.job_log_pages(actor, job, offset).await.unwrap();
+    let pages: Vec<String> = pages.map(|p| p.unwrap()).collect().await;
+    pages.concat()
+}
