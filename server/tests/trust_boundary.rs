@@ -8,6 +8,7 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
+use common::git::GitRepo;
 use common::*;
 use serde_json::Value;
 
@@ -227,5 +228,68 @@ async fn a_project_cannot_name_another_projects_mirror() {
         assert_eq!(answer["error"]["code"], "bad_request", "{answer}");
     }
     assert!(Path::new(&data).exists());
+    t.stop().await;
+}
+
+/// A private project's job checks its repository out and keeps running; a job of
+/// another project, running at the same time in the other slot, looks for the runners'
+/// repository caches (`<builds>/<runner>/.usher-cache/<slot user>/`) and tries to read
+/// the private one (its files, its objects through git). It reads nothing of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_cannot_read_the_repository_cache_of_another_slot() {
+    if skip_unless_root() {
+        return;
+    }
+    let shared = job_writable_dir();
+    let secret = format!("private-{}", rand_suffix());
+    let t = TestServer::start(2).await;
+    let repo = GitRepo::new();
+    let victim_ci = format!(
+        "victim:\n  script:\n    - echo \"user=$(id -un)\"\n    - cat private.txt\n    - touch {shared}/victim-ready\n    - sleep 8\n",
+        shared = shared.path().display()
+    );
+    repo.commit(
+        "main",
+        &[(".usher-ci.yml", victim_ci.as_bytes()), ("private.txt", format!("{secret}\n").as_bytes())],
+        "Private",
+    );
+    let body = serde_json::json!({"name": format!("private-{}", rand_suffix()), "repository_url": repo.path().display().to_string()});
+    let (status, project) = t.call("POST", "/api/v1/projects", Some(body)).await;
+    assert_eq!(status, 201, "{project}");
+    let (status, victim_pipeline) = t
+        .call("POST", &format!("/api/v1/projects/{}/pipelines", project["id"]), Some(serde_json::json!({"ref": "main"})))
+        .await;
+    assert_eq!(status, 201, "{victim_pipeline}");
+    let victim = TestServer::job_id(&victim_pipeline, "victim");
+
+    let attacker_ci = format!(
+        r#"
+attacker:
+  script:
+    - for i in $(seq 1 200); do [ -e "{shared}/victim-ready" ] && break; sleep 0.1; done
+    - echo "user=$(id -un)"
+    - builds="$(dirname "$(dirname "$PWD")")"
+    - slots=""; for r in local-1 local-2; do for u in usher-job-1 usher-job-2; do slots="$slots $builds/$r/.usher-cache/$u"; done; done
+    - for slot in $slots; do (ls -a "$slot" 2>/dev/null || true) | sed "s|^|listed $slot/|"; done
+    - found=no; for f in $(find $slots 2>/dev/null); do if cat "$f" 2>/dev/null | grep -qa "{secret}"; then found=yes; fi; done; echo "read_file=$found"
+    - found=no; for g in $(for s in $slots; do ls -d "$s"/*.git 2>/dev/null; done); do if git --git-dir="$g" log -p --all 2>/dev/null | grep -q "{secret}"; then found=yes; fi; done; echo "read_git=$found"
+"#,
+        shared = shared.path().display()
+    );
+    let attacker_pipeline = t.pipeline(&attacker_ci).await;
+    let attacker = TestServer::job_id(&attacker_pipeline, "attacker");
+    t.wait_for_status(attacker, "success").await;
+    t.wait_for_status(victim, "success").await;
+    let (victim_log, _) = t.log(victim).await;
+    let (attacker_log, _) = t.log(attacker).await;
+    assert!(victim_log.contains(&secret), "the victim checked out its repository:\n{victim_log}");
+    let (victim_user, attacker_user) = (log_value(&victim_log, "user"), log_value(&attacker_log, "user"));
+    assert_ne!(victim_user, attacker_user, "the two jobs ran as one user");
+    assert_eq!(log_value(&attacker_log, "read_file"), "no", "{attacker_log}");
+    assert_eq!(log_value(&attacker_log, "read_git"), "no", "{attacker_log}");
+    assert!(
+        !attacker_log.contains(&format!("listed {}", victim_user)) && !attacker_log.contains(&format!("/{victim_user}/")),
+        "the attacker listed the victim slot's caches:\n{attacker_log}"
+    );
     t.stop().await;
 }
