@@ -167,6 +167,53 @@ pub async fn kill_all(marks: &JobMarks) -> usize {
     killed
 }
 
+/// Pids of the live processes that run as `uid` (real, effective, saved or filesystem
+/// id), never root's.
+fn processes_of_user(uid: u32) -> Vec<i32> {
+    let (me, wanted) = (std::process::id() as i32, uid.to_string());
+    if uid == 0 {
+        return Vec::new();
+    }
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut found = Vec::new();
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+        let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default().to_string();
+        let zombie = field("State:").trim_start().starts_with('Z');
+        if pid != me && !zombie && field("Uid:").split_whitespace().any(|id| id == wanted) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// SIGKILLs every process that runs as a job user, a few rounds; returns how many were
+/// killed and how many are still there (a process stuck in the kernel outlives
+/// SIGKILL until it leaves it). While a job runs its user is the job's alone (see
+/// `isolation`), so what runs as it when the job has ended is the job's, however it hid
+/// from [`kill_all`] (no cookie, no pipe, away from the build directory, no cgroup).
+pub async fn kill_user(uid: u32) -> (usize, usize) {
+    let mut killed = 0;
+    for _ in 0..10 {
+        let pids = processes_of_user(uid);
+        if pids.is_empty() {
+            return (killed, 0);
+        }
+        for pid in pids {
+            if nix::sys::signal::kill(Pid::from_raw(pid), Signal::SIGKILL).is_ok() {
+                killed += 1;
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    (killed, processes_of_user(uid).len())
+}
+
 /// The current directory of a live process.
 pub fn cwd_of(pid: u32) -> Option<std::path::PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/cwd")).ok()
@@ -174,6 +221,30 @@ pub fn cwd_of(pid: u32) -> Option<std::path::PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    /// A process of a user that left every mark behind is found by its uid and killed;
+    /// root's processes never are. The uid is one no account has, so nothing else on
+    /// the machine runs as it.
+    #[tokio::test]
+    async fn every_process_of_a_job_user_is_killed_by_uid() {
+        use std::os::unix::process::CommandExt;
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!("skipped: needs root to start a process as another user");
+            return;
+        }
+        let uid = 64_000 + (std::process::id() % 1000);
+        let mut child = std::process::Command::new("sleep").arg("300").uid(uid).gid(uid).spawn().unwrap();
+        for _ in 0..100 {
+            if !super::processes_of_user(uid).is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(super::processes_of_user(uid), [child.id() as i32]);
+        assert_eq!(super::kill_user(uid).await, (1, 0));
+        assert!(!child.wait().unwrap().success());
+        assert!(super::processes_of_user(0).is_empty(), "root's processes are never a job user's");
+    }
+
     #[test]
     fn an_unknown_group_is_never_the_runners_own() {
         // SIGTERM to group 0 would end this test process; the guard makes it a no-op.

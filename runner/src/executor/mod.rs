@@ -187,11 +187,27 @@ pub async fn run_job(
     }
     executor.finish(&run).await;
     run.marks.remove_cgroup().await;
+    // Whatever still runs as the job's user is the job's: its user serves the next job
+    // only once nothing does.
+    let mut left = 0;
+    if let Some(slot) = &slot {
+        let killed;
+        (killed, left) = procs::kill_user(slot.user.uid).await;
+        if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
+            run.log.note(&format!("Killed {killed} more process(es) running as {}.", slot.user.name));
+        }
+        if left > 0 {
+            run.log.note(&format!(
+                "{left} process(es) of the job outlived SIGKILL; its user runs no other job until they are gone."
+            ));
+        }
+    }
     run.log.flush().await;
     let _ = std::fs::remove_dir_all(&run.build_dir);
     let _ = std::fs::remove_dir_all(&run.meta_dir);
-    // Nothing of the job is left: its user may serve the next one.
-    drop(slot);
+    if let Some(slot) = slot {
+        slot.release_when_clear(left);
+    }
     // The next job's directories, while this one's report goes out.
     let rooms = host.rooms.clone();
     tokio::task::spawn_blocking(move || rooms.refill());
