@@ -198,7 +198,7 @@ impl JobEvent {
             JobEvent::Abort => "abort",
             JobEvent::CancelDeadline => "cancel-deadline",
             JobEvent::RunnerLost => "runner-lost",
-            JobEvent::Timeout => "time out",
+            JobEvent::Timeout => "time-out",
         }
     }
 }

@@ -5,10 +5,11 @@ use std::collections::HashMap;
 
 use usher_core::api::{CancelMode, CancelReason, Job, TimelineEvent};
 use usher_core::roles::Action;
-use usher_core::status::{JobEvent, Status};
+use usher_core::status::Status;
 
 use crate::cancel_windows::CancelWindows;
-use crate::store::{Change, Move, TransitionCtx};
+use crate::plan::{Event, Move};
+use crate::store::Change;
 use crate::{Actor, Engine, EngineError, detached, format_time};
 
 impl Engine {
@@ -91,81 +92,71 @@ impl Engine {
     /// Graceful cancel: created/pending → canceled; running → canceling (runner told now).
     pub async fn cancel_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
         actor.require(Action::Cancel)?;
-        self.stop_job(actor, id, JobEvent::Cancel, CancelReason::User, None).await
+        self.stop_job(actor, id, CancelMode::Graceful, CancelReason::User, None).await
     }
 
     /// Abort: canceled at once; the runner kills every process of the job.
     pub async fn abort_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
         actor.require(Action::Abort)?;
-        self.stop_job(actor, id, JobEvent::Abort, CancelReason::User, None).await
+        self.stop_job(actor, id, CancelMode::Abort, CancelReason::User, None).await
     }
 
     pub(crate) async fn stop_job(
         &self,
         actor: &Actor,
         id: i64,
-        event: JobEvent,
+        mode: CancelMode,
         reason: CancelReason,
         detail: Option<String>,
     ) -> Result<Job, EngineError> {
-        let ctx = self.stop_ctx(actor, id, event, reason, detail).await?;
-        // Once accepted, the stop completes even if the client goes away meanwhile.
-        let engine = self.clone();
-        detached(async move { Ok(engine.apply_to_job(id, event, &ctx).await?.job) }).await
-    }
-
-    /// What a cancel or abort of job `id` records: mode, who, why and (graceful) the
-    /// deadline for the runner's report.
-    pub(crate) async fn stop_ctx(
-        &self,
-        actor: &Actor,
-        id: i64,
-        event: JobEvent,
-        reason: CancelReason,
-        detail: Option<String>,
-    ) -> Result<TransitionCtx, EngineError> {
-        let (_, _, ctx) = self
-            .stop_moves(actor, &[id], event, reason, detail)
+        let stop = self
+            .stop_moves(actor, &[id], mode, reason, detail)
             .await?
             .pop()
             .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
-        Ok(ctx)
+        // Once accepted, the stop completes even if the client goes away meanwhile.
+        let engine = self.clone();
+        detached(async move { Ok(engine.apply_to_job(&stop).await?.job) }).await
     }
 
-    /// The moves of a cancel or abort of several jobs, as [`Engine::stop_ctx`] would make
-    /// them one by one, with one read of their definitions (a graceful cancel's deadline
-    /// depends on each job's grace and after_script timeout).
+    /// The moves of a cancel or abort of jobs by `actor`: an abort records its reason, a
+    /// graceful cancel also the deadline of each job's runner's report (from each job's
+    /// grace and after_script timeout, read once for all of them).
     pub(crate) async fn stop_moves(
         &self,
         actor: &Actor,
         ids: &[i64],
-        event: JobEvent,
+        mode: CancelMode,
         reason: CancelReason,
         detail: Option<String>,
     ) -> Result<Vec<Move>, EngineError> {
         let at = chrono::Utc::now();
-        let windows = if event == JobEvent::Abort {
-            HashMap::new()
-        } else {
-            self.cancel_windows(ids).await?
+        let windows = match mode {
+            CancelMode::Abort => HashMap::new(),
+            CancelMode::Graceful => self.cancel_windows(ids).await?,
         };
         ids.iter()
             .map(|id| {
-                let (mode, deadline) = if event == JobEvent::Abort {
-                    (CancelMode::Abort, None)
-                } else {
-                    let window = windows.get(id).ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
-                    let secs = window + self.inner.settings.cancel_margin_secs;
-                    (CancelMode::Graceful, Some(format_time(at + chrono::Duration::seconds(secs as i64))))
+                let event = match mode {
+                    CancelMode::Abort => Event::Abort {
+                        reason,
+                        detail: detail.clone(),
+                    },
+                    CancelMode::Graceful => {
+                        let window = windows.get(id).ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+                        let secs = window + self.inner.settings.cancel_margin_secs;
+                        Event::Cancel {
+                            reason,
+                            deadline: format_time(at + chrono::Duration::seconds(secs as i64)),
+                            detail: detail.clone(),
+                        }
+                    }
                 };
-                let ctx = TransitionCtx {
-                    actor: actor.name.clone(),
-                    cancel: Some((mode, reason)),
-                    cancel_deadline: deadline,
-                    detail: detail.clone(),
-                    ..Default::default()
-                };
-                Ok((*id, event, ctx))
+                Ok(Move {
+                    job_id: *id,
+                    event,
+                    by: actor.name.clone(),
+                })
             })
             .collect()
     }

@@ -18,6 +18,7 @@ mod logs;
 pub mod metrics;
 mod password_checks;
 mod pipelines;
+pub mod plan;
 mod projects;
 mod reaper;
 mod repos;

@@ -10,7 +10,8 @@ use usher_core::status::{JobEvent, Status, next};
 use usher_core::{config, names};
 
 use crate::repos::Resolved;
-use crate::store::{Change, NewJob, NewPipeline, PipelineCancel, PipelineFilter, StoredSpec, TransitionCtx};
+use crate::plan::{Event, Move};
+use crate::store::{Change, NewJob, NewPipeline, PipelineCancel, PipelineFilter, StoredSpec};
 use crate::{Actor, Engine, EngineError, detached};
 
 /// A new pipeline's configuration, the file it came from (for messages), and its commit.
@@ -160,7 +161,7 @@ impl Engine {
             }
             let detail = Some(format!("superseded by pipeline #{new_id}"));
             let moves = self
-                .stop_moves(actor, &targets, JobEvent::Cancel, CancelReason::Superseded, detail)
+                .stop_moves(actor, &targets, CancelMode::Graceful, CancelReason::Superseded, detail)
                 .await?;
             // The whole pipeline is superseded only when every unfinished job goes.
             let cancel = (mode == config::AutoCancel::Conservative).then_some(PipelineCancel {
@@ -308,7 +309,7 @@ impl Engine {
         // meanwhile), then one publish in commit order and one scheduling pass. Running
         // jobs come first, so their runners' frames go out first.
         let order: Vec<i64> = stop_order(&unfinished, mode).iter().map(|j| j.id).collect();
-        let moves = self.stop_moves(actor, &order, event, CancelReason::Pipeline, None).await?;
+        let moves = self.stop_moves(actor, &order, mode, CancelReason::Pipeline, None).await?;
         let cancel = PipelineCancel {
             mode,
             by: actor.name.as_str(),
@@ -338,12 +339,15 @@ impl Engine {
                 status: Status::Created,
             })
             .collect();
-        let ready = ready_decisions(&nodes);
+        let ready: Vec<(usize, Event)> = ready_decisions(&nodes)
+            .into_iter()
+            .map(|(i, event)| (i, Event::scheduled(event)))
+            .collect();
         let committed = self
             .commit(Change::Create {
                 new,
                 ready: &ready,
-                ctx: &scheduler_ctx(),
+                by: SCHEDULER,
             })
             .await?;
         committed
@@ -364,10 +368,13 @@ impl Engine {
                     status: r.status,
                 })
                 .collect();
-            let ctx = scheduler_ctx();
-            let moves: Vec<_> = ready_decisions(&nodes)
+            let moves: Vec<Move> = ready_decisions(&nodes)
                 .into_iter()
-                .map(|(index, event)| (rows[index].id, event, ctx.clone()))
+                .map(|(index, event)| Move {
+                    job_id: rows[index].id,
+                    event: Event::scheduled(event),
+                    by: SCHEDULER.into(),
+                })
                 .collect();
             if moves.is_empty() {
                 return Ok(());
@@ -386,13 +393,8 @@ impl Engine {
     }
 }
 
-/// The scheduler's moves are made by `system`.
-fn scheduler_ctx() -> TransitionCtx {
-    TransitionCtx {
-        actor: "system".into(),
-        ..Default::default()
-    }
-}
+/// Who makes the scheduler's moves.
+const SCHEDULER: &str = "system";
 
 /// The order of a pipeline cancel's or abort's moves (all in one transaction, so this is
 /// the order of the audit rows and of the frames): running jobs first on a graceful cancel

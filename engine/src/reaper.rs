@@ -4,10 +4,7 @@
 
 use std::time::Duration;
 
-use usher_core::api::{CancelMode, CancelReason, FailureReason};
-use usher_core::status::{JobEvent, Status};
-
-use crate::store::TransitionCtx;
+use crate::plan::{Event, Move};
 use crate::{Engine, EngineError, format_time, now};
 
 impl Engine {
@@ -20,13 +17,12 @@ impl Engine {
     pub async fn reap_overdue_cancels_as_of(&self, as_of: &str) -> Result<usize, EngineError> {
         let mut reaped = 0;
         for id in self.store().overdue_canceling_jobs(as_of).await? {
-            let ctx = TransitionCtx {
-                actor: "system".into(),
-                cancel: Some((CancelMode::Graceful, CancelReason::CancelTimeout)),
-                detail: Some("no report from the runner by the cancel deadline".into()),
-                ..Default::default()
+            let overdue = Move {
+                job_id: id,
+                event: Event::CancelDeadline,
+                by: "system".into(),
             };
-            match self.apply_to_job(id, JobEvent::CancelDeadline, &ctx).await {
+            match self.apply_to_job(&overdue).await {
                 Ok(t) if t.changed => reaped += 1,
                 Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
                 Err(e) => return Err(e),
@@ -45,18 +41,13 @@ impl Engine {
     /// The lost-runner pass for runners last seen before `cutoff` (RFC 3339).
     pub async fn reap_lost_runners_seen_before(&self, cutoff: &str) -> Result<usize, EngineError> {
         let mut reaped = 0;
-        for (job_id, status) in self.store().jobs_of_runners_seen_before(cutoff).await? {
-            let mut ctx = TransitionCtx {
-                actor: "system".into(),
-                detail: Some("the runner stopped answering".into()),
-                ..Default::default()
+        for (job_id, _) in self.store().jobs_of_runners_seen_before(cutoff).await? {
+            let lost = Move {
+                job_id,
+                event: Event::RunnerLost,
+                by: "system".into(),
             };
-            if status == Status::Canceling {
-                ctx.cancel = Some((CancelMode::Graceful, CancelReason::RunnerLost));
-            } else {
-                ctx.failure_reason = Some(FailureReason::RunnerLost);
-            }
-            match self.apply_to_job(job_id, JobEvent::RunnerLost, &ctx).await {
+            match self.apply_to_job(&lost).await {
                 Ok(t) if t.changed => reaped += 1,
                 Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
                 Err(e) => return Err(e),

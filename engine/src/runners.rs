@@ -4,10 +4,11 @@
 use usher_core::api::Job;
 use usher_core::protocol::{ArtifactsAssignment, Checkout, JobAssignment, JobReport};
 use usher_core::roles::Action;
-use usher_core::status::{JobEvent, Status};
+use usher_core::status::Status;
 
 use crate::auth::{hash_token, new_token};
-use crate::store::{AssignmentSource, Change, TransitionCtx};
+use crate::plan::{Event, Move};
+use crate::store::{AssignmentSource, Change};
 use crate::{Actor, Engine, EngineError, format_time};
 
 impl Engine {
@@ -66,12 +67,7 @@ impl Engine {
 
     /// Hands the oldest pending job to this runner, if there is one.
     pub async fn claim_job(&self, runner_id: i64, runner_tags: &[String]) -> Result<Option<JobAssignment>, EngineError> {
-        let ctx = TransitionCtx {
-            actor: format!("runner:{runner_id}"),
-            runner_id: Some(runner_id),
-            ..Default::default()
-        };
-        let claimed = self.commit(Change::Claim { ctx: &ctx, runner_tags }).await?;
+        let claimed = self.commit(Change::Claim { runner_id, runner_tags }).await?;
         match claimed.jobs.first() {
             Some(t) => Ok(Some(self.assignment(&t.job).await?)),
             None => Ok(None),
@@ -157,35 +153,12 @@ impl Engine {
     /// The runner's final report. A job that was aborted or reaped meanwhile stays as it
     /// is (the report is late, not wrong); the answer is the job's status.
     pub async fn finish_job(&self, runner_id: i64, job_id: i64, report: JobReport) -> Result<Status, EngineError> {
-        let ctx = TransitionCtx {
-            actor: format!("runner:{runner_id}"),
-            runner_id: Some(runner_id),
-            exit_code: report.exit_code,
-            failure_reason: report.recorded_failure(),
-            after_script: report.after_script.clone(),
-            detail: report.detail.clone().or_else(|| {
-                report.after_script.as_ref().map(|a| {
-                    format!(
-                        "after_script {} in {} ms",
-                        match (a.timed_out, a.exit_code) {
-                            (true, _) => "timed out".to_string(),
-                            (false, Some(c)) => format!("exited {c}"),
-                            (false, None) => "was killed".to_string(),
-                        },
-                        a.duration_ms
-                    )
-                })
-            }),
-            ..Default::default()
+        let reported = Move {
+            job_id,
+            event: Event::Report { runner_id, report },
+            by: format!("runner:{runner_id}"),
         };
-        let event = report.event();
-        // A timeout reported for a job that is canceling by now finishes it like any report.
-        let result = match self.apply_to_job(job_id, event, &ctx).await {
-            Err(EngineError::InvalidTransition(_)) if event == JobEvent::Timeout => {
-                self.apply_to_job(job_id, JobEvent::Finish { ok: false }, &ctx).await
-            }
-            other => other,
-        };
+        let result = self.apply_to_job(&reported).await;
         match result {
             Ok(t) => Ok(t.job.status),
             Err(EngineError::InvalidTransition(_)) => self.job_status(job_id).await,

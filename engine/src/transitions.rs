@@ -7,9 +7,8 @@
 //! this one included, in commit order. [`Engine::apply`] adds the consequence: once a job
 //! has finished, its pipeline's waiting jobs may move on.
 
-use usher_core::status::JobEvent;
-
-use crate::store::{Backend, Change, Committed, TransitionCtx, Transitioned};
+use crate::plan::Move;
+use crate::store::{Backend, Change, Committed, Transitioned};
 use crate::{BusEvent, Engine, EngineError};
 
 impl Engine {
@@ -58,13 +57,13 @@ impl Engine {
         Ok(committed)
     }
 
-    /// One event on one job through [`Engine::apply`]; the job as it is afterwards.
-    pub(crate) async fn apply_to_job(&self, job_id: i64, event: JobEvent, ctx: &TransitionCtx) -> Result<Transitioned, EngineError> {
-        let committed = self.apply(Change::Job { job_id, event, ctx }).await?;
+    /// One move of one job through [`Engine::apply`]; the job as it is afterwards.
+    pub(crate) async fn apply_to_job(&self, mv: &Move) -> Result<Transitioned, EngineError> {
+        let committed = self.apply(Change::Job(mv)).await?;
         committed
             .jobs
             .into_iter()
             .next()
-            .ok_or_else(|| EngineError::Internal(format!("job {job_id}'s transition returned no job")))
+            .ok_or_else(|| EngineError::Internal(format!("job {}'s transition returned no job", mv.job_id)))
     }
 }

@@ -10,9 +10,11 @@ mod common;
 use common::*;
 use sqlx::Connection;
 use usher_core::api::CreateProject;
-use usher_core::status::{JobEvent, Status};
+use usher_core::api::CancelReason;
+use usher_core::status::Status;
 use usher_engine::Store;
-use usher_engine::store::{Change, TransitionCtx};
+use usher_engine::plan::{Event, Move};
+use usher_engine::store::Change;
 
 #[tokio::test]
 async fn connections_the_server_ended_are_replaced_not_handed_out() {
@@ -74,24 +76,24 @@ async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
         let ids: Vec<i64> = jobs.iter().map(|j| j.id).collect();
         // A store of the test's own on the same database, whose futures it can drop.
         let store = Store::connect(&db.url).await.unwrap();
-        let ctx = TransitionCtx {
-            actor: "admin".into(),
-            ..Default::default()
-        };
-        let cancel = |job_id| Change::Job {
+        let cancel = |job_id| Move {
             job_id,
-            event: JobEvent::Cancel,
-            ctx: &ctx,
+            event: Event::Cancel {
+                reason: CancelReason::User,
+                deadline: "2099-01-01T00:00:00.000Z".into(),
+                detail: None,
+            },
+            by: "admin".into(),
         };
 
         // A change that fails after its transaction began (no such job).
-        assert!(store.commit(&cancel(i64::MAX)).await.is_err(), "{}", db.name);
+        assert!(store.commit(&Change::Job(&cancel(i64::MAX))).await.is_err(), "{}", db.name);
 
         // Cancels dropped after ever more polls (20 µs apart, the database working on
         // meanwhile): cut off at every step, from before BEGIN to COMMIT in flight.
         let mut cut = 0;
         for (n, id) in ids.iter().enumerate() {
-            match poll_then_drop(store.commit(&cancel(*id)), n) {
+            match poll_then_drop(store.commit(&Change::Job(&cancel(*id))), n) {
                 None => {
                     cut += 1;
                     // A statement already sent (a COMMIT, say) still ends on the server:
@@ -115,7 +117,7 @@ async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
 
         // Whatever was cut off, every cancel goes through now, and the pipeline follows.
         for id in &ids {
-            let committed = store.commit(&cancel(*id)).await.unwrap_or_else(|e| panic!("{}: {e}", db.name));
+            let committed = store.commit(&Change::Job(&cancel(*id))).await.unwrap_or_else(|e| panic!("{}: {e}", db.name));
             assert_eq!(committed.jobs[0].job.status, Status::Canceled);
         }
         let pipeline = store.get_pipeline(pipeline_id).await.unwrap().unwrap();

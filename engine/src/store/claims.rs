@@ -9,7 +9,7 @@ use usher_core::api::Job;
 use usher_core::status::{Status, StatusGroup};
 
 use super::transaction::Tx;
-use super::transitions::JOB_COLUMNS_OF_J;
+use super::JOB_COLUMNS_OF_J;
 use super::*;
 use crate::EngineError;
 

@@ -3,8 +3,8 @@
 //!
 //! Every status change goes through [`Store::commit`] (in `transitions`): a
 //! compare-and-set on the job's status, its audit event and the pipeline's re-derived
-//! status, in one transaction. The rule it applies comes from `usher_core::status::next`;
-//! the store only writes it. One module a concept, each with the queries of that concept.
+//! status, in one transaction. What to write comes from [`crate::plan`] (and its rule
+//! from `usher_core::status::next`); the store only writes it. One module a concept, each with the queries of that concept.
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
@@ -16,6 +16,7 @@ use crate::{Actor, EngineError};
 
 mod accounts;
 mod artifacts;
+mod change;
 mod claims;
 mod connections;
 mod jobs;
@@ -33,7 +34,7 @@ pub use jobs::AssignmentSource;
 pub use logs::LOGS_CHANNEL;
 pub use pipelines::{JobNodeRow, NewJob, NewPipeline, PipelineFilter, StoredSpec};
 pub use projects::{NewProject, ProjectChange, ProjectSecrets};
-pub use transitions::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, Move, PipelineCancel, TransitionCtx, Transitioned};
+pub use change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -50,6 +51,14 @@ pub struct Store {
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
     finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, \
     after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried";
+
+/// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
+static JOB_COLUMNS_OF_J: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| qualified("j", JOB_COLUMNS));
+
+/// `columns` (`a, b, …`) as columns of the table aliased `alias` (`x.a, x.b, …`).
+fn qualified(alias: &str, columns: &str) -> String {
+    columns.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
+}
 
 const PIPELINE_COLUMNS: &str = "id, project_id, git_ref, status, created_at, started_at, finished_at, triggered_by, \
     cancel_mode, cancel_by, cancel_at, cancel_reason, sha, commit_title";

@@ -5,76 +5,33 @@
 //! timeline entries — so cancelling a pipeline of a thousand jobs costs a handful of
 //! statements, not four thousand.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
+use sqlx::any::AnyRow;
 use usher_core::api::Job;
-use usher_core::status::{JobEvent, Outcome, Status, next};
 
+use super::change::Transitioned;
 use super::pipeline_status::{PipelineFacts, is_facts_row, pipeline_facts_from, pipeline_facts_sql};
 use super::transaction::Tx;
-use super::transitions::{Move, TransitionCtx, Transitioned};
-use super::*;
+use super::{AnyQuery, Backend, JOB_COLUMNS, Store, job_from_row, placeholders};
+use crate::plan::{Audit, JobWrite, Move, plan_batch};
 use crate::{EngineError, now};
 
 /// Jobs per statement: with 16 parameters a row at most, far below SQLite's 32,766 and
 /// PostgreSQL's 65,535 bound parameters.
 const CHUNK: usize = 500;
 
-/// Everything a move writes except which job: equal for every job of a group, so a group
-/// is one `UPDATE`.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub(super) struct MoveWrite {
-    from: Status,
-    to: Status,
-    started_at: Option<String>,
-    finished_at: Option<String>,
-    runner_id: Option<i64>,
-    exit_code: Option<i64>,
-    failure_reason: Option<&'static str>,
-    cancel_mode: Option<&'static str>,
-    cancel_by: Option<String>,
-    cancel_at: Option<String>,
-    cancel_reason: Option<&'static str>,
-    cancel_deadline: Option<String>,
-    after_exit_code: Option<i64>,
-    after_duration_ms: Option<i64>,
-    after_timed_out: Option<i64>,
-}
-
-impl MoveWrite {
-    /// The write of `event` moving a job from `from` to `to` at time `t`.
-    pub(super) fn new(from: Status, to: Status, event: JobEvent, ctx: &TransitionCtx, t: &str) -> Self {
-        let after = ctx.after_script.as_ref();
-        MoveWrite {
-            from,
-            to,
-            started_at: (event == JobEvent::Start).then(|| t.to_string()),
-            finished_at: to.is_terminal().then(|| t.to_string()),
-            runner_id: if event == JobEvent::Start { ctx.runner_id } else { None },
-            exit_code: ctx.exit_code.map(i64::from),
-            failure_reason: ctx.failure_reason.map(|r| r.as_str()),
-            cancel_mode: ctx.cancel.map(|(m, _)| m.as_str()),
-            cancel_by: ctx.cancel.map(|_| ctx.actor.clone()),
-            cancel_at: ctx.cancel.map(|_| t.to_string()),
-            cancel_reason: ctx.cancel.map(|(_, r)| r.as_str()),
-            cancel_deadline: ctx.cancel_deadline.clone(),
-            after_exit_code: after.and_then(|a| a.exit_code).map(i64::from),
-            after_duration_ms: after.map(|a| a.duration_ms as i64),
-            after_timed_out: after.map(|a| a.timed_out as i64),
-        }
-    }
+/// One job's move as [`Store::write_move_with_audit`] writes it: the row's new values,
+/// its timeline entry, the time, and the job's pipeline.
+pub(super) struct SingleWrite<'a> {
+    pub write: &'a JobWrite,
+    pub audit: &'a Audit,
+    pub t: &'a str,
+    pub pipeline_id: i64,
 }
 
 /// The start of every timeline insert; its values are bound by [`bind_audit`].
 const INSERT_AUDIT: &str = "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail)";
-
-/// One timeline entry to append.
-pub(super) struct AuditEntry<'a> {
-    pub job_id: i64,
-    pub from: Status,
-    pub to: Status,
-    pub ctx: &'a TransitionCtx,
-}
 
 impl Store {
     /// The moves of a batch on distinct jobs (see [`super::Change::Batch`]), in the
@@ -91,46 +48,24 @@ impl Store {
         facts_of: Option<i64>,
         known: Option<HashMap<i64, Job>>,
     ) -> Result<Option<(Vec<Transitioned>, Option<PipelineFacts>)>, EngineError> {
-        let ids: Vec<i64> = moves.iter().map(|(id, ..)| *id).collect();
-        let mut seen = HashSet::with_capacity(ids.len());
-        if let Some(twice) = ids.iter().find(|id| !seen.insert(**id)) {
-            return Err(EngineError::Internal(format!("a batch names job {twice} twice")));
-        }
         let mut current = match known {
             Some(jobs) => jobs,
-            None => self.jobs_by_id_in(tx, &ids).await?,
+            None => {
+                let ids: Vec<i64> = moves.iter().map(|m| m.job_id).collect();
+                self.jobs_by_id_in(tx, &ids).await?
+            }
         };
         let t = now();
-        let mut groups: Vec<(MoveWrite, Vec<i64>)> = Vec::new();
-        let mut group_of: HashMap<MoveWrite, usize> = HashMap::new();
-        let mut entries = Vec::with_capacity(moves.len());
-        for (job_id, event, ctx) in moves {
-            let job = current.get(job_id).ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
-            check_reporter(job, *event, ctx)?;
-            let Ok(Outcome::Move(to)) = next(job.status, *event) else {
-                continue;
-            };
-            let write = MoveWrite::new(job.status, to, *event, ctx, &t);
-            let group = *group_of.entry(write.clone()).or_insert_with(|| {
-                groups.push((write, Vec::new()));
-                groups.len() - 1
-            });
-            groups[group].1.push(*job_id);
-            entries.push(AuditEntry {
-                job_id: *job_id,
-                from: job.status,
-                to,
-                ctx,
-            });
-        }
-        for (write, ids) in &groups {
+        let plan = plan_batch(&current, moves, &t)?;
+        for (write, ids) in &plan.groups {
             let Some(written) = self.write_moves(tx, write, ids).await? else {
                 return Ok(None);
             };
             current.extend(written.into_iter().map(|j| (j.id, j)));
         }
-        let facts = self.append_audits(tx, &entries, &t, facts_of).await?;
-        let moved = entries
+        let facts = self.append_audits(tx, &plan.audits, &t, facts_of).await?;
+        let moved = plan
+            .audits
             .iter()
             .map(|e| Transitioned {
                 job: current.remove(&e.job_id).expect("every moved job was read"),
@@ -160,7 +95,7 @@ impl Store {
 
     /// The compare-and-set of a group: the jobs move to `write.to` only if they are
     /// still in `write.from`. The rows as written, or None when one had moved already.
-    pub(super) async fn write_moves(&self, tx: &mut Tx<'_>, write: &MoveWrite, ids: &[i64]) -> Result<Option<Vec<Job>>, EngineError> {
+    pub(super) async fn write_moves(&self, tx: &mut Tx<'_>, write: &JobWrite, ids: &[i64]) -> Result<Option<Vec<Job>>, EngineError> {
         let mut written = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(CHUNK) {
             let sql = format!("{} RETURNING {JOB_COLUMNS}", update_sql(chunk.len()));
@@ -190,10 +125,7 @@ impl Store {
     pub(super) async fn write_move_with_audit(
         &self,
         tx: &mut Tx<'_>,
-        write: &MoveWrite,
-        entry: &AuditEntry<'_>,
-        t: &str,
-        pipeline_id: i64,
+        single: &SingleWrite<'_>,
     ) -> Result<Option<(Job, Option<PipelineFacts>)>, EngineError> {
         let audit_values = "$17, $18, $19, $20, $21, $22, $23, $24";
         let sql = match self.backend {
@@ -209,10 +141,11 @@ impl Store {
                 pipeline_facts_sql(25)
             ),
         };
-        let query = bind_audit(bind_write(sqlx::query(&sql), write).bind(entry.job_id), entry, t);
+        let query = bind_write(sqlx::query(&sql), single.write).bind(single.audit.job_id);
+        let query = bind_audit(query, single.audit, single.t);
         let query = match self.backend {
             Backend::Postgres => query,
-            Backend::Sqlite => query.bind(pipeline_id),
+            Backend::Sqlite => query.bind(single.pipeline_id),
         };
         let rows = query.fetch_all(&mut **tx).await?;
         let (facts, moved): (Vec<&AnyRow>, Vec<&AnyRow>) = rows.iter().partition(|row| is_facts_row(row));
@@ -229,7 +162,7 @@ impl Store {
     async fn append_audits(
         &self,
         tx: &mut Tx<'_>,
-        entries: &[AuditEntry<'_>],
+        entries: &[Audit],
         t: &str,
         facts_of: Option<i64>,
     ) -> Result<Option<PipelineFacts>, EngineError> {
@@ -281,7 +214,7 @@ fn update_sql(n: usize) -> String {
 }
 
 /// Binds $1–$15 of [`update_sql`].
-fn bind_write<'q>(query: AnyQuery<'q>, write: &'q MoveWrite) -> AnyQuery<'q> {
+fn bind_write<'q>(query: AnyQuery<'q>, write: &'q JobWrite) -> AnyQuery<'q> {
     query
         .bind(write.to.as_str())
         .bind(write.started_at.as_deref())
@@ -302,25 +235,14 @@ fn bind_write<'q>(query: AnyQuery<'q>, write: &'q MoveWrite) -> AnyQuery<'q> {
 
 /// Binds one timeline row's eight values: job, time, from, to, actor, cancel mode,
 /// reason (the cancel's or the failure's), detail.
-fn bind_audit<'q>(query: AnyQuery<'q>, e: &AuditEntry<'q>, t: &'q str) -> AnyQuery<'q> {
-    let ctx = e.ctx;
-    let reason = ctx.cancel.map(|(_, r)| r.as_str()).or(ctx.failure_reason.map(|r| r.as_str()));
+fn bind_audit<'q>(query: AnyQuery<'q>, e: &'q Audit, t: &'q str) -> AnyQuery<'q> {
     query
         .bind(e.job_id)
         .bind(t)
         .bind(e.from.as_str())
         .bind(e.to.as_str())
-        .bind(ctx.actor.as_str())
-        .bind(ctx.cancel.map(|(m, _)| m.as_str()))
-        .bind(reason)
-        .bind(ctx.detail.as_deref())
-}
-
-/// Only the runner holding a job may report its end.
-pub(super) fn check_reporter(job: &Job, event: JobEvent, ctx: &TransitionCtx) -> Result<(), EngineError> {
-    let is_runner_report = matches!(event, JobEvent::Finish { .. } | JobEvent::Timeout);
-    if is_runner_report && ctx.runner_id.is_some() && job.runner_id != ctx.runner_id {
-        return Err(EngineError::Conflict(format!("job {} is not held by this runner", job.id)));
-    }
-    Ok(())
+        .bind(e.by.as_str())
+        .bind(e.mode.map(|m| m.as_str()))
+        .bind(e.reason)
+        .bind(e.detail.as_deref())
 }

@@ -1,19 +1,18 @@
 //! A pipeline's status, re-derived from its jobs' statuses inside the transaction that
-//! moved them: the read of what the derivation needs, core's `derive_status` over it,
-//! and the write of the answer when it changed.
+//! moved them: the read of what the derivation needs, [`crate::plan::pipeline_after`]
+//! over it, and the write of the answer when it changed.
 
 use std::sync::LazyLock;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
 use usher_core::api::Pipeline;
-use usher_core::pipeline::derive_status;
 use usher_core::status::Status;
 
 use super::transaction::Tx;
-use super::transitions::qualified;
-use super::*;
+use super::{AnyQuery, Backend, PIPELINE_COLUMNS, Store, bad_status, pipeline_from_row, qualified};
 use crate::EngineError;
+use crate::plan::pipeline_after;
 
 /// [`PIPELINE_COLUMNS`] of a query's `p` (the pipeline joined with its jobs' statuses).
 static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| qualified("p", PIPELINE_COLUMNS));
@@ -69,16 +68,9 @@ impl Store {
     /// moves, and writes it; returns the pipeline when its status changed. It is the
     /// change's last statement: on SQLite its write commits `tx` too.
     pub(super) async fn rederive_pipeline(&self, tx: &mut Tx<'_>, facts: PipelineFacts, t: &str) -> Result<Option<Pipeline>, EngineError> {
-        let PipelineFacts { mut pipeline, statuses } = facts;
-        let derived = derive_status(statuses.iter().copied());
-        if pipeline.status == derived {
+        let Some(pipeline) = pipeline_after(&facts.pipeline, &facts.statuses, t) else {
             return Ok(None);
-        }
-        if statuses.iter().any(|s| s.has_started()) && pipeline.started_at.is_none() {
-            pipeline.started_at = Some(t.to_string());
-        }
-        pipeline.finished_at = derived.is_terminal().then(|| t.to_string());
-        pipeline.status = derived;
+        };
         // PostgreSQL writes it in the statement that sends the change's notices.
         if self.backend != Backend::Postgres {
             let sql = format!("{}{}", pipeline_status_sql(1), tx.commit_suffix());

@@ -6,7 +6,7 @@ use sqlx::Row;
 use usher_core::status::Status;
 
 use super::transaction::Tx;
-use super::transitions::Transitioned;
+use super::change::Transitioned;
 use super::*;
 use crate::{EngineError, now};
 

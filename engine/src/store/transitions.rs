@@ -1,140 +1,28 @@
 //! The one transaction every status change runs in. [`Store::commit`] takes a [`Change`]
 //! (one job, several jobs of a pipeline, a new pipeline with its first moves, or a claim
 //! of the next pending job) and, in one transaction: reads each job, asks
-//! `usher_core::status::next`, compare-and-sets the answer, appends the audit row,
-//! re-derives the pipeline's status, and on PostgreSQL sends the change to every replica
+//! [`crate::plan`] what the change does to it, compare-and-sets the answer
+//! ([`super::moves`]), appends the timeline entries, re-derives the pipeline's status
+//! ([`super::pipeline_status`]), and on PostgreSQL sends the change to every replica
 //! (NOTIFY, delivered at commit in commit order).
 //! When another writer moved a job between the read and the write, the whole change is
 //! tried again from the start.
 
-use std::sync::LazyLock;
+use usher_core::api::Job;
 
-use serde::{Deserialize, Serialize};
-use usher_core::api::{AfterScriptResult, CancelMode, CancelReason, FailureReason, Job, Pipeline};
-use usher_core::status::{JobEvent, Outcome, Status, next};
-
-use super::moves::{AuditEntry, MoveWrite, check_reporter};
+use super::change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
+use super::moves::SingleWrite;
 use super::pipeline_status::{PipelineFacts, bind_pipeline_status, pipeline_status_sql};
 use super::transaction::Tx;
-use super::*;
+use super::{Backend, JOB_COLUMNS, JOB_COLUMNS_OF_J, Store, job_from_row};
+use crate::plan::{Decision, Event, Move, plan_move};
 use crate::{EngineError, now};
-
-/// Everything a transition may record besides the new status.
-#[derive(Clone, Debug, Default)]
-pub struct TransitionCtx {
-    /// Who caused it: a user name, `runner:<id>` or `system`.
-    pub actor: String,
-    pub cancel: Option<(CancelMode, CancelReason)>,
-    pub detail: Option<String>,
-    /// Set on start; checked on runner reports (only the holder may report).
-    pub runner_id: Option<i64>,
-    pub exit_code: Option<i32>,
-    pub failure_reason: Option<FailureReason>,
-    pub after_script: Option<AfterScriptResult>,
-    pub cancel_deadline: Option<String>,
-}
-
-/// One job's move inside a [`Change::Batch`].
-pub type Move = (i64, JobEvent, TransitionCtx);
-
-/// Who stopped a whole pipeline, recorded on it with a batch's moves.
-#[derive(Clone, Copy, Debug)]
-pub struct PipelineCancel<'a> {
-    pub mode: CancelMode,
-    pub by: &'a str,
-    pub reason: CancelReason,
-}
-
-/// A status change, as the gate accepts it.
-pub enum Change<'a> {
-    /// One event on one job (a cancel or abort, a runner's report, the reaper). A move
-    /// the table refuses is an error.
-    Job {
-        job_id: i64,
-        event: JobEvent,
-        ctx: &'a TransitionCtx,
-    },
-    /// Several jobs of one pipeline in one transaction with one re-derivation at the end
-    /// (pipeline cancel/abort, auto-cancel, scheduling): the jobs making the same move are
-    /// written by one statement (see [`super::moves`]). The jobs must be distinct. A move
-    /// the table refuses (the job finished meanwhile) is left out. `cancel`
-    /// is recorded on the pipeline when a job moved and the pipeline had no cancel yet or
-    /// an abort escalates a graceful one, so a repeated cancel leaves it as it was.
-    Batch {
-        pipeline_id: i64,
-        moves: &'a [Move],
-        cancel: Option<PipelineCancel<'a>>,
-    },
-    /// New attempts of finished jobs of one pipeline: each becomes a new `created` job with
-    /// the same definition (`retry_of` the old one), the old ones are marked retried and
-    /// stop counting for the pipeline's status. A job retried already is refused.
-    Retry {
-        pipeline_id: i64,
-        job_ids: &'a [i64],
-        actor: &'a str,
-    },
-    /// A new pipeline and its jobs, all `created`, and in the same transaction the first
-    /// moves core decided from their definitions (`ready`: an index into `new.jobs` and
-    /// its event, each made by `ctx`), so a pipeline is never seen created but not yet
-    /// scheduled and its creation costs one commit. Its id is [`Committed::created`].
-    Create {
-        new: &'a NewPipeline<'a>,
-        ready: &'a [(usize, JobEvent)],
-        ctx: &'a TransitionCtx,
-    },
-    /// The oldest pending job goes to the runner in `ctx` (the `Start` event). On
-    /// PostgreSQL the candidate is locked with `FOR UPDATE SKIP LOCKED`, so replicas
-    /// claiming at once take different jobs instead of queueing on one row. Only jobs
-    /// whose tags the runner all has are candidates.
-    Claim { ctx: &'a TransitionCtx, runner_tags: &'a [String] },
-}
-
-/// What a [`Change`] did, once committed.
-#[derive(Default)]
-pub struct Committed {
-    /// The jobs it touched, in commit order. A single-job change always has its job here
-    /// (with `changed: false` when the table answered `Unchanged`); a batch lists only
-    /// jobs that moved; a claim that found no pending job is empty.
-    pub jobs: Vec<Transitioned>,
-    /// The pipeline, when its derived status changed.
-    pub pipeline: Option<Pipeline>,
-    /// A [`Change::Create`]'s new pipeline id.
-    pub created: Option<i64>,
-}
-
-/// One job's part of a committed change.
-pub struct Transitioned {
-    pub job: Job,
-    /// The status the job had when the event was applied.
-    pub from: Status,
-    /// False when the table answered `Unchanged` (idempotent repeat).
-    pub changed: bool,
-}
 
 /// One job's transition and, when the statement that wrote it read them too, the facts
 /// of its pipeline after it (a read fewer).
 struct SingleMove {
     moved: Transitioned,
     pipeline: Option<PipelineFacts>,
-}
-
-/// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
-pub(super) static JOB_COLUMNS_OF_J: LazyLock<String> = LazyLock::new(|| qualified("j", JOB_COLUMNS));
-
-/// `columns` (`a, b, …`) as columns of the table aliased `alias` (`x.a, x.b, …`).
-pub(super) fn qualified(alias: &str, columns: &str) -> String {
-    columns.split(", ").map(|c| format!("{alias}.{c}")).collect::<Vec<_>>().join(", ")
-}
-
-/// The PostgreSQL NOTIFY channel that carries committed changes to every replica.
-pub const CHANGES_CHANNEL: &str = "usher_changes";
-
-/// One committed job or pipeline change, as sent on [`CHANGES_CHANNEL`].
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct ChangeNotice {
-    #[serde(default)]
-    pub job: Option<Job>,
-    pub pipeline: Option<Pipeline>,
 }
 
 impl Store {
@@ -175,23 +63,28 @@ impl Store {
         // The pipeline's facts, when the statement of the change's last move read them.
         let mut facts = None;
         let (pipeline_id, jobs) = match change {
-            Change::Job { job_id, event, ctx } => {
+            Change::Job(mv) => {
                 // PostgreSQL: the job is read together with the lock on its pipeline.
                 // SQLite has one writer already.
                 let lock = self.backend == Backend::Postgres;
-                let Some(single) = self.transition_in(tx, *job_id, *event, ctx, lock).await? else {
+                let Some(single) = self.transition_in(tx, mv, lock).await? else {
                     return Ok(None);
                 };
                 facts = single.pipeline;
                 (single.moved.job.pipeline_id, vec![single.moved])
             }
-            Change::Claim { ctx, runner_tags } => {
+            Change::Claim { runner_id, runner_tags } => {
                 let Some(target) = self.next_pending_in(tx, runner_tags).await? else {
                     return Ok(Some(Committed::default()));
                 };
+                let start = Move {
+                    job_id: target.job_id,
+                    event: Event::Start { runner_id: *runner_id },
+                    by: format!("runner:{runner_id}"),
+                };
                 let moved = match target.locked {
-                    Some(job) => self.transition_from(tx, job, JobEvent::Start, ctx, false).await,
-                    None => self.transition_in(tx, target.job_id, JobEvent::Start, ctx, false).await,
+                    Some(job) => self.transition_from(tx, job, &start, false).await,
+                    None => self.transition_in(tx, &start, false).await,
                 };
                 match moved {
                     Ok(Some(single)) if single.moved.changed => {
@@ -214,10 +107,17 @@ impl Store {
                 }
                 (*pipeline_id, attempts)
             }
-            Change::Create { new, ready, ctx } => {
+            Change::Create { new, ready, by } => {
                 // Nobody else sees the pipeline before the commit: no lock to take.
                 let (pipeline_id, jobs) = self.insert_pipeline_in(tx, new).await?;
-                let moves: Vec<Move> = ready.iter().map(|(i, event)| (jobs[*i].id, *event, (*ctx).clone())).collect();
+                let moves: Vec<Move> = ready
+                    .iter()
+                    .map(|(i, event)| Move {
+                        job_id: jobs[*i].id,
+                        event: event.clone(),
+                        by: by.to_string(),
+                    })
+                    .collect();
                 let stored = jobs.into_iter().map(|j| (j.id, j)).collect();
                 let Some((moved, read)) = self.batch_in(tx, &moves, Some(pipeline_id), Some(stored)).await? else {
                     return Ok(None);
@@ -272,14 +172,8 @@ impl Store {
     /// One job's transition inside `tx`; None when another writer moved it first.
     /// `lock_pipeline` (PostgreSQL): the job is read in the statement that locks its
     /// pipeline (see [`Store::lock_pipeline`]), one round trip instead of two.
-    async fn transition_in(
-        &self,
-        tx: &mut Tx<'_>,
-        job_id: i64,
-        event: JobEvent,
-        ctx: &TransitionCtx,
-        lock_pipeline: bool,
-    ) -> Result<Option<SingleMove>, EngineError> {
+    async fn transition_in(&self, tx: &mut Tx<'_>, mv: &Move, lock_pipeline: bool) -> Result<Option<SingleMove>, EngineError> {
+        let job_id = mv.job_id;
         let sql = if lock_pipeline {
             format!(
                 "SELECT {} FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1 FOR UPDATE OF p",
@@ -296,27 +190,19 @@ impl Store {
             .await?
             .pop()
             .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
-        self.transition_from(tx, job_from_row(&row)?, event, ctx, lock_pipeline).await
+        self.transition_from(tx, job_from_row(&row)?, mv, lock_pipeline).await
     }
 
     /// [`Store::transition_in`] of the job as already read (`current`); `read_with_lock`
     /// when it was read while waiting for its pipeline's lock.
-    async fn transition_from(
-        &self,
-        tx: &mut Tx<'_>,
-        current: Job,
-        event: JobEvent,
-        ctx: &TransitionCtx,
-        read_with_lock: bool,
-    ) -> Result<Option<SingleMove>, EngineError> {
-        let job_id = current.id;
-        check_reporter(&current, event, ctx)?;
-        let to = match next(current.status, event)? {
+    async fn transition_from(&self, tx: &mut Tx<'_>, current: Job, mv: &Move, read_with_lock: bool) -> Result<Option<SingleMove>, EngineError> {
+        let t = now();
+        let (write, audit) = match plan_move(&current, mv, &t)? {
             // Having waited for the lock, the row read with it may predate a change
             // committed meanwhile: a move's compare-and-set would notice, an answer of
             // "unchanged" would not, so it reads the job again.
-            Outcome::Unchanged if read_with_lock => return Box::pin(self.transition_in(tx, job_id, event, ctx, false)).await,
-            Outcome::Unchanged => {
+            Decision::Unchanged if read_with_lock => return Box::pin(self.transition_in(tx, mv, false)).await,
+            Decision::Unchanged => {
                 return Ok(Some(SingleMove {
                     moved: Transitioned {
                         from: current.status,
@@ -326,17 +212,15 @@ impl Store {
                     pipeline: None,
                 }));
             }
-            Outcome::Move(to) => to,
+            Decision::Write { write, audit } => (write, audit),
         };
-        let t = now();
-        let write = MoveWrite::new(current.status, to, event, ctx, &t);
-        let entry = AuditEntry {
-            job_id,
-            from: current.status,
-            to,
-            ctx,
+        let single = SingleWrite {
+            write: &write,
+            audit: &audit,
+            t: &t,
+            pipeline_id: current.pipeline_id,
         };
-        let Some((job, pipeline)) = self.write_move_with_audit(tx, &write, &entry, &t, current.pipeline_id).await? else {
+        let Some((job, pipeline)) = self.write_move_with_audit(tx, &single).await? else {
             return Ok(None);
         };
         Ok(Some(SingleMove {
