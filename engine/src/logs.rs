@@ -39,13 +39,7 @@ impl Engine {
     /// and fit in `max_bytes`: a whole number of lines where it can (the first, cut
     /// line is left out), and the count of lines before them, so that they keep their
     /// numbers. Costs `max_bytes` of memory whatever the log's size.
-    pub async fn job_log_stretch(
-        &self,
-        actor: &Actor,
-        id: i64,
-        before: Option<u64>,
-        max_bytes: usize,
-    ) -> Result<LogStretch, EngineError> {
+    pub async fn job_log_stretch(&self, actor: &Actor, id: i64, before: Option<u64>, max_bytes: usize) -> Result<LogStretch, EngineError> {
         self.get_job(actor, id).await?;
         let store = self.store();
         let length = store.log_length(id).await?;

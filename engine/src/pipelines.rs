@@ -9,8 +9,8 @@ use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status, next};
 use usher_core::{config, names};
 
-use crate::repos::Resolved;
 use crate::plan::{Event, Move};
+use crate::repos::Resolved;
 use crate::store::{Change, NewJob, NewPipeline, PipelineCancel, PipelineFilter, StoredSpec};
 use crate::{Actor, Engine, EngineError, detached};
 

@@ -120,7 +120,10 @@ pub struct Audit {
 pub enum Decision {
     /// Accepted, and nothing changes (a repeated cancel, say).
     Unchanged,
-    Write { write: Box<JobWrite>, audit: Audit },
+    Write {
+        write: Box<JobWrite>,
+        audit: Audit,
+    },
 }
 
 /// What a move records, apart from the status: a cancel (its mode and reason), a
@@ -144,7 +147,10 @@ fn records(job: &Job, event: &Event) -> Records {
         },
         Event::Report { report, .. } => Records {
             failure: report.recorded_failure(),
-            detail: report.detail.clone().or_else(|| report.after_script.as_ref().map(after_script_words)),
+            detail: report
+                .detail
+                .clone()
+                .or_else(|| report.after_script.as_ref().map(after_script_words)),
             report: Some(report.clone()),
             ..Records::default()
         },
@@ -257,7 +263,9 @@ pub fn plan_batch(jobs: &HashMap<i64, Job>, moves: &[Move], t: &str) -> Result<B
     let mut plan = BatchPlan::default();
     let mut group_of: HashMap<JobWrite, usize> = HashMap::new();
     for mv in moves {
-        let job = jobs.get(&mv.job_id).ok_or_else(|| EngineError::NotFound(format!("job {}", mv.job_id)))?;
+        let job = jobs
+            .get(&mv.job_id)
+            .ok_or_else(|| EngineError::NotFound(format!("job {}", mv.job_id)))?;
         let (write, audit) = match plan_move(job, mv, t) {
             Ok(Decision::Write { write, audit }) => (*write, audit),
             Ok(Decision::Unchanged) | Err(EngineError::InvalidTransition(_)) => continue,

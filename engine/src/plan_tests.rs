@@ -128,10 +128,16 @@ fn every_status_and_event() {
                 }
                 Event::CancelDeadline => assert_eq!(write.cancel_reason, Some("cancel_timeout")),
                 Event::RunnerLost if status == Status::Canceling => {
-                    assert_eq!((to, write.cancel_reason, write.failure_reason), (Status::Canceled, Some("runner_lost"), None));
+                    assert_eq!(
+                        (to, write.cancel_reason, write.failure_reason),
+                        (Status::Canceled, Some("runner_lost"), None)
+                    );
                 }
                 Event::RunnerLost => {
-                    assert_eq!((to, write.cancel_reason, write.failure_reason), (Status::Failed, None, Some("runner_lost")));
+                    assert_eq!(
+                        (to, write.cancel_reason, write.failure_reason),
+                        (Status::Failed, None, Some("runner_lost"))
+                    );
                 }
                 Event::Report { report, .. } => {
                     assert_eq!(write.exit_code, report.exit_code.map(i64::from));
@@ -203,7 +209,22 @@ fn a_batch_groups_equal_writes_and_leaves_out_what_cannot_move() {
     let audited: Vec<i64> = plan.audits.iter().map(|a| a.job_id).collect();
     assert_eq!(audited, [1, 2, 3]);
 
-    let twice = [mv(1, Event::Abort { reason: CancelReason::User, detail: None }), mv(1, Event::Abort { reason: CancelReason::User, detail: None })];
+    let twice = [
+        mv(
+            1,
+            Event::Abort {
+                reason: CancelReason::User,
+                detail: None,
+            },
+        ),
+        mv(
+            1,
+            Event::Abort {
+                reason: CancelReason::User,
+                detail: None,
+            },
+        ),
+    ];
     assert!(matches!(plan_batch(&jobs, &twice, T), Err(EngineError::Internal(_))));
     let unknown = [mv(99, Event::Enqueue)];
     assert!(matches!(plan_batch(&jobs, &unknown, T), Err(EngineError::NotFound(_))));

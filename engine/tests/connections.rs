@@ -9,8 +9,8 @@ mod common;
 
 use common::*;
 use sqlx::Connection;
-use usher_core::api::CreateProject;
 use usher_core::api::CancelReason;
+use usher_core::api::CreateProject;
 use usher_core::status::Status;
 use usher_engine::Store;
 use usher_engine::plan::{Event, Move};
@@ -117,7 +117,10 @@ async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
 
         // Whatever was cut off, every cancel goes through now, and the pipeline follows.
         for id in &ids {
-            let committed = store.commit(&Change::Job(&cancel(*id))).await.unwrap_or_else(|e| panic!("{}: {e}", db.name));
+            let committed = store
+                .commit(&Change::Job(&cancel(*id)))
+                .await
+                .unwrap_or_else(|e| panic!("{}: {e}", db.name));
             assert_eq!(committed.jobs[0].job.status, Status::Canceled);
         }
         let pipeline = store.get_pipeline(pipeline_id).await.unwrap().unwrap();

@@ -4,7 +4,7 @@
 use sqlx::Row;
 use usher_core::roles::Role;
 
-use super::*;
+use super::{Store, actor_from_row};
 use crate::{Actor, EngineError, now};
 
 impl Store {

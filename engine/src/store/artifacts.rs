@@ -5,7 +5,7 @@ use sqlx::Row;
 use usher_core::api::Artifact;
 use usher_core::status::Status;
 
-use super::*;
+use super::{Store, bad_status};
 use crate::{EngineError, now};
 
 impl Store {

@@ -8,9 +8,9 @@ use sqlx::Row;
 use usher_core::api::Job;
 use usher_core::status::{Status, StatusGroup};
 
-use super::transaction::Tx;
 use super::JOB_COLUMNS_OF_J;
-use super::*;
+use super::transaction::Tx;
+use super::{Backend, Store, job_from_row, sql_statuses, tags_from};
 use crate::EngineError;
 
 /// The job a claim takes, and on PostgreSQL the job as read with its lock (so the claim

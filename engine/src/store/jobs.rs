@@ -8,8 +8,10 @@ use usher_core::api::{CancelMode, Job, TimelineEvent};
 use usher_core::repository::RepoCredentials;
 use usher_core::status::Status;
 
-use super::*;
+use super::pipelines::StoredSpec;
+use super::{JOB_COLUMNS, Store, bad_status, job_from_row, placeholders};
 use crate::EngineError;
+use sqlx::any::AnyRow;
 
 /// What [`Store::assignment_source`] reads.
 pub struct AssignmentSource {

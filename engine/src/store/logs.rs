@@ -5,7 +5,7 @@ use sqlx::Row;
 use usher_core::api::LogAppend;
 use usher_core::status::{Status, StatusGroup};
 
-use super::*;
+use super::{Backend, Store, bad_status, placeholders, sql_statuses};
 use crate::EngineError;
 
 /// The PostgreSQL channel that carries every replica's new log pieces.

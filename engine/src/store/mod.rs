@@ -30,11 +30,11 @@ mod runners;
 mod transaction;
 mod transitions;
 
+pub use change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
 pub use jobs::AssignmentSource;
 pub use logs::LOGS_CHANNEL;
 pub use pipelines::{JobNodeRow, NewJob, NewPipeline, PipelineFilter, StoredSpec};
 pub use projects::{NewProject, ProjectChange, ProjectSecrets};
-pub use change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

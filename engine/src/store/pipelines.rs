@@ -8,8 +8,9 @@ use usher_core::config::JobConfig;
 use usher_core::status::Status;
 
 use super::transaction::Tx;
-use super::*;
+use super::{JOB_COLUMNS, PIPELINE_COLUMNS, Store, bad_status, job_from_row, pipeline_from_row, sql_statuses, tags_to};
 use crate::{EngineError, now};
+use usher_core::status::StatusGroup;
 
 /// A job to insert with a new pipeline.
 pub struct NewJob {

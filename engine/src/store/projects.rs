@@ -5,8 +5,10 @@
 use usher_core::api::Project;
 use usher_core::repository::RepoCredentials;
 
-use super::*;
+use super::{Store, project_from_row};
 use crate::{EngineError, now};
+use sqlx::Row;
+use sqlx::any::AnyRow;
 
 const PROJECT_COLUMNS: &str = "id, name, repository_url, default_branch, ci_config, created_at";
 

@@ -5,9 +5,9 @@
 use sqlx::Row;
 use usher_core::status::Status;
 
-use super::transaction::Tx;
 use super::change::Transitioned;
-use super::*;
+use super::transaction::Tx;
+use super::{JOB_COLUMNS, Store, job_from_row};
 use crate::{EngineError, now};
 
 impl Store {

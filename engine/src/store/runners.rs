@@ -4,8 +4,9 @@
 use sqlx::Row;
 use usher_core::status::Status;
 
-use super::*;
+use super::{Store, bad_status, sql_statuses, tags_from, tags_to};
 use crate::{EngineError, now};
+use usher_core::status::StatusGroup;
 
 impl Store {
     /// The tags of each runner seen at or after `seen_since` (the ones that may take jobs).

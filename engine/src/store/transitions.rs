@@ -195,7 +195,13 @@ impl Store {
 
     /// [`Store::transition_in`] of the job as already read (`current`); `read_with_lock`
     /// when it was read while waiting for its pipeline's lock.
-    async fn transition_from(&self, tx: &mut Tx<'_>, current: Job, mv: &Move, read_with_lock: bool) -> Result<Option<SingleMove>, EngineError> {
+    async fn transition_from(
+        &self,
+        tx: &mut Tx<'_>,
+        current: Job,
+        mv: &Move,
+        read_with_lock: bool,
+    ) -> Result<Option<SingleMove>, EngineError> {
         let t = now();
         let (write, audit) = match plan_move(&current, mv, &t)? {
             // Having waited for the lock, the row read with it may predate a change
