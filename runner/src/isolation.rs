@@ -170,27 +170,6 @@ pub struct SlotUser {
     pool: Arc<JobUsers>,
 }
 
-impl SlotUser {
-    /// Gives the user back once nothing runs as it any more: right away when the job's
-    /// processes are all gone, else (one outlived SIGKILL, stuck in the kernel) when
-    /// they have gone, tried every second, so that the next job of this user can never
-    /// see or signal them. Meanwhile the pool has one user fewer. `left`: how many
-    /// processes of the user were still there.
-    pub fn release_when_clear(self, left: usize) {
-        if left > 0 {
-            tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                    if crate::procs::kill_user(self.user.uid).await.1 == 0 {
-                        break;
-                    }
-                }
-                drop(self);
-            });
-        }
-    }
-}
-
 impl Drop for SlotUser {
     fn drop(&mut self) {
         self.pool.free.lock().unwrap().push(self.user.clone());

@@ -182,7 +182,9 @@ fn processes_of_user(uid: u32) -> Vec<i32> {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else { continue };
+        let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status")) else {
+            continue;
+        };
         let field = |name: &str| status.lines().find_map(|l| l.strip_prefix(name)).unwrap_or_default().to_string();
         let zombie = field("State:").trim_start().starts_with('Z');
         if pid != me && !zombie && field("Uid:").split_whitespace().any(|id| id == wanted) {

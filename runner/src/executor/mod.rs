@@ -35,7 +35,7 @@ use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
 use crate::control::Control;
 use crate::docker::Docker;
-use crate::isolation::{Confinement, JobCgroup, JobIsolation};
+use crate::isolation::{Confinement, JobCgroup, JobIsolation, SlotUser};
 use crate::job_run::JobRun;
 use crate::logsink::{self, LogHandle};
 use crate::procs::{self, JobMarks};
@@ -194,7 +194,8 @@ pub async fn run_job(
         let killed;
         (killed, left) = procs::kill_user(slot.user.uid).await;
         if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
-            run.log.note(&format!("Killed {killed} more process(es) running as {}.", slot.user.name));
+            run.log
+                .note(&format!("Killed {killed} more process(es) running as {}.", slot.user.name));
         }
         if left > 0 {
             run.log.note(&format!(
@@ -206,12 +207,28 @@ pub async fn run_job(
     let _ = std::fs::remove_dir_all(&run.build_dir);
     let _ = std::fs::remove_dir_all(&run.meta_dir);
     if let Some(slot) = slot {
-        slot.release_when_clear(left);
+        give_back_when_clear(slot, left);
     }
     // The next job's directories, while this one's report goes out.
     let rooms = host.rooms.clone();
     tokio::task::spawn_blocking(move || rooms.refill());
     outcome
+}
+
+/// Gives a job's user back to the pool once nothing runs as it any more: now when the
+/// job's processes are all gone (`left` is 0), else (one outlived SIGKILL, stuck in the
+/// kernel) when they have gone, tried every second, so that the next job of this user
+/// can never see or signal them. Meanwhile the pool has one user fewer.
+fn give_back_when_clear(slot: SlotUser, left: usize) {
+    if left == 0 {
+        return drop(slot);
+    }
+    tokio::spawn(async move {
+        while procs::kill_user(slot.user.uid).await.1 > 0 {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+        }
+        drop(slot);
+    });
 }
 
 /// A report for a job the runner could not run (its duration is filled in later).
