@@ -56,3 +56,13 @@ pub fn not_a_websocket(rejection: axum::extract::ws::rejection::WebSocketUpgrade
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A known path with another method: 405 in the API's error shape, with `Allow` kept.
+pub async fn method_not_allowed(axum::extract::OriginalUri(uri): axum::extract::OriginalUri, method: axum::http::Method) -> Response {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+    .into_response()
+}

@@ -45,7 +45,7 @@ pub fn router() -> Router<AppState> {
     let (router, _) = v1_routes().split_for_parts();
     router
         .fallback(|| async { ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such API route") })
-        .method_not_allowed_fallback(crate::web::method_not_allowed)
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
 }
 
 fn v1_routes() -> OpenApiRouter<AppState> {

@@ -4,7 +4,7 @@
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, OriginalUri, Request, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Request, State};
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Redirect, Response};
@@ -46,7 +46,7 @@ pub fn router(state: AppState) -> Router {
             move || shell(options.clone()),
         )
         .fallback(leptos_axum::file_and_error_handler::<AppState, _>(shell))
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(crate::error::method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), require_sign_in))
         .layer(middleware::from_fn(bad_form_arguments))
         .layer(middleware::from_fn(complete_writes))
@@ -109,16 +109,6 @@ async fn bad_form_arguments(req: Request, next: Next) -> Response {
         Some(why) => ApiError::new(StatusCode::BAD_REQUEST, "bad_request", format!("bad form arguments: {why}")).into_response(),
         None => Response::from_parts(parts, Body::from(bytes)),
     }
-}
-
-/// A known path with another method: 405 in the API's error shape, with `Allow` kept.
-pub async fn method_not_allowed(OriginalUri(uri): OriginalUri, method: Method) -> Response {
-    ApiError::new(
-        StatusCode::METHOD_NOT_ALLOWED,
-        "method_not_allowed",
-        format!("{method} is not allowed on {}", uri.path()),
-    )
-    .into_response()
 }
 
 /// A request that changes state runs on a task of its own: once it has arrived, it is
