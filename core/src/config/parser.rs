@@ -2,7 +2,10 @@
 //! server needs it, the browser does not). Errors name the line and key.
 
 use super::raw::{Duration, Lines, RawArtifacts, RawConfig, RawService};
-use super::*;
+use super::{
+    ArtifactsConfig, CiConfig, ConfigError, DEFAULT_AFTER_SCRIPT_TIMEOUT_SECS, DEFAULT_CANCEL_GRACE_SECS, DEFAULT_STAGES,
+    DEFAULT_TIMEOUT_SECS, JobConfig, Service, limits, parse_duration,
+};
 use std::collections::{HashMap, HashSet};
 
 /// The line (1-based) where `key:` first starts a line at `indent` spaces, if any.
@@ -346,6 +349,7 @@ fn validate_needs(source: &str, stages: &[String], jobs: &[JobConfig]) -> Result
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::{ArtifactsWhen, AutoCancel};
 
     #[test]
     fn ci_variables_cannot_be_overridden() {

@@ -2,7 +2,8 @@
 //! scripts, a map or a list for variables, jobs kept in file order) before the parser
 //! checks and fills them in with defaults.
 
-use super::*;
+use super::{ArtifactsWhen, AutoCancel};
+use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::fmt;
 
