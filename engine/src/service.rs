@@ -59,7 +59,8 @@ pub(crate) struct Inner {
     pub(crate) settings: Settings,
     store: Store,
     bus: Bus,
-    /// See [`Engine::commit_order`].
+    /// Held on SQLite from before a change's commit until it is published, so that
+    /// subscribers see changes in commit order (see `Engine::commit` in `transitions`).
     pub(crate) publish_order: tokio::sync::Mutex<()>,
     /// Failed sign-ins, per user and per address.
     pub(crate) login_throttle: crate::throttle::LoginThrottle,
