@@ -205,7 +205,11 @@ impl RealServer {
     /// Adds a viewer with the command line and signs in as it: readers from now on ask
     /// with its session, as a browser would.
     async fn sign_in_viewer(&mut self) {
-        let out = run_usher_cli(self._data_dir.path(), &["user", "add", "watcher", "--role", "viewer", "--password-stdin"], "watcher-password\n");
+        let out = run_usher_cli(
+            self._data_dir.path(),
+            &["user", "add", "watcher", "--role", "viewer", "--password-stdin"],
+            "watcher-password\n",
+        );
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let cookie = sign_in(&self.t, "watcher", "watcher-password").await;
         self.session = format!("Cookie: {cookie}\r\n");
@@ -404,8 +408,14 @@ async fn stalled_log_readers_cost_little_memory() {
     assert!(page.contains("Show earlier output"), "no way to the earlier lines");
     let lines = full.matches('\n').count();
     let last_line = full.lines().rev().find(|l| !l.is_empty() && !l.contains('\x1b')).unwrap();
-    assert!(page.contains(&format!(r##"id="L{lines}"><a class="ln" href="#L{lines}">{lines}</a>"##)), "line numbers of the whole log");
-    assert!(!last_line.contains('<') && page.contains(last_line), "the log's last line is on the page");
+    assert!(
+        page.contains(&format!(r##"id="L{lines}"><a class="ln" href="#L{lines}">{lines}</a>"##)),
+        "line numbers of the whole log"
+    );
+    assert!(
+        !last_line.contains('<') && page.contains(last_line),
+        "the log's last line is on the page"
+    );
     let _pages = server.stalled_readers("job page (4 MiB log)", &format!("/jobs/{job}")).await;
 }
 

@@ -250,14 +250,21 @@ async fn a_job_cannot_read_the_repository_cache_of_another_slot() {
     );
     repo.commit(
         "main",
-        &[(".usher-ci.yml", victim_ci.as_bytes()), ("private.txt", format!("{secret}\n").as_bytes())],
+        &[
+            (".usher-ci.yml", victim_ci.as_bytes()),
+            ("private.txt", format!("{secret}\n").as_bytes()),
+        ],
         "Private",
     );
     let body = serde_json::json!({"name": format!("private-{}", rand_suffix()), "repository_url": repo.path().display().to_string()});
     let (status, project) = t.call("POST", "/api/v1/projects", Some(body)).await;
     assert_eq!(status, 201, "{project}");
     let (status, victim_pipeline) = t
-        .call("POST", &format!("/api/v1/projects/{}/pipelines", project["id"]), Some(serde_json::json!({"ref": "main"})))
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{}/pipelines", project["id"]),
+            Some(serde_json::json!({"ref": "main"})),
+        )
         .await;
     assert_eq!(status, 201, "{victim_pipeline}");
     let victim = TestServer::job_id(&victim_pipeline, "victim");
