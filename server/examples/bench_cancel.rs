@@ -9,8 +9,6 @@
 //! The 500 "runners" here speak runner protocol v1 over real websockets but run
 //! nothing: this measures the server, not bash.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
@@ -210,18 +208,18 @@ async fn bench(label: &str, database_url: String) {
     println!(
         "  runners told (after the API call started): first {:.0} ms, median {:.0} ms, p99 {:.0} ms, last {:.0} ms",
         told_ms[0],
-        common::quantile(&told_ms, 0.5),
-        common::quantile(&told_ms, 0.99),
+        usher_testkit::bench::quantile(&told_ms, 0.5),
+        usher_testkit::bench::quantile(&told_ms, 0.99),
         told_ms[told_ms.len() - 1]
     );
     println!("  log appends of 100 bytes: {sequential:.0}/s one at a time, {pipelined:.0}/s pipelined");
     let last_told = told_ms[told_ms.len() - 1];
-    common::record(
+    usher_testkit::bench::record(
         "P4",
         label,
         json!({ "api_ms": api_ms, "last_told_ms": last_told, "jobs": JOBS, "running": RUNNING }),
     );
-    common::record(
+    usher_testkit::bench::record(
         "P5",
         label,
         json!({ "per_s": pipelined, "one_at_a_time_per_s": sequential, "n": n }),
@@ -232,7 +230,7 @@ async fn bench(label: &str, database_url: String) {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, url) in common::databases(dir.path()).await {
+    for (name, url) in usher_testkit::db::databases(dir.path()).await {
         bench(name, url).await;
     }
 }

@@ -11,8 +11,6 @@
 //!   cargo run --release -p usher --example bench_change
 //!   scripts/with-postgres cargo run --release -p usher --example bench_change
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use usher_core::api::{CreatePipeline, CreateProject};
@@ -24,7 +22,7 @@ fn runs() -> usize {
 
 fn print(name: &str, mut us: Vec<f64>) {
     us.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |q| common::quantile(&us, q);
+    let at = |q| usher_testkit::bench::quantile(&us, q);
     println!(
         "  {name:<22} n={} median {:.0} µs, p90 {:.0} µs, p99 {:.0} µs",
         us.len(),
@@ -91,7 +89,7 @@ async fn bench(name: &str, url: String) {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, url) in common::databases(dir.path()).await {
+    for (name, url) in usher_testkit::db::databases(dir.path()).await {
         bench(name, url).await;
     }
 }

@@ -10,8 +10,6 @@
 //! monotonic clock; p50/p99/max over every socket of every round. The clients share the
 //! 2 cores with the server, so the figure includes their own reading.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -77,8 +75,12 @@ fn raise_fd_limit() {
 
 async fn bench(label: &str, database_url: String, sockets: usize) {
     let data_dir = tempfile::tempdir().unwrap();
-    let mut server = common::UsherProcess::start(&usher_binary(), data_dir.path(), &database_url, TOKEN);
-    let base = server.base.clone();
+    let env = [
+        ("DATABASE_URL", database_url.as_str()),
+        ("USHER_ADMIN_TOKEN", TOKEN),
+        ("RUST_LOG", "warn"),
+    ];
+    let (mut server, base) = usher_testkit::spawn_usher(usher_binary(), data_dir.path(), "127.0.0.1:0", 0, &env);
     let http = reqwest::Client::new();
     let project: serde_json::Value = http
         .post(format!("{base}/api/v1/projects"))
@@ -92,7 +94,7 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
         .unwrap();
     let project_id = project["id"].as_i64().unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let baseline = rss_mb(server.pid());
+    let baseline = rss_mb(server.id());
 
     let round = Arc::new(AtomicU32::new(0));
     let (arrived_tx, mut arrived_rx) = mpsc::unbounded_channel::<(u32, usize, Instant)>();
@@ -157,12 +159,12 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     }
     let open_secs = opened.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let rss = rss_mb(server.pid());
+    let rss = rss_mb(server.id());
 
     let mut latencies = Vec::new();
     // Where the rounds' CPU goes: the server's sends, and these clients' reads (which a
     // real deployment's browsers would do on machines of their own).
-    let server_pid = server.pid().to_string();
+    let server_pid = server.id().to_string();
     let (server_cpu_before, clients_cpu_before) = (cpu_ms(&server_pid), cpu_ms("self"));
     let rounds_started = Instant::now();
     let frames_before = frames.load(Ordering::Relaxed);
@@ -201,8 +203,8 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     let frames_per_socket = (frames.load(Ordering::Relaxed) - frames_before) as f64 / (ROUNDS as f64 * sockets as f64);
     latencies.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let (p50, p99, max) = (
-        common::quantile(&latencies, 0.5),
-        common::quantile(&latencies, 0.99),
+        usher_testkit::bench::quantile(&latencies, 0.5),
+        usher_testkit::bench::quantile(&latencies, 0.99),
         latencies[latencies.len() - 1],
     );
     println!("{label}:");
@@ -214,7 +216,7 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
         rounds_ms / ROUNDS as f64,
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
-    common::record(
+    usher_testkit::bench::record(
         "P6",
         label,
         json!({ "sockets": sockets, "rss_mb": rss, "rss_baseline_mb": baseline, "p50_ms": p50, "p99_ms": p99, "max_ms": max, "events": ROUNDS,
@@ -223,7 +225,7 @@ async fn bench(label: &str, database_url: String, sockets: usize) {
     for task in tasks {
         task.abort();
     }
-    server.stop();
+    server.terminate();
 }
 
 #[tokio::main]
@@ -234,7 +236,7 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
     let dir = tempfile::tempdir().unwrap();
-    for (name, url) in common::databases(dir.path()).await {
+    for (name, url) in usher_testkit::db::databases(dir.path()).await {
         bench(name, url, sockets).await;
     }
 }

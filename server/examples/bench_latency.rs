@@ -12,8 +12,6 @@
 //!   cargo run --release -p usher --example bench_latency
 //!   scripts/with-postgres cargo run --release -p usher --example bench_latency
 
-mod common;
-
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
@@ -127,7 +125,7 @@ async fn request_floor(api: &Api) -> (Vec<f64>, Vec<f64>) {
 /// Prints the figure and returns its median and p99.
 fn summary(name: &str, mut ms: Vec<f64>) -> (f64, f64) {
     ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let at = |q: f64| common::quantile(&ms, q);
+    let at = |q: f64| usher_testkit::bench::quantile(&ms, q);
     println!(
         "  {name:<16} n={} min {:.2} ms, median {:.2} ms, p90 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         ms.len(),
@@ -190,14 +188,14 @@ async fn bench(name: &str, database_url: String) {
     let (median, p99) = summary("cancel → trap", cancel);
     let (idle_median, _) = summary("idle → /healthz", idle);
     let (hot_median, _) = summary("busy → /healthz", hot);
-    common::record(
+    usher_testkit::bench::record(
         "P1",
         name,
         json!({ "median_ms": median, "p99_ms": p99, "n": runs(),
                 "idle_healthz_ms": idle_median, "busy_healthz_ms": hot_median }),
     );
     let (median, p99) = summary("create → start", pickup);
-    common::record("P3", name, json!({ "median_ms": median, "p99_ms": p99, "n": runs() }));
+    usher_testkit::bench::record("P3", name, json!({ "median_ms": median, "p99_ms": p99, "n": runs() }));
     // The server's own view of the middle of P1: the cancel's timestamp (taken before its
     // transaction, to the millisecond) → its frame written to the runner's connection.
     let metrics = api.text("/metrics").await;
@@ -221,7 +219,7 @@ async fn bench(name: &str, database_url: String) {
 #[tokio::main]
 async fn main() {
     let dir = tempfile::tempdir().unwrap();
-    for (name, url) in common::databases(dir.path()).await {
+    for (name, url) in usher_testkit::db::databases(dir.path()).await {
         bench(name, url).await;
     }
 }

@@ -7,8 +7,6 @@
 //! session cookie, as a browser has) GETs each page 200 times, one after the other;
 //! time = request sent → whole body received, on loopback. p50/p99/max per page.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
@@ -82,7 +80,11 @@ async fn bench(label: &str, database_url: String, pipelines: usize) {
             }
         }
         ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let (p50, p99, max) = (common::quantile(&ms, 0.5), common::quantile(&ms, 0.99), ms[ms.len() - 1]);
+        let (p50, p99, max) = (
+            usher_testkit::bench::quantile(&ms, 0.5),
+            usher_testkit::bench::quantile(&ms, 0.99),
+            ms[ms.len() - 1],
+        );
         println!("  GET {path:<14} n={SAMPLES} p50 {p50:.2} ms, p99 {p99:.2} ms, max {max:.2} ms");
         figures.insert(format!("{name}_p50_ms"), json!(p50));
         figures.insert(format!("{name}_p99_ms"), json!(p99));
@@ -91,7 +93,7 @@ async fn bench(label: &str, database_url: String, pipelines: usize) {
     figures.insert("p99_ms".into(), json!(worst_p99));
     figures.insert("pipelines".into(), json!(pipelines));
     figures.insert("seed_secs".into(), json!(seed_secs));
-    common::record("P8", label, serde_json::Value::Object(figures));
+    usher_testkit::bench::record("P8", label, serde_json::Value::Object(figures));
     tokio::time::sleep(Duration::from_millis(100)).await;
     server.stop().await;
 }
@@ -103,7 +105,7 @@ async fn main() {
         .and_then(|n| n.parse().ok())
         .unwrap_or(100_000);
     let dir = tempfile::tempdir().unwrap();
-    for (name, url) in common::databases(dir.path()).await {
+    for (name, url) in usher_testkit::db::databases(dir.path()).await {
         bench(name, url, pipelines).await;
     }
 }

@@ -2,10 +2,8 @@
 //! filters (newest first, `ref`, `status`, `page`, `per_page`, bad values → 400), and
 //! the job log read from an offset with `X-Log-Complete`.
 
-mod common;
-
-use common::*;
 use serde_json::{Value, json};
+use usher_testkit::*;
 
 fn ids(list: &Value) -> Vec<i64> {
     list.as_array().unwrap().iter().map(|p| p["id"].as_i64().unwrap()).collect()

@@ -2,10 +2,8 @@
 //! `when`, stored under the data dir, listed and downloaded through the API; paths that
 //! would leave the build directory are never taken, and a job's bytes are limited.
 
-mod common;
-
-use common::*;
 use serde_json::{Value, json};
+use usher_testkit::*;
 
 const BUILDER: &str = r#"
 stages: [test]

@@ -3,8 +3,6 @@
 //! installed without its `hash.txt` still names (and serves) the hashed files, from the
 //! site's copy.
 
-mod common;
-
 use axum::body::Body;
 use axum::http::{Request, header};
 use tower::ServiceExt;
@@ -104,7 +102,7 @@ async fn an_installed_server_reads_the_hashed_names_from_the_sites_hash_txt() {
         std::fs::write(pkg.join(name), b"built").unwrap();
     }
     let site_root = site.path().to_str().unwrap().to_string();
-    let t = common::TestServer::start_opts(|defaults| usher_server::ServeOptions { site_root, ..defaults }).await;
+    let t = usher_testkit::TestServer::start_opts(|defaults| usher_server::ServeOptions { site_root, ..defaults }).await;
     let page = t
         .client
         .get(format!("{}/login", t.base))

@@ -2,10 +2,8 @@
 //! pages need a session, and cookie-authenticated writes or websocket upgrades from
 //! another site are refused while the same request from our own pages goes through.
 
-mod common;
-
-use common::*;
 use usher_core::roles::Role;
+use usher_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cross_site_requests_with_the_session_cookie_are_refused() {

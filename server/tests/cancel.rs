@@ -2,10 +2,8 @@
 //! and real bash: a cancelled job's after_script runs where the script stopped, with the
 //! script's variables, and cleans up; an abort kills everything and runs nothing.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
+use usher_testkit::*;
 
 /// A job that starts a detached "service" and a temp dir, `cd`s into a subdirectory,
 /// and sleeps; after_script reports what it sees and tears both down.

@@ -1,11 +1,11 @@
 //! The command lines: every flag of every command has a help line and an environment
 //! variable, both programs answer `--version`, and both print shell completions.
 
-mod common;
-
 use std::process::Command;
 
-use common::runner_binary;
+use usher_testkit::runner_binary;
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 fn help(program: &std::path::Path, args: &[&str]) -> String {
     let out = Command::new(program).args(args).arg("--help").output().unwrap();
@@ -51,7 +51,7 @@ fn flags_without_env(text: &str) -> Vec<String> {
 
 #[test]
 fn every_flag_has_an_environment_variable_and_help() {
-    let usher = std::path::PathBuf::from(env!("CARGO_BIN_EXE_usher"));
+    let usher = std::path::PathBuf::from(USHER);
     for command in [
         vec!["serve"],
         vec!["user", "add"],
@@ -75,7 +75,7 @@ fn every_flag_has_an_environment_variable_and_help() {
 
 #[test]
 fn version_and_completions() {
-    let usher = env!("CARGO_BIN_EXE_usher");
+    let usher = USHER;
     for (program, args, expect) in [
         (usher.into(), vec!["--version"], "usher 0.1.0"),
         (runner_binary(), vec!["--version"], "usher-runner 0.1.0"),
@@ -92,11 +92,11 @@ fn version_and_completions() {
 /// then signs in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_password_is_reset_from_the_command_line() {
-    let t = common::TestServer::start(0).await;
-    let out = common::run_usher_cli(t.data_dir.path(), &["user", "password", "admin"], "brand-new-password\n");
+    let t = usher_testkit::TestServer::start(0).await;
+    let out = usher_testkit::run_usher_cli(USHER, t.data_dir.path(), &["user", "password", "admin"], "brand-new-password\n");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    common::sign_in(&t, "admin", "brand-new-password").await;
-    let out = common::run_usher_cli(t.data_dir.path(), &["user", "password", "nobody"], "x\n");
+    usher_testkit::sign_in(&t, "admin", "brand-new-password").await;
+    let out = usher_testkit::run_usher_cli(USHER, t.data_dir.path(), &["user", "password", "nobody"], "x\n");
     assert!(!out.status.success());
     t.stop().await;
 }

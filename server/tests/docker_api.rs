@@ -6,17 +6,25 @@
 //! to read the request the dangerous way (sent to it directly), and the job's proxy is
 //! shown to refuse it, with nothing of it reaching the engine.
 //!
-//! Runs under scripts/with-docker (make test does); without an engine each test says it
-//! is skipped, unless USHER_REQUIRE_DOCKER=1.
-
-mod common;
+//! Runs under scripts/with-docker (make test does); without an engine the tests are
+//! reported ignored (usher-testkit's harness), unless USHER_REQUIRE_DOCKER=1 fails them.
 
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use common::docker::{BUSYBOX, DOCKER_CLI, SERVICE, docker, engine, objects_of};
-use common::*;
 use serde_json::{Value, json};
+use usher_testkit::docker::{BUSYBOX, DOCKER_CLI, SERVICE, docker, engine, objects_of};
+use usher_testkit::harness::Needs;
+use usher_testkit::*;
+
+fn main() -> std::process::ExitCode {
+    usher_testkit::harness::run(usher_testkit::tests![
+        Needs::Docker, 2 => [
+            the_docker_api_a_job_is_given_labels_what_it_makes_and_keeps_it_in,
+            what_the_engine_would_read_as_reaching_the_host_is_refused,
+        ];
+    ])
+}
 
 /// The builds directory of a test server's only local runner.
 fn local_runner(t: &TestServer) -> Vec<PathBuf> {
@@ -63,9 +71,8 @@ async fn raw(socket: &Path, method: &str, target: &str, body: &str) -> (u16, Str
 
 /// A job given the Docker API: what it creates carries its label and joins its
 /// network; the host and other jobs' objects are out of its reach.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_docker_api_a_job_is_given_labels_what_it_makes_and_keeps_it_in() {
-    let Some(host) = engine() else { return };
+    let host = engine();
     let outsider = format!("usher-test-outsider-{}", rand_suffix());
     docker(&host, &["run", "--detach", "--name", &outsider, BUSYBOX, "sleep", "600"]);
     let t = TestServer::start_docker(&host, 1).await;
@@ -132,9 +139,8 @@ job:
 
 /// Each finding: the engine reads the request the dangerous way; the proxy refuses it,
 /// whether the job's docker command line or a raw request sends it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn what_the_engine_would_read_as_reaching_the_host_is_refused() {
-    let Some(host) = engine() else { return };
+    let host = engine();
     let engine_socket = PathBuf::from(host.trim_start_matches("unix://"));
     let suffix = rand_suffix();
     let outsider = format!("usher-test-outsider-{suffix}");

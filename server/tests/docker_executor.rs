@@ -7,19 +7,31 @@
 //! the runner's `--docker-image`; a runner killed with SIGKILL
 //! removes what its jobs left when it starts again.
 //!
-//! Runs under scripts/with-docker (make test does); without an engine each test says it
-//! is skipped, unless USHER_REQUIRE_DOCKER=1.
-
-mod common;
+//! Runs under scripts/with-docker (make test does); without an engine the tests are
+//! reported ignored (usher-testkit's harness), unless USHER_REQUIRE_DOCKER=1 fails them.
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::docker::{BUSYBOX, DOCKER_CLI, SERVICE, engine, objects_of};
-use common::*;
 use serde_json::json;
 use usher_server::ServeOptions;
+use usher_testkit::docker::{BUSYBOX, DOCKER_CLI, SERVICE, engine, objects_of};
+use usher_testkit::harness::Needs;
+use usher_testkit::*;
+
+fn main() -> std::process::ExitCode {
+    usher_testkit::harness::run(usher_testkit::tests![
+        Needs::Docker, 2 => [
+            a_cancelled_job_runs_after_script_in_its_container_and_leaves_nothing,
+            an_aborted_job_leaves_nothing_and_runs_no_after_script,
+            jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_pull_failed,
+            a_job_without_image_runs_in_the_runners_default_image,
+            random_cancels_leave_no_docker_objects,
+            a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_again,
+            a_containers_root_cannot_plant_a_link_where_the_runner_writes,
+        ];
+    ])
+}
 
 /// The engine holds nothing of `job_id` (teardown runs before the report, so this
 /// holds as soon as the job is terminal).
@@ -45,9 +57,8 @@ fn local_runners(t: &TestServer, n: u32) -> Vec<PathBuf> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_job_runs_after_script_in_its_container_and_leaves_nothing() {
-    let Some(host) = engine() else { return };
+    let host = engine();
     let t = TestServer::start_docker(&host, 1).await;
     let runners = local_runners(&t, 1);
     let pipeline = t
@@ -108,9 +119,8 @@ job:
     t.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_aborted_job_leaves_nothing_and_runs_no_after_script() {
-    let Some(host) = engine() else { return };
+    let host = engine();
     let t = TestServer::start_docker(&host, 1).await;
     let runners = local_runners(&t, 1);
     let pipeline = t
@@ -131,9 +141,8 @@ async fn an_aborted_job_leaves_nothing_and_runs_no_after_script() {
     t.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_pull_failed() {
-    let Some(host) = engine() else { return };
+    let host = engine();
     let t = TestServer::start_docker(&host, 1).await;
     let runners = local_runners(&t, 1);
     let pipeline = t
@@ -170,9 +179,8 @@ async fn jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_p
     t.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_without_image_runs_in_the_runners_default_image() {
-    let Some(host) = engine() else { return };
+    let host = engine();
     let t = TestServer::start_opts(|defaults| ServeOptions {
         local_runners: 1,
         executor: usher_runner::docker::ExecutorKind::Docker,
@@ -205,9 +213,8 @@ async fn a_job_without_image_runs_in_the_runners_default_image() {
 
 /// The measure: a job that starts three containers and a network through its
 /// Docker API and whose after_script removes nothing, cancelled at a random moment.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn random_cancels_leave_no_docker_objects() {
-    let Some(host) = engine() else { return };
+    let host = engine();
     let rounds: usize = std::env::var("USHER_DOCKER_CANCELS")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -272,34 +279,17 @@ job:
     t.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_again() {
-    let Some(host) = engine() else { return };
-    let runner_bin = runner_binary();
+    let host = engine();
     let t = TestServer::start(0).await;
     let token = t.server.as_ref().unwrap().engine.create_runner_token().await.unwrap();
     let builds = t.data_dir.path().join("docker-builds");
     let runners = vec![builds.clone()];
     let start_runner = || {
-        OwnedChild(
-            Command::new(&runner_bin)
-                .args([
-                    "--url",
-                    &t.base,
-                    "--executor",
-                    "docker",
-                    "--docker-host",
-                    &host,
-                    "--name",
-                    "docker-runner",
-                ])
-                .arg("--builds-dir")
-                .arg(&builds)
-                .env("USHER_RUNNER_TOKEN", &token)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("usher-runner starts"),
+        OwnedChild::spawn(
+            runner_command(&t.base, "docker-runner", &builds)
+                .args(["--executor", "docker", "--docker-host", &host])
+                .env("USHER_RUNNER_TOKEN", &token),
         )
     };
     let mut runner = start_runner();
@@ -330,9 +320,8 @@ async fn a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_
 /// it: the job plants a link where the runner will write after_script, towards a file
 /// only root may touch on the host. The directory is read-only in the container, so
 /// the link cannot be made and root writes nothing through it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_containers_root_cannot_plant_a_link_where_the_runner_writes() {
-    let Some(host) = engine() else { return };
+    let host = engine();
     let secret = tempfile::tempdir().unwrap();
     let target = secret.path().join("authorized_keys");
     let t = TestServer::start_docker(&host, 1).await;

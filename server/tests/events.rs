@@ -1,14 +1,12 @@
 //! The event websocket: filters as docs/api.md says, credentials required, and a subscriber
 //! that stops reading is closed with a reason instead of being buffered without bound.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use futures::StreamExt;
 use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message;
+use usher_testkit::*;
 
 /// Text frames until `quiet` passes without one.
 async fn frames_until_quiet(ws: &mut EventSocket, quiet: Duration) -> Vec<Value> {

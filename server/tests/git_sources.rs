@@ -6,14 +6,14 @@
 //! usable, an unreachable repository fails the checkout with git's words, and
 //! credentials never show.
 
-mod common;
-
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use common::git::{GitDaemon, GitRepo, Trickle};
-use common::*;
 use serde_json::{Value, json};
+use usher_testkit::git::{GitDaemon, GitRepo, Trickle};
+use usher_testkit::*;
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 const V1: &str = "stages: [test]\nfirst:\n  script:\n    - cat hello.txt\n    - echo \"sha=$CI_COMMIT_SHA short=$CI_COMMIT_SHORT_SHA branch=${CI_COMMIT_BRANCH:-none} tag=${CI_COMMIT_TAG:-none}\"\n    - echo \"dir_ok=$([ \"$PWD\" = \"$CI_PROJECT_DIR\" ] && echo yes)\"\n    - echo \"title=$CI_COMMIT_TITLE\"\n    - echo \"repo=$CI_REPOSITORY_URL\"\n";
 const V2: &str = "second:\n  script:\n    - cat hello.txt\n";
@@ -316,9 +316,9 @@ async fn repository_credentials_work_and_never_show() {
         "Private",
     );
     let secret = "glpat-s3cret-Token-42";
-    let http = common::git::GitHttp::serve(repo.dir.path(), "ci-bot", secret);
+    let http = usher_testkit::git::GitHttp::serve(repo.dir.path(), "ci-bot", secret);
     let data_dir = tempfile::tempdir().unwrap();
-    let (_server, base) = serve_with_log_file(data_dir.path());
+    let (_server, base) = serve_with_log_file(USHER, data_dir.path());
     let credentials = std::fs::read_to_string(data_dir.path().join("initial-admin-credentials")).unwrap();
     let token = credentials.lines().find_map(|l| l.strip_prefix("api token: ")).unwrap().to_string();
     let mut t = TestServer::detached();
@@ -475,9 +475,9 @@ async fn a_bare_repositorys_post_receive_hook_starts_pipelines() {
     let hook = repo.path().join("hooks/post-receive");
     std::fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/post-receive"), &hook).unwrap();
     let origin = repo.path();
-    common::git::git(&origin, &["config", "usher.url", &t.base]);
-    common::git::git(&origin, &["config", "usher.project", &project.to_string()]);
-    common::git::git(&origin, &["config", "usher.secret", "bare-secret"]);
+    usher_testkit::git::git(&origin, &["config", "usher.url", &t.base]);
+    usher_testkit::git::git(&origin, &["config", "usher.project", &project.to_string()]);
+    usher_testkit::git::git(&origin, &["config", "usher.secret", "bare-secret"]);
     let sha = repo.commit("main", &[("hello.txt", b"pushed by git push\n")], "Through the hook");
     let deadline = Instant::now() + Duration::from_secs(30);
     let pipeline = loop {

@@ -4,14 +4,12 @@
 //! methods and undecodable paths, `CI_*` overrides, renames onto taken names and
 //! oversized names. Each answer is the contract's JSON error, and nothing stalls.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt;
 use usher_core::roles::Role;
+use usher_testkit::*;
 
 /// `x: [[[[…]]]]` 100,000 deep (200 KB): refused at once with the line, and a request
 /// made meanwhile is not held up. Before: 21 s, with every other request stalled.

@@ -5,14 +5,14 @@
 //! job, even one that escaped to `/` with a scrubbed environment and closed descriptors,
 //! and even after the runner itself was killed with `kill -9` and started again.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
 use serde_json::json;
+use usher_testkit::*;
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 /// Each check prints `name=yes` when the job could do it.
 const PROBES: &str = r#"
@@ -56,7 +56,7 @@ fn assert_nothing_reachable(log: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_cannot_touch_the_servers_data_on_the_default_settings() {
     let data_dir = tempfile::tempdir().unwrap();
-    let (mut server, base) = serve_with_log_file(data_dir.path());
+    let (mut server, base) = serve_with_log_file(USHER, data_dir.path());
     // The first admin's credentials are in a file only root can read, not in the log.
     let credentials = std::fs::read_to_string(data_dir.path().join("initial-admin-credentials")).unwrap();
     let password = credentials.lines().find_map(|l| l.strip_prefix("password: ")).unwrap().to_string();
@@ -96,20 +96,13 @@ async fn a_job_cannot_touch_the_servers_data_on_the_default_settings() {
 async fn a_job_cannot_read_a_standalone_runners_token() {
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (_server, base) = spawn_usher(data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]);
-    let token = String::from_utf8(run_usher_cli(data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
+    let (_server, base) = spawn_usher(USHER, data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]);
+    let token = String::from_utf8(run_usher_cli(USHER, data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
     let builds = tempfile::tempdir().unwrap();
-    let _runner = OwnedChild(
-        Command::new(runner_binary())
-            .args(["--url", &base, "--name", "isolated"])
-            .arg("--builds-dir")
-            .arg(builds.path().join("b"))
+    let _runner = OwnedChild::spawn(
+        runner_command(&base, "isolated", &builds.path().join("b"))
             .env("USHER_RUNNER_TOKEN", token.trim())
-            .env_remove("USHER_JOB_USER")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
+            .env_remove("USHER_JOB_USER"),
     );
     let mut t = TestServer::detached();
     t.base = base;
@@ -184,26 +177,22 @@ async fn a_restarted_runner_kills_what_its_previous_life_left() {
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let (_server, base) = spawn_usher(
+        USHER,
         data_dir.path(),
         &format!("127.0.0.1:{port}"),
         0,
         &[("USHER_RUNNER_LOST_SECS", "600")],
     );
-    let token = String::from_utf8(run_usher_cli(data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
+    let token = String::from_utf8(run_usher_cli(USHER, data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
     let builds = tempfile::tempdir().unwrap();
     let runner_log = builds.path().join("runner.log");
     let start_runner = || {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&runner_log).unwrap();
-        OwnedChild(
-            Command::new(runner_binary())
-                .args(["--url", &base, "--name", "crashy"])
-                .arg("--builds-dir")
-                .arg(builds.path().join("b"))
+        OwnedChild::spawn(
+            runner_command(&base, "crashy", &builds.path().join("b"))
                 .env("USHER_RUNNER_TOKEN", token.trim())
                 .stdout(Stdio::from(log.try_clone().unwrap()))
-                .stderr(Stdio::from(log))
-                .spawn()
-                .unwrap(),
+                .stderr(Stdio::from(log)),
         )
     };
     let mut runner = start_runner();

@@ -2,9 +2,7 @@
 //! script that exits at once, the words a TERM trap says on cancel (before after_script's),
 //! and after_script's own last line — on every job of a busy pipeline.
 
-mod common;
-
-use common::*;
+use usher_testkit::*;
 
 /// Index of `needle` in `log`, or a panic showing the log.
 fn position(log: &str, needle: &str) -> usize {

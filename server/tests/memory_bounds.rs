@@ -3,13 +3,13 @@
 //! clients that ask for a 4 MiB log or artifact and never read it (a real `usher serve`
 //! process, measured from outside).
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
 use tokio::io::AsyncWriteExt;
 use usher_core::roles::Role;
+use usher_testkit::*;
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 /// One memory test at a time.
 static TURN: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -171,7 +171,7 @@ struct RealServer {
 impl RealServer {
     fn start(env: &[(&str, &str)]) -> RealServer {
         use std::io::{BufRead, BufReader};
-        let bin = std::env::var("USHER_BIN").unwrap_or(env!("CARGO_BIN_EXE_usher").to_string());
+        let bin = std::env::var("USHER_BIN").unwrap_or(USHER.to_string());
         let data_dir = tempfile::tempdir().unwrap();
         let mut process = OwnedChild(
             std::process::Command::new(&bin)
@@ -206,6 +206,7 @@ impl RealServer {
     /// with its session, as a browser would.
     async fn sign_in_viewer(&mut self) {
         let out = run_usher_cli(
+            USHER,
             self._data_dir.path(),
             &["user", "add", "watcher", "--role", "viewer", "--password-stdin"],
             "watcher-password\n",

@@ -5,10 +5,8 @@
 //! (utoipa-axum), so a handler cannot be routed without being described; this test
 //! catches a route of the contract that went missing from either.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
+use usher_testkit::*;
 
 /// docs/api.md "Resources" and "Event websocket", plus the runner protocol's HTTP routes.
 const CONTRACT: &[(&str, &str)] = &[

@@ -2,12 +2,26 @@
 //! Prometheus (filled by real cancels, with no names of users or projects), and a log of
 //! requests and job moves that a collector can read as JSON.
 
-mod common;
-
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use usher_testkit::harness::Needs;
+use usher_testkit::*;
+
+fn main() -> std::process::ExitCode {
+    usher_testkit::harness::run(usher_testkit::tests![
+        Needs::Nothing, 2 => [
+            healthz_and_metrics_answer_without_credentials,
+            the_log_is_json_lines_with_requests_and_job_moves,
+            tagged_jobs_wait_for_a_runner_with_their_tags,
+        ];
+        Needs::Postgres, 2 => [
+            healthz_is_503_once_postgresql_is_gone,
+        ];
+    ])
+}
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 fn metric(text: &str, name: &str) -> f64 {
     text.lines()
@@ -17,7 +31,6 @@ fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no {name} in:\n{text}"))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_and_metrics_answer_without_credentials() {
     let t = TestServer::start(1).await;
     let plain = reqwest::Client::new();
@@ -58,14 +71,13 @@ async fn healthz_and_metrics_answer_without_credentials() {
 
 /// `--log-format json`: one JSON object per line, with a line per request (method, path,
 /// status) and per job move.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_is_json_lines_with_requests_and_job_moves() {
     let data_dir = tempfile::tempdir().unwrap();
     let log_path = data_dir.path().join("usher.log");
     let log = std::fs::File::create(&log_path).unwrap();
     let port = free_port();
     let _server = OwnedChild(
-        Command::new(env!("CARGO_BIN_EXE_usher"))
+        Command::new(USHER)
             .args([
                 "serve",
                 "--addr",
@@ -113,26 +125,19 @@ async fn the_log_is_json_lines_with_requests_and_job_moves() {
 
 /// A job with `tags` goes only to a runner having all of them; while none is
 /// connected it stays pending and says what it waits for.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tagged_jobs_wait_for_a_runner_with_their_tags() {
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let (_server, base) = spawn_usher(data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]);
-    let token = String::from_utf8(run_usher_cli(data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
+    let (_server, base) = spawn_usher(USHER, data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]);
+    let token = String::from_utf8(run_usher_cli(USHER, data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
     let mut t = TestServer::detached();
     t.base = base.clone();
     let builds = tempfile::tempdir().unwrap();
     let start_runner = |name: &str, tags: &str| {
-        OwnedChild(
-            Command::new(runner_binary())
-                .args(["--url", &base, "--name", name, "--tags", tags])
-                .arg("--builds-dir")
-                .arg(builds.path().join(name))
-                .env("USHER_RUNNER_TOKEN", token.trim())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
+        OwnedChild::spawn(
+            runner_command(&base, name, &builds.path().join(name))
+                .args(["--tags", tags])
+                .env("USHER_RUNNER_TOKEN", token.trim()),
         )
     };
     let _plain = start_runner("plain", "linux");
@@ -154,10 +159,9 @@ async fn tagged_jobs_wait_for_a_runner_with_their_tags() {
 /// A load balancer must see a replica whose database is gone: `/healthz` turns 503 (and
 /// says why) when PostgreSQL stops answering, here because its database was dropped
 /// with every connection to it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_is_503_once_postgresql_is_gone() {
     use sqlx::Connection;
-    let Some(url) = fresh_postgres().await else { return };
+    let url = fresh_postgres().await;
     let t = TestServer::start_on(Some(url.clone()), 0).await;
     let health = || async { reqwest::get(format!("{}/healthz", t.base)).await.unwrap() };
     assert_eq!(health().await.status(), 200);

@@ -13,13 +13,11 @@
 //!   (goal: 250 ms for 1,000 jobs with 500 running, release build); with 100 runners
 //!   holding its jobs, each is told about its own job within 5 s (goal: 500 ms).
 
-mod common;
-
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::*;
 use tokio_tungstenite::tungstenite::Message;
 use usher_core::protocol::{PROTOCOL_VERSION, RunnerMessage, ServerMessage};
+use usher_testkit::*;
 
 const TIMED: &str = r#"
 timed:

@@ -4,11 +4,11 @@
 //! change to the rules in code fails this test. A refused call changes nothing.
 //! Also: revoked API and runner tokens stop working at once.
 
-mod common;
-
-use common::*;
 use serde_json::{Value, json};
 use usher_core::roles::Role;
+use usher_testkit::*;
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 enum Who {
@@ -373,7 +373,7 @@ async fn the_cli_creates_and_revokes_tokens_of_a_running_server() {
         .add_user("cli-dev", Role::Developer, None)
         .await
         .unwrap();
-    let usher = |args: &[&str], stdin: Option<&str>| run_usher_cli(t.data_dir.path(), args, stdin.unwrap_or(""));
+    let usher = |args: &[&str], stdin: Option<&str>| run_usher_cli(USHER, t.data_dir.path(), args, stdin.unwrap_or(""));
     let out = usher(&["token", "create", "cli-dev"], None);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let token = String::from_utf8(out.stdout).unwrap().trim().to_string();

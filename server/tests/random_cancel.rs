@@ -10,12 +10,10 @@
 //! `cargo test -p usher --test random_cancel -- --ignored` runs the 1,000-cancel soak
 //! and prints the leak counts.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
+use usher_testkit::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Phase {

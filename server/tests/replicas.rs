@@ -1,13 +1,21 @@
 //! Two `usher serve` replicas on one PostgreSQL database: a cancel made through replica
 //! A reaches a websocket subscriber and the runner connected to replica B.
 
-mod common;
+use usher_testkit::harness::Needs;
+use usher_testkit::*;
 
-use common::*;
+fn main() -> std::process::ExitCode {
+    usher_testkit::harness::run(usher_testkit::tests![
+        Needs::Postgres, 4 => [
+            a_cancel_on_one_replica_reaches_the_other,
+            replicas_never_hand_one_job_to_two_runners,
+            output_written_through_one_replica_streams_from_the_other,
+        ];
+    ])
+}
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_cancel_on_one_replica_reaches_the_other() {
-    let Some(url) = fresh_postgres().await else { return };
+    let url = fresh_postgres().await;
     let a = TestServer::start_on(Some(url.clone()), 0).await;
     let b = TestServer::start_on(Some(url), 1).await;
 
@@ -36,9 +44,8 @@ async fn a_cancel_on_one_replica_reaches_the_other() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn replicas_never_hand_one_job_to_two_runners() {
-    let Some(url) = fresh_postgres().await else { return };
+    let url = fresh_postgres().await;
     let a = TestServer::start_on(Some(url.clone()), 2).await;
     let b = TestServer::start_on(Some(url), 2).await;
     let jobs: String = (0..12).map(|i| format!("j{i}:\n  script: [\"echo run-$CI_JOB_ID\"]\n")).collect();
@@ -56,9 +63,8 @@ async fn replicas_never_hand_one_job_to_two_runners() {
     b.stop().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn output_written_through_one_replica_streams_from_the_other() {
-    let Some(url) = fresh_postgres().await else { return };
+    let url = fresh_postgres().await;
     let a = TestServer::start_on(Some(url.clone()), 0).await;
     let b = TestServer::start_on(Some(url), 1).await;
     let pipeline = a

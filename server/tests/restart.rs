@@ -1,11 +1,11 @@
 //! Deadlines live in the database: a server killed with SIGKILL while a job is
 //! `canceling` and started again still ends the job `canceled` at its deadline.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::*;
+use usher_testkit::*;
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 /// A 2 s cancel margin (deadline = grace + after_script timeout + margin); no runner-lost.
 const SETTINGS: &[(&str, &str)] = &[("USHER_CANCEL_MARGIN_SECS", "2"), ("USHER_RUNNER_LOST_SECS", "600")];
@@ -15,7 +15,7 @@ async fn a_canceling_job_ends_at_its_deadline_after_a_crash() {
     // Real `usher` processes on one data dir; the harness kills leftover job processes.
     let mut t = TestServer::detached();
     let data_dir = tempfile::tempdir().unwrap();
-    let (mut first, base) = spawn_usher(data_dir.path(), "127.0.0.1:0", 1, SETTINGS);
+    let (mut first, base) = spawn_usher(USHER, data_dir.path(), "127.0.0.1:0", 1, SETTINGS);
     t.base = base;
     let pipeline = t
         .pipeline(
@@ -30,7 +30,7 @@ async fn a_canceling_job_ends_at_its_deadline_after_a_crash() {
     first.kill().unwrap(); // SIGKILL: no shutdown, no report from the runner
     first.wait().unwrap();
 
-    let (mut second, base) = spawn_usher(data_dir.path(), "127.0.0.1:0", 1, SETTINGS);
+    let (mut second, base) = spawn_usher(USHER, data_dir.path(), "127.0.0.1:0", 1, SETTINGS);
     t.base = base;
     assert_eq!(t.job(job_id).await["status"], "canceling", "still canceling after the restart");
     let job = t.wait_for_status(job_id, "canceled").await;

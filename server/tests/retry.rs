@@ -3,11 +3,9 @@
 //! canceled jobs, and the ones skipped because of them, get new attempts; what is not
 //! finished, or was retried already, is refused with 409; viewers may not retry.
 
-mod common;
-
-use common::*;
 use serde_json::Value;
 use usher_core::roles::Role;
+use usher_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_job_is_retried_and_its_new_attempt_runs() {

@@ -10,16 +10,16 @@
 //! The runner binary is built by `make test` (`cargo build -p usher-runner`) next to
 //! the test binaries' directory.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-use common::*;
+use usher_testkit::*;
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 fn runner_token(data_dir: &Path) -> String {
-    let out = run_usher_cli(data_dir, &["runner-token", "create"], "");
+    let out = run_usher_cli(USHER, data_dir, &["runner-token", "create"], "");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().trim().to_string()
 }
@@ -75,11 +75,11 @@ waiter:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
-    let runner_bin = runner_binary();
     let mut t = TestServer::detached();
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut server = spawn_usher(
+        USHER,
         data_dir.path(),
         &format!("127.0.0.1:{port}"),
         0,
@@ -89,16 +89,10 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     t.base = format!("http://127.0.0.1:{port}");
     let token = runner_token(data_dir.path());
     let builds = data_dir.path().join("standalone-builds");
-    let mut runner = OwnedChild(
-        Command::new(&runner_bin)
-            .args(["--url", &t.base, "--concurrency", "3", "--name", "standalone"])
-            .arg("--builds-dir")
-            .arg(&builds)
-            .env("USHER_RUNNER_TOKEN", &token)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("usher-runner starts"),
+    let mut runner = OwnedChild::spawn(
+        runner_command(&t.base, "standalone", &builds)
+            .args(["--concurrency", "3"])
+            .env("USHER_RUNNER_TOKEN", &token),
     );
 
     let pipeline = t.pipeline(JOBS).await;
@@ -120,6 +114,7 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     server.wait().unwrap();
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut server = spawn_usher(
+        USHER,
         data_dir.path(),
         &format!("127.0.0.1:{port}"),
         0,
@@ -204,26 +199,14 @@ stuck:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stopping_runner_cleans_up_its_jobs_first() {
-    let runner_bin = runner_binary();
     let mut t = TestServer::detached();
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = spawn_usher(data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]).0;
+    let mut server = spawn_usher(USHER, data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]).0;
     t.base = format!("http://127.0.0.1:{port}");
     let token = runner_token(data_dir.path());
-    let start_runner = || {
-        OwnedChild(
-            Command::new(&runner_bin)
-                .args(["--url", &t.base, "--name", "stopping"])
-                .arg("--builds-dir")
-                .arg(data_dir.path().join("builds"))
-                .env("USHER_RUNNER_TOKEN", &token)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .expect("usher-runner starts"),
-        )
-    };
+    let start_runner =
+        || OwnedChild::spawn(runner_command(&t.base, "stopping", &data_dir.path().join("builds")).env("USHER_RUNNER_TOKEN", &token));
 
     // One SIGTERM: the job is stopped like a cancel, after_script runs, the server has
     // the report before the runner exits.
@@ -264,7 +247,7 @@ async fn usher_serve_lets_its_local_runners_clean_up_before_it_stops() {
     let mut t = TestServer::detached();
     let data_dir = tempfile::tempdir().unwrap();
     let addr = format!("127.0.0.1:{}", free_port());
-    let (mut server, base) = spawn_usher(data_dir.path(), &addr, 1, &[]);
+    let (mut server, base) = spawn_usher(USHER, data_dir.path(), &addr, 1, &[]);
     t.base = base;
     let pipeline = t.pipeline(STOPPED_JOB).await;
     let late = TestServer::job_id(&pipeline, "late");
@@ -273,7 +256,7 @@ async fn usher_serve_lets_its_local_runners_clean_up_before_it_stops() {
     assert_eq!(job_processes(late, &t.run_marker), Vec::<i32>::new(), "nothing of the job is left");
 
     // What the server recorded before it stopped.
-    let (_server, base) = spawn_usher(data_dir.path(), &addr, 0, &[]);
+    let (_server, base) = spawn_usher(USHER, data_dir.path(), &addr, 0, &[]);
     t.base = base;
     let job = t.job(late).await;
     assert_eq!(job["status"], "failed", "{job}");
@@ -291,22 +274,15 @@ async fn the_runner_token_is_in_no_command_line_a_job_can_read() {
     let mut t = TestServer::detached();
     let data_dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let mut server = spawn_usher(data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]).0;
+    let mut server = spawn_usher(USHER, data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]).0;
     t.base = format!("http://127.0.0.1:{port}");
     let token = runner_token(data_dir.path());
     let token_file = data_dir.path().join("runner-token");
     std::fs::write(&token_file, format!("{token}\n")).unwrap();
-    let mut runner = OwnedChild(
-        Command::new(&runner_bin)
-            .args(["--url", &t.base, "--name", "from-file"])
+    let mut runner = OwnedChild::spawn(
+        runner_command(&t.base, "from-file", &data_dir.path().join("builds"))
             .arg("--token-file")
-            .arg(&token_file)
-            .arg("--builds-dir")
-            .arg(data_dir.path().join("builds"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("usher-runner starts"),
+            .arg(&token_file),
     );
     let config = format!(
         r#"

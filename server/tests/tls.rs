@@ -3,13 +3,13 @@
 //! standalone runner given the CA with `--ca-file` runs a job over `wss://` and cancels
 //! it gracefully, and a runner given another CA is refused with a message that says why.
 
-mod common;
-
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::*;
+use usher_testkit::*;
+
+const USHER: &str = env!("CARGO_BIN_EXE_usher");
 
 /// A CA and a certificate for 127.0.0.1 and localhost signed by it: (ca.pem, cert.pem,
 /// key.pem) in `dir`.
@@ -38,18 +38,13 @@ fn make_certificates(dir: &Path, name: &str) -> (std::path::PathBuf, std::path::
 
 fn runner(base: &str, token: &str, ca: &Path, builds: &Path, log: &Path) -> OwnedChild {
     let log = std::fs::File::create(log).unwrap();
-    OwnedChild(
-        Command::new(runner_binary())
-            .args(["--url", base, "--name", "tls-runner"])
+    OwnedChild::spawn(
+        runner_command(base, "tls-runner", builds)
             .arg("--ca-file")
             .arg(ca)
-            .arg("--builds-dir")
-            .arg(builds)
             .env("USHER_RUNNER_TOKEN", token)
             .stdout(Stdio::from(log.try_clone().unwrap()))
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap(),
+            .stderr(Stdio::from(log)),
     )
 }
 
@@ -63,13 +58,14 @@ async fn a_remote_runner_over_tls_runs_and_cancels_a_job() {
     let cert_s = cert.display().to_string();
     let key_s = key.display().to_string();
     let (_server, base) = spawn_usher(
+        USHER,
         data_dir.path(),
         &format!("127.0.0.1:{port}"),
         0,
         &[("USHER_TLS_CERT", cert_s.as_str()), ("USHER_TLS_KEY", key_s.as_str())],
     );
     assert_eq!(base, format!("https://127.0.0.1:{port}"));
-    let token = String::from_utf8(run_usher_cli(data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
+    let token = String::from_utf8(run_usher_cli(USHER, data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
     let mut t = TestServer::detached();
     t.base = base.clone();
     t.client = reqwest::Client::builder()
@@ -137,6 +133,7 @@ async fn local_runners_work_behind_tls() {
     let data_dir = tempfile::tempdir().unwrap();
     let (cert_s, key_s) = (cert.display().to_string(), key.display().to_string());
     let (_server, base) = spawn_usher(
+        USHER,
         data_dir.path(),
         &format!("127.0.0.1:{}", free_port()),
         1,

@@ -3,14 +3,12 @@
 //! against a server started as root with local runners (the default, as `make run`).
 //! Each once got root's files or another job's secrets; each must now get nothing.
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::git::GitRepo;
-use common::*;
 use serde_json::Value;
+use usher_testkit::git::GitRepo;
+use usher_testkit::*;
 
 /// A directory only root may enter, as `/root/.ssh` is.
 fn root_only_dir() -> tempfile::TempDir {
