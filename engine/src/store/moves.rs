@@ -30,8 +30,10 @@ pub(super) struct SingleWrite<'a> {
     pub pipeline_id: i64,
 }
 
-/// The start of every timeline insert; its values are bound by [`bind_audit`].
+/// The start of every timeline insert; its [`AUDIT_PARAMS`] values are bound by
+/// [`bind_audit`].
 const INSERT_AUDIT: &str = "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail)";
+const AUDIT_PARAMS: usize = 8;
 
 impl Store {
     /// The moves of a batch on distinct jobs (see [`super::Change::Batch`]), in the
@@ -127,7 +129,9 @@ impl Store {
         tx: &mut Tx<'_>,
         single: &SingleWrite<'_>,
     ) -> Result<Option<(Job, Option<PipelineFacts>)>, EngineError> {
-        let audit_values = "$17, $18, $19, $20, $21, $22, $23, $24";
+        // The job's id follows the write's parameters, then the entry's, then (SQLite) the
+        // pipeline's id.
+        let audit_values = placeholders(WRITE_PARAMS + 2, AUDIT_PARAMS);
         let sql = match self.backend {
             Backend::Postgres => format!(
                 "WITH moved AS ({} RETURNING {JOB_COLUMNS}), \
@@ -138,7 +142,7 @@ impl Store {
             Backend::Sqlite => format!(
                 "{} RETURNING {JOB_COLUMNS}; {INSERT_AUDIT} SELECT {audit_values} WHERE changes() = 1; {}",
                 update_sql(1),
-                pipeline_facts_sql(25)
+                pipeline_facts_sql(WRITE_PARAMS + 2 + AUDIT_PARAMS)
             ),
         };
         let query = bind_write(sqlx::query(&sql), single.write).bind(single.audit.job_id);
@@ -166,7 +170,7 @@ impl Store {
         t: &str,
         facts_of: Option<i64>,
     ) -> Result<Option<PipelineFacts>, EngineError> {
-        const PER_ROW: usize = 8;
+        const PER_ROW: usize = AUDIT_PARAMS;
         let chunks = entries.chunks(CHUNK).count();
         let mut facts = None;
         for (n, chunk) in entries.chunks(CHUNK).enumerate() {
@@ -195,42 +199,63 @@ impl Store {
     }
 }
 
-/// The compare-and-set `UPDATE` of `n` jobs: `write`'s values are $1–$15 (see
-/// [`bind_write`]), the ids $16 on.
+/// A value a move writes to a column.
+enum Value<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+}
+
+/// How a column's value is found in a [`JobWrite`].
+type ValueOf = for<'a> fn(&'a JobWrite) -> Value<'a>;
+
+/// The columns a move writes besides `status`, each with its value in a [`JobWrite`]
+/// (`None` keeps what the column holds): the one list the `UPDATE`'s text and its binds
+/// both come from, so a new column is one line here.
+const WRITTEN: &[(&str, ValueOf)] = &[
+    ("started_at", |w| Value::Text(w.started_at.as_deref())),
+    ("finished_at", |w| Value::Text(w.finished_at.as_deref())),
+    ("runner_id", |w| Value::Int(w.runner_id)),
+    ("exit_code", |w| Value::Int(w.exit_code)),
+    ("failure_reason", |w| Value::Text(w.failure_reason)),
+    ("cancel_mode", |w| Value::Text(w.cancel_mode)),
+    ("cancel_by", |w| Value::Text(w.cancel_by.as_deref())),
+    ("cancel_at", |w| Value::Text(w.cancel_at.as_deref())),
+    ("cancel_reason", |w| Value::Text(w.cancel_reason)),
+    ("cancel_deadline", |w| Value::Text(w.cancel_deadline.as_deref())),
+    ("after_exit_code", |w| Value::Int(w.after_exit_code)),
+    ("after_duration_ms", |w| Value::Int(w.after_duration_ms)),
+    ("after_timed_out", |w| Value::Int(w.after_timed_out)),
+];
+
+/// How many parameters [`bind_write`] binds: the new status, [`WRITTEN`], the status the
+/// job must still have. The ids follow.
+const WRITE_PARAMS: usize = WRITTEN.len() + 2;
+
+/// The compare-and-set `UPDATE` of `n` jobs: the new status is $1, [`WRITTEN`] $2 on,
+/// the status the jobs must still have next, the ids after it (see [`bind_write`]).
 fn update_sql(n: usize) -> String {
+    let sets: Vec<String> = WRITTEN
+        .iter()
+        .enumerate()
+        .map(|(i, (column, _))| format!("{column} = COALESCE(${}, {column})", i + 2))
+        .collect();
     format!(
-        "UPDATE jobs SET status = $1, \
-         started_at = COALESCE($2, started_at), finished_at = COALESCE($3, finished_at), \
-         runner_id = COALESCE($4, runner_id), exit_code = COALESCE($5, exit_code), \
-         failure_reason = COALESCE($6, failure_reason), \
-         cancel_mode = COALESCE($7, cancel_mode), cancel_by = COALESCE($8, cancel_by), \
-         cancel_at = COALESCE($9, cancel_at), cancel_reason = COALESCE($10, cancel_reason), \
-         cancel_deadline = COALESCE($11, cancel_deadline), \
-         after_exit_code = COALESCE($12, after_exit_code), after_duration_ms = COALESCE($13, after_duration_ms), \
-         after_timed_out = COALESCE($14, after_timed_out) \
-         WHERE status = $15 AND id IN ({})",
-        placeholders(16, n)
+        "UPDATE jobs SET status = $1, {} WHERE status = ${WRITE_PARAMS} AND id IN ({})",
+        sets.join(", "),
+        placeholders(WRITE_PARAMS + 1, n)
     )
 }
 
-/// Binds $1–$15 of [`update_sql`].
+/// Binds the [`WRITE_PARAMS`] parameters of [`update_sql`].
 fn bind_write<'q>(query: AnyQuery<'q>, write: &'q JobWrite) -> AnyQuery<'q> {
-    query
-        .bind(write.to.as_str())
-        .bind(write.started_at.as_deref())
-        .bind(write.finished_at.as_deref())
-        .bind(write.runner_id)
-        .bind(write.exit_code)
-        .bind(write.failure_reason)
-        .bind(write.cancel_mode)
-        .bind(write.cancel_by.as_deref())
-        .bind(write.cancel_at.as_deref())
-        .bind(write.cancel_reason)
-        .bind(write.cancel_deadline.as_deref())
-        .bind(write.after_exit_code)
-        .bind(write.after_duration_ms)
-        .bind(write.after_timed_out)
-        .bind(write.from.as_str())
+    let mut query = query.bind(write.to.as_str());
+    for (_, value) in WRITTEN {
+        query = match value(write) {
+            Value::Text(text) => query.bind(text),
+            Value::Int(number) => query.bind(number),
+        };
+    }
+    query.bind(write.from.as_str())
 }
 
 /// Binds one timeline row's eight values: job, time, from, to, actor, cancel mode,
