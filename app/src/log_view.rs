@@ -210,7 +210,11 @@ mod browser {
                     if let Some(pre) = this.element() {
                         let mut renderer = LogRenderer::resume(LogState::at_line(lines_before));
                         let html = renderer.feed(&text);
-                        let lines: Vec<&String> = html.lines.iter().chain((!html.partial.is_empty()).then_some(&html.partial)).collect();
+                        let lines: Vec<&String> = html
+                            .lines
+                            .iter()
+                            .chain((!html.partial.is_empty()).then_some(&html.partial))
+                            .collect();
                         let chunks: String = lines
                             .chunks(CHUNK_LINES)
                             .map(|chunk| format!("{CHUNK_OPEN}{}</div>", chunk.iter().map(|l| l.as_str()).collect::<String>()))
@@ -276,7 +280,9 @@ mod browser {
 
         /// Marks line `line` and brings it into view, if it is on the page.
         fn mark_line(&self, line: u64) -> bool {
-            let Some(el) = document().get_element_by_id(&format!("L{line}")) else { return false };
+            let Some(el) = document().get_element_by_id(&format!("L{line}")) else {
+                return false;
+            };
             let _ = el.class_list().add_1("selected");
             el.scroll_into_view_with_bool(false);
             self.set_following(false);

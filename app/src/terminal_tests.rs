@@ -104,7 +104,11 @@ fn a_line_without_end_is_broken_and_a_partial_line_replaces_the_last() {
     let (html, state) = render(&format!("{long}\nnext\n"));
     // Broken in two under one number: the next line is still line 2.
     assert_eq!(html.matches("class=\"line\" id=\"L1\"").count(), 1, "{html}");
-    assert_eq!(html.matches("class=\"line cont\"><span class=\"ln\"></span>yyyyyyyyyy\n").count(), 1, "{html}");
+    assert_eq!(
+        html.matches("class=\"line cont\"><span class=\"ln\"></span>yyyyyyyyyy\n").count(),
+        1,
+        "{html}"
+    );
     assert!(html.contains(r##"id="L2"><a class="ln" href="#L2">2</a>next"##), "{html}");
     assert_eq!(state.line, 2);
     let mut r = LogRenderer::default();

@@ -71,6 +71,51 @@ pub struct Job {
     /// A newer attempt of this job exists; the pipeline's status follows that one.
     #[serde(default)]
     pub retried: bool,
+    /// When it runs once the jobs it waits for have finished (`when:` of its
+    /// configuration).
+    #[serde(default)]
+    pub when: When,
+}
+
+/// When a job runs, once the jobs it waits for have finished (`when:`). Every kind but
+/// `on_success` is a cleanup job: a graceful cancel of the pipeline leaves it to run.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(rename_all = "snake_case")]
+pub enum When {
+    /// Every job it waits for succeeded (the default).
+    #[default]
+    OnSuccess,
+    /// One of the jobs it waits for failed.
+    OnFailure,
+    /// Whatever they ended as, a graceful cancel of the pipeline included.
+    Always,
+    /// Only after a graceful cancel of the pipeline (a user's, the API's or an
+    /// auto-cancel's), once no other job of the pipeline is running.
+    OnCancel,
+}
+
+impl When {
+    pub const ALL: [When; 4] = [When::OnSuccess, When::OnFailure, When::Always, When::OnCancel];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            When::OnSuccess => "on_success",
+            When::OnFailure => "on_failure",
+            When::Always => "always",
+            When::OnCancel => "on_cancel",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<When> {
+        When::ALL.into_iter().find(|w| w.as_str() == text)
+    }
+
+    /// A job that runs when things went wrong: a graceful pipeline cancel leaves it
+    /// alone, and it cannot itself be cancelled gracefully once its pipeline is.
+    pub fn is_cleanup(self) -> bool {
+        self != When::OnSuccess
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

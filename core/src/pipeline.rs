@@ -1,9 +1,18 @@
-//! Pipeline rules that follow from the jobs: the derived pipeline status, and which
-//! waiting (`created`) jobs may now be enqueued or must be skipped.
+//! Pipeline rules that follow from the jobs: the derived pipeline status, which waiting
+//! (`created`) jobs may now be enqueued or must be skipped, and which jobs a cancel of
+//! the pipeline stops.
 //!
-//! A pipeline's status is never decided on its own: it is always [`derive_status`] of its
-//! jobs (the store keeps a copy, rewritten in the same transaction as every job change).
+//! A pipeline's status is never decided on its own: it is always [`pipeline_status`] of
+//! its jobs and its cancel (the store keeps a copy, rewritten in the same transaction as
+//! every job change).
+//!
+//! Cleanup jobs (`when: on_failure | always | on_cancel`, see [`When`]) are what a
+//! pipeline's teardown is made of: a graceful cancel of the pipeline stops every other
+//! unfinished job and leaves them waiting; once the jobs they wait for have ended they
+//! run (or are skipped) by their own rule, the pipeline `canceling` meanwhile. An abort
+//! stops them too.
 
+use crate::api::{CancelMode, When};
 use crate::config::AutoCancel;
 use crate::status::{JobEvent, Status};
 
@@ -34,6 +43,28 @@ pub fn derive_status(jobs: impl IntoIterator<Item = Status> + Clone) -> Status {
     }
 }
 
+/// A pipeline's status from its jobs' (the newest attempt of each, with its `when`) and
+/// its cancel, if it has one. A cancelled pipeline is `canceling` while any of its jobs
+/// has not finished (its cleanup jobs running, say), and once all have, its status is
+/// what the other jobs ended as (a cleanup job's end does not change it). Otherwise
+/// [`derive_status`].
+pub fn pipeline_status(jobs: impl IntoIterator<Item = (Status, When)>, cancel: Option<CancelMode>) -> Status {
+    let jobs: Vec<(Status, When)> = jobs.into_iter().collect();
+    let statuses = jobs.iter().map(|(s, _)| *s);
+    if cancel.is_none() {
+        return derive_status(statuses);
+    }
+    if jobs.iter().any(|(s, _)| !s.is_terminal()) {
+        return Status::Canceling;
+    }
+    let rest: Vec<Status> = jobs.iter().filter(|(_, w)| !w.is_cleanup()).map(|(s, _)| *s).collect();
+    if rest.is_empty() {
+        derive_status(statuses)
+    } else {
+        derive_status(rest)
+    }
+}
+
 /// A job as the scheduler sees it.
 #[derive(Clone, Debug)]
 pub struct JobNode<'a> {
@@ -42,12 +73,21 @@ pub struct JobNode<'a> {
     /// `None`: the job waits for every job of earlier stages. `Some`: only for these.
     pub needs: Option<&'a [String]>,
     pub status: Status,
+    pub when: When,
 }
 
-/// For each `created` job whose prerequisites have all finished: `Enqueue` if they all
-/// succeeded, `Skip` otherwise. Returns indexes into `jobs`.
-pub fn ready_decisions(jobs: &[JobNode<'_>]) -> Vec<(usize, JobEvent)> {
+/// For each `created` job whose prerequisites have all finished, whether it runs
+/// (`Enqueue`) or never will (`Skip`), by its `when`:
+/// - `on_success`: runs if they all succeeded;
+/// - `on_failure`: runs if one of them failed;
+/// - `always`: runs;
+/// - `on_cancel`: waits also until every job of the pipeline that is not a cleanup job
+///   has finished, then runs if the pipeline was cancelled gracefully (`cancel`).
+///
+/// Returns indexes into `jobs`.
+pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<(usize, JobEvent)> {
     let mut out = Vec::new();
+    let others_finished = jobs.iter().filter(|j| !j.when.is_cleanup()).all(|j| j.status.is_terminal());
     for (i, job) in jobs.iter().enumerate() {
         if job.status != Status::Created {
             continue;
@@ -60,16 +100,25 @@ pub fn ready_decisions(jobs: &[JobNode<'_>]) -> Vec<(usize, JobEvent)> {
                 .collect(),
             None => jobs.iter().filter(|j| j.stage_index < job.stage_index).map(|j| j.status).collect(),
         };
-        if prerequisites.iter().all(|s| s.is_terminal()) {
-            let event = if prerequisites.iter().all(|s| *s == Status::Success) {
-                JobEvent::Enqueue
-            } else {
-                JobEvent::Skip
-            };
-            out.push((i, event));
+        if !prerequisites.iter().all(|s| s.is_terminal()) {
+            continue;
         }
+        let runs = match job.when {
+            When::OnSuccess => prerequisites.iter().all(|s| *s == Status::Success),
+            When::OnFailure => prerequisites.contains(&Status::Failed),
+            When::Always => true,
+            When::OnCancel if !others_finished => continue,
+            When::OnCancel => cancel == Some(CancelMode::Graceful),
+        };
+        out.push((i, if runs { JobEvent::Enqueue } else { JobEvent::Skip }));
     }
     out
+}
+
+/// Whether a cancel of the pipeline in `mode` stops a job that runs `when`: an abort
+/// stops every job, a graceful cancel all but the cleanup jobs.
+pub fn cancel_stops(mode: CancelMode, when: When) -> bool {
+    mode == CancelMode::Abort || !when.is_cleanup()
 }
 
 /// A job of an older pipeline, as auto-cancel sees it.
@@ -80,6 +129,7 @@ pub struct OlderJob {
     pub status: Status,
     /// A runner has taken it at some point.
     pub started: bool,
+    pub when: When,
 }
 
 /// Which jobs of an older pipeline on the same ref a new pipeline cancels
@@ -88,8 +138,12 @@ pub struct OlderJob {
 ///   has started;
 /// - `interruptible`: only the unfinished `interruptible: true` jobs;
 /// - `none`: nothing.
+///
+/// An auto-cancel is a graceful cancel: cleanup jobs are never its targets.
 pub fn auto_cancel_targets(mode: AutoCancel, jobs: &[OlderJob]) -> Vec<i64> {
-    let unfinished = jobs.iter().filter(|j| !j.status.is_terminal() && j.status != Status::Canceling);
+    let unfinished = jobs
+        .iter()
+        .filter(|j| !j.status.is_terminal() && j.status != Status::Canceling && cancel_stops(CancelMode::Graceful, j.when));
     match mode {
         AutoCancel::None => Vec::new(),
         AutoCancel::Interruptible => unfinished.filter(|j| j.interruptible).map(|j| j.id).collect(),
@@ -114,6 +168,7 @@ mod tests {
             interruptible,
             status,
             started,
+            when: When::OnSuccess,
         }
     }
 
@@ -165,17 +220,87 @@ mod tests {
             stage_index,
             needs,
             status,
+            when: When::OnSuccess,
         }
+    }
+
+    fn cleanup<'a>(name: &'a str, stage_index: usize, when: When, status: Status) -> JobNode<'a> {
+        JobNode {
+            when,
+            ..node(name, stage_index, None, status)
+        }
+    }
+
+    /// provision → test → a cleanup job of each kind in the last stage, after each way
+    /// the pipeline can end.
+    #[test]
+    fn cleanup_jobs_run_by_their_when() {
+        use When::*;
+        let kinds = [OnFailure, Always, OnCancel];
+        let decide = |test: Status, cancel: Option<CancelMode>| -> Vec<(When, JobEvent)> {
+            let mut jobs = vec![node("provision", 0, None, S::Success), node("test", 1, None, test)];
+            jobs.extend(kinds.iter().map(|w| cleanup(w.as_str(), 2, *w, S::Created)));
+            ready_decisions(&jobs, cancel).into_iter().map(|(i, e)| (jobs[i].when, e)).collect()
+        };
+        use JobEvent::{Enqueue, Skip};
+        // Everything went well: only `always` runs.
+        assert_eq!(decide(S::Success, None), [(OnFailure, Skip), (Always, Enqueue), (OnCancel, Skip)]);
+        // A failure: on_failure and always.
+        assert_eq!(decide(S::Failed, None), [(OnFailure, Enqueue), (Always, Enqueue), (OnCancel, Skip)]);
+        // A graceful pipeline cancel: always and on_cancel, once test has ended…
+        assert!(decide(S::Canceling, Some(CancelMode::Graceful)).is_empty());
+        assert_eq!(
+            decide(S::Canceled, Some(CancelMode::Graceful)),
+            [(OnFailure, Skip), (Always, Enqueue), (OnCancel, Enqueue)]
+        );
+        // …a job cancelled on its own is no pipeline cancel.
+        assert_eq!(decide(S::Canceled, None), [(OnFailure, Skip), (Always, Enqueue), (OnCancel, Skip)]);
+    }
+
+    #[test]
+    fn on_cancel_waits_for_every_other_job_whatever_its_stage() {
+        // The cleanup job sits in an early stage; a later job is still being cancelled.
+        let jobs = [
+            node("provision", 0, None, S::Success),
+            cleanup("destroy", 1, When::OnCancel, S::Created),
+            node("late", 2, Some(&[]), S::Canceling),
+        ];
+        assert!(ready_decisions(&jobs, Some(CancelMode::Graceful)).is_empty());
+        let jobs = [jobs[0].clone(), jobs[1].clone(), node("late", 2, Some(&[]), S::Canceled)];
+        assert_eq!(ready_decisions(&jobs, Some(CancelMode::Graceful)), vec![(1, JobEvent::Enqueue)]);
+    }
+
+    #[test]
+    fn a_cancelled_pipeline_is_canceling_until_its_cleanup_ends_then_canceled() {
+        use When::*;
+        let graceful = Some(CancelMode::Graceful);
+        let status = |jobs: &[(Status, When)], cancel| pipeline_status(jobs.iter().copied(), cancel);
+        assert_eq!(status(&[(S::Canceled, OnSuccess), (S::Created, OnCancel)], graceful), S::Canceling);
+        assert_eq!(status(&[(S::Canceled, OnSuccess), (S::Running, OnCancel)], graceful), S::Canceling);
+        // The cleanup job's own end does not change how the pipeline ended.
+        assert_eq!(status(&[(S::Canceled, OnSuccess), (S::Failed, OnCancel)], graceful), S::Canceled);
+        assert_eq!(
+            status(
+                &[(S::Success, OnSuccess), (S::Canceled, OnSuccess), (S::Success, OnCancel)],
+                graceful
+            ),
+            S::Canceled
+        );
+        // Without a cancel, cleanup jobs count like any other.
+        assert_eq!(status(&[(S::Failed, OnSuccess), (S::Running, OnFailure)], None), S::Running);
+        assert_eq!(status(&[(S::Success, OnSuccess), (S::Skipped, OnCancel)], None), S::Success);
+        assert!(!cancel_stops(CancelMode::Graceful, OnCancel) && cancel_stops(CancelMode::Abort, OnCancel));
+        assert!(cancel_stops(CancelMode::Graceful, OnSuccess));
     }
 
     #[test]
     fn later_stage_waits_then_runs_or_skips() {
         let jobs = [node("a", 0, None, S::Running), node("b", 1, None, S::Created)];
-        assert!(ready_decisions(&jobs).is_empty());
+        assert!(ready_decisions(&jobs, None).is_empty());
         let jobs = [node("a", 0, None, S::Success), node("b", 1, None, S::Created)];
-        assert_eq!(ready_decisions(&jobs), vec![(1, JobEvent::Enqueue)]);
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Enqueue)]);
         let jobs = [node("a", 0, None, S::Canceled), node("b", 1, None, S::Created)];
-        assert_eq!(ready_decisions(&jobs), vec![(1, JobEvent::Skip)]);
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Skip)]);
     }
 
     #[test]
@@ -186,9 +311,9 @@ mod tests {
             node("slow", 0, None, S::Running),
             node("b", 1, Some(&needs), S::Created),
         ];
-        assert_eq!(ready_decisions(&jobs), vec![(2, JobEvent::Enqueue)]);
+        assert_eq!(ready_decisions(&jobs, None), vec![(2, JobEvent::Enqueue)]);
         let empty: Vec<String> = vec![];
         let jobs = [node("slow", 0, None, S::Running), node("c", 1, Some(&empty), S::Created)];
-        assert_eq!(ready_decisions(&jobs), vec![(1, JobEvent::Enqueue)]);
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Enqueue)]);
     }
 }

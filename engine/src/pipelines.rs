@@ -3,7 +3,7 @@
 //! (auto-cancel), and scheduling: moving waiting jobs on once what they need is done.
 
 use usher_core::api::{CancelMode, CancelReason, CreatePipeline, Job, Pipeline, Project};
-use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, ready_decisions};
+use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, cancel_stops, ready_decisions};
 use usher_core::repository::{CI_FILES, short_sha};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status, next};
@@ -153,6 +153,7 @@ impl Engine {
                     interruptible: j.interruptible,
                     status: j.status,
                     started: j.started_at.is_some(),
+                    when: j.when,
                 })
                 .collect();
             let targets = auto_cancel_targets(mode, &jobs);
@@ -296,11 +297,19 @@ impl Engine {
                 pipeline.status
             )));
         }
-        let unfinished: Vec<Job> = pipeline
-            .jobs
-            .unwrap_or_default()
+        let jobs: Vec<Job> = pipeline.jobs.unwrap_or_default().into_iter().filter(|j| !j.retried).collect();
+        // A cancelled pipeline's cleanup jobs are its teardown: a second graceful cancel
+        // would stop nothing else, and must not be taken for having stopped them.
+        let cleaning_up = jobs.iter().any(|j| j.when.is_cleanup() && !j.status.is_terminal());
+        if mode == CancelMode::Graceful && pipeline.cancel.is_some() && cleaning_up {
+            return Err(EngineError::InvalidTransition(format!(
+                "pipeline {id} is running its cleanup jobs after a cancel; only an abort stops them"
+            )));
+        }
+        // A graceful cancel leaves the cleanup jobs to run; an abort stops them too.
+        let unfinished: Vec<Job> = jobs
             .into_iter()
-            .filter(|j| !j.status.is_terminal())
+            .filter(|j| !j.status.is_terminal() && cancel_stops(mode, j.when))
             .collect();
         if unfinished.is_empty() {
             return self.pipeline_with_jobs(id).await;
@@ -337,9 +346,10 @@ impl Engine {
                 stage_index: j.stage_index as usize,
                 needs: j.needs.as_deref(),
                 status: Status::Created,
+                when: j.spec.job.when,
             })
             .collect();
-        let ready: Vec<(usize, Event)> = ready_decisions(&nodes)
+        let ready: Vec<(usize, Event)> = ready_decisions(&nodes, None)
             .into_iter()
             .map(|(i, event)| (i, Event::scheduled(event)))
             .collect();
@@ -358,7 +368,7 @@ impl Engine {
     /// Enqueues or skips waiting jobs whose prerequisites have finished, until nothing moves.
     pub(crate) async fn advance_pipeline(&self, pipeline_id: i64) -> Result<(), EngineError> {
         loop {
-            let rows = self.store().job_nodes(pipeline_id).await?;
+            let (rows, cancel) = self.store().job_nodes(pipeline_id).await?;
             let nodes: Vec<JobNode<'_>> = rows
                 .iter()
                 .map(|r| JobNode {
@@ -366,9 +376,10 @@ impl Engine {
                     stage_index: r.stage_index,
                     needs: r.needs.as_deref(),
                     status: r.status,
+                    when: r.when,
                 })
                 .collect();
-            let moves: Vec<Move> = ready_decisions(&nodes)
+            let moves: Vec<Move> = ready_decisions(&nodes, cancel)
                 .into_iter()
                 .map(|(index, event)| Move {
                     job_id: rows[index].id,

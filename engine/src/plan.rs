@@ -11,8 +11,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use usher_core::api::{CancelMode, CancelReason, FailureReason, Job, Pipeline};
-use usher_core::pipeline::derive_status;
+use usher_core::api::{CancelMode, CancelReason, FailureReason, Job, Pipeline, When};
+use usher_core::pipeline::pipeline_status;
 use usher_core::protocol::JobReport;
 use usher_core::status::{JobEvent, Outcome, Status, next};
 
@@ -194,10 +194,22 @@ fn after_script_words(a: &usher_core::api::AfterScriptResult) -> String {
     format!("after_script {how} in {} ms", a.duration_ms)
 }
 
-/// What `mv` does to `job` (as read inside the change's transaction) at time `t`: a
-/// move core's table refuses is an error, as is a report from a runner that does not
-/// hold the job.
-pub fn plan_move(job: &Job, mv: &Move, t: &str) -> Result<Decision, EngineError> {
+/// What `mv` does to `job` (as read inside the change's transaction, with its
+/// pipeline's cancel) at time `t`: a move core's table refuses is an error, as is a
+/// report from a runner that does not hold the job, and a graceful cancel of a cleanup
+/// job of a cancelled pipeline (it is the pipeline's teardown: only an abort stops it).
+pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &str) -> Result<Decision, EngineError> {
+    if matches!(mv.event, Event::Cancel { .. })
+        && job.when.is_cleanup()
+        && pipeline_cancel.is_some()
+        && matches!(job.status, Status::Created | Status::Pending | Status::Running)
+    {
+        return Err(EngineError::InvalidTransition(format!(
+            "job {} cleans up after its pipeline's cancel (when: {}); only an abort stops it",
+            job.id,
+            job.when.as_str()
+        )));
+    }
     if let Event::Report { runner_id, .. } = &mv.event
         && job.runner_id != Some(*runner_id)
     {
@@ -254,7 +266,9 @@ pub struct BatchPlan {
 /// What a batch of moves on distinct jobs does to them (`jobs`, as read): a move the
 /// table refuses (the job finished meanwhile) or that changes nothing is left out; a
 /// job named twice, a job not read, or a report from a runner that does not hold its
-/// job is an error.
+/// job is an error. Those who stop a pipeline choose their jobs by
+/// `usher_core::pipeline::cancel_stops`, so a batch never cancels a cleanup job
+/// gracefully.
 pub fn plan_batch(jobs: &HashMap<i64, Job>, moves: &[Move], t: &str) -> Result<BatchPlan, EngineError> {
     let mut seen = HashSet::with_capacity(moves.len());
     if let Some(twice) = moves.iter().find(|m| !seen.insert(m.job_id)) {
@@ -266,7 +280,7 @@ pub fn plan_batch(jobs: &HashMap<i64, Job>, moves: &[Move], t: &str) -> Result<B
         let job = jobs
             .get(&mv.job_id)
             .ok_or_else(|| EngineError::NotFound(format!("job {}", mv.job_id)))?;
-        let (write, audit) = match plan_move(job, mv, t) {
+        let (write, audit) = match plan_move(job, None, mv, t) {
             Ok(Decision::Write { write, audit }) => (*write, audit),
             Ok(Decision::Unchanged) | Err(EngineError::InvalidTransition(_)) => continue,
             Err(e) => return Err(e),
@@ -281,15 +295,15 @@ pub fn plan_batch(jobs: &HashMap<i64, Job>, moves: &[Move], t: &str) -> Result<B
     Ok(plan)
 }
 
-/// The pipeline once its jobs have these statuses (the newest attempt of each; only
-/// which statuses occur matters) at time `t`, or None when its status stays.
-pub fn pipeline_after(pipeline: &Pipeline, statuses: &[Status], t: &str) -> Option<Pipeline> {
-    let derived = derive_status(statuses.iter().copied());
+/// The pipeline once its jobs have these statuses and `when`s (the newest attempt of
+/// each; only which pairs occur matters) at time `t`, or None when its status stays.
+pub fn pipeline_after(pipeline: &Pipeline, jobs: &[(Status, When)], t: &str) -> Option<Pipeline> {
+    let derived = pipeline_status(jobs.iter().copied(), pipeline.cancel.as_ref().map(|c| c.mode));
     if pipeline.status == derived {
         return None;
     }
     let mut pipeline = pipeline.clone();
-    if statuses.iter().any(|s| s.has_started()) && pipeline.started_at.is_none() {
+    if jobs.iter().any(|(s, _)| s.has_started()) && pipeline.started_at.is_none() {
         pipeline.started_at = Some(t.to_string());
     }
     pipeline.finished_at = derived.is_terminal().then(|| t.to_string());

@@ -29,6 +29,7 @@ fn job(id: i64, status: Status) -> Job {
         waiting_for: None,
         retry_of: None,
         retried: false,
+        when: When::OnSuccess,
     }
 }
 
@@ -94,7 +95,7 @@ fn every_status_and_event() {
         for event in sample_events() {
             let current = job(1, status);
             let table = next(status, event.table_event(status));
-            let decision = plan_move(&current, &mv(1, event.clone()), T);
+            let decision = plan_move(&current, None, &mv(1, event.clone()), T);
             let (write, audit) = match (table, decision) {
                 // Only the runner holding a job reports it; these jobs have none.
                 (_, Err(EngineError::Conflict(_))) if matches!(event, Event::Report { .. }) && current.runner_id.is_none() => continue,
@@ -159,14 +160,42 @@ fn a_timeout_reported_while_canceling_finishes_the_cancel() {
         runner_id: 7,
         report: report(None, Some(FailureReason::Timeout)),
     };
-    let Decision::Write { write, .. } = plan_move(&job(1, Status::Canceling), &mv(1, timeout.clone()), T).unwrap() else {
+    let Decision::Write { write, .. } = plan_move(&job(1, Status::Canceling), None, &mv(1, timeout.clone()), T).unwrap() else {
         panic!("unchanged")
     };
     assert_eq!(write.to, Status::Canceled);
-    let Decision::Write { write, .. } = plan_move(&job(1, Status::Running), &mv(1, timeout), T).unwrap() else {
+    let Decision::Write { write, .. } = plan_move(&job(1, Status::Running), None, &mv(1, timeout), T).unwrap() else {
         panic!("unchanged")
     };
     assert_eq!((write.to, write.failure_reason), (Status::Failed, Some("timeout")));
+}
+
+#[test]
+fn a_cleanup_job_of_a_cancelled_pipeline_is_only_aborted() {
+    let cancel = Event::Cancel {
+        reason: CancelReason::User,
+        deadline: T.into(),
+        detail: None,
+    };
+    let abort = Event::Abort {
+        reason: CancelReason::User,
+        detail: None,
+    };
+    for status in [Status::Created, Status::Pending, Status::Running] {
+        let destroy = Job {
+            when: When::OnCancel,
+            ..job(1, status)
+        };
+        let refused = plan_move(&destroy, Some(CancelMode::Graceful), &mv(1, cancel.clone()), T);
+        assert!(matches!(refused, Err(EngineError::InvalidTransition(_))), "{status}: {refused:?}");
+        let aborted = plan_move(&destroy, Some(CancelMode::Graceful), &mv(1, abort.clone()), T).unwrap();
+        assert!(
+            matches!(aborted, Decision::Write { ref write, .. } if write.to == Status::Canceled),
+            "{status}"
+        );
+        // Outside a pipeline's teardown it is a job like any other.
+        assert!(plan_move(&destroy, None, &mv(1, cancel.clone()), T).is_ok(), "{status}");
+    }
 }
 
 #[test]
@@ -175,7 +204,7 @@ fn only_the_runner_holding_a_job_reports_it() {
         runner_id: 8,
         report: report(Some(0), None),
     };
-    let refused = plan_move(&job(1, Status::Running), &mv(1, from_other), T);
+    let refused = plan_move(&job(1, Status::Running), None, &mv(1, from_other), T);
     assert!(matches!(refused, Err(EngineError::Conflict(_))), "{refused:?}");
 }
 
@@ -318,7 +347,7 @@ fn random_change_sequences_keep_the_invariants() {
                 .collect();
             let before: HashMap<i64, Status> = jobs.iter().map(|(id, j)| (*id, j.status)).collect();
             let plan = if size == 1 {
-                match plan_move(&jobs[&moves[0].job_id], &moves[0], T) {
+                match plan_move(&jobs[&moves[0].job_id], None, &moves[0], T) {
                     Ok(Decision::Write { write, audit }) => BatchPlan {
                         groups: vec![(*write, vec![moves[0].job_id])],
                         audits: vec![audit],
@@ -358,11 +387,11 @@ fn random_change_sequences_keep_the_invariants() {
                 }
                 assert_eq!(at, j.status, "{why}: timeline {chain:?}");
             }
-            let statuses: Vec<Status> = jobs.values().map(|j| j.status).collect();
+            let statuses: Vec<(Status, When)> = jobs.values().map(|j| (j.status, j.when)).collect();
             if let Some(after) = pipeline_after(&pipeline, &statuses, T) {
                 pipeline = after;
             }
-            assert_eq!(pipeline.status, derive_status(statuses.iter().copied()), "seed {seed}");
+            assert_eq!(pipeline.status, pipeline_status(statuses.iter().copied(), None), "seed {seed}");
             assert_eq!(pipeline.finished_at.is_some(), pipeline.status.is_terminal(), "seed {seed}");
         }
     }

@@ -104,6 +104,12 @@ impl Engine {
             ("CI_JOB_NAME".to_string(), job.name.clone()),
             ("CI_JOB_STAGE".to_string(), job.stage.clone()),
         ]);
+        if job.when.is_cleanup() {
+            variables.push((
+                "CI_PIPELINE_STATUS".to_string(),
+                self.pipeline_outcome(job.pipeline_id).await?.to_string(),
+            ));
+        }
         let checkout = match (repository_url, sha) {
             (Some(url), Some(sha)) => {
                 let kind = if spec.ref_is_tag { "CI_COMMIT_TAG" } else { "CI_COMMIT_BRANCH" };
@@ -148,6 +154,23 @@ impl Engine {
             image: spec.job.image,
             services: spec.job.services,
         })
+    }
+
+    /// How the rest of a pipeline ended, for its cleanup jobs (`CI_PIPELINE_STATUS`):
+    /// `canceled` when it was cancelled, else what its other jobs ended as (`failed`,
+    /// `success`, …).
+    async fn pipeline_outcome(&self, pipeline_id: i64) -> Result<Status, EngineError> {
+        let pipeline = self
+            .store()
+            .get_pipeline(pipeline_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("pipeline {pipeline_id}")))?;
+        if pipeline.cancel.is_some() {
+            return Ok(Status::Canceled);
+        }
+        let jobs = self.store().jobs_of_pipeline(pipeline_id).await?;
+        let others = jobs.iter().filter(|j| !j.retried && !j.when.is_cleanup()).map(|j| j.status);
+        Ok(usher_core::pipeline::derive_status(others))
     }
 
     /// The runner's final report. A job that was aborted or reaped meanwhile stays as it

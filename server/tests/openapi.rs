@@ -113,7 +113,7 @@ async fn openapi_json_covers_every_public_route() {
         properties(&spec, "Job"),
         sorted(
             "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, finished_at, \
-             runner_id, exit_code, failure_reason, cancel, after_script, tags, waiting_for, retry_of, retried"
+             runner_id, exit_code, failure_reason, cancel, after_script, tags, waiting_for, retry_of, retried, when"
         )
     );
     assert_eq!(properties(&spec, "CancelInfo"), sorted("mode, requested_by, requested_at, reason"));

@@ -147,7 +147,7 @@ fn JobView(data: JobPageData) -> impl IntoView {
                                 } else {
                                     Either::Right(view! { <a href=format!("/api/v1/jobs/{id}/artifacts/{}", usher_core::url::percent_encode(&a.path)) download="">{a.path.clone()}</a> })
                                 }}
-                                " " <span class="muted">{format_size(a.size)}</span>
+                                " " <span class="muted">{crate::components::byte_size(a.size)}</span>
                                 {a.expires_at.clone().filter(|_| !a.expired).map(|t| view! { <span class="muted">" · deleted after " {short_time(&t)}</span> })}
                             </li>
                         }).collect_view())
@@ -182,6 +182,7 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 let j = job.get();
                 let mut rows: Vec<(&'static str, String)> = Vec::new();
                 if let Some(w) = &j.waiting_for { rows.push(("Waiting for", w.clone())); }
+                if j.when.is_cleanup() { rows.push(("Runs", format!("when: {} (a cleanup job)", j.when.as_str()))); }
                 if !j.tags.is_empty() { rows.push(("Tags", j.tags.join(", "))); }
                 if let Some(t) = &j.started_at { rows.push(("Started", short_time(t))); }
                 if let Some(t) = &j.finished_at { rows.push(("Finished", short_time(t))); }
@@ -197,13 +198,5 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 rows.into_iter().map(|(k, v)| view! { <dt>{k}</dt><dd>{v}</dd> }).collect_view()
             }}
         </dl>
-    }
-}
-
-fn format_size(bytes: u64) -> String {
-    match bytes {
-        b if b < 1024 => format!("{b} B"),
-        b if b < 1024 * 1024 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{:.1} MiB", b as f64 / (1024.0 * 1024.0)),
     }
 }

@@ -6,7 +6,7 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
-use usher_core::pipeline::derive_status;
+use usher_core::pipeline::pipeline_status;
 use usher_core::roles::Role;
 use usher_core::status::Status;
 
@@ -37,10 +37,14 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
     let project_id = pipeline.project_id;
     let role = viewer.role;
     let jobs = RwSignal::new(pipeline.jobs.clone().unwrap_or_default());
-    // The badge is derived from the jobs by the server's own rule, so it can never
-    // disagree with them, whatever order frames and answers arrive in.
+    // Whether the pipeline was cancelled (then it is `canceling` while its cleanup jobs run).
+    let cancel = RwSignal::new(pipeline.cancel.as_ref().map(|c| c.mode));
+    // The badge is derived from the jobs and the cancel by the server's own rule, so it
+    // can never disagree with them, whatever order frames and answers arrive in.
     // Only the newest attempt of each job counts, as on the server.
-    let status = Signal::derive(move || jobs.with(|list| derive_status(list.iter().filter(|j| !j.retried).map(|j| j.status))));
+    let status = Signal::derive(move || {
+        jobs.with(|list| pipeline_status(list.iter().filter(|j| !j.retried).map(|j| (j.status, j.when)), cancel.get()))
+    });
     let connected = RwSignal::new(false);
     // Frames, action answers and re-reads race; the more advanced snapshot of a job wins.
     let upsert = move |job: Job| {
@@ -65,20 +69,24 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
         move || {
             spawn_local(async move {
                 if let Ok(fresh) = pipeline_page(pipeline_id).await {
+                    cancel.set(fresh.pipeline.cancel.as_ref().map(|c| c.mode));
                     fresh.pipeline.jobs.unwrap_or_default().into_iter().for_each(upsert);
                 }
             })
         },
-        move |frame| {
-            if let EventFrame::Job { job } = frame {
-                upsert(job)
-            }
+        move |frame| match frame {
+            EventFrame::Job { job } => upsert(job),
+            EventFrame::Pipeline { pipeline } => cancel.set(pipeline.cancel.map(|c| c.mode)),
+            EventFrame::Log(_) => {}
         },
     );
 
     let error = RwSignal::new(None::<String>);
     let (cancel_job, abort_job) = job_actions(error, upsert);
-    let (cancel_pipeline, abort_pipeline) = pipeline_actions(error, move |p| p.jobs.unwrap_or_default().into_iter().for_each(upsert));
+    let (cancel_pipeline, abort_pipeline) = pipeline_actions(error, move |p| {
+        cancel.set(p.cancel.as_ref().map(|c| c.mode));
+        p.jobs.unwrap_or_default().into_iter().for_each(upsert)
+    });
     let retry_pipeline = ServerAction::<RetryPipeline>::new();
     Effect::new(move |_| match retry_pipeline.value().get() {
         Some(Ok(p)) => p.jobs.unwrap_or_default().into_iter().for_each(upsert),
@@ -169,9 +177,15 @@ fn JobRow(
         .with_untracked(|l| l.iter().find(|j| j.id == id).map(|j| j.name.clone()))
         .unwrap_or_default();
     let label = name.clone();
+    // A cleanup job says when it runs.
+    let when = jobs
+        .with_untracked(|l| l.iter().find(|j| j.id == id).map(|j| j.when))
+        .filter(|w| w.is_cleanup())
+        .map(|w| view! { <span class="when muted" data-testid="job-when" title="a cleanup job">{format!("when: {}", w.as_str())}</span> });
     view! {
         <li class="job" data-job-id=id data-job-name=name.clone()>
             <a class="job-name" href=format!("/jobs/{id}")>{label}</a>
+            {when}
             <StatusBadge status=status/>
             {move || job().and_then(|j| finished_after(&j)).map(|d| view! { <span class="muted took" data-testid="job-took">{d}</span> })}
             {move || job().is_some_and(|j| j.retried).then(|| view! { <span class="muted">" (retried)"</span> })}

@@ -60,6 +60,9 @@ pub struct JobConfig {
     /// Containers the docker executor starts before the job, on the job's network.
     #[serde(default)]
     pub services: Vec<Service>,
+    /// When it runs once the jobs it waits for have finished.
+    #[serde(default)]
+    pub when: crate::api::When,
 }
 
 /// A service container of a job: its image, and the host name the job reaches it by.

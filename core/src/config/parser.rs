@@ -132,6 +132,15 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
         }
     }
 
+    if default.when.is_some() {
+        return Err(job_error(
+            source,
+            "default",
+            "when",
+            "`when` cannot be set in `default:`; set it on each job".into(),
+        ));
+    }
+
     let mut jobs = Vec::new();
     for (name, job) in raw.jobs {
         if name.starts_with('.') {
@@ -214,6 +223,7 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
             tags: job.tags.or_else(|| default.tags.clone()).unwrap_or_default(),
             image: container_image(source, &name, job.image.or_else(|| default.image.clone()))?,
             services: services(source, &name, job.services.or_else(|| default.services.clone()).unwrap_or_default())?,
+            when: job.when.unwrap_or_default(),
             name,
         });
     }
@@ -350,6 +360,20 @@ fn validate_needs(source: &str, stages: &[String], jobs: &[JobConfig]) -> Result
 mod tests {
     use super::*;
     use crate::config::{ArtifactsWhen, AutoCancel};
+
+    #[test]
+    fn when_says_which_jobs_are_cleanup_jobs() {
+        let cfg =
+            parse("provision:\n  script: [up]\ndestroy:\n  when: on_cancel\n  script: [down]\nreport:\n  when: always\n  script: [x]\n")
+                .unwrap();
+        let when: Vec<crate::api::When> = cfg.jobs.iter().map(|j| j.when).collect();
+        use crate::api::When::*;
+        assert_eq!(when, [OnSuccess, OnCancel, Always]);
+        let err = parse("a:\n  when: sometimes\n  script: [x]\n").unwrap_err();
+        assert!(err.message.contains("sometimes") && err.message.contains("on_cancel"), "{err:?}");
+        let err = parse("default:\n  when: always\na:\n  script: [x]\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("default.when"), "{err:?}");
+    }
 
     #[test]
     fn ci_variables_cannot_be_overridden() {

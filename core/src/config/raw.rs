@@ -103,6 +103,7 @@ pub(super) struct RawJob {
     pub(super) tags: Option<Vec<String>>,
     pub(super) image: Option<String>,
     pub(super) services: Option<Vec<RawService>>,
+    pub(super) when: Option<crate::api::When>,
 }
 
 /// A service as written: an image name, or a map with `name` and `alias`.

@@ -35,7 +35,8 @@ pub enum Change<'a> {
     },
     /// New attempts of finished jobs of one pipeline: each becomes a new `created` job with
     /// the same definition (`retry_of` the old one), the old ones are marked retried and
-    /// stop counting for the pipeline's status. A job retried already is refused.
+    /// stop counting for the pipeline's status; a cancel recorded on the pipeline is
+    /// cleared (it runs again). A job retried already is refused.
     Retry {
         pipeline_id: i64,
         job_ids: &'a [i64],

@@ -8,7 +8,7 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, FailureReason, Job, Pipeline, Project};
+use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, FailureReason, Job, Pipeline, Project, When};
 use usher_core::roles::Role;
 use usher_core::status::{Status, StatusGroup};
 
@@ -50,7 +50,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
     finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, \
-    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried";
+    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried, when_to_run";
 
 /// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
 static JOB_COLUMNS_OF_J: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| qualified("j", JOB_COLUMNS));
@@ -134,6 +134,10 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
         waiting_for: None,
         retry_of: row.try_get("retry_of")?,
         retried: row.try_get::<i64, _>("retried")? != 0,
+        when: {
+            let when: String = row.try_get("when_to_run")?;
+            When::parse(&when).ok_or_else(|| EngineError::Internal(format!("unknown `when` `{when}` in the database")))?
+        },
     })
 }
 

@@ -6,7 +6,7 @@ use std::sync::LazyLock;
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use usher_core::api::Pipeline;
+use usher_core::api::{Pipeline, When};
 use usher_core::status::Status;
 
 use super::transaction::Tx;
@@ -17,20 +17,21 @@ use crate::plan::pipeline_after;
 /// [`PIPELINE_COLUMNS`] of a query's `p` (the pipeline joined with its jobs' statuses).
 static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| qualified("p", PIPELINE_COLUMNS));
 
-/// What a pipeline's derivation reads: the pipeline, and which statuses its jobs have
-/// (only the newest attempt of each job counts; only which statuses occur matters).
+/// What a pipeline's derivation reads: the pipeline (its cancel included), and which
+/// statuses its jobs have with which `when` (only the newest attempt of each job counts;
+/// only which pairs occur matters).
 pub(super) struct PipelineFacts {
     pipeline: Pipeline,
-    statuses: Vec<Status>,
+    jobs: Vec<(Status, When)>,
 }
 
 /// The read of [`PipelineFacts`], the pipeline's id its parameter `$param`: the pipeline
-/// with the distinct statuses of its jobs, one row per status. Its rows are the only
+/// with the distinct (status, when) of its jobs, one row each. Its rows are the only
 /// ones with a `job_status` column, so it can follow another statement's rows.
 pub(super) fn pipeline_facts_sql(param: usize) -> String {
     format!(
-        "SELECT {}, s.status AS job_status FROM pipelines p \
-         LEFT JOIN (SELECT DISTINCT status FROM jobs WHERE pipeline_id = ${param} AND retried = 0) s ON 1 = 1 \
+        "SELECT {}, s.status AS job_status, s.when_to_run AS job_when FROM pipelines p \
+         LEFT JOIN (SELECT DISTINCT status, when_to_run FROM jobs WHERE pipeline_id = ${param} AND retried = 0) s ON 1 = 1 \
          WHERE p.id = ${param}",
         *PIPELINE_COLUMNS_OF_P
     )
@@ -48,13 +49,17 @@ pub(super) fn pipeline_facts_from<'r>(rows: impl IntoIterator<Item = &'r AnyRow>
         return Ok(None);
     };
     let pipeline = pipeline_from_row(first)?;
-    let mut statuses = Vec::new();
+    let mut jobs = Vec::new();
     for row in rows {
         if let Some(s) = row.try_get::<Option<String>, _>("job_status")? {
-            statuses.push(Status::parse(&s).ok_or_else(|| bad_status(&s))?);
+            let when = row
+                .try_get::<Option<String>, _>("job_when")?
+                .and_then(|w| When::parse(&w))
+                .unwrap_or_default();
+            jobs.push((Status::parse(&s).ok_or_else(|| bad_status(&s))?, when));
         }
     }
-    Ok(Some(PipelineFacts { pipeline, statuses }))
+    Ok(Some(PipelineFacts { pipeline, jobs }))
 }
 
 impl Store {
@@ -68,7 +73,7 @@ impl Store {
     /// moves, and writes it; returns the pipeline when its status changed. It is the
     /// change's last statement: on SQLite its write commits `tx` too.
     pub(super) async fn rederive_pipeline(&self, tx: &mut Tx<'_>, facts: PipelineFacts, t: &str) -> Result<Option<Pipeline>, EngineError> {
-        let Some(pipeline) = pipeline_after(&facts.pipeline, &facts.statuses, t) else {
+        let Some(pipeline) = pipeline_after(&facts.pipeline, &facts.jobs, t) else {
             return Ok(None);
         };
         // PostgreSQL writes it in the statement that sends the change's notices.

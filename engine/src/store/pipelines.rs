@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 use sqlx::Row;
-use usher_core::api::{Job, Pipeline};
+use usher_core::api::{CancelMode, Job, Pipeline, When};
 use usher_core::config::JobConfig;
 use usher_core::status::Status;
 
@@ -49,6 +49,7 @@ pub struct JobNodeRow {
     pub stage_index: usize,
     pub needs: Option<Vec<String>>,
     pub status: Status,
+    pub when: When,
 }
 
 pub struct PipelineFilter {
@@ -93,8 +94,8 @@ impl Store {
             .ok_or(sqlx::Error::RowNotFound)?;
         let pipeline_id: i64 = row.try_get("id")?;
         let insert_job = format!(
-            "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING {JOB_COLUMNS}"
+            "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags, \
+             when_to_run) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {JOB_COLUMNS}"
         );
         let mut stored = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -112,6 +113,7 @@ impl Store {
                 .bind(spec)
                 .bind(&t)
                 .bind(tags_to(&job.spec.job.tags))
+                .bind(job.spec.job.when.as_str())
                 .fetch_one(&mut **tx)
                 .await?;
             stored.push(job_from_row(&row)?);
@@ -184,15 +186,23 @@ impl Store {
         rows.iter().map(job_from_row).collect()
     }
 
-    pub async fn job_nodes(&self, pipeline_id: i64) -> Result<Vec<JobNodeRow>, EngineError> {
-        // The newest attempt of each job: older ones no longer count.
+    pub async fn job_nodes(&self, pipeline_id: i64) -> Result<(Vec<JobNodeRow>, Option<CancelMode>), EngineError> {
+        // The newest attempt of each job: older ones no longer count. With the pipeline's
+        // cancel, on every row.
         let rows = sqlx::query(
-            "SELECT id, name, stage_index, needs, status FROM jobs WHERE pipeline_id = $1 AND retried = 0 ORDER BY stage_index, id",
+            "SELECT j.id, j.name, j.stage_index, j.needs, j.status, j.when_to_run, p.cancel_mode \
+             FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.pipeline_id = $1 AND j.retried = 0 \
+             ORDER BY j.stage_index, j.id",
         )
         .bind(pipeline_id)
         .fetch_all(&mut *self.conn().await?)
         .await?;
-        rows.iter()
+        let cancel = match rows.first() {
+            Some(r) => r.try_get::<Option<String>, _>("cancel_mode")?.and_then(|m| CancelMode::parse(&m)),
+            None => None,
+        };
+        let nodes = rows
+            .iter()
             .map(|r| {
                 let status: String = r.try_get("status")?;
                 let needs: Option<String> = r.try_get("needs")?;
@@ -202,8 +212,13 @@ impl Store {
                     stage_index: r.try_get::<i64, _>("stage_index")?.max(0) as usize,
                     needs: needs.and_then(|n| serde_json::from_str(&n).ok()),
                     status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
+                    when: {
+                        let when: String = r.try_get("when_to_run")?;
+                        When::parse(&when).unwrap_or_default()
+                    },
                 })
             })
-            .collect()
+            .collect::<Result<_, EngineError>>()?;
+        Ok((nodes, cancel))
     }
 }

@@ -8,13 +8,14 @@
 //! When another writer moved a job between the read and the write, the whole change is
 //! tried again from the start.
 
-use usher_core::api::Job;
+use sqlx::Row;
+use usher_core::api::{CancelMode, Job};
 
 use super::change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
 use super::moves::SingleWrite;
 use super::pipeline_status::{PipelineFacts, bind_pipeline_status, pipeline_status_sql};
 use super::transaction::Tx;
-use super::{Backend, JOB_COLUMNS, JOB_COLUMNS_OF_J, Store, job_from_row};
+use super::{Backend, JOB_COLUMNS_OF_J, Store, job_from_row};
 use crate::plan::{Decision, Event, Move, plan_move};
 use crate::{EngineError, now};
 
@@ -83,7 +84,7 @@ impl Store {
                     by: format!("runner:{runner_id}"),
                 };
                 let moved = match target.locked {
-                    Some(job) => self.transition_from(tx, job, &start, false).await,
+                    Some(job) => self.transition_from(tx, job, None, &start, false).await,
                     None => self.transition_in(tx, &start, false).await,
                 };
                 match moved {
@@ -105,6 +106,9 @@ impl Store {
                 for old in job_ids.iter() {
                     attempts.push(self.new_attempt_in(tx, *old, actor).await?);
                 }
+                // Retried, the pipeline runs again: it is no longer a cancelled one (whose
+                // status would stay `canceling` while anything runs).
+                self.clear_pipeline_cancel(tx, *pipeline_id).await?;
                 (*pipeline_id, attempts)
             }
             Change::Create { new, ready, by } => {
@@ -174,14 +178,12 @@ impl Store {
     /// pipeline (see [`Store::lock_pipeline`]), one round trip instead of two.
     async fn transition_in(&self, tx: &mut Tx<'_>, mv: &Move, lock_pipeline: bool) -> Result<Option<SingleMove>, EngineError> {
         let job_id = mv.job_id;
-        let sql = if lock_pipeline {
-            format!(
-                "SELECT {} FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1 FOR UPDATE OF p",
-                *JOB_COLUMNS_OF_J
-            )
-        } else {
-            format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1")
-        };
+        // With the pipeline's cancel, which decides whether a cleanup job may be cancelled.
+        let sql = format!(
+            "SELECT {}, p.cancel_mode AS pipeline_cancel_mode FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1{}",
+            *JOB_COLUMNS_OF_J,
+            if lock_pipeline { " FOR UPDATE OF p" } else { "" }
+        );
         // All rows: a stream stopped at the first would leave the statement open.
         let sql = format!("{}{sql}", tx.begin_prefix());
         let row = sqlx::query(&sql)
@@ -190,7 +192,11 @@ impl Store {
             .await?
             .pop()
             .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
-        self.transition_from(tx, job_from_row(&row)?, mv, lock_pipeline).await
+        let pipeline_cancel = row
+            .try_get::<Option<String>, _>("pipeline_cancel_mode")?
+            .and_then(|m| CancelMode::parse(&m));
+        self.transition_from(tx, job_from_row(&row)?, pipeline_cancel, mv, lock_pipeline)
+            .await
     }
 
     /// [`Store::transition_in`] of the job as already read (`current`); `read_with_lock`
@@ -199,11 +205,12 @@ impl Store {
         &self,
         tx: &mut Tx<'_>,
         current: Job,
+        pipeline_cancel: Option<CancelMode>,
         mv: &Move,
         read_with_lock: bool,
     ) -> Result<Option<SingleMove>, EngineError> {
         let t = now();
-        let (write, audit) = match plan_move(&current, mv, &t)? {
+        let (write, audit) = match plan_move(&current, pipeline_cancel, mv, &t)? {
             // Having waited for the lock, the row read with it may predate a change
             // committed meanwhile: a move's compare-and-set would notice, an answer of
             // "unchanged" would not, so it reads the job again.
@@ -237,6 +244,14 @@ impl Store {
             },
             pipeline,
         }))
+    }
+
+    async fn clear_pipeline_cancel(&self, tx: &mut Tx<'_>, pipeline_id: i64) -> Result<(), EngineError> {
+        sqlx::query("UPDATE pipelines SET cancel_mode = NULL, cancel_by = NULL, cancel_at = NULL, cancel_reason = NULL WHERE id = $1")
+            .bind(pipeline_id)
+            .execute(&mut **tx)
+            .await?;
+        Ok(())
     }
 
     async fn record_pipeline_cancel(&self, tx: &mut Tx<'_>, pipeline_id: i64, cancel: &PipelineCancel<'_>) -> Result<(), EngineError> {

@@ -1,0 +1,193 @@
+//! Cleanup jobs (`when: on_failure | always | on_cancel`): what a pipeline's end — a
+//! success, a failure, a graceful cancel, an abort — runs of them, the pipeline's status
+//! while they run, and who may stop them.
+
+mod common;
+
+use common::*;
+use usher_core::api::{Job, When};
+use usher_core::protocol::JobReport;
+use usher_core::status::Status;
+use usher_engine::{Actor, Engine, EngineError};
+
+const CONFIG: &str = "stages: [provision, test, cleanup]
+provision:
+  stage: provision
+  script: [up]
+test:
+  stage: test
+  script: [run]
+destroy:
+  stage: cleanup
+  when: on_cancel
+  script: [down]
+report:
+  stage: cleanup
+  when: always
+  script: [report]
+notify:
+  stage: cleanup
+  when: on_failure
+  script: [notify]
+";
+
+fn report(exit_code: Option<i32>) -> JobReport {
+    JobReport {
+        exit_code,
+        failure_reason: None,
+        duration_ms: 1,
+        after_script: None,
+        detail: None,
+    }
+}
+
+async fn status_of(engine: &Engine, admin: &Actor, jobs: &[Job], name: &str) -> Status {
+    let id = jobs.iter().find(|j| j.name == name).unwrap().id;
+    engine.get_job(admin, id).await.unwrap().status
+}
+
+/// Claims the next job and runs it to `exit_code`; returns its name and variables.
+async fn run_next(engine: &Engine, runner: i64, exit_code: Option<i32>) -> (String, Vec<(String, String)>) {
+    let job = engine.claim_job(runner, &[]).await.unwrap().expect("a pending job");
+    engine.finish_job(runner, job.job_id, report(exit_code)).await.unwrap();
+    (job.name, job.variables)
+}
+
+#[tokio::test]
+async fn a_graceful_cancel_runs_the_teardown_and_ends_canceled() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, CONFIG).await;
+        assert_eq!(jobs.iter().find(|j| j.name == "destroy").unwrap().when, When::OnCancel);
+        run_next(&engine, r, Some(0)).await;
+        let test = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(test.name, "test");
+
+        let p = engine.cancel_pipeline(&admin, pipeline_id).await.unwrap();
+        assert_eq!(p.status, Status::Canceling, "{}", db.name);
+        assert_eq!(status_of(&engine, &admin, &jobs, "test").await, Status::Canceling);
+        // The teardown waits for the job being cancelled.
+        assert_eq!(status_of(&engine, &admin, &jobs, "destroy").await, Status::Created);
+        assert!(engine.claim_job(r, &[]).await.unwrap().is_none(), "{}", db.name);
+
+        // The runner reports test's end: destroy and report run, notify does not.
+        engine.finish_job(r, test.job_id, report(None)).await.unwrap();
+        assert_eq!(status_of(&engine, &admin, &jobs, "test").await, Status::Canceled);
+        assert_eq!(status_of(&engine, &admin, &jobs, "destroy").await, Status::Pending, "{}", db.name);
+        assert_eq!(status_of(&engine, &admin, &jobs, "report").await, Status::Pending);
+        assert_eq!(status_of(&engine, &admin, &jobs, "notify").await, Status::Skipped);
+        assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Canceling);
+
+        let cleanup = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        let status = cleanup.variables.iter().find(|(k, _)| k == "CI_PIPELINE_STATUS");
+        assert_eq!(status.map(|(_, v)| v.as_str()), Some("canceled"), "{}: {}", db.name, cleanup.name);
+        // While it runs: a second graceful cancel, and a cancel of the cleanup job, are refused.
+        let again = engine.cancel_pipeline(&admin, pipeline_id).await;
+        assert!(matches!(again, Err(EngineError::InvalidTransition(_))), "{}: {again:?}", db.name);
+        let own = engine.cancel_job(&admin, cleanup.job_id).await;
+        assert!(matches!(own, Err(EngineError::InvalidTransition(_))), "{}: {own:?}", db.name);
+        assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Canceling);
+
+        // A failing teardown does not turn the cancelled pipeline into a failed one.
+        engine.finish_job(r, cleanup.job_id, report(Some(1))).await.unwrap();
+        run_next(&engine, r, Some(0)).await;
+        let p = engine.get_pipeline(&admin, pipeline_id).await.unwrap();
+        assert_eq!(p.status, Status::Canceled, "{}", db.name);
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn success_and_failure_run_their_own_cleanup_jobs() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+
+        let (ok, jobs) = pipeline(&engine, &admin, CONFIG).await;
+        run_next(&engine, r, Some(0)).await;
+        run_next(&engine, r, Some(0)).await;
+        let (name, variables) = run_next(&engine, r, Some(0)).await;
+        assert_eq!(name, "report");
+        assert!(
+            variables.contains(&("CI_PIPELINE_STATUS".into(), "success".into())),
+            "{variables:?}"
+        );
+        assert_eq!(status_of(&engine, &admin, &jobs, "destroy").await, Status::Skipped, "{}", db.name);
+        assert_eq!(status_of(&engine, &admin, &jobs, "notify").await, Status::Skipped);
+        assert_eq!(engine.get_pipeline(&admin, ok).await.unwrap().status, Status::Success);
+
+        let (failed, jobs) = pipeline(&engine, &admin, CONFIG).await;
+        run_next(&engine, r, Some(0)).await;
+        run_next(&engine, r, Some(3)).await;
+        let mut ran = vec![run_next(&engine, r, Some(0)).await, run_next(&engine, r, Some(0)).await];
+        ran.sort();
+        assert_eq!(
+            ran.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),
+            ["notify", "report"],
+            "{}",
+            db.name
+        );
+        assert!(ran[0].1.contains(&("CI_PIPELINE_STATUS".into(), "failed".into())));
+        assert_eq!(status_of(&engine, &admin, &jobs, "destroy").await, Status::Skipped);
+        assert_eq!(engine.get_pipeline(&admin, failed).await.unwrap().status, Status::Failed);
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_abort_runs_no_cleanup_and_stops_a_running_one() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        // Aborted outright: nothing of the teardown runs.
+        let (aborted, jobs) = pipeline(&engine, &admin, CONFIG).await;
+        run_next(&engine, r, Some(0)).await;
+        engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(
+            engine.abort_pipeline(&admin, aborted).await.unwrap().status,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        for name in ["destroy", "report", "notify"] {
+            assert_eq!(
+                status_of(&engine, &admin, &jobs, name).await,
+                Status::Canceled,
+                "{}: {name}",
+                db.name
+            );
+        }
+
+        // Cancelled, then aborted while the teardown runs: it stops.
+        let (p, _) = pipeline(&engine, &admin, CONFIG).await;
+        run_next(&engine, r, Some(0)).await;
+        let test = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.cancel_pipeline(&admin, p).await.unwrap();
+        engine.finish_job(r, test.job_id, report(None)).await.unwrap();
+        let cleanup = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(
+            engine.abort_pipeline(&admin, p).await.unwrap().status,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        assert_eq!(engine.get_job(&admin, cleanup.job_id).await.unwrap().status, Status::Canceled);
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn a_retried_pipeline_is_no_longer_cancelled() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (p, _) = pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
+        engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.abort_pipeline(&admin, p).await.unwrap();
+        let retried = engine.retry_pipeline(&admin, p).await.unwrap();
+        assert!(retried.cancel.is_none(), "{}: {:?}", db.name, retried.cancel);
+        assert_eq!(retried.status, Status::Pending, "{}", db.name);
+        engine.close().await;
+    }
+}

@@ -1,0 +1,125 @@
+//! A pipeline's teardown, end to end with a real server, a real local runner and real
+//! bash: `provision` makes something, `test` uses it, and a graceful cancel during
+//! `test` runs `destroy` (`when: on_cancel`) once `test` has ended — the pipeline
+//! `canceling` on the event socket all the while, `canceled` at the end — while an
+//! abort runs nothing of it.
+
+use futures::StreamExt;
+use serde_json::Value;
+use usher_testkit::*;
+
+fn config(shared: &str) -> String {
+    format!(
+        r#"
+stages: [provision, test, cleanup]
+provision:
+  stage: provision
+  script:
+    - echo provisioned > {shared}/environment-$CI_PIPELINE_ID
+test:
+  stage: test
+  cancel_grace: 5s
+  script:
+    - echo testing
+    - sleep 300
+destroy:
+  stage: cleanup
+  when: on_cancel
+  script:
+    - echo "destroying after $CI_PIPELINE_STATUS"
+    - rm {shared}/environment-$CI_PIPELINE_ID
+    - sleep 2
+    - echo destroyed
+report:
+  stage: cleanup
+  when: on_failure
+  script: [echo never]
+"#
+    )
+}
+
+/// The next frame of the socket, as JSON.
+async fn next_frame(events: &mut EventSocket) -> Value {
+    let frame = tokio::time::timeout(std::time::Duration::from_secs(30), events.next())
+        .await
+        .expect("a frame within 30 s")
+        .unwrap()
+        .unwrap();
+    serde_json::from_str(frame.to_text().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_during_test_runs_destroy_and_the_pipeline_stays_canceling_until_it_ends() {
+    let shared = job_writable_dir();
+    let t = TestServer::start(1).await;
+    let pipeline = t.pipeline(&config(&shared.path().display().to_string())).await;
+    let id = pipeline["id"].as_i64().unwrap();
+    let (test, destroy, report) = (
+        TestServer::job_id(&pipeline, "test"),
+        TestServer::job_id(&pipeline, "destroy"),
+        TestServer::job_id(&pipeline, "report"),
+    );
+    assert_eq!(t.job(destroy).await["when"], "on_cancel");
+    t.wait_for_log(test, "testing").await;
+    let environment = shared.path().join(format!("environment-{id}"));
+    assert!(environment.exists(), "provision made its environment");
+    let mut events = t.events(&format!("pipeline_id={id}")).await;
+
+    let (status, answer) = t.call("POST", &format!("/api/v1/pipelines/{id}/cancel"), None).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("canceling")), "{answer}");
+
+    // Every frame until the pipeline's last: the pipeline is canceling whenever destroy
+    // runs, and a second cancel while it runs is refused.
+    let mut pipeline_status = String::new();
+    let mut destroy_ran_while = Vec::new();
+    let mut refused = None;
+    while pipeline_status != "canceled" {
+        let v = next_frame(&mut events).await;
+        match v["type"].as_str() {
+            Some("pipeline") => pipeline_status = v["pipeline"]["status"].as_str().unwrap().to_string(),
+            Some("job") if v["job"]["id"] == destroy => {
+                let s = v["job"]["status"].as_str().unwrap().to_string();
+                destroy_ran_while.push((s.clone(), pipeline_status.clone()));
+                if s == "running" {
+                    refused = Some(t.call("POST", &format!("/api/v1/pipelines/{id}/cancel"), None).await);
+                    let own = t.call("POST", &format!("/api/v1/jobs/{destroy}/cancel"), None).await;
+                    assert_eq!(own.0, 409, "{}", own.1);
+                }
+            }
+            _ => {}
+        }
+    }
+    assert_eq!(
+        destroy_ran_while,
+        [
+            ("pending".into(), "canceling".into()),
+            ("running".into(), "canceling".into()),
+            ("success".into(), "canceling".into())
+        ],
+        "destroy's moves, each with the pipeline's status then"
+    );
+    let (status, body) = refused.expect("destroy ran");
+    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("invalid_transition")), "{body}");
+
+    let (log, _) = t.log(destroy).await;
+    assert!(log.contains("destroying after canceled") && log.contains("destroyed"), "{log}");
+    assert!(!environment.exists(), "destroy removed what provision made");
+    assert_eq!(t.job(test).await["status"], "canceled");
+    assert_eq!(t.job(report).await["status"], "skipped");
+    t.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_abort_runs_no_teardown() {
+    let shared = job_writable_dir();
+    let t = TestServer::start(1).await;
+    let pipeline = t.pipeline(&config(&shared.path().display().to_string())).await;
+    let id = pipeline["id"].as_i64().unwrap();
+    let (test, destroy) = (TestServer::job_id(&pipeline, "test"), TestServer::job_id(&pipeline, "destroy"));
+    t.wait_for_log(test, "testing").await;
+    let (status, answer) = t.call("POST", &format!("/api/v1/pipelines/{id}/abort"), None).await;
+    assert_eq!((status, answer["status"].as_str()), (200, Some("canceled")), "{answer}");
+    assert_eq!(t.job(destroy).await["status"], "canceled");
+    assert!(shared.path().join(format!("environment-{id}")).exists(), "nothing tore it down");
+    t.stop().await;
+}
