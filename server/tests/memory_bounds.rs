@@ -170,30 +170,11 @@ struct RealServer {
 
 impl RealServer {
     fn start(env: &[(&str, &str)]) -> RealServer {
-        use std::io::{BufRead, BufReader};
         let bin = std::env::var("USHER_BIN").unwrap_or(USHER.to_string());
         let data_dir = tempfile::tempdir().unwrap();
-        let mut process = OwnedChild(
-            std::process::Command::new(&bin)
-                .args(["serve", "--addr", "127.0.0.1:0", "--local-runners", "1"])
-                .env("USHER_DATA_DIR", data_dir.path())
-                .env("USHER_ADMIN_TOKEN", ADMIN_TOKEN)
-                .envs(env.iter().copied())
-                .env_remove("DATABASE_URL")
-                .stdout(std::process::Stdio::piped())
-                .stderr(std::process::Stdio::null())
-                .spawn()
-                .unwrap_or_else(|e| panic!("{bin}: {e}")),
-        );
-        let mut lines = BufReader::new(process.stdout.take().unwrap()).lines();
+        let (process, base) = spawn_usher(bin, data_dir.path(), "127.0.0.1:0", 1, env);
         let mut t = TestServer::detached();
-        t.base = loop {
-            let line = lines.next().expect("usher printed its address").unwrap();
-            if let Some(rest) = line.strip_prefix("Usher is serving ") {
-                break rest.trim().to_string();
-            }
-        };
-        std::thread::spawn(move || for _ in lines {});
+        t.base = base;
         RealServer {
             t,
             session: String::new(),
