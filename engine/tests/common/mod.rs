@@ -35,7 +35,18 @@ pub async fn databases() -> Vec<Db> {
             });
         }
         _ if std::env::var("USHER_REQUIRE_POSTGRES").is_ok() => panic!("USHER_REQUIRE_POSTGRES is set but TEST_DATABASE_URL is not"),
-        _ => eprintln!("note: TEST_DATABASE_URL is not set; running on SQLite only (make test runs PostgreSQL too)"),
+        _ => {
+            // Once per test binary, straight to the terminal (eprintln! is captured
+            // and shown only for a failing test): nothing here claims PostgreSQL ran.
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                use std::io::Write;
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "skipped: PostgreSQL (TEST_DATABASE_URL not set; run under scripts/with-postgres): these tests ran on SQLite only"
+                );
+            });
+        }
     }
     out
 }
