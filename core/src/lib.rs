@@ -14,6 +14,7 @@
 pub mod api;
 pub mod artifacts;
 pub mod config;
+pub mod dotenv;
 pub mod names;
 pub mod pipeline;
 pub mod protocol;

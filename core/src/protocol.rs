@@ -141,6 +141,10 @@ impl std::fmt::Debug for Checkout {
 pub struct ArtifactsAssignment {
     pub paths: Vec<String>,
     pub when: ArtifactsWhen,
+    /// `reports: dotenv:` files, read when the job ends however it ended (an abort
+    /// aside), whatever `when` says.
+    #[serde(default)]
+    pub dotenv: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -154,6 +158,10 @@ pub struct JobReport {
     /// A word for the job's timeline (e.g. that a cancel came during the checkout).
     #[serde(default)]
     pub detail: Option<String>,
+    /// The variables its `reports: dotenv:` files hand over to later jobs, when it has
+    /// such files (see `crate::dotenv`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dotenv: Option<Vec<(String, String)>>,
 }
 
 impl JobReport {

@@ -99,6 +99,8 @@ pub struct JobWrite {
     pub after_exit_code: Option<i64>,
     pub after_duration_ms: Option<i64>,
     pub after_timed_out: Option<i64>,
+    /// What the job's dotenv reports hand over (JSON), from its runner's report.
+    pub dotenv: Option<String>,
 }
 
 /// One entry of a job's timeline.
@@ -239,6 +241,9 @@ pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &
         after_exit_code: after.and_then(|a| a.exit_code).map(i64::from),
         after_duration_ms: after.map(|a| a.duration_ms as i64),
         after_timed_out: after.map(|a| a.timed_out as i64),
+        dotenv: report
+            .and_then(|r| r.dotenv.clone())
+            .map(|reported| serde_json::to_string(&usher_core::dotenv::accept(reported)).unwrap_or_default()),
     };
     let audit = Audit {
         job_id: job.id,

@@ -44,6 +44,7 @@ fn report(exit_code: Option<i32>, failure_reason: Option<FailureReason>) -> JobR
             timed_out: false,
         }),
         detail: None,
+        dotenv: None,
     }
 }
 

@@ -77,6 +77,7 @@ impl Engine {
     pub(crate) async fn assignment(&self, job: &Job) -> Result<JobAssignment, EngineError> {
         let AssignmentSource {
             spec,
+            stage_index,
             git_ref,
             sha,
             commit_title,
@@ -95,6 +96,20 @@ impl Engine {
             .chain(spec.job.variables)
             .filter(|(k, _)| !usher_core::config::limits::is_reserved_variable(k))
             .collect();
+        // What earlier jobs handed over (dotenv reports) comes after the YAML's, so it
+        // wins, as in GitLab: from every job of an earlier stage, or with `needs:` from
+        // the jobs named there. A job of the first stage without needs waits for none.
+        if stage_index > 0 || spec.job.needs.as_ref().is_some_and(|n| !n.is_empty()) {
+            for earlier in self.store().handed_over(job.pipeline_id, job.id).await? {
+                let feeds = match &spec.job.needs {
+                    Some(needs) => needs.contains(&earlier.job),
+                    None => earlier.stage_index < stage_index,
+                };
+                if feeds {
+                    variables.extend(earlier.variables);
+                }
+            }
+        }
         variables.extend([
             ("CI".to_string(), "true".to_string()),
             ("CI_JOB_ID".to_string(), job.id.to_string()),
@@ -149,6 +164,7 @@ impl Engine {
             artifacts: spec.job.artifacts.map(|a| ArtifactsAssignment {
                 paths: a.paths,
                 when: a.when,
+                dotenv: a.dotenv,
             }),
             checkout,
             image: spec.job.image,

@@ -38,6 +38,7 @@ fn report(exit_code: Option<i32>) -> JobReport {
         duration_ms: 1,
         after_script: None,
         detail: None,
+        dotenv: None,
     }
 }
 
@@ -188,6 +189,41 @@ async fn a_retried_pipeline_is_no_longer_cancelled() {
         let retried = engine.retry_pipeline(&admin, p).await.unwrap();
         assert!(retried.cancel.is_none(), "{}: {:?}", db.name, retried.cancel);
         assert_eq!(retried.status, Status::Pending, "{}", db.name);
+        engine.close().await;
+    }
+}
+
+/// A job's dotenv report reaches the jobs after it: those of later stages, or those
+/// that `need` it; not the jobs before it, and not Usher's own variables.
+#[tokio::test]
+async fn handed_over_variables_reach_later_jobs_only() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let config = "stages: [provision, test]\nprovision:\n  stage: provision\n  script: [up]\n  artifacts:\n    reports:\n      dotenv: env.txt\nbeside:\n  stage: provision\n  script: [x]\ntest:\n  stage: test\n  variables: {ENV_ID: from-yaml}\n  script: [run]\n";
+        let (_, _) = pipeline(&engine, &admin, config).await;
+        let provision = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(provision.name, "provision");
+        assert_eq!(provision.artifacts.as_ref().unwrap().dotenv, ["env.txt"], "{}", db.name);
+        let reported = JobReport {
+            dotenv: Some(vec![("ENV_ID".into(), "env-42".into()), ("CI_COMMIT_SHA".into(), "forged".into())]),
+            ..report(Some(0))
+        };
+        engine.finish_job(r, provision.job_id, reported).await.unwrap();
+        let beside = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert!(!beside.variables.iter().any(|(k, _)| k == "ENV_ID"), "{}: same stage", db.name);
+        engine.finish_job(r, beside.job_id, report(Some(0))).await.unwrap();
+        let test = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        let env_ids: Vec<&str> = test
+            .variables
+            .iter()
+            .filter(|(k, _)| k == "ENV_ID")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        // The YAML's value first, the handed-over one after it: it wins in the environment.
+        assert_eq!(env_ids, ["from-yaml", "env-42"], "{}", db.name);
+        let sha: Vec<&(String, String)> = test.variables.iter().filter(|(k, _)| k == "CI_COMMIT_SHA").collect();
+        assert!(sha.iter().all(|(_, v)| v != "forged"), "{}: {sha:?}", db.name);
         engine.close().await;
     }
 }

@@ -21,6 +21,7 @@ fn report(exit_code: i32) -> JobReport {
         duration_ms: 5,
         after_script: None,
         detail: None,
+        dotenv: None,
     }
 }
 

@@ -53,6 +53,7 @@ impl StartError {
             duration_ms: 0,
             after_script: None,
             detail: Some(why),
+            dotenv: None,
         }
     }
 }

@@ -15,6 +15,7 @@ pub mod docker;
 pub mod docker_policy;
 pub mod docker_proxy;
 pub mod executor;
+pub mod handover;
 pub mod host;
 pub mod isolation;
 pub mod job_run;

@@ -123,3 +123,79 @@ async fn an_abort_runs_no_teardown() {
     assert!(shared.path().join(format!("environment-{id}")).exists(), "nothing tore it down");
     t.stop().await;
 }
+
+/// A cancel during `provision`, half-way through writing its dotenv file: what it wrote
+/// is handed over, and `destroy` (`when: on_cancel`) gets it. The log names the variable,
+/// never its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provision_cancelled_half_way_hands_over_what_it_wrote() {
+    let t = TestServer::start(1).await;
+    let config = r#"
+stages: [provision, test, cleanup]
+provision:
+  stage: provision
+  script:
+    - echo "ENV_ID=env-$CI_PIPELINE_ID-$(echo c2VjcmV0aXNo | base64 -d)" > provision.env
+    - echo "not a line" >> provision.env
+    - echo written
+    - sleep 300
+    - echo "LATER=never" >> provision.env
+  artifacts:
+    reports:
+      dotenv: provision.env
+test:
+  stage: test
+  script: [echo never]
+destroy:
+  stage: cleanup
+  when: on_cancel
+  script:
+    - echo "destroying [$ENV_ID] later=[${LATER:-}]"
+"#;
+    let pipeline = t.pipeline(config).await;
+    let id = pipeline["id"].as_i64().unwrap();
+    let (provision, destroy) = (TestServer::job_id(&pipeline, "provision"), TestServer::job_id(&pipeline, "destroy"));
+    t.wait_for_log(provision, "written").await;
+    let (status, _) = t.call("POST", &format!("/api/v1/pipelines/{id}/cancel"), None).await;
+    assert_eq!(status, 200);
+    t.wait_for_status(destroy, "success").await;
+    let (log, _) = t.log(destroy).await;
+    assert!(log.contains(&format!("destroying [env-{id}-secretish] later=[]")), "{log}");
+    let (provision_log, _) = t.log(provision).await;
+    assert!(provision_log.contains("provision.env hands over 1 variable(s) to later jobs: ENV_ID"), "{provision_log}");
+    assert!(provision_log.contains("line 2: not `NAME=value`"), "{provision_log}");
+    assert!(!provision_log.contains("secretish"), "the runner does not print the value: {provision_log}");
+    assert_eq!(t.job(provision).await["status"], "canceled");
+    t.stop().await;
+}
+
+/// A dotenv "file" that is a link to root's secrets, or a FIFO, hands over nothing and
+/// blocks nothing: it is read as artifacts are, with the job's rights, never through a
+/// link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dotenv_report_cannot_read_through_a_link_or_hang_on_a_fifo() {
+    let t = TestServer::start(1).await;
+    let config = r#"
+stages: [provision, test]
+provision:
+  stage: provision
+  script:
+    - ln -s /etc/shadow shadow.env
+    - mkfifo fifo.env
+  artifacts:
+    reports:
+      dotenv: [shadow.env, fifo.env]
+test:
+  stage: test
+  script:
+    - echo "shadow_lines=$(env | grep -c '^root:' || true)"
+"#;
+    let pipeline = t.pipeline(config).await;
+    let (provision, test) = (TestServer::job_id(&pipeline, "provision"), TestServer::job_id(&pipeline, "test"));
+    t.wait_for_status(test, "success").await;
+    let (log, _) = t.log(provision).await;
+    assert!(log.contains("dotenv: shadow.env is not read") && log.contains("dotenv: fifo.env is not read"), "{log}");
+    let (test_log, _) = t.log(test).await;
+    assert_eq!(log_value(&test_log, "shadow_lines"), "0", "{test_log}");
+    t.stop().await;
+}

@@ -82,6 +82,10 @@ pub struct ArtifactsConfig {
     /// `expire_in`: the files are deleted this long after the upload (None: kept).
     #[serde(default)]
     pub expire_in_secs: Option<u64>,
+    /// `reports: dotenv:`: files of `KEY=value` lines whose variables later jobs of the
+    /// pipeline get (see [`crate::dotenv`]).
+    #[serde(default)]
+    pub dotenv: Vec<String>,
 }
 
 /// A configuration that does not parse or validate.

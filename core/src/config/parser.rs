@@ -174,6 +174,7 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
                 paths: a.paths.clone(),
                 when: a.when,
                 expire_in: a.expire_in.clone(),
+                reports: a.reports.clone(),
             })
         });
         let artifacts = match artifacts {
@@ -192,6 +193,7 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
                 },
                 paths: a.paths,
                 when: a.when,
+                dotenv: a.reports.and_then(|r| r.dotenv).map(|l| l.0).unwrap_or_default(),
             }),
         };
         jobs.push(JobConfig {

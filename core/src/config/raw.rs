@@ -8,7 +8,7 @@ use serde::de::{self, Deserializer, MapAccess, Visitor};
 use std::fmt;
 
 /// A string, or a list of strings (GitLab allows both for script sections).
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub(super) struct Lines(pub(super) Vec<String>);
 
 impl<'de> Deserialize<'de> for Lines {
@@ -83,6 +83,15 @@ pub(super) struct RawArtifacts {
     pub(super) when: ArtifactsWhen,
     #[serde(default)]
     pub(super) expire_in: Option<Duration>,
+    #[serde(default)]
+    pub(super) reports: Option<RawReports>,
+}
+
+/// `artifacts: reports:`. Of GitLab's report kinds Usher reads `dotenv`.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawReports {
+    pub(super) dotenv: Option<Lines>,
 }
 
 /// A job's keys; `default:` takes the same ones except stage and needs.

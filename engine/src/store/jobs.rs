@@ -16,6 +16,8 @@ use sqlx::any::AnyRow;
 /// What [`Store::assignment_source`] reads.
 pub struct AssignmentSource {
     pub spec: StoredSpec,
+    /// Its stage's place in the pipeline's stages.
+    pub stage_index: usize,
     pub git_ref: String,
     pub sha: Option<String>,
     pub commit_title: Option<String>,
@@ -24,6 +26,13 @@ pub struct AssignmentSource {
     pub repository_url: Option<String>,
     pub credentials: Option<RepoCredentials>,
     pub ssh_private_key: Option<String>,
+}
+
+/// One job's handed-over variables (see [`Store::handed_over`]).
+pub struct HandedOver {
+    pub job: String,
+    pub stage_index: usize,
+    pub variables: Vec<(String, String)>,
 }
 
 impl Store {
@@ -84,7 +93,7 @@ impl Store {
     /// pipeline's ref and commit, its project's name and repository with credentials.
     pub async fn assignment_source(&self, id: i64) -> Result<AssignmentSource, EngineError> {
         let row = sqlx::query(
-            "SELECT j.spec, p.git_ref, p.sha, p.commit_title, pr.name AS project_name, pr.repository_url, \
+            "SELECT j.spec, j.stage_index, p.git_ref, p.sha, p.commit_title, pr.name AS project_name, pr.repository_url, \
              pr.repository_username, pr.repository_password, pr.ssh_private_key \
              FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id JOIN projects pr ON pr.id = j.project_id \
              WHERE j.id = $1",
@@ -95,6 +104,7 @@ impl Store {
         .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
         Ok(AssignmentSource {
             spec: spec_from(id, &row)?,
+            stage_index: row.try_get::<i64, _>("stage_index")?.max(0) as usize,
             git_ref: row.try_get("git_ref")?,
             sha: row.try_get("sha")?,
             commit_title: row.try_get("commit_title")?,
@@ -103,6 +113,30 @@ impl Store {
             credentials: super::projects::repo_credentials(&row)?,
             ssh_private_key: row.try_get("ssh_private_key")?,
         })
+    }
+
+    /// The variables the jobs of a pipeline handed over (their dotenv reports), other
+    /// than job `except`'s: (job name, its stage's index, the variables), newest attempts
+    /// only, in stage order.
+    pub async fn handed_over(&self, pipeline_id: i64, except: i64) -> Result<Vec<HandedOver>, EngineError> {
+        let rows = sqlx::query(
+            "SELECT name, stage_index, dotenv FROM jobs WHERE pipeline_id = $1 AND id <> $2 AND retried = 0 \
+             AND dotenv IS NOT NULL ORDER BY stage_index, id",
+        )
+        .bind(pipeline_id)
+        .bind(except)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let text: String = r.try_get("dotenv")?;
+                Ok(HandedOver {
+                    job: r.try_get("name")?,
+                    stage_index: r.try_get::<i64, _>("stage_index")?.max(0) as usize,
+                    variables: serde_json::from_str(&text).map_err(|e| EngineError::Internal(format!("a stored dotenv report: {e}")))?,
+                })
+            })
+            .collect()
     }
 
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {

@@ -31,7 +31,7 @@ mod transaction;
 mod transitions;
 
 pub use change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
-pub use jobs::AssignmentSource;
+pub use jobs::{AssignmentSource, HandedOver};
 pub use logs::LOGS_CHANNEL;
 pub use pipelines::{JobNodeRow, NewJob, NewPipeline, PipelineFilter, StoredSpec};
 pub use projects::{NewProject, ProjectChange, ProjectSecrets};

@@ -225,6 +225,7 @@ const WRITTEN: &[(&str, ValueOf)] = &[
     ("after_exit_code", |w| Value::Int(w.after_exit_code)),
     ("after_duration_ms", |w| Value::Int(w.after_duration_ms)),
     ("after_timed_out", |w| Value::Int(w.after_timed_out)),
+    ("dotenv", |w| Value::Text(w.dotenv.as_deref())),
 ];
 
 /// How many parameters [`bind_write`] binds: the new status, [`WRITTEN`], the status the

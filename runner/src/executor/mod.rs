@@ -35,6 +35,7 @@ use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
 use crate::control::Control;
 use crate::docker::Docker;
+use crate::handover;
 use crate::isolation::{Confinement, JobCgroup, JobIsolation, SlotUser};
 use crate::job_run::JobRun;
 use crate::logsink::{self, LogHandle};
@@ -239,6 +240,7 @@ fn system_failure() -> JobReport {
         duration_ms: 0,
         after_script: None,
         detail: None,
+        dotenv: None,
     }
 }
 
@@ -276,6 +278,7 @@ async fn run_in_dirs(
                     duration_ms: 0,
                     after_script: None,
                     detail: Some(format!("checkout failed: {why}")),
+                    dotenv: None,
                 });
             }
             CheckoutEnd::Stopped(Control::Abort) => return kill_everything(&run.marks, log, ABORTED).await,
@@ -288,6 +291,7 @@ async fn run_in_dirs(
                     failure_reason: shutdown.then_some(FailureReason::RunnerShutdown),
                     duration_ms: 0,
                     after_script: None,
+                    dotenv: None,
                     detail: Some(
                         if shutdown {
                             "stopped during the checkout"
@@ -319,7 +323,20 @@ async fn run_in_dirs(
             None => return kill_everything(&run.marks, log, ABORTED).await,
         }
     };
-    if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader) {
+    let reader = exec
+        .reads_artifacts_as_job_user()
+        .then(|| run.confinement.user().cloned())
+        .flatten();
+    let dotenv_files = job.artifacts.as_ref().map(|a| a.dotenv.as_slice()).unwrap_or_default();
+    if !dotenv_files.is_empty() {
+        // Nothing of the job may still be writing while its files are read.
+        exec.quiesce().await;
+        procs::kill_all(&run.marks).await;
+    }
+    let dotenv = handover::read(dotenv_files, &run.build_dir, reader.clone(), log);
+    if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader)
+        && !spec.paths.is_empty()
+    {
         if spec.when.applies(script.status == "success") {
             // Nothing of the job may still be writing while its files are read.
             exec.quiesce().await;
@@ -327,10 +344,6 @@ async fn run_in_dirs(
             if killed > 0 {
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
-            let reader = exec
-                .reads_artifacts_as_job_user()
-                .then(|| run.confinement.user().cloned())
-                .flatten();
             if uploader.upload(job.job_id, spec, &run.build_dir, reader, log, control).await == UploadOutcome::Aborted {
                 return kill_everything(&run.marks, log, "Aborted during the artifact upload.").await;
             }
@@ -348,6 +361,7 @@ async fn run_in_dirs(
         duration_ms: 0,
         after_script,
         detail: None,
+        dotenv,
     })
 }
 
