@@ -25,6 +25,9 @@ pub struct PipelineListData {
     /// This page (from 1) and whether an older one exists.
     pub page: i64,
     pub has_more: bool,
+    /// The project's CI variables, keys only, for a viewer who may see them.
+    #[serde(default)]
+    pub variables: Vec<usher_core::api::Variable>,
 }
 
 /// What the list pages are asked for (their URL's query).
@@ -157,7 +160,14 @@ pub async fn list_pipelines(
     let has_more = pipelines.len() as i64 > PER_PAGE;
     pipelines.truncate(PER_PAGE as usize);
     let name_of = |id: i64| projects.iter().find(|p| p.id == id).map(|p| p.name.clone()).unwrap_or_default();
+    let variables = match project_id {
+        Some(id) if actor.role.may(usher_core::roles::Action::ListVariables) => {
+            engine.list_variables(&actor, id).await.map_err(ssr::fail)?
+        }
+        _ => Vec::new(),
+    };
     Ok(PipelineListData {
+        variables,
         viewer: ssr::viewer(&actor),
         now: usher_engine::now(),
         page,

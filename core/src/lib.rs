@@ -15,6 +15,7 @@ pub mod api;
 pub mod artifacts;
 pub mod config;
 pub mod dotenv;
+pub mod masking;
 pub mod names;
 pub mod pipeline;
 pub mod protocol;

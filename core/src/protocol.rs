@@ -111,6 +111,10 @@ pub struct JobAssignment {
     pub image: Option<String>,
     #[serde(default)]
     pub services: Vec<crate::config::Service>,
+    /// Values the job's log must not show: each becomes `[MASKED]` (see
+    /// `crate::masking`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub masked: Vec<String>,
 }
 
 /// Where a job's code comes from. The credentials are for git only (askpass / ssh key),

@@ -52,6 +52,8 @@ pub enum Action {
     /// A new attempt of a finished job or of a pipeline's failed and canceled jobs.
     Retry,
     ManageProjects,
+    /// The keys of a project's CI variables (never their values).
+    ListVariables,
     /// Users, tokens, runner tokens.
     Administer,
 }
@@ -60,7 +62,7 @@ impl Action {
     pub fn minimum_role(self) -> Role {
         match self {
             Action::Read => Role::Viewer,
-            Action::CreatePipeline | Action::Cancel | Action::Retry => Role::Developer,
+            Action::CreatePipeline | Action::Cancel | Action::Retry | Action::ListVariables => Role::Developer,
             Action::Abort | Action::ManageProjects => Role::Maintainer,
             Action::Administer => Role::Admin,
         }
@@ -74,6 +76,7 @@ impl Action {
             Action::Abort => "abort jobs",
             Action::Retry => "retry jobs",
             Action::ManageProjects => "manage projects",
+            Action::ListVariables => "list CI variables",
             Action::Administer => "administer users and tokens",
         }
     }

@@ -28,6 +28,7 @@ pub mod service;
 pub mod store;
 mod throttle;
 mod transitions;
+mod variables;
 
 pub use accounts::{BootstrapCredentials, SESSION_DAYS};
 pub use auth::Actor;

@@ -90,9 +90,13 @@ impl Engine {
         // The configuration's variables first, Usher's last: the last of two equal names
         // wins in the job's environment, so CI_* always say the truth (the parser also
         // refuses configurations that set them; pipelines stored before that may).
-        let mut variables: Vec<(String, String)> = spec
-            .pipeline_variables
+        // The project's variables first: the YAML's of the same name win.
+        let project_variables = self.store().variable_values(job.project_id).await?;
+        let masked: Vec<String> = project_variables.iter().filter(|v| v.masked).map(|v| v.value.clone()).collect();
+        let mut variables: Vec<(String, String)> = project_variables
             .into_iter()
+            .map(|v| (v.key, v.value))
+            .chain(spec.pipeline_variables)
             .chain(spec.job.variables)
             .filter(|(k, _)| !usher_core::config::limits::is_reserved_variable(k))
             .collect();
@@ -169,6 +173,7 @@ impl Engine {
             checkout,
             image: spec.job.image,
             services: spec.job.services,
+            masked,
         })
     }
 

@@ -1,8 +1,12 @@
 //! The job log on its way to the server: bytes from the job's processes and the runner's
 //! own notes go through one sink, which turns them into `Log` messages with byte offsets
-//! (valid UTF-8, split only at character boundaries) and batches what is already waiting.
+//! (valid UTF-8, split only at character boundaries), batches what is already waiting,
+//! and writes `[MASKED]` over the job's masked values (`usher_core::masking`) wherever
+//! the pieces of output are cut — everything a job's log gets passes here, the script's,
+//! after_script's, git's and the runner's own lines alike.
 
 use tokio::sync::{mpsc, oneshot};
+use usher_core::masking::Masker;
 use usher_core::protocol::RunnerMessage;
 
 const MAX_BATCH: usize = 64 * 1024;
@@ -38,9 +42,10 @@ impl LogHandle {
 
 /// Starts the sink task for one job. `out` gets each `Log` message before a flush that
 /// follows it is acknowledged, so whatever the caller sends after `flush` comes later.
-pub fn spawn(job_id: i64, out: impl Fn(RunnerMessage) + Send + 'static) -> LogHandle {
+pub fn spawn(job_id: i64, masked: Vec<String>, out: impl Fn(RunnerMessage) + Send + 'static) -> LogHandle {
     let (tx, mut rx) = mpsc::unbounded_channel::<SinkMsg>();
     tokio::spawn(async move {
+        let mut masker = Masker::new(masked);
         let mut offset: u64 = 0;
         let mut carry: Vec<u8> = Vec::new();
         while let Some(first) = rx.recv().await {
@@ -56,7 +61,11 @@ pub fn spawn(job_id: i64, out: impl Fn(RunnerMessage) + Send + 'static) -> LogHa
                     Err(_) => break,
                 }
             }
-            let text = take_utf8(&mut carry, !flushes.is_empty());
+            let flushing = !flushes.is_empty();
+            let mut text = masker.feed(&take_utf8(&mut carry, flushing));
+            if flushing {
+                text.push_str(&masker.finish());
+            }
             if !text.is_empty() {
                 let len = text.len() as u64;
                 out(RunnerMessage::Log {

@@ -14,6 +14,9 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/projects"),
     ("get", "/api/v1/projects/{id}"),
     ("put", "/api/v1/projects/{id}"),
+    ("get", "/api/v1/projects/{id}/variables"),
+    ("post", "/api/v1/projects/{id}/variables"),
+    ("delete", "/api/v1/projects/{id}/variables/{key}"),
     ("get", "/api/v1/projects/{id}/pipelines"),
     ("post", "/api/v1/projects/{id}/pipelines"),
     ("post", "/api/v1/projects/{id}/hooks/push"),
@@ -76,11 +79,16 @@ async fn openapi_json_covers_every_public_route() {
     let mut operations = 0;
     for (path, item) in spec["paths"].as_object().unwrap() {
         for method in item.as_object().unwrap().keys() {
-            let url = format!("{}{}", t.base, path.replace("{id}", "999999").replace("{path}", "x.txt"));
+            let url = format!(
+                "{}{}",
+                t.base,
+                path.replace("{id}", "999999").replace("{path}", "x.txt").replace("{key}", "KEY")
+            );
             let req = match method.as_str() {
                 "get" => t.client.get(&url),
                 "post" => t.client.post(&url),
                 "put" => t.client.put(&url),
+                "delete" => t.client.delete(&url),
                 other => panic!("unexpected method {other} for {path}"),
             };
             let resp = req.bearer_auth(ADMIN_TOKEN).send().await.unwrap();
@@ -116,6 +124,7 @@ async fn openapi_json_covers_every_public_route() {
              runner_id, exit_code, failure_reason, cancel, after_script, tags, waiting_for, retry_of, retried, when"
         )
     );
+    assert_eq!(properties(&spec, "Variable"), sorted("key, masked, created_at"));
     assert_eq!(properties(&spec, "CancelInfo"), sorted("mode, requested_by, requested_at, reason"));
     assert_eq!(properties(&spec, "AfterScriptResult"), sorted("exit_code, duration_ms, timed_out"));
     assert_eq!(

@@ -99,7 +99,11 @@ async fn a_cancel_during_test_runs_destroy_and_the_pipeline_stays_canceling_unti
         "destroy's moves, each with the pipeline's status then"
     );
     let (status, body) = refused.expect("destroy ran");
-    assert_eq!((status, body["error"]["code"].as_str()), (409, Some("invalid_transition")), "{body}");
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (409, Some("invalid_transition")),
+        "{body}"
+    );
 
     let (log, _) = t.log(destroy).await;
     assert!(log.contains("destroying after canceled") && log.contains("destroyed"), "{log}");
@@ -162,9 +166,15 @@ destroy:
     let (log, _) = t.log(destroy).await;
     assert!(log.contains(&format!("destroying [env-{id}-secretish] later=[]")), "{log}");
     let (provision_log, _) = t.log(provision).await;
-    assert!(provision_log.contains("provision.env hands over 1 variable(s) to later jobs: ENV_ID"), "{provision_log}");
+    assert!(
+        provision_log.contains("provision.env hands over 1 variable(s) to later jobs: ENV_ID"),
+        "{provision_log}"
+    );
     assert!(provision_log.contains("line 2: not `NAME=value`"), "{provision_log}");
-    assert!(!provision_log.contains("secretish"), "the runner does not print the value: {provision_log}");
+    assert!(
+        !provision_log.contains("secretish"),
+        "the runner does not print the value: {provision_log}"
+    );
     assert_eq!(t.job(provision).await["status"], "canceled");
     t.stop().await;
 }
@@ -194,7 +204,10 @@ test:
     let (provision, test) = (TestServer::job_id(&pipeline, "provision"), TestServer::job_id(&pipeline, "test"));
     t.wait_for_status(test, "success").await;
     let (log, _) = t.log(provision).await;
-    assert!(log.contains("dotenv: shadow.env is not read") && log.contains("dotenv: fifo.env is not read"), "{log}");
+    assert!(
+        log.contains("dotenv: shadow.env is not read") && log.contains("dotenv: fifo.env is not read"),
+        "{log}"
+    );
     let (test_log, _) = t.log(test).await;
     assert_eq!(log_value(&test_log, "shadow_lines"), "0", "{test_log}");
     t.stop().await;

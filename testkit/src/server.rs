@@ -111,6 +111,7 @@ impl TestServer {
             "GET" => self.client.get(url),
             "POST" => self.client.post(url),
             "PUT" => self.client.put(url),
+            "DELETE" => self.client.delete(url),
             other => panic!("method {other}"),
         }
         .bearer_auth(token);

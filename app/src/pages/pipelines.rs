@@ -45,6 +45,7 @@ fn PipelineList(data: PipelineListData, query: ListQuery) -> impl IntoView {
         now,
         page,
         has_more,
+        variables,
     } = data;
     let role = viewer.role;
     let filter_status = query.status.clone().unwrap_or_default();
@@ -128,6 +129,16 @@ fn PipelineList(data: PipelineListData, query: ListQuery) -> impl IntoView {
                         Some(url) => Either::Left(view! { "Repository " <code>{url}</code> " · default branch " <code>{default_branch.clone()}</code> }),
                         None => Either::Right(view! { "Inline CI configuration" }),
                     }}
+                </p>
+            })}
+            {(!variables.is_empty()).then(|| view! {
+                <p class="variables" data-testid="variables">"CI variables: "
+                    {variables.iter().map(|v| view! {
+                        <code>{v.key.clone()}</code>
+                        {v.masked.then(|| view! { <span class="muted">" (masked)"</span> })}
+                        " "
+                    }).collect_view()}
+                    <span class="muted">"· values are write-only (docs/api.md)"</span>
                 </p>
             })}
             {match project_id {

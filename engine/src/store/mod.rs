@@ -29,12 +29,14 @@ mod retries;
 mod runners;
 mod transaction;
 mod transitions;
+mod variables;
 
 pub use change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
 pub use jobs::{AssignmentSource, HandedOver};
 pub use logs::LOGS_CHANNEL;
 pub use pipelines::{JobNodeRow, NewJob, NewPipeline, PipelineFilter, StoredSpec};
 pub use projects::{NewProject, ProjectChange, ProjectSecrets};
+pub use variables::VariableValue;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {

@@ -139,7 +139,7 @@ pub async fn run_job(
     out: impl Fn(RunnerMessage) + Send + 'static,
 ) -> JobOutcome {
     let started = Instant::now();
-    let log = logsink::spawn(job.job_id, out);
+    let log = logsink::spawn(job.job_id, job.masked.clone(), out);
     let cookie = format!("{}-{}-{}", std::process::id(), job.job_id, hex::encode(rand::random::<[u8; 8]>()));
     let build_dir = host.builds_dir.join(format!("job-{}", job.job_id));
     let meta_dir = host.builds_dir.join(format!("job-{}.usher", job.job_id));

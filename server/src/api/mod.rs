@@ -7,6 +7,7 @@ pub mod hooks;
 pub mod jobs;
 pub mod pipelines;
 pub mod projects;
+pub mod variables;
 
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
@@ -19,6 +20,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(projects::create_project, projects::list_projects))
         .routes(routes!(projects::get_project, projects::update_project))
+        .routes(routes!(variables::add_variable, variables::list_variables))
+        .routes(routes!(variables::delete_variable))
         .routes(routes!(pipelines::create_pipeline, pipelines::list_pipelines))
         .routes(routes!(hooks::push_hook))
         .routes(routes!(pipelines::get_pipeline))
