@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # cargo-leptos writes the site (JS, WASM, CSS, assets) to <cargo target dir>/site.
 export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 
-.PHONY: run test build-release build-debug test-rust test-e2e test-fuzz screenshots bench bench-peers bench-browser clean
+.PHONY: run test lint build-release build-debug test-rust test-e2e test-fuzz screenshots bench bench-peers bench-browser clean
 
 ## Install what is missing, build in release mode, serve http://127.0.0.1:3000
 ## (SQLite under ./data, one local runner, the demo project). It serves its own copy of
@@ -25,7 +25,13 @@ build-release:
 
 ## Everything CI checks: Rust unit and integration tests, the browser suite, and a
 ## schema-driven fuzz run of the JSON API.
-test: build-debug test-rust test-e2e test-fuzz
+test: build-debug lint test-rust test-e2e test-fuzz
+
+# What needs no build: the code is formatted as rustfmt.toml says, and no two modules of
+# a crate import each other (scripts/check-imports).
+lint:
+	cargo fmt --all -- --check
+	scripts/check-imports
 
 build-debug:
 	scripts/setup --test
