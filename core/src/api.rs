@@ -393,9 +393,10 @@ impl CreateVariable {
         if self.value.len() > 64 * 1024 {
             return Some("`value` is longer than 64 KiB".into());
         }
-        if self.masked == Some(true) && (self.value.len() < crate::masking::MIN_MASKED_LEN || self.value.contains(['\n', '\r'])) {
+        if self.masked == Some(true) && !crate::masking::maskable(&self.value) {
             return Some(format!(
-                "a masked value must be at least {} characters on one line",
+                "a masked value must be at least {} characters, without blanks, quotes or backslashes \
+                 (a shell prints those changed, and the change would not be masked)",
                 crate::masking::MIN_MASKED_LEN
             ));
         }

@@ -11,6 +11,16 @@ pub const MASK: &str = "[MASKED]";
 /// ordinary words of the log.
 pub const MIN_MASKED_LEN: usize = 8;
 
+/// Whether a value can be masked: long enough, and printed by a shell as it is. Blanks
+/// (`echo $V` joins words with one space), quotes and backslashes (`set -x` and `printf
+/// %q` escape them) would reach the log in a form that is not the value.
+pub fn maskable(value: &str) -> bool {
+    value.len() >= MIN_MASKED_LEN
+        && !value
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '\'' | '"' | '`' | '\\'))
+}
+
 /// Replaces masked values in a stream of text.
 #[derive(Debug, Default)]
 pub struct Masker {
@@ -63,14 +73,15 @@ impl Masker {
         let mut at = 0;
         while at < text.len() {
             let rest = &text[at..];
+            // The rest could be the start of a value longer than what is here (perhaps a
+            // longer one than a value matched here already): wait for more.
+            if !all && self.secrets.iter().any(|s| s.len() > rest.len() && s.starts_with(rest)) {
+                return (out, at);
+            }
             if let Some(secret) = self.secrets.iter().find(|s| rest.starts_with(s.as_str())) {
                 out.push_str(MASK);
                 at += secret.len();
                 continue;
-            }
-            if !all && self.secrets.iter().any(|s| s.starts_with(rest)) {
-                // The rest could be the start of a value: wait for more.
-                return (out, at);
             }
             let c = rest.chars().next().expect("not at the end");
             out.push(c);
@@ -111,6 +122,19 @@ mod tests {
         assert_eq!(m.feed("ed the test\n"), "passed the test\n");
         assert_eq!(m.feed("the end: passw"), "the end: ");
         assert_eq!(m.finish(), "passw");
+    }
+
+    #[test]
+    fn a_longer_value_is_masked_whole_wherever_the_pieces_are_cut() {
+        let values = ["abcdefgh", "abcdefgh-prod-XYZ"];
+        let log = "a abcdefgh-prod-XYZ b abcdefgh c\n";
+        for cut in 0..=log.len() {
+            assert_eq!(
+                through(&values, &[&log[..cut], &log[cut..]]),
+                "a [MASKED] b [MASKED] c\n",
+                "cut at {cut}"
+            );
+        }
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::repository::RepoCredentials;
 use crate::status::{JobEvent, Status};
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Runner → server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,7 +85,8 @@ pub enum ServerMessage {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// Its `Debug` names the variables without their values (project variables are secrets).
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobAssignment {
     pub job_id: i64,
     pub pipeline_id: i64,
@@ -115,6 +116,22 @@ pub struct JobAssignment {
     /// `crate::masking`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masked: Vec<String>,
+}
+
+impl std::fmt::Debug for JobAssignment {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.variables.iter().map(|(name, _)| name.as_str()).collect();
+        f.debug_struct("JobAssignment")
+            .field("job_id", &self.job_id)
+            .field("pipeline_id", &self.pipeline_id)
+            .field("name", &self.name)
+            .field("variables", &names)
+            .field("artifacts", &self.artifacts)
+            .field("checkout", &self.checkout)
+            .field("image", &self.image)
+            .field("masked", &self.masked.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Where a job's code comes from. The credentials are for git only (askpass / ssh key),

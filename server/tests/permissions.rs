@@ -335,7 +335,7 @@ async fn revoked_tokens_stop_working_at_once() {
         tokio_tungstenite::connect_async(request)
     };
     let (mut ws, _) = connect(runner_token.clone()).await.expect("a live token connects");
-    let hello = json!({"type": "hello", "version": 1, "name": "r", "concurrency": 1, "held_jobs": [], "runner_id": null});
+    let hello = json!({"type": "hello", "version": usher_core::protocol::PROTOCOL_VERSION, "name": "r", "concurrency": 1, "held_jobs": [], "runner_id": null});
     ws.send(Message::Text(hello.to_string().into())).await.unwrap();
     let welcome = ws.next().await.unwrap().unwrap();
     assert!(welcome.to_text().unwrap().contains("welcome"));

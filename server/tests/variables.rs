@@ -44,6 +44,14 @@ async fn roles_and_write_only_values() {
             json!({"key": "LINES", "value": "12345678\nmore", "masked": true}),
             "a masked value on two lines",
         ),
+        (
+            json!({"key": "BLANK", "value": "two  spaces-here", "masked": true}),
+            "a masked value with blanks",
+        ),
+        (
+            json!({"key": "QUOTE", "value": "it's-a-secret", "masked": true}),
+            "a masked value with a quote",
+        ),
     ] {
         let (status, answer) = t.call_as(maintainer, "POST", &path, Some(bad)).await;
         assert_eq!(
