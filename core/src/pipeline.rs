@@ -78,41 +78,73 @@ pub struct JobNode<'a> {
 
 /// For each `created` job whose prerequisites have all finished, whether it runs
 /// (`Enqueue`) or never will (`Skip`), by its `when`:
-/// - `on_success`: runs if they all succeeded;
+/// - `on_success`: runs if they all succeeded (a cleanup job among them that was skipped,
+///   having had no reason to run, does not count);
 /// - `on_failure`: runs if one of them failed;
 /// - `always`: runs;
 /// - `on_cancel`: waits also until every job of the pipeline that is not a cleanup job
-///   has finished, then runs if the pipeline was cancelled gracefully (`cancel`).
+///   has finished (except the jobs that wait for it, directly or not), then runs if the
+///   pipeline was cancelled gracefully (`cancel`).
 ///
 /// Returns indexes into `jobs`.
 pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<(usize, JobEvent)> {
     let mut out = Vec::new();
-    let others_finished = jobs.iter().filter(|j| !j.when.is_cleanup()).all(|j| j.status.is_terminal());
     for (i, job) in jobs.iter().enumerate() {
         if job.status != Status::Created {
             continue;
         }
-        let prerequisites: Vec<Status> = match job.needs {
-            Some(needs) => jobs
-                .iter()
-                .filter(|j| needs.iter().any(|n| n == j.name))
-                .map(|j| j.status)
-                .collect(),
-            None => jobs.iter().filter(|j| j.stage_index < job.stage_index).map(|j| j.status).collect(),
-        };
+        let prerequisites: Vec<Status> = prerequisites_of(jobs, i).map(|j| jobs[j].status).collect();
         if !prerequisites.iter().all(|s| s.is_terminal()) {
             continue;
         }
+        // A cleanup job that had no reason to run (skipped) holds nothing up.
+        let held_up_by = prerequisites_of(jobs, i).filter(|&j| !(jobs[j].when.is_cleanup() && jobs[j].status == Status::Skipped));
         let runs = match job.when {
-            When::OnSuccess => prerequisites.iter().all(|s| *s == Status::Success),
+            When::OnSuccess => held_up_by.map(|j| jobs[j].status).all(|s| s == Status::Success),
             When::OnFailure => prerequisites.contains(&Status::Failed),
             When::Always => true,
-            When::OnCancel if !others_finished => continue,
-            When::OnCancel => cancel == Some(CancelMode::Graceful),
+            When::OnCancel => {
+                let waiting = waiting_for(jobs, i);
+                let others_finished = jobs
+                    .iter()
+                    .enumerate()
+                    .filter(|(j, other)| !other.when.is_cleanup() && !waiting[*j])
+                    .all(|(_, other)| other.status.is_terminal());
+                if !others_finished {
+                    continue;
+                }
+                cancel == Some(CancelMode::Graceful)
+            }
         };
         out.push((i, if runs { JobEvent::Enqueue } else { JobEvent::Skip }));
     }
     out
+}
+
+/// The jobs job `i` waits for: those it `needs`, or without `needs:` every job of an
+/// earlier stage.
+fn prerequisites_of<'a>(jobs: &'a [JobNode<'a>], i: usize) -> impl Iterator<Item = usize> + 'a {
+    let job = &jobs[i];
+    (0..jobs.len()).filter(move |&j| match job.needs {
+        Some(needs) => needs.iter().any(|n| n == jobs[j].name),
+        None => jobs[j].stage_index < job.stage_index,
+    })
+}
+
+/// For each job, whether it waits for job `i`, directly or through others.
+fn waiting_for(jobs: &[JobNode<'_>], i: usize) -> Vec<bool> {
+    let mut waiting = vec![false; jobs.len()];
+    let mut changed = true;
+    while changed {
+        changed = false;
+        for j in 0..jobs.len() {
+            if !waiting[j] && prerequisites_of(jobs, j).any(|p| p == i || waiting[p]) {
+                waiting[j] = true;
+                changed = true;
+            }
+        }
+    }
+    waiting
 }
 
 /// Whether a cancel of the pipeline in `mode` stops a job that runs `when`: an abort
@@ -268,6 +300,31 @@ mod tests {
         assert!(ready_decisions(&jobs, Some(CancelMode::Graceful)).is_empty());
         let jobs = [jobs[0].clone(), jobs[1].clone(), node("late", 2, Some(&[]), S::Canceled)];
         assert_eq!(ready_decisions(&jobs, Some(CancelMode::Graceful)), vec![(1, JobEvent::Enqueue)]);
+    }
+
+    /// provision → cleanup (destroy, on_cancel) → report: report waits for destroy, so
+    /// destroy must not wait for report (it once did: neither ever ran).
+    #[test]
+    fn on_cancel_does_not_wait_for_the_jobs_that_wait_for_it() {
+        let jobs = [
+            node("provision", 0, None, S::Success),
+            cleanup("destroy", 1, When::OnCancel, S::Created),
+            node("report", 2, None, S::Created),
+        ];
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Skip)]);
+        let jobs = [jobs[0].clone(), cleanup("destroy", 1, When::OnCancel, S::Skipped), jobs[2].clone()];
+        // A skipped cleanup job holds nothing up: report runs.
+        assert_eq!(ready_decisions(&jobs, None), vec![(2, JobEvent::Enqueue)]);
+        // Through `needs`, two steps away.
+        let needs_destroy = vec!["destroy".to_string()];
+        let needs_report = vec!["report".to_string()];
+        let jobs = [
+            node("provision", 0, None, S::Success),
+            cleanup("destroy", 0, When::OnCancel, S::Created),
+            node("report", 0, Some(&needs_destroy), S::Created),
+            node("notify", 0, Some(&needs_report), S::Created),
+        ];
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Skip)]);
     }
 
     #[test]

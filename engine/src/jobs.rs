@@ -41,6 +41,19 @@ impl Engine {
                 job.status
             )));
         }
+        // A retry makes the pipeline run again (no longer a cancelled one): not while it
+        // is tearing down after its cancel, which would lose the teardown's rules.
+        let pipeline = self
+            .store()
+            .get_pipeline(job.pipeline_id)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("pipeline {}", job.pipeline_id)))?;
+        if pipeline.cancel.is_some() && !pipeline.status.is_terminal() {
+            return Err(EngineError::InvalidTransition(format!(
+                "pipeline {} is running its cleanup jobs after a cancel; retry once it has ended",
+                job.pipeline_id
+            )));
+        }
         let skipped: Vec<i64> = self
             .store()
             .jobs_of_pipeline(job.pipeline_id)

@@ -88,6 +88,9 @@ async fn a_graceful_cancel_runs_the_teardown_and_ends_canceled() {
         assert!(matches!(again, Err(EngineError::InvalidTransition(_))), "{}: {again:?}", db.name);
         let own = engine.cancel_job(&admin, cleanup.job_id).await;
         assert!(matches!(own, Err(EngineError::InvalidTransition(_))), "{}: {own:?}", db.name);
+        // Nor may a retry of the cancelled test turn the teardown back into a run.
+        let retry = engine.retry_job(&admin, test.job_id).await;
+        assert!(matches!(retry, Err(EngineError::InvalidTransition(_))), "{}: {retry:?}", db.name);
         assert_eq!(engine.get_pipeline(&admin, pipeline_id).await.unwrap().status, Status::Canceling);
 
         // A failing teardown does not turn the cancelled pipeline into a failed one.

@@ -89,7 +89,11 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
     });
     let retry_pipeline = ServerAction::<RetryPipeline>::new();
     Effect::new(move |_| match retry_pipeline.value().get() {
-        Some(Ok(p)) => p.jobs.unwrap_or_default().into_iter().for_each(upsert),
+        Some(Ok(p)) => {
+            // Retried, it is no longer a cancelled pipeline.
+            cancel.set(p.cancel.as_ref().map(|c| c.mode));
+            p.jobs.unwrap_or_default().into_iter().for_each(upsert)
+        }
         Some(Err(e)) => error.set(Some(e.to_string())),
         None => {}
     });
