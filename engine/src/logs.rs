@@ -31,7 +31,7 @@ impl Engine {
     /// character boundary), and whether more is stored after it.
     pub async fn job_log_page(&self, actor: &Actor, id: i64, offset: u64, max_bytes: usize) -> Result<(String, bool), EngineError> {
         self.get_job(actor, id).await?;
-        let (text, next) = self.store().read_log_page(id, offset, max_bytes).await?;
+        let (text, _, next) = self.store().read_log_page(id, offset, max_bytes).await?;
         Ok((text, next.is_some()))
     }
 
@@ -44,15 +44,30 @@ impl Engine {
         let store = self.store();
         let length = store.log_length(id).await?;
         let end = before.map_or(length, |b| b.min(length));
-        let from = end.saturating_sub(max_bytes as u64);
-        let (mut text, _) = store.read_log_page(id, from, (end - from) as usize).await?;
-        let mut start = end - text.len() as u64;
+        if end == 0 {
+            return Ok(LogStretch::default());
+        }
+        // From one byte before the window: whether the window starts at a line's start.
+        let from = end.saturating_sub(max_bytes as u64).saturating_sub(1);
+        let (mut text, mut start, _) = store.read_log_page(id, from, (end - from) as usize).await?;
+        // A page holds at least one character, which may reach past `end`: cut it back.
+        let mut keep = (end.saturating_sub(start) as usize).min(text.len());
+        while !text.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        text.truncate(keep);
         if start > 0 {
             // Begin at the first whole line, if the stretch holds one.
             if let Some(cut) = text.find('\n').filter(|&at| at + 1 < text.len()) {
                 text.drain(..=cut);
                 start += cut as u64 + 1;
             }
+        }
+        // One line longer than the window: its last `max_bytes`.
+        while text.len() > max_bytes {
+            let first = text.chars().next().map_or(1, char::len_utf8);
+            text.drain(..first);
+            start += first as u64;
         }
         let lines_before = store.newlines_before(id, start).await?;
         Ok(LogStretch { start, lines_before, text })
@@ -75,7 +90,7 @@ impl Engine {
             let engine = engine.clone();
             async move {
                 let Some(from) = from else { return Ok(None) };
-                let (text, end) = engine.store().read_log_page(id, from, LOG_PAGE_BYTES).await?;
+                let (text, _, end) = engine.store().read_log_page(id, from, LOG_PAGE_BYTES).await?;
                 Ok(match end {
                     Some(end) => Some((text, Some(end))),
                     None if text.is_empty() => None,

@@ -93,6 +93,25 @@ async fn check_stretches(engine: &usher_engine::Engine, admin: &usher_engine::Ac
         pieces.reverse();
         assert_eq!(pieces.concat(), log, "{db}: max {max}");
     }
+    // Tiny and odd ends: at most what was asked for, cut at characters, never a panic.
+    let mid_char = log
+        .char_indices()
+        .find(|(_, c)| c.len_utf8() == 4)
+        .map(|(i, _)| i as u64 + 2)
+        .unwrap();
+    for before in (0..=5).chain([mid_char]) {
+        let stretch = engine.job_log_stretch(admin, job, Some(before), 64).await.unwrap();
+        assert!(stretch.end() <= before, "{db}: before {before}: ends at {}", stretch.end());
+        assert_eq!(
+            stretch.text,
+            log[stretch.start as usize..stretch.end() as usize],
+            "{db}: before {before}"
+        );
+    }
+    // A window that begins exactly at a line's start keeps that line.
+    let last_line = log[..log.len() - 1].rfind('\n').unwrap() + 1;
+    let exact = engine.job_log_stretch(admin, job, None, log.len() - last_line).await.unwrap();
+    assert_eq!(exact.start as usize, last_line, "{db}");
     // A stretch asked to end past the log ends with it.
     let past = engine.job_log_stretch(admin, job, Some(log.len() as u64 + 99), 64).await.unwrap();
     assert_eq!(past.end(), log.len() as u64, "{db}");

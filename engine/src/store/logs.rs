@@ -175,14 +175,15 @@ impl Store {
     }
 
     /// At most `max_bytes` of the log from byte `offset` on (snapped forward to a
-    /// character boundary, and cut back to one at the end), and where the next page
-    /// starts, or None when this page reaches the end of what is stored.
+    /// character boundary, and cut back to one at the end), the offset of its first byte,
+    /// and where the next page starts, or None when this page reaches the end of what is
+    /// stored.
     ///
     /// Only the window's bytes leave the database, whatever the size of the stored chunks
     /// (a runner's batch may be stored as one chunk of a megabyte or more): each chunk
     /// that overlaps the window gives just its part of it, so a page costs `max_bytes`,
     /// not a chunk.
-    pub async fn read_log_page(&self, job_id: i64, offset: u64, max_bytes: usize) -> Result<(String, Option<u64>), EngineError> {
+    pub async fn read_log_page(&self, job_id: i64, offset: u64, max_bytes: usize) -> Result<(String, u64, Option<u64>), EngineError> {
         // Room for the longest character, so that every page moves on.
         let max_bytes = max_bytes.max(4);
         let window_end = offset.saturating_add(max_bytes as u64);
@@ -222,7 +223,7 @@ impl Store {
         page.truncate(skip + valid);
         page.drain(..skip);
         let text = String::from_utf8(page).map_err(|e| EngineError::Internal(e.to_string()))?;
-        Ok((text, full.then_some(next)))
+        Ok((text, offset + skip as u64, full.then_some(next)))
     }
 
     /// How many bytes of log a job has.
@@ -239,11 +240,16 @@ impl Store {
     /// in the rows wholly before it, and here in the part of the row it falls in (at
     /// most a row's bytes leave the database).
     pub async fn newlines_before(&self, job_id: i64, offset: u64) -> Result<u64, EngineError> {
-        let row = sqlx::query(
-            "SELECT CAST(COALESCE(SUM(length(data) - length(replace(data, $3, ''))), 0) AS BIGINT) AS newlines, \
+        // Byte lengths: SQLite's length() of text stops at a NUL, which a log may hold.
+        let bytes = match self.backend {
+            Backend::Sqlite => "length(CAST(data AS BLOB)) - length(CAST(replace(data, $3, '') AS BLOB))",
+            Backend::Postgres => "octet_length(data) - octet_length(replace(data, $3, ''))",
+        };
+        let row = sqlx::query(&format!(
+            "SELECT CAST(COALESCE(SUM({bytes}), 0) AS BIGINT) AS newlines, \
                     CAST(COALESCE(MAX(byte_end), 0) AS BIGINT) AS covered \
-             FROM job_log_chunks WHERE job_id = $1 AND byte_end <= $2",
-        )
+             FROM job_log_chunks WHERE job_id = $1 AND byte_end <= $2"
+        ))
         .bind(job_id)
         .bind(offset as i64)
         .bind("\n")
@@ -252,7 +258,7 @@ impl Store {
         let mut newlines = row.try_get::<i64, _>("newlines")?.max(0) as u64;
         let covered = row.try_get::<i64, _>("covered")?.max(0) as u64;
         if covered < offset {
-            let (part, _) = self.read_log_page(job_id, covered, (offset - covered) as usize).await?;
+            let (part, _, _) = self.read_log_page(job_id, covered, (offset - covered) as usize).await?;
             newlines += part.bytes().filter(|&b| b == b'\n').count() as u64;
         }
         Ok(newlines)
