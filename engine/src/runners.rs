@@ -103,16 +103,20 @@ impl Engine {
         // What earlier jobs handed over (dotenv reports) comes after the YAML's, so it
         // wins, as in GitLab: from every job of an earlier stage, or with `needs:` from
         // the jobs named there. A job of the first stage without needs waits for none.
+        // Together they are held to one report's limits, so that many jobs handing over
+        // cannot make an environment too large to start a process in.
         if stage_index > 0 || spec.job.needs.as_ref().is_some_and(|n| !n.is_empty()) {
+            let mut handed = Vec::new();
             for earlier in self.store().handed_over(job.pipeline_id, job.id).await? {
                 let feeds = match &spec.job.needs {
                     Some(needs) => needs.contains(&earlier.job),
                     None => earlier.stage_index < stage_index,
                 };
                 if feeds {
-                    variables.extend(earlier.variables);
+                    handed.extend(earlier.variables);
                 }
             }
+            variables.extend(usher_core::dotenv::accept(handed));
         }
         variables.extend([
             ("CI".to_string(), "true".to_string()),
