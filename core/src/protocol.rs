@@ -183,6 +183,9 @@ pub struct JobReport {
     /// such files (see `crate::dotenv`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dotenv: Option<Vec<(String, String)>>,
+    /// What ending the job stopped and removed (see `crate::api::Teardown`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub teardown: Option<crate::api::Teardown>,
 }
 
 impl JobReport {

@@ -26,6 +26,8 @@ pub struct Metrics {
     pub event_subscribers: Gauge<i64, AtomicI64>,
     pub cancel_to_runner: Histogram,
     pub cancel_to_terminal: Histogram,
+    /// What final sweeps found that the usual teardown of a job missed (alert on it).
+    pub teardown_leftovers: prometheus_client::metrics::counter::Counter,
 }
 
 /// Buckets from 0.5 ms to ~65 s: Usher's cancel reaches a runner in milliseconds, a
@@ -42,6 +44,12 @@ impl Default for Metrics {
         let event_subscribers = Gauge::<i64, AtomicI64>::default();
         let cancel_to_runner = Histogram::new(buckets());
         let cancel_to_terminal = Histogram::new(buckets());
+        let teardown_leftovers = prometheus_client::metrics::counter::Counter::default();
+        registry.register(
+            "usher_teardown_leftovers",
+            "Processes and Docker objects of finished jobs that only the final sweep found (0 is the goal)",
+            teardown_leftovers.clone(),
+        );
         registry.register("usher_jobs", "Jobs in each status", jobs.clone());
         registry.register(
             "usher_runners_connected",
@@ -70,6 +78,7 @@ impl Default for Metrics {
             event_subscribers,
             cancel_to_runner,
             cancel_to_terminal,
+            teardown_leftovers,
         }
     }
 }

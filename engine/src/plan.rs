@@ -101,6 +101,8 @@ pub struct JobWrite {
     pub after_timed_out: Option<i64>,
     /// What the job's dotenv reports hand over (JSON), from its runner's report.
     pub dotenv: Option<String>,
+    /// The receipt of its teardown (JSON), from its runner's report.
+    pub teardown: Option<String>,
 }
 
 /// One entry of a job's timeline.
@@ -244,6 +246,9 @@ pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &
         dotenv: report
             .and_then(|r| r.dotenv.clone())
             .map(|reported| serde_json::to_string(&usher_core::dotenv::accept(reported)).unwrap_or_default()),
+        teardown: report
+            .and_then(|r| r.teardown.as_ref())
+            .map(|t| serde_json::to_string(&bounded(t)).unwrap_or_default()),
     };
     let audit = Audit {
         job_id: job.id,
@@ -258,6 +263,23 @@ pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &
         write: Box::new(write),
         audit,
     })
+}
+
+/// A runner's receipt as stored: its deferred commands' words cut to a size a row holds.
+fn bounded(t: &usher_core::api::Teardown) -> usher_core::api::Teardown {
+    let mut t = t.clone();
+    t.deferred.truncate(100);
+    for d in &mut t.deferred {
+        if d.command.len() > 1000 {
+            let mut cut = 1000;
+            while !d.command.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            d.command.truncate(cut);
+        }
+    }
+    t.after_script.truncate(16);
+    t
 }
 
 /// A batch's writes: the jobs making the same write in one group (in the order of their

@@ -30,6 +30,7 @@ fn job(id: i64, status: Status) -> Job {
         retry_of: None,
         retried: false,
         when: When::OnSuccess,
+        teardown: None,
     }
 }
 
@@ -45,6 +46,7 @@ fn report(exit_code: Option<i32>, failure_reason: Option<FailureReason>) -> JobR
         }),
         detail: None,
         dotenv: None,
+        teardown: None,
     }
 }
 

@@ -18,6 +18,16 @@ impl Engine {
         for t in committed.jobs.iter().filter(|t| t.changed) {
             let job = &t.job;
             tracing::info!(job = job.id, pipeline = job.pipeline_id, from = %t.from, to = %job.status, "job {}", job.status);
+            if let (Some(teardown), true) = (&job.teardown, job.status.is_terminal())
+                && teardown.leftovers > 0
+            {
+                tracing::warn!(
+                    job = job.id,
+                    leftovers = teardown.leftovers,
+                    "the final sweep found what the teardown missed"
+                );
+                self.inner.metrics.teardown_leftovers.inc_by(u64::from(teardown.leftovers));
+            }
             if let (Some(cancel), true) = (&job.cancel, job.status.is_terminal()) {
                 self.inner
                     .metrics

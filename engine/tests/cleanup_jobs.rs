@@ -39,6 +39,7 @@ fn report(exit_code: Option<i32>) -> JobReport {
         after_script: None,
         detail: None,
         dotenv: None,
+        teardown: None,
     }
 }
 

@@ -22,6 +22,7 @@ fn report(exit_code: i32) -> JobReport {
         after_script: None,
         detail: None,
         dotenv: None,
+        teardown: None,
     }
 }
 

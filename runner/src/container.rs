@@ -16,7 +16,7 @@ use nix::sys::signal::Signal;
 use crate::docker::Docker;
 use crate::job_run::JobRun;
 use crate::logsink::LogHandle;
-use usher_core::api::FailureReason;
+use usher_core::api::{DockerRemoved, FailureReason};
 use usher_core::protocol::JobReport;
 
 /// Where the per-job Docker API proxy is mounted inside the job container.
@@ -54,6 +54,7 @@ impl StartError {
             after_script: None,
             detail: Some(why),
             dotenv: None,
+            teardown: None,
         }
     }
 }
@@ -182,7 +183,7 @@ impl JobContainer {
 
 /// Removes every container, network and volume of the job — its own and what it made
 /// through its Docker API — and says so in the log.
-pub async fn tear_down(docker: &Docker, job_id: i64, log: &LogHandle) {
+pub async fn tear_down(docker: &Docker, job_id: i64, log: &LogHandle) -> (DockerRemoved, u32) {
     let started = std::time::Instant::now();
     let removed = docker.remove_everything_of(job_id).await;
     if removed.total() > 0 {
@@ -194,4 +195,20 @@ pub async fn tear_down(docker: &Docker, job_id: i64, log: &LogHandle) {
             started.elapsed().as_millis()
         ));
     }
+    // The final sweep: anything labelled for the job still there was missed above.
+    let leftovers = docker.remove_everything_of(job_id).await.total() as u32;
+    if leftovers > 0 {
+        log.note(&format!(
+            "The final sweep found and removed {leftovers} more Docker object(s) of the job."
+        ));
+    }
+    let count = |n: usize| n as u32;
+    (
+        DockerRemoved {
+            containers: count(removed.containers),
+            networks: count(removed.networks),
+            volumes: count(removed.volumes),
+        },
+        leftovers,
+    )
 }

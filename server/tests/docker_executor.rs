@@ -114,6 +114,15 @@ job:
         log.contains("Removed the job's Docker objects: 2 container(s), 1 network(s)"),
         "{log}"
     );
+    // The receipt says the same.
+    let receipt = &job["teardown"];
+    assert_eq!(receipt["docker_removed"]["containers"], 2, "{job}");
+    assert_eq!(receipt["docker_removed"]["networks"], 1, "{job}");
+    assert_eq!(
+        (receipt["after_script"].as_str(), receipt["leftovers"].as_u64()),
+        (Some("success"), Some(0)),
+        "{job}"
+    );
     assert_nothing_left(&host, &runners, job_id).await;
     eprintln!("cancel → canceled with everything removed: {} ms", took.as_millis());
     t.stop().await;

@@ -212,3 +212,57 @@ test:
     assert_eq!(log_value(&test_log, "shadow_lines"), "0", "{test_log}");
     t.stop().await;
 }
+
+/// The receipt: null while the job runs; when it has ended, what ending it stopped (the
+/// background process it left), after_script's outcome, and nothing left over. A job
+/// cancelled before any runner took it gets the receipt of nothing having run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_finished_job_has_a_teardown_receipt() {
+    let t = TestServer::start(1).await;
+    let config = r#"
+stages: [work, later]
+work:
+  stage: work
+  script:
+    - setsid sleep 1000 < /dev/null > /dev/null 2>&1 &
+    - echo started
+    - sleep 1
+  after_script:
+    - echo cleaning
+later:
+  stage: later
+  script: [echo never]
+"#;
+    let pipeline = t.pipeline(config).await;
+    let (work, later) = (TestServer::job_id(&pipeline, "work"), TestServer::job_id(&pipeline, "later"));
+    t.wait_for_log(work, "started").await;
+    assert!(t.job(work).await["teardown"].is_null(), "no receipt while it runs");
+    let (status, _) = t.call("POST", &format!("/api/v1/jobs/{later}/cancel"), None).await;
+    assert_eq!(status, 200);
+    let never = t.job(later).await;
+    assert_eq!(never["status"], "canceled");
+    assert_eq!(never["teardown"]["after_script"], "skipped", "{never}");
+    assert_eq!(never["teardown"]["processes_killed"], 0);
+
+    t.wait_for_status(work, "success").await;
+    let done = t.job(work).await;
+    let receipt = &done["teardown"];
+    assert!(
+        receipt["processes_killed"].as_u64().unwrap() >= 1,
+        "the background sleep: {receipt}"
+    );
+    assert_eq!(receipt["after_script"], "success", "{receipt}");
+    assert_eq!(receipt["leftovers"], 0, "{receipt}");
+    assert_eq!(receipt["docker_removed"]["containers"], 0, "{receipt}");
+    let metrics = t
+        .client
+        .get(format!("{}/metrics", t.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(metrics.contains("usher_teardown_leftovers_total 0"), "{metrics}");
+    t.stop().await;
+}

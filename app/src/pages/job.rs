@@ -191,6 +191,19 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 if let Some(c) = &j.cancel {
                     rows.push(("Cancel", format!("{} by {} at {} ({})", c.mode.as_str(), c.requested_by, short_time(&c.requested_at), c.reason.as_str())));
                 }
+                if let Some(t) = &j.teardown {
+                    let d = &t.docker_removed;
+                    let mut parts = vec![format!("{} process(es) stopped", t.processes_killed)];
+                    if d.containers + d.networks + d.volumes > 0 {
+                        parts.push(format!("{} container(s), {} network(s), {} volume(s) removed", d.containers, d.networks, d.volumes));
+                    }
+                    parts.push(format!("after_script {}", t.after_script));
+                    for c in &t.deferred {
+                        parts.push(format!("deferred `{}`: {}", c.command, c.exit_code.map_or("killed".to_string(), |e| format!("exit {e}"))));
+                    }
+                    parts.push(format!("{} left over", t.leftovers));
+                    rows.push(("Teardown", parts.join(" · ")));
+                }
                 if let Some(a) = &j.after_script {
                     let outcome = if a.timed_out { "timed out".to_string() } else { a.exit_code.map(|c| format!("exit {c}")).unwrap_or_else(|| "killed".into()) };
                     rows.push(("after_script", format!("{outcome} in {} ms", a.duration_ms)));

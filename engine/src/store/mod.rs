@@ -8,7 +8,7 @@
 
 use sqlx::Row;
 use sqlx::any::AnyRow;
-use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, FailureReason, Job, Pipeline, Project, When};
+use usher_core::api::{AfterScriptResult, CancelInfo, CancelMode, CancelReason, FailureReason, Job, Pipeline, Project, Teardown, When};
 use usher_core::roles::Role;
 use usher_core::status::{Status, StatusGroup};
 
@@ -52,7 +52,7 @@ pub struct Store {
 
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
     finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, \
-    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried, when_to_run";
+    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried, when_to_run, teardown";
 
 /// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
 static JOB_COLUMNS_OF_J: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| qualified("j", JOB_COLUMNS));
@@ -105,6 +105,7 @@ fn cancel_info(row: &AnyRow) -> Result<Option<CancelInfo>, sqlx::Error> {
 
 fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
     let status: String = row.try_get("status")?;
+    let started_at: Option<String> = row.try_get("started_at")?;
     let after_duration: Option<i64> = row.try_get("after_duration_ms")?;
     Ok(Job {
         id: row.try_get("id")?,
@@ -115,7 +116,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
         status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
         interruptible: row.try_get::<i64, _>("interruptible")? != 0,
         created_at: row.try_get("created_at")?,
-        started_at: row.try_get("started_at")?,
+        started_at: started_at.clone(),
         finished_at: row.try_get("finished_at")?,
         runner_id: row.try_get("runner_id")?,
         exit_code: row.try_get::<Option<i64>, _>("exit_code")?.map(|c| c as i32),
@@ -140,7 +141,20 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
             let when: String = row.try_get("when_to_run")?;
             When::parse(&when).ok_or_else(|| EngineError::Internal(format!("unknown `when` `{when}` in the database")))?
         },
+        teardown: teardown_of(row, &status, &started_at)?,
     })
+}
+
+/// A job's teardown receipt: as its runner reported it, or for a finished job no runner
+/// ever took, the receipt of nothing having run; None until then.
+fn teardown_of(row: &AnyRow, status: &str, started_at: &Option<String>) -> Result<Option<Teardown>, EngineError> {
+    if let Some(text) = row.try_get::<Option<String>, _>("teardown")? {
+        return serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| EngineError::Internal(format!("a stored teardown receipt: {e}")));
+    }
+    let finished = Status::parse(status).is_some_and(|s| s.is_terminal());
+    Ok((finished && started_at.is_none()).then(Teardown::nothing_ran))
 }
 
 /// A JSON array of tags as stored (NULL: none).

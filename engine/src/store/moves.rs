@@ -226,6 +226,7 @@ const WRITTEN: &[(&str, ValueOf)] = &[
     ("after_duration_ms", |w| Value::Int(w.after_duration_ms)),
     ("after_timed_out", |w| Value::Int(w.after_timed_out)),
     ("dotenv", |w| Value::Text(w.dotenv.as_deref())),
+    ("teardown", |w| Value::Text(w.teardown.as_deref())),
 ];
 
 /// How many parameters [`bind_write`] binds: the new status, [`WRITTEN`], the status the

@@ -9,6 +9,7 @@ use std::sync::{Mutex, OnceLock};
 
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
+use usher_core::api::DockerRemoved;
 use usher_core::protocol::JobReport;
 
 use super::JobExecutor;
@@ -106,13 +107,13 @@ impl JobExecutor for DockerJob {
         false
     }
 
-    fn finish<'a>(&'a self, run: &'a JobRun<'a>) -> BoxFuture<'a, ()> {
+    fn finish<'a>(&'a self, run: &'a JobRun<'a>) -> BoxFuture<'a, (DockerRemoved, u32)> {
         Box::pin(async move {
             let proxy = self.proxy.lock().unwrap().take();
             if let Some(proxy) = proxy {
                 proxy.close().await;
             }
-            container::tear_down(&self.docker, run.job.job_id, &run.log).await;
+            container::tear_down(&self.docker, run.job.job_id, &run.log).await
         })
     }
 }

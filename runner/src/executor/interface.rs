@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
+use usher_core::api::DockerRemoved;
 use usher_core::protocol::JobReport;
 
 use crate::job_run::JobRun;
@@ -35,6 +36,7 @@ pub(crate) trait JobExecutor: Send + Sync {
     /// Whether artifacts are read with the job user's rights (else the executor confines
     /// the job to the build directory's file system itself).
     fn reads_artifacts_as_job_user(&self) -> bool;
-    /// Removes what the executor made for the job, after its processes are gone.
-    fn finish<'a>(&'a self, run: &'a JobRun<'a>) -> BoxFuture<'a, ()>;
+    /// Removes what the executor made for the job, after its processes are gone: what it
+    /// removed, and how many objects a second sweep still found (and removed).
+    fn finish<'a>(&'a self, run: &'a JobRun<'a>) -> BoxFuture<'a, (DockerRemoved, u32)>;
 }

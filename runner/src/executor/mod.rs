@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
-use usher_core::api::FailureReason;
+use usher_core::api::{FailureReason, Teardown};
 use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
 use crate::after_script::run_after_script;
@@ -175,7 +175,7 @@ pub async fn run_job(
             JobOutcome::Report(system_failure())
         }
     };
-    let outcome = match outcome {
+    let mut outcome = match outcome {
         JobOutcome::Report(report) => JobOutcome::Report(JobReport {
             duration_ms: started.elapsed().as_millis() as u64,
             ..report
@@ -186,23 +186,32 @@ pub async fn run_job(
     if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
         run.log.note(&format!("Killed {killed} leftover process(es) of the job."));
     }
-    executor.finish(&run).await;
+    let (docker_removed, docker_leftovers) = executor.finish(&run).await;
     run.marks.remove_cgroup().await;
     // Whatever still runs as the job's user is the job's: its user serves the next job
-    // only once nothing does.
+    // only once nothing does. What this sweep finds, the usual teardown missed.
     let mut left = 0;
+    let mut swept = 0;
     if let Some(slot) = &slot {
-        let killed;
-        (killed, left) = procs::kill_user(slot.user.uid).await;
-        if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
+        (swept, left) = procs::kill_user(slot.user.uid).await;
+        if swept > 0 && !matches!(outcome, JobOutcome::Aborted) {
             run.log
-                .note(&format!("Killed {killed} more process(es) running as {}.", slot.user.name));
+                .note(&format!("Killed {swept} more process(es) running as {}.", slot.user.name));
         }
         if left > 0 {
             run.log.note(&format!(
                 "{left} process(es) of the job outlived SIGKILL; its user runs no other job until they are gone."
             ));
         }
+    }
+    if let JobOutcome::Report(report) = &mut outcome {
+        report.teardown = Some(Teardown {
+            processes_killed: killed as u32,
+            docker_removed,
+            after_script: Teardown::after_script_outcome(report.after_script.as_ref()).into(),
+            deferred: Vec::new(),
+            leftovers: (swept + left) as u32 + docker_leftovers,
+        });
     }
     run.log.flush().await;
     let _ = std::fs::remove_dir_all(&run.build_dir);
@@ -241,6 +250,7 @@ fn system_failure() -> JobReport {
         after_script: None,
         detail: None,
         dotenv: None,
+        teardown: None,
     }
 }
 
@@ -279,6 +289,7 @@ async fn run_in_dirs(
                     after_script: None,
                     detail: Some(format!("checkout failed: {why}")),
                     dotenv: None,
+                    teardown: None,
                 });
             }
             CheckoutEnd::Stopped(Control::Abort) => return kill_everything(&run.marks, log, ABORTED).await,
@@ -292,6 +303,7 @@ async fn run_in_dirs(
                     duration_ms: 0,
                     after_script: None,
                     dotenv: None,
+                    teardown: None,
                     detail: Some(
                         if shutdown {
                             "stopped during the checkout"
@@ -362,6 +374,7 @@ async fn run_in_dirs(
         after_script,
         detail: None,
         dotenv,
+        teardown: None,
     })
 }
 

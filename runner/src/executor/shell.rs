@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use futures::future::BoxFuture;
 use nix::sys::signal::Signal;
+use usher_core::api::DockerRemoved;
 use usher_core::protocol::JobReport;
 
 use super::JobExecutor;
@@ -58,7 +59,7 @@ impl JobExecutor for ShellJob {
         true
     }
 
-    fn finish<'a>(&'a self, _run: &'a JobRun<'a>) -> BoxFuture<'a, ()> {
-        Box::pin(async {})
+    fn finish<'a>(&'a self, _run: &'a JobRun<'a>) -> BoxFuture<'a, (DockerRemoved, u32)> {
+        Box::pin(async { (DockerRemoved::default(), 0) })
     }
 }
