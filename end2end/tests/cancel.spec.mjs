@@ -140,3 +140,35 @@ noisy:
   expect(await log.locator('script, b').count()).toBe(0);
   expect(await page.evaluate(() => window.__injected)).toBeUndefined();
 });
+
+test('Cancel during test: the pipeline shows canceling while destroy cleans up, then canceled', async ({ page, request }) => {
+  const pipeline = await newPipeline(request, `
+stages: [test, cleanup]
+test:
+  stage: test
+  script: [echo testing, sleep 1000]
+destroy:
+  stage: cleanup
+  when: on_cancel
+  script: [echo destroying, sleep 3, echo destroyed]
+`);
+  await signIn(page);
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  await expect(page.locator('[data-live="connected"]')).toBeVisible();
+  const test_ = page.locator('li.job[data-job-name="test"]');
+  const destroy = page.locator('li.job[data-job-name="destroy"]');
+  const badge = page.locator('.title-row .badge').first();
+  await expect(destroy.getByTestId('job-when')).toHaveText('when: on_cancel');
+  await expect(test_.locator('.badge')).toHaveText('running', { timeout: 30_000 });
+
+  await page.locator('.pipeline-buttons').getByRole('button', { name: 'Cancel' }).click();
+  await expect(test_.locator('.badge')).toHaveText('canceled', { timeout: 30_000 });
+  // The cleanup job runs; the pipeline says canceling all the while.
+  await expect(destroy.locator('.badge')).toHaveText('running', { timeout: 30_000 });
+  await expect(badge).toHaveText('canceling');
+  // Cancelling the cleanup job is refused, with the reason shown.
+  await destroy.getByRole('button', { name: 'Cancel' }).click();
+  await expect(page.getByRole('alert')).toContainText('only an abort stops it');
+  await expect(destroy.locator('.badge')).toHaveText('success', { timeout: 30_000 });
+  await expect(badge).toHaveText('canceled');
+});
