@@ -1,20 +1,26 @@
-//! after_script: a second shell that starts where the script stopped (its saved state
-//! and directory, `CI_JOB_STATUS`), in a process group of its own with its own timeout;
-//! only an abort interrupts it.
+//! after_script, and the commands the job deferred (`usher-defer`): each a shell that
+//! starts where the script stopped (its saved state and directory, `CI_JOB_STATUS`), in
+//! a process group of its own with its own timeout; only an abort interrupts them.
+//!
+//! `usher-defer CMD…` (on the job's PATH: `<job>.usher/bin/usher-defer`, a `sh` script)
+//! appends CMD to `state/defer` (one base64 line each); once after_script has ended the
+//! runner reads that file — beneath the directory, no link followed, with the job's
+//! rights — and runs the commands last registered first.
 
+use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use tokio::sync::mpsc;
-use usher_core::api::AfterScriptResult;
+use usher_core::api::{AfterScriptResult, DeferredResult};
 
 use crate::control::Control;
 use crate::executor::interface::JobExecutor;
 use crate::job_run::JobRun;
 use crate::logsink::LogHandle;
 use crate::procs;
-use crate::script::after_script_text;
+use crate::script::{after_script_text, cleanup_text};
 use crate::supervise::{Heed, Waited, supervise};
 
 /// Runs after_script; None if an abort arrived meanwhile.
@@ -25,20 +31,114 @@ pub(crate) async fn run_after_script(
     status: &str,
     control: &mut mpsc::UnboundedReceiver<Control>,
 ) -> Option<AfterScriptResult> {
+    run.log.note("Running after_script");
+    let text = exec.exports(run) + &after_script_text(run.job, &run.state_file, cwd, status, exec.shell());
+    run_in_saved_state(run, exec, "after_script", "after_script.sh", &text, control).await
+}
+
+/// The most commands a job may defer, and the most bytes of them.
+const MAX_DEFERRED: usize = 100;
+const MAX_DEFERRED_BYTES: u64 = 64 * 1024;
+
+/// The helper the job finds on its PATH.
+pub(crate) const USHER_DEFER: &str = r#"#!/bin/sh
+# usher-defer CMD...: CMD runs when the job ends (success, failure, timeout or a
+# graceful cancel; not an abort), after after_script, last registered first.
+if [ $# -eq 0 ]; then
+  echo "usher-defer: give the command to run when the job ends, e.g.: usher-defer ./destroy-environment" >&2
+  exit 2
+fi
+line=$(printf '%s' "$*" | base64 | tr -d '
+') || exit 1
+printf '%s
+' "$line" >> "$USHER_DEFER_FILE" || exit 1
+printf '[33;1musher-defer: `%s` runs when the job ends[0m
+' "$*"
+"#;
+
+/// Runs the commands the job deferred, last registered first; None if an abort arrived.
+pub(crate) async fn run_deferred(
+    run: &JobRun<'_>,
+    exec: &dyn JobExecutor,
+    cwd: Option<&Path>,
+    status: &str,
+    reader: Option<crate::isolation::JobUser>,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Option<Vec<DeferredResult>> {
+    let commands = deferred_commands(run, reader);
+    let mut results = Vec::new();
+    for (n, command) in commands.iter().enumerate().rev() {
+        run.log.note(&format!("Running the deferred `{command}`"));
+        let text = exec.exports(run) + &cleanup_text(&run.state_file, cwd, status, std::slice::from_ref(command), exec.shell());
+        let ran = run_in_saved_state(run, exec, "the deferred command", &format!("deferred-{n}.sh"), &text, control).await?;
+        results.push(DeferredResult {
+            command: command.clone(),
+            exit_code: ran.exit_code,
+            duration_ms: ran.duration_ms,
+        });
+    }
+    Some(results)
+}
+
+/// The commands in `state/defer`, in the order they were registered.
+fn deferred_commands(run: &JobRun<'_>, reader: Option<crate::isolation::JobUser>) -> Vec<String> {
+    use base64::Engine as _;
+    let state_dir = run.state_file.parent().unwrap_or(&run.meta_dir);
+    let text = crate::beneath::JobTree::open(state_dir, reader).and_then(|tree| {
+        let file = tree.open_file(Path::new("defer"))?;
+        let mut text = String::new();
+        file.take(MAX_DEFERRED_BYTES).read_to_string(&mut text)?;
+        Ok(text)
+    });
+    let text = match text {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
+        Err(e) => {
+            run.log.note(&format!("The deferred commands are not read: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut commands = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        if commands.len() == MAX_DEFERRED {
+            run.log
+                .note(&format!("More than {MAX_DEFERRED} deferred commands: the rest do not run."));
+            break;
+        }
+        match base64::engine::general_purpose::STANDARD
+            .decode(line.trim())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+        {
+            Some(command) => commands.push(command),
+            None => run.log.note("A deferred command is not one usher-defer wrote; it does not run."),
+        }
+    }
+    commands
+}
+
+/// Writes `text` as `file` beside the build directory and runs it with the job's
+/// after_script timeout; None if an abort arrived meanwhile.
+async fn run_in_saved_state(
+    run: &JobRun<'_>,
+    exec: &dyn JobExecutor,
+    what: &str,
+    file_name: &str,
+    text: &str,
+    control: &mut mpsc::UnboundedReceiver<Control>,
+) -> Option<AfterScriptResult> {
     let (job, log) = (run.job, &run.log);
-    let file = run.meta_dir.join("after_script.sh");
+    let file = run.meta_dir.join(file_name);
     let started = Instant::now();
-    log.note("Running after_script");
     let failed = |log: &LogHandle, e: std::io::Error| {
-        log.note(&format!("Could not start after_script: {e}"));
+        log.note(&format!("Could not start {what}: {e}"));
         Some(AfterScriptResult {
             exit_code: None,
             duration_ms: 0,
             timed_out: false,
         })
     };
-    let text = exec.exports(run) + &after_script_text(job, &run.state_file, cwd, status, exec.shell());
-    if let Err(e) = run.write_for_job("after_script.sh", &text) {
+    if let Err(e) = run.write_for_job(file_name, text) {
         return failed(log, e);
     }
     let (mut child, output) = match exec.spawn_shell(run, &file) {
@@ -53,7 +153,7 @@ pub(crate) async fn run_after_script(
             exec.signal(pgid, Signal::SIGKILL).await;
             let _ = child.wait().await;
             log.note(&format!(
-                "after_script timed out after {} s and was killed.",
+                "{what} timed out after {} s and was killed.",
                 job.after_script_timeout_secs
             ));
             (None, true)

@@ -68,6 +68,13 @@ pub fn script_text(job: &JobAssignment, state_file: &Path, shell: Shell) -> Stri
     let state = sh_quote(&state_file.to_string_lossy());
     let mut s = String::new();
     s.push_str(shell.strict());
+    // usher-defer (see `after_script`) is on the job's PATH, writing beside the state.
+    let meta = state_file.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
+    s.push_str(&format!(
+        "export PATH={}:\"$PATH\"\nexport USHER_DEFER_FILE={}\n",
+        sh_quote(&meta.join("bin").to_string_lossy()),
+        sh_quote(&state_file.with_file_name("defer").to_string_lossy())
+    ));
     s.push_str(&format!("__usher_state={state}\n"));
     s.push_str(shell.save_state());
     s.push_str("trap '__usher_save_state' EXIT\n");
@@ -81,6 +88,12 @@ pub fn script_text(job: &JobAssignment, state_file: &Path, shell: Shell) -> Stri
 }
 
 pub fn after_script_text(job: &JobAssignment, state_file: &Path, cwd: Option<&Path>, status: &str, shell: Shell) -> String {
+    cleanup_text(state_file, cwd, status, &job.after_script, shell)
+}
+
+/// A shell that starts where the script stopped and runs `lines` (after_script's, or a
+/// deferred command).
+pub fn cleanup_text(state_file: &Path, cwd: Option<&Path>, status: &str, lines: &[String], shell: Shell) -> String {
     let mut s = String::new();
     s.push_str(&format!(
         "[ -f {0} ] && . {0} >/dev/null 2>&1\n",
@@ -91,7 +104,7 @@ pub fn after_script_text(job: &JobAssignment, state_file: &Path, cwd: Option<&Pa
     }
     s.push_str(&format!("export CI_JOB_STATUS={status}\n"));
     s.push_str(shell.strict());
-    for line in &job.after_script {
+    for line in lines {
         s.push_str(&format!("printf '\\033[32;1m$ %s\\033[0m\\n' {}\n", sh_quote(line)));
         s.push_str(line);
         s.push('\n');

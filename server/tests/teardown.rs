@@ -266,3 +266,69 @@ later:
     assert!(metrics.contains("usher_teardown_leftovers_total 0"), "{metrics}");
     t.stop().await;
 }
+
+/// `usher-defer`: commands registered while the job runs run when it ends — here by a
+/// graceful cancel — after after_script, last registered first, in the script's last
+/// directory with its exported variables; the receipt lists each with its exit code. An
+/// aborted job runs none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_commands_run_last_first_after_after_script_and_not_on_abort() {
+    let shared = job_writable_dir();
+    let t = TestServer::start(1).await;
+    let config = format!(
+        r#"
+deferring:
+  script:
+    - export ENV_NAME=env-$CI_JOB_ID
+    - >-
+      usher-defer 'echo "deferred first: $ENV_NAME in $(basename $PWD)"; touch {shared}/first-$CI_JOB_ID'
+    - mkdir -p deep && cd deep
+    - usher-defer echo deferred second
+    - usher-defer false
+    - echo registered
+    - sleep 300
+  after_script:
+    - echo after_script ran
+"#,
+        shared = shared.path().display()
+    );
+    let pipeline = t.pipeline(&config).await;
+    let job = TestServer::job_id(&pipeline, "deferring");
+    t.wait_for_log(job, "registered").await;
+    let (status, _) = t.call("POST", &format!("/api/v1/jobs/{job}/cancel"), None).await;
+    assert_eq!(status, 200);
+    let done = t.wait_for_status(job, "canceled").await;
+    let (log, _) = t.log(job).await;
+    let at = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("no `{needle}` in:\n{log}"));
+    assert!(at("after_script ran") < at("Running the deferred `false`"), "{log}");
+    assert!(
+        at("Running the deferred `false`") < at("\ndeferred second\n"),
+        "last registered first:\n{log}"
+    );
+    assert!(
+        at("\ndeferred second\n") < at(&format!("\ndeferred first: env-{job} in deep\n")),
+        "{log}"
+    );
+    assert!(shared.path().join(format!("first-{job}")).exists());
+    let deferred = done["teardown"]["deferred"].as_array().unwrap().clone();
+    let codes: Vec<(String, i64)> = deferred
+        .iter()
+        .map(|d| (d["command"].as_str().unwrap().to_string(), d["exit_code"].as_i64().unwrap_or(-1)))
+        .collect();
+    assert_eq!(codes.len(), 3, "{done}");
+    assert_eq!((codes[0].0.as_str(), codes[0].1), ("false", 1), "{codes:?}");
+    assert_eq!((codes[1].0.as_str(), codes[1].1), ("echo deferred second", 0), "{codes:?}");
+    assert_eq!(codes[2].1, 0, "{codes:?}");
+
+    // Aborted: nothing deferred runs.
+    let pipeline = t.pipeline(&config).await;
+    let job = TestServer::job_id(&pipeline, "deferring");
+    t.wait_for_log(job, "registered").await;
+    t.call("POST", &format!("/api/v1/jobs/{job}/abort"), None).await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert!(
+        !shared.path().join(format!("first-{job}")).exists(),
+        "an abort ran a deferred command"
+    );
+    t.stop().await;
+}

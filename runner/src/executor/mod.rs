@@ -30,7 +30,7 @@ use tokio::sync::mpsc;
 use usher_core::api::{FailureReason, Teardown};
 use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
-use crate::after_script::run_after_script;
+use crate::after_script::{run_after_script, run_deferred};
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
 use crate::control::Control;
@@ -205,11 +205,12 @@ pub async fn run_job(
         }
     }
     if let JobOutcome::Report(report) = &mut outcome {
+        let deferred = report.teardown.take().map(|t| t.deferred).unwrap_or_default();
         report.teardown = Some(Teardown {
             processes_killed: killed as u32,
             docker_removed,
             after_script: Teardown::after_script_outcome(report.after_script.as_ref()).into(),
-            deferred: Vec::new(),
+            deferred,
             leftovers: (swept + left) as u32 + docker_leftovers,
         });
     }
@@ -272,6 +273,10 @@ async fn run_in_dirs(
 ) -> JobOutcome {
     let (job, log) = (run.job, &run.log);
     let script_file = run.meta_dir.join("script.sh");
+    if let Err(e) = run.write_programs() {
+        log.note(&format!("Could not write the job's programs (usher-defer): {e}"));
+        return JobOutcome::Report(system_failure());
+    }
     if let Err(e) = run.write_for_job("script.sh", &(exec.exports(run) + &script_text(job, &run.state_file, exec.shell()))) {
         log.note(&format!("Could not write the job script: {e}"));
         return JobOutcome::Report(system_failure());
@@ -339,6 +344,10 @@ async fn run_in_dirs(
         .reads_artifacts_as_job_user()
         .then(|| run.confinement.user().cloned())
         .flatten();
+    let deferred = match run_deferred(run, exec, script.cwd_at_stop.as_deref(), script.status, reader.clone(), control).await {
+        Some(results) => results,
+        None => return kill_everything(&run.marks, log, ABORTED).await,
+    };
     let dotenv_files = job.artifacts.as_ref().map(|a| a.dotenv.as_slice()).unwrap_or_default();
     if !dotenv_files.is_empty() {
         // Nothing of the job may still be writing while its files are read.
@@ -374,7 +383,11 @@ async fn run_in_dirs(
         after_script,
         detail: None,
         dotenv,
-        teardown: None,
+        // The rest of the receipt is filled in once the job's processes are gone.
+        teardown: Some(Teardown {
+            deferred,
+            ..Teardown::default()
+        }),
     })
 }
 
