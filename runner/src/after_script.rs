@@ -40,22 +40,6 @@ pub(crate) async fn run_after_script(
 const MAX_DEFERRED: usize = 100;
 const MAX_DEFERRED_BYTES: u64 = 64 * 1024;
 
-/// The helper the job finds on its PATH.
-pub(crate) const USHER_DEFER: &str = r#"#!/bin/sh
-# usher-defer CMD...: CMD runs when the job ends (success, failure, timeout or a
-# graceful cancel; not an abort), after after_script, last registered first.
-if [ $# -eq 0 ]; then
-  echo "usher-defer: give the command to run when the job ends, e.g.: usher-defer ./destroy-environment" >&2
-  exit 2
-fi
-line=$(printf '%s' "$*" | base64 | tr -d '
-') || exit 1
-printf '%s
-' "$line" >> "$USHER_DEFER_FILE" || exit 1
-printf '[33;1musher-defer: `%s` runs when the job ends[0m
-' "$*"
-"#;
-
 /// Runs the commands the job deferred, last registered first; None if an abort arrived.
 pub(crate) async fn run_deferred(
     run: &JobRun<'_>,

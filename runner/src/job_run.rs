@@ -106,7 +106,7 @@ impl JobRun<'_> {
         crate::beneath::create_program(
             &self.meta_dir.join("bin"),
             "usher-defer",
-            crate::after_script::USHER_DEFER.as_bytes(),
+            crate::script::USHER_DEFER.as_bytes(),
             group,
         )
     }
