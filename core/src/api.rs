@@ -255,8 +255,8 @@ pub struct AfterScriptResult {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Teardown {
-    /// Processes of the job killed once its script and after_script had ended (left
-    /// running in the background, or stopped by a cancel's SIGKILL).
+    /// Processes of the job still running once its script and after_script had ended or
+    /// been stopped, and killed: what it left in the background.
     pub processes_killed: u32,
     /// Docker objects of the job removed (docker executor).
     pub docker_removed: DockerRemoved,

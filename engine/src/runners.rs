@@ -199,8 +199,10 @@ impl Engine {
     }
 
     /// The runner's final report. A job that was aborted or reaped meanwhile stays as it
-    /// is (the report is late, not wrong); the answer is the job's status.
+    /// is (the report is late, not wrong), but the teardown receipt it carries is kept
+    /// (after an abort it is all the runner sends); the answer is the job's status.
     pub async fn finish_job(&self, runner_id: i64, job_id: i64, report: JobReport) -> Result<Status, EngineError> {
+        let receipt = report.teardown.clone();
         let reported = Move {
             job_id,
             event: Event::Report { runner_id, report },
@@ -209,8 +211,29 @@ impl Engine {
         let result = self.apply_to_job(&reported).await;
         match result {
             Ok(t) => Ok(t.job.status),
-            Err(EngineError::InvalidTransition(_)) => self.job_status(job_id).await,
+            Err(EngineError::InvalidTransition(_)) => {
+                if let Some(receipt) = receipt {
+                    self.keep_late_receipt(runner_id, job_id, &receipt).await?;
+                }
+                self.job_status(job_id).await
+            }
             Err(e) => Err(e),
         }
+    }
+
+    /// A receipt that came after its job had ended (aborted, or reaped): kept when the job
+    /// has none yet and this runner held it. Not a status change, so not the gate's: the
+    /// job's new state goes to this replica's subscribers only.
+    async fn keep_late_receipt(&self, runner_id: i64, job_id: i64, receipt: &usher_core::api::Teardown) -> Result<(), EngineError> {
+        let text = serde_json::to_string(receipt).map_err(|e| EngineError::Internal(e.to_string()))?;
+        if self.store().keep_late_receipt(job_id, runner_id, &text).await? {
+            if receipt.leftovers > 0 {
+                self.inner.metrics.teardown_leftovers.inc_by(u64::from(receipt.leftovers));
+            }
+            if let Some(job) = self.store().get_job(job_id).await? {
+                self.bus().publish(crate::BusEvent::Job(job));
+            }
+        }
+        Ok(())
     }
 }

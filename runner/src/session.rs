@@ -309,7 +309,16 @@ fn start_job(host: &JobHost, state: &mut State, job: JobAssignment, internal_tx:
         let outcome = run_job(job, &host, Some(&uploader), control_rx, out).await;
         let report = match outcome {
             JobOutcome::Report(r) => Some(r),
-            JobOutcome::Aborted => None,
+            // The job is canceled on the server already: only its teardown receipt goes.
+            JobOutcome::Aborted(receipt) => receipt.map(|teardown| JobReport {
+                exit_code: None,
+                failure_reason: None,
+                duration_ms: 0,
+                after_script: None,
+                detail: None,
+                dotenv: None,
+                teardown: Some(teardown),
+            }),
         };
         let _ = done.send(Internal::Done { job_id, report });
     });

@@ -325,7 +325,19 @@ deferring:
     let job = TestServer::job_id(&pipeline, "deferring");
     t.wait_for_log(job, "registered").await;
     t.call("POST", &format!("/api/v1/jobs/{job}/abort"), None).await;
-    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    // The receipt of the kill comes after the job is canceled: what was stopped, and
+    // that no after_script or deferred command ran.
+    let mut receipt = Value::Null;
+    for _ in 0..100 {
+        receipt = t.job(job).await["teardown"].clone();
+        if !receipt.is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(receipt["after_script"], "skipped", "{receipt}");
+    assert_eq!(receipt["deferred"], serde_json::json!([]), "{receipt}");
+    assert_eq!(receipt["leftovers"], 0, "{receipt}");
     assert!(
         !shared.path().join(format!("first-{job}")).exists(),
         "an abort ran a deferred command"

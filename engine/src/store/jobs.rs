@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use sqlx::Row;
 use usher_core::api::{CancelMode, Job, TimelineEvent};
 use usher_core::repository::RepoCredentials;
-use usher_core::status::Status;
+use usher_core::status::{Status, StatusGroup};
 
 use super::pipelines::StoredSpec;
-use super::{JOB_COLUMNS, Store, bad_status, job_from_row, placeholders};
+use super::{JOB_COLUMNS, Store, bad_status, job_from_row, placeholders, sql_statuses};
 use crate::EngineError;
 use sqlx::any::AnyRow;
 
@@ -137,6 +137,21 @@ impl Store {
                 })
             })
             .collect()
+    }
+
+    /// Stores the teardown receipt of a finished job that has none, if `runner_id` held
+    /// it; whether it was stored.
+    pub async fn keep_late_receipt(&self, job_id: i64, runner_id: i64, receipt: &str) -> Result<bool, EngineError> {
+        let finished = sql_statuses(StatusGroup::Finished);
+        let done = sqlx::query(&format!(
+            "UPDATE jobs SET teardown = $1 WHERE id = $2 AND runner_id = $3 AND teardown IS NULL AND status IN ({finished})"
+        ))
+        .bind(receipt)
+        .bind(job_id)
+        .bind(runner_id)
+        .execute(&mut *self.conn().await?)
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {

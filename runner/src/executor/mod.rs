@@ -50,8 +50,9 @@ use crate::supervise::{Heed, Waited, supervise};
 pub enum JobOutcome {
     /// Report this to the server.
     Report(JobReport),
-    /// Aborted: everything killed, nothing to report.
-    Aborted,
+    /// Aborted: everything killed; the job is over on the server already. Only the
+    /// receipt of what the kill stopped and removed is left to send.
+    Aborted(Option<Teardown>),
 }
 
 /// How the script's bash stopped running.
@@ -183,7 +184,7 @@ pub async fn run_job(
         aborted => aborted,
     };
     let killed = procs::kill_all(&run.marks).await;
-    if killed > 0 && !matches!(outcome, JobOutcome::Aborted) {
+    if killed > 0 && !matches!(outcome, JobOutcome::Aborted(_)) {
         run.log.note(&format!("Killed {killed} leftover process(es) of the job."));
     }
     let (docker_removed, docker_leftovers) = executor.finish(&run).await;
@@ -194,7 +195,7 @@ pub async fn run_job(
     let mut swept = 0;
     if let Some(slot) = &slot {
         (swept, left) = procs::kill_user(slot.user.uid).await;
-        if swept > 0 && !matches!(outcome, JobOutcome::Aborted) {
+        if swept > 0 && !matches!(outcome, JobOutcome::Aborted(_)) {
             run.log
                 .note(&format!("Killed {swept} more process(es) running as {}.", slot.user.name));
         }
@@ -204,15 +205,29 @@ pub async fn run_job(
             ));
         }
     }
-    if let JobOutcome::Report(report) = &mut outcome {
-        let deferred = report.teardown.take().map(|t| t.deferred).unwrap_or_default();
-        report.teardown = Some(Teardown {
-            processes_killed: killed as u32,
-            docker_removed,
-            after_script: Teardown::after_script_outcome(report.after_script.as_ref()).into(),
-            deferred,
-            leftovers: (swept + left) as u32 + docker_leftovers,
-        });
+    let leftovers = (swept + left) as u32 + docker_leftovers;
+    match &mut outcome {
+        JobOutcome::Report(report) => {
+            let deferred = report.teardown.take().map(|t| t.deferred).unwrap_or_default();
+            report.teardown = Some(Teardown {
+                processes_killed: killed as u32,
+                docker_removed,
+                after_script: Teardown::after_script_outcome(report.after_script.as_ref()).into(),
+                deferred,
+                leftovers,
+            });
+        }
+        // What the abort itself killed, and what this sweep killed after it.
+        JobOutcome::Aborted(receipt) => {
+            let by_the_abort = receipt.take().map_or(0, |t| t.processes_killed);
+            *receipt = Some(Teardown {
+                processes_killed: by_the_abort + killed as u32,
+                docker_removed,
+                after_script: "skipped".into(),
+                deferred: Vec::new(),
+                leftovers,
+            })
+        }
     }
     run.log.flush().await;
     let _ = std::fs::remove_dir_all(&run.build_dir);
@@ -456,7 +471,10 @@ const ABORTED: &str = "Aborted: every process of the job was killed.";
 
 /// The end of an abort: every process of the job killed, `note` in the log.
 async fn kill_everything(marks: &JobMarks, log: &LogHandle, note: &str) -> JobOutcome {
-    procs::kill_all(marks).await;
+    let killed = procs::kill_all(marks).await;
     log.note(note);
-    JobOutcome::Aborted
+    JobOutcome::Aborted(Some(Teardown {
+        processes_killed: killed as u32,
+        ..Teardown::nothing_ran()
+    }))
 }
