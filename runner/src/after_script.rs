@@ -38,7 +38,7 @@ pub(crate) async fn run_after_script(
 
 /// The most commands a job may defer, and the most bytes of them.
 const MAX_DEFERRED: usize = 100;
-const MAX_DEFERRED_BYTES: u64 = 64 * 1024;
+pub(crate) const MAX_DEFERRED_BYTES: u64 = 64 * 1024;
 
 /// Runs the commands the job deferred, last registered first; None if an abort arrived.
 pub(crate) async fn run_deferred(
@@ -66,7 +66,6 @@ pub(crate) async fn run_deferred(
 
 /// The commands in `state/defer`, in the order they were registered.
 fn deferred_commands(run: &JobRun<'_>, reader: Option<crate::isolation::JobUser>) -> Vec<String> {
-    use base64::Engine as _;
     let state_dir = run.state_file.parent().unwrap_or(&run.meta_dir);
     let text = crate::beneath::JobTree::open(state_dir, reader).and_then(|tree| {
         let file = tree.open_file(Path::new("defer"))?;
@@ -82,11 +81,21 @@ fn deferred_commands(run: &JobRun<'_>, reader: Option<crate::isolation::JobUser>
             return Vec::new();
         }
     };
-    let mut commands = Vec::new();
+    let (commands, problems) = parse_deferred(&text);
+    for problem in problems {
+        run.log.note(&problem);
+    }
+    commands
+}
+
+/// The commands in a `state/defer` file's text, in the order they were registered, and
+/// a line for the log about each record that is not usher-defer's.
+pub(crate) fn parse_deferred(text: &str) -> (Vec<String>, Vec<String>) {
+    use base64::Engine as _;
+    let (mut commands, mut problems) = (Vec::new(), Vec::new());
     for line in text.lines().filter(|l| !l.trim().is_empty()) {
         if commands.len() == MAX_DEFERRED {
-            run.log
-                .note(&format!("More than {MAX_DEFERRED} deferred commands: the rest do not run."));
+            problems.push(format!("More than {MAX_DEFERRED} deferred commands: the rest do not run."));
             break;
         }
         match base64::engine::general_purpose::STANDARD
@@ -95,10 +104,10 @@ fn deferred_commands(run: &JobRun<'_>, reader: Option<crate::isolation::JobUser>
             .and_then(|b| String::from_utf8(b).ok())
         {
             Some(command) => commands.push(command),
-            None => run.log.note("A deferred command is not one usher-defer wrote; it does not run."),
+            None => problems.push("A deferred command is not one usher-defer wrote; it does not run.".into()),
         }
     }
-    commands
+    (commands, problems)
 }
 
 /// Writes `text` as `file` beside the build directory and runs it with the job's

@@ -9,20 +9,11 @@ use crate::isolation;
 use crate::rooms::ReadyRooms;
 
 /// Before the first job: what a previous life of this runner left (after a crash or a
-/// `kill -9`) goes — its processes (found in its job cgroups) and its build directories
-/// — and the builds dir is made reachable for the job user.
+/// `kill -9`) goes — its processes (found in its job cgroups), then, once its jobs'
+/// deferred commands have run (`recovery`), its build directories and Docker objects —
+/// and the builds dir is made reachable for the job user.
 pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
     let _ = std::fs::create_dir_all(&config.builds_dir);
-    let stale_jobs = remove_stale_build_dirs(&config.builds_dir);
-    let docker = config.docker.clone().map(|d| d.for_runner(&config.builds_dir));
-    if let Some(docker) = &docker {
-        for job_id in stale_jobs {
-            let removed = docker.remove_everything_of(job_id).await;
-            if removed.total() > 0 {
-                tracing::warn!(runner = %config.name, job_id, ?removed, "removed Docker objects that a previous run of this runner left behind");
-            }
-        }
-    }
     if !config.isolation.users().is_empty() {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(&config.builds_dir, std::fs::Permissions::from_mode(0o711));
@@ -50,6 +41,22 @@ pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
             "{}; no cgroup v2 to use here, so a job's processes are found by their marks",
             config.isolation.describe()
         ),
+    }
+    // Its jobs' processes are gone now; what those jobs deferred runs, from their
+    // directories, before the directories and their Docker objects go.
+    let recovered = crate::recovery::run_pending_deferred(&config.builds_dir).await;
+    if recovered > 0 {
+        tracing::warn!(runner = %config.name, "ran {recovered} deferred command(s) of jobs a previous run of this runner left");
+    }
+    let stale_jobs = remove_stale_build_dirs(&config.builds_dir);
+    let docker = config.docker.clone().map(|d| d.for_runner(&config.builds_dir));
+    if let Some(docker) = &docker {
+        for job_id in stale_jobs {
+            let removed = docker.remove_everything_of(job_id).await;
+            if removed.total() > 0 {
+                tracing::warn!(runner = %config.name, job_id, ?removed, "removed Docker objects that a previous run of this runner left behind");
+            }
+        }
     }
     let rooms = ReadyRooms::new(&config.builds_dir, config.concurrency as usize);
     rooms.refill();

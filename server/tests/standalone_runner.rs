@@ -307,3 +307,50 @@ seeker:
     assert!(said.contains("--token puts the runner token on the command line"), "{said}");
     stop(&mut server);
 }
+
+/// A runner killed with SIGKILL while its job had deferred a teardown command: the next
+/// start of that runner runs the command (as the job's user, from the job's saved state)
+/// before it takes new work, then removes the job's directories.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_with_sigkill_runs_its_jobs_deferred_commands_when_it_starts_again() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("skipped: deferred commands run as the job's user only under a root runner");
+        return;
+    }
+    let shared = job_writable_dir();
+    let mut t = TestServer::detached();
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = spawn_usher(USHER, data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]).0;
+    t.base = format!("http://127.0.0.1:{port}");
+    let token = runner_token(data_dir.path());
+    let builds = data_dir.path().join("builds");
+    let start_runner = || OwnedChild::spawn(runner_command(&t.base, "crashing", &builds).env("USHER_RUNNER_TOKEN", &token));
+
+    let mut runner = start_runner();
+    let config = format!(
+        "deferring:\n  script:\n    - export WHERE=recovered\n    - >-\n      usher-defer 'echo \"$WHERE by $(id -un)\" > {shared}/mark-$CI_JOB_ID'\n    - echo registered\n    - sleep 300\n",
+        shared = shared.path().display()
+    );
+    let pipeline = t.pipeline(&config).await;
+    let job = TestServer::job_id(&pipeline, "deferring");
+    t.wait_for_log(job, "registered").await;
+    runner.kill().unwrap(); // SIGKILL: no cleanup, no report
+    let _ = runner.wait();
+    let mark = shared.path().join(format!("mark-{job}"));
+    assert!(!mark.exists());
+
+    let mut runner = start_runner();
+    let until = Instant::now() + Duration::from_secs(30);
+    while !mark.exists() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = std::fs::read_to_string(&mark).expect("the deferred command ran when the runner started again");
+    assert!(
+        text.starts_with("recovered by usher-job-"),
+        "with the job's variables, as its user: {text}"
+    );
+    assert!(!builds.join(format!("job-{job}.usher")).exists(), "then the job's directories went");
+    stop(&mut runner);
+    stop(&mut server);
+}
