@@ -29,6 +29,7 @@ fn main() -> std::process::ExitCode {
             random_cancels_leave_no_docker_objects,
             a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_again,
             a_containers_root_cannot_plant_a_link_where_the_runner_writes,
+            in_a_container_a_cancelled_job_hands_over_its_dotenv_and_runs_what_it_deferred,
         ];
     ])
 }
@@ -363,5 +364,39 @@ planter:
     assert_eq!(log_value(&log, "wrote_beside"), "no", "{log}");
     assert_eq!(log_value(&log, "after_script_sees"), "still-here", "{log}");
     assert!(!target.exists(), "root wrote the job's after_script into {}", target.display());
+    t.stop().await;
+}
+
+/// The teardown pieces in a container (busybox's sh): a job cancelled in its container
+/// hands over what its dotenv file held, and what it deferred with `usher-defer` runs in
+/// the container after after_script, last registered first; the receipt lists them.
+async fn in_a_container_a_cancelled_job_hands_over_its_dotenv_and_runs_what_it_deferred() {
+    let host = engine();
+    let t = TestServer::start_docker(&host, 1).await;
+    let config = format!(
+        "stages: [provision, cleanup]\nprovision:\n  stage: provision\n  image: {BUSYBOX}\n  script:\n    - echo ENV_ID=env-$CI_JOB_ID > provision.env\n    - usher-defer echo deferred-first\n    - usher-defer echo deferred-second\n    - echo ready\n    - sleep 300\n  after_script: [echo after-ran]\n  artifacts:\n    reports:\n      dotenv: provision.env\ndestroy:\n  stage: cleanup\n  image: {BUSYBOX}\n  when: on_cancel\n  script: [\"echo destroying=$ENV_ID\"]\n"
+    );
+    let pipeline = t.pipeline(&config).await;
+    let (provision, destroy) = (TestServer::job_id(&pipeline, "provision"), TestServer::job_id(&pipeline, "destroy"));
+    t.wait_for_log(provision, "ready").await;
+    let (status, _) = t.call("POST", &format!("/api/v1/pipelines/{}/cancel", pipeline["id"]), None).await;
+    assert_eq!(status, 200);
+    let done = t.wait_for_status(provision, "canceled").await;
+    let (log, _) = t.log(provision).await;
+    let at = |needle: &str| log.find(needle).unwrap_or_else(|| panic!("no `{needle}` in:\n{log}"));
+    assert!(
+        at("\nafter-ran") < at("\ndeferred-second\n") && at("\ndeferred-second\n") < at("\ndeferred-first\n"),
+        "{log}"
+    );
+    let deferred: Vec<&str> = done["teardown"]["deferred"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(deferred, ["echo deferred-second", "echo deferred-first"], "{done}");
+    t.wait_for_status(destroy, "success").await;
+    let (destroy_log, _) = t.log(destroy).await;
+    assert_eq!(log_value(&destroy_log, "destroying"), format!("env-{provision}"), "{destroy_log}");
     t.stop().await;
 }
