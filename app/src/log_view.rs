@@ -208,17 +208,7 @@ mod browser {
             spawn_local(async move {
                 if let Ok((start, lines_before, text)) = crate::server::job_log_before(this.id.get(), before).await {
                     if let Some(pre) = this.element() {
-                        let mut renderer = LogRenderer::resume(LogState::at_line(lines_before));
-                        let html = renderer.feed(&text);
-                        let lines: Vec<&String> = html
-                            .lines
-                            .iter()
-                            .chain((!html.partial.is_empty()).then_some(&html.partial))
-                            .collect();
-                        let chunks: String = lines
-                            .chunks(CHUNK_LINES)
-                            .map(|chunk| format!("{CHUNK_OPEN}{}</div>", chunk.iter().map(|l| l.as_str()).collect::<String>()))
-                            .collect();
+                        let (chunks, _) = crate::terminal::render_from(lines_before, &text);
                         let height = pre.scroll_height();
                         let _ = pre.insert_adjacent_html("afterbegin", &chunks);
                         pre.set_scroll_top(pre.scroll_top() + pre.scroll_height() - height);
