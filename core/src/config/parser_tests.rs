@@ -1,0 +1,110 @@
+//! The parser's tests: what it accepts, and the errors it gives, with line and key.
+use super::*;
+use crate::config::{ArtifactsWhen, AutoCancel};
+
+#[test]
+fn when_says_which_jobs_are_cleanup_jobs() {
+    let cfg = parse("provision:\n  script: [up]\ndestroy:\n  when: on_cancel\n  script: [down]\nreport:\n  when: always\n  script: [x]\n")
+        .unwrap();
+    let when: Vec<crate::api::When> = cfg.jobs.iter().map(|j| j.when).collect();
+    use crate::api::When::*;
+    assert_eq!(when, [OnSuccess, OnCancel, Always]);
+    let err = parse("a:\n  when: sometimes\n  script: [x]\n").unwrap_err();
+    assert!(err.message.contains("sometimes") && err.message.contains("on_cancel"), "{err:?}");
+    let err = parse("default:\n  when: always\na:\n  script: [x]\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("default.when"), "{err:?}");
+}
+
+#[test]
+fn ci_variables_cannot_be_overridden() {
+    let err = parse("job:\n  variables:\n    CI_JOB_ID: evil\n  script: [env]\n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert_eq!(err.key.as_deref(), Some("job.variables.CI_JOB_ID"));
+    let err = parse("variables:\n  CI: \"false\"\njob:\n  script: [env]\n").unwrap_err();
+    assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("variables.CI")));
+    assert!(parse("default:\n  variables: {CI_X: 1}\njob:\n  script: [env]\n").is_err());
+    assert!(parse("variables: {CIRCLE: 1}\njob:\n  script: [env]\n").is_ok());
+}
+
+#[test]
+fn nesting_is_refused_before_the_parser_runs() {
+    let source = format!("x: {}{}\njob:\n  script: [a]\n", "[".repeat(50_000), "]".repeat(50_000));
+    let started = std::time::Instant::now();
+    let err = parse(&source).unwrap_err();
+    assert!(err.message.contains("nested too deeply"), "{err}");
+    // Linear: well under the seconds the parser would take (regression guard, 100× slack).
+    assert!(started.elapsed() < std::time::Duration::from_millis(500), "{:?}", started.elapsed());
+}
+
+#[test]
+fn full_example_parses() {
+    let cfg = parse(
+        "workflow:\n  auto_cancel:\n    on_new_commit: interruptible\nstages: [build, test]\nvariables: {A: 1, B: x}\ndefault:\n  interruptible: true\n  after_script: [echo bye]\nbuild:\n  stage: build\n  script: make\nunit:\n  stage: test\n  needs: [build]\n  script: [cargo test]\n  timeout: 1h 30m\n  cancel_grace: 5s\n  after_script_timeout: 90\n  interruptible: false\n  artifacts:\n    paths: [out/]\n    when: always\n.hidden:\n  script: [x]\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.auto_cancel, AutoCancel::Interruptible);
+    assert_eq!(cfg.variables, vec![("A".into(), "1".into()), ("B".into(), "x".into())]);
+    assert_eq!(cfg.jobs.len(), 2);
+    let unit = &cfg.jobs[1];
+    assert_eq!(unit.timeout_secs, 5400);
+    assert_eq!(unit.cancel_grace_secs, 5);
+    assert_eq!(unit.after_script_timeout_secs, 90);
+    assert!(!unit.interruptible);
+    assert!(cfg.jobs[0].interruptible);
+    assert_eq!(unit.after_script, vec!["echo bye".to_string()]);
+    assert_eq!(unit.artifacts.as_ref().unwrap().when, ArtifactsWhen::Always);
+}
+
+#[test]
+fn unknown_key_names_line_and_key() {
+    let err = parse("job:\n  script: [a]\n  scirpt: [b]\n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.to_string().contains("scirpt"), "{err}");
+}
+
+#[test]
+fn missing_script_and_unknown_stage() {
+    let err = parse("a:\n  script: [x]\nb:\n  stage: test\n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.to_string().contains("script"), "{err}");
+    let err = parse("a:\n  stage: nope\n  script: [x]\n").unwrap_err();
+    assert!(err.to_string().contains("nope"), "{err}");
+}
+
+#[test]
+fn needs_cycle_and_unknown_need() {
+    let err = parse("a:\n  needs: [b]\n  script: [x]\nb:\n  needs: [a]\n  script: [x]\n").unwrap_err();
+    assert!(err.to_string().contains("cycle"), "{err}");
+    let err = parse("a:\n  needs: [zzz]\n  script: [x]\n").unwrap_err();
+    assert!(err.to_string().contains("zzz"), "{err}");
+}
+
+#[test]
+fn bad_duration() {
+    let err = parse("a:\n  script: [x]\n  timeout: soon\n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.to_string().contains("soon"), "{err}");
+}
+
+#[test]
+fn image_and_services() {
+    let cfg = parse(
+        "default:\n  image: alpine:3.20\nunit:\n  services:\n    - registry.example.com/db/postgres:16\n    - name: redis:7\n      alias: cache\n  script: [x]\nlint:\n  image: rust@sha256:abc\n  script: [x]\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.jobs[0].image.as_deref(), Some("alpine:3.20"));
+    let aliases: Vec<_> = cfg.jobs[0].services.iter().map(|s| (s.name.as_str(), s.alias.as_str())).collect();
+    assert_eq!(aliases, [("registry.example.com/db/postgres:16", "postgres"), ("redis:7", "cache")]);
+    assert_eq!(cfg.jobs[1].image.as_deref(), Some("rust@sha256:abc"));
+    let err = parse("a:\n  script: [x]\n  image: \"--privileged\"\n").unwrap_err();
+    assert_eq!(err.line, Some(3), "{err}");
+    assert!(err.to_string().contains("not an image name"), "{err}");
+    let err = parse("a:\n  script: [x]\n  services: [{name: x, alias: \"a b\"}]\n").unwrap_err();
+    assert!(err.to_string().contains("not a host name"), "{err}");
+    assert!(
+        parse("a:\n  script: [x]\n  services: [db:1, other/db:2]\n")
+            .unwrap_err()
+            .to_string()
+            .contains("two services")
+    );
+}
