@@ -4,6 +4,12 @@
 use crate::status::Status;
 use serde::{Deserialize, Serialize};
 
+mod teardown;
+mod variables;
+
+pub use teardown::{DeferredResult, DockerRemoved, Teardown};
+pub use variables::{CreateVariable, Variable};
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Project {
@@ -250,62 +256,6 @@ pub struct AfterScriptResult {
     pub timed_out: bool,
 }
 
-/// What ending a job stopped and removed, and what the final sweep still found: the
-/// receipt of its teardown (`teardown` of a finished job).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Teardown {
-    /// Processes of the job still running once its script and after_script had ended or
-    /// been stopped, and killed: what it left in the background.
-    pub processes_killed: u32,
-    /// Docker objects of the job removed (docker executor).
-    pub docker_removed: DockerRemoved,
-    /// `success`, `failed`, `timed_out`, or `skipped` (none, or the job never got there).
-    pub after_script: String,
-    /// Each deferred command (`usher-defer`), in the order they ran.
-    #[serde(default)]
-    pub deferred: Vec<DeferredResult>,
-    /// What the final sweep still found of the job (processes, Docker objects) and
-    /// removed: 0 is the goal; more means the usual teardown missed something.
-    pub leftovers: u32,
-}
-
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct DockerRemoved {
-    pub containers: u32,
-    pub networks: u32,
-    pub volumes: u32,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct DeferredResult {
-    pub command: String,
-    pub exit_code: Option<i32>,
-    pub duration_ms: u64,
-}
-
-impl Teardown {
-    /// The receipt of a job that ended before a runner ran anything of it.
-    pub fn nothing_ran() -> Teardown {
-        Teardown {
-            after_script: "skipped".into(),
-            ..Teardown::default()
-        }
-    }
-
-    /// after_script's outcome as the receipt names it.
-    pub fn after_script_outcome(result: Option<&AfterScriptResult>) -> &'static str {
-        match result {
-            None => "skipped",
-            Some(a) if a.timed_out => "timed_out",
-            Some(a) if a.exit_code == Some(0) => "success",
-            Some(_) => "failed",
-        }
-    }
-}
-
 /// One entry of a job's timeline (`GET /api/v1/jobs/{id}/events`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -413,55 +363,6 @@ pub struct CreateProject {
     /// Write-only: an SSH private key for `ssh://` and `user@host:path` repositories.
     #[serde(default)]
     pub ssh_private_key: Option<String>,
-}
-
-/// A project CI variable as the API shows it: never its value.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Variable {
-    pub key: String,
-    /// Its value is replaced by `[MASKED]` in job logs.
-    pub masked: bool,
-    pub created_at: String,
-}
-
-/// A new project CI variable (`POST /api/v1/projects/{id}/variables`).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct CreateVariable {
-    /// `[A-Za-z_][A-Za-z0-9_]*`, not `CI` or `CI_*`.
-    pub key: String,
-    /// Write-only: no answer ever shows it.
-    pub value: String,
-    /// Default false. A masked value is at least 8 characters on one line.
-    #[serde(default)]
-    pub masked: Option<bool>,
-}
-
-impl CreateVariable {
-    /// What is wrong with it, if anything.
-    pub fn problem(&self) -> Option<String> {
-        let mut chars = self.key.chars();
-        let well_formed =
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !well_formed || self.key.len() > 255 {
-            return Some("`key` must be letters, digits and `_` (at most 255), not starting with a digit".into());
-        }
-        if crate::config::limits::is_reserved_variable(&self.key) {
-            return Some(format!("`{}` is set by Usher; variables named CI or CI_* cannot be set", self.key));
-        }
-        if self.value.len() > 64 * 1024 {
-            return Some("`value` is longer than 64 KiB".into());
-        }
-        if self.masked == Some(true) && !crate::masking::maskable(&self.value) {
-            return Some(format!(
-                "a masked value must be at least {} characters, without blanks, quotes or backslashes \
-                 (a shell prints those changed, and the change would not be masked)",
-                crate::masking::MIN_MASKED_LEN
-            ));
-        }
-        None
-    }
 }
 
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]

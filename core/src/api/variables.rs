@@ -1,0 +1,52 @@
+//! Project CI variables as the API takes and shows them (never a value).
+
+use serde::{Deserialize, Serialize};
+
+/// A project CI variable as the API shows it: never its value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Variable {
+    pub key: String,
+    /// Its value is replaced by `[MASKED]` in job logs.
+    pub masked: bool,
+    pub created_at: String,
+}
+
+/// A new project CI variable (`POST /api/v1/projects/{id}/variables`).
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct CreateVariable {
+    /// `[A-Za-z_][A-Za-z0-9_]*`, not `CI` or `CI_*`.
+    pub key: String,
+    /// Write-only: no answer ever shows it.
+    pub value: String,
+    /// Default false. A masked value is at least 8 characters on one line.
+    #[serde(default)]
+    pub masked: Option<bool>,
+}
+
+impl CreateVariable {
+    /// What is wrong with it, if anything.
+    pub fn problem(&self) -> Option<String> {
+        let mut chars = self.key.chars();
+        let well_formed =
+            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !well_formed || self.key.len() > 255 {
+            return Some("`key` must be letters, digits and `_` (at most 255), not starting with a digit".into());
+        }
+        if crate::config::limits::is_reserved_variable(&self.key) {
+            return Some(format!("`{}` is set by Usher; variables named CI or CI_* cannot be set", self.key));
+        }
+        if self.value.len() > 64 * 1024 {
+            return Some("`value` is longer than 64 KiB".into());
+        }
+        if self.masked == Some(true) && !crate::masking::maskable(&self.value) {
+            return Some(format!(
+                "a masked value must be at least {} characters, without blanks, quotes or backslashes \
+                 (a shell prints those changed, and the change would not be masked)",
+                crate::masking::MIN_MASKED_LEN
+            ));
+        }
+        None
+    }
+}
