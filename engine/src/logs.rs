@@ -115,7 +115,7 @@ impl Engine {
             .store()
             .append_log(job_id, runner_id, pieces, self.inner.settings.max_log_bytes)
             .await?;
-        if let Some(piece) = piece.filter(|_| self.store().backend() == crate::store::Backend::Sqlite) {
+        if let Some(piece) = piece.filter(|_| !self.store().notifies_replicas()) {
             self.bus().publish_log(piece);
         }
         Ok(lengths)

@@ -6,7 +6,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::store::Backend;
 use crate::{Bus, EngineError, Store};
 
 /// Timing rules of the engine; the defaults suit production, tests shorten them.
@@ -84,9 +83,9 @@ impl Engine {
         let store = Store::connect(database_url).await?;
         let bus = Bus::new(4096);
         // Listening starts before the engine is used, so no committed change is missed.
-        let listener = match store.backend() {
-            Backend::Postgres => Some(crate::bus::spawn_postgres_listener(database_url, bus.clone()).await?),
-            Backend::Sqlite => None,
+        let listener = match store.notifies_replicas() {
+            true => Some(crate::bus::spawn_postgres_listener(database_url, bus.clone()).await?),
+            false => None,
         };
         Ok(Engine {
             inner: Arc::new(Inner {

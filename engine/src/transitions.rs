@@ -8,7 +8,7 @@
 //! has finished, its pipeline's waiting jobs may move on.
 
 use crate::plan::Move;
-use crate::store::{Backend, Change, Committed, Transitioned};
+use crate::store::{Change, Committed, Transitioned};
 use crate::{BusEvent, Engine, EngineError};
 
 impl Engine {
@@ -39,9 +39,9 @@ impl Engine {
     }
 
     async fn commit_and_publish(&self, change: Change<'_>) -> Result<Committed, EngineError> {
-        match self.store().backend() {
-            Backend::Postgres => self.store().commit(&change).await,
-            Backend::Sqlite => {
+        match self.store().notifies_replicas() {
+            true => self.store().commit(&change).await,
+            false => {
                 // Held from before the commit until published, so subscribers see changes
                 // in commit order.
                 let _order = self.inner.publish_order.lock().await;

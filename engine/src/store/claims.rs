@@ -8,9 +8,8 @@ use sqlx::Row;
 use usher_core::api::Job;
 use usher_core::status::{Status, StatusGroup};
 
-use super::JOB_COLUMNS_OF_J;
 use super::transaction::Tx;
-use super::{Backend, Store, job_from_row, sql_statuses, tags_from};
+use super::{Store, sql_statuses, strings_from};
 use crate::EngineError;
 
 /// The job a claim takes, and on PostgreSQL the job as read with its lock (so the claim
@@ -22,30 +21,30 @@ pub(super) struct ClaimTarget {
 }
 
 /// The oldest pending job of one project that the runner may take.
-struct Candidate {
-    project: i64,
-    job: i64,
-    pipeline: i64,
+pub(super) struct Candidate {
+    pub project: i64,
+    pub job: i64,
+    pub pipeline: i64,
 }
+
+/// The pending jobs, oldest first (a claim's first statement).
+const PENDING_SQL: &str = "SELECT id, pipeline_id, project_id, tags FROM jobs WHERE status = $1 ORDER BY id LIMIT 2000";
 
 impl Store {
     /// The next pending job and its pipeline, shared fairly between projects: the oldest
     /// pending job of the project with the fewest active jobs, and among those the one
     /// served least recently (so one project's 10,000-job pipeline cannot hold every
-    /// runner while other projects wait). On PostgreSQL both
-    /// rows are locked, skipping rows another replica holds.
+    /// runner while other projects wait); the writer picks among them
+    /// ([`super::writer::Writer::pick_claim`]).
     pub(super) async fn next_pending_in(&self, tx: &mut Tx<'_>, runner_tags: &[String]) -> Result<Option<ClaimTarget>, EngineError> {
         // The oldest pending job of each project that this runner may take (it has every
         // tag the job asks for).
-        let sql = format!(
-            "{}SELECT id, pipeline_id, project_id, tags FROM jobs WHERE status = $1 ORDER BY id LIMIT 2000",
-            tx.begin_prefix()
-        );
+        let sql = self.writer.opening(tx, PENDING_SQL);
         let pending = sqlx::query(&sql).bind(Status::Pending.as_str()).fetch_all(&mut **tx).await?;
         let mut candidates: Vec<Candidate> = Vec::new();
         for r in &pending {
             let project: i64 = r.try_get("project_id")?;
-            let tags = tags_from(r.try_get("tags")?);
+            let tags = strings_from(r.try_get("tags")?);
             if tags.iter().all(|t| runner_tags.contains(t)) && !candidates.iter().any(|c| c.project == project) {
                 candidates.push(Candidate {
                     project,
@@ -57,37 +56,7 @@ impl Store {
         if candidates.len() > 1 {
             self.order_fairly(tx, &mut candidates).await?;
         }
-        match self.backend {
-            // One writer: nothing can take the job between this read and the claim's
-            // compare-and-set.
-            Backend::Sqlite => Ok(candidates.first().map(|c| ClaimTarget {
-                job_id: c.job,
-                pipeline_id: c.pipeline,
-                locked: None,
-            })),
-            Backend::Postgres => {
-                let sql = format!(
-                    "SELECT {} FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
-                     WHERE j.id = $1 AND j.status = $2 FOR UPDATE OF j, p SKIP LOCKED",
-                    *JOB_COLUMNS_OF_J
-                );
-                for c in candidates {
-                    let row = sqlx::query(&sql)
-                        .bind(c.job)
-                        .bind(Status::Pending.as_str())
-                        .fetch_optional(&mut **tx)
-                        .await?;
-                    if let Some(row) = row {
-                        return Ok(Some(ClaimTarget {
-                            job_id: c.job,
-                            pipeline_id: c.pipeline,
-                            locked: Some(job_from_row(&row)?),
-                        }));
-                    }
-                }
-                Ok(None)
-            }
-        }
+        self.writer.pick_claim(tx, candidates).await
     }
 
     /// Projects with the fewest active jobs first, then the project served least

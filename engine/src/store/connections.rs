@@ -26,14 +26,14 @@ pub(super) enum Connections {
     /// PostgreSQL's pool.
     Pool(AnyPool),
     /// SQLite's one connection; None once the store is closed.
-    One(Arc<Mutex<Option<Writer>>>),
+    One(Arc<Mutex<Option<SqliteConn>>>),
 }
 
 /// SQLite's one connection, and whether a transaction of the store's own (see
 /// [`super::transaction`]) was begun on it and not ended: a change whose future was
 /// dropped between its `BEGIN` and its `COMMIT`, or whose rollback failed. The next
 /// borrower rolls that transaction back before anything else runs.
-pub(super) struct Writer {
+pub(super) struct SqliteConn {
     pub(super) conn: AnyConnection,
     pub(super) open_transaction: bool,
 }
@@ -41,12 +41,12 @@ pub(super) struct Writer {
 /// A connection lent to one statement or transaction; it goes back when dropped.
 pub(super) enum Lent<'a> {
     Pooled(PoolConnection<Any>),
-    One(MappedMutexGuard<'a, Writer>),
+    One(MappedMutexGuard<'a, SqliteConn>),
 }
 
 impl Lent<'_> {
-    /// SQLite's writer (None on PostgreSQL).
-    pub(super) fn writer(&mut self) -> Option<&mut Writer> {
+    /// SQLite's one connection (None on PostgreSQL).
+    pub(super) fn writer(&mut self) -> Option<&mut SqliteConn> {
         match self {
             Lent::Pooled(_) => None,
             Lent::One(writer) => Some(writer),
@@ -74,37 +74,40 @@ impl DerefMut for Lent<'_> {
     }
 }
 
+/// Opens the connections to `url` (`sqlite://…` or `postgres://…`).
+pub(super) async fn open(url: &str) -> Result<(Connections, Backend), EngineError> {
+    sqlx::any::install_default_drivers();
+    if url.starts_with("postgres") {
+        return Ok((Connections::Pool(connect_postgres(url).await?), Backend::Postgres));
+    }
+    let conn = Arc::new(Mutex::new(Some(SqliteConn {
+        conn: connect_sqlite(url).await?,
+        open_transaction: false,
+    })));
+    spawn_checkpointer(url, Arc::downgrade(&conn)).await?;
+    Ok((Connections::One(conn), Backend::Sqlite))
+}
+
 impl Store {
-    /// Connects and migrates. `sqlite://…` or `postgres://…`.
-    pub async fn connect(url: &str) -> Result<Store, EngineError> {
-        sqlx::any::install_default_drivers();
-        let store = if url.starts_with("postgres") {
-            Store {
-                connections: Connections::Pool(connect_postgres(url).await?),
-                backend: Backend::Postgres,
-            }
-        } else {
-            let conn = Arc::new(Mutex::new(Some(Writer {
-                conn: connect_sqlite(url).await?,
-                open_transaction: false,
-            })));
-            spawn_checkpointer(url, Arc::downgrade(&conn)).await?;
-            Store {
-                connections: Connections::One(conn),
-                backend: Backend::Sqlite,
-            }
-        };
-        let mut conn = store.conn().await?;
-        match store.backend {
+    /// Migrates the database to the schema this build needs.
+    pub(super) async fn migrate(&self) -> Result<(), EngineError> {
+        let mut conn = self.conn().await?;
+        match self.backend() {
             Backend::Sqlite => sqlx::migrate!("../migrations/sqlite").run(&mut *conn).await?,
             Backend::Postgres => sqlx::migrate!("../migrations/postgres").run(&mut *conn).await?,
         }
-        drop(conn);
-        Ok(store)
+        Ok(())
     }
 
-    pub fn backend(&self) -> Backend {
-        self.backend
+    fn backend(&self) -> Backend {
+        self.writer.backend()
+    }
+
+    /// Whether the database itself sends every committed change and log piece to every
+    /// replica's listener (PostgreSQL's NOTIFY); otherwise (SQLite, one server) the
+    /// engine publishes them in-process.
+    pub fn notifies_replicas(&self) -> bool {
+        self.backend() == Backend::Postgres
     }
 
     /// A connection for one statement or transaction, waiting for one to be free. Borrow
@@ -201,7 +204,7 @@ const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(5
 /// (PASSIVE: it never blocks the writer or readers), so no commit pays for copying pages
 /// and fsyncing; a cancel's p99 was such commits. Stops when the store is closed or
 /// dropped.
-async fn spawn_checkpointer(url: &str, writer: std::sync::Weak<Mutex<Option<Writer>>>) -> Result<(), EngineError> {
+async fn spawn_checkpointer(url: &str, writer: std::sync::Weak<Mutex<Option<SqliteConn>>>) -> Result<(), EngineError> {
     let mut conn = sqlx::sqlite::SqliteConnection::connect(url).await?;
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(CHECKPOINT_EVERY);

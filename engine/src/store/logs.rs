@@ -5,13 +5,13 @@ use sqlx::Row;
 use usher_core::api::LogAppend;
 use usher_core::status::{Status, StatusGroup};
 
-use super::{Backend, Store, bad_status, placeholders, sql_statuses};
+use super::{Store, bad_status, placeholders, sql_statuses};
 use crate::EngineError;
 
 /// The PostgreSQL channel that carries every replica's new log pieces.
 pub const LOGS_CHANNEL: &str = "usher_logs";
 /// The largest piece whose text travels with its notice (JSON escaping may double it).
-const NOTIFY_TEXT_BYTES: usize = 3000;
+pub(super) const NOTIFY_TEXT_BYTES: usize = 3000;
 /// The largest piece whose text travels in a websocket frame.
 const FRAME_TEXT_BYTES: usize = 32 * 1024;
 /// The most bytes of log one stored row holds (a runner's batch of up to 1 MiB is cut
@@ -156,22 +156,19 @@ impl Store {
             length,
             text: None,
         };
-        if self.backend == Backend::Postgres {
-            // NOTIFY payloads are limited to 8,000 bytes; larger pieces go without text.
-            let notice = LogAppend {
-                text: (added.len() <= NOTIFY_TEXT_BYTES).then(|| added.clone()),
-                ..piece.clone()
-            };
-            let payload = serde_json::to_string(&notice).map_err(|e| EngineError::Internal(e.to_string()))?;
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(LOGS_CHANNEL)
-                .bind(payload)
-                .fetch_all(&mut *tx)
-                .await?;
-        }
+        let piece = LogAppend {
+            text: Some(added),
+            ..piece
+        };
+        self.writer.log_notice(&mut *tx, &piece).await?;
         tx.commit().await?;
-        let text = (added.len() <= FRAME_TEXT_BYTES).then_some(added);
-        Ok((lengths, Some(LogAppend { text, ..piece })))
+        Ok((
+            lengths,
+            Some(LogAppend {
+                text: piece.text.filter(|t| t.len() <= FRAME_TEXT_BYTES),
+                ..piece
+            }),
+        ))
     }
 
     /// At most `max_bytes` of the log from byte `offset` on (snapped forward to a
@@ -189,10 +186,7 @@ impl Store {
         let window_end = offset.saturating_add(max_bytes as u64);
         // The chunk's text as bytes, so that positions are byte offsets (SQL's string
         // functions count characters).
-        let bytes = match self.backend {
-            Backend::Sqlite => "CAST(data AS BLOB)",
-            Backend::Postgres => "convert_to(data, 'UTF8')",
-        };
+        let bytes = self.writer.bytes_of("data");
         // From the window's start (or the chunk's, if later) to the window's end: 1-based.
         let rows = sqlx::query(&format!(
             "SELECT substr({bytes}, \
@@ -240,11 +234,11 @@ impl Store {
     /// in the rows wholly before it, and here in the part of the row it falls in (at
     /// most a row's bytes leave the database).
     pub async fn newlines_before(&self, job_id: i64, offset: u64) -> Result<u64, EngineError> {
-        // Byte lengths: SQLite's length() of text stops at a NUL, which a log may hold.
-        let bytes = match self.backend {
-            Backend::Sqlite => "length(CAST(data AS BLOB)) - length(CAST(replace(data, $3, '') AS BLOB))",
-            Backend::Postgres => "octet_length(data) - octet_length(replace(data, $3, ''))",
-        };
+        let bytes = format!(
+            "{} - {}",
+            self.writer.byte_length("data"),
+            self.writer.byte_length("replace(data, $3, '')")
+        );
         let row = sqlx::query(&format!(
             "SELECT CAST(COALESCE(SUM({bytes}), 0) AS BIGINT) AS newlines, \
                     CAST(COALESCE(MAX(byte_end), 0) AS BIGINT) AS covered \

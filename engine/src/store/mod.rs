@@ -30,6 +30,7 @@ mod runners;
 mod transaction;
 mod transitions;
 mod variables;
+mod writer;
 
 pub use change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
 pub use jobs::{AssignmentSource, HandedOver};
@@ -39,7 +40,7 @@ pub use projects::{NewProject, ProjectChange, ProjectSecrets};
 pub use variables::VariableValue;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Backend {
+enum Backend {
     Sqlite,
     Postgres,
 }
@@ -47,7 +48,20 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     connections: connections::Connections,
-    backend: Backend,
+    writer: writer::Writer,
+}
+
+impl Store {
+    /// Connects and migrates. `sqlite://…` or `postgres://…`.
+    pub async fn connect(url: &str) -> Result<Store, EngineError> {
+        let (connections, backend) = connections::open(url).await?;
+        let store = Store {
+            connections,
+            writer: writer::Writer::of(backend),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
 }
 
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
@@ -133,7 +147,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
                 timed_out: row.try_get::<Option<i64>, _>("after_timed_out")?.unwrap_or(0) != 0,
             }),
         },
-        tags: tags_from(row.try_get("tags")?),
+        tags: strings_from(row.try_get("tags")?),
         waiting_for: None,
         retry_of: row.try_get("retry_of")?,
         retried: row.try_get::<i64, _>("retried")? != 0,
@@ -157,8 +171,8 @@ fn teardown_of(row: &AnyRow, status: &str, started_at: &Option<String>) -> Resul
     Ok((finished && started_at.is_none()).then(Teardown::nothing_ran))
 }
 
-/// A JSON array of tags as stored (NULL: none).
-fn tags_from(text: Option<String>) -> Vec<String> {
+/// A JSON array of strings as stored (NULL: none).
+fn strings_from(text: Option<String>) -> Vec<String> {
     text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
 }
 

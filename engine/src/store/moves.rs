@@ -7,13 +7,13 @@
 
 use std::collections::HashMap;
 
-use sqlx::any::AnyRow;
-use usher_core::api::Job;
+use sqlx::Row;
+use usher_core::api::{CancelMode, Job};
 
 use super::change::Transitioned;
-use super::pipeline_status::{PipelineFacts, is_facts_row, pipeline_facts_from, pipeline_facts_sql};
+use super::pipeline_status::{PipelineFacts, pipeline_facts_from};
 use super::transaction::Tx;
-use super::{AnyQuery, Backend, JOB_COLUMNS, Store, job_from_row, placeholders};
+use super::{AnyQuery, JOB_COLUMNS, JOB_COLUMNS_OF_J, Store, job_from_row, placeholders};
 use crate::plan::{Audit, JobWrite, Move, plan_batch};
 use crate::{EngineError, now};
 
@@ -21,7 +21,7 @@ use crate::{EngineError, now};
 /// PostgreSQL's 65,535 bound parameters.
 const CHUNK: usize = 500;
 
-/// One job's move as [`Store::write_move_with_audit`] writes it: the row's new values,
+/// One job's move as [`super::writer::Writer::write_single`] writes it: the row's new values,
 /// its timeline entry, the time, and the job's pipeline.
 pub(super) struct SingleWrite<'a> {
     pub write: &'a JobWrite,
@@ -32,7 +32,7 @@ pub(super) struct SingleWrite<'a> {
 
 /// The start of every timeline insert; its [`AUDIT_PARAMS`] values are bound by
 /// [`bind_audit`].
-const INSERT_AUDIT: &str = "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail)";
+pub(super) const INSERT_AUDIT: &str = "INSERT INTO job_events (job_id, at, from_status, to_status, actor, mode, reason, detail)";
 const AUDIT_PARAMS: usize = 8;
 
 impl Store {
@@ -116,53 +116,9 @@ impl Store {
         Ok(Some(written))
     }
 
-    /// One job's compare-and-set ([`Store::write_moves`]) and its timeline entry, the
-    /// entry inserted only when the row moved; None when the job had moved already.
-    ///
-    /// On PostgreSQL one statement (a data-modifying CTE). On SQLite one call with three
-    /// statements, which sqlx hands to the connection's worker thread at once: the
-    /// update, the entry, and the read of the pipeline's facts after the move
-    /// (`pipeline_id` is the job's pipeline), returned with the job. Each call to that
-    /// thread and back costs about 45 µs here, a third of a cancel's transaction.
-    pub(super) async fn write_move_with_audit(
-        &self,
-        tx: &mut Tx<'_>,
-        single: &SingleWrite<'_>,
-    ) -> Result<Option<(Job, Option<PipelineFacts>)>, EngineError> {
-        // The job's id follows the write's parameters, then the entry's, then (SQLite) the
-        // pipeline's id.
-        let audit_values = placeholders(WRITE_PARAMS + 2, AUDIT_PARAMS);
-        let sql = match self.backend {
-            Backend::Postgres => format!(
-                "WITH moved AS ({} RETURNING {JOB_COLUMNS}), \
-                 audit AS ({INSERT_AUDIT} SELECT {audit_values} FROM moved) \
-                 SELECT {JOB_COLUMNS} FROM moved",
-                update_sql(1)
-            ),
-            Backend::Sqlite => format!(
-                "{} RETURNING {JOB_COLUMNS}; {INSERT_AUDIT} SELECT {audit_values} WHERE changes() = 1; {}",
-                update_sql(1),
-                pipeline_facts_sql(WRITE_PARAMS + 2 + AUDIT_PARAMS)
-            ),
-        };
-        let query = bind_write(sqlx::query(&sql), single.write).bind(single.audit.job_id);
-        let query = bind_audit(query, single.audit, single.t);
-        let query = match self.backend {
-            Backend::Postgres => query,
-            Backend::Sqlite => query.bind(single.pipeline_id),
-        };
-        let rows = query.fetch_all(&mut **tx).await?;
-        let (facts, moved): (Vec<&AnyRow>, Vec<&AnyRow>) = rows.iter().partition(|row| is_facts_row(row));
-        let Some(job) = moved.first() else {
-            return Ok(None);
-        };
-        Ok(Some((job_from_row(job)?, pipeline_facts_from(facts)?)))
-    }
-
     /// The timeline entries of these moves, in order. With `facts_of`, the statement of
-    /// the last entries also reads that pipeline's facts, which see every move before it:
-    /// on PostgreSQL the insert is a CTE of the read, on SQLite a statement before it in
-    /// the same call to the connection's worker. None without entries.
+    /// the last entries also reads that pipeline's facts, which see every move before it
+    /// ([`super::writer::Writer::insert_then_facts`]). None without entries.
     async fn append_audits(
         &self,
         tx: &mut Tx<'_>,
@@ -179,10 +135,9 @@ impl Store {
                 .collect();
             let insert = format!("{INSERT_AUDIT} VALUES {}", rows.join(", "));
             let read = facts_of.filter(|_| n + 1 == chunks);
-            let sql = match (read, self.backend) {
-                (None, _) => insert,
-                (Some(_), Backend::Postgres) => format!("WITH audit AS ({insert}) {}", pipeline_facts_sql(chunk.len() * PER_ROW + 1)),
-                (Some(_), Backend::Sqlite) => format!("{insert}; {}", pipeline_facts_sql(chunk.len() * PER_ROW + 1)),
+            let sql = match read {
+                None => insert,
+                Some(_) => self.writer.insert_then_facts(&insert, chunk.len() * PER_ROW + 1),
             };
             let mut query = sqlx::query(&sql);
             for e in chunk {
@@ -235,7 +190,7 @@ const WRITE_PARAMS: usize = WRITTEN.len() + 2;
 
 /// The compare-and-set `UPDATE` of `n` jobs: the new status is $1, [`WRITTEN`] $2 on,
 /// the status the jobs must still have next, the ids after it (see [`bind_write`]).
-fn update_sql(n: usize) -> String {
+pub(super) fn update_sql(n: usize) -> String {
     let sets: Vec<String> = WRITTEN
         .iter()
         .enumerate()
@@ -258,6 +213,35 @@ fn bind_write<'q>(query: AnyQuery<'q>, write: &'q JobWrite) -> AnyQuery<'q> {
         };
     }
     query.bind(write.from.as_str())
+}
+
+/// The parameters of a single move's statement as [`bind_single`] binds them: the
+/// write's, then the job's id, then its timeline entry's from [`SINGLE_AUDIT_FIRST`] on;
+/// [`SINGLE_NEXT_PARAM`] is the first number after them.
+pub(super) const SINGLE_AUDIT_FIRST: usize = WRITE_PARAMS + 2;
+pub(super) const SINGLE_NEXT_PARAM: usize = SINGLE_AUDIT_FIRST + AUDIT_PARAMS;
+
+/// Binds a single move's parameters (see [`SINGLE_AUDIT_FIRST`]).
+pub(super) fn bind_single<'q>(query: AnyQuery<'q>, single: &'q SingleWrite<'q>) -> AnyQuery<'q> {
+    let query = bind_write(query, single.write).bind(single.audit.job_id);
+    bind_audit(query, single.audit, single.t)
+}
+
+/// The read of the job a single-job change moves, with its pipeline's cancel mode (which
+/// decides whether a cleanup job may be cancelled); `lock` ends the statement.
+pub(super) fn move_read_sql(lock: &str) -> String {
+    format!(
+        "SELECT {}, p.cancel_mode AS pipeline_cancel_mode FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1{lock}",
+        *JOB_COLUMNS_OF_J
+    )
+}
+
+/// The job and its pipeline's cancel mode in a row of [`move_read_sql`].
+pub(super) fn move_from_row(row: &sqlx::any::AnyRow) -> Result<(Job, Option<CancelMode>), EngineError> {
+    let pipeline_cancel = row
+        .try_get::<Option<String>, _>("pipeline_cancel_mode")?
+        .and_then(|m| CancelMode::parse(&m));
+    Ok((job_from_row(row)?, pipeline_cancel))
 }
 
 /// Binds one timeline row's eight values: job, time, from, to, actor, cancel mode,

@@ -10,7 +10,7 @@ use usher_core::api::{Pipeline, When};
 use usher_core::status::Status;
 
 use super::transaction::Tx;
-use super::{AnyQuery, Backend, PIPELINE_COLUMNS, Store, bad_status, pipeline_from_row, qualified};
+use super::{AnyQuery, PIPELINE_COLUMNS, Store, bad_status, pipeline_from_row, qualified};
 use crate::EngineError;
 use crate::plan::pipeline_after;
 
@@ -26,8 +26,8 @@ pub(super) struct PipelineFacts {
 }
 
 /// The read of [`PipelineFacts`], the pipeline's id its parameter `$param`: the pipeline
-/// with the distinct (status, when) of its jobs, one row each. Its rows are the only
-/// ones with a `job_status` column, so it can follow another statement's rows.
+/// with the distinct (status, when) of its jobs, one row each. It ends with its `WHERE`
+/// condition, so a writer may add to it.
 pub(super) fn pipeline_facts_sql(param: usize) -> String {
     format!(
         "SELECT {}, s.status AS job_status, s.when_to_run AS job_when FROM pipelines p \
@@ -35,11 +35,6 @@ pub(super) fn pipeline_facts_sql(param: usize) -> String {
          WHERE p.id = ${param}",
         *PIPELINE_COLUMNS_OF_P
     )
-}
-
-/// Whether `row` is one of [`pipeline_facts_sql`]'s.
-pub(super) fn is_facts_row(row: &AnyRow) -> bool {
-    row.try_column("job_status").is_ok()
 }
 
 /// The facts in [`pipeline_facts_sql`]'s rows; None without rows (no such pipeline).
@@ -68,22 +63,13 @@ impl Store {
         let rows = sqlx::query(&pipeline_facts_sql(1)).bind(pipeline_id).fetch_all(&mut **tx).await?;
         pipeline_facts_from(&rows)?.ok_or_else(|| EngineError::NotFound(format!("pipeline {pipeline_id}")))
     }
+}
 
-    /// Derives the pipeline's status from `facts`, read inside `tx` after the change's
-    /// moves, and writes it; returns the pipeline when its status changed. It is the
-    /// change's last statement: on SQLite its write commits `tx` too.
-    pub(super) async fn rederive_pipeline(&self, tx: &mut Tx<'_>, facts: PipelineFacts, t: &str) -> Result<Option<Pipeline>, EngineError> {
-        let Some(pipeline) = pipeline_after(&facts.pipeline, &facts.jobs, t) else {
-            return Ok(None);
-        };
-        // PostgreSQL writes it in the statement that sends the change's notices.
-        if self.backend != Backend::Postgres {
-            let sql = format!("{}{}", pipeline_status_sql(1), tx.commit_suffix());
-            bind_pipeline_status(sqlx::query(&sql), &pipeline).execute(&mut **tx).await?;
-            tx.committed_by_last_statement();
-        }
-        Ok(Some(pipeline))
-    }
+/// The pipeline with its status derived from `facts` (read inside the change's
+/// transaction after its moves), when that status changed; the writer writes it when it
+/// ends the change ([`super::writer::Writer::finish`]).
+pub(super) fn rederive_pipeline(facts: PipelineFacts, t: &str) -> Option<Pipeline> {
+    pipeline_after(&facts.pipeline, &facts.jobs, t)
 }
 
 /// The write of a pipeline's re-derived status, its parameters numbered from `first`.

@@ -74,10 +74,10 @@ impl Store {
             ..
         } = *new;
         let t = now();
-        let sql = format!(
-            "{}INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by, sha, commit_title) \
+        let sql = self.writer.opening(
+            tx,
+            "INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by, sha, commit_title) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
-            tx.begin_prefix()
         );
         // All rows: a stream stopped at the first would leave the statement open.
         let row = sqlx::query(&sql)

@@ -4,7 +4,7 @@
 use sqlx::Row;
 use usher_core::status::Status;
 
-use super::{Store, bad_status, sql_statuses, tags_from, tags_to};
+use super::{Store, bad_status, sql_statuses, strings_from, tags_to};
 use crate::{EngineError, now};
 use usher_core::status::StatusGroup;
 
@@ -15,7 +15,7 @@ impl Store {
             .bind(seen_since)
             .fetch_all(&mut *self.conn().await?)
             .await?;
-        rows.iter().map(|r| Ok(tags_from(r.try_get("tags")?))).collect()
+        rows.iter().map(|r| Ok(strings_from(r.try_get("tags")?))).collect()
     }
 
     /// Marks a runner token revoked; false if no live token has that hash.

@@ -3,19 +3,19 @@
 //! of the next pending job) and, in one transaction: reads each job, asks
 //! [`crate::plan`] what the change does to it, compare-and-sets the answer
 //! ([`super::moves`]), appends the timeline entries, re-derives the pipeline's status
-//! ([`super::pipeline_status`]), and on PostgreSQL sends the change to every replica
-//! (NOTIFY, delivered at commit in commit order).
+//! ([`super::pipeline_status`]), and ends with the database's writer
+//! ([`super::writer`]: the pipeline's new status, on PostgreSQL the notices to every
+//! replica, the commit).
 //! When another writer moved a job between the read and the write, the whole change is
 //! tried again from the start.
 
-use sqlx::Row;
 use usher_core::api::{CancelMode, Job};
 
-use super::change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
-use super::moves::SingleWrite;
-use super::pipeline_status::{PipelineFacts, bind_pipeline_status, pipeline_status_sql};
+use super::Store;
+use super::change::{Change, Committed, PipelineCancel, Transitioned};
+use super::moves::{SingleWrite, move_from_row, move_read_sql};
+use super::pipeline_status::{PipelineFacts, rederive_pipeline};
 use super::transaction::Tx;
-use super::{Backend, JOB_COLUMNS_OF_J, Store, job_from_row};
 use crate::plan::{Decision, Event, Move, plan_move};
 use crate::{EngineError, now};
 
@@ -50,10 +50,7 @@ impl Store {
                     return Err(e);
                 }
             };
-            if self.backend == Backend::Postgres {
-                self.notify_in(&mut tx, &committed).await?;
-            }
-            tx.commit().await?;
+            self.writer.finish(tx, &committed).await?;
             return Ok(committed);
         }
     }
@@ -65,10 +62,7 @@ impl Store {
         let mut facts = None;
         let (pipeline_id, jobs) = match change {
             Change::Job(mv) => {
-                // PostgreSQL: the job is read together with the lock on its pipeline.
-                // SQLite has one writer already.
-                let lock = self.backend == Backend::Postgres;
-                let Some(single) = self.transition_in(tx, mv, lock).await? else {
+                let Some(single) = self.transition_in(tx, mv, true).await? else {
                     return Ok(None);
                 };
                 facts = single.pipeline;
@@ -101,7 +95,7 @@ impl Store {
                 job_ids,
                 actor,
             } => {
-                self.lock_pipeline(tx, *pipeline_id).await?;
+                self.writer.lock_pipeline(tx, *pipeline_id).await?;
                 let mut attempts = Vec::with_capacity(job_ids.len());
                 for old in job_ids.iter() {
                     attempts.push(self.new_attempt_in(tx, *old, actor).await?);
@@ -135,7 +129,7 @@ impl Store {
                 moves,
                 cancel,
             } => {
-                self.lock_pipeline(tx, *pipeline_id).await?;
+                self.writer.lock_pipeline(tx, *pipeline_id).await?;
                 // A cancel is recorded on the pipeline after the moves: its facts are
                 // read after that.
                 let facts_of = cancel.is_none().then_some(*pipeline_id);
@@ -154,49 +148,35 @@ impl Store {
                 Some(facts) => facts,
                 None => self.pipeline_facts_in(tx, pipeline_id).await?,
             };
-            self.rederive_pipeline(tx, facts, &now()).await?
+            rederive_pipeline(facts, &now())
         } else {
             None
         };
         Ok(Some(Committed { jobs, pipeline, created }))
     }
 
-    /// PostgreSQL: transitions of one pipeline take turns, so each re-derivation of the
-    /// pipeline status sees every job change committed before it.
-    async fn lock_pipeline(&self, tx: &mut Tx<'_>, pipeline_id: i64) -> Result<(), EngineError> {
-        if self.backend == Backend::Postgres {
-            sqlx::query("SELECT id FROM pipelines WHERE id = $1 FOR UPDATE")
-                .bind(pipeline_id)
-                .fetch_optional(&mut **tx)
-                .await?;
-        }
-        Ok(())
+    /// One job's transition inside `tx`; None when another writer moved it first.
+    /// `first` when the job's read is the change's first statement: then it is the
+    /// writer's ([`super::writer::Writer::read_for_move`]; on PostgreSQL it waits for the
+    /// lock on the job's pipeline).
+    async fn transition_in(&self, tx: &mut Tx<'_>, mv: &Move, first: bool) -> Result<Option<SingleMove>, EngineError> {
+        let (job, pipeline_cancel) = if first {
+            self.writer.read_for_move(tx, mv.job_id).await?
+        } else {
+            self.read_for_move_again(tx, mv.job_id).await?
+        };
+        let read_with_lock = first && self.writer.reads_with_lock();
+        self.transition_from(tx, job, pipeline_cancel, mv, read_with_lock).await
     }
 
-    /// One job's transition inside `tx`; None when another writer moved it first.
-    /// `lock_pipeline` (PostgreSQL): the job is read in the statement that locks its
-    /// pipeline (see [`Store::lock_pipeline`]), one round trip instead of two.
-    async fn transition_in(&self, tx: &mut Tx<'_>, mv: &Move, lock_pipeline: bool) -> Result<Option<SingleMove>, EngineError> {
-        let job_id = mv.job_id;
-        // With the pipeline's cancel, which decides whether a cleanup job may be cancelled.
-        let sql = format!(
-            "SELECT {}, p.cancel_mode AS pipeline_cancel_mode FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.id = $1{}",
-            *JOB_COLUMNS_OF_J,
-            if lock_pipeline { " FOR UPDATE OF p" } else { "" }
-        );
-        // All rows: a stream stopped at the first would leave the statement open.
-        let sql = format!("{}{sql}", tx.begin_prefix());
-        let row = sqlx::query(&sql)
+    /// The job and its pipeline's cancel mode, read inside a change that has begun.
+    async fn read_for_move_again(&self, tx: &mut Tx<'_>, job_id: i64) -> Result<(Job, Option<CancelMode>), EngineError> {
+        let row = sqlx::query(&move_read_sql(""))
             .bind(job_id)
-            .fetch_all(&mut **tx)
+            .fetch_optional(&mut **tx)
             .await?
-            .pop()
             .ok_or_else(|| EngineError::NotFound(format!("job {job_id}")))?;
-        let pipeline_cancel = row
-            .try_get::<Option<String>, _>("pipeline_cancel_mode")?
-            .and_then(|m| CancelMode::parse(&m));
-        self.transition_from(tx, job_from_row(&row)?, pipeline_cancel, mv, lock_pipeline)
-            .await
+        move_from_row(&row)
     }
 
     /// [`Store::transition_in`] of the job as already read (`current`); `read_with_lock`
@@ -233,7 +213,7 @@ impl Store {
             t: &t,
             pipeline_id: current.pipeline_id,
         };
-        let Some((job, pipeline)) = self.write_move_with_audit(tx, &single).await? else {
+        let Some((job, pipeline)) = self.writer.write_single(tx, &single).await? else {
             return Ok(None);
         };
         Ok(Some(SingleMove {
@@ -266,48 +246,6 @@ impl Store {
         .bind(pipeline_id)
         .execute(&mut **tx)
         .await?;
-        Ok(())
-    }
-
-    /// PostgreSQL: one notice per moved job, then the pipeline's, delivered to every
-    /// replica's listener at commit, in commit order. The first statement also writes
-    /// the pipeline's re-derived status (a data-modifying CTE): a round trip fewer.
-    async fn notify_in(&self, tx: &mut Tx<'_>, committed: &Committed) -> Result<(), EngineError> {
-        let jobs = committed.jobs.iter().filter(|t| t.changed).map(|t| ChangeNotice {
-            job: Some(t.job.clone()),
-            pipeline: None,
-        });
-        let pipeline = committed.pipeline.iter().map(|p| ChangeNotice {
-            job: None,
-            pipeline: Some(p.clone()),
-        });
-        let payloads = jobs
-            .chain(pipeline)
-            .map(|notice| serde_json::to_string(&notice))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| EngineError::Internal(e.to_string()))?;
-        // Many notices to a statement: a VALUES list is scanned in its order, so the
-        // notices are queued (and delivered) in the order of the change.
-        for (n, chunk) in payloads.chunks(500).enumerate() {
-            let values: Vec<String> = (0..chunk.len()).map(|i| format!("(${})", i + 2)).collect();
-            let pipeline = committed.pipeline.as_ref().filter(|_| n == 0);
-            let with = match pipeline {
-                Some(_) => format!("WITH derived AS ({}) ", pipeline_status_sql(chunk.len() + 2)),
-                None => String::new(),
-            };
-            let sql = format!(
-                "{with}SELECT pg_notify($1, v.payload) FROM (VALUES {}) AS v(payload)",
-                values.join(", ")
-            );
-            let mut query = sqlx::query(&sql).bind(CHANGES_CHANNEL);
-            for payload in chunk {
-                query = query.bind(payload.as_str());
-            }
-            if let Some(pipeline) = pipeline {
-                query = bind_pipeline_status(query, pipeline);
-            }
-            query.fetch_all(&mut **tx).await?;
-        }
         Ok(())
     }
 }
