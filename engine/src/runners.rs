@@ -85,13 +85,13 @@ impl Engine {
             repository_url,
             credentials,
             ssh_private_key,
+            variables: project_variables,
         } = self.store().assignment_source(job.id).await?;
         self.inner.cancel_windows.remember(job.id, &spec);
         // The configuration's variables first, Usher's last: the last of two equal names
         // wins in the job's environment, so CI_* always say the truth (the parser also
         // refuses configurations that set them; pipelines stored before that may).
         // The project's variables first: the YAML's of the same name win.
-        let project_variables = self.store().variable_values(job.project_id).await?;
         let masked: Vec<String> = project_variables.iter().filter(|v| v.masked).map(|v| v.value.clone()).collect();
         let mut variables: Vec<(String, String)> = project_variables
             .into_iter()

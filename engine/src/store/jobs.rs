@@ -9,6 +9,7 @@ use usher_core::repository::RepoCredentials;
 use usher_core::status::{Status, StatusGroup};
 
 use super::pipelines::StoredSpec;
+use super::variables::VariableValue;
 use super::{JOB_COLUMNS, Store, bad_status, job_from_row, placeholders, sql_statuses};
 use crate::EngineError;
 use sqlx::any::AnyRow;
@@ -26,6 +27,8 @@ pub struct AssignmentSource {
     pub repository_url: Option<String>,
     pub credentials: Option<RepoCredentials>,
     pub ssh_private_key: Option<String>,
+    /// The project's variables with their values, by key.
+    pub variables: Vec<VariableValue>,
 }
 
 /// One job's handed-over variables (see [`Store::handed_over`]).
@@ -90,27 +93,40 @@ impl Store {
     }
 
     /// What a runner is handed with job `id`, in one read: the job's definition, its
-    /// pipeline's ref and commit, its project's name and repository with credentials.
+    /// pipeline's ref and commit, its project's name, repository with credentials, and
+    /// variables (a row each, or one row without any).
     pub async fn assignment_source(&self, id: i64) -> Result<AssignmentSource, EngineError> {
-        let row = sqlx::query(
+        let rows = sqlx::query(
             "SELECT j.spec, j.stage_index, p.git_ref, p.sha, p.commit_title, pr.name AS project_name, pr.repository_url, \
-             pr.repository_username, pr.repository_password, pr.ssh_private_key \
+             pr.repository_username, pr.repository_password, pr.ssh_private_key, v.key, v.value, v.masked \
              FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id JOIN projects pr ON pr.id = j.project_id \
-             WHERE j.id = $1",
+             LEFT JOIN project_variables v ON v.project_id = j.project_id \
+             WHERE j.id = $1 ORDER BY v.key",
         )
         .bind(id)
-        .fetch_optional(&mut *self.conn().await?)
-        .await?
-        .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        let row = rows.first().ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+        let mut variables = Vec::new();
+        for r in &rows {
+            if let Some(key) = r.try_get::<Option<String>, _>("key")? {
+                variables.push(VariableValue {
+                    key,
+                    value: r.try_get::<Option<String>, _>("value")?.unwrap_or_default(),
+                    masked: r.try_get::<Option<i64>, _>("masked")?.unwrap_or(0) != 0,
+                });
+            }
+        }
         Ok(AssignmentSource {
-            spec: spec_from(id, &row)?,
+            variables,
+            spec: spec_from(id, row)?,
             stage_index: row.try_get::<i64, _>("stage_index")?.max(0) as usize,
             git_ref: row.try_get("git_ref")?,
             sha: row.try_get("sha")?,
             commit_title: row.try_get("commit_title")?,
             project_name: row.try_get("project_name")?,
             repository_url: row.try_get("repository_url")?,
-            credentials: super::projects::repo_credentials(&row)?,
+            credentials: super::projects::repo_credentials(row)?,
             ssh_private_key: row.try_get("ssh_private_key")?,
         })
     }

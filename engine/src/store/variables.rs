@@ -67,21 +67,4 @@ impl Store {
             .await?;
         Ok(done.rows_affected() > 0)
     }
-
-    /// Every variable of the project with its value, by key: for a job's assignment only.
-    pub async fn variable_values(&self, project_id: i64) -> Result<Vec<VariableValue>, EngineError> {
-        let rows = sqlx::query("SELECT key, value, masked FROM project_variables WHERE project_id = $1 ORDER BY key")
-            .bind(project_id)
-            .fetch_all(&mut *self.conn().await?)
-            .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(VariableValue {
-                    key: r.try_get("key")?,
-                    value: r.try_get("value")?,
-                    masked: r.try_get::<i64, _>("masked")? != 0,
-                })
-            })
-            .collect()
-    }
 }
