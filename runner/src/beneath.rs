@@ -46,34 +46,6 @@ pub fn open_dir(path: &Path) -> io::Result<OwnedFd> {
 /// beneath the directory's descriptor, so a name that exists already (of any kind) is
 /// an error, never followed.
 pub fn create_new(dir: &Path, name: &str, text: &[u8], group: Option<u32>) -> io::Result<()> {
-    create_new_with_mode(dir, name, text, group, 0o640)
-}
-
-/// A program the job may run: [`create_new`] with mode 0750 (the job's group may run it).
-pub fn create_program(dir: &Path, name: &str, text: &[u8], group: Option<u32>) -> io::Result<()> {
-    create_new_with_mode(dir, name, text, group, 0o750)
-}
-
-/// A new directory `name` beneath `dir`, root's, which the job's group may enter and
-/// read (0750), or only root without a group.
-pub fn make_dir(dir: &Path, name: &str, group: Option<u32>) -> io::Result<()> {
-    let parent = open_dir(dir)?;
-    rustix::fs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))?;
-    let fd = rustix::fs::openat2(
-        &parent,
-        name,
-        OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-        Mode::empty(),
-        CONFINED,
-    )?;
-    if let Some(gid) = group {
-        rustix::fs::fchown(&fd, None, Some(rustix::fs::Gid::from_raw(gid)))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o750))?;
-    }
-    Ok(())
-}
-
-fn create_new_with_mode(dir: &Path, name: &str, text: &[u8], group: Option<u32>, group_mode: u32) -> io::Result<()> {
     let dir = open_dir(dir)?;
     let fd = rustix::fs::openat2(
         &dir,
@@ -84,9 +56,7 @@ fn create_new_with_mode(dir: &Path, name: &str, text: &[u8], group: Option<u32>,
     )?;
     if let Some(gid) = group {
         rustix::fs::fchown(&fd, None, Some(rustix::fs::Gid::from_raw(gid)))?;
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(group_mode))?;
-    } else {
-        rustix::fs::fchmod(&fd, Mode::from_raw_mode(group_mode & 0o700))?;
+        rustix::fs::fchmod(&fd, Mode::from_raw_mode(0o640))?;
     }
     std::fs::File::from(fd).write_all(text)
 }

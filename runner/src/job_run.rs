@@ -97,17 +97,4 @@ impl JobRun<'_> {
     pub(crate) fn write_for_job(&self, name: &str, text: &str) -> std::io::Result<()> {
         crate::beneath::create_new(&self.meta_dir, name, text.as_bytes(), self.confinement.user().map(|u| u.gid))
     }
-
-    /// `bin/` beside the build directory, with the programs the job finds on its PATH
-    /// (`usher-defer`): root's, the job may run them, not change them.
-    pub(crate) fn write_programs(&self) -> std::io::Result<()> {
-        let group = self.confinement.user().map(|u| u.gid);
-        crate::beneath::make_dir(&self.meta_dir, "bin", group)?;
-        crate::beneath::create_program(
-            &self.meta_dir.join("bin"),
-            "usher-defer",
-            crate::script::USHER_DEFER.as_bytes(),
-            group,
-        )
-    }
 }

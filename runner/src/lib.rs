@@ -23,6 +23,7 @@ pub mod logging;
 pub mod logsink;
 pub mod output;
 pub mod procs;
+pub mod programs;
 pub mod recovery;
 pub mod rooms;
 pub mod script;

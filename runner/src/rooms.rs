@@ -122,13 +122,14 @@ impl ReadyRooms {
     }
 }
 
-/// New, empty directories for a job, still the runner's.
+/// New, empty directories for a job, still the runner's, with the job's programs.
 fn make_set(build: &Path, beside: &Path) -> std::io::Result<()> {
     let _ = std::fs::remove_dir_all(build);
     let _ = std::fs::remove_dir_all(beside);
     std::fs::create_dir_all(build)?;
     std::fs::create_dir_all(beside.join(HOME))?;
-    std::fs::create_dir(beside.join(STATE))
+    std::fs::create_dir(beside.join(STATE))?;
+    crate::programs::install(beside)
 }
 
 #[cfg(test)]
@@ -155,7 +156,7 @@ mod tests {
         rooms.take(&build, &beside, None).unwrap();
         assert_eq!(names(builds.path()), ["job-7", "job-7.usher"]);
         assert!(names(&build).is_empty());
-        assert_eq!(names(&beside), ["home", "state"]);
+        assert_eq!(names(&beside), ["bin", "home", "state"]);
         assert!(names(&beside.join("home")).is_empty());
 
         rooms.refill();
@@ -197,6 +198,11 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let meta = std::fs::metadata(&beside).unwrap();
         assert_eq!((meta.uid(), meta.gid(), meta.permissions().mode() & 0o777), (0, 65534, 0o750));
+        // So do its programs, which the job may run but not change.
+        for program in [beside.join("bin"), beside.join("bin/usher-defer")] {
+            let meta = std::fs::metadata(&program).unwrap();
+            assert_eq!((meta.uid(), meta.permissions().mode() & 0o777), (0, 0o755), "{}", program.display());
+        }
     }
 
     #[test]
@@ -206,7 +212,7 @@ mod tests {
         let (build, beside) = (builds.path().join("job-8"), builds.path().join("job-8.usher"));
         rooms.take(&build, &beside, None).unwrap();
         assert!(names(&build).is_empty());
-        assert_eq!(names(&beside), ["home", "state"]);
+        assert_eq!(names(&beside), ["bin", "home", "state"]);
 
         // A crashed run of job 9 left files; the ready set cannot be renamed over them.
         let (build, beside) = (builds.path().join("job-9"), builds.path().join("job-9.usher"));
@@ -217,7 +223,7 @@ mod tests {
         rooms.refill();
         rooms.take(&build, &beside, None).unwrap();
         assert!(names(&build).is_empty());
-        assert_eq!(names(&beside), ["home", "state"]);
+        assert_eq!(names(&beside), ["bin", "home", "state"]);
         assert_eq!(names(builds.path()), ["job-8", "job-8.usher", "job-9", "job-9.usher"]);
     }
 }

@@ -64,22 +64,6 @@ pub fn exports_text(variables: &[(String, String)]) -> String {
     s
 }
 
-/// The helper the job finds on its PATH.
-pub const USHER_DEFER: &str = r#"#!/bin/sh
-# usher-defer CMD...: CMD runs when the job ends (success, failure, timeout or a
-# graceful cancel; not an abort), after after_script, last registered first.
-if [ $# -eq 0 ]; then
-  echo "usher-defer: give the command to run when the job ends, e.g.: usher-defer ./destroy-environment" >&2
-  exit 2
-fi
-line=$(printf '%s' "$*" | base64 | tr -d '
-') || exit 1
-printf '%s
-' "$line" >> "$USHER_DEFER_FILE" || exit 1
-printf '[33;1musher-defer: `%s` runs when the job ends[0m
-' "$*"
-"#;
-
 pub fn script_text(job: &JobAssignment, state_file: &Path, shell: Shell) -> String {
     let state = sh_quote(&state_file.to_string_lossy());
     let mut s = String::new();
@@ -88,7 +72,7 @@ pub fn script_text(job: &JobAssignment, state_file: &Path, shell: Shell) -> Stri
     let meta = state_file.parent().and_then(Path::parent).unwrap_or(Path::new("/"));
     s.push_str(&format!(
         "export PATH={}:\"$PATH\"\nexport USHER_DEFER_FILE={}\n",
-        sh_quote(&meta.join("bin").to_string_lossy()),
+        sh_quote(&meta.join(crate::programs::BIN).to_string_lossy()),
         sh_quote(&state_file.with_file_name("defer").to_string_lossy())
     ));
     s.push_str(&format!("__usher_state={state}\n"));

@@ -234,10 +234,6 @@ async fn run_in_dirs(
 ) -> JobOutcome {
     let (job, log) = (run.job, &run.log);
     let script_file = run.meta_dir.join("script.sh");
-    if let Err(e) = run.write_programs() {
-        log.note(&format!("Could not write the job's programs (usher-defer): {e}"));
-        return JobOutcome::Report(system_failure());
-    }
     if let Err(e) = run.write_for_job("script.sh", &(exec.exports(run) + &script_text(job, &run.state_file, exec.shell()))) {
         log.note(&format!("Could not write the job script: {e}"));
         return JobOutcome::Report(system_failure());
