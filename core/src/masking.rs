@@ -58,6 +58,18 @@ impl Masker {
         out
     }
 
+    /// `text` whole, masked (a piece of text that is not part of a stream).
+    pub fn mask(&self, text: &str) -> String {
+        if self.secrets.is_empty() {
+            return text.to_string();
+        }
+        let whole = Masker {
+            secrets: self.secrets.clone(),
+            pending: text.to_string(),
+        };
+        whole.scan(true).0
+    }
+
     /// The end of the output: whatever was kept back, masked.
     pub fn finish(&mut self) -> String {
         let (out, _) = self.scan(true);
@@ -135,6 +147,16 @@ mod tests {
                 "cut at {cut}"
             );
         }
+    }
+
+    #[test]
+    fn a_whole_text_is_masked_at_once() {
+        let m = Masker::new(["abcdefgh-secret".to_string()]);
+        assert_eq!(
+            m.mask("terraform destroy -var token=abcdefgh-secret"),
+            "terraform destroy -var token=[MASKED]"
+        );
+        assert_eq!(Masker::new(Vec::new()).mask("plain"), "plain");
     }
 
     #[test]

@@ -11,7 +11,7 @@ use crate::repository::RepoCredentials;
 use crate::status::{JobEvent, Status};
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Runner → server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -36,6 +36,19 @@ pub enum RunnerMessage {
         job_id: i64,
         offset: u64,
         data: String,
+    },
+    /// The job registered a teardown command with `usher-defer` (masked as its log is);
+    /// sent as soon as the runner sees it.
+    Deferred {
+        job_id: i64,
+        command: String,
+    },
+    /// The receipt of a job that a previous run of this runner (same builds directory,
+    /// same token) was running when it died: its deferred commands ran when this run
+    /// started. The job ends now as `runner_lost` if the server had not ended it yet.
+    Recovered {
+        job_id: i64,
+        teardown: crate::api::Teardown,
     },
     /// The job is over on the runner side.
     Finished {

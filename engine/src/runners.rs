@@ -221,6 +221,50 @@ impl Engine {
         }
     }
 
+    /// Records a teardown command that job `job_id` registered with `usher-defer`, as its
+    /// runner reports it; shown with the job from then on. Refused (false) when the runner
+    /// does not hold the job, the job has ended, or it has registered the most commands
+    /// a job may. Not a status change, so not the gate's: the job's new state goes to this
+    /// replica's subscribers.
+    pub async fn record_deferred(&self, runner_id: i64, job_id: i64, command: &str) -> Result<bool, EngineError> {
+        use usher_core::api::{MAX_DEFERRED_BYTES, MAX_DEFERRED_COMMANDS};
+        if command.is_empty() || command.len() > MAX_DEFERRED_BYTES {
+            return Ok(false);
+        }
+        let kept = self
+            .store()
+            .record_deferred(job_id, runner_id, command, MAX_DEFERRED_COMMANDS)
+            .await?;
+        if kept && let Some(job) = self.store().get_job(job_id).await? {
+            self.bus().publish(crate::BusEvent::Job(job));
+        }
+        Ok(kept)
+    }
+
+    /// The receipt of a job that a previous run of a runner was running when it died,
+    /// sent by its next run (registered with the same token `token_id`) once that has
+    /// run the job's deferred commands. The job ends now as `runner_lost` if it had not
+    /// ended yet (its runner is gone: no need to wait for the lost-runner reaper), and
+    /// keeps the receipt. Refused when the job's runner was not registered with this
+    /// token.
+    pub async fn recovered_receipt(&self, token_id: i64, job_id: i64, receipt: &usher_core::api::Teardown) -> Result<(), EngineError> {
+        let Some(held_by) = self.store().job_runner_of_token(job_id, token_id).await? else {
+            return Err(EngineError::Conflict(format!(
+                "job {job_id} was not run by a runner with this token"
+            )));
+        };
+        let lost = Move {
+            job_id,
+            event: Event::RunnerLost,
+            by: format!("runner:{held_by}"),
+        };
+        match self.apply_to_job(&lost).await {
+            Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+            Err(e) => return Err(e),
+        }
+        self.keep_late_receipt(held_by, job_id, receipt).await
+    }
+
     /// A receipt that came after its job had ended (aborted, or reaped): kept when the job
     /// has none yet and this runner held it. Not a status change, so not the gate's: the
     /// job's new state goes to this replica's subscribers only.

@@ -37,8 +37,8 @@ pub(crate) async fn run_after_script(
 }
 
 /// The most commands a job may defer, and the most bytes of them.
-const MAX_DEFERRED: usize = 100;
-pub(crate) const MAX_DEFERRED_BYTES: u64 = 64 * 1024;
+const MAX_DEFERRED: usize = usher_core::api::MAX_DEFERRED_COMMANDS;
+pub(crate) const MAX_DEFERRED_BYTES: u64 = usher_core::api::MAX_DEFERRED_BYTES as u64;
 
 /// Runs the commands the job deferred, last registered first; None if an abort arrived.
 pub(crate) async fn run_deferred(
@@ -56,7 +56,8 @@ pub(crate) async fn run_deferred(
         let text = exec.exports(run) + &cleanup_text(&run.state_file, cwd, status, std::slice::from_ref(command), exec.shell());
         let ran = run_in_saved_state(run, exec, "the deferred command", &format!("deferred-{n}.sh"), &text, control).await?;
         results.push(DeferredResult {
-            command: command.clone(),
+            // It leaves the runner with the receipt: masked as the log is.
+            command: run.log.mask(command),
             exit_code: ran.exit_code,
             duration_ms: ran.duration_ms,
         });

@@ -202,13 +202,5 @@ pub async fn tear_down(docker: &Docker, job_id: i64, log: &LogHandle) -> (Docker
             "The final sweep found and removed {leftovers} more Docker object(s) of the job."
         ));
     }
-    let count = |n: usize| n as u32;
-    (
-        DockerRemoved {
-            containers: count(removed.containers),
-            networks: count(removed.networks),
-            volumes: count(removed.volumes),
-        },
-        leftovers,
-    )
+    (removed.as_receipt(), leftovers)
 }

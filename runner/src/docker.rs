@@ -86,6 +86,16 @@ impl Removed {
     pub fn total(&self) -> usize {
         self.containers + self.networks + self.volumes
     }
+
+    /// As a teardown receipt counts them.
+    pub fn as_receipt(&self) -> usher_core::api::DockerRemoved {
+        let count = |n: usize| n as u32;
+        usher_core::api::DockerRemoved {
+            containers: count(self.containers),
+            networks: count(self.networks),
+            volumes: count(self.volumes),
+        }
+    }
 }
 
 impl Docker {

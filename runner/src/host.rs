@@ -3,6 +3,10 @@
 //! and the Docker engine, made ready before the first job — which includes removing
 //! what a previous life of this runner left behind.
 
+use std::collections::BTreeMap;
+
+use usher_core::api::Teardown;
+
 use crate::config::RunnerConfig;
 use crate::executor::JobHost;
 use crate::isolation;
@@ -45,16 +49,25 @@ pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
     // Its jobs' processes are gone now; what those jobs deferred runs, from their
     // directories, before the directories and their Docker objects go.
     let recovered = crate::recovery::run_pending_deferred(&config.builds_dir).await;
-    if recovered > 0 {
-        tracing::warn!(runner = %config.name, "ran {recovered} deferred command(s) of jobs a previous run of this runner left");
+    let ran: usize = recovered.iter().map(|(_, results)| results.len()).sum();
+    if ran > 0 {
+        tracing::warn!(runner = %config.name, "ran {ran} deferred command(s) of jobs a previous run of this runner left");
     }
+    // A receipt for each job the previous run left, for the server.
     let stale_jobs = remove_stale_build_dirs(&config.builds_dir);
+    let mut receipts: BTreeMap<i64, Teardown> = stale_jobs.iter().map(|&job_id| (job_id, Teardown::nothing_ran())).collect();
+    for (job_id, results) in recovered {
+        receipts.entry(job_id).or_insert_with(Teardown::nothing_ran).deferred = results;
+    }
     let docker = config.docker.clone().map(|d| d.for_runner(&config.builds_dir));
     if let Some(docker) = &docker {
         for job_id in stale_jobs {
             let removed = docker.remove_everything_of(job_id).await;
             if removed.total() > 0 {
                 tracing::warn!(runner = %config.name, job_id, ?removed, "removed Docker objects that a previous run of this runner left behind");
+            }
+            if let Some(receipt) = receipts.get_mut(&job_id) {
+                receipt.docker_removed = removed.as_receipt();
             }
         }
     }
@@ -66,6 +79,7 @@ pub(crate) async fn prepare_host(config: &RunnerConfig) -> JobHost {
         isolation: config.isolation.clone(),
         cgroups,
         executor: docker.map_or(crate::executor::Executor::Shell, crate::executor::Executor::Docker),
+        recovered: receipts.into_iter().collect(),
     }
 }
 

@@ -11,6 +11,7 @@ pub mod clone3;
 pub mod config;
 pub mod container;
 pub mod control;
+pub mod defer_watch;
 pub mod docker;
 pub mod docker_policy;
 pub mod docker_proxy;

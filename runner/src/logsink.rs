@@ -13,6 +13,8 @@ const MAX_BATCH: usize = 64 * 1024;
 
 pub enum SinkMsg {
     Data(Vec<u8>),
+    /// Another message of the job's (`Deferred`), sent after the log written before it.
+    Message(RunnerMessage),
     /// Acknowledged once everything sent before it is on its way to the server.
     Flush(oneshot::Sender<()>),
 }
@@ -20,6 +22,8 @@ pub enum SinkMsg {
 #[derive(Clone)]
 pub struct LogHandle {
     tx: mpsc::UnboundedSender<SinkMsg>,
+    /// The job's masked values, for text that leaves the runner outside its log.
+    masker: std::sync::Arc<Masker>,
 }
 
 impl LogHandle {
@@ -30,6 +34,16 @@ impl LogHandle {
     /// A line from the runner itself, in yellow so it stands apart from the job's output.
     pub fn note(&self, text: &str) {
         self.write(format!("\x1b[33;1m{text}\x1b[0m\n"));
+    }
+
+    /// `text` with the job's masked values written over, as its log would have it.
+    pub fn mask(&self, text: &str) -> String {
+        self.masker.mask(text)
+    }
+
+    /// Sends `message` to the server after the log written before it.
+    pub fn send(&self, message: RunnerMessage) {
+        let _ = self.tx.send(SinkMsg::Message(message));
     }
 
     pub async fn flush(&self) {
@@ -44,20 +58,25 @@ impl LogHandle {
 /// follows it is acknowledged, so whatever the caller sends after `flush` comes later.
 pub fn spawn(job_id: i64, masked: Vec<String>, out: impl Fn(RunnerMessage) + Send + 'static) -> LogHandle {
     let (tx, mut rx) = mpsc::unbounded_channel::<SinkMsg>();
+    let whole = std::sync::Arc::new(Masker::new(masked.clone()));
     tokio::spawn(async move {
         let mut masker = Masker::new(masked);
         let mut offset: u64 = 0;
         let mut carry: Vec<u8> = Vec::new();
         while let Some(first) = rx.recv().await {
             let mut flushes = Vec::new();
-            let push = |msg: SinkMsg, carry: &mut Vec<u8>, flushes: &mut Vec<oneshot::Sender<()>>| match msg {
-                SinkMsg::Data(d) => carry.extend_from_slice(&d),
-                SinkMsg::Flush(f) => flushes.push(f),
-            };
-            push(first, &mut carry, &mut flushes);
-            while carry.len() < MAX_BATCH {
+            let mut messages = Vec::new();
+            let push =
+                |msg: SinkMsg, carry: &mut Vec<u8>, flushes: &mut Vec<oneshot::Sender<()>>, messages: &mut Vec<RunnerMessage>| match msg {
+                    SinkMsg::Data(d) => carry.extend_from_slice(&d),
+                    SinkMsg::Flush(f) => flushes.push(f),
+                    SinkMsg::Message(m) => messages.push(m),
+                };
+            push(first, &mut carry, &mut flushes, &mut messages);
+            // A message ends the batch: what is written after it goes after it.
+            while carry.len() < MAX_BATCH && messages.is_empty() {
                 match rx.try_recv() {
-                    Ok(msg) => push(msg, &mut carry, &mut flushes),
+                    Ok(msg) => push(msg, &mut carry, &mut flushes, &mut messages),
                     Err(_) => break,
                 }
             }
@@ -75,12 +94,15 @@ pub fn spawn(job_id: i64, masked: Vec<String>, out: impl Fn(RunnerMessage) + Sen
                 });
                 offset += len;
             }
+            for m in messages {
+                out(m);
+            }
             for f in flushes {
                 let _ = f.send(());
             }
         }
     });
-    LogHandle { tx }
+    LogHandle { tx, masker: whole }
 }
 
 /// Takes the longest valid UTF-8 prefix of `buf` (invalid bytes become U+FFFD); keeps an

@@ -3,13 +3,17 @@
 //! directories before it removes them, and runs each job's pending commands — last
 //! registered first, as the job's own user, from the state the job's script last saved
 //! (its directory and exported variables), with `CI_JOB_STATUS=canceled` and a timeout
-//! each — before it takes new work. The job is over on the server (ended by the reaper
-//! as `runner_lost`), so their output goes to this runner's log, not the job's.
+//! each — before it takes new work. Their output goes to this runner's log (the job's
+//! log is closed); what each did goes to the server in the job's receipt once the
+//! runner is connected (`Recovered`, see `host::prepare_host`), which also ends the job
+//! as `runner_lost` if the server had not yet.
 
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
+
+use usher_core::api::DeferredResult;
 
 use crate::after_script::{MAX_DEFERRED_BYTES, parse_deferred};
 use crate::beneath::JobTree;
@@ -19,12 +23,12 @@ use crate::script::{Shell, cleanup_text};
 const TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs the pending deferred commands of every job directory in `builds_dir`; returns
-/// how many ran.
-pub(crate) async fn run_pending_deferred(builds_dir: &Path) -> usize {
+/// what each job's did.
+pub(crate) async fn run_pending_deferred(builds_dir: &Path) -> Vec<(i64, Vec<DeferredResult>)> {
     let Ok(entries) = std::fs::read_dir(builds_dir) else {
-        return 0;
+        return Vec::new();
     };
-    let mut ran = 0;
+    let mut ran = Vec::new();
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
         let Some(job_id) = name
@@ -34,17 +38,20 @@ pub(crate) async fn run_pending_deferred(builds_dir: &Path) -> usize {
         else {
             continue;
         };
-        ran += run_job_commands(builds_dir, job_id).await;
+        let results = run_job_commands(builds_dir, job_id).await;
+        if !results.is_empty() {
+            ran.push((job_id, results));
+        }
     }
     ran
 }
 
-async fn run_job_commands(builds_dir: &Path, job_id: i64) -> usize {
+async fn run_job_commands(builds_dir: &Path, job_id: i64) -> Vec<DeferredResult> {
     let meta = builds_dir.join(format!("job-{job_id}.usher"));
     let state_dir = meta.join(crate::rooms::STATE);
     // The job's own directory: its owner is the user the job ran as.
     let Ok(owner) = std::fs::symlink_metadata(&state_dir) else {
-        return 0;
+        return Vec::new();
     };
     let text = JobTree::open(&state_dir, None).and_then(|tree| {
         let mut text = String::new();
@@ -53,27 +60,35 @@ async fn run_job_commands(builds_dir: &Path, job_id: i64) -> usize {
             .read_to_string(&mut text)?;
         Ok(text)
     });
-    let Ok(text) = text else { return 0 };
+    let Ok(text) = text else { return Vec::new() };
     let (commands, problems) = parse_deferred(&text);
     for problem in problems {
         tracing::warn!(job_id, "{problem}");
     }
     let build_dir = builds_dir.join(format!("job-{job_id}"));
     let state_file = state_dir.join("state.sh");
+    let mut results = Vec::new();
     for command in commands.iter().rev() {
         // The saved state moves to the script's last directory; the build directory
         // when there is none.
         let script = format!("cd -- {} 2>/dev/null\n", crate::script::sh_quote(&build_dir.to_string_lossy()))
             + &cleanup_text(&state_file, None, "canceled", std::slice::from_ref(command), Shell::Bash);
-        let outcome = run_as(&script, owner.uid(), owner.gid(), &meta.join(crate::rooms::HOME)).await;
+        let started = std::time::Instant::now();
+        let (exit_code, outcome) = run_as(&script, owner.uid(), owner.gid(), &meta.join(crate::rooms::HOME)).await;
         tracing::info!(job_id, command = %command, "a deferred command of a job this runner was running when it stopped: {outcome}");
+        results.push(DeferredResult {
+            command: command.clone(),
+            exit_code,
+            duration_ms: started.elapsed().as_millis() as u64,
+        });
     }
-    commands.len()
+    results
 }
 
 /// Runs `script` with bash as `uid`/`gid` in a process group of its own, with a cleared
-/// environment; kills the group at [`TIMEOUT`]. Returns how it ended and its output.
-async fn run_as(script: &str, uid: u32, gid: u32, home: &Path) -> String {
+/// environment; kills the group at [`TIMEOUT`]. Returns its exit code (None: it did not
+/// start, was killed, or timed out) and a line on how it ended, with its output.
+async fn run_as(script: &str, uid: u32, gid: u32, home: &Path) -> (Option<i32>, String) {
     let mut command = tokio::process::Command::new("bash");
     command
         .arg("-c")
@@ -90,16 +105,19 @@ async fn run_as(script: &str, uid: u32, gid: u32, home: &Path) -> String {
     }
     let child = match command.output_with_timeout() {
         Ok(child) => child,
-        Err(e) => return format!("could not start: {e}"),
+        Err(e) => return (None, format!("could not start: {e}")),
     };
     match tokio::time::timeout(TIMEOUT, child).await {
-        Ok(Ok(out)) => format!(
-            "exit {:?}; output: {}",
+        Ok(Ok(out)) => (
             out.status.code(),
-            String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(4096)]).trim()
+            format!(
+                "exit {:?}; output: {}",
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout[..out.stdout.len().min(4096)]).trim()
+            ),
         ),
-        Ok(Err(e)) => format!("failed: {e}"),
-        Err(_) => format!("killed after {} s", TIMEOUT.as_secs()),
+        Ok(Err(e)) => (None, format!("failed: {e}")),
+        Err(_) => (None, format!("killed after {} s", TIMEOUT.as_secs())),
     }
 }
 

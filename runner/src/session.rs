@@ -59,6 +59,8 @@ struct State {
     unacked_logs: HashMap<i64, VecDeque<(u64, String)>>,
     /// `Stop::Drain` was asked: no new jobs; held ones are being stopped.
     draining: bool,
+    /// Receipts of jobs a previous run of this runner left, not yet sent.
+    recovered: Vec<(i64, usher_core::api::Teardown)>,
 }
 
 impl State {
@@ -110,6 +112,7 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         unacked: HashMap::new(),
         unacked_logs: HashMap::new(),
         draining: false,
+        recovered: host.recovered.clone(),
     };
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -249,7 +252,7 @@ fn frame(msg: &RunnerMessage) -> Message {
 /// frames a broken connection may have swallowed and the reports that were not
 /// acknowledged (logs first, since a finished job takes no more log), then a job request
 /// per free slot.
-async fn resume(config: &RunnerConfig, state: &State, sink: &mut Sink) -> Result<(), String> {
+async fn resume(config: &RunnerConfig, state: &mut State, sink: &mut Sink) -> Result<(), String> {
     let send = frame;
     let hello = RunnerMessage::Hello {
         version: PROTOCOL_VERSION,
@@ -279,6 +282,12 @@ async fn resume(config: &RunnerConfig, state: &State, sink: &mut Sink) -> Result
         }))
         .await
         .map_err(|e| e.to_string())?;
+    }
+    // The receipts of the jobs a previous run of this runner left, once.
+    while let Some((job_id, teardown)) = state.recovered.pop() {
+        sink.send(send(&RunnerMessage::Recovered { job_id, teardown }))
+            .await
+            .map_err(|e| e.to_string())?;
     }
     let free = if state.draining {
         0

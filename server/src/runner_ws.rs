@@ -313,6 +313,23 @@ impl HeldBy {
                     Err(e) => send(socket, &ServerMessage::Error { message: e.to_string() }).await?,
                 }
             }
+            RunnerMessage::Deferred { job_id, command } => {
+                // Only for a job it holds; a refused one is said in the runner's log.
+                let kept = self.held.contains(&job_id)
+                    && engine
+                        .record_deferred(self.runner_id, job_id, &command)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                if !kept {
+                    let message = format!("job {job_id}: the deferred command was not recorded (not held, ended, or too many)");
+                    send(socket, &ServerMessage::Error { message }).await?
+                }
+            }
+            RunnerMessage::Recovered { job_id, teardown } => {
+                if let Err(e) = engine.recovered_receipt(self.token_id, job_id, &teardown).await {
+                    send(socket, &ServerMessage::Error { message: e.to_string() }).await?
+                }
+            }
             RunnerMessage::Heartbeat => {
                 if !engine.runner_token_is_live(self.token_id).await.map_err(|e| e.to_string())? {
                     let close = CloseFrame {

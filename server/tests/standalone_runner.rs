@@ -335,6 +335,14 @@ async fn a_runner_killed_with_sigkill_runs_its_jobs_deferred_commands_when_it_st
     let pipeline = t.pipeline(&config).await;
     let job = TestServer::job_id(&pipeline, "deferring");
     t.wait_for_log(job, "registered").await;
+    // The runner tells the server of a registration within a moment (it looks every
+    // 200 ms); after that, a kill cannot make the server forget it.
+    for _ in 0..50 {
+        if t.job(job).await["deferred"].as_array().is_some_and(|d| !d.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     runner.kill().unwrap(); // SIGKILL: no cleanup, no report
     let _ = runner.wait();
     let mark = shared.path().join(format!("mark-{job}"));
@@ -351,6 +359,32 @@ async fn a_runner_killed_with_sigkill_runs_its_jobs_deferred_commands_when_it_st
         "with the job's variables, as its user: {text}"
     );
     assert!(!builds.join(format!("job-{job}.usher")).exists(), "then the job's directories went");
+    // The server knew the command from when it was registered, and hears what it did:
+    // the job ends (its runner is gone) with the receipt of the recovered command.
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..300 {
+        seen = t.job(job).await;
+        if !seen["teardown"].is_null() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        (seen["status"].as_str(), seen["failure_reason"].as_str()),
+        (Some("failed"), Some("runner_lost")),
+        "{seen}"
+    );
+    let registered = seen["deferred"].as_array().expect("deferred");
+    assert!(
+        registered.len() == 1 && registered[0].as_str().unwrap().contains("mark-$CI_JOB_ID"),
+        "{seen}"
+    );
+    let ran = &seen["teardown"]["deferred"];
+    assert_eq!(
+        (ran[0]["exit_code"].as_i64(), ran.as_array().map(Vec::len)),
+        (Some(0), Some(1)),
+        "{seen}"
+    );
     stop(&mut runner);
     stop(&mut server);
 }

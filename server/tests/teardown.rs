@@ -344,3 +344,64 @@ deferring:
     );
     t.stop().await;
 }
+
+/// Each command registered with `usher-defer` reaches the server at once — on the job
+/// while it still runs, so it is known even if the runner's machine never comes back —
+/// masked as the log is, and the receipt shows it masked too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_commands_are_on_the_job_as_they_are_registered_and_masked() {
+    const SECRET: &str = "hunter2-is-not-a-password";
+    let t = TestServer::start(1).await;
+    let config = r#"
+deferring:
+  script:
+    - 'if [ -z "$DEPLOY_TOKEN" ]; then exit 0; fi'
+    - usher-defer echo one
+    - usher-defer "echo token=$DEPLOY_TOKEN"
+    - echo registered
+    - sleep 300
+"#;
+    let first = t.pipeline(config).await;
+    t.wait_for_status(TestServer::job_id(&first, "deferring"), "success").await;
+    let project = first["project_id"].as_i64().unwrap();
+    let variable = serde_json::json!({"key": "DEPLOY_TOKEN", "value": SECRET, "masked": true});
+    let (status, _) = t
+        .call("POST", &format!("/api/v1/projects/{project}/variables"), Some(variable))
+        .await;
+    assert_eq!(status, 201);
+    let (status, pipeline) = t
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{project}/pipelines"),
+            Some(serde_json::json!({"ref": "main"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{pipeline}");
+    let job = TestServer::job_id(&pipeline, "deferring");
+    t.wait_for_log(job, "registered").await;
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = t.job(job).await;
+        if seen["deferred"].as_array().is_some_and(|d| d.len() == 2) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen["status"], "running", "{seen}");
+    assert_eq!(seen["deferred"], serde_json::json!(["echo one", "echo token=[MASKED]"]), "{seen}");
+
+    t.call("POST", &format!("/api/v1/jobs/{job}/cancel"), None).await;
+    let done = t.wait_for_status(job, "canceled").await;
+    let commands: Vec<&str> = done["teardown"]["deferred"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["command"].as_str().unwrap())
+        .collect();
+    assert_eq!(commands, ["echo token=[MASKED]", "echo one"], "{done}");
+    let (log, _) = t.log(job).await;
+    for (what, text) in [("the job", done.to_string()), ("the log", log)] {
+        assert!(!text.contains(SECRET), "{what} shows the secret: {text}");
+    }
+    assert!(t.log(job).await.0.contains("\ntoken=[MASKED]\n"), "the command ran with the value");
+}

@@ -191,6 +191,11 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 if let Some(c) = &j.cancel {
                     rows.push(("Cancel", format!("{} by {} at {} ({})", c.mode.as_str(), c.requested_by, short_time(&c.requested_at), c.reason.as_str())));
                 }
+                if !j.deferred.is_empty() && j.teardown.is_none() {
+                    // Registered with usher-defer; they run when the job ends.
+                    let commands: Vec<String> = j.deferred.iter().map(|c| format!("`{c}`")).collect();
+                    rows.push(("Runs when it ends", commands.join(" · ")));
+                }
                 if let Some(t) = &j.teardown {
                     let d = &t.docker_removed;
                     let mut parts = vec![format!("{} process(es) stopped", t.processes_killed)];

@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 mod teardown;
 mod variables;
 
-pub use teardown::{DeferredResult, DockerRemoved, Teardown};
+pub use teardown::{DeferredResult, DockerRemoved, MAX_DEFERRED_BYTES, MAX_DEFERRED_COMMANDS, Teardown};
 pub use variables::{CreateVariable, Variable};
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -85,6 +85,10 @@ pub struct Job {
     /// ran, until the runner has reported it).
     #[serde(default)]
     pub teardown: Option<Teardown>,
+    /// The teardown commands the job registered with `usher-defer`, in order, as the
+    /// runner reported them while the job ran (masked); what each did is in `teardown`.
+    #[serde(default)]
+    pub deferred: Vec<String>,
 }
 
 /// When a job runs, once the jobs it waits for have finished (`when:`). Every kind but

@@ -4,6 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use super::AfterScriptResult;
 
+/// The most teardown commands a job may register with `usher-defer`.
+pub const MAX_DEFERRED_COMMANDS: usize = 100;
+/// The most bytes of them all together (as the runner keeps them, base64-encoded).
+pub const MAX_DEFERRED_BYTES: usize = 64 * 1024;
+
 /// What ending a job stopped and removed, and what the final sweep still found: the
 /// receipt of its teardown (`teardown` of a finished job).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

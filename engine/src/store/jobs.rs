@@ -10,7 +10,7 @@ use usher_core::status::{Status, StatusGroup};
 
 use super::pipelines::StoredSpec;
 use super::variables::VariableValue;
-use super::{JOB_COLUMNS, Store, bad_status, job_from_row, placeholders, sql_statuses};
+use super::{JOB_COLUMNS, Store, bad_status, job_from_row, placeholders, sql_statuses, strings_from};
 use crate::EngineError;
 use sqlx::any::AnyRow;
 
@@ -168,6 +168,56 @@ impl Store {
         .execute(&mut *self.conn().await?)
         .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    /// The runner that held job `job_id`, if it was registered with runner token
+    /// `token_id` (a later run of the same runner has a new id but the same token).
+    pub async fn job_runner_of_token(&self, job_id: i64, token_id: i64) -> Result<Option<i64>, EngineError> {
+        let row = sqlx::query("SELECT j.runner_id FROM jobs j JOIN runners r ON r.id = j.runner_id WHERE j.id = $1 AND r.token_id = $2")
+            .bind(job_id)
+            .bind(token_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+        Ok(row.map(|r| r.try_get("runner_id")).transpose()?)
+    }
+
+    /// Appends `command` to the teardown commands job `job_id` registered, if `runner_id`
+    /// holds the job, it is active and has fewer than `max`; whether it was kept. A
+    /// compare-and-set on the list as read, tried again if it changed meanwhile.
+    pub async fn record_deferred(&self, job_id: i64, runner_id: i64, command: &str, max: usize) -> Result<bool, EngineError> {
+        let active = sql_statuses(StatusGroup::Active);
+        loop {
+            let Some(row) = sqlx::query(&format!(
+                "SELECT deferred FROM jobs WHERE id = $1 AND runner_id = $2 AND status IN ({active})"
+            ))
+            .bind(job_id)
+            .bind(runner_id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            else {
+                return Ok(false);
+            };
+            let before: Option<String> = row.try_get("deferred")?;
+            let mut commands = strings_from(before.clone());
+            if commands.len() >= max {
+                return Ok(false);
+            }
+            commands.push(command.to_string());
+            let after = serde_json::to_string(&commands).map_err(|e| EngineError::Internal(e.to_string()))?;
+            let done = sqlx::query(&format!(
+                "UPDATE jobs SET deferred = $1 WHERE id = $2 AND runner_id = $3 AND status IN ({active}) \
+                 AND deferred IS NOT DISTINCT FROM $4"
+            ))
+            .bind(after)
+            .bind(job_id)
+            .bind(runner_id)
+            .bind(before)
+            .execute(&mut *self.conn().await?)
+            .await?;
+            if done.rows_affected() > 0 {
+                return Ok(true);
+            }
+        }
     }
 
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {

@@ -66,7 +66,7 @@ impl Store {
 
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
     finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, \
-    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried, when_to_run, teardown";
+    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried, when_to_run, teardown, deferred";
 
 /// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
 static JOB_COLUMNS_OF_J: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| qualified("j", JOB_COLUMNS));
@@ -156,6 +156,7 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
             When::parse(&when).ok_or_else(|| EngineError::Internal(format!("unknown `when` `{when}` in the database")))?
         },
         teardown: teardown_of(row, &status, &started_at)?,
+        deferred: strings_from(row.try_get("deferred")?),
     })
 }
 
@@ -171,7 +172,7 @@ fn teardown_of(row: &AnyRow, status: &str, started_at: &Option<String>) -> Resul
     Ok((finished && started_at.is_none()).then(Teardown::nothing_ran))
 }
 
-/// A JSON array of strings as stored (NULL: none).
+/// A JSON array of strings as stored (tags, deferred commands; NULL: none).
 fn strings_from(text: Option<String>) -> Vec<String> {
     text.and_then(|t| serde_json::from_str(&t).ok()).unwrap_or_default()
 }

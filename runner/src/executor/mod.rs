@@ -34,6 +34,7 @@ use crate::after_script::{run_after_script, run_deferred};
 use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
 use crate::control::Control;
+use crate::defer_watch::DeferWatch;
 use crate::docker::Docker;
 use crate::handover;
 use crate::isolation::{Confinement, JobCgroup, JobIsolation, SlotUser};
@@ -67,6 +68,9 @@ pub struct JobHost {
     pub executor: Executor,
     /// Job directories made before their jobs arrive.
     pub rooms: Arc<ReadyRooms>,
+    /// The receipts of jobs a previous run of this runner left (their deferred commands
+    /// run at start): sent to the server once connected.
+    pub recovered: Vec<(i64, Teardown)>,
 }
 
 /// The executor a runner was started with (`--executor`).
@@ -281,6 +285,13 @@ async fn run_in_dirs(
     if let Err(report) = exec.start(run).await {
         return JobOutcome::Report(report);
     }
+    let reader = exec
+        .reads_artifacts_as_job_user()
+        .then(|| run.confinement.user().cloned())
+        .flatten();
+    // Until the deferred commands run, each one registered goes to the server at once.
+    let state_dir = run.state_file.parent().unwrap_or(&run.meta_dir).to_path_buf();
+    let watch = DeferWatch::start(job.job_id, state_dir, reader.clone(), log.clone());
     let script = match run_script(run, exec, &script_file, control).await {
         Ok(Some(result)) => result,
         Ok(None) => return kill_everything(&run.marks, log, ABORTED).await,
@@ -297,10 +308,7 @@ async fn run_in_dirs(
             None => return kill_everything(&run.marks, log, ABORTED).await,
         }
     };
-    let reader = exec
-        .reads_artifacts_as_job_user()
-        .then(|| run.confinement.user().cloned())
-        .flatten();
+    watch.stop().await;
     let deferred = match run_deferred(run, exec, script.cwd_at_stop.as_deref(), script.status, reader.clone(), control).await {
         Some(results) => results,
         None => return kill_everything(&run.marks, log, ABORTED).await,

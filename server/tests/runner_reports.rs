@@ -1,0 +1,132 @@
+//! What a runner may tell the server about a job's teardown, tried as an attacker with a
+//! runner token of their own would: a `deferred` registration or a `recovered` receipt
+//! for a job another runner holds is refused and changes nothing; the holder's
+//! registrations are kept (at most 100), and a later run of the same runner (same token,
+//! new id) may end its predecessor's job with the recovered receipt.
+
+use futures::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::{Message, client::IntoClientRequest};
+use usher_testkit::*;
+
+type Runner = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn connect(t: &TestServer, token: &str, name: &str) -> Runner {
+    let mut request = format!("ws://{}/api/runner/v1/connect", t.base.trim_start_matches("http://"))
+        .into_client_request()
+        .unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.expect("connect");
+    let hello = json!({"type": "hello", "version": usher_core::protocol::PROTOCOL_VERSION, "name": name,
+        "concurrency": 1, "held_jobs": [], "runner_id": null});
+    send(&mut ws, hello).await;
+    assert_eq!(next_of(&mut ws, "welcome").await["type"], "welcome");
+    ws
+}
+
+async fn send(ws: &mut Runner, frame: Value) {
+    ws.send(Message::Text(frame.to_string().into())).await.unwrap();
+}
+
+/// The next frame of type `kind`, skipping others; panics after 10 s.
+async fn next_of(ws: &mut Runner, kind: &str) -> Value {
+    tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            if let Some(Ok(Message::Text(text))) = ws.next().await {
+                let frame: Value = serde_json::from_str(&text).unwrap();
+                if frame["type"] == kind {
+                    return frame;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("no `{kind}` frame"))
+}
+
+fn receipt(command: &str) -> Value {
+    json!({"processes_killed": 0, "docker_removed": {"containers": 0, "networks": 0, "volumes": 0},
+        "after_script": "skipped", "deferred": [{"command": command, "exit_code": 0, "duration_ms": 5}], "leftovers": 0})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_holding_runner_registers_and_only_its_token_recovers() {
+    let t = TestServer::start(0).await;
+    let engine = t.server.as_ref().unwrap().engine.clone();
+    let (holder_token, other_token) = (
+        engine.create_runner_token().await.unwrap(),
+        engine.create_runner_token().await.unwrap(),
+    );
+    let pipeline = t.pipeline("a:\n  script: [sleep 300]\n").await;
+    let job = TestServer::job_id(&pipeline, "a");
+    let mut holder = connect(&t, &holder_token, "holder").await;
+    send(&mut holder, json!({"type": "request_job"})).await;
+    assert_eq!(next_of(&mut holder, "job").await["job"]["job_id"], job);
+    t.wait_for_status(job, "running").await;
+
+    // Another runner, with a token of its own.
+    let mut other = connect(&t, &other_token, "other").await;
+    send(&mut other, json!({"type": "deferred", "job_id": job, "command": "planted"})).await;
+    next_of(&mut other, "error").await;
+    send(
+        &mut other,
+        json!({"type": "recovered", "job_id": job, "teardown": receipt("forged")}),
+    )
+    .await;
+    let refused = next_of(&mut other, "error").await;
+    assert!(
+        refused["message"].as_str().unwrap().contains("not run by a runner with this token"),
+        "{refused}"
+    );
+    let seen = t.job(job).await;
+    assert_eq!(
+        (seen["status"].as_str(), seen["deferred"].clone(), seen["teardown"].clone()),
+        (Some("running"), json!([]), Value::Null),
+        "{seen}"
+    );
+
+    // The holder's registrations are kept, in order, up to 100.
+    for n in 0..101 {
+        send(
+            &mut holder,
+            json!({"type": "deferred", "job_id": job, "command": format!("cleanup {n}")}),
+        )
+        .await;
+    }
+    next_of(&mut holder, "error").await; // the 101st
+    let seen = t.job(job).await;
+    let kept = seen["deferred"].as_array().unwrap();
+    assert_eq!(
+        (kept.len(), kept[0].as_str(), kept[99].as_str()),
+        (100, Some("cleanup 0"), Some("cleanup 99"))
+    );
+
+    // A later run of the holder (same token, new id) ends the job with its receipt.
+    drop(holder);
+    let mut restarted = connect(&t, &holder_token, "holder").await;
+    send(
+        &mut restarted,
+        json!({"type": "recovered", "job_id": job, "teardown": receipt("cleanup 99")}),
+    )
+    .await;
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = t.job(job).await;
+        if !seen["teardown"].is_null() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        (seen["status"].as_str(), seen["failure_reason"].as_str()),
+        (Some("failed"), Some("runner_lost")),
+        "{seen}"
+    );
+    assert_eq!(seen["teardown"]["deferred"][0]["command"], "cleanup 99", "{seen}");
+    // The job has ended: no more registrations.
+    send(&mut restarted, json!({"type": "deferred", "job_id": job, "command": "late"})).await;
+    next_of(&mut restarted, "error").await;
+    t.stop().await;
+}
