@@ -38,9 +38,11 @@ pub enum RunnerMessage {
         data: String,
     },
     /// The job registered a teardown command with `usher-defer` (masked as its log is);
-    /// sent as soon as the runner sees it.
+    /// sent as soon as the runner sees it, and again after a reconnect. `index`: its
+    /// place among the job's registrations (0 first), so a frame sent twice counts once.
     Deferred {
         job_id: i64,
+        index: u32,
         command: String,
     },
     /// The receipt of a job that a previous run of this runner (same builds directory,

@@ -80,7 +80,11 @@ impl Bus {
 }
 
 /// LISTENs on the store's change channel and publishes what arrives; reconnects by itself.
-pub async fn spawn_postgres_listener(url: &str, bus: Bus) -> Result<tokio::task::JoinHandle<()>, crate::EngineError> {
+pub async fn spawn_postgres_listener(
+    url: &str,
+    bus: Bus,
+    store: crate::store::Store,
+) -> Result<tokio::task::JoinHandle<()>, crate::EngineError> {
     let mut listener = sqlx::postgres::PgListener::connect(url).await?;
     listener
         .listen_all([crate::store::CHANGES_CHANNEL, crate::store::LOGS_CHANNEL])
@@ -98,6 +102,14 @@ pub async fn spawn_postgres_listener(url: &str, bus: Bus) -> Result<tokio::task:
                     Ok(notice) => {
                         if let Some(job) = notice.job {
                             bus.publish(BusEvent::Job(job));
+                        }
+                        // A job too large for its notice is read (as it is now).
+                        if let Some(id) = notice.job_id {
+                            match store.get_job(id).await {
+                                Ok(Some(job)) => bus.publish(BusEvent::Job(job)),
+                                Ok(None) => {}
+                                Err(e) => tracing::warn!("reading job {id} of a change notice: {e}"),
+                            }
                         }
                         if let Some(p) = notice.pipeline {
                             bus.publish(BusEvent::Pipeline(p));

@@ -221,24 +221,55 @@ impl Engine {
         }
     }
 
-    /// Records a teardown command that job `job_id` registered with `usher-defer`, as its
-    /// runner reports it; shown with the job from then on. Refused (false) when the runner
-    /// does not hold the job, the job has ended, or it has registered the most commands
-    /// a job may. Not a status change, so not the gate's: the job's new state goes to this
-    /// replica's subscribers.
-    pub async fn record_deferred(&self, runner_id: i64, job_id: i64, command: &str) -> Result<bool, EngineError> {
+    /// A runner's connection to this replica began.
+    pub fn runner_connected(&self, runner_id: i64) {
+        *self.inner.connected_runners.lock().unwrap().entry(runner_id).or_default() += 1;
+    }
+
+    /// A runner's connection to this replica ended.
+    pub fn runner_disconnected(&self, runner_id: i64) {
+        let mut connected = self.inner.connected_runners.lock().unwrap();
+        if let Some(n) = connected.get_mut(&runner_id) {
+            *n -= 1;
+            if *n == 0 {
+                connected.remove(&runner_id);
+            }
+        }
+    }
+
+    /// Records the `index`th (0 first) teardown command that job `job_id` registered with
+    /// `usher-defer`, as its runner reports it; shown with the job from then on. A
+    /// registration already recorded counts once. Masked with the project's masked
+    /// variables (the runner masks it too). Refused (false) when the runner does not hold
+    /// the job, the job has ended, an earlier registration is missing, or the job has
+    /// registered the most a job may (100 commands, 64 KiB). Not a status change, so not
+    /// the gate's: the job's new state goes to this replica's subscribers.
+    pub async fn record_deferred(&self, runner_id: i64, job_id: i64, index: u32, command: &str) -> Result<bool, EngineError> {
         use usher_core::api::{MAX_DEFERRED_BYTES, MAX_DEFERRED_COMMANDS};
-        if command.is_empty() || command.len() > MAX_DEFERRED_BYTES {
+        let Some(job) = self.store().get_job(job_id).await? else {
+            return Ok(false);
+        };
+        if command.is_empty() {
             return Ok(false);
         }
+        let command = self.masker_of(job.project_id).await?.mask(command);
+        let limits = crate::store::DeferredLimits {
+            commands: MAX_DEFERRED_COMMANDS,
+            bytes: MAX_DEFERRED_BYTES,
+        };
         let kept = self
             .store()
-            .record_deferred(job_id, runner_id, command, MAX_DEFERRED_COMMANDS)
+            .record_deferred(job_id, runner_id, index as usize, &command, limits)
             .await?;
         if kept && let Some(job) = self.store().get_job(job_id).await? {
             self.bus().publish(crate::BusEvent::Job(job));
         }
         Ok(kept)
+    }
+
+    /// The masker of a project's masked variables.
+    async fn masker_of(&self, project_id: i64) -> Result<usher_core::masking::Masker, EngineError> {
+        Ok(usher_core::masking::Masker::new(self.store().masked_values(project_id).await?))
     }
 
     /// The receipt of a job that a previous run of a runner was running when it died,
@@ -253,6 +284,21 @@ impl Engine {
                 "job {job_id} was not run by a runner with this token"
             )));
         };
+        // A runner still connected is alive: only a later run of a dead one recovers.
+        if self.inner.connected_runners.lock().unwrap().contains_key(&held_by) {
+            return Err(EngineError::Conflict(format!(
+                "job {job_id}'s runner is connected: it reports the job itself"
+            )));
+        }
+        // The restarted runner no longer knows the job's masked values; the server does.
+        let mut receipt = receipt.clone();
+        if let Some(job) = self.store().get_job(job_id).await? {
+            let masker = self.masker_of(job.project_id).await?;
+            for deferred in &mut receipt.deferred {
+                deferred.command = masker.mask(&deferred.command);
+            }
+        }
+        let receipt = &receipt;
         let lost = Move {
             job_id,
             event: Event::RunnerLost,

@@ -70,6 +70,9 @@ pub(crate) struct Inner {
     pub(crate) password_checks: crate::password_checks::PasswordChecks,
     /// Each job's graceful-cancel time, from definitions already read.
     pub(crate) cancel_windows: crate::cancel_windows::CancelWindows,
+    /// The runners connected to this replica now (a runner may have several
+    /// connections a moment apart: counted).
+    pub(crate) connected_runners: std::sync::Mutex<std::collections::HashMap<i64, usize>>,
     /// The LISTEN task feeding the bus (PostgreSQL).
     listener: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
@@ -84,7 +87,7 @@ impl Engine {
         let bus = Bus::new(4096);
         // Listening starts before the engine is used, so no committed change is missed.
         let listener = match store.notifies_replicas() {
-            true => Some(crate::bus::spawn_postgres_listener(database_url, bus.clone()).await?),
+            true => Some(crate::bus::spawn_postgres_listener(database_url, bus.clone(), store.clone()).await?),
             false => None,
         };
         Ok(Engine {
@@ -97,6 +100,7 @@ impl Engine {
                 login_throttle: Default::default(),
                 metrics: Default::default(),
                 cancel_windows: Default::default(),
+                connected_runners: Default::default(),
                 password_checks: crate::password_checks::PasswordChecks::start(std::thread::available_parallelism().map_or(2, |n| n.get())),
                 listener: std::sync::Mutex::new(listener),
             }),

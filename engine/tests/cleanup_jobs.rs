@@ -231,3 +231,44 @@ async fn handed_over_variables_reach_later_jobs_only() {
         engine.close().await;
     }
 }
+
+/// A job whose registered teardown commands are larger than a PostgreSQL notice may be
+/// (8,000 bytes) still changes status, and every subscriber still gets the whole job.
+#[tokio::test]
+async fn a_job_with_many_deferred_commands_still_moves_and_is_published_whole() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (_, jobs) = pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
+        let mut events = engine.bus().subscribe();
+        let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        let long = "x".repeat(600);
+        for index in 0..20 {
+            let command = format!("destroy {index} {long}");
+            assert!(engine.record_deferred(r, job.job_id, index, &command).await.unwrap(), "{}", db.name);
+        }
+        // Sent again after a reconnect: counted once. A gap or a job not held: refused.
+        assert!(engine.record_deferred(r, job.job_id, 3, "destroy 3 again").await.unwrap());
+        assert!(!engine.record_deferred(r, job.job_id, 30, "a gap").await.unwrap());
+        assert!(!engine.record_deferred(r + 1, job.job_id, 20, "not held").await.unwrap());
+        engine.cancel_job(&admin, job.job_id).await.unwrap();
+        let canceling = engine.get_job(&admin, jobs[0].id).await.unwrap();
+        assert_eq!((canceling.status, canceling.deferred.len()), (Status::Canceling, 20), "{}", db.name);
+        // The bus carries the canceling job with all its commands.
+        let published = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            loop {
+                if let Ok(published) = events.recv().await
+                    && let usher_engine::BusEvent::Job(j) = &published.event
+                    && j.status == Status::Canceling
+                {
+                    return j.clone();
+                }
+            }
+        })
+        .await
+        .expect("the canceling job is published");
+        assert_eq!(published.deferred.len(), 20, "{}", db.name);
+        assert!(published.deferred[3].starts_with("destroy 3 x"), "{}", db.name);
+        engine.close().await;
+    }
+}

@@ -38,9 +38,11 @@ impl DeferWatch {
                     _ = tokio::time::sleep(EVERY) => false,
                     _ = &mut stopped => true,
                 };
-                for command in new_commands(&state_dir, reader.clone(), &mut sent) {
+                let first = sent;
+                for (n, command) in new_commands(&state_dir, reader.clone(), &mut sent).into_iter().enumerate() {
                     log.send(RunnerMessage::Deferred {
                         job_id,
+                        index: (first + n) as u32,
                         command: log.mask(&command),
                     });
                 }

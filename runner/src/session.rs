@@ -61,12 +61,19 @@ struct State {
     draining: bool,
     /// Receipts of jobs a previous run of this runner left, not yet sent.
     recovered: Vec<(i64, usher_core::api::Teardown)>,
+    /// The `deferred` frames of held jobs, sent again after a reconnect (the server
+    /// keeps each index once).
+    deferred: HashMap<i64, Vec<RunnerMessage>>,
 }
 
 impl State {
     fn remember_log(&mut self, msg: &RunnerMessage) {
-        if let RunnerMessage::Log { job_id, offset, data } = msg {
-            self.unacked_logs.entry(*job_id).or_default().push_back((*offset, data.clone()));
+        match msg {
+            RunnerMessage::Log { job_id, offset, data } => {
+                self.unacked_logs.entry(*job_id).or_default().push_back((*offset, data.clone()));
+            }
+            RunnerMessage::Deferred { job_id, .. } => self.deferred.entry(*job_id).or_default().push(msg.clone()),
+            _ => {}
         }
     }
 
@@ -113,6 +120,7 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         unacked_logs: HashMap::new(),
         draining: false,
         recovered: host.recovered.clone(),
+        deferred: HashMap::new(),
     };
     let mut backoff = Duration::from_millis(100);
     loop {
@@ -214,6 +222,8 @@ async fn connect_and_serve(
                 }
                 Internal::Done { job_id, report } => {
                     state.held.remove(&job_id);
+                    // Its report now carries what the deferred commands did.
+                    state.deferred.remove(&job_id);
                     if let Some(report) = report {
                         state.unacked.insert(job_id, report.clone());
                         sink.send(frame(&RunnerMessage::Finished { job_id, report })).await.map_err(|e| e.to_string())?;
@@ -283,11 +293,18 @@ async fn resume(config: &RunnerConfig, state: &mut State, sink: &mut Sink) -> Re
         .await
         .map_err(|e| e.to_string())?;
     }
-    // The receipts of the jobs a previous run of this runner left, once.
-    while let Some((job_id, teardown)) = state.recovered.pop() {
+    // Registrations the broken connection may have swallowed.
+    for frames in state.deferred.values() {
+        for frame in frames {
+            sink.send(send(frame)).await.map_err(|e| e.to_string())?;
+        }
+    }
+    // The receipts of the jobs a previous run of this runner left, once sent.
+    while let Some((job_id, teardown)) = state.recovered.last().cloned() {
         sink.send(send(&RunnerMessage::Recovered { job_id, teardown }))
             .await
             .map_err(|e| e.to_string())?;
+        state.recovered.pop();
     }
     let free = if state.draining {
         0

@@ -89,6 +89,7 @@ async fn session(
     let mut routed = hub.register(runner_id, &held);
     tracing::info!(runner = runner_id, "runner connected");
     engine.metrics().runners_connected.inc();
+    engine.runner_connected(runner_id);
     let _connected = Connected(engine.clone(), runner_id);
     let mut runner = HeldBy {
         engine,
@@ -232,6 +233,7 @@ struct Connected(Engine, i64);
 impl Drop for Connected {
     fn drop(&mut self) {
         self.0.metrics().runners_connected.dec();
+        self.0.runner_disconnected(self.1);
         tracing::info!(runner = self.1, "runner disconnected");
     }
 }
@@ -313,16 +315,19 @@ impl HeldBy {
                     Err(e) => send(socket, &ServerMessage::Error { message: e.to_string() }).await?,
                 }
             }
-            RunnerMessage::Deferred { job_id, command } => {
+            RunnerMessage::Deferred { job_id, index, command } => {
                 // Only for a job it holds; a refused one is said in the runner's log.
-                let kept = self.held.contains(&job_id)
-                    && engine
-                        .record_deferred(self.runner_id, job_id, &command)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                if !kept {
-                    let message = format!("job {job_id}: the deferred command was not recorded (not held, ended, or too many)");
-                    send(socket, &ServerMessage::Error { message }).await?
+                let kept = match self.held.contains(&job_id) {
+                    false => Ok(false),
+                    true => engine.record_deferred(self.runner_id, job_id, index, &command).await,
+                };
+                match kept {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        let message = format!("job {job_id}: the deferred command was not recorded (not held, ended, or too many)");
+                        send(socket, &ServerMessage::Error { message }).await?
+                    }
+                    Err(e) => send(socket, &ServerMessage::Error { message: e.to_string() }).await?,
                 }
             }
             RunnerMessage::Recovered { job_id, teardown } => {

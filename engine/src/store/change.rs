@@ -89,4 +89,8 @@ pub struct ChangeNotice {
     #[serde(default)]
     pub job: Option<Job>,
     pub pipeline: Option<Pipeline>,
+    /// A job too large for a notice (PostgreSQL's payloads are under 8,000 bytes; a
+    /// job's deferred commands and receipt can be more): its id, for listeners to read.
+    #[serde(default)]
+    pub job_id: Option<i64>,
 }

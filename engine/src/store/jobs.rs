@@ -31,6 +31,13 @@ pub struct AssignmentSource {
     pub variables: Vec<VariableValue>,
 }
 
+/// How many teardown commands a job may register, and how many bytes in all.
+#[derive(Clone, Copy)]
+pub struct DeferredLimits {
+    pub commands: usize,
+    pub bytes: usize,
+}
+
 /// One job's handed-over variables (see [`Store::handed_over`]).
 pub struct HandedOver {
     pub job: String,
@@ -93,22 +100,28 @@ impl Store {
     }
 
     /// What a runner is handed with job `id`, in one read: the job's definition, its
-    /// pipeline's ref and commit, its project's name, repository with credentials, and
-    /// variables (a row each, or one row without any).
+    /// pipeline's ref and commit, its project's name and repository with credentials (the
+    /// first row), and its project's variables (a row each after it).
     pub async fn assignment_source(&self, id: i64) -> Result<AssignmentSource, EngineError> {
         let rows = sqlx::query(
-            "SELECT j.spec, j.stage_index, p.git_ref, p.sha, p.commit_title, pr.name AS project_name, pr.repository_url, \
-             pr.repository_username, pr.repository_password, pr.ssh_private_key, v.key, v.value, v.masked \
-             FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id JOIN projects pr ON pr.id = j.project_id \
-             LEFT JOIN project_variables v ON v.project_id = j.project_id \
-             WHERE j.id = $1 ORDER BY v.key",
+            "SELECT 0 AS part, j.spec, j.stage_index, p.git_ref, p.sha, p.commit_title, pr.name AS project_name, \
+             pr.repository_url, pr.repository_username, pr.repository_password, pr.ssh_private_key, \
+             NULL AS key, NULL AS value, NULL AS masked \
+             FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id JOIN projects pr ON pr.id = j.project_id WHERE j.id = $1 \
+             UNION ALL \
+             SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, v.key, v.value, v.masked \
+             FROM project_variables v WHERE v.project_id = (SELECT project_id FROM jobs WHERE id = $1) \
+             ORDER BY part, key",
         )
         .bind(id)
         .fetch_all(&mut *self.conn().await?)
         .await?;
-        let row = rows.first().ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+        let row = rows
+            .first()
+            .filter(|r| r.try_get::<i64, _>("part").is_ok_and(|p| p == 0))
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
         let mut variables = Vec::new();
-        for r in &rows {
+        for r in &rows[1..] {
             if let Some(key) = r.try_get::<Option<String>, _>("key")? {
                 variables.push(VariableValue {
                     key,
@@ -181,10 +194,19 @@ impl Store {
         Ok(row.map(|r| r.try_get("runner_id")).transpose()?)
     }
 
-    /// Appends `command` to the teardown commands job `job_id` registered, if `runner_id`
-    /// holds the job, it is active and has fewer than `max`; whether it was kept. A
-    /// compare-and-set on the list as read, tried again if it changed meanwhile.
-    pub async fn record_deferred(&self, job_id: i64, runner_id: i64, command: &str, max: usize) -> Result<bool, EngineError> {
+    /// Records `command` as the `index`th (0 first) teardown command job `job_id`
+    /// registered, if `runner_id` holds the job and it is active: appended when it is the
+    /// next one and within `limits`; already recorded when `index` is below the count
+    /// (a frame sent again). Whether it is recorded. A compare-and-set on the list as
+    /// read, tried again if it changed meanwhile.
+    pub async fn record_deferred(
+        &self,
+        job_id: i64,
+        runner_id: i64,
+        index: usize,
+        command: &str,
+        limits: DeferredLimits,
+    ) -> Result<bool, EngineError> {
         let active = sql_statuses(StatusGroup::Active);
         loop {
             let Some(row) = sqlx::query(&format!(
@@ -199,7 +221,11 @@ impl Store {
             };
             let before: Option<String> = row.try_get("deferred")?;
             let mut commands = strings_from(before.clone());
-            if commands.len() >= max {
+            if index < commands.len() {
+                return Ok(true);
+            }
+            let bytes: usize = commands.iter().map(String::len).sum::<usize>() + command.len();
+            if index > commands.len() || commands.len() >= limits.commands || bytes > limits.bytes {
                 return Ok(false);
             }
             commands.push(command.to_string());

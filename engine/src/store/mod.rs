@@ -33,7 +33,7 @@ mod variables;
 mod writer;
 
 pub use change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
-pub use jobs::{AssignmentSource, HandedOver};
+pub use jobs::{AssignmentSource, DeferredLimits, HandedOver};
 pub use logs::LOGS_CHANNEL;
 pub use pipelines::{JobNodeRow, NewJob, NewPipeline, PipelineFilter, StoredSpec};
 pub use projects::{NewProject, ProjectChange, ProjectSecrets};

@@ -15,6 +15,15 @@ pub struct VariableValue {
 }
 
 impl Store {
+    /// The values of a project's masked variables.
+    pub async fn masked_values(&self, project_id: i64) -> Result<Vec<String>, EngineError> {
+        let rows = sqlx::query("SELECT value FROM project_variables WHERE project_id = $1 AND masked <> 0")
+            .bind(project_id)
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+        Ok(rows.iter().map(|r| r.try_get("value")).collect::<Result<_, _>>()?)
+    }
+
     /// Adds a variable; a key the project has already is a conflict.
     pub async fn add_variable(&self, project_id: i64, key: &str, value: &str, masked: bool) -> Result<Variable, EngineError> {
         let created_at = now();

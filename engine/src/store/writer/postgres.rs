@@ -20,6 +20,8 @@ use crate::store::{JOB_COLUMNS, JOB_COLUMNS_OF_J, job_from_row, placeholders};
 
 /// Notices to a statement.
 const NOTICES_PER_STATEMENT: usize = 500;
+/// The largest change notice sent whole (PostgreSQL's limit is 8,000 bytes).
+const NOTIFY_MAX_BYTES: usize = 7_500;
 
 /// The job read in the statement that locks its pipeline: one round trip instead of two.
 pub(super) async fn read_for_move(tx: &mut Tx<'_>, job_id: i64) -> Result<(Job, Option<CancelMode>), EngineError> {
@@ -92,16 +94,27 @@ pub(super) async fn finish(tx: &mut Tx<'_>, committed: &Committed) -> Result<(),
     let jobs = committed.jobs.iter().filter(|t| t.changed).map(|t| ChangeNotice {
         job: Some(t.job.clone()),
         pipeline: None,
+        job_id: None,
     });
     let pipeline = committed.pipeline.iter().map(|p| ChangeNotice {
         job: None,
         pipeline: Some(p.clone()),
+        job_id: None,
     });
-    let payloads = jobs
-        .chain(pipeline)
-        .map(|notice| serde_json::to_string(&notice))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| EngineError::Internal(e.to_string()))?;
+    let to_text = |notice: &ChangeNotice| serde_json::to_string(notice).map_err(|e| EngineError::Internal(e.to_string()));
+    let mut payloads = Vec::new();
+    for notice in jobs.chain(pipeline) {
+        let mut text = to_text(&notice)?;
+        if text.len() > NOTIFY_MAX_BYTES {
+            // Too large to carry: listeners read the job.
+            text = to_text(&ChangeNotice {
+                job: None,
+                pipeline: None,
+                job_id: notice.job.map(|j| j.id),
+            })?;
+        }
+        payloads.push(text);
+    }
     // A VALUES list is scanned in its order, so the notices are queued (and delivered)
     // in the order of the change.
     for (n, chunk) in payloads.chunks(NOTICES_PER_STATEMENT).enumerate() {
@@ -131,8 +144,10 @@ pub(super) async fn finish(tx: &mut Tx<'_>, committed: &Committed) -> Result<(),
 /// larger piece goes without its text (watchers read it).
 pub(super) async fn log_notice(conn: &mut AnyConnection, piece: &LogAppend) -> Result<(), EngineError> {
     let notice = LogAppend {
-        text: piece.text.clone().filter(|t| t.len() <= NOTIFY_TEXT_BYTES),
-        ..piece.clone()
+        job_id: piece.job_id,
+        offset: piece.offset,
+        length: piece.length,
+        text: piece.text.as_ref().filter(|t| t.len() <= NOTIFY_TEXT_BYTES).cloned(),
     };
     let payload = serde_json::to_string(&notice).map_err(|e| EngineError::Internal(e.to_string()))?;
     sqlx::query("SELECT pg_notify($1, $2)")
