@@ -79,9 +79,39 @@ fn block_indent(line: &str) -> usize {
     }
 }
 
-/// Whether a variable name is Usher's own (`CI`, `CI_*`): the configuration may not set it.
+/// Whether a variable name is of Usher's kind (`CI`, `CI_*`): project variables and
+/// handed-over variables may not be named so.
 pub fn is_reserved_variable(name: &str) -> bool {
     name == "CI" || name.starts_with("CI_")
+}
+
+/// The variables Usher sets for every job (some only where they apply).
+const SET_BY_USHER: &[&str] = &[
+    "CI",
+    "CI_COMMIT_BRANCH",
+    "CI_COMMIT_REF_NAME",
+    "CI_COMMIT_SHA",
+    "CI_COMMIT_SHORT_SHA",
+    "CI_COMMIT_TAG",
+    "CI_COMMIT_TITLE",
+    "CI_JOB_ID",
+    "CI_JOB_NAME",
+    "CI_JOB_STAGE",
+    "CI_JOB_STATUS",
+    "CI_NODE_INDEX",
+    "CI_NODE_TOTAL",
+    "CI_PIPELINE_ID",
+    "CI_PIPELINE_SOURCE",
+    "CI_PIPELINE_STATUS",
+    "CI_PROJECT_DIR",
+    "CI_PROJECT_NAME",
+    "CI_REPOSITORY_URL",
+];
+
+/// Whether Usher sets this variable itself: a CI file may not (other `CI_*` names, like
+/// GitLab's `CI_REGISTRY` that Usher does not set, are the file's to set).
+pub fn is_set_by_usher(name: &str) -> bool {
+    SET_BY_USHER.contains(&name)
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
-//! The CI configuration (a GitLab CI subset, docs/ci-yaml.md): the model, and
-//! with the `parser` feature its YAML parser and validation. Errors name the line and key.
+//! The CI configuration (GitLab CI YAML, docs/ci-yaml.md): the model, and with the
+//! `parser` feature its YAML parser and validation. Errors name the line and the key as
+//! the user wrote it.
 
 use serde::{Deserialize, Serialize};
 
@@ -33,6 +34,21 @@ pub struct CiConfig {
     pub variables: Vec<(String, String)>,
     /// Jobs in file order (hidden `.name` jobs left out).
     pub jobs: Vec<JobConfig>,
+    /// Which jobs a pipeline gets (`rules`, `only`, `except`), by job, in `jobs`' order.
+    #[cfg(feature = "parser")]
+    pub conditions: Vec<JobConditions>,
+    /// `workflow: rules:`: whether a pipeline is made at all.
+    #[cfg(feature = "parser")]
+    pub workflow_rules: Vec<rules::Rule>,
+}
+
+/// A job's `rules`, `only` and `except` (see [`rules`]).
+#[cfg(feature = "parser")]
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct JobConditions {
+    pub rules: Option<Vec<rules::Rule>>,
+    pub only: Option<rules::RefFilter>,
+    pub except: Option<rules::RefFilter>,
 }
 
 /// One job of a configuration (also how the server keeps a job's spec, as JSON).
@@ -63,6 +79,52 @@ pub struct JobConfig {
     /// When it runs once the jobs it waits for have finished.
     #[serde(default)]
     pub when: crate::api::When,
+    /// `parallel: N`: this copy's index (1-based) and N (`CI_NODE_INDEX`, `CI_NODE_TOTAL`).
+    #[serde(default)]
+    pub node: Option<(u32, u32)>,
+    /// `allow_failure`: a failure that does not fail the pipeline.
+    #[serde(default)]
+    pub allow_failure: AllowFailure,
+    /// `retry`: how often a failed job is tried again by itself, and on which failures.
+    #[serde(default)]
+    pub retry: Option<Retry>,
+    /// `coverage`: the regular expression whose first match in the log is the job's
+    /// coverage.
+    #[serde(default)]
+    pub coverage: Option<String>,
+    /// `dependencies`: the earlier jobs whose artifacts it wants (None: all earlier
+    /// stages', GitLab's default).
+    #[serde(default)]
+    pub dependencies: Option<Vec<String>>,
+    /// `environment: name`, as written (recorded, not acted on).
+    #[serde(default)]
+    pub environment: Option<String>,
+}
+
+/// `allow_failure:` `true` (any failure), `false`, or `exit_codes: [..]` (only those).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AllowFailure {
+    pub any: bool,
+    #[serde(default)]
+    pub exit_codes: Vec<i32>,
+}
+
+impl AllowFailure {
+    /// Whether a failure with `exit_code` (None: not an exit of the script) is allowed.
+    pub fn allows(&self, exit_code: Option<i32>) -> bool {
+        self.any || exit_code.is_some_and(|c| self.exit_codes.contains(&c))
+    }
+}
+
+/// `retry:` at most `max` (0-2) more attempts, on the failures `when` names (GitLab's
+/// names; empty: any failure), or only on these exit codes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Retry {
+    pub max: u32,
+    #[serde(default)]
+    pub when: Vec<String>,
+    #[serde(default)]
+    pub exit_codes: Vec<i32>,
 }
 
 /// A service container of a job: its image, and the host name the job reaches it by.
@@ -154,6 +216,8 @@ pub fn parse_duration(text: &str) -> Option<u64> {
                 "h" | "hr" | "hour" | "hours" => 3600,
                 "d" | "day" | "days" => 86_400,
                 "w" | "week" | "weeks" => 604_800,
+                "mo" | "mon" | "month" | "months" => 30 * 86_400,
+                "y" | "yr" | "yrs" | "year" | "years" => 365 * 86_400,
                 _ => return None,
             };
             let n: u64 = number.parse().ok()?;
@@ -171,11 +235,21 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 #[cfg(feature = "parser")]
 pub use parser::parse;
 
+#[cfg(feature = "parser")]
+mod expand;
+#[cfg(feature = "parser")]
+pub mod expression;
+#[cfg(feature = "parser")]
+mod keywords;
 pub mod limits;
 #[cfg(feature = "parser")]
 mod parser;
 #[cfg(feature = "parser")]
 mod raw;
+#[cfg(feature = "parser")]
+pub mod rules;
+#[cfg(feature = "parser")]
+mod yaml;
 
 #[cfg(test)]
 mod tests {

@@ -22,7 +22,9 @@ fn ci_variables_cannot_be_overridden() {
     assert_eq!(err.key.as_deref(), Some("job.variables.CI_JOB_ID"));
     let err = parse("variables:\n  CI: \"false\"\njob:\n  script: [env]\n").unwrap_err();
     assert_eq!((err.line, err.key.as_deref()), (Some(2), Some("variables.CI")));
-    assert!(parse("default:\n  variables: {CI_X: 1}\njob:\n  script: [env]\n").is_err());
+    assert!(parse("default:\n  variables: {CI_JOB_NAME: 1}\njob:\n  script: [env]\n").is_err());
+    // GitLab's variables that Usher does not set are the file's to set.
+    assert!(parse("variables: {CI_REGISTRY: registry.example.com}\njob:\n  script: [env]\n").is_ok());
     assert!(parse("variables: {CIRCLE: 1}\njob:\n  script: [env]\n").is_ok());
 }
 

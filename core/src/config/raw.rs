@@ -1,10 +1,14 @@
-//! The CI configuration as written: serde shapes for the YAML (a string or a list for
-//! scripts, a map or a list for variables, jobs kept in file order) before the parser
-//! checks and fills them in with defaults.
+//! The CI configuration as written: serde shapes for each keyword's YAML (a string or a
+//! list for scripts, a value or a map for a variable, a name or a map for an image …)
+//! after `expand` has resolved templates, and before the parser checks them and fills
+//! in defaults. Every GitLab keyword of a job has a field here, so that a keyword Usher
+//! does not implement is refused by name with what to do instead (`parser`), and
+//! anything else is not a GitLab keyword at all.
 
 use super::{ArtifactsWhen, AutoCancel};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, Visitor};
+use serde_yaml_ng::Value;
 use std::fmt;
 
 /// A string, or a list of strings (GitLab allows both for script sections).
@@ -29,6 +33,7 @@ impl<'de> Deserialize<'de> for Lines {
 }
 
 /// A variables map; values may be written as numbers or booleans.
+#[derive(Clone)]
 pub(super) struct Variables(pub(super) Vec<(String, String)>);
 
 impl<'de> Deserialize<'de> for Variables {
@@ -43,6 +48,11 @@ impl<'de> Deserialize<'de> for Variables {
                 let mut out = Vec::new();
                 while let Some(k) = map.next_key::<String>()? {
                     let v: serde_yaml_ng::Value = map.next_value()?;
+                    // `NAME: value`, or GitLab's `NAME: {value: …, description: …}`.
+                    let v = match v {
+                        serde_yaml_ng::Value::Mapping(m) => m.get("value").cloned().unwrap_or(serde_yaml_ng::Value::Null),
+                        v => v,
+                    };
                     let text = match v {
                         serde_yaml_ng::Value::String(s) => s,
                         serde_yaml_ng::Value::Number(n) => n.to_string(),
@@ -74,7 +84,11 @@ impl<'de> Deserialize<'de> for Duration {
     }
 }
 
-#[derive(Deserialize)]
+/// `artifacts:`. `name`, `expose_as`, `untracked`, `exclude`, `public`, `access` are
+/// GitLab's too; Usher reads the ones that decide which files are kept.
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
+#[derive(Deserialize, Clone, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawArtifacts {
     #[serde(default)]
@@ -85,21 +99,157 @@ pub(super) struct RawArtifacts {
     pub(super) expire_in: Option<Duration>,
     #[serde(default)]
     pub(super) reports: Option<RawReports>,
+    #[serde(default)]
+    pub(super) name: Option<String>,
+    #[serde(default)]
+    pub(super) expose_as: Option<String>,
+    #[serde(default)]
+    pub(super) untracked: Option<bool>,
+    #[serde(default)]
+    pub(super) exclude: Option<Vec<String>>,
+    #[serde(default)]
+    pub(super) public: Option<bool>,
+    #[serde(default)]
+    pub(super) access: Option<String>,
 }
 
-/// `artifacts: reports:`. Of GitLab's report kinds Usher reads `dotenv`.
+/// `artifacts: reports:`. `dotenv` hands variables to later jobs; every other kind's
+/// files are kept as artifacts of the job.
 #[derive(Deserialize, Clone, Default)]
-#[serde(deny_unknown_fields)]
 pub(super) struct RawReports {
     pub(super) dotenv: Option<Lines>,
+    #[serde(flatten)]
+    pub(super) others: std::collections::BTreeMap<String, Value>,
 }
 
-/// A job's keys; `default:` takes the same ones except stage and needs.
+/// `needs:` entries: a job's name, or `{job, artifacts, optional}`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum RawNeed {
+    Name(String),
+    Full(RawNeedMap),
+}
+
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNeedMap {
+    pub(super) job: Option<String>,
+    #[serde(default)]
+    pub(super) artifacts: Option<bool>,
+    #[serde(default)]
+    pub(super) optional: Option<bool>,
+    /// Cross-project and parent-pipeline needs: refused by the parser.
+    pub(super) project: Option<String>,
+    pub(super) pipeline: Option<String>,
+    #[serde(rename = "ref")]
+    pub(super) git_ref: Option<String>,
+    pub(super) parallel: Option<Value>,
+}
+
+/// `image:` as a name or `{name, entrypoint, pull_policy, docker}`.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum RawImage {
+    Name(String),
+    Full(RawImageMap),
+}
+
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawImageMap {
+    pub(super) name: String,
+    pub(super) entrypoint: Option<Vec<String>>,
+    pub(super) pull_policy: Option<Value>,
+    pub(super) docker: Option<Value>,
+}
+
+/// `cache:` (one or a list): accepted with GitLab's keys. Usher keeps no caches yet, so
+/// every job starts with a cache miss — which GitLab allows any job too.
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum RawCaches {
+    One(RawCache),
+    Many(Vec<RawCache>),
+}
+
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawCache {
+    pub(super) key: Option<Value>,
+    pub(super) paths: Option<Vec<String>>,
+    pub(super) policy: Option<String>,
+    pub(super) when: Option<String>,
+    pub(super) untracked: Option<bool>,
+    pub(super) unprotect: Option<bool>,
+    pub(super) fallback_keys: Option<Vec<String>>,
+}
+
+/// `environment:` as a name or a map: recorded, not acted on.
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum RawEnvironment {
+    Name(String),
+    Full(RawEnvironmentMap),
+}
+
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
+#[derive(Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEnvironmentMap {
+    pub(super) name: String,
+    pub(super) url: Option<String>,
+    pub(super) on_stop: Option<String>,
+    pub(super) action: Option<String>,
+    pub(super) auto_stop_in: Option<String>,
+    pub(super) deployment_tier: Option<String>,
+    pub(super) kubernetes: Option<Value>,
+}
+
+/// `inherit:` which defaults and top-level variables a job takes: all (`true`), none
+/// (`false`), or the names listed.
+#[derive(Deserialize, Clone, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInherit {
+    pub(super) default: Option<Inherit>,
+    pub(super) variables: Option<Inherit>,
+}
+
+#[derive(Deserialize, Clone)]
+#[serde(untagged)]
+pub(super) enum Inherit {
+    All(bool),
+    Only(Vec<String>),
+}
+
+impl Inherit {
+    pub(super) fn takes(inherit: &Option<Inherit>, key: &str) -> bool {
+        match inherit {
+            None | Some(Inherit::All(true)) => true,
+            Some(Inherit::All(false)) => false,
+            Some(Inherit::Only(keys)) => keys.iter().any(|k| k == key),
+        }
+    }
+}
+
+/// A job's keys as GitLab defines them (and Usher's own `cancel_grace` and
+/// `after_script_timeout`); `default:` takes the same ones but a job's own. A keyword
+/// held as a plain [`Value`] is refused or handled by the parser.
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawJob {
     pub(super) stage: Option<String>,
-    pub(super) needs: Option<Vec<String>>,
+    pub(super) needs: Option<Vec<RawNeed>>,
     pub(super) variables: Option<Variables>,
     pub(super) before_script: Option<Lines>,
     pub(super) script: Option<Lines>,
@@ -110,9 +260,31 @@ pub(super) struct RawJob {
     pub(super) after_script_timeout: Option<Duration>,
     pub(super) artifacts: Option<RawArtifacts>,
     pub(super) tags: Option<Vec<String>>,
-    pub(super) image: Option<String>,
+    pub(super) image: Option<RawImage>,
     pub(super) services: Option<Vec<RawService>>,
-    pub(super) when: Option<crate::api::When>,
+    pub(super) when: Option<String>,
+    pub(super) cache: Option<RawCaches>,
+    pub(super) coverage: Option<String>,
+    pub(super) dependencies: Option<Vec<String>>,
+    pub(super) environment: Option<RawEnvironment>,
+    pub(super) inherit: Option<RawInherit>,
+    pub(super) allow_failure: Option<Value>,
+    pub(super) retry: Option<Value>,
+    pub(super) rules: Option<Value>,
+    pub(super) only: Option<Value>,
+    pub(super) except: Option<Value>,
+    pub(super) start_in: Option<String>,
+    pub(super) resource_group: Option<Value>,
+    pub(super) trigger: Option<Value>,
+    pub(super) release: Option<Value>,
+    pub(super) secrets: Option<Value>,
+    pub(super) id_tokens: Option<Value>,
+    pub(super) hooks: Option<Value>,
+    pub(super) identity: Option<Value>,
+    pub(super) pages: Option<Value>,
+    pub(super) manual_confirmation: Option<Value>,
+    pub(super) dast_configuration: Option<Value>,
+    pub(super) run: Option<Value>,
 }
 
 /// A service as written: an image name, or a map with `name` and `alias`.
@@ -123,66 +295,33 @@ pub(super) enum RawService {
     Full(RawServiceMap),
 }
 
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
 #[derive(Deserialize, Clone)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawServiceMap {
     pub(super) name: String,
     pub(super) alias: Option<String>,
+    pub(super) entrypoint: Option<Vec<String>>,
+    pub(super) command: Option<Vec<String>>,
+    pub(super) variables: Option<Variables>,
+    pub(super) pull_policy: Option<Value>,
+    pub(super) docker: Option<Value>,
 }
 
-#[derive(Deserialize)]
+// Some keys are read only to check their shape (GitLab's keys Usher does not act on).
+#[allow(dead_code)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawWorkflow {
     pub(super) auto_cancel: Option<RawAutoCancel>,
+    pub(super) name: Option<String>,
+    pub(super) rules: Option<Value>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAutoCancel {
     pub(super) on_new_commit: Option<AutoCancel>,
-}
-
-#[derive(Default)]
-pub(super) struct RawConfig {
-    pub(super) workflow: Option<RawWorkflow>,
-    pub(super) stages: Option<Vec<String>>,
-    pub(super) variables: Option<Variables>,
-    pub(super) default: Option<RawJob>,
-    pub(super) jobs: Vec<(String, RawJob)>,
-}
-
-impl<'de> Deserialize<'de> for RawConfig {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = RawConfig;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a map of top-level keys and jobs")
-            }
-            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawConfig, A::Error> {
-                let mut raw = RawConfig::default();
-                while let Some(key) = map.next_key::<String>()? {
-                    match key.as_str() {
-                        "workflow" => raw.workflow = Some(map.next_value()?),
-                        "stages" => raw.stages = Some(map.next_value()?),
-                        "variables" => raw.variables = Some(map.next_value()?),
-                        "default" => {
-                            let job: RawJob = map.next_value()?;
-                            if job.stage.is_some() || job.needs.is_some() {
-                                return Err(de::Error::custom("`default` cannot set `stage` or `needs`"));
-                            }
-                            raw.default = Some(job);
-                        }
-                        name => {
-                            // Not wrapped: the inner error carries the right position.
-                            let job: RawJob = map.next_value()?;
-                            raw.jobs.push((name.to_string(), job));
-                        }
-                    }
-                }
-                Ok(raw)
-            }
-        }
-        d.deserialize_map(V)
-    }
+    pub(super) on_job_failure: Option<String>,
 }

@@ -1,0 +1,303 @@
+//! Which jobs a pipeline gets, decided when it is made, with GitLab's meaning: a job's
+//! `rules:` (the first rule whose `if`, `changes` and `exists` all hold decides: run it,
+//! with which `when`, `allow_failure` and extra variables, or `when: never`; no rule
+//! holding leaves the job out), `only:`/`except:` (refs, ref keywords such as `branches`
+//! and `tags`, pipeline sources, `variables` expressions), and `workflow: rules:` (whether
+//! there is a pipeline at all). `changes` always holds: Usher makes pipelines of a commit,
+//! not of a push's difference (GitLab does the same for pipelines not made by a push).
+
+use std::collections::HashMap;
+
+use super::expression::Expression;
+use crate::api::When;
+
+/// One entry of `rules:`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rule {
+    pub condition: Option<Expression>,
+    /// `exists:` globs; the rule holds only if one of them names a file of the commit.
+    pub exists: Vec<String>,
+    pub when: RuleWhen,
+    pub allow_failure: Option<bool>,
+    pub variables: Vec<(String, String)>,
+}
+
+/// A rule's `when:`: as the job says (none given), never, or one of the job's own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RuleWhen {
+    AsTheJob,
+    Never,
+    Is(When),
+}
+
+/// `only:` or `except:`: the refs (names, `/regex/`, or keywords), and the `variables`
+/// expressions (any one holding is enough).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct RefFilter {
+    pub refs: Vec<String>,
+    pub variables: Vec<Expression>,
+}
+
+/// What a pipeline is made of, for the rules.
+pub struct PipelineFacts<'a> {
+    /// Every variable the expressions may read: the predefined ones
+    /// (`CI_COMMIT_BRANCH`, `CI_COMMIT_TAG`, `CI_PIPELINE_SOURCE`, …), then the project's,
+    /// then the file's top-level ones.
+    pub variables: &'a HashMap<String, String>,
+    pub git_ref: &'a str,
+    pub is_tag: bool,
+    /// `push`, `web`, `api`, `schedule`, `trigger`.
+    pub source: &'a str,
+    /// Whether a glob names a file of the commit (`exists:`); None without a repository.
+    pub exists: &'a dyn Fn(&str) -> bool,
+}
+
+/// A job's part in a pipeline, when it has one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    pub when: When,
+    pub allow_failure: Option<bool>,
+    pub variables: Vec<(String, String)>,
+}
+
+/// Whether the first rule that holds says to run (no rules: yes); its variables too.
+pub fn workflow_decision(rules: &[Rule], facts: &PipelineFacts) -> Option<Vec<(String, String)>> {
+    if rules.is_empty() {
+        return Some(Vec::new());
+    }
+    let rule = rules.iter().find(|r| holds(r, facts, facts.variables))?;
+    (rule.when != RuleWhen::Never).then(|| rule.variables.clone())
+}
+
+/// Whether a job is in the pipeline, and how: by its `rules` (the job's own variables
+/// are visible to them), else by `only`/`except`.
+pub fn job_decision(
+    rules: Option<&[Rule]>,
+    only: Option<&RefFilter>,
+    except: Option<&RefFilter>,
+    own_when: When,
+    job_variables: &[(String, String)],
+    facts: &PipelineFacts,
+) -> Option<Decision> {
+    if let Some(rules) = rules {
+        let mut variables = facts.variables.clone();
+        variables.extend(job_variables.iter().cloned());
+        let rule = rules.iter().find(|r| holds(r, facts, &variables))?;
+        let when = match rule.when {
+            RuleWhen::Never => return None,
+            RuleWhen::AsTheJob => own_when,
+            RuleWhen::Is(w) => w,
+        };
+        return Some(Decision {
+            when,
+            allow_failure: rule.allow_failure,
+            variables: rule.variables.clone(),
+        });
+    }
+    // GitLab's default `only` is `branches` and `tags`: every pipeline Usher makes.
+    if only.is_some_and(|f| !f.matches(facts)) || except.is_some_and(|f| f.matches(facts)) {
+        return None;
+    }
+    Some(Decision {
+        when: own_when,
+        allow_failure: None,
+        variables: Vec::new(),
+    })
+}
+
+fn holds(rule: &Rule, facts: &PipelineFacts, variables: &HashMap<String, String>) -> bool {
+    rule.condition.as_ref().is_none_or(|c| c.evaluate(variables))
+        && (rule.exists.is_empty() || rule.exists.iter().any(|glob| (facts.exists)(glob)))
+}
+
+impl RefFilter {
+    /// Whether the pipeline is one this filter names: a ref entry matching (if any are
+    /// given) and a variables expression holding (if any are given).
+    pub fn matches(&self, facts: &PipelineFacts) -> bool {
+        let refs = self.refs.is_empty() || self.refs.iter().any(|r| ref_matches(r, facts));
+        let variables = self.variables.is_empty() || self.variables.iter().any(|e| e.evaluate(facts.variables));
+        refs && variables
+    }
+}
+
+/// The `only`/`except` ref keywords GitLab knows, and the pipeline sources they name.
+const SOURCE_KEYWORDS: &[(&str, &str)] = &[
+    ("api", "api"),
+    ("web", "web"),
+    ("pushes", "push"),
+    ("schedules", "schedule"),
+    ("triggers", "trigger"),
+    ("pipelines", "pipeline"),
+    ("merge_requests", "merge_request_event"),
+    ("external", "external"),
+    ("external_pull_requests", "external_pull_request_event"),
+    ("chat", "chat"),
+];
+
+/// Every word `only`/`except` may hold that is not a ref name.
+pub fn is_ref_keyword(word: &str) -> bool {
+    word == "branches" || word == "tags" || SOURCE_KEYWORDS.iter().any(|(k, _)| *k == word)
+}
+
+fn ref_matches(entry: &str, facts: &PipelineFacts) -> bool {
+    match entry {
+        "branches" => return !facts.is_tag,
+        "tags" => return facts.is_tag,
+        _ => {}
+    }
+    if let Some((_, source)) = SOURCE_KEYWORDS.iter().find(|(k, _)| *k == entry) {
+        return facts.source == *source;
+    }
+    // `ref@namespace/project` limits an entry to one project's pipelines: the ref part.
+    let entry = entry.rsplit_once('@').map_or(entry, |(r, _)| r);
+    match entry.strip_prefix('/').and_then(|r| r.rsplit_once('/')) {
+        Some((pattern, flags)) => regex::RegexBuilder::new(pattern)
+            .case_insensitive(flags.contains('i'))
+            .build()
+            .is_ok_and(|re| re.is_match(facts.git_ref)),
+        None => entry == facts.git_ref,
+    }
+}
+
+/// A glob of `exists:`/`changes:` (`**` any depth, `*` and `?` within a name, `{a,b}`) as
+/// a regular expression over a path.
+pub fn glob_regex(glob: &str) -> Option<regex::Regex> {
+    let mut re = String::from("^");
+    let mut chars = glob.trim_start_matches("./").chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '*' if chars.peek() == Some(&'*') => {
+                chars.next();
+                if chars.peek() == Some(&'/') {
+                    chars.next();
+                    re.push_str("(?:.*/)?");
+                } else {
+                    re.push_str(".*");
+                }
+            }
+            '*' => re.push_str("[^/]*"),
+            '?' => re.push_str("[^/]"),
+            '{' => re.push_str("(?:"),
+            '}' => re.push(')'),
+            ',' => re.push('|'),
+            c => re.push_str(&regex::escape(&c.to_string())),
+        }
+    }
+    re.push('$');
+    regex::Regex::new(&re).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts<'a>(vars: &'a HashMap<String, String>, git_ref: &'a str, is_tag: bool, source: &'a str) -> PipelineFacts<'a> {
+        PipelineFacts {
+            variables: vars,
+            git_ref,
+            is_tag,
+            source,
+            exists: &|glob: &str| glob_regex(glob).is_some_and(|re| re.is_match("docs/index.md")),
+        }
+    }
+
+    fn rule(condition: &str, when: RuleWhen) -> Rule {
+        Rule {
+            condition: Some(Expression::parse(condition).unwrap()),
+            exists: Vec::new(),
+            when,
+            allow_failure: None,
+            variables: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn the_first_rule_that_holds_decides_and_none_leaves_the_job_out() {
+        let vars: HashMap<String, String> = [("CI_COMMIT_BRANCH", "main")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let f = facts(&vars, "main", false, "push");
+        let rules = [
+            rule("$CI_COMMIT_TAG", RuleWhen::Never),
+            rule("$CI_COMMIT_BRANCH == \"main\"", RuleWhen::Is(When::Always)),
+            rule("$CI_COMMIT_BRANCH", RuleWhen::AsTheJob),
+        ];
+        let d = job_decision(Some(&rules), None, None, When::OnSuccess, &[], &f).unwrap();
+        assert_eq!(d.when, When::Always);
+        let d = job_decision(Some(&rules[2..]), None, None, When::OnFailure, &[], &f).unwrap();
+        assert_eq!(d.when, When::OnFailure, "no `when`: the job's own");
+        assert_eq!(job_decision(Some(&rules[..1]), None, None, When::OnSuccess, &[], &f), None);
+        assert_eq!(
+            job_decision(Some(&[]), None, None, When::OnSuccess, &[], &f),
+            None,
+            "empty rules: never"
+        );
+        // The job's own variables are visible to its rules.
+        let own = rule("$DEPLOY == \"yes\"", RuleWhen::AsTheJob);
+        assert!(job_decision(Some(&[own]), None, None, When::OnSuccess, &[("DEPLOY".into(), "yes".into())], &f).is_some());
+        // exists
+        let mut docs = rule("$CI_COMMIT_BRANCH", RuleWhen::AsTheJob);
+        docs.exists = vec!["docs/**/*.md".into()];
+        assert!(job_decision(Some(std::slice::from_ref(&docs)), None, None, When::OnSuccess, &[], &f).is_some());
+        docs.exists = vec!["Cargo.toml".into()];
+        assert!(job_decision(Some(&[docs]), None, None, When::OnSuccess, &[], &f).is_none());
+    }
+
+    #[test]
+    fn only_and_except_match_refs_keywords_sources_and_variables() {
+        let vars = HashMap::new();
+        let filter = |refs: &[&str]| RefFilter {
+            refs: refs.iter().map(|r| r.to_string()).collect(),
+            variables: Vec::new(),
+        };
+        let main_push = facts(&vars, "main", false, "push");
+        let tag = facts(&vars, "v1.2", true, "push");
+        let web = facts(&vars, "feature/x", false, "web");
+        let runs = |only: Option<RefFilter>, except: Option<RefFilter>, f: &PipelineFacts| {
+            job_decision(None, only.as_ref(), except.as_ref(), When::OnSuccess, &[], f).is_some()
+        };
+        assert!(runs(Some(filter(&["main"])), None, &main_push));
+        assert!(!runs(Some(filter(&["main"])), None, &web));
+        assert!(runs(Some(filter(&["tags"])), None, &tag));
+        assert!(!runs(Some(filter(&["tags"])), None, &main_push));
+        assert!(runs(Some(filter(&["/^feature\\/.*$/"])), None, &web));
+        assert!(runs(Some(filter(&["web"])), None, &web));
+        assert!(runs(Some(filter(&["master@gnome/gtk", "main@gnome/gtk"])), None, &main_push));
+        assert!(!runs(None, Some(filter(&["branches"])), &main_push));
+        assert!(runs(None, Some(filter(&["branches"])), &tag));
+        assert!(runs(None, None, &web), "no only/except: every pipeline");
+        let with_variables = RefFilter {
+            refs: vec!["branches".into()],
+            variables: vec![Expression::parse("$RELEASE").unwrap()],
+        };
+        assert!(!runs(Some(with_variables), None, &main_push), "refs and variables must both hold");
+    }
+
+    #[test]
+    fn workflow_rules_decide_whether_there_is_a_pipeline() {
+        let vars: HashMap<String, String> = [("CI_PIPELINE_SOURCE", "push")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let f = facts(&vars, "main", false, "push");
+        assert_eq!(workflow_decision(&[], &f), Some(vec![]));
+        let skip_push = [
+            rule("$CI_PIPELINE_SOURCE == \"push\"", RuleWhen::Never),
+            rule("$CI_COMMIT_REF_NAME", RuleWhen::AsTheJob),
+        ];
+        assert_eq!(workflow_decision(&skip_push, &f), None);
+        assert_eq!(workflow_decision(&skip_push[1..], &f), None, "no rule holds: no pipeline");
+    }
+
+    #[test]
+    fn globs_match_as_gitlab_reads_them() {
+        let m = |glob: &str, path: &str| glob_regex(glob).unwrap().is_match(path);
+        assert!(m("**/*.md", "README.md"));
+        assert!(m("**/*.md", "docs/a/b.md"));
+        assert!(m("src/*.rs", "src/main.rs"));
+        assert!(!m("src/*.rs", "src/a/main.rs"));
+        assert!(m("{Cargo.toml,package.json}", "package.json"));
+        assert!(m("./Dockerfile", "Dockerfile"));
+    }
+}
