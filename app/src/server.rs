@@ -310,13 +310,14 @@ pub async fn run_pipeline(project_id: i64, git_ref: String) -> Result<Pipeline, 
     let (engine, actor) = ssr::actor().await?;
     let git_ref = if git_ref.trim().is_empty() { "main".to_string() } else { git_ref };
     engine
-        .create_pipeline(
+        .create_pipeline_from(
             &actor,
             project_id,
             CreatePipeline {
                 git_ref,
                 ..Default::default()
             },
+            usher_engine::Origin::Web,
         )
         .await
         .map_err(ssr::fail)

@@ -8,6 +8,10 @@ use usher_core::status::InvalidTransition;
 pub enum EngineError {
     #[error("{0}")]
     BadRequest(String),
+    /// The CI file's rules make no pipeline of this request (a bad request to the API;
+    /// nothing to do for a push).
+    #[error("{0}")]
+    NoPipeline(String),
     #[error("authentication required: missing, unknown or revoked credentials")]
     Unauthorized,
     #[error("your role ({role}) may not {action}; it needs {needed} or higher")]
@@ -37,7 +41,7 @@ pub enum EngineError {
 impl EngineError {
     pub fn code(&self) -> &'static str {
         match self {
-            EngineError::BadRequest(_) => "bad_request",
+            EngineError::BadRequest(_) | EngineError::NoPipeline(_) => "bad_request",
             EngineError::Unauthorized => "unauthorized",
             EngineError::Forbidden { .. } => "forbidden",
             EngineError::NotFound(_) => "not_found",
@@ -53,7 +57,7 @@ impl EngineError {
 
     pub fn http_status(&self) -> u16 {
         match self {
-            EngineError::BadRequest(_) => 400,
+            EngineError::BadRequest(_) | EngineError::NoPipeline(_) => 400,
             EngineError::Unauthorized => 401,
             EngineError::Forbidden { .. } => 403,
             EngineError::NotFound(_) => 404,

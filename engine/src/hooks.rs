@@ -53,7 +53,15 @@ impl Engine {
             sha: Some(sha),
             ci_config: None,
         };
-        self.create_pipeline(&pusher, project_id, request).await.map(Some)
+        match self
+            .create_pipeline_from(&pusher, project_id, request, crate::pipelines::Origin::Push)
+            .await
+        {
+            Ok(pipeline) => Ok(Some(pipeline)),
+            // The file's rules make no pipeline of this push: nothing to do.
+            Err(EngineError::NoPipeline(_)) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 }
 

@@ -35,7 +35,7 @@ pub use auth::Actor;
 pub use bus::{Bus, BusEvent};
 pub use error::EngineError;
 pub use logs::LogStretch;
-pub use pipelines::PipelineQuery;
+pub use pipelines::{Origin, PipelineQuery};
 pub use service::{Engine, Settings};
 pub use store::Store;
 

@@ -21,6 +21,27 @@ struct PipelineSource {
     commit: Option<Resolved>,
 }
 
+/// What made a pipeline (`CI_PIPELINE_SOURCE`, and what `rules`/`only`/`except` see).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A push (a forge's webhook).
+    Push,
+    /// Someone in the web UI.
+    Web,
+    /// A program with an API token.
+    Api,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Push => "push",
+            Origin::Web => "web",
+            Origin::Api => "api",
+        }
+    }
+}
+
 #[derive(Default)]
 pub struct PipelineQuery {
     pub git_ref: Option<String>,
@@ -36,6 +57,19 @@ impl Engine {
     /// repository, its commit is resolved and the CI file read at that commit, unless
     /// inline YAML (the request's or the project's) overrides it.
     pub async fn create_pipeline(&self, actor: &Actor, project_id: i64, req: CreatePipeline) -> Result<Pipeline, EngineError> {
+        self.create_pipeline_from(actor, project_id, req, Origin::Api).await
+    }
+
+    /// [`Engine::create_pipeline`] made by `origin`: the file's `workflow: rules` decide
+    /// whether there is a pipeline, and each job's `rules`, `only` and `except` whether
+    /// it is in it (`core::config::rules`).
+    pub async fn create_pipeline_from(
+        &self,
+        actor: &Actor,
+        project_id: i64,
+        req: CreatePipeline,
+        origin: Origin,
+    ) -> Result<Pipeline, EngineError> {
         actor.require(Action::CreatePipeline)?;
         let git_ref = req.git_ref.trim().to_string();
         names::check_ref(&git_ref).map_err(EngineError::BadRequest)?;
@@ -56,8 +90,8 @@ impl Engine {
             }));
         }
         let ref_is_tag = source.commit.as_ref().is_some_and(|c| c.is_tag);
-        let jobs: Vec<NewJob> = cfg
-            .jobs
+        let (pipeline_variables, chosen) = self.jobs_of_pipeline(&project, &git_ref, &source, origin, &cfg).await?;
+        let jobs: Vec<NewJob> = chosen
             .iter()
             .map(|j| NewJob {
                 name: j.name.clone(),
@@ -67,8 +101,9 @@ impl Engine {
                 interruptible: j.interruptible,
                 spec: StoredSpec {
                     job: j.clone(),
-                    pipeline_variables: cfg.variables.clone(),
+                    pipeline_variables: pipeline_variables.clone(),
                     ref_is_tag,
+                    origin: Some(origin.as_str().to_string()),
                 },
             })
             .collect();
@@ -91,6 +126,116 @@ impl Engine {
             engine.pipeline_with_jobs(id).await
         })
         .await
+    }
+
+    /// The pipeline's variables and its jobs: `None` of either when the file's rules make
+    /// no pipeline, or leave every job out (refused as a bad request, with why).
+    async fn jobs_of_pipeline(
+        &self,
+        project: &Project,
+        git_ref: &str,
+        source: &PipelineSource,
+        origin: Origin,
+        cfg: &config::CiConfig,
+    ) -> Result<(Vec<(String, String)>, Vec<config::JobConfig>), EngineError> {
+        use config::rules::{PipelineFacts, job_decision, workflow_decision};
+        let commit = source.commit.as_ref();
+        let is_tag = commit.is_some_and(|c| c.is_tag);
+        let mut variables: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+        for v in self.store().variable_values(project.id).await? {
+            variables.insert(v.key, v.value);
+        }
+        variables.extend(cfg.variables.iter().cloned());
+        let predefined = [
+            ("CI", Some("true".to_string())),
+            ("CI_PIPELINE_SOURCE", Some(origin.as_str().to_string())),
+            ("CI_COMMIT_REF_NAME", Some(git_ref.to_string())),
+            ("CI_COMMIT_BRANCH", (!is_tag).then(|| git_ref.to_string())),
+            ("CI_COMMIT_TAG", is_tag.then(|| git_ref.to_string())),
+            ("CI_DEFAULT_BRANCH", Some(project.default_branch.clone())),
+            ("CI_PROJECT_NAME", Some(project.name.clone())),
+            ("CI_COMMIT_SHA", commit.map(|c| c.sha.clone())),
+            ("CI_COMMIT_TITLE", commit.map(|c| c.title.clone())),
+        ];
+        for (k, v) in predefined {
+            match v {
+                Some(v) => variables.insert(k.to_string(), v),
+                None => variables.remove(k),
+            };
+        }
+        // `exists:` reads the commit's files, only if a rule asks.
+        let wants_files = cfg
+            .workflow_rules
+            .iter()
+            .chain(cfg.conditions.iter().flat_map(|c| c.rules.iter().flatten()))
+            .any(|r| !r.exists.is_empty());
+        let files = match (wants_files, commit) {
+            (true, Some(c)) => self.inner.repos.files(project.id, &c.sha).await,
+            _ => Vec::new(),
+        };
+        let exists = |glob: &str| config::rules::glob_regex(glob).is_some_and(|re| files.iter().any(|f| re.is_match(f)));
+        let facts = PipelineFacts {
+            variables: &variables,
+            git_ref,
+            is_tag,
+            source: origin.as_str(),
+            exists: &exists,
+        };
+        let Some(workflow_variables) = workflow_decision(&cfg.workflow_rules, &facts) else {
+            return Err(EngineError::NoPipeline(format!(
+                "the CI file's `workflow: rules` make no pipeline for `{git_ref}` ({} pipeline)",
+                origin.as_str()
+            )));
+        };
+        let mut chosen = Vec::new();
+        for (job, conditions) in cfg.jobs.iter().zip(&cfg.conditions) {
+            let Some(decision) = job_decision(
+                conditions.rules.as_deref(),
+                conditions.only.as_ref(),
+                conditions.except.as_ref(),
+                job.when,
+                &job.variables,
+                &facts,
+            ) else {
+                continue;
+            };
+            let mut job = job.clone();
+            job.when = decision.when;
+            if let Some(allowed) = decision.allow_failure {
+                job.allow_failure.any = allowed;
+            }
+            for (k, v) in decision.variables {
+                job.variables.retain(|(existing, _)| *existing != k);
+                job.variables.push((k, v));
+            }
+            chosen.push(job);
+        }
+        if chosen.is_empty() {
+            return Err(EngineError::NoPipeline(format!(
+                "no job of the CI file runs for `{git_ref}` ({} pipeline): their `rules`, `only` and `except` leave every one out",
+                origin.as_str()
+            )));
+        }
+        for job in &chosen {
+            for need in job.needs.iter().flatten() {
+                if !chosen.iter().any(|j| &j.name == need) {
+                    return Err(EngineError::InvalidConfig(config::ConfigError {
+                        line: None,
+                        key: Some(format!("{}.needs", job.name)),
+                        message: format!(
+                            "job `{}` needs `{need}`, which this pipeline does not have (its rules leave it out)",
+                            job.name
+                        ),
+                    }));
+                }
+            }
+        }
+        let mut pipeline_variables = cfg.variables.clone();
+        for (k, v) in workflow_variables {
+            pipeline_variables.retain(|(existing, _)| *existing != k);
+            pipeline_variables.push((k, v));
+        }
+        Ok((pipeline_variables, chosen))
     }
 
     /// Where a new pipeline's configuration comes from, and its commit.

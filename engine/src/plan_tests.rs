@@ -31,6 +31,8 @@ fn job(id: i64, status: Status) -> Job {
         retried: false,
         when: When::OnSuccess,
         teardown: None,
+        deferred: Vec::new(),
+        allow_failure: false,
     }
 }
 

@@ -105,6 +105,23 @@ impl Repos {
         })
     }
 
+    /// The paths of the files of commit `sha` of the project's mirror (at most 100,000;
+    /// none if it cannot be read), for `rules: exists:`.
+    pub async fn files(&self, project_id: i64, sha: &str) -> Vec<String> {
+        let Some(root) = &self.root else { return Vec::new() };
+        let mirror = root.join(format!("project-{project_id}.git"));
+        git(&mirror, &["ls-tree", "-r", "--name-only", "-z", sha])
+            .await
+            .map(|out| {
+                out.split('\0')
+                    .filter(|p| !p.is_empty())
+                    .take(100_000)
+                    .map(str::to_string)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// `git fetch` of every branch and tag into the mirror (created if missing).
     async fn fetch(&self, root: &Path, mirror: &Path, url: &str, secrets: &ProjectSecrets) -> Result<(), EngineError> {
         let io = |e: std::io::Error| EngineError::Internal(format!("repository storage: {e}"));

@@ -98,7 +98,7 @@ impl Engine {
             .map(|v| (v.key, v.value))
             .chain(spec.pipeline_variables)
             .chain(spec.job.variables)
-            .filter(|(k, _)| !usher_core::config::limits::is_reserved_variable(k))
+            .filter(|(k, _)| !usher_core::config::limits::is_set_by_usher(k))
             .collect();
         // What earlier jobs handed over (dotenv reports) comes after the YAML's, so it
         // wins, as in GitLab: from every job of an earlier stage, or with `needs:` from
@@ -127,6 +127,13 @@ impl Engine {
             ("CI_JOB_NAME".to_string(), job.name.clone()),
             ("CI_JOB_STAGE".to_string(), job.stage.clone()),
         ]);
+        if let Some(origin) = &spec.origin {
+            variables.push(("CI_PIPELINE_SOURCE".to_string(), origin.clone()));
+        }
+        if let Some((index, total)) = spec.job.node {
+            variables.push(("CI_NODE_INDEX".to_string(), index.to_string()));
+            variables.push(("CI_NODE_TOTAL".to_string(), total.to_string()));
+        }
         if job.when.is_cleanup() {
             variables.push((
                 "CI_PIPELINE_STATUS".to_string(),
@@ -194,7 +201,10 @@ impl Engine {
             return Ok(Status::Canceled);
         }
         let jobs = self.store().jobs_of_pipeline(pipeline_id).await?;
-        let others = jobs.iter().filter(|j| !j.retried && !j.when.is_cleanup()).map(|j| j.status);
+        let others = jobs
+            .iter()
+            .filter(|j| !j.retried && !j.when.is_cleanup())
+            .map(|j| usher_core::pipeline::counted(j.status, j.allow_failure));
         Ok(usher_core::pipeline::derive_status(others))
     }
 

@@ -69,13 +69,14 @@ pub async fn ensure_demo_project(engine: &Engine, data_dir: &Path) -> Result<(),
         )
         .await?;
     engine
-        .create_pipeline(
+        .create_pipeline_from(
             &system,
             project.id,
             CreatePipeline {
                 git_ref: "main".into(),
                 ..Default::default()
             },
+            usher_engine::Origin::Web,
         )
         .await?;
     Ok(())

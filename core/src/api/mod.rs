@@ -85,6 +85,10 @@ pub struct Job {
     /// ran, until the runner has reported it).
     #[serde(default)]
     pub teardown: Option<Teardown>,
+    /// `allow_failure: true` from the CI file: its failure neither fails the pipeline nor
+    /// stops later stages.
+    #[serde(default)]
+    pub allow_failure: bool,
     /// The teardown commands the job registered with `usher-defer`, in order, as the
     /// runner reported them while the job ran (masked); what each did is in `teardown`.
     #[serde(default)]

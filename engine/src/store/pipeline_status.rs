@@ -18,8 +18,8 @@ use crate::plan::pipeline_after;
 static PIPELINE_COLUMNS_OF_P: LazyLock<String> = LazyLock::new(|| qualified("p", PIPELINE_COLUMNS));
 
 /// What a pipeline's derivation reads: the pipeline (its cancel included), and which
-/// statuses its jobs have with which `when` (only the newest attempt of each job counts;
-/// only which pairs occur matters).
+/// statuses its jobs count as (an allowed failure as a success) with which `when` (only
+/// the newest attempt of each job counts; only which pairs occur matters).
 pub(super) struct PipelineFacts {
     pipeline: Pipeline,
     jobs: Vec<(Status, When)>,
@@ -30,8 +30,8 @@ pub(super) struct PipelineFacts {
 /// condition, so a writer may add to it.
 pub(super) fn pipeline_facts_sql(param: usize) -> String {
     format!(
-        "SELECT {}, s.status AS job_status, s.when_to_run AS job_when FROM pipelines p \
-         LEFT JOIN (SELECT DISTINCT status, when_to_run FROM jobs WHERE pipeline_id = ${param} AND retried = 0) s ON 1 = 1 \
+        "SELECT {}, s.status AS job_status, s.when_to_run AS job_when, s.allow_failure AS job_allowed FROM pipelines p \
+         LEFT JOIN (SELECT DISTINCT status, when_to_run, allow_failure FROM jobs WHERE pipeline_id = ${param} AND retried = 0) s ON 1 = 1 \
          WHERE p.id = ${param}",
         *PIPELINE_COLUMNS_OF_P
     )
@@ -51,7 +51,9 @@ pub(super) fn pipeline_facts_from<'r>(rows: impl IntoIterator<Item = &'r AnyRow>
                 .try_get::<Option<String>, _>("job_when")?
                 .and_then(|w| When::parse(&w))
                 .unwrap_or_default();
-            jobs.push((Status::parse(&s).ok_or_else(|| bad_status(&s))?, when));
+            let allowed = row.try_get::<Option<i64>, _>("job_allowed")?.unwrap_or(0) != 0;
+            let status = Status::parse(&s).ok_or_else(|| bad_status(&s))?;
+            jobs.push((usher_core::pipeline::counted(status, allowed), when));
         }
     }
     Ok(Some(PipelineFacts { pipeline, jobs }))

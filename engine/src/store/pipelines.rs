@@ -30,6 +30,10 @@ pub struct StoredSpec {
     /// Whether the pipeline's ref is a tag (CI_COMMIT_TAG) rather than a branch.
     #[serde(default)]
     pub ref_is_tag: bool,
+    /// What made the pipeline (`CI_PIPELINE_SOURCE`: push, web, api); None for pipelines
+    /// stored before it was kept.
+    #[serde(default)]
+    pub origin: Option<String>,
 }
 
 /// A pipeline to insert with its jobs.
@@ -95,7 +99,7 @@ impl Store {
         let pipeline_id: i64 = row.try_get("id")?;
         let insert_job = format!(
             "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags, \
-             when_to_run) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING {JOB_COLUMNS}"
+             when_to_run, allow_failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {JOB_COLUMNS}"
         );
         let mut stored = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -114,6 +118,7 @@ impl Store {
                 .bind(&t)
                 .bind(tags_to(&job.spec.job.tags))
                 .bind(job.spec.job.when.as_str())
+                .bind(job.spec.job.allow_failure.any as i64)
                 .fetch_one(&mut **tx)
                 .await?;
             stored.push(job_from_row(&row)?);
@@ -190,7 +195,7 @@ impl Store {
         // The newest attempt of each job: older ones no longer count. With the pipeline's
         // cancel, on every row.
         let rows = sqlx::query(
-            "SELECT j.id, j.name, j.stage_index, j.needs, j.status, j.when_to_run, p.cancel_mode \
+            "SELECT j.id, j.name, j.stage_index, j.needs, j.status, j.when_to_run, j.allow_failure, p.cancel_mode \
              FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.pipeline_id = $1 AND j.retried = 0 \
              ORDER BY j.stage_index, j.id",
         )
@@ -211,7 +216,11 @@ impl Store {
                     name: r.try_get("name")?,
                     stage_index: r.try_get::<i64, _>("stage_index")?.max(0) as usize,
                     needs: needs.and_then(|n| serde_json::from_str(&n).ok()),
-                    status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
+                    // As the pipeline counts it: an allowed failure as a success.
+                    status: usher_core::pipeline::counted(
+                        Status::parse(&status).ok_or_else(|| bad_status(&status))?,
+                        r.try_get::<i64, _>("allow_failure")? != 0,
+                    ),
                     when: {
                         let when: String = r.try_get("when_to_run")?;
                         When::parse(&when).unwrap_or_default()

@@ -25,8 +25,9 @@ impl Store {
         }
         let row = sqlx::query(
             "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, \
-             created_at, tags, retry_of, when_to_run) \
-             SELECT pipeline_id, project_id, name, stage, stage_index, needs, $1, interruptible, spec, $2, tags, id, when_to_run \
+             created_at, tags, retry_of, when_to_run, allow_failure) \
+             SELECT pipeline_id, project_id, name, stage, stage_index, needs, $1, interruptible, spec, $2, tags, id, when_to_run, \
+             allow_failure \
              FROM jobs WHERE id = $3 RETURNING id",
         )
         .bind(Status::Created.as_str())

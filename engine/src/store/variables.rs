@@ -15,6 +15,24 @@ pub struct VariableValue {
 }
 
 impl Store {
+    /// Every variable of a project with its value, by key (for `rules:` when a pipeline
+    /// is made; a job's assignment reads them with the job).
+    pub async fn variable_values(&self, project_id: i64) -> Result<Vec<VariableValue>, EngineError> {
+        let rows = sqlx::query("SELECT key, value, masked FROM project_variables WHERE project_id = $1 ORDER BY key")
+            .bind(project_id)
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(VariableValue {
+                    key: r.try_get("key")?,
+                    value: r.try_get("value")?,
+                    masked: r.try_get::<i64, _>("masked")? != 0,
+                })
+            })
+            .collect()
+    }
+
     /// The values of a project's masked variables.
     pub async fn masked_values(&self, project_id: i64) -> Result<Vec<String>, EngineError> {
         let rows = sqlx::query("SELECT value FROM project_variables WHERE project_id = $1 AND masked <> 0")

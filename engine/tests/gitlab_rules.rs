@@ -1,0 +1,168 @@
+//! GitLab's keywords at work, on both databases: which jobs a pipeline gets from
+//! `rules`, `only`, `except` and `workflow: rules`; what a job sees (`CI_PIPELINE_SOURCE`,
+//! a rule's variables, `CI_NODE_INDEX` of a `parallel` copy); the refusals when the rules
+//! leave nothing; and `allow_failure`.
+
+mod common;
+
+use common::*;
+use usher_core::api::{CreatePipeline, CreateProject};
+use usher_engine::{Actor, Engine, EngineError, Origin};
+
+async fn project(engine: &Engine, admin: &Actor, config: &str) -> i64 {
+    let create = CreateProject {
+        name: format!("p{}", rand::random::<u32>()),
+        ci_config: Some(config.into()),
+        ..Default::default()
+    };
+    engine.create_project(admin, create).await.unwrap().id
+}
+
+async fn run(engine: &Engine, admin: &Actor, project: i64, git_ref: &str, origin: Origin) -> Result<Vec<String>, EngineError> {
+    let req = CreatePipeline {
+        git_ref: git_ref.into(),
+        ..Default::default()
+    };
+    let p = engine.create_pipeline_from(admin, project, req, origin).await?;
+    Ok(p.jobs.unwrap().into_iter().map(|j| j.name).collect())
+}
+
+const CONFIG: &str = r#"
+variables:
+  DEPLOY_FROM: main
+build:
+  script: [make]
+docs:
+  script: [make docs]
+  only: [main, /^docs-/]
+nightly:
+  script: [run]
+  only:
+    refs: [branches]
+    variables: [$CI_PIPELINE_SOURCE == "web"]
+not-on-main:
+  script: [x]
+  except: [main]
+deploy:
+  script: [deploy]
+  rules:
+    - if: $CI_COMMIT_BRANCH == $DEPLOY_FROM && $CI_PIPELINE_SOURCE != "web"
+      variables: {TARGET: production}
+    - if: $CI_COMMIT_REF_NAME =~ /^review\//
+      when: always
+      variables: {TARGET: review}
+    - when: never
+"#;
+
+#[tokio::test]
+async fn rules_only_and_except_choose_the_jobs_with_gitlab_meaning() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let p = project(&engine, &admin, CONFIG).await;
+        let api_main = run(&engine, &admin, p, "main", Origin::Api).await.unwrap();
+        assert_eq!(api_main, ["build", "docs", "deploy"], "{}", db.name);
+        let web_main = run(&engine, &admin, p, "main", Origin::Web).await.unwrap();
+        assert_eq!(web_main, ["build", "docs", "nightly"], "{}", db.name);
+        let docs = run(&engine, &admin, p, "docs-fix", Origin::Api).await.unwrap();
+        assert_eq!(docs, ["build", "docs", "not-on-main"], "{}", db.name);
+        let review = run(&engine, &admin, p, "review/x", Origin::Push).await.unwrap();
+        assert_eq!(review, ["build", "not-on-main", "deploy"], "{}", db.name);
+
+        // What the job sees: the rule's variables, where the pipeline came from.
+        let r = runner(&engine, "r").await;
+        let mut deploy = None;
+        while let Some(job) = engine.claim_job(r, &[]).await.unwrap() {
+            if job.name == "deploy" {
+                deploy = Some(job);
+            }
+        }
+        let deploy = deploy.expect("a deploy job ran");
+        let var = |k: &str| deploy.variables.iter().rev().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        let (target, source) = (var("TARGET"), var("CI_PIPELINE_SOURCE"));
+        assert!(
+            (target.as_deref(), source.as_deref()) == (Some("production"), Some("api"))
+                || (target.as_deref(), source.as_deref()) == (Some("review"), Some("push")),
+            "{}: {target:?} {source:?}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn rules_that_leave_nothing_make_no_pipeline_and_say_why() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let workflow =
+            "workflow:\n  rules:\n    - if: $CI_PIPELINE_SOURCE == \"push\"\n      when: never\n    - when: always\njob:\n  script: [x]\n";
+        let p = project(&engine, &admin, workflow).await;
+        assert!(run(&engine, &admin, p, "main", Origin::Api).await.is_ok());
+        let refused = run(&engine, &admin, p, "main", Origin::Push).await.unwrap_err();
+        assert!(matches!(refused, EngineError::NoPipeline(_)), "{}: {refused:?}", db.name);
+        assert!(refused.to_string().contains("workflow: rules"), "{refused}");
+
+        let none = project(&engine, &admin, "a:\n  script: [x]\n  only: [release]\n").await;
+        let refused = run(&engine, &admin, none, "main", Origin::Api).await.unwrap_err();
+        assert!(refused.to_string().contains("leave every one out"), "{refused}");
+
+        let needs_gone = "build:\n  script: [x]\n  only: [release]\ntest:\n  needs: [build]\n  script: [y]\n";
+        let p = project(&engine, &admin, needs_gone).await;
+        let refused = run(&engine, &admin, p, "main", Origin::Api).await.unwrap_err();
+        assert!(refused.to_string().contains("needs `build`"), "{refused}");
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn parallel_copies_know_their_index() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let p = project(&engine, &admin, "test:\n  parallel: 2\n  script: [x]\n").await;
+        assert_eq!(
+            run(&engine, &admin, p, "main", Origin::Api).await.unwrap(),
+            ["test 1/2", "test 2/2"]
+        );
+        let r = runner(&engine, "r").await;
+        let first = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        let var = |k: &str| first.variables.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+        assert_eq!(
+            (var("CI_NODE_INDEX"), var("CI_NODE_TOTAL")),
+            (Some("1".into()), Some("2".into())),
+            "{}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
+
+#[tokio::test]
+async fn an_allowed_failure_neither_fails_the_pipeline_nor_stops_later_stages() {
+    use usher_core::protocol::JobReport;
+    use usher_core::status::Status;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let config = "lint:\n  stage: build\n  allow_failure: true\n  script: [x]\ntest:\n  stage: test\n  script: [y]\nnotify:\n  stage: deploy\n  when: on_failure\n  script: [z]\n";
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, config).await;
+        assert!(jobs.iter().find(|j| j.name == "lint").unwrap().allow_failure);
+        let r = runner(&engine, "r").await;
+        let finish = |exit_code| JobReport {
+            exit_code: Some(exit_code),
+            failure_reason: None,
+            duration_ms: 1,
+            after_script: None,
+            detail: None,
+            dotenv: None,
+            teardown: None,
+        };
+        let lint = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(engine.finish_job(r, lint.job_id, finish(1)).await.unwrap(), Status::Failed);
+        let test = engine.claim_job(r, &[]).await.unwrap().expect("the next stage runs");
+        assert_eq!(test.name, "test", "{}", db.name);
+        engine.finish_job(r, test.job_id, finish(0)).await.unwrap();
+        let p = engine.get_pipeline(&admin, pipeline_id).await.unwrap();
+        assert_eq!(p.status, Status::Success, "{}", db.name);
+        let notify = p.jobs.unwrap().into_iter().find(|j| j.name == "notify").unwrap();
+        assert_eq!(notify.status, Status::Skipped, "{}: on_failure does not run", db.name);
+        engine.close().await;
+    }
+}
