@@ -2,9 +2,7 @@
 //! success, a failure, a graceful cancel, an abort — runs of them, the pipeline's status
 //! while they run, and who may stop them.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use usher_core::api::{Job, When};
 use usher_core::protocol::JobReport;
 use usher_core::status::Status;

@@ -2,9 +2,7 @@
 //! bounded whatever the size of the stored chunks, start and end on character
 //! boundaries, and together are exactly the log from the offset asked for.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 
 /// `LOG_PAGE_BYTES` in engine/src/logs.rs.

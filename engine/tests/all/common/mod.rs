@@ -2,8 +2,6 @@
 //! TEST_DATABASE_URL is set (`make test` always sets it via scripts/with-postgres; a
 //! fresh database is created per test).
 
-#![allow(dead_code)]
-
 use sqlx::Connection;
 use usher_core::api::{CreatePipeline, CreateProject, Job};
 use usher_engine::{Actor, Engine};

@@ -3,9 +3,7 @@
 //! a rule's variables, `CI_NODE_INDEX` of a `parallel` copy); the refusals when the rules
 //! leave nothing; and `allow_failure`.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use usher_core::api::{CreatePipeline, CreateProject};
 use usher_engine::{Actor, Engine, EngineError, Origin};
 
@@ -166,3 +164,4 @@ async fn an_allowed_failure_neither_fails_the_pipeline_nor_stops_later_stages() 
         engine.close().await;
     }
 }
+

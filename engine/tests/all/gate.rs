@@ -1,9 +1,7 @@
 //! The engine on SQLite and PostgreSQL: transitions, roles, pipelines, the reaper, and
 //! a concurrency stress test that tries to break the state machine.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use usher_core::api::{CancelMode, CreatePipeline, CreateProject, Job};
 use usher_core::pipeline::derive_status;

@@ -5,9 +5,7 @@
 //! waiting for it went away) leaves all of itself or nothing, and the connection fit for
 //! the next one.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use sqlx::Connection;
 use usher_core::api::CancelReason;
 use usher_core::api::CreateProject;
