@@ -16,9 +16,6 @@ use crate::api::{CancelMode, When};
 use crate::config::AutoCancel;
 use crate::status::{JobEvent, Status};
 
-/// GitLab's composite rule. While any job still works the pipeline is `running`
-/// (`pending`/`created` if nothing has started yet); it is `canceling` only when every
-/// unfinished job is `canceling`. When all are finished: failed > canceled > success > skipped.
 /// The status a job counts as for its pipeline: an allowed failure (`allow_failure:
 /// true`) counts as a success — it neither fails the pipeline nor stops later stages.
 pub fn counted(status: Status, allow_failure: bool) -> Status {
@@ -28,6 +25,10 @@ pub fn counted(status: Status, allow_failure: bool) -> Status {
         status
     }
 }
+
+/// GitLab's composite rule. While any job still works the pipeline is `running`
+/// (`pending`/`created` if nothing has started yet); it is `canceling` only when every
+/// unfinished job is `canceling`. When all are finished: failed > canceled > success > skipped.
 
 pub fn derive_status(jobs: impl IntoIterator<Item = Status> + Clone) -> Status {
     let all: Vec<Status> = jobs.into_iter().collect();

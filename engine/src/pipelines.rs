@@ -187,6 +187,15 @@ impl Engine {
                 origin.as_str()
             )));
         };
+        // The workflow rule's variables are the pipeline's: job rules see them too.
+        variables.extend(workflow_variables.iter().cloned());
+        let facts = PipelineFacts {
+            variables: &variables,
+            git_ref,
+            is_tag,
+            source: origin.as_str(),
+            exists: &exists,
+        };
         let mut chosen = Vec::new();
         for (job, conditions) in cfg.jobs.iter().zip(&cfg.conditions) {
             let Some(decision) = job_decision(
@@ -215,6 +224,14 @@ impl Engine {
                 "no job of the CI file runs for `{git_ref}` ({} pipeline): their `rules`, `only` and `except` leave every one out",
                 origin.as_str()
             )));
+        }
+        // An optional need on a job the rules left out is dropped (GitLab's rule).
+        let names: Vec<String> = chosen.iter().map(|j| j.name.clone()).collect();
+        for job in &mut chosen {
+            let optional = job.optional_needs.clone();
+            if let Some(needs) = &mut job.needs {
+                needs.retain(|n| names.contains(n) || !optional.contains(n));
+            }
         }
         for job in &chosen {
             for need in job.needs.iter().flatten() {

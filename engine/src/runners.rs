@@ -96,7 +96,11 @@ impl Engine {
         let mut variables: Vec<(String, String)> = project_variables
             .into_iter()
             .map(|v| (v.key, v.value))
-            .chain(spec.pipeline_variables)
+            .chain(
+                spec.pipeline_variables
+                    .into_iter()
+                    .filter(|(k, _)| !spec.job.without_variables.contains(k)),
+            )
             .chain(spec.job.variables)
             .filter(|(k, _)| !usher_core::config::limits::is_set_by_usher(k))
             .collect();

@@ -23,6 +23,8 @@ const SCRIPTS: &[&str] = &["before_script", "script", "after_script"];
 const MAX_EXTENDS_DEPTH: usize = 11;
 const MAX_REFERENCE_DEPTH: usize = 10;
 const MAX_PARALLEL: usize = 200;
+/// The most jobs a file may make (`parallel` copies included).
+const MAX_JOBS: usize = 10_000;
 
 /// A refusal: the key it concerns as the user wrote it (`build:linux.extends`), and why.
 #[derive(Debug)]
@@ -61,7 +63,8 @@ pub(super) fn expand(mut doc: Value) -> Result<Expanded, Refusal> {
         return Err(refuse("", "the file must be a map of keywords and jobs"));
     }
     let original = doc.clone();
-    resolve_references(&mut doc, &original, 0, "")?;
+    let mut budget = super::yaml::MAX_NODES;
+    resolve_references(&mut doc, &original, 0, "", &mut budget)?;
     let Value::Mapping(file) = doc else { unreachable!("checked above") };
 
     let mut top = Mapping::new();
@@ -70,7 +73,8 @@ pub(super) fn expand(mut doc: Value) -> Result<Expanded, Refusal> {
     let mut written = Vec::new();
     for (key, value) in file {
         let Some(name) = key.as_str().map(str::to_string) else {
-            return Err(refuse(format!("{key:?}"), "a top-level key must be a name"));
+            let shown = serde_yaml_ng::to_string(&key).unwrap_or_default();
+            return Err(refuse(shown.trim(), "a top-level key must be a name (a job's or a keyword's)"));
         };
         if TOP_LEVEL.contains(&name.as_str()) {
             top.insert(Value::String(name), value);
@@ -104,6 +108,7 @@ pub(super) fn expand(mut doc: Value) -> Result<Expanded, Refusal> {
         all.insert(Value::String(name.clone()), value.clone());
     }
     let mut jobs = Vec::new();
+    let mut done = std::collections::HashMap::new();
     for (name, value) in written {
         let Value::Mapping(_) = value else {
             return Err(refuse(
@@ -113,20 +118,32 @@ pub(super) fn expand(mut doc: Value) -> Result<Expanded, Refusal> {
                 ),
             ));
         };
-        let mut keys = extended(&name, &all, &mut Vec::new())?;
+        let mut keys = extended(&name, &all, &mut Vec::new(), &mut done)?;
         // `type` is GitLab's old name of `stage`.
         if let Some(stage) = keys.remove("type") {
             keys.entry(Value::String("stage".into())).or_insert(stage);
         }
         flatten_scripts(&mut keys, &name)?;
         jobs.extend(parallel_copies(&name, keys)?);
+        if jobs.len() > MAX_JOBS {
+            return Err(refuse(name, format!("the file makes more than {MAX_JOBS} jobs")));
+        }
     }
     point_needs_at_copies(&mut jobs);
     Ok(Expanded { top, jobs })
 }
 
-/// The keys of `name` with what it `extends` merged in under them.
-fn extended(name: &str, all: &Mapping, chain: &mut Vec<String>) -> Result<Mapping, Refusal> {
+/// The keys of `name` with what it `extends` merged in under them. `done`: the names
+/// already extended, each extended once however often it is named (GitLab's way too).
+fn extended(
+    name: &str,
+    all: &Mapping,
+    chain: &mut Vec<String>,
+    done: &mut std::collections::HashMap<String, Mapping>,
+) -> Result<Mapping, Refusal> {
+    if let Some(keys) = done.get(name) {
+        return Ok(keys.clone());
+    }
     if chain.iter().any(|n| n == name) {
         chain.push(name.to_string());
         return Err(refuse(
@@ -161,11 +178,12 @@ fn extended(name: &str, all: &Mapping, chain: &mut Vec<String>) -> Result<Mappin
     let mut merged = Mapping::new();
     chain.push(name.to_string());
     for parent in parents {
-        let parent = extended(&parent, all, chain)?;
+        let parent = extended(&parent, all, chain, done)?;
         deep_merge(&mut merged, parent);
     }
     chain.pop();
     deep_merge(&mut merged, own);
+    done.insert(name.to_string(), merged.clone());
     Ok(merged)
 }
 
@@ -182,8 +200,10 @@ fn deep_merge(base: &mut Mapping, over: Mapping) {
     }
 }
 
-/// Replaces every `!reference [key, key, …]` below `value` by what it names in the file.
-fn resolve_references(value: &mut Value, file: &Value, depth: usize, at: &str) -> Result<(), Refusal> {
+/// Replaces every `!reference [key, key, …]` below `value` by what it names in the file;
+/// `budget`: how many more values the references may add (a file of references to
+/// references could otherwise grow without bound).
+fn resolve_references(value: &mut Value, file: &Value, depth: usize, at: &str, budget: &mut usize) -> Result<(), Refusal> {
     match value {
         Value::Tagged(tagged) if tagged.tag == "reference" => {
             if depth >= MAX_REFERENCE_DEPTH {
@@ -205,8 +225,16 @@ fn resolve_references(value: &mut Value, file: &Value, depth: usize, at: &str) -
                     .get(part.as_str())
                     .ok_or_else(|| refuse(at, format!("`!reference [{}]` names nothing in this file", path.join(", "))))?;
             }
+            let size = node_count(found);
+            if size > *budget {
+                return Err(refuse(
+                    at,
+                    format!("`!reference` makes the file hold more than {} values", super::yaml::MAX_NODES),
+                ));
+            }
+            *budget -= size;
             let mut found = found.clone();
-            resolve_references(&mut found, file, depth + 1, at)?;
+            resolve_references(&mut found, file, depth + 1, at, budget)?;
             *value = found;
         }
         Value::Tagged(tagged) => {
@@ -219,17 +247,27 @@ fn resolve_references(value: &mut Value, file: &Value, depth: usize, at: &str) -
             for (key, inner) in map.iter_mut() {
                 let key = key.as_str().unwrap_or("?");
                 let at = if at.is_empty() { key.to_string() } else { format!("{at}.{key}") };
-                resolve_references(inner, file, depth, &at)?;
+                resolve_references(inner, file, depth, &at, budget)?;
             }
         }
         Value::Sequence(items) => {
             for inner in items {
-                resolve_references(inner, file, depth, at)?;
+                resolve_references(inner, file, depth, at, budget)?;
             }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// How many values `value` holds.
+fn node_count(value: &Value) -> usize {
+    1 + match value {
+        Value::Mapping(m) => m.values().map(node_count).sum::<usize>() + m.len(),
+        Value::Sequence(s) => s.iter().map(node_count).sum(),
+        Value::Tagged(t) => node_count(&t.value),
+        _ => 0,
+    }
 }
 
 /// Script lists may hold lists (from `!reference` or anchors): GitLab runs them as one
@@ -335,9 +373,11 @@ fn parallel_copies(name: &str, mut keys: Mapping) -> Result<Vec<ExpandedJob>, Re
             format!("`parallel: matrix:` must make between 1 and {MAX_PARALLEL} jobs"),
         ));
     }
+    let total = combinations.len() as u32;
     Ok(combinations
         .into_iter()
-        .map(|variables| {
+        .enumerate()
+        .map(|(i, variables)| {
             let mut keys = keys.clone();
             let values: Vec<&str> = variables.iter().map(|(_, v)| v.as_str()).collect();
             let job_variables = keys
@@ -350,7 +390,7 @@ fn parallel_copies(name: &str, mut keys: Mapping) -> Result<Vec<ExpandedJob>, Re
             }
             ExpandedJob {
                 name: format!("{name}: [{}]", values.join(", ")),
-                ..one(name, keys, None)
+                ..one(name, keys, Some((i as u32 + 1, total)))
             }
         })
         .collect())
@@ -365,7 +405,8 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
-/// `needs: [build]` where `build` has parallel copies means every copy (GitLab's rule).
+/// `needs: [build]` and `dependencies: [build]` where `build` has parallel copies mean
+/// every copy (GitLab's rule); a need written as a map keeps its other keys.
 fn point_needs_at_copies(jobs: &mut [ExpandedJob]) {
     let copies: Vec<(String, String)> = jobs
         .iter()
@@ -375,25 +416,31 @@ fn point_needs_at_copies(jobs: &mut [ExpandedJob]) {
     if copies.is_empty() {
         return;
     }
+    let copies_of = |written: &str| -> Vec<String> { copies.iter().filter(|(w, _)| w == written).map(|(_, c)| c.clone()).collect() };
     for job in jobs.iter_mut() {
-        let Some(Value::Sequence(needs)) = job.keys.get_mut("needs") else {
-            continue;
-        };
-        let mut pointed = Vec::new();
-        for need in std::mem::take(needs) {
-            let named = match &need {
-                Value::String(s) => Some(s.clone()),
-                Value::Mapping(m) => m.get("job").and_then(Value::as_str).map(str::to_string),
-                _ => None,
+        for key in ["needs", "dependencies"] {
+            let Some(Value::Sequence(list)) = job.keys.get_mut(key) else {
+                continue;
             };
-            let of: Vec<&String> = copies.iter().filter(|(w, _)| Some(w) == named.as_ref()).map(|(_, c)| c).collect();
-            if of.is_empty() {
-                pointed.push(need);
-            } else {
-                pointed.extend(of.into_iter().map(|c| Value::String(c.clone())));
+            let mut pointed = Vec::new();
+            for entry in std::mem::take(list) {
+                match &entry {
+                    Value::String(s) if !copies_of(s).is_empty() => pointed.extend(copies_of(s).into_iter().map(Value::String)),
+                    Value::Mapping(m) => match m.get("job").and_then(Value::as_str).map(copies_of) {
+                        Some(copies) if !copies.is_empty() => {
+                            for copy in copies {
+                                let mut one = m.clone();
+                                one.insert(Value::String("job".into()), Value::String(copy));
+                                pointed.push(Value::Mapping(one));
+                            }
+                        }
+                        _ => pointed.push(entry),
+                    },
+                    _ => pointed.push(entry),
+                }
             }
+            *list = pointed;
         }
-        *needs = pointed;
     }
 }
 

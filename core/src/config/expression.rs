@@ -22,7 +22,7 @@ pub enum Operand {
     Variable(String),
     Text(String),
     Null,
-    Pattern { pattern: String, case_insensitive: bool },
+    Pattern { pattern: String, flags: String },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -82,7 +82,7 @@ fn value<'a>(operand: &'a Operand, variables: &'a HashMap<String, String>) -> Va
     match operand {
         Operand::Null => Value::Null,
         Operand::Text(t) => Value::Text(t),
-        Operand::Pattern { pattern, case_insensitive } => compiled(pattern, *case_insensitive).map_or(Value::Null, Value::Pattern),
+        Operand::Pattern { pattern, flags } => compiled(pattern, flags).map_or(Value::Null, Value::Pattern),
         Operand::Variable(name) => match variables.get(name) {
             None => Value::Null,
             Some(v) => Value::Text(v),
@@ -90,9 +90,13 @@ fn value<'a>(operand: &'a Operand, variables: &'a HashMap<String, String>) -> Va
     }
 }
 
-fn compiled(pattern: &str, case_insensitive: bool) -> Option<regex::Regex> {
+/// `pattern` with its flags (`i`, `m`, `s`, `x`).
+fn compiled(pattern: &str, flags: &str) -> Option<regex::Regex> {
     regex::RegexBuilder::new(pattern)
-        .case_insensitive(case_insensitive)
+        .case_insensitive(flags.contains('i'))
+        .multi_line(flags.contains('m'))
+        .dot_matches_new_line(flags.contains('s'))
+        .ignore_whitespace(flags.contains('x'))
         .size_limit(1 << 20)
         .build()
         .ok()
@@ -114,22 +118,22 @@ fn matches(l: &Value, r: &Value) -> bool {
     match r {
         Value::Pattern(p) => p.is_match(text),
         Value::Text(t) => match pattern_literal(t) {
-            Some((pattern, ci)) => compiled(&pattern, ci).is_some_and(|p| p.is_match(text)),
+            Some((pattern, flags)) => compiled(&pattern, &flags).is_some_and(|p| p.is_match(text)),
             None => false,
         },
         Value::Null => false,
     }
 }
 
-/// `/pattern/flags` → (pattern, case-insensitive).
-fn pattern_literal(text: &str) -> Option<(String, bool)> {
+/// `/pattern/flags` → (pattern, flags).
+fn pattern_literal(text: &str) -> Option<(String, String)> {
     let rest = text.strip_prefix('/')?;
     let end = rest.rfind('/')?;
     let flags = &rest[end + 1..];
     if !flags.chars().all(|c| "imsx".contains(c)) {
         return None;
     }
-    Some((rest[..end].to_string(), flags.contains('i')))
+    Some((rest[..end].to_string(), flags.to_string()))
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -245,11 +249,10 @@ fn tokenize(text: &str) -> Result<Vec<Token>, String> {
                 if !flag_text.chars().all(|f| "imsx".contains(f)) {
                     return bad(&format!("`{flag_text}` are not flags of a regular expression"));
                 }
-                let case_insensitive = flag_text.contains('i');
-                if compiled(&pattern, case_insensitive).is_none() {
+                if compiled(&pattern, &flag_text).is_none() {
                     return bad(&format!("/{pattern}/ is not a regular expression"));
                 }
-                tokens.push(Token::Operand(Operand::Pattern { pattern, case_insensitive }));
+                tokens.push(Token::Operand(Operand::Pattern { pattern, flags: flag_text }));
                 i = flags;
             }
             _ if text[char_offset(text, i)..].starts_with("null") => {

@@ -79,9 +79,17 @@ pub struct JobConfig {
     /// When it runs once the jobs it waits for have finished.
     #[serde(default)]
     pub when: crate::api::When,
-    /// `parallel: N`: this copy's index (1-based) and N (`CI_NODE_INDEX`, `CI_NODE_TOTAL`).
+    /// `parallel`: this copy's index (1-based) and how many copies there are
+    /// (`CI_NODE_INDEX`, `CI_NODE_TOTAL`).
     #[serde(default)]
     pub node: Option<(u32, u32)>,
+    /// The `needs` that are `optional: true`: dropped when the job they name is not in
+    /// the pipeline.
+    #[serde(default)]
+    pub optional_needs: Vec<String>,
+    /// Top-level variables the job does not take (`inherit: variables`).
+    #[serde(default)]
+    pub without_variables: Vec<String>,
     /// `allow_failure`: a failure that does not fail the pipeline.
     #[serde(default)]
     pub allow_failure: AllowFailure,

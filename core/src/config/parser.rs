@@ -177,7 +177,12 @@ fn read_keys<T: serde::de::DeserializeOwned>(source: &str, owner: &str, keys: &M
 
 /// What to tell the user about `key` of `owner` that did not read (`serde_says`).
 fn keyword_message(owner: &str, key: &str, value: &Value, serde_says: &str) -> String {
+    // The name serde's message is about: `key` itself, or a key inside its value.
+    let named = serde_says.split('`').nth(1).unwrap_or(key);
     if serde_says.starts_with("unknown field") {
+        if named != key {
+            return format!("`{key}: {named}` is not a keyword of `{key}` (see docs/ci-yaml.md)");
+        }
         return match super::keywords::gitlab_job_keyword(key) {
             true => format!(
                 "`{key}` is a GitLab keyword that Usher does not support: {}",
@@ -185,6 +190,11 @@ fn keyword_message(owner: &str, key: &str, value: &Value, serde_says: &str) -> S
             ),
             false => format!("`{key}` is not a keyword of a job (a typo? see docs/ci-yaml.md for the keywords Usher reads)"),
         };
+    }
+    if let Some(rest) = serde_says.strip_prefix("unknown variant `") {
+        let (word, expected) = rest.split_once('`').unwrap_or((rest, ""));
+        let expected = expected.trim_start_matches(", expected one of ").trim_start_matches(", expected ");
+        return format!("`{word}` is not one of {} (in `{key}`)", expected.replace('`', ""));
     }
     let shape = match value {
         Value::Null => "empty",
@@ -195,10 +205,12 @@ fn keyword_message(owner: &str, key: &str, value: &Value, serde_says: &str) -> S
         Value::Mapping(_) => "a map",
         Value::Tagged(_) => "a tagged value",
     };
-    let wanted = super::keywords::shape_of(key);
-    match wanted {
-        Some(wanted) => format!("`{key}` must be {wanted}, not {shape}"),
-        None => format!("`{key}` of `{owner}` does not read: {serde_says}"),
+    match super::keywords::shape_of(key) {
+        // The value has the right shape: what is wrong is inside it.
+        Some(wanted) if !(matches!(value, Value::Mapping(_)) && wanted.contains("map")) => {
+            format!("`{key}` must be {wanted}, not {shape}")
+        }
+        _ => format!("`{key}` of `{owner}` has a value of the wrong shape (see docs/ci-yaml.md)"),
     }
 }
 
@@ -384,15 +396,11 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
         };
         // Top-level variables are the pipeline's; `inherit: variables` limits them.
         let mut job_vars: Vec<(String, String)> = Vec::new();
-        if let Some(Inherit::All(false) | Inherit::Only(_)) = &inherit.variables {
-            for (k, v) in &variables {
-                if !Inherit::takes(&inherit.variables, k) {
-                    // Cleared for this job: GitLab does not give it the variable.
-                    job_vars.push((k.clone(), String::new()));
-                    let _ = v;
-                }
-            }
-        }
+        let without_variables: Vec<String> = variables
+            .iter()
+            .filter(|(k, _)| !Inherit::takes(&inherit.variables, k))
+            .map(|(k, _)| k.clone())
+            .collect();
         for (k, v) in default.variables.as_ref().map(|v| v.0.clone()).unwrap_or_default() {
             job_vars.retain(|(existing, _)| *existing != k);
             job_vars.push((k, v));
@@ -414,6 +422,7 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
             })?,
         };
         let mut needs = Vec::new();
+        let mut optional_needs = Vec::new();
         for need in job.needs.clone().unwrap_or_default() {
             match need {
                 RawNeed::Name(n) => needs.push(n),
@@ -430,8 +439,11 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
                         return Err(job_error(source, at, "needs", "each `needs:` map names a `job`".into()));
                     };
                     // An optional need on a job this pipeline does not have is dropped.
-                    if m.optional == Some(true) && !names.contains(&n) {
-                        continue;
+                    if m.optional == Some(true) {
+                        if !names.contains(&n) {
+                            continue;
+                        }
+                        optional_needs.push(n.clone());
                     }
                     needs.push(n);
                 }
@@ -494,6 +506,8 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
             )?,
             when,
             node,
+            optional_needs,
+            without_variables,
             allow_failure: allow_failure(source, at, job.allow_failure.as_ref())?,
             retry: retry(source, at, job.retry.as_ref().or(default.retry.as_ref()))?,
             coverage: coverage(source, at, job.coverage.clone())?,

@@ -110,3 +110,67 @@ fn image_and_services() {
             .contains("two services")
     );
 }
+
+#[test]
+fn refusals_of_gitlab_files_name_the_key_as_written_and_speak_no_rust() {
+    let refused = |yaml: &str| parse(yaml).unwrap_err().to_string();
+    let cases = [
+        (
+            "build:linux:\n  script: [x]\n  artifacts: {paths: [a], expire: 1d}\n",
+            "`build:linux.artifacts`",
+            "`artifacts: expire` is not a keyword",
+        ),
+        (
+            "job:\n  script: [x]\n  artifacts: {when: sometimes}\n",
+            "`job.artifacts`",
+            "`sometimes` is not one of",
+        ),
+        (
+            "workflow: {auto_cancel: true}\njob:\n  script: [x]\n",
+            "`workflow.auto_cancel`",
+            "wrong shape",
+        ),
+        ("job:\n  script: [x]\n  timeout: [1h]\n", "`job.timeout`", "is not a duration"),
+        ("1: {script: [x]}\n", "`1`", "must be a name"),
+        ("job:\n  script: [x]\n  coverage: 12\n", "`job.coverage`", "must be a string"),
+        ("job:\n  script: [x]\n  scirpt: [y]\n", "`job.scirpt`", "not a keyword of a job"),
+        (
+            "job:\n  script: [x]\n  trigger: other\n",
+            "`job.trigger`",
+            "no downstream pipelines",
+        ),
+    ];
+    for (yaml, key, says) in cases {
+        let e = refused(yaml);
+        assert!(e.contains(key) && e.contains(says), "{yaml:?}: {e}");
+        for rust in ["Raw", "struct", "variant", "Sequence", "Number(", "String("] {
+            assert!(!e.contains(rust), "{yaml:?} speaks Rust: {e}");
+        }
+    }
+}
+
+#[test]
+fn hostile_files_are_refused_quickly() {
+    // References to references, ten levels of ten: 10^10 values if resolved naively.
+    let mut yaml = String::from(".l0: [x, x, x, x, x, x, x, x, x, x]\n");
+    for level in 1..10 {
+        let refs = vec![format!("!reference [.l{}]", level - 1); 10].join(", ");
+        yaml.push_str(&format!(".l{level}: [{refs}]\n"));
+    }
+    yaml.push_str("job:\n  script: !reference [.l9]\n");
+    let started = std::time::Instant::now();
+    assert!(parse(&yaml).is_err());
+    // Templates extending templates ten times each, nine levels deep.
+    let mut yaml = String::from(".t0: {variables: {A: a}}\n");
+    for level in 1..10 {
+        let parents = vec![format!(".t{}", level - 1); 10].join(", ");
+        yaml.push_str(&format!(".t{level}: {{extends: [{parents}]}}\n"));
+    }
+    yaml.push_str("job:\n  extends: .t9\n  script: [x]\n");
+    assert!(parse(&yaml).is_ok());
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+}

@@ -79,7 +79,8 @@ impl<'de> Deserialize<'de> for Duration {
         Ok(Duration(match serde_yaml_ng::Value::deserialize(d)? {
             serde_yaml_ng::Value::Number(n) => n.to_string(),
             serde_yaml_ng::Value::String(s) => s,
-            other => format!("{other:?}"),
+            // Not a duration; the parser says so with the value as written.
+            other => serde_yaml_ng::to_string(&other).unwrap_or_default().trim().to_string(),
         }))
     }
 }

@@ -164,6 +164,7 @@ fn ref_matches(entry: &str, facts: &PipelineFacts) -> bool {
 pub fn glob_regex(glob: &str) -> Option<regex::Regex> {
     let mut re = String::from("^");
     let mut chars = glob.trim_start_matches("./").chars().peekable();
+    let mut braces = 0;
     while let Some(c) = chars.next() {
         match c {
             '*' if chars.peek() == Some(&'*') => {
@@ -177,9 +178,15 @@ pub fn glob_regex(glob: &str) -> Option<regex::Regex> {
             }
             '*' => re.push_str("[^/]*"),
             '?' => re.push_str("[^/]"),
-            '{' => re.push_str("(?:"),
-            '}' => re.push(')'),
-            ',' => re.push('|'),
+            '{' => {
+                braces += 1;
+                re.push_str("(?:");
+            }
+            '}' if braces > 0 => {
+                braces -= 1;
+                re.push(')');
+            }
+            ',' if braces > 0 => re.push('|'),
             c => re.push_str(&regex::escape(&c.to_string())),
         }
     }
@@ -299,5 +306,6 @@ mod tests {
         assert!(!m("src/*.rs", "src/a/main.rs"));
         assert!(m("{Cargo.toml,package.json}", "package.json"));
         assert!(m("./Dockerfile", "Dockerfile"));
+        assert!(m("a,b.txt", "a,b.txt") && !m("a,b.txt", "a"), "a comma outside braces is a comma");
     }
 }

@@ -11,15 +11,41 @@ use serde::de::{self, Deserialize, Deserializer, EnumAccess, MapAccess, SeqAcces
 use serde_yaml_ng::value::{Tag, TaggedValue};
 use serde_yaml_ng::{Mapping, Number, Value};
 
+/// The most values a file may hold once its aliases are replayed. An alias replays its
+/// anchor's whole value, so a small file of aliases of aliases could otherwise grow to
+/// billions of values (the YAML parser only counts the jumps, not what each replays).
+pub(super) const MAX_NODES: usize = 1_000_000;
+
+thread_local! {
+    /// Values read so far by this thread's [`parse`].
+    static NODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Parses `source` as GitLab would (see the module's paragraph).
 pub(super) fn parse(source: &str) -> Result<Value, serde_yaml_ng::Error> {
+    NODES.with(|n| n.set(0));
     serde_yaml_ng::from_str::<Lenient>(source).map(|l| l.0)
+}
+
+/// Counts one more value; an error once there are more than [`MAX_NODES`].
+fn count<E: de::Error>() -> Result<(), E> {
+    NODES.with(|n| {
+        n.set(n.get() + 1);
+        if n.get() > MAX_NODES {
+            Err(E::custom(format!(
+                "the file holds more than {MAX_NODES} values once its aliases are replayed"
+            )))
+        } else {
+            Ok(())
+        }
+    })
 }
 
 struct Lenient(Value);
 
 impl<'de> Deserialize<'de> for Lenient {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        count::<D::Error>()?;
         d.deserialize_any(LenientVisitor).map(Lenient)
     }
 }
@@ -160,6 +186,14 @@ mod tests {
         assert_eq!(job["image"], Value::String("alpine".into()));
         assert_eq!(job["script"], Value::String("own".into()));
         assert!(!job.contains_key("<<"));
+    }
+
+    #[test]
+    fn aliases_of_aliases_cannot_blow_up() {
+        let list = format!("[{}]", vec!["x"; 2000].join(","));
+        let aliases = format!("[{}]", vec!["*a"; 1000].join(","));
+        let e = parse(&format!("a: &a {list}\nb: {aliases}\n")).unwrap_err();
+        assert!(e.to_string().contains("aliases are replayed"), "{e}");
     }
 
     #[test]

@@ -165,3 +165,35 @@ async fn an_allowed_failure_neither_fails_the_pipeline_nor_stops_later_stages() 
     }
 }
 
+#[tokio::test]
+async fn workflow_variables_reach_job_rules_and_optional_needs_of_left_out_jobs_drop() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let config = r#"
+workflow:
+  rules:
+    - if: $CI_PIPELINE_SOURCE == "web"
+      variables: {KIND: manual-run}
+    - when: always
+lint:
+  script: [x]
+  rules:
+    - if: $KIND == "manual-run"
+build:
+  stage: build
+  script: [y]
+  only: [release]
+test:
+  needs: [{job: build, optional: true}, lint]
+  script: [z]
+"#;
+        let p = project(&engine, &admin, config).await;
+        let web = run(&engine, &admin, p, "main", Origin::Web).await.unwrap();
+        assert_eq!(web, ["lint", "test"], "{}", db.name);
+        // Without the workflow's variable lint is left out, and test's need on it is not
+        // optional: refused.
+        let refused = run(&engine, &admin, p, "main", Origin::Api).await.unwrap_err();
+        assert!(refused.to_string().contains("needs `lint`"), "{}: {refused}", db.name);
+        engine.close().await;
+    }
+}
