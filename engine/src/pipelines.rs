@@ -75,7 +75,8 @@ impl Engine {
         names::check_ref(&git_ref).map_err(EngineError::BadRequest)?;
         let project = self.get_project(actor, project_id).await?;
         let source = self.pipeline_source(&project, &git_ref, &req).await?;
-        let cfg = config::parse(&source.yaml).map_err(|mut e| {
+        let included = self.included_files(project_id, &source).await;
+        let cfg = config::parse_with(&source.yaml, &|path| included.get(path).cloned().flatten()).map_err(|mut e| {
             if let Some(file) = &source.file {
                 e.message = format!("{file}: {}", e.message);
             }
@@ -253,6 +254,26 @@ impl Engine {
             pipeline_variables.push((k, v));
         }
         Ok((pipeline_variables, chosen))
+    }
+
+    /// The files the configuration includes (`include: local`, nested ones too), read from
+    /// the repository at the pipeline's commit: by path, None for a path it does not
+    /// have. Nothing without a repository (the parser then refuses the include).
+    async fn included_files(&self, project_id: i64, source: &PipelineSource) -> std::collections::HashMap<String, Option<String>> {
+        let mut files = std::collections::HashMap::new();
+        let Some(commit) = &source.commit else { return files };
+        let mut wanted = config::included_paths(&source.yaml);
+        while let Some(path) = wanted.pop() {
+            if files.contains_key(&path) || files.len() >= config::include::MAX_INCLUDES {
+                continue;
+            }
+            let text = self.inner.repos.file(project_id, &commit.sha, &path).await;
+            if let Some(text) = &text {
+                wanted.extend(config::included_paths(text));
+            }
+            files.insert(path, text);
+        }
+        files
     }
 
     /// Where a new pipeline's configuration comes from, and its commit.

@@ -122,6 +122,20 @@ impl Repos {
             .unwrap_or_default()
     }
 
+    /// The text of the file at `path` of commit `sha` of the project's mirror (at most
+    /// the size a CI file may have); None when there is none.
+    pub async fn file(&self, project_id: i64, sha: &str, path: &str) -> Option<String> {
+        let root = self.root.as_ref()?;
+        // A path inside the tree only: `git show` of `sha:path` reads the commit's tree.
+        if path.split('/').any(|part| part == ".." || part.is_empty()) {
+            return None;
+        }
+        let mirror = root.join(format!("project-{project_id}.git"));
+        git(&mirror, &["show", &format!("{sha}:{path}")])
+            .await
+            .filter(|text| text.len() <= usher_core::config::limits::MAX_CONFIG_BYTES)
+    }
+
     /// `git fetch` of every branch and tag into the mirror (created if missing).
     async fn fetch(&self, root: &Path, mirror: &Path, url: &str, secrets: &ProjectSecrets) -> Result<(), EngineError> {
         let io = |e: std::io::Error| EngineError::Internal(format!("repository storage: {e}"));

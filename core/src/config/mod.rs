@@ -241,12 +241,14 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 }
 
 #[cfg(feature = "parser")]
-pub use parser::parse;
+pub use parser::{included_paths, parse, parse_with};
 
 #[cfg(feature = "parser")]
 mod expand;
 #[cfg(feature = "parser")]
 pub mod expression;
+#[cfg(feature = "parser")]
+pub mod include;
 #[cfg(feature = "parser")]
 mod keywords;
 pub mod limits;

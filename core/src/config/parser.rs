@@ -291,18 +291,43 @@ fn read_config(source: &str, expanded: Expanded) -> Result<RawConfig, ConfigErro
     Ok(config)
 }
 
-/// Parses and validates a CI configuration.
+/// Parses and validates a CI configuration that stands alone (an `include:` of it is
+/// refused: there is no repository to read from).
 pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
+    parse_with(source, &|_| None)
+}
+
+/// The local paths a CI file's `include:` names (of it alone, not of what it includes;
+/// none if it does not read), so that the caller can fetch them for [`parse_with`].
+pub fn included_paths(source: &str) -> Vec<String> {
+    super::yaml::parse(source)
+        .ok()
+        .and_then(|doc| super::include::local_paths(&doc).ok())
+        .unwrap_or_default()
+}
+
+/// Parses and validates a CI configuration whose `include: local` files `file` gives
+/// (by repository path, without a leading `/`; None: not in the repository).
+pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result<CiConfig, ConfigError> {
     limits::check_shape(source)?;
-    let doc: Value = super::yaml::parse(source).map_err(|e| syntax_error(source, e))?;
-    // Before anything that the included files might have defined.
+    let mut doc: Value = super::yaml::parse(source).map_err(|e| syntax_error(source, e))?;
+    // Before anything that the included files might define.
     if doc.get("include").is_some() {
-        return Err(job_error(
-            source,
-            "include",
-            "",
-            "`include` is not supported yet: put the included jobs in this file (Usher reads one file per project)".into(),
-        ));
+        let read = |path: &str| {
+            file(path).map(|text| {
+                limits::check_shape(&text).map_err(|e| e.to_string())?;
+                super::yaml::parse(&text).map_err(|e| format!("this is not valid YAML: {e}"))
+            })
+        };
+        doc = super::include::merged(doc, &read).map_err(|e| {
+            refusal_error(
+                source,
+                Refusal {
+                    key: e.key,
+                    message: e.message,
+                },
+            )
+        })?;
     }
     let expanded = expand(doc).map_err(|r| refusal_error(source, r))?;
     let raw = read_config(source, expanded)?;
