@@ -480,8 +480,26 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
             None => None,
             Some(RawImage::Name(n)) => Some(n),
             Some(RawImage::Full(m)) => {
-                if m.entrypoint.is_some() {
-                    return Err(job_error(source, at, "image", "`image: entrypoint` is not supported yet".into()));
+                // Usher runs a job's scripts with the image's shell whatever the image's
+                // entrypoint: what `entrypoint: [""]` or a shell's `-c` asks for.
+                let shell_only = m.entrypoint.as_ref().is_none_or(|e| {
+                    e.iter().all(String::is_empty)
+                        || matches!(
+                            e.iter().map(String::as_str).collect::<Vec<_>>()[..],
+                            [
+                                "sh" | "/bin/sh" | "bash" | "/bin/bash" | "/usr/bin/env sh" | "/usr/bin/env bash",
+                                "-c"
+                            ]
+                        )
+                });
+                if !shell_only {
+                    return Err(job_error(
+                        source,
+                        at,
+                        "image",
+                        "`image: entrypoint` is not supported (Usher runs the script with the image's shell, as `entrypoint: [\"\"]` does)"
+                            .into(),
+                    ));
                 }
                 Some(m.name)
             }

@@ -174,3 +174,13 @@ fn hostile_files_are_refused_quickly() {
         started.elapsed()
     );
 }
+
+#[test]
+fn an_image_entrypoint_that_only_clears_or_names_a_shell_is_what_usher_does() {
+    for entrypoint in [r#"[""]"#, r#"["/bin/sh", "-c"]"#, r#"["bash", "-c"]"#] {
+        let yaml = format!("job:\n  image:\n    name: alpine/git\n    entrypoint: {entrypoint}\n  script: [git version]\n");
+        assert_eq!(parse(&yaml).unwrap().jobs[0].image.as_deref(), Some("alpine/git"), "{entrypoint}");
+    }
+    let e = parse("job:\n  image: {name: x, entrypoint: [/usr/bin/tool]}\n  script: [x]\n").unwrap_err();
+    assert!(e.to_string().contains("`job.image`") && e.message.contains("entrypoint"), "{e}");
+}
