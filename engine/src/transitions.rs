@@ -57,14 +57,42 @@ impl Engine {
         }
     }
 
-    /// [`Engine::commit`], then schedules the pipeline when a job reached a terminal status.
+    /// [`Engine::commit`], then schedules the pipeline when a job reached a terminal status
+    /// (a failed job its `retry:` allows is tried again first).
     pub(crate) async fn apply(&self, change: Change<'_>) -> Result<Committed, EngineError> {
         let committed = self.commit(change).await?;
         let finished = committed.jobs.iter().find(|t| t.changed && t.job.status.is_terminal());
         if let Some(t) = finished {
+            if t.job.status == usher_core::status::Status::Failed {
+                Box::pin(self.retry_by_itself(&t.job)).await?;
+            }
             self.advance_pipeline(t.job.pipeline_id).await?;
         }
         Ok(committed)
+    }
+
+    /// A new attempt of `job`, which failed, when its `retry:` allows one (and its pipeline
+    /// is not being cancelled); whether there is one.
+    async fn retry_by_itself(&self, job: &usher_core::api::Job) -> Result<bool, EngineError> {
+        let Some(retry) = self.store().job_spec(job.id).await?.job.retry else {
+            return Ok(false);
+        };
+        let attempts = self.store().attempts(job.pipeline_id, &job.name).await?;
+        if !retry.applies(job.failure_reason, job.exit_code, attempts) {
+            return Ok(false);
+        }
+        let cancelled = self.store().get_pipeline(job.pipeline_id).await?.is_none_or(|p| p.cancel.is_some());
+        if cancelled {
+            return Ok(false);
+        }
+        tracing::info!(job = job.id, attempts, "job failed; its `retry:` tries it again");
+        self.commit(Change::Retry {
+            pipeline_id: job.pipeline_id,
+            job_ids: &[job.id],
+            actor: "retry",
+        })
+        .await?;
+        Ok(true)
     }
 
     /// One move of one job through [`Engine::apply`]; the job as it is afterwards.

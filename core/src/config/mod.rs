@@ -135,6 +135,29 @@ pub struct Retry {
     pub exit_codes: Vec<i32>,
 }
 
+impl Retry {
+    /// Whether a job that failed with `reason` (and `exit_code`) after `attempts`
+    /// attempts is tried again by itself.
+    pub fn applies(&self, reason: Option<crate::api::FailureReason>, exit_code: Option<i32>, attempts: u32) -> bool {
+        use crate::api::FailureReason as F;
+        if attempts > self.max {
+            return false;
+        }
+        if !self.exit_codes.is_empty() && !exit_code.is_some_and(|c| self.exit_codes.contains(&c)) {
+            return false;
+        }
+        // GitLab's names for Usher's failure reasons.
+        let names: &[&str] = match reason {
+            None | Some(F::ScriptFailure) => &["script_failure"],
+            Some(F::Timeout) => &["job_execution_timeout", "stuck_or_timeout_failure"],
+            Some(F::RunnerLost) => &["runner_system_failure", "stuck_or_timeout_failure"],
+            Some(F::RunnerShutdown | F::RunnerSystemFailure) => &["runner_system_failure"],
+            Some(F::CheckoutFailed | F::ImagePullFailed) => &["runner_system_failure", "unmet_prerequisites"],
+        };
+        self.when.is_empty() || self.when.iter().any(|w| w == "always" || names.contains(&w.as_str()))
+    }
+}
+
 /// A service container of a job: its image, and the host name the job reaches it by.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {

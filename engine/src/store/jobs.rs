@@ -246,6 +246,16 @@ impl Store {
         }
     }
 
+    /// How many attempts of the job named `name` its pipeline has had.
+    pub async fn attempts(&self, pipeline_id: i64, name: &str) -> Result<u32, EngineError> {
+        let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE pipeline_id = $1 AND name = $2")
+            .bind(pipeline_id)
+            .bind(name)
+            .fetch_one(&mut *self.conn().await?)
+            .await?;
+        Ok(row.try_get::<i64, _>("n")?.max(0) as u32)
+    }
+
     pub async fn job_spec(&self, id: i64) -> Result<StoredSpec, EngineError> {
         let row = sqlx::query("SELECT spec FROM jobs WHERE id = $1")
             .bind(id)

@@ -197,3 +197,39 @@ test:
         engine.close().await;
     }
 }
+
+#[tokio::test]
+async fn retry_tries_a_failed_job_again_as_often_and_on_the_failures_it_says() {
+    use usher_core::protocol::JobReport;
+    use usher_core::status::Status;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let config = "flaky:\n  retry: 1\n  script: [x]\nstrict:\n  retry:\n    max: 2\n    when: runner_system_failure\n  script: [y]\n";
+        let (pipeline_id, _) = pipeline(&engine, &admin, config).await;
+        let r = runner(&engine, "r").await;
+        let failed = |code| JobReport {
+            exit_code: Some(code),
+            failure_reason: None,
+            duration_ms: 1,
+            after_script: None,
+            detail: None,
+            dotenv: None,
+            teardown: None,
+        };
+        // Both fail by their script: flaky is tried once more, strict is not.
+        for _ in 0..2 {
+            let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
+            engine.finish_job(r, job.job_id, failed(1)).await.unwrap();
+        }
+        let again = engine.claim_job(r, &[]).await.unwrap().expect("flaky's second attempt");
+        assert_eq!(again.name, "flaky", "{}", db.name);
+        assert!(engine.claim_job(r, &[]).await.unwrap().is_none(), "{}: no other attempt", db.name);
+        engine.finish_job(r, again.job_id, failed(1)).await.unwrap();
+        assert!(engine.claim_job(r, &[]).await.unwrap().is_none(), "{}: one retry only", db.name);
+        let p = engine.get_pipeline(&admin, pipeline_id).await.unwrap();
+        assert_eq!(p.status, Status::Failed, "{}", db.name);
+        let flaky: Vec<bool> = p.jobs.unwrap().iter().filter(|j| j.name == "flaky").map(|j| j.retried).collect();
+        assert_eq!(flaky, [true, false], "{}: the first attempt, retried, and the second", db.name);
+        engine.close().await;
+    }
+}
