@@ -33,6 +33,7 @@ fn job(id: i64, status: Status) -> Job {
         teardown: None,
         deferred: Vec::new(),
         allow_failure: false,
+        coverage: None,
     }
 }
 

@@ -224,7 +224,12 @@ impl Engine {
         };
         let result = self.apply_to_job(&reported).await;
         match result {
-            Ok(t) => Ok(t.job.status),
+            Ok(t) => {
+                if t.changed && t.job.status.is_terminal() {
+                    self.keep_coverage(job_id).await?;
+                }
+                Ok(t.job.status)
+            }
             Err(EngineError::InvalidTransition(_)) => {
                 if let Some(receipt) = receipt {
                     self.keep_late_receipt(runner_id, job_id, &receipt).await?;
@@ -233,6 +238,27 @@ impl Engine {
             }
             Err(e) => Err(e),
         }
+    }
+
+    /// The coverage a finished job's log reports by its `coverage:` pattern (read from
+    /// the log's last 64 KiB, where test tools print their totals), stored and published.
+    async fn keep_coverage(&self, job_id: i64) -> Result<(), EngineError> {
+        let Some(pattern) = self.store().job_spec(job_id).await?.job.coverage else {
+            return Ok(());
+        };
+        let length = self.store().log_length(job_id).await?;
+        let (tail, _, _) = self
+            .store()
+            .read_log_page(job_id, length.saturating_sub(64 * 1024), 64 * 1024)
+            .await?;
+        let Some(coverage) = usher_core::config::rules::coverage_of(&pattern, &tail) else {
+            return Ok(());
+        };
+        self.store().set_coverage(job_id, coverage).await?;
+        if let Some(job) = self.store().get_job(job_id).await? {
+            self.bus().publish(crate::BusEvent::Job(job));
+        }
+        Ok(())
     }
 
     /// A runner's connection to this replica began.

@@ -188,6 +188,7 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 if let Some(t) = &j.finished_at { rows.push(("Finished", short_time(t))); }
                 if let Some(c) = j.exit_code { rows.push(("Exit code", c.to_string())); }
                 if let Some(r) = &j.failure_reason { rows.push(("Failure", r.to_string())); }
+                if let Some(c) = j.coverage { rows.push(("Coverage", format!("{c}%"))); }
                 if j.allow_failure { rows.push(("Allowed to fail", "yes: a failure does not fail the pipeline".to_string())); }
                 if let Some(c) = &j.cancel {
                     rows.push(("Cancel", format!("{} by {} at {} ({})", c.mode.as_str(), c.requested_by, short_time(&c.requested_at), c.reason.as_str())));

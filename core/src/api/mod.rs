@@ -89,6 +89,10 @@ pub struct Job {
     /// stops later stages.
     #[serde(default)]
     pub allow_failure: bool,
+    /// The coverage (percent) its log reported, by the CI file's `coverage:` pattern;
+    /// null without one, or until the job has finished.
+    #[serde(default)]
+    pub coverage: Option<f64>,
     /// The teardown commands the job registered with `usher-defer`, in order, as the
     /// runner reported them while the job ran (masked); what each did is in `teardown`.
     #[serde(default)]

@@ -159,6 +159,19 @@ fn ref_matches(entry: &str, facts: &PipelineFacts) -> bool {
     }
 }
 
+/// The coverage a log reports by `pattern` (a job's `coverage:`): GitLab's way — the
+/// last line that matches, its first group if the pattern has one (else the whole
+/// match), and the first number in that.
+pub fn coverage_of(pattern: &str, log: &str) -> Option<f64> {
+    let re = regex::RegexBuilder::new(pattern).size_limit(1 << 20).build().ok()?;
+    let number = regex::Regex::new(r"\d+(?:\.\d+)?").ok()?;
+    log.lines().rev().find_map(|line| {
+        let caps = re.captures(line)?;
+        let text = caps.get(1).or_else(|| caps.get(0))?.as_str();
+        number.find(text)?.as_str().parse().ok()
+    })
+}
+
 /// A glob of `exists:`/`changes:` (`**` any depth, `*` and `?` within a name, `{a,b}`) as
 /// a regular expression over a path.
 pub fn glob_regex(glob: &str) -> Option<regex::Regex> {
@@ -295,6 +308,14 @@ mod tests {
         ];
         assert_eq!(workflow_decision(&skip_push, &f), None);
         assert_eq!(workflow_decision(&skip_push[1..], &f), None, "no rule holds: no pipeline");
+    }
+
+    #[test]
+    fn coverage_is_the_last_matching_lines_number() {
+        let log = "Total: 10%\nsomething\nTOTAL      120     12    90.5%\ndone\n";
+        assert_eq!(coverage_of(r"^TOTAL.+?(\d+(?:\.\d+)?%)$", log), Some(90.5));
+        assert_eq!(coverage_of(r"Total: \d+%", log), Some(10.0));
+        assert_eq!(coverage_of(r"nothing", log), None);
     }
 
     #[test]

@@ -246,6 +246,16 @@ impl Store {
         }
     }
 
+    /// Stores a finished job's coverage.
+    pub async fn set_coverage(&self, job_id: i64, coverage: f64) -> Result<(), EngineError> {
+        sqlx::query("UPDATE jobs SET coverage = $1 WHERE id = $2")
+            .bind(coverage)
+            .bind(job_id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
     /// How many attempts of the job named `name` its pipeline has had.
     pub async fn attempts(&self, pipeline_id: i64, name: &str) -> Result<u32, EngineError> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM jobs WHERE pipeline_id = $1 AND name = $2")

@@ -233,3 +233,37 @@ async fn retry_tries_a_failed_job_again_as_often_and_on_the_failures_it_says() {
         engine.close().await;
     }
 }
+
+#[tokio::test]
+async fn coverage_comes_from_the_last_matching_line_of_the_log() {
+    use usher_core::protocol::JobReport;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let config = "test:\n  coverage: '/^TOTAL.+?(\\d+(?:\\.\\d+)?)%$/'\n  script: [pytest --cov]\n";
+        let (_, jobs) = pipeline(&engine, &admin, config).await;
+        let r = runner(&engine, "r").await;
+        let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine
+            .append_log(
+                r,
+                job.job_id,
+                0,
+                "Name    Stmts   Miss  Cover\nTOTAL      120     12    90%\nfix\nTOTAL      120      9    92.5%\n",
+            )
+            .await
+            .unwrap();
+        let done = JobReport {
+            exit_code: Some(0),
+            failure_reason: None,
+            duration_ms: 1,
+            after_script: None,
+            detail: None,
+            dotenv: None,
+            teardown: None,
+        };
+        engine.finish_job(r, job.job_id, done).await.unwrap();
+        let seen = engine.get_job(&admin, jobs[0].id).await.unwrap();
+        assert_eq!(seen.coverage, Some(92.5), "{}", db.name);
+        engine.close().await;
+    }
+}
