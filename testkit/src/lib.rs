@@ -54,7 +54,9 @@ pub fn log_value(log: &str, key: &str) -> String {
     let needle = format!("{key}=");
     let line = log
         .lines()
-        .filter(|l| !l.starts_with("\u{1b}[32;1m$ "))
+        // Not a command's echo, even when a stderr fragment ran into it on one line
+        // (busybox writes `script.sh: line 27: ` and its message in two pieces).
+        .filter(|l| !l.contains("\u{1b}[32;1m$ "))
         .find(|l| l.contains(&needle))
         .unwrap_or_else(|| panic!("no `{needle}` in log:\n{log}"));
     line.split(&needle)
