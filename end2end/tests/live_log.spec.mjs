@@ -123,7 +123,8 @@ long:
   const before = await top();
   await earlier.click();
   await expect.poll(() => log.locator('.line').count()).toBeGreaterThan(shown);
-  expect(Math.abs((await top()) - before)).toBeLessThan(40);
+  // The view is put back in the frame after the lines arrive: wait for it to settle.
+  await expect.poll(async () => Math.abs((await top()) - before)).toBeLessThan(40);
   for (let i = 0; i < 20 && (await earlier.isVisible()); i++) {
     const count = await log.locator('.line').count();
     await earlier.click();
