@@ -267,6 +267,8 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 pub use parser::{included_paths, parse, parse_with};
 
 #[cfg(feature = "parser")]
+mod conditions;
+#[cfg(feature = "parser")]
 mod expand;
 #[cfg(feature = "parser")]
 pub mod expression;
@@ -274,13 +276,19 @@ pub mod expression;
 pub mod include;
 #[cfg(feature = "parser")]
 mod keywords;
+#[cfg(feature = "parser")]
+mod keywords_read;
 pub mod limits;
 #[cfg(feature = "parser")]
 mod parser;
 #[cfg(feature = "parser")]
 mod raw;
 #[cfg(feature = "parser")]
+mod refusals;
+#[cfg(feature = "parser")]
 pub mod rules;
+#[cfg(feature = "parser")]
+mod validate;
 #[cfg(feature = "parser")]
 mod yaml;
 

@@ -1,0 +1,363 @@
+//! One job keyword at a time, from its serde shape to Usher's model, with GitLab's
+//! meaning and defaults: durations, `inherit`, `$VARIABLE` expansion, artifacts and
+//! reports, `allow_failure`, `retry`, `coverage`, images and services; and the GitLab
+//! keywords Usher refuses, each with what to do instead.
+
+use super::raw::{Duration, Inherit, RawArtifacts, RawJob, RawService, Variables};
+use super::refusals::job_error;
+use super::{AllowFailure, ArtifactsConfig, ConfigError, Retry, Service, parse_duration};
+use serde_yaml_ng::Value;
+
+/// Seconds of a job's (or the default's) duration key, with a fallback.
+pub(super) fn seconds(
+    source: &str,
+    job: &str,
+    key: &str,
+    own: Option<Duration>,
+    dflt: &Option<Duration>,
+    fallback: u64,
+) -> Result<u64, ConfigError> {
+    let (owner, value) = match (own, dflt) {
+        (Some(d), _) => (job, d),
+        (None, Some(d)) => ("default", d.clone()),
+        (None, None) => return Ok(fallback),
+    };
+    parse_duration(&value.0).ok_or_else(|| {
+        job_error(
+            source,
+            owner,
+            key,
+            format!("\"{}\" is not a duration (write 90s, 10m, 1h 30m, or seconds)", value.0),
+        )
+    })
+}
+
+/// Refuses the GitLab keywords Usher does not implement (yet), each with what to do.
+pub(super) fn refuse_unsupported(source: &str, job: &str, raw: &RawJob) -> Result<(), ConfigError> {
+    let present = [
+        ("start_in", raw.start_in.is_some()),
+        ("resource_group", raw.resource_group.is_some()),
+        ("trigger", raw.trigger.is_some()),
+        ("release", raw.release.is_some()),
+        ("secrets", raw.secrets.is_some()),
+        ("id_tokens", raw.id_tokens.is_some()),
+        ("hooks", raw.hooks.is_some()),
+        ("identity", raw.identity.is_some()),
+        ("pages", raw.pages.is_some()),
+        ("manual_confirmation", raw.manual_confirmation.is_some()),
+        ("dast_configuration", raw.dast_configuration.is_some()),
+        ("run", raw.run.is_some()),
+    ];
+    for (key, is) in present {
+        if is {
+            let why = super::keywords::instead(key);
+            return Err(job_error(
+                source,
+                job,
+                key,
+                format!("`{key}` is a GitLab keyword that Usher does not support: {why}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The defaults a job takes under `inherit: default: false` or `[..]`.
+pub(super) fn defaults_taken(all: &RawJob, inherit: &Option<Inherit>) -> RawJob {
+    let t = |key: &str| Inherit::takes(inherit, key);
+    RawJob {
+        before_script: all.before_script.clone().filter(|_| t("before_script")),
+        after_script: all.after_script.clone().filter(|_| t("after_script")),
+        timeout: all.timeout.clone().filter(|_| t("timeout")),
+        interruptible: all.interruptible.filter(|_| t("interruptible")),
+        cancel_grace: all.cancel_grace.clone().filter(|_| t("cancel_grace")),
+        after_script_timeout: all.after_script_timeout.clone().filter(|_| t("after_script_timeout")),
+        artifacts: all.artifacts.clone().filter(|_| t("artifacts")),
+        tags: all.tags.clone().filter(|_| t("tags")),
+        image: all.image.clone().filter(|_| t("image")),
+        services: all.services.clone().filter(|_| t("services")),
+        retry: all.retry.clone().filter(|_| t("retry")),
+        variables: all.variables.as_ref().map(|v| Variables(v.0.clone())).filter(|_| t("variables")),
+        ..RawJob::default()
+    }
+}
+
+/// `$NAME` and `${NAME}` in `text` replaced by the YAML variables' values (GitLab
+/// expands `image`, `services` and `tags` this way); a name the file does not set is
+/// refused, since Usher cannot know what GitLab would have put there.
+pub(super) fn expand_variables(
+    source: &str,
+    job: &str,
+    key: &str,
+    text: &str,
+    variables: &[(String, String)],
+) -> Result<String, ConfigError> {
+    if !text.contains('$') {
+        return Ok(text.to_string());
+    }
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, consumed) = if let Some(inner) = after.strip_prefix('{') {
+            match inner.find('}') {
+                Some(end) => (&inner[..end], end + 2),
+                None => ("", 0),
+            }
+        } else {
+            let end = after
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(after.len());
+            (&after[..end], end)
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        let value = variables
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .ok_or_else(|| {
+                job_error(
+                    source,
+                    job,
+                    key,
+                    format!("`{key}` uses `${name}`, which this file does not set (Usher expands only the file's own variables here)"),
+                )
+            })?;
+        out.push_str(&value);
+        rest = &after[consumed..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+pub(super) fn artifacts(source: &str, job: &str, raw: Option<RawArtifacts>) -> Result<Option<ArtifactsConfig>, ConfigError> {
+    let Some(a) = raw else { return Ok(None) };
+    if a.untracked == Some(true) {
+        return Err(job_error(
+            source,
+            job,
+            "artifacts",
+            "`artifacts: untracked` is not supported yet: list the `paths`".into(),
+        ));
+    }
+    if a.exclude.as_ref().is_some_and(|e| !e.is_empty()) {
+        return Err(job_error(
+            source,
+            job,
+            "artifacts",
+            "`artifacts: exclude` is not supported yet".into(),
+        ));
+    }
+    let expire_in_secs = match &a.expire_in {
+        None => None,
+        Some(d) if d.0 == "never" => None,
+        Some(d) => Some(parse_duration(&d.0).ok_or_else(|| {
+            job_error(
+                source,
+                job,
+                "artifacts",
+                format!("`expire_in: {}` is not a duration (write 30m, 7d, 1h 30m, or seconds)", d.0),
+            )
+        })?),
+    };
+    let mut paths = a.paths;
+    let reports = a.reports.unwrap_or_default();
+    // Every report kind but dotenv is kept as files of the job.
+    for (kind, files) in reports.others {
+        let files: Vec<String> = match files {
+            Value::String(s) => vec![s],
+            Value::Sequence(list) => list.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+            Value::Mapping(_) => Vec::new(),
+            _ => {
+                return Err(job_error(
+                    source,
+                    job,
+                    "artifacts",
+                    format!("`reports: {kind}` must be a path or a list of paths"),
+                ));
+            }
+        };
+        for file in files {
+            if !paths.contains(&file) {
+                paths.push(file);
+            }
+        }
+    }
+    Ok(Some(ArtifactsConfig {
+        expire_in_secs,
+        paths,
+        when: a.when,
+        dotenv: reports.dotenv.map(|l| l.0).unwrap_or_default(),
+    }))
+}
+
+pub(super) fn allow_failure(source: &str, job: &str, raw: Option<&Value>) -> Result<AllowFailure, ConfigError> {
+    let bad = || {
+        job_error(
+            source,
+            job,
+            "allow_failure",
+            "`allow_failure` must be true, false, or `exit_codes: [..]`".into(),
+        )
+    };
+    Ok(match raw {
+        None => AllowFailure::default(),
+        Some(Value::Bool(any)) => AllowFailure {
+            any: *any,
+            exit_codes: Vec::new(),
+        },
+        Some(Value::Mapping(m)) => {
+            exit_codes(m.get("exit_codes")).ok_or_else(bad)?;
+            return Err(job_error(
+                source,
+                job,
+                "allow_failure",
+                "`allow_failure: exit_codes` is not supported yet: write `allow_failure: true`".into(),
+            ));
+        }
+        Some(_) => return Err(bad()),
+    })
+}
+
+/// `exit_codes: 1` or `exit_codes: [1, 137]`.
+pub(super) fn exit_codes(value: Option<&Value>) -> Option<Vec<i32>> {
+    match value? {
+        Value::Number(n) => Some(vec![n.as_i64()? as i32]),
+        Value::Sequence(list) => list.iter().map(|v| v.as_i64().map(|c| c as i32)).collect(),
+        _ => None,
+    }
+}
+
+/// GitLab's `retry: when:` failure names.
+pub(super) const RETRY_WHEN: &[&str] = &[
+    "always",
+    "unknown_failure",
+    "script_failure",
+    "api_failure",
+    "stuck_or_timeout_failure",
+    "runner_system_failure",
+    "runner_unsupported",
+    "stale_schedule",
+    "job_execution_timeout",
+    "archived_failure",
+    "unmet_prerequisites",
+    "scheduler_failure",
+    "data_integrity_failure",
+];
+
+pub(super) fn retry(source: &str, job: &str, raw: Option<&Value>) -> Result<Option<Retry>, ConfigError> {
+    let bad = |why: &str| job_error(source, job, "retry", format!("`retry` {why}"));
+    let max_of = |v: &Value| v.as_u64().filter(|m| *m <= 2).map(|m| m as u32);
+    Ok(match raw {
+        None => None,
+        Some(Value::Number(_)) => Some(Retry {
+            max: max_of(raw.unwrap()).ok_or_else(|| bad("must be 0, 1 or 2"))?,
+            ..Retry::default()
+        }),
+        Some(Value::Mapping(m)) => {
+            let max = m
+                .get("max")
+                .map(|v| max_of(v).ok_or_else(|| bad("`max` must be 0, 1 or 2")))
+                .transpose()?
+                .unwrap_or(0);
+            let when: Vec<String> = match m.get("when") {
+                None => Vec::new(),
+                Some(Value::String(s)) => vec![s.clone()],
+                Some(Value::Sequence(l)) => l.iter().filter_map(|v| v.as_str().map(str::to_string)).collect(),
+                Some(_) => return Err(bad("`when` must be a failure name or a list of them")),
+            };
+            if let Some(w) = when.iter().find(|w| !RETRY_WHEN.contains(&w.as_str())) {
+                return Err(bad(&format!("`when: {w}` is not a failure GitLab names")));
+            }
+            let exit_codes = match m.get("exit_codes") {
+                None => Vec::new(),
+                v => exit_codes(v).ok_or_else(|| bad("`exit_codes` must be a number or a list of numbers"))?,
+            };
+            Some(Retry { max, when, exit_codes })
+        }
+        Some(_) => return Err(bad("must be 0, 1, 2, or a map with `max` and `when`")),
+    })
+}
+
+/// `coverage: '/Total: (\d+\.\d+)%/'`: a regular expression between slashes.
+pub(super) fn coverage(source: &str, job: &str, raw: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(text) = raw else { return Ok(None) };
+    let pattern = text.strip_prefix('/').and_then(|t| t.strip_suffix('/')).ok_or_else(|| {
+        job_error(
+            source,
+            job,
+            "coverage",
+            "`coverage` is a regular expression between slashes, e.g. /Total: (\\d+)%/".into(),
+        )
+    })?;
+    regex::Regex::new(pattern).map_err(|e| job_error(source, job, "coverage", format!("`coverage` is not a regular expression: {e}")))?;
+    Ok(Some(pattern.to_string()))
+}
+
+/// The job's image, checked to be an image name ([`super::is_image_name`]).
+pub(super) fn container_image(source: &str, job: &str, image: Option<String>) -> Result<Option<String>, ConfigError> {
+    let Some(image) = image else { return Ok(None) };
+    if !super::is_image_name(&image) {
+        return Err(job_error(
+            source,
+            job,
+            "image",
+            format!("`image: {image}` is not an image name (e.g. alpine:3.20)"),
+        ));
+    }
+    Ok(Some(image))
+}
+
+pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables: &[(String, String)]) -> Result<Vec<Service>, ConfigError> {
+    let mut out: Vec<Service> = Vec::new();
+    for service in raw {
+        let (name, alias) = match service {
+            RawService::Image(name) => (name, None),
+            RawService::Full(m) => {
+                if m.entrypoint.is_some() || m.command.is_some() || m.variables.is_some() {
+                    return Err(job_error(
+                        source,
+                        job,
+                        "services",
+                        "a service's `entrypoint`, `command` and `variables` are not supported yet".into(),
+                    ));
+                }
+                (m.name, m.alias)
+            }
+        };
+        let name = expand_variables(source, job, "services", &name, variables)?;
+        let name = container_image(source, job, Some(name))?.unwrap_or_default();
+        let alias = alias.unwrap_or_else(|| default_alias(&name));
+        let valid_alias = !alias.is_empty()
+            && alias.len() <= 63
+            && !alias.starts_with('-')
+            && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        if !valid_alias {
+            return Err(job_error(
+                source,
+                job,
+                "services",
+                format!("service alias `{alias}` is not a host name (letters, digits and `-`)"),
+            ));
+        }
+        if out.iter().any(|s| s.alias == alias) {
+            return Err(job_error(source, job, "services", format!("two services have the alias `{alias}`")));
+        }
+        out.push(Service { name, alias });
+    }
+    Ok(out)
+}
+
+/// The host name GitLab gives a service without an alias: the image's last path part
+/// without tag or digest, with characters a host name cannot hold made `-`.
+pub(super) fn default_alias(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let bare = last.split(['@', ':']).next().unwrap_or(last);
+    bare.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
+}
