@@ -54,7 +54,7 @@ impl Engine {
             ci_config: None,
         };
         match self
-            .create_pipeline_from(&pusher, project_id, request, crate::pipelines::Origin::Push)
+            .create_pipeline_from(&pusher, project_id, request, crate::pipeline_source::Origin::Push)
             .await
         {
             Ok(pipeline) => Ok(Some(pipeline)),

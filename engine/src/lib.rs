@@ -17,6 +17,7 @@ mod jobs;
 mod logs;
 pub mod metrics;
 mod password_checks;
+mod pipeline_source;
 mod pipelines;
 pub mod plan;
 mod projects;
@@ -35,7 +36,8 @@ pub use auth::Actor;
 pub use bus::{Bus, BusEvent};
 pub use error::EngineError;
 pub use logs::LogStretch;
-pub use pipelines::{Origin, PipelineQuery};
+pub use pipeline_source::Origin;
+pub use pipelines::PipelineQuery;
 pub use service::{Engine, Settings};
 pub use store::Store;
 
