@@ -68,13 +68,7 @@ pub(crate) async fn run_deferred(
 /// The commands in `state/defer`, in the order they were registered.
 fn deferred_commands(run: &JobRun<'_>, reader: Option<crate::isolation::JobUser>) -> Vec<String> {
     let state_dir = run.state_file.parent().unwrap_or(&run.meta_dir);
-    let text = crate::beneath::JobTree::open(state_dir, reader).and_then(|tree| {
-        let file = tree.open_file(Path::new("defer"))?;
-        let mut text = String::new();
-        file.take(MAX_DEFERRED_BYTES).read_to_string(&mut text)?;
-        Ok(text)
-    });
-    let text = match text {
+    let text = match read_deferred_file(state_dir, reader) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Vec::new(),
         Err(e) => {
@@ -87,6 +81,17 @@ fn deferred_commands(run: &JobRun<'_>, reader: Option<crate::isolation::JobUser>
         run.log.note(&problem);
     }
     commands
+}
+
+/// The text of `state_dir/defer` (at most [`MAX_DEFERRED_BYTES`]), read beneath the
+/// directory with `reader`'s rights: the job's file, never followed through a link.
+pub(crate) fn read_deferred_file(state_dir: &Path, reader: Option<crate::isolation::JobUser>) -> std::io::Result<String> {
+    let tree = crate::beneath::JobTree::open(state_dir, reader)?;
+    let mut text = String::new();
+    tree.open_file(Path::new("defer"))?
+        .take(MAX_DEFERRED_BYTES)
+        .read_to_string(&mut text)?;
+    Ok(text)
 }
 
 /// The commands in a `state/defer` file's text, in the order they were registered, and

@@ -6,15 +6,13 @@
 //! job's: it is read beneath the job's directory with the job user's rights, and only its
 //! complete lines count.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::sync::oneshot;
 use usher_core::protocol::RunnerMessage;
 
-use crate::after_script::{MAX_DEFERRED_BYTES, parse_deferred};
-use crate::beneath::JobTree;
+use crate::after_script::{parse_deferred, read_deferred_file};
 use crate::isolation::JobUser;
 use crate::logsink::LogHandle;
 
@@ -63,14 +61,9 @@ impl DeferWatch {
 
 /// The commands of the file's complete lines after the first `sent`; `sent` counts them.
 fn new_commands(state_dir: &Path, reader: Option<JobUser>, sent: &mut usize) -> Vec<String> {
-    let text = JobTree::open(state_dir, reader).and_then(|tree| {
-        let mut text = String::new();
-        tree.open_file(Path::new("defer"))?
-            .take(MAX_DEFERRED_BYTES)
-            .read_to_string(&mut text)?;
-        Ok(text)
-    });
-    let Ok(text) = text else { return Vec::new() };
+    let Ok(text) = read_deferred_file(state_dir, reader) else {
+        return Vec::new();
+    };
     // A line still being written waits for the next look.
     let complete = &text[..text.rfind('\n').map_or(0, |end| end + 1)];
     let (commands, _) = parse_deferred(complete);

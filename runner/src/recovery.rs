@@ -8,15 +8,13 @@
 //! runner is connected (`Recovered`, see `host::prepare_host`), which also ends the job
 //! as `runner_lost` if the server had not yet.
 
-use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::Duration;
 
 use usher_core::api::DeferredResult;
 
-use crate::after_script::{MAX_DEFERRED_BYTES, parse_deferred};
-use crate::beneath::JobTree;
+use crate::after_script::{parse_deferred, read_deferred_file};
 use crate::script::{Shell, cleanup_text};
 
 /// How long one recovered command may run.
@@ -53,14 +51,9 @@ async fn run_job_commands(builds_dir: &Path, job_id: i64) -> Vec<DeferredResult>
     let Ok(owner) = std::fs::symlink_metadata(&state_dir) else {
         return Vec::new();
     };
-    let text = JobTree::open(&state_dir, None).and_then(|tree| {
-        let mut text = String::new();
-        tree.open_file(Path::new("defer"))?
-            .take(MAX_DEFERRED_BYTES)
-            .read_to_string(&mut text)?;
-        Ok(text)
-    });
-    let Ok(text) = text else { return Vec::new() };
+    let Ok(text) = read_deferred_file(&state_dir, None) else {
+        return Vec::new();
+    };
     let (commands, problems) = parse_deferred(&text);
     for problem in problems {
         tracing::warn!(job_id, "{problem}");

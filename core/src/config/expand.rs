@@ -189,7 +189,7 @@ fn extended(
 
 /// `over`'s keys into `base`: maps merged key by key, anything else replaced (GitLab's
 /// `extends` merge).
-fn deep_merge(base: &mut Mapping, over: Mapping) {
+pub(super) fn deep_merge(base: &mut Mapping, over: Mapping) {
     for (key, value) in over {
         match (base.get_mut(&key), value) {
             (Some(Value::Mapping(into)), Value::Mapping(from)) => deep_merge(into, from),

@@ -5,6 +5,7 @@
 //! the caller (the repository at the pipeline's commit); what GitLab fetches from
 //! elsewhere — another project, a template, a component, a URL — is refused by name.
 
+use super::expand::deep_merge;
 use serde_yaml_ng::{Mapping, Value};
 
 /// GitLab's limit on included files, nested ones counted.
@@ -137,18 +138,6 @@ fn merged_at(
     }
     deep_merge(&mut base, own);
     Ok(Value::Mapping(base))
-}
-
-/// `over`'s keys into `base`, maps merged key by key, anything else replaced.
-fn deep_merge(base: &mut Mapping, over: Mapping) {
-    for (key, value) in over {
-        match (base.get_mut(&key), value) {
-            (Some(Value::Mapping(into)), Value::Mapping(from)) => deep_merge(into, from),
-            (_, value) => {
-                base.insert(key, value);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,6 @@
 
 use crate::common::*;
 use usher_core::api::{Job, When};
-use usher_core::protocol::JobReport;
 use usher_core::status::Status;
 use usher_engine::{Actor, Engine, EngineError};
 
@@ -28,18 +27,6 @@ notify:
   when: on_failure
   script: [notify]
 ";
-
-fn report(exit_code: Option<i32>) -> JobReport {
-    JobReport {
-        exit_code,
-        failure_reason: None,
-        duration_ms: 1,
-        after_script: None,
-        detail: None,
-        dotenv: None,
-        teardown: None,
-    }
-}
 
 async fn status_of(engine: &Engine, admin: &Actor, jobs: &[Job], name: &str) -> Status {
     let id = jobs.iter().find(|j| j.name == name).unwrap().id;
@@ -207,7 +194,7 @@ async fn handed_over_variables_reach_later_jobs_only() {
         let provision = engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(provision.name, "provision");
         assert_eq!(provision.artifacts.as_ref().unwrap().dotenv, ["env.txt"], "{}", db.name);
-        let reported = JobReport {
+        let reported = usher_core::protocol::JobReport {
             dotenv: Some(vec![("ENV_ID".into(), "env-42".into()), ("CI_COMMIT_SHA".into(), "forged".into())]),
             ..report(Some(0))
         };

@@ -135,7 +135,6 @@ async fn parallel_copies_know_their_index() {
 
 #[tokio::test]
 async fn an_allowed_failure_neither_fails_the_pipeline_nor_stops_later_stages() {
-    use usher_core::protocol::JobReport;
     use usher_core::status::Status;
     for db in databases().await {
         let (engine, admin) = engine(&db).await;
@@ -143,15 +142,7 @@ async fn an_allowed_failure_neither_fails_the_pipeline_nor_stops_later_stages() 
         let (pipeline_id, jobs) = pipeline(&engine, &admin, config).await;
         assert!(jobs.iter().find(|j| j.name == "lint").unwrap().allow_failure);
         let r = runner(&engine, "r").await;
-        let finish = |exit_code| JobReport {
-            exit_code: Some(exit_code),
-            failure_reason: None,
-            duration_ms: 1,
-            after_script: None,
-            detail: None,
-            dotenv: None,
-            teardown: None,
-        };
+        let finish = |code| report(Some(code));
         let lint = engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(engine.finish_job(r, lint.job_id, finish(1)).await.unwrap(), Status::Failed);
         let test = engine.claim_job(r, &[]).await.unwrap().expect("the next stage runs");
@@ -200,22 +191,13 @@ test:
 
 #[tokio::test]
 async fn retry_tries_a_failed_job_again_as_often_and_on_the_failures_it_says() {
-    use usher_core::protocol::JobReport;
     use usher_core::status::Status;
     for db in databases().await {
         let (engine, admin) = engine(&db).await;
         let config = "flaky:\n  retry: 1\n  script: [x]\nstrict:\n  retry:\n    max: 2\n    when: runner_system_failure\n  script: [y]\n";
         let (pipeline_id, _) = pipeline(&engine, &admin, config).await;
         let r = runner(&engine, "r").await;
-        let failed = |code| JobReport {
-            exit_code: Some(code),
-            failure_reason: None,
-            duration_ms: 1,
-            after_script: None,
-            detail: None,
-            dotenv: None,
-            teardown: None,
-        };
+        let failed = |code| report(Some(code));
         // Both fail by their script: flaky is tried once more, strict is not.
         for _ in 0..2 {
             let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
@@ -236,7 +218,6 @@ async fn retry_tries_a_failed_job_again_as_often_and_on_the_failures_it_says() {
 
 #[tokio::test]
 async fn coverage_comes_from_the_last_matching_line_of_the_log() {
-    use usher_core::protocol::JobReport;
     for db in databases().await {
         let (engine, admin) = engine(&db).await;
         let config = "test:\n  coverage: '/^TOTAL.+?(\\d+(?:\\.\\d+)?)%$/'\n  script: [pytest --cov]\n";
@@ -252,15 +233,7 @@ async fn coverage_comes_from_the_last_matching_line_of_the_log() {
             )
             .await
             .unwrap();
-        let done = JobReport {
-            exit_code: Some(0),
-            failure_reason: None,
-            duration_ms: 1,
-            after_script: None,
-            detail: None,
-            dotenv: None,
-            teardown: None,
-        };
+        let done = report(Some(0));
         engine.finish_job(r, job.job_id, done).await.unwrap();
         let seen = engine.get_job(&admin, jobs[0].id).await.unwrap();
         assert_eq!(seen.coverage, Some(92.5), "{}", db.name);

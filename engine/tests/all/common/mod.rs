@@ -98,3 +98,16 @@ pub async fn whole_log(engine: &Engine, actor: &Actor, job: i64, offset: u64) ->
     let pages: Vec<String> = pages.map(|p| p.unwrap()).collect().await;
     pages.concat()
 }
+
+/// A runner's report of a job that ended with `exit_code` (None: no exit, e.g. stopped).
+pub fn report(exit_code: Option<i32>) -> usher_core::protocol::JobReport {
+    usher_core::protocol::JobReport {
+        exit_code,
+        failure_reason: None,
+        duration_ms: 1,
+        after_script: None,
+        detail: None,
+        dotenv: None,
+        teardown: None,
+    }
+}
