@@ -2,7 +2,8 @@
 //! (`server/examples`, run by `scripts/bench`) share, so that both start Usher, its
 //! runners and their fixtures the same way. [`server`] runs Usher in the test's own
 //! process; [`process`] runs the real `usher` and `usher-runner` binaries; [`events`],
-//! [`procs`] and [`db`] watch what they do; [`docker`] and [`git`] are the outside
+//! [`procs`] and [`db`] watch what they do; [`runner_socket`] speaks a runner's protocol
+//! by hand; [`docker`] and [`git`] are the outside
 //! services jobs talk to; [`harness`] runs a test binary whose tests need a service
 //! that may be missing, and reports those tests as ignored instead of passed.
 //!
@@ -18,6 +19,7 @@ pub mod git;
 pub mod harness;
 pub mod process;
 pub mod procs;
+pub mod runner_socket;
 pub mod server;
 
 pub use db::fresh_postgres;
