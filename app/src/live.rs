@@ -150,15 +150,34 @@ mod browser {
         pub attempt: Cell<u32>,
         /// False once the page is gone: no more reconnects.
         pub alive: Cell<bool>,
-        pub socket: RefCell<Option<web_sys::WebSocket>>,
+        pub socket: RefCell<Option<Connection>>,
+    }
+
+    /// One websocket and the handlers it calls: they live as long as it is this page's
+    /// connection, and are dropped (not leaked) when a reconnect or the page's end
+    /// replaces it.
+    pub struct Connection {
+        ws: web_sys::WebSocket,
+        _on_message: Closure<dyn FnMut(web_sys::MessageEvent)>,
+        _opened: Closure<dyn FnMut()>,
+        _closed: Closure<dyn FnMut()>,
+    }
+
+    impl Connection {
+        /// The socket calls none of the handlers any more, so they may be dropped.
+        fn detach(&self) {
+            self.ws.set_onmessage(None);
+            self.ws.set_onopen(None);
+            self.ws.set_onclose(None);
+        }
     }
 
     impl Live {
         pub fn stop(&self) {
             self.alive.set(false);
-            if let Some(ws) = self.socket.borrow_mut().take() {
-                ws.set_onclose(None);
-                let _ = ws.close();
+            if let Some(connection) = self.socket.borrow_mut().take() {
+                connection.detach();
+                let _ = connection.ws.close();
             }
         }
     }
@@ -189,7 +208,6 @@ mod browser {
             })
         };
         ws.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
-        on_message.forget();
         let opened = {
             let live = live.clone();
             Closure::<dyn FnMut()>::new(move || {
@@ -199,7 +217,6 @@ mod browser {
             })
         };
         ws.set_onopen(Some(opened.as_ref().unchecked_ref()));
-        opened.forget();
         let closed = {
             let live = live.clone();
             Closure::<dyn FnMut()>::new(move || {
@@ -208,8 +225,16 @@ mod browser {
             })
         };
         ws.set_onclose(Some(closed.as_ref().unchecked_ref()));
-        closed.forget();
-        *live.socket.borrow_mut() = Some(ws);
+        let connection = Connection {
+            ws,
+            _on_message: on_message,
+            _opened: opened,
+            _closed: closed,
+        };
+        // The one this replaces has closed (its `close` handler scheduled this connect).
+        if let Some(old) = live.socket.borrow_mut().replace(connection) {
+            old.detach();
+        }
     }
 
     fn retry_later(live: Rc<Live>) {

@@ -1,6 +1,7 @@
 //! `usher-runner`: a standalone runner process (docs/cli.md).
 
 use clap::Parser;
+use clap::builder::BoolishValueParser;
 use std::path::PathBuf;
 use tokio::sync::watch;
 
@@ -34,7 +35,7 @@ struct Args {
     #[arg(long, env = "USHER_JOB_USER")]
     job_user: Option<String>,
     /// Run jobs as this runner's own user when it is not root. Jobs can then read the runner's token.
-    #[arg(long, env = "USHER_TRUST_JOBS")]
+    #[arg(long, env = "USHER_TRUST_JOBS", value_parser = BoolishValueParser::new())]
     trust_jobs: bool,
     /// Tags this runner has: jobs with `tags:` run only on runners having all of them.
     #[arg(long, env = "USHER_RUNNER_TAGS", value_delimiter = ',')]

@@ -43,6 +43,12 @@ enum Internal {
     Done { job_id: i64, report: Option<JobReport> },
 }
 
+/// The reconnect backoff: the first wait, the longest, and how long a connection must
+/// have lasted for the next outage to start from the first wait again.
+const FIRST_RETRY: Duration = Duration::from_millis(100);
+const LONGEST_RETRY: Duration = Duration::from_secs(10);
+const GOOD_CONNECTION: Duration = Duration::from_secs(30);
+
 /// A job being worked on: the channel to its task, and the task.
 struct HeldJob {
     control: mpsc::UnboundedSender<Control>,
@@ -122,7 +128,7 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         recovered: host.recovered.clone(),
         deferred: HashMap::new(),
     };
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = FIRST_RETRY;
     loop {
         match *stop.borrow() {
             Stop::Now => break,
@@ -132,17 +138,27 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         if state.drained() {
             break;
         }
-        match connect_and_serve(&config, &host, &mut state, &internal_tx, &mut internal_rx, &mut stop).await {
+        let connected_at = std::time::Instant::now();
+        let served = connect_and_serve(&config, &host, &mut state, &internal_tx, &mut internal_rx, &mut stop).await;
+        // A connection that lasted was a good one: the next outage starts from the
+        // shortest wait again.
+        if connected_at.elapsed() >= GOOD_CONNECTION {
+            backoff = FIRST_RETRY;
+        }
+        // Each wait is drawn between half the backoff and all of it, so that runners a
+        // server restart disconnected together do not all come back at one instant.
+        let wait = backoff.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.5..=1.0));
+        match served {
             Ok(()) => continue,
             Err(e) => {
-                tracing::warn!(runner = %config.name, "connection to {} lost: {e}; retrying in {backoff:?}", config.url);
+                tracing::warn!(runner = %config.name, "connection to {} lost: {e}; retrying in {wait:?}", config.url);
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(backoff) => {}
+            _ = tokio::time::sleep(wait) => {}
             _ = stop.changed() => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(10));
+        backoff = (backoff * 2).min(LONGEST_RETRY);
     }
     for job in state.held.values() {
         let _ = job.control.send(Control::Abort);

@@ -1,5 +1,6 @@
 //! `usher`: the server and its administration commands (docs/cli.md).
 
+use clap::builder::BoolishValueParser;
 use clap::{Parser, Subcommand};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -34,13 +35,13 @@ enum Command {
         #[arg(long, env = "USHER_LOCAL_RUNNERS", default_value_t = 0)]
         local_runners: u32,
         /// Create a demo project when there are no projects.
-        #[arg(long, env = "USHER_DEMO")]
+        #[arg(long, env = "USHER_DEMO", value_parser = BoolishValueParser::new())]
         demo: bool,
         /// The prefix of the unprivileged users local runners run jobs as, one per job slot: PREFIX-1, PREFIX-2, … (needs root; default: usher-job; created if missing).
         #[arg(long, env = "USHER_JOB_USER")]
         job_user: Option<String>,
         /// Let local runners run jobs as this server's own user when it is not root. Jobs can then read the data dir.
-        #[arg(long, env = "USHER_TRUST_JOBS")]
+        #[arg(long, env = "USHER_TRUST_JOBS", value_parser = BoolishValueParser::new())]
         trust_jobs: bool,
         /// PEM certificate chain: serve HTTPS (with --tls-key).
         #[arg(long, env = "USHER_TLS_CERT", requires = "tls_key")]
@@ -92,7 +93,7 @@ enum UserCommand {
         #[arg(long, env = "USHER_USER_ROLE", value_enum)]
         role: RoleArg,
         /// Read the password from standard input (else the user can only use tokens).
-        #[arg(long, env = "USHER_PASSWORD_STDIN")]
+        #[arg(long, env = "USHER_PASSWORD_STDIN", value_parser = BoolishValueParser::new())]
         password_stdin: bool,
     },
     /// Set a user's password, read from standard input (e.g. a lost admin password);

@@ -100,3 +100,37 @@ async fn a_lost_password_is_reset_from_the_command_line() {
     assert!(!out.status.success());
     t.stop().await;
 }
+
+/// Boolean variables read as people write them: `1`, `yes`, `true` (and `0`, `no`,
+/// `false`); anything else is refused by name, not taken for false.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boolean_variables_take_1_yes_and_true() {
+    let t = usher_testkit::TestServer::start(0).await;
+    let add = |name: &str, value: &str| {
+        use std::io::Write;
+        let mut child = Command::new(USHER)
+            .args(["user", "add", name, "--role", "viewer"])
+            .env("USHER_DATA_DIR", t.data_dir.path())
+            .env_remove("DATABASE_URL")
+            .env("USHER_PASSWORD_STDIN", value)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(b"a-long-enough-password\n").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    for (name, value) in [("one", "1"), ("yes", "yes"), ("true", "TRUE")] {
+        let out = add(name, value);
+        assert!(out.status.success(), "{value}: {}", String::from_utf8_lossy(&out.stderr));
+        usher_testkit::sign_in(&t, name, "a-long-enough-password").await;
+    }
+    let out = add("maybe", "maybe");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("maybe") && stderr.contains("password-stdin"),
+        "{stderr}"
+    );
+    t.stop().await;
+}
