@@ -7,7 +7,7 @@ use usher_core::status::Status;
 
 use usher_core::api::{Job, Pipeline};
 
-use crate::server::{AbortJob, AbortPipeline, CancelJob, CancelPipeline, RetryJob, Viewer};
+use crate::server::{AbortJob, AbortPipeline, CancelJob, CancelPipeline, PlayJob, RetryJob, Viewer};
 
 /// Asked before an Abort is sent (works before hydration too: it is plain HTML).
 pub const ABORT_CONFIRM: &str =
@@ -58,6 +58,10 @@ pub fn may_abort(role: Role, status: Status) -> bool {
     role.may(Action::Abort) && status.can_abort()
 }
 
+pub fn may_play(role: Role, status: Status) -> bool {
+    role.may(Action::Play) && status.can_play()
+}
+
 pub fn may_retry(role: Role, status: Status) -> bool {
     role.may(Action::Retry) && status.can_retry()
 }
@@ -76,6 +80,19 @@ pub fn RetryJobButton(id: i64, status: Signal<Status>, retried: Signal<bool>, ro
         </Show>
         {move || retry.value().get().and_then(Result::err).map(|e| view! { <span class="error" role="alert">{e.to_string()}</span> })}
     }
+}
+
+/// A cancel as people read it: `graceful by alice at 2026-12-07 04:01:02 (user): “the
+/// deploy window closed”`.
+pub fn cancel_words(c: &usher_core::api::CancelInfo) -> String {
+    let said = c.message.as_ref().map(|m| format!(": “{m}”")).unwrap_or_default();
+    format!(
+        "{} by {} at {} ({}){said}",
+        c.mode.as_str(),
+        c.requested_by,
+        short_time(&c.requested_at),
+        c.reason.as_str()
+    )
 }
 
 /// A size in bytes as people read it: `900 B`, `16.0 KiB`, `4.2 MiB`.
@@ -141,47 +158,72 @@ pub fn LiveDot(connected: RwSignal<bool>) -> impl IntoView {
 /// A page's Cancel and Abort actions for jobs: the job each one answers with goes to
 /// `on_job` (answers may be applied again later, so `on_job` must not mind a repeat), a
 /// refusal into `error`.
-pub fn job_actions(
-    error: RwSignal<Option<String>>,
-    on_job: impl Fn(Job) + Send + Sync + 'static,
-) -> (ServerAction<CancelJob>, ServerAction<AbortJob>) {
-    let cancel = ServerAction::<CancelJob>::new();
-    let abort = ServerAction::<AbortJob>::new();
+pub fn job_actions(error: RwSignal<Option<String>>, on_job: impl Fn(Job) + Send + Sync + 'static) -> JobActions {
+    let actions = JobActions {
+        cancel: ServerAction::new(),
+        abort: ServerAction::new(),
+        play: ServerAction::new(),
+    };
     Effect::new(move |_| {
-        for value in [cancel.value().get(), abort.value().get()].into_iter().flatten() {
+        let answers = [
+            actions.cancel.value().get(),
+            actions.abort.value().get(),
+            actions.play.value().get(),
+        ];
+        for value in answers.into_iter().flatten() {
             match value {
                 Ok(job) => on_job(job),
                 Err(e) => error.set(Some(e.to_string())),
             }
         }
     });
-    (cancel, abort)
+    actions
 }
 
-/// Cancel (primary) and Abort (secondary, confirmed) for one job.
+/// What a page's job buttons send; each answer is the job as it is afterwards.
+#[derive(Clone, Copy)]
+pub struct JobActions {
+    pub cancel: ServerAction<CancelJob>,
+    pub abort: ServerAction<AbortJob>,
+    pub play: ServerAction<PlayJob>,
+}
+
+/// Play (for a manual job), Cancel (primary) and Abort (secondary, confirmed) for one job;
+/// `with_message`: a field for the words kept with a cancel or abort.
 #[component]
-pub fn JobButtons(
-    id: i64,
-    status: Signal<Status>,
-    role: Role,
-    cancel: ServerAction<CancelJob>,
-    abort: ServerAction<AbortJob>,
-) -> impl IntoView {
+pub fn JobButtons(id: i64, status: Signal<Status>, role: Role, actions: JobActions, #[prop(optional)] with_message: bool) -> impl IntoView {
+    let JobActions { cancel, abort, play } = actions;
     view! {
         <span class="buttons">
+            <Show when=move || may_play(role, status.get())>
+                <ActionForm action=play>
+                    <input type="hidden" name="job_id" value=id/>
+                    <button type="submit" class="btn primary" title="Start this manual job">"Play"</button>
+                </ActionForm>
+            </Show>
             <Show when=move || may_cancel(role, status.get())>
                 <ActionForm action=cancel>
                     <input type="hidden" name="job_id" value=id/>
+                    {with_message.then(|| view! { <MessageField/> })}
                     <button type="submit" class="btn primary" title="Stop the script and let after_script clean up">"Cancel"</button>
                 </ActionForm>
             </Show>
             <Show when=move || may_abort(role, status.get())>
                 <ActionForm action=abort>
                     <input type="hidden" name="job_id" value=id/>
+                    {with_message.then(|| view! { <MessageField/> })}
                     <button type="submit" class="btn secondary" onclick=ABORT_CONFIRM title="Kill every process now; no after_script">"Abort"</button>
                 </ActionForm>
             </Show>
         </span>
+    }
+}
+
+/// The optional words sent with a Cancel or Abort (kept with it, shown to everyone).
+#[component]
+fn MessageField() -> impl IntoView {
+    view! {
+        <input type="text" name="message" class="cancel-message" maxlength="500" placeholder="why (optional)" aria-label="Message"/>
     }
 }
 
@@ -218,12 +260,14 @@ pub fn PipelineButtons(
             <Show when=move || may_cancel(role, status.get())>
                 <ActionForm action=cancel>
                     <input type="hidden" name="pipeline_id" value=id/>
+                    <MessageField/>
                     <button type="submit" class="btn primary" title="Cancel every unfinished job; running jobs clean up first">"Cancel"</button>
                 </ActionForm>
             </Show>
             <Show when=move || may_abort(role, status.get())>
                 <ActionForm action=abort>
                     <input type="hidden" name="pipeline_id" value=id/>
+                    <MessageField/>
                     <button type="submit" class="btn secondary" onclick=ABORT_CONFIRM title="Kill every unfinished job now">"Abort"</button>
                 </ActionForm>
             </Show>

@@ -265,27 +265,46 @@ pub async fn job_timeline(id: i64) -> Result<Vec<TimelineEvent>, ServerFnError> 
 }
 
 #[server(prefix = "/ui")]
-pub async fn cancel_job(job_id: i64) -> Result<Job, ServerFnError> {
+pub async fn cancel_job(job_id: i64, message: Option<String>) -> Result<Job, ServerFnError> {
     let (engine, actor) = ssr::actor().await?;
-    engine.cancel_job(&actor, job_id).await.map_err(ssr::fail)
+    engine
+        .cancel_job(&actor, job_id, usher_core::api::CancelRequest { message })
+        .await
+        .map_err(ssr::fail)
 }
 
 #[server(prefix = "/ui")]
-pub async fn abort_job(job_id: i64) -> Result<Job, ServerFnError> {
+pub async fn abort_job(job_id: i64, message: Option<String>) -> Result<Job, ServerFnError> {
     let (engine, actor) = ssr::actor().await?;
-    engine.abort_job(&actor, job_id).await.map_err(ssr::fail)
+    engine
+        .abort_job(&actor, job_id, usher_core::api::CancelRequest { message })
+        .await
+        .map_err(ssr::fail)
 }
 
 #[server(prefix = "/ui")]
-pub async fn cancel_pipeline(pipeline_id: i64) -> Result<Pipeline, ServerFnError> {
+pub async fn cancel_pipeline(pipeline_id: i64, message: Option<String>) -> Result<Pipeline, ServerFnError> {
     let (engine, actor) = ssr::actor().await?;
-    engine.cancel_pipeline(&actor, pipeline_id).await.map_err(ssr::fail)
+    engine
+        .cancel_pipeline(&actor, pipeline_id, usher_core::api::CancelRequest { message })
+        .await
+        .map_err(ssr::fail)
 }
 
 #[server(prefix = "/ui")]
-pub async fn abort_pipeline(pipeline_id: i64) -> Result<Pipeline, ServerFnError> {
+pub async fn abort_pipeline(pipeline_id: i64, message: Option<String>) -> Result<Pipeline, ServerFnError> {
     let (engine, actor) = ssr::actor().await?;
-    engine.abort_pipeline(&actor, pipeline_id).await.map_err(ssr::fail)
+    engine
+        .abort_pipeline(&actor, pipeline_id, usher_core::api::CancelRequest { message })
+        .await
+        .map_err(ssr::fail)
+}
+
+/// Plays a manual job: it becomes `pending`.
+#[server(prefix = "/ui")]
+pub async fn play_job(job_id: i64) -> Result<Job, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.play_job(&actor, job_id).await.map_err(ssr::fail)
 }
 
 /// A new attempt of a finished job; the browser goes to the new attempt's page.

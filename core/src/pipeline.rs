@@ -17,19 +17,23 @@ use crate::config::AutoCancel;
 use crate::status::{JobEvent, Status};
 
 /// The status a job counts as for its pipeline: an allowed failure (`allow_failure:
-/// true`) counts as a success — it neither fails the pipeline nor stops later stages.
+/// true`) counts as a success — it neither fails the pipeline nor stops later stages —
+/// and an optional manual job (`when: manual` with `allow_failure: true`, GitLab's
+/// default) that nobody played as skipped: it holds nothing up. A manual job that is
+/// not optional blocks its pipeline until it is played.
 pub fn counted(status: Status, allow_failure: bool) -> Status {
-    if allow_failure && status == Status::Failed {
-        Status::Success
-    } else {
-        status
+    match status {
+        Status::Failed if allow_failure => Status::Success,
+        Status::Manual if allow_failure => Status::Skipped,
+        status => status,
     }
 }
 
 /// GitLab's composite rule. While any job still works the pipeline is `running`
 /// (`pending`/`created` if nothing has started yet); it is `canceling` only when every
-/// unfinished job is `canceling`. When all are finished: failed > canceled > success > skipped.
-
+/// unfinished job is `canceling`, and `manual` (blocked) when nothing works and a manual
+/// job waits to be played. When all are finished: failed > canceled > success > skipped.
+/// Statuses as [`counted`].
 pub fn derive_status(jobs: impl IntoIterator<Item = Status> + Clone) -> Status {
     let all: Vec<Status> = jobs.into_iter().collect();
     let unfinished: Vec<Status> = all.iter().copied().filter(|s| !s.is_terminal()).collect();
@@ -43,6 +47,12 @@ pub fn derive_status(jobs: impl IntoIterator<Item = Status> + Clone) -> Status {
     }
     if unfinished.iter().all(|s| *s == Status::Canceling) {
         return Status::Canceling;
+    }
+    let working = unfinished
+        .iter()
+        .any(|s| matches!(s, Status::Pending | Status::Running | Status::Canceling));
+    if !working && unfinished.contains(&Status::Manual) {
+        return Status::Manual;
     }
     let started = all.iter().any(|s| s.has_started());
     if started {
@@ -83,14 +93,29 @@ pub struct JobNode<'a> {
     pub stage_index: usize,
     /// `None`: the job waits for every job of earlier stages. `Some`: only for these.
     pub needs: Option<&'a [String]>,
+    /// As it is (not as [`counted`]).
     pub status: Status,
     pub when: When,
+    pub allow_failure: bool,
 }
 
-/// For each `created` job whose prerequisites have all finished, whether it runs
-/// (`Enqueue`) or never will (`Skip`), by its `when`:
-/// - `on_success`: runs if they all succeeded (a cleanup job among them that was skipped,
-///   having had no reason to run, does not count);
+impl JobNode<'_> {
+    /// Whether this finished (or optional) job lets the jobs waiting for it go on as if it
+    /// succeeded: a cleanup job that had no reason to run (skipped), or an optional manual
+    /// job nobody played.
+    fn holds_nothing_up(&self) -> bool {
+        let counted = counted(self.status, self.allow_failure);
+        counted == Status::Skipped && (self.when.is_cleanup() || self.status == Status::Manual)
+    }
+}
+
+/// For each `created` job whose prerequisites have all finished (an optional manual job
+/// nobody played counts as finished), whether it runs (`Enqueue`), waits to be played
+/// (`AwaitPlay`) or never runs (`Skip`), by its `when`:
+/// - `on_success`: runs if they all succeeded (an allowed failure counts as a success; a
+///   cleanup job among them that was skipped, having had no reason to run, and an
+///   optional manual job nobody played do not count);
+/// - `manual`: as `on_success`, but waits to be played;
 /// - `on_failure`: runs if one of them failed;
 /// - `always`: runs;
 /// - `on_cancel`: waits also until every job of the pipeline that is not a cleanup job
@@ -104,14 +129,20 @@ pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<
         if job.status != Status::Created {
             continue;
         }
-        let prerequisites: Vec<Status> = prerequisites_of(jobs, i).map(|j| jobs[j].status).collect();
+        let prerequisites: Vec<Status> = prerequisites_of(jobs, i)
+            .map(|j| counted(jobs[j].status, jobs[j].allow_failure))
+            .collect();
         if !prerequisites.iter().all(|s| s.is_terminal()) {
             continue;
         }
-        // A cleanup job that had no reason to run (skipped) holds nothing up.
-        let held_up_by = prerequisites_of(jobs, i).filter(|&j| !(jobs[j].when.is_cleanup() && jobs[j].status == Status::Skipped));
+        let mut held_up_by = prerequisites_of(jobs, i).filter(|&j| !jobs[j].holds_nothing_up());
+        let all_succeeded = held_up_by.all(|j| counted(jobs[j].status, jobs[j].allow_failure) == Status::Success);
         let runs = match job.when {
-            When::OnSuccess => held_up_by.map(|j| jobs[j].status).all(|s| s == Status::Success),
+            When::OnSuccess => all_succeeded,
+            When::Manual => {
+                out.push((i, if all_succeeded { JobEvent::AwaitPlay } else { JobEvent::Skip }));
+                continue;
+            }
             When::OnFailure => prerequisites.contains(&Status::Failed),
             When::Always => true,
             When::OnCancel => {
@@ -264,6 +295,15 @@ mod tests {
             needs,
             status,
             when: When::OnSuccess,
+            allow_failure: false,
+        }
+    }
+
+    fn manual<'a>(name: &'a str, stage_index: usize, status: Status, optional: bool) -> JobNode<'a> {
+        JobNode {
+            when: When::Manual,
+            allow_failure: optional,
+            ..node(name, stage_index, None, status)
         }
     }
 
@@ -383,5 +423,43 @@ mod tests {
         let empty: Vec<String> = vec![];
         let jobs = [node("slow", 0, None, S::Running), node("c", 1, Some(&empty), S::Created)];
         assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Enqueue)]);
+    }
+
+    /// A manual job waits to be played once its turn comes (or is skipped after a
+    /// failure); an optional one lets later stages go on and does not keep its pipeline
+    /// from succeeding, a blocking one holds both until it is played and succeeds.
+    #[test]
+    fn manual_jobs_wait_to_be_played() {
+        let jobs = [node("build", 0, None, S::Success), manual("deploy", 1, S::Created, true)];
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::AwaitPlay)]);
+        let jobs = [node("build", 0, None, S::Failed), manual("deploy", 1, S::Created, true)];
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Skip)]);
+
+        // Optional: the next stage runs, and the pipeline is a success without it.
+        let jobs = [manual("deploy", 0, S::Manual, true), node("notify", 1, None, S::Created)];
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Enqueue)]);
+        let counted_jobs = [
+            (counted(S::Success, false), When::OnSuccess),
+            (counted(S::Manual, true), When::Manual),
+        ];
+        assert_eq!(pipeline_status(counted_jobs, None), S::Success);
+
+        // Blocking: the next stage waits, and the pipeline is `manual` meanwhile.
+        let jobs = [manual("deploy", 0, S::Manual, false), node("notify", 1, None, S::Created)];
+        assert!(ready_decisions(&jobs, None).is_empty());
+        let counted_jobs = [(counted(S::Manual, false), When::Manual), (S::Created, When::OnSuccess)];
+        assert_eq!(pipeline_status(counted_jobs, None), S::Manual);
+        // Played: it is pending, the pipeline works again.
+        let counted_jobs = [(S::Pending, When::Manual), (S::Created, When::OnSuccess)];
+        assert_eq!(pipeline_status(counted_jobs, None), S::Pending);
+        let jobs = [manual("deploy", 0, S::Success, false), node("notify", 1, None, S::Created)];
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Enqueue)]);
+
+        // A manual job skipped for real (its stage's prerequisites failed) stops what needs it.
+        let needs = vec!["deploy".to_string()];
+        let jobs = [manual("deploy", 0, S::Skipped, true), node("smoke", 1, Some(&needs), S::Created)];
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Skip)]);
+        // A graceful pipeline cancel stops a manual job, like any other that is not cleanup.
+        assert!(cancel_stops(CancelMode::Graceful, When::Manual));
     }
 }

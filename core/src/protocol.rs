@@ -11,7 +11,7 @@ use crate::repository::RepoCredentials;
 use crate::status::{JobEvent, Status};
 use serde::{Deserialize, Serialize};
 
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// Runner → server.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -131,6 +131,25 @@ pub struct JobAssignment {
     /// `crate::masking`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub masked: Vec<String>,
+    /// Artifacts of earlier jobs of the pipeline the runner puts into the build
+    /// directory before the scripts run (version 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dependencies: Vec<DependencyArtifacts>,
+}
+
+/// The artifact files of one earlier job that a job gets, fetched with
+/// `GET /api/runner/v1/jobs/{job}/dependencies/{job_id}/artifacts/{path}`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyArtifacts {
+    pub job_id: i64,
+    pub job_name: String,
+    pub files: Vec<DependencyFile>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DependencyFile {
+    pub path: String,
+    pub size: u64,
 }
 
 impl std::fmt::Debug for JobAssignment {
@@ -145,6 +164,7 @@ impl std::fmt::Debug for JobAssignment {
             .field("checkout", &self.checkout)
             .field("image", &self.image)
             .field("masked", &self.masked.len())
+            .field("dependencies", &self.dependencies.len())
             .finish_non_exhaustive()
     }
 }

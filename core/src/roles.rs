@@ -51,6 +51,8 @@ pub enum Action {
     Abort,
     /// A new attempt of a finished job or of a pipeline's failed and canceled jobs.
     Retry,
+    /// Start a `manual` job.
+    Play,
     ManageProjects,
     /// The keys of a project's CI variables (never their values).
     ListVariables,
@@ -62,7 +64,7 @@ impl Action {
     pub fn minimum_role(self) -> Role {
         match self {
             Action::Read => Role::Viewer,
-            Action::CreatePipeline | Action::Cancel | Action::Retry | Action::ListVariables => Role::Developer,
+            Action::CreatePipeline | Action::Cancel | Action::Retry | Action::Play | Action::ListVariables => Role::Developer,
             Action::Abort | Action::ManageProjects => Role::Maintainer,
             Action::Administer => Role::Admin,
         }
@@ -75,6 +77,7 @@ impl Action {
             Action::Cancel => "cancel jobs",
             Action::Abort => "abort jobs",
             Action::Retry => "retry jobs",
+            Action::Play => "play manual jobs",
             Action::ManageProjects => "manage projects",
             Action::ListVariables => "list CI variables",
             Action::Administer => "administer users and tokens",
@@ -95,5 +98,6 @@ mod tests {
         assert!(!Role::Maintainer.may(Action::Administer));
         assert!(Role::Admin.may(Action::Administer));
         assert!(Role::Viewer.may(Action::Read));
+        assert!(!Role::Viewer.may(Action::Play) && Role::Developer.may(Action::Play));
     }
 }

@@ -20,10 +20,12 @@ pub enum Status {
     Failed,
     Canceled,
     Skipped,
+    /// `when: manual`: its turn has come, and it waits for someone to play it.
+    Manual,
 }
 
 impl Status {
-    pub const ALL: [Status; 8] = [
+    pub const ALL: [Status; 9] = [
         Status::Created,
         Status::Pending,
         Status::Running,
@@ -32,6 +34,7 @@ impl Status {
         Status::Failed,
         Status::Canceled,
         Status::Skipped,
+        Status::Manual,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -44,6 +47,7 @@ impl Status {
             Status::Failed => "failed",
             Status::Canceled => "canceled",
             Status::Skipped => "skipped",
+            Status::Manual => "manual",
         }
     }
 
@@ -55,7 +59,7 @@ impl Status {
     /// ask these groups instead of listing statuses again.
     pub fn group(self) -> StatusGroup {
         match self {
-            Status::Created | Status::Pending => StatusGroup::Waiting,
+            Status::Created | Status::Manual | Status::Pending => StatusGroup::Waiting,
             Status::Running | Status::Canceling => StatusGroup::Active,
             Status::Success | Status::Failed | Status::Canceled | Status::Skipped => StatusGroup::Finished,
         }
@@ -99,10 +103,11 @@ impl Status {
     pub fn progress(self) -> u8 {
         match self {
             Status::Created => 0,
-            Status::Pending => 1,
-            Status::Running => 2,
-            Status::Canceling => 3,
-            Status::Success | Status::Failed | Status::Canceled | Status::Skipped => 4,
+            Status::Manual => 1,
+            Status::Pending => 2,
+            Status::Running => 3,
+            Status::Canceling => 4,
+            Status::Success | Status::Failed | Status::Canceled | Status::Skipped => 5,
         }
     }
 
@@ -118,6 +123,11 @@ impl Status {
         matches!(self, Status::Success | Status::Failed | Status::Canceled)
     }
 
+    /// Whether a Play would start this job (a `manual` one).
+    pub fn can_play(self) -> bool {
+        matches!(next(self, JobEvent::Play), Ok(Outcome::Move(_)))
+    }
+
     /// Whether an Abort would change this job.
     pub fn can_abort(self) -> bool {
         matches!(next(self, JobEvent::Abort), Ok(Outcome::Move(_)))
@@ -127,7 +137,7 @@ impl Status {
 /// The three groups of statuses (GitLab's `has_status` idea: declare them once).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StatusGroup {
-    /// Not started: `created`, `pending`.
+    /// Not started: `created`, `manual`, `pending`.
     Waiting,
     /// A runner holds the job: `running`, `canceling`.
     Active,
@@ -157,6 +167,10 @@ pub enum JobEvent {
     Enqueue,
     /// Something it waited on did not succeed: it will never run.
     Skip,
+    /// Its turn has come, but it is a `when: manual` job: it waits for a Play.
+    AwaitPlay,
+    /// Someone played a manual job: it may be picked.
+    Play,
     /// A runner took it.
     Start,
     /// The runner reported the end of the job.
@@ -174,9 +188,11 @@ pub enum JobEvent {
 }
 
 impl JobEvent {
-    pub const ALL: [JobEvent; 10] = [
+    pub const ALL: [JobEvent; 12] = [
         JobEvent::Enqueue,
         JobEvent::Skip,
+        JobEvent::AwaitPlay,
+        JobEvent::Play,
         JobEvent::Start,
         JobEvent::Finish { ok: true },
         JobEvent::Finish { ok: false },
@@ -191,6 +207,8 @@ impl JobEvent {
         match self {
             JobEvent::Enqueue => "enqueue",
             JobEvent::Skip => "skip",
+            JobEvent::AwaitPlay => "await-play",
+            JobEvent::Play => "play",
             JobEvent::Start => "start",
             JobEvent::Finish { ok: true } => "finish",
             JobEvent::Finish { ok: false } => "fail",
@@ -228,14 +246,16 @@ pub fn next(from: Status, event: JobEvent) -> Result<Outcome, InvalidTransition>
     let outcome = match (event, from) {
         (E::Enqueue, S::Created) => Move(S::Pending),
         (E::Skip, S::Created) => Move(S::Skipped),
+        (E::AwaitPlay, S::Created) => Move(S::Manual),
+        (E::Play, S::Manual) => Move(S::Pending),
         (E::Start, S::Pending) => Move(S::Running),
         (E::Finish { ok: true }, S::Running) => Move(S::Success),
         (E::Finish { ok: false }, S::Running) => Move(S::Failed),
         (E::Finish { .. }, S::Canceling) => Move(S::Canceled),
-        (E::Cancel, S::Created | S::Pending) => Move(S::Canceled),
+        (E::Cancel, S::Created | S::Manual | S::Pending) => Move(S::Canceled),
         (E::Cancel, S::Running) => Move(S::Canceling),
         (E::Cancel, S::Canceling | S::Canceled) => Unchanged,
-        (E::Abort, S::Created | S::Pending | S::Running | S::Canceling) => Move(S::Canceled),
+        (E::Abort, S::Created | S::Manual | S::Pending | S::Running | S::Canceling) => Move(S::Canceled),
         (E::Abort, S::Canceled) => Unchanged,
         (E::CancelDeadline, S::Canceling) => Move(S::Canceled),
         (E::RunnerLost, S::Running) => Move(S::Failed),
@@ -263,6 +283,15 @@ mod tests {
                 &[
                     (E::Enqueue, Some(Move(S::Pending))),
                     (E::Skip, Some(Move(S::Skipped))),
+                    (E::AwaitPlay, Some(Move(S::Manual))),
+                    (E::Cancel, Some(Move(S::Canceled))),
+                    (E::Abort, Some(Move(S::Canceled))),
+                ],
+            ),
+            (
+                S::Manual,
+                &[
+                    (E::Play, Some(Move(S::Pending))),
                     (E::Cancel, Some(Move(S::Canceled))),
                     (E::Abort, Some(Move(S::Canceled))),
                 ],
@@ -334,9 +363,11 @@ mod tests {
     #[test]
     fn buttons_follow_the_table() {
         let cancelable: Vec<_> = Status::ALL.into_iter().filter(|s| s.can_cancel()).collect();
-        assert_eq!(cancelable, [S::Created, S::Pending, S::Running]);
+        assert_eq!(cancelable, [S::Created, S::Pending, S::Running, S::Manual]);
         let abortable: Vec<_> = Status::ALL.into_iter().filter(|s| s.can_abort()).collect();
-        assert_eq!(abortable, [S::Created, S::Pending, S::Running, S::Canceling]);
+        assert_eq!(abortable, [S::Created, S::Pending, S::Running, S::Canceling, S::Manual]);
+        let playable: Vec<_> = Status::ALL.into_iter().filter(|s| s.can_play()).collect();
+        assert_eq!(playable, [S::Manual]);
     }
 
     #[test]
@@ -358,6 +389,7 @@ mod tests {
             S::Failed => 5,
             S::Canceled => 6,
             S::Skipped => 7,
+            S::Manual => 8,
         };
         for (i, s) in Status::ALL.into_iter().enumerate() {
             assert_eq!(position(s), i, "{s} is out of place in Status::ALL");

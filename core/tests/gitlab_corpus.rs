@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 
 /// Accepted files, as docs/ci-yaml.md reports them: a floor that only goes up.
-const ACCEPTED_AT_LEAST: usize = 40;
+const ACCEPTED_AT_LEAST: usize = 44;
 
 #[test]
 fn real_gitlab_files_are_accepted_or_refused_with_a_reason_a_user_can_act_on() {

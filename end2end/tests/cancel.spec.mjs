@@ -172,3 +172,25 @@ destroy:
   await expect(destroy.locator('.badge')).toHaveText('success', { timeout: 30_000 });
   await expect(badge).toHaveText('canceled');
 });
+
+test('a pipeline cancelled with a message says why, live and after a reload', async ({ page, request }) => {
+  const pipeline = await newPipeline(request, `
+waits:
+  script: [echo waiting, sleep 1000]
+`);
+  await signIn(page);
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  await expect(page.locator('body[data-hydrated]')).toBeAttached();
+  const job = page.locator('li.job[data-job-name="waits"]');
+  await expect(job.locator('.badge')).toHaveText('running', { timeout: 30_000 });
+  const buttons = page.locator('.pipeline-buttons');
+  await buttons.locator('form').filter({ has: page.getByRole('button', { name: 'Cancel' }) })
+    .getByRole('textbox', { name: 'Message' }).fill('<b>release freeze</b>');
+  await buttons.getByRole('button', { name: 'Cancel' }).click();
+  // Text, never markup.
+  await expect(page.getByTestId('pipeline-cancel')).toContainText('“<b>release freeze</b>”');
+  await expect(job.locator('.badge')).toHaveText('canceled', { timeout: 30_000 });
+  await page.goto(`${base()}/jobs/${pipeline.jobs[0].id}`);
+  await expect(page.locator('dl.facts')).toContainText('“<b>release freeze</b>”');
+  await expect(page.locator('table.timeline')).toContainText('<b>release freeze</b>');
+});

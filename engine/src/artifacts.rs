@@ -1,9 +1,13 @@
 //! Artifacts: files the runner uploads after after_script, streamed to a temporary file
-//! and kept under the data dir only when complete and within the job's allowance.
+//! and kept under the data dir only when complete and within the job's allowance; and
+//! the ones a later job of the pipeline gets before its scripts run (its dependencies),
+//! which only the runner holding that job may fetch.
 
 use std::path::PathBuf;
 
 use usher_core::api::Artifact;
+use usher_core::config::JobConfig;
+use usher_core::protocol::{DependencyArtifacts, DependencyFile};
 
 use crate::{Actor, Engine, EngineError, format_time};
 
@@ -22,7 +26,7 @@ impl Engine {
 
         let path = usher_core::artifacts::normalize_path(path)
             .ok_or_else(|| EngineError::BadRequest(format!("artifact path {path:?} is not a plain relative path")))?;
-        self.check_artifact_upload(token_id, job_id).await?;
+        self.check_holder(token_id, job_id, "artifacts are taken").await?;
         let root = self
             .inner
             .settings
@@ -57,7 +61,7 @@ impl Engine {
             }
             file.flush().await.map_err(io)?;
             // The job may have been aborted meanwhile: nothing more is kept then.
-            self.check_artifact_upload(token_id, job_id).await?;
+            self.check_holder(token_id, job_id, "artifacts are taken").await?;
             let target = job_dir.join(&path);
             if let Some(parent) = target.parent() {
                 tokio::fs::create_dir_all(parent)
@@ -84,15 +88,73 @@ impl Engine {
         result
     }
 
-    pub(crate) async fn check_artifact_upload(&self, token_id: i64, job_id: i64) -> Result<(), EngineError> {
+    /// Whether the runner with token `token_id` holds job `job_id` and the job is still
+    /// active (`what` says what is allowed only then).
+    async fn check_holder(&self, token_id: i64, job_id: i64, what: &str) -> Result<(), EngineError> {
         match self.store().job_holder_token(job_id).await? {
             None => Err(EngineError::NotFound(format!("job {job_id}"))),
             Some((_, holder)) if holder != Some(token_id) => Err(EngineError::Conflict(format!("job {job_id} is not held by this runner"))),
             Some((status, _)) if !status.is_active() => Err(EngineError::Conflict(format!(
-                "job {job_id} is {status}: artifacts are taken only while it runs or cleans up"
+                "job {job_id} is {status}: {what} only while it runs or cleans up"
             ))),
             Some(_) => Ok(()),
         }
+    }
+
+    /// The kept artifacts of the earlier jobs of its pipeline that job `job_id` (of stage
+    /// `stage_index`, defined by `job`) gets, by job (see [`JobConfig::takes_from`]).
+    pub(crate) async fn dependency_artifacts(
+        &self,
+        job_id: i64,
+        pipeline_id: i64,
+        job: &JobConfig,
+        stage_index: usize,
+    ) -> Result<Vec<DependencyArtifacts>, EngineError> {
+        let mut out: Vec<DependencyArtifacts> = Vec::new();
+        for file in self.store().pipeline_artifacts(pipeline_id, job_id).await? {
+            if !job.takes_from(stage_index, &file.job_name, file.stage_index) {
+                continue;
+            }
+            let entry = DependencyFile {
+                path: file.path,
+                size: file.size,
+            };
+            match out.last_mut() {
+                Some(last) if last.job_id == file.job_id => last.files.push(entry),
+                _ => out.push(DependencyArtifacts {
+                    job_id: file.job_id,
+                    job_name: file.job_name,
+                    files: vec![entry],
+                }),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The stored file of an artifact of `dependency` and its size, for the runner (token
+    /// `token_id`) holding job `job_id` while it is active, when `job_id` gets the
+    /// artifacts of `dependency`; 404 otherwise, as for a file that does not exist.
+    pub async fn dependency_artifact_file(
+        &self,
+        token_id: i64,
+        job_id: i64,
+        dependency: i64,
+        path: &str,
+    ) -> Result<(PathBuf, u64), EngineError> {
+        self.check_holder(token_id, job_id, "its dependencies' artifacts are given").await?;
+        let not_found = || EngineError::NotFound(format!("artifact {path:?} of job {dependency} for job {job_id}"));
+        let path = usher_core::artifacts::normalize_path(path).ok_or_else(not_found)?;
+        let (spec, pipeline_id, stage_index) = self.store().job_spec_and_place(job_id).await?;
+        let dependencies = self.dependency_artifacts(job_id, pipeline_id, &spec.job, stage_index).await?;
+        let size = dependencies
+            .iter()
+            .filter(|d| d.job_id == dependency)
+            .flat_map(|d| &d.files)
+            .find(|f| f.path == path)
+            .map(|f| f.size)
+            .ok_or_else(not_found)?;
+        let root = self.inner.settings.artifacts_dir.as_ref().ok_or_else(not_found)?;
+        Ok((root.join(format!("job-{dependency}")).join(&path), size))
     }
 
     pub async fn list_artifacts(&self, actor: &Actor, job_id: i64) -> Result<Vec<Artifact>, EngineError> {

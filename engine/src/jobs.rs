@@ -1,9 +1,10 @@
-//! Jobs: reading one, its timeline, the jobs in a status (the admin page), and the two
-//! ways to stop one: a graceful cancel (after_script cleans up) and an abort.
+//! Jobs: reading one, its timeline, the jobs in a status (the admin page), playing a
+//! manual one, and the two ways to stop one: a graceful cancel (after_script cleans up)
+//! and an abort.
 
 use std::collections::HashMap;
 
-use usher_core::api::{CancelMode, CancelReason, Job, TimelineEvent};
+use usher_core::api::{CancelMode, CancelReason, CancelRequest, Job, TimelineEvent};
 use usher_core::roles::Action;
 use usher_core::status::Status;
 
@@ -83,6 +84,30 @@ impl Engine {
         .await
     }
 
+    /// Plays a `manual` job: it becomes `pending`, and a runner takes it. 409 for a job
+    /// in any other status.
+    pub async fn play_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+        actor.require(Action::Play)?;
+        let job = self.get_job(actor, id).await?;
+        if !job.status.can_play() {
+            return Err(EngineError::InvalidTransition(format!(
+                "cannot play a job that is {}: only a manual one",
+                job.status
+            )));
+        }
+        let play = Move {
+            job_id: id,
+            event: Event::Play,
+            by: actor.name.clone(),
+        };
+        let engine = self.clone();
+        let job = detached(async move { Ok(engine.apply_to_job(&play).await?.job) }).await?;
+        let mut jobs = [job];
+        self.explain_waiting(&mut jobs).await?;
+        let [job] = jobs;
+        Ok(job)
+    }
+
     /// Sets `waiting_for` on pending jobs that no runner seen lately can take: none is
     /// connected, or none has all of the job's tags.
     pub(crate) async fn explain_waiting(&self, jobs: &mut [Job]) -> Result<(), EngineError> {
@@ -103,27 +128,22 @@ impl Engine {
     }
 
     /// Graceful cancel: created/pending → canceled; running → canceling (runner told now).
-    pub async fn cancel_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+    /// `request`'s message is kept with the cancel.
+    pub async fn cancel_job(&self, actor: &Actor, id: i64, request: CancelRequest) -> Result<Job, EngineError> {
         actor.require(Action::Cancel)?;
-        self.stop_job(actor, id, CancelMode::Graceful, CancelReason::User, None).await
+        self.stop_job(actor, id, CancelMode::Graceful, request).await
     }
 
     /// Abort: canceled at once; the runner kills every process of the job.
-    pub async fn abort_job(&self, actor: &Actor, id: i64) -> Result<Job, EngineError> {
+    pub async fn abort_job(&self, actor: &Actor, id: i64, request: CancelRequest) -> Result<Job, EngineError> {
         actor.require(Action::Abort)?;
-        self.stop_job(actor, id, CancelMode::Abort, CancelReason::User, None).await
+        self.stop_job(actor, id, CancelMode::Abort, request).await
     }
 
-    pub(crate) async fn stop_job(
-        &self,
-        actor: &Actor,
-        id: i64,
-        mode: CancelMode,
-        reason: CancelReason,
-        detail: Option<String>,
-    ) -> Result<Job, EngineError> {
+    async fn stop_job(&self, actor: &Actor, id: i64, mode: CancelMode, request: CancelRequest) -> Result<Job, EngineError> {
+        let message = request.message().map_err(EngineError::BadRequest)?;
         let stop = self
-            .stop_moves(actor, &[id], mode, reason, detail)
+            .stop_moves(actor, &[id], mode, CancelReason::User, None, message)
             .await?
             .pop()
             .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
@@ -142,6 +162,7 @@ impl Engine {
         mode: CancelMode,
         reason: CancelReason,
         detail: Option<String>,
+        message: Option<String>,
     ) -> Result<Vec<Move>, EngineError> {
         let at = chrono::Utc::now();
         let windows = match mode {
@@ -154,6 +175,7 @@ impl Engine {
                     CancelMode::Abort => Event::Abort {
                         reason,
                         detail: detail.clone(),
+                        message: message.clone(),
                     },
                     CancelMode::Graceful => {
                         let window = windows.get(id).ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
@@ -162,6 +184,7 @@ impl Engine {
                             reason,
                             deadline: format_time(at + chrono::Duration::seconds(secs as i64)),
                             detail: detail.clone(),
+                            message: message.clone(),
                         }
                     }
                 };

@@ -2,7 +2,7 @@
 //! cancelling or aborting all their unfinished jobs at once, superseding older ones
 //! (auto-cancel), and scheduling: moving waiting jobs on once what they need is done.
 
-use usher_core::api::{CancelMode, CancelReason, CreatePipeline, Job, Pipeline};
+use usher_core::api::{CancelMode, CancelReason, CancelRequest, CreatePipeline, Job, Pipeline};
 use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, cancel_stops, ready_decisions};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status, next};
@@ -76,6 +76,7 @@ impl Engine {
                     pipeline_variables: pipeline_variables.clone(),
                     ref_is_tag,
                     origin: Some(origin.as_str().to_string()),
+                    cancel_on_job_failure: cfg.cancel_on_job_failure,
                 },
             })
             .collect();
@@ -92,6 +93,9 @@ impl Engine {
                 commit_title: commit.map(|c| c.title.as_str()),
                 triggered_by: &actor.name,
                 jobs: &jobs,
+                timeout_at: cfg
+                    .timeout_secs
+                    .map(|secs| crate::format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64))),
             };
             let id = engine.insert_and_schedule(&new).await?;
             engine.auto_cancel_older(&actor, project_id, &git_ref, id, cfg.auto_cancel).await?;
@@ -130,13 +134,14 @@ impl Engine {
             }
             let detail = Some(format!("superseded by pipeline #{new_id}"));
             let moves = self
-                .stop_moves(actor, &targets, CancelMode::Graceful, CancelReason::Superseded, detail)
+                .stop_moves(actor, &targets, CancelMode::Graceful, CancelReason::Superseded, detail, None)
                 .await?;
             // The whole pipeline is superseded only when every unfinished job goes.
             let cancel = (mode == config::AutoCancel::Conservative).then_some(PipelineCancel {
                 mode: CancelMode::Graceful,
                 by: actor.name.as_str(),
                 reason: CancelReason::Superseded,
+                message: None,
             });
             self.apply(Change::Batch {
                 pipeline_id: older,
@@ -236,21 +241,69 @@ impl Engine {
         .await
     }
 
-    /// Graceful cancel of every unfinished job of a pipeline.
-    pub async fn cancel_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+    /// Graceful cancel of every unfinished job of a pipeline; `request`'s message is kept
+    /// with the cancel of the pipeline and of each job.
+    pub async fn cancel_pipeline(&self, actor: &Actor, id: i64, request: CancelRequest) -> Result<Pipeline, EngineError> {
         actor.require(Action::Cancel)?;
-        let (engine, actor) = (self.clone(), actor.clone());
-        detached(async move { engine.stop_pipeline(&actor, id, CancelMode::Graceful).await }).await
+        self.stop_pipeline_for(actor, id, CancelMode::Graceful, request).await
     }
 
     /// Abort of every unfinished job of a pipeline.
-    pub async fn abort_pipeline(&self, actor: &Actor, id: i64) -> Result<Pipeline, EngineError> {
+    pub async fn abort_pipeline(&self, actor: &Actor, id: i64, request: CancelRequest) -> Result<Pipeline, EngineError> {
         actor.require(Action::Abort)?;
-        let (engine, actor) = (self.clone(), actor.clone());
-        detached(async move { engine.stop_pipeline(&actor, id, CancelMode::Abort).await }).await
+        self.stop_pipeline_for(actor, id, CancelMode::Abort, request).await
     }
 
-    pub(crate) async fn stop_pipeline(&self, actor: &Actor, id: i64, mode: CancelMode) -> Result<Pipeline, EngineError> {
+    /// A user's cancel or abort of a pipeline, completed even if the client goes away.
+    async fn stop_pipeline_for(&self, actor: &Actor, id: i64, mode: CancelMode, request: CancelRequest) -> Result<Pipeline, EngineError> {
+        let message = request.message().map_err(EngineError::BadRequest)?;
+        let (engine, actor) = (self.clone(), actor.clone());
+        let why = Stop {
+            reason: CancelReason::Pipeline,
+            detail: None,
+            message,
+        };
+        detached(async move { engine.stop_pipeline(&actor, id, mode, why).await }).await
+    }
+
+    /// `workflow: auto_cancel: on_job_failure: all`: `job` failed (for good: no `retry:`
+    /// left, not an allowed failure), so the rest of its pipeline is cancelled gracefully
+    /// (its cleanup jobs then run as after any cancel). Nothing when the pipeline does
+    /// not say so, or has nothing left to stop.
+    pub(crate) async fn cancel_after_job_failure(&self, job: &Job) -> Result<(), EngineError> {
+        if !self.store().job_spec(job.id).await?.cancel_on_job_failure {
+            return Ok(());
+        }
+        let why = Stop {
+            reason: CancelReason::JobFailed,
+            detail: Some(format!("job {} (#{}) failed", job.name, job.id)),
+            message: None,
+        };
+        tracing::info!(
+            job = job.id,
+            pipeline = job.pipeline_id,
+            "a job failed; `on_job_failure: all` cancels the rest"
+        );
+        let stopped = self
+            .stop_pipeline(&Engine::system_actor(), job.pipeline_id, CancelMode::Graceful, why)
+            .await;
+        match stopped {
+            Ok(_) | Err(EngineError::InvalidTransition(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Usher itself, as the actor of the cancels its own rules make.
+    pub(crate) fn system_actor() -> Actor {
+        Actor {
+            user_id: 0,
+            name: SCHEDULER.into(),
+            role: usher_core::roles::Role::Admin,
+        }
+    }
+
+    pub(crate) async fn stop_pipeline(&self, actor: &Actor, id: i64, mode: CancelMode, why: Stop) -> Result<Pipeline, EngineError> {
+        let Stop { reason, detail, message } = why;
         let pipeline = self.pipeline_with_jobs(id).await?;
         // A pipeline answers a cancel or abort as a job in its status would (core's table).
         let event = if mode == CancelMode::Abort {
@@ -286,11 +339,12 @@ impl Engine {
         // meanwhile), then one publish in commit order and one scheduling pass. Running
         // jobs come first, so their runners' frames go out first.
         let order: Vec<i64> = stop_order(&unfinished, mode).iter().map(|j| j.id).collect();
-        let moves = self.stop_moves(actor, &order, mode, CancelReason::Pipeline, None).await?;
+        let moves = self.stop_moves(actor, &order, mode, reason, detail, message.clone()).await?;
         let cancel = PipelineCancel {
             mode,
             by: actor.name.as_str(),
-            reason: CancelReason::Pipeline,
+            reason,
+            message: message.as_deref(),
         };
         self.apply(Change::Batch {
             pipeline_id: id,
@@ -315,6 +369,7 @@ impl Engine {
                 needs: j.needs.as_deref(),
                 status: Status::Created,
                 when: j.spec.job.when,
+                allow_failure: j.spec.job.allow_failure.any,
             })
             .collect();
         let ready: Vec<(usize, Event)> = ready_decisions(&nodes, None)
@@ -345,6 +400,7 @@ impl Engine {
                     needs: r.needs.as_deref(),
                     status: r.status,
                     when: r.when,
+                    allow_failure: r.allow_failure,
                 })
                 .collect();
             let moves: Vec<Move> = ready_decisions(&nodes, cancel)
@@ -372,19 +428,34 @@ impl Engine {
     }
 }
 
+/// Why a pipeline is stopped: the reason each job's cancel records, Usher's words on
+/// its timeline, and the canceller's message.
+pub(crate) struct Stop {
+    pub reason: CancelReason,
+    pub detail: Option<String>,
+    pub message: Option<String>,
+}
+
 /// Who makes the scheduler's moves.
 const SCHEDULER: &str = "system";
 
 /// The order of a pipeline cancel's or abort's moves (all in one transaction, so this is
 /// the order of the audit rows and of the frames): running jobs first on a graceful cancel
 /// (they have cleaning up to do, so their runners hear first), `created` jobs of later
-/// stages before the jobs they wait on.
+/// stages before the jobs they wait on, `pending` and `manual` ones last. Every unfinished
+/// job is in it once.
 fn stop_order(unfinished: &[Job], mode: CancelMode) -> Vec<&Job> {
-    let created = unfinished.iter().rev().filter(|j| j.status == Status::Created);
-    let active = unfinished.iter().filter(|j| j.status.is_active());
-    let pending = unfinished.iter().filter(|j| j.status == Status::Pending);
-    match mode {
-        CancelMode::Graceful => active.chain(created).chain(pending).collect(),
-        CancelMode::Abort => created.chain(active).chain(pending).collect(),
-    }
+    use Status::*;
+    // Every status has its place (the match is exhaustive), so no job is ever left out.
+    let place = |status: Status| match (status, mode) {
+        (Running | Canceling, CancelMode::Graceful) | (Created, CancelMode::Abort) => 0,
+        (Created, CancelMode::Graceful) | (Running | Canceling, CancelMode::Abort) => 1,
+        // Picked, or waiting only for someone to play them: nothing waits on their cancel.
+        (Pending | Manual, _) => 2,
+        (Success | Failed | Canceled | Skipped, _) => 3,
+    };
+    let mut order: Vec<(usize, &Job)> = unfinished.iter().enumerate().collect();
+    // `created` jobs latest first; the others in the pipeline's order.
+    order.sort_by_key(|(i, j)| (place(j.status), if j.status == Created { -(*i as i64) } else { *i as i64 }));
+    order.into_iter().map(|(_, j)| j).collect()
 }

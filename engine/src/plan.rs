@@ -25,18 +25,33 @@ pub enum Event {
     Enqueue,
     /// A prerequisite did not succeed: it will never run.
     Skip,
+    /// Its turn came, and it is a manual job: it waits to be played.
+    AwaitPlay,
+    /// Someone played a manual job: it may be picked.
+    Play,
     /// A runner took it.
     Start { runner_id: i64 },
-    /// The final report of the runner holding it (a timeout is one).
-    Report { runner_id: i64, report: JobReport },
-    /// A graceful cancel: the runner must report by `deadline` (RFC 3339).
+    /// The final report of the runner holding it (a timeout is one). `allowed_failure`:
+    /// the job's `allow_failure: exit_codes` names the exit code it failed with.
+    Report {
+        runner_id: i64,
+        report: JobReport,
+        allowed_failure: bool,
+    },
+    /// A graceful cancel: the runner must report by `deadline` (RFC 3339). `detail`:
+    /// Usher's words (which pipeline superseded it, say); `message`: the canceller's.
     Cancel {
         reason: CancelReason,
         deadline: String,
         detail: Option<String>,
+        message: Option<String>,
     },
     /// Canceled at once; the runner kills every process of the job.
-    Abort { reason: CancelReason, detail: Option<String> },
+    Abort {
+        reason: CancelReason,
+        detail: Option<String>,
+        message: Option<String>,
+    },
     /// A canceling job's deadline passed without a report.
     CancelDeadline,
     /// The runner holding it stopped heartbeating.
@@ -48,6 +63,7 @@ impl Event {
     pub fn scheduled(event: JobEvent) -> Event {
         match event {
             JobEvent::Skip => Event::Skip,
+            JobEvent::AwaitPlay => Event::AwaitPlay,
             _ => Event::Enqueue,
         }
     }
@@ -58,6 +74,8 @@ impl Event {
         match self {
             Event::Enqueue => JobEvent::Enqueue,
             Event::Skip => JobEvent::Skip,
+            Event::AwaitPlay => JobEvent::AwaitPlay,
+            Event::Play => JobEvent::Play,
             Event::Start { .. } => JobEvent::Start,
             Event::Report { report, .. } => match report.event() {
                 JobEvent::Timeout if status == Status::Canceling => JobEvent::Finish { ok: false },
@@ -95,6 +113,7 @@ pub struct JobWrite {
     pub cancel_by: Option<String>,
     pub cancel_at: Option<String>,
     pub cancel_reason: Option<&'static str>,
+    pub cancel_message: Option<String>,
     pub cancel_deadline: Option<String>,
     pub after_exit_code: Option<i64>,
     pub after_duration_ms: Option<i64>,
@@ -103,6 +122,8 @@ pub struct JobWrite {
     pub dotenv: Option<String>,
     /// The receipt of its teardown (JSON), from its runner's report.
     pub teardown: Option<String>,
+    /// 1 when its failure turned out to be allowed (`allow_failure: exit_codes`).
+    pub allow_failure: Option<i64>,
 }
 
 /// One entry of a job's timeline.
@@ -140,11 +161,13 @@ struct Records {
     failure: Option<FailureReason>,
     report: Option<JobReport>,
     detail: Option<String>,
+    /// The canceller's words.
+    message: Option<String>,
 }
 
 fn records(job: &Job, event: &Event) -> Records {
     match event {
-        Event::Enqueue | Event::Skip => Records::default(),
+        Event::Enqueue | Event::Skip | Event::AwaitPlay | Event::Play => Records::default(),
         Event::Start { runner_id } => Records {
             runner_id: Some(*runner_id),
             ..Records::default()
@@ -158,15 +181,22 @@ fn records(job: &Job, event: &Event) -> Records {
             report: Some(report.clone()),
             ..Records::default()
         },
-        Event::Cancel { reason, deadline, detail } => Records {
+        Event::Cancel {
+            reason,
+            deadline,
+            detail,
+            message,
+        } => Records {
             cancel: Some((CancelMode::Graceful, *reason)),
             deadline: Some(deadline.clone()),
             detail: detail.clone(),
+            message: message.clone(),
             ..Records::default()
         },
-        Event::Abort { reason, detail } => Records {
+        Event::Abort { reason, detail, message } => Records {
             cancel: Some((CancelMode::Abort, *reason)),
             detail: detail.clone(),
+            message: message.clone(),
             ..Records::default()
         },
         Event::CancelDeadline => Records {
@@ -239,6 +269,7 @@ pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &
         cancel_by: r.cancel.map(|_| mv.by.clone()),
         cancel_at: r.cancel.map(|_| t.to_string()),
         cancel_reason: r.cancel.map(|(_, reason)| reason.as_str()),
+        cancel_message: r.message.clone(),
         cancel_deadline: r.deadline,
         after_exit_code: after.and_then(|a| a.exit_code).map(i64::from),
         after_duration_ms: after.map(|a| a.duration_ms as i64),
@@ -249,6 +280,9 @@ pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &
         teardown: report
             .and_then(|r| r.teardown.as_ref())
             .map(|t| serde_json::to_string(&bounded(t)).unwrap_or_default()),
+        allow_failure: matches!(mv.event, Event::Report { allowed_failure: true, .. })
+            .then_some(1)
+            .filter(|_| to == Status::Failed),
     };
     let audit = Audit {
         job_id: job.id,
@@ -257,7 +291,11 @@ pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &
         by: mv.by.clone(),
         mode: r.cancel.map(|(m, _)| m),
         reason: r.cancel.map(|(_, reason)| reason.as_str()).or(r.failure.map(|f| f.as_str())),
-        detail: r.detail,
+        // The timeline keeps the canceller's words, after Usher's own if there are both.
+        detail: match (r.detail, r.message) {
+            (Some(detail), Some(message)) => Some(format!("{detail}: {message}")),
+            (detail, message) => detail.or(message),
+        },
     };
     Ok(Decision::Write {
         write: Box::new(write),

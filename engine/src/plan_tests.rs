@@ -58,27 +58,34 @@ fn sample_events() -> Vec<Event> {
     vec![
         Event::Enqueue,
         Event::Skip,
+        Event::AwaitPlay,
+        Event::Play,
         Event::Start { runner_id: 7 },
         Event::Report {
             runner_id: 7,
             report: report(Some(0), None),
+            allowed_failure: false,
         },
         Event::Report {
             runner_id: 7,
             report: report(Some(3), None),
+            allowed_failure: false,
         },
         Event::Report {
             runner_id: 7,
             report: report(None, Some(FailureReason::Timeout)),
+            allowed_failure: false,
         },
         Event::Cancel {
             reason: CancelReason::User,
             deadline: "2026-12-06T23:05:00.000Z".into(),
             detail: None,
+            message: None,
         },
         Event::Abort {
             reason: CancelReason::Pipeline,
             detail: Some("why".into()),
+            message: Some("because".into()),
         },
         Event::CancelDeadline,
         Event::RunnerLost,
@@ -131,7 +138,8 @@ fn every_status_and_event() {
                 Event::Abort { .. } => {
                     assert_eq!((write.cancel_mode, write.cancel_reason), (Some("abort"), Some("pipeline")));
                     assert_eq!(write.cancel_deadline, None);
-                    assert_eq!(audit.detail.as_deref(), Some("why"));
+                    assert_eq!(audit.detail.as_deref(), Some("why: because"));
+                    assert_eq!(write.cancel_message.as_deref(), Some("because"));
                 }
                 Event::CancelDeadline => assert_eq!(write.cancel_reason, Some("cancel_timeout")),
                 Event::RunnerLost if status == Status::Canceling => {
@@ -152,7 +160,7 @@ fn every_status_and_event() {
                     assert_eq!(audit.detail.as_deref(), Some("after_script exited 0 in 12 ms"));
                     assert_eq!(write.cancel_mode, None);
                 }
-                Event::Enqueue | Event::Skip | Event::Start { .. } => {
+                Event::Enqueue | Event::Skip | Event::AwaitPlay | Event::Play | Event::Start { .. } => {
                     assert_eq!((write.cancel_mode, write.failure_reason, audit.detail.as_ref()), (None, None, None));
                 }
             }
@@ -165,6 +173,7 @@ fn a_timeout_reported_while_canceling_finishes_the_cancel() {
     let timeout = Event::Report {
         runner_id: 7,
         report: report(None, Some(FailureReason::Timeout)),
+        allowed_failure: false,
     };
     let Decision::Write { write, .. } = plan_move(&job(1, Status::Canceling), None, &mv(1, timeout.clone()), T).unwrap() else {
         panic!("unchanged")
@@ -182,10 +191,12 @@ fn a_cleanup_job_of_a_cancelled_pipeline_is_only_aborted() {
         reason: CancelReason::User,
         deadline: T.into(),
         detail: None,
+        message: None,
     };
     let abort = Event::Abort {
         reason: CancelReason::User,
         detail: None,
+        message: None,
     };
     for status in [Status::Created, Status::Pending, Status::Running] {
         let destroy = Job {
@@ -209,6 +220,7 @@ fn only_the_runner_holding_a_job_reports_it() {
     let from_other = Event::Report {
         runner_id: 8,
         report: report(Some(0), None),
+        allowed_failure: false,
     };
     let refused = plan_move(&job(1, Status::Running), None, &mv(1, from_other), T);
     assert!(matches!(refused, Err(EngineError::Conflict(_))), "{refused:?}");
@@ -230,6 +242,7 @@ fn a_batch_groups_equal_writes_and_leaves_out_what_cannot_move() {
         reason: CancelReason::Pipeline,
         deadline: "2026-12-06T23:05:00.000Z".into(),
         detail: None,
+        message: None,
     };
     let moves: Vec<Move> = [1, 2, 3, 4, 5].map(|id| mv(id, cancel.clone())).into();
     let plan = plan_batch(&jobs, &moves, T).unwrap();
@@ -250,6 +263,7 @@ fn a_batch_groups_equal_writes_and_leaves_out_what_cannot_move() {
             Event::Abort {
                 reason: CancelReason::User,
                 detail: None,
+                message: None,
             },
         ),
         mv(
@@ -257,6 +271,7 @@ fn a_batch_groups_equal_writes_and_leaves_out_what_cannot_move() {
             Event::Abort {
                 reason: CancelReason::User,
                 detail: None,
+                message: None,
             },
         ),
     ];
@@ -279,6 +294,7 @@ fn apply(job: &mut Job, w: &JobWrite) {
             requested_by: w.cancel_by.clone().unwrap(),
             requested_at: w.cancel_at.clone().unwrap(),
             reason: CancelReason::parse(w.cancel_reason.unwrap()).unwrap(),
+            message: w.cancel_message.clone(),
         });
     }
     if let Some(reason) = w.failure_reason {
@@ -288,7 +304,7 @@ fn apply(job: &mut Job, w: &JobWrite) {
 
 fn random_event(rng: &mut StdRng) -> Event {
     let runner_id = rng.gen_range(7..=8);
-    match rng.gen_range(0..9) {
+    match rng.gen_range(0..11) {
         0 => Event::Enqueue,
         1 => Event::Skip,
         2 => Event::Start { runner_id },
@@ -298,18 +314,23 @@ fn random_event(rng: &mut StdRng) -> Event {
                 [None, Some(0), Some(1)][rng.gen_range(0..3)],
                 [None, Some(FailureReason::Timeout), Some(FailureReason::RunnerShutdown)][rng.gen_range(0..3)],
             ),
+            allowed_failure: false,
         },
         4 => Event::Cancel {
             reason: CancelReason::User,
             deadline: T.into(),
             detail: None,
+            message: None,
         },
         5 => Event::Abort {
             reason: CancelReason::User,
             detail: None,
+            message: None,
         },
         6 => Event::CancelDeadline,
         7 => Event::RunnerLost,
+        8 => Event::AwaitPlay,
+        9 => Event::Play,
         _ => Event::Enqueue,
     }
 }

@@ -1,6 +1,7 @@
 //! The reaper: ends what nobody else will. A `canceling` job whose runner never reported
 //! by the cancel deadline becomes `canceled` (`cancel_timeout`); the jobs of a runner
-//! that stopped heartbeating end with `runner_lost`.
+//! that stopped heartbeating end with `runner_lost`; a pipeline that ran past its
+//! `workflow: timeout` is cancelled gracefully (`timeout`).
 
 use std::time::Duration;
 
@@ -56,7 +57,31 @@ impl Engine {
         Ok(reaped)
     }
 
-    /// Runs both reapers every `every`, for as long as the task lives.
+    /// Cancels gracefully (reason `timeout`) every pipeline whose `workflow: timeout` ran
+    /// out before `as_of` (RFC 3339); its cleanup jobs then run as after any cancel, with
+    /// no deadline of the pipeline's. Returns how many.
+    pub async fn reap_timed_out_pipelines_as_of(&self, as_of: &str) -> Result<usize, EngineError> {
+        let mut reaped = 0;
+        for id in self.store().timed_out_pipelines(as_of).await? {
+            let why = crate::pipelines::Stop {
+                reason: usher_core::api::CancelReason::Timeout,
+                detail: Some("the pipeline ran longer than its `workflow: timeout`".into()),
+                message: None,
+            };
+            tracing::info!(pipeline = id, "the pipeline's `workflow: timeout` ran out; cancelling it");
+            match self
+                .stop_pipeline(&Engine::system_actor(), id, usher_core::api::CancelMode::Graceful, why)
+                .await
+            {
+                Ok(_) => reaped += 1,
+                Err(EngineError::InvalidTransition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(reaped)
+    }
+
+    /// Runs the reapers every `every`, for as long as the task lives.
     pub fn spawn_reaper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
         tokio::spawn(async move {
@@ -75,6 +100,9 @@ impl Engine {
                     tracing::warn!("reaper: {e}");
                 }
                 if let Err(e) = engine.reap_lost_runners().await {
+                    tracing::warn!("reaper: {e}");
+                }
+                if let Err(e) = engine.reap_timed_out_pipelines_as_of(&now()).await {
                     tracing::warn!("reaper: {e}");
                 }
             }

@@ -101,26 +101,25 @@ impl Engine {
                     .into_iter()
                     .filter(|(k, _)| !spec.job.without_variables.contains(k)),
             )
-            .chain(spec.job.variables)
+            .chain(spec.job.variables.clone())
             .filter(|(k, _)| !usher_core::config::limits::is_set_by_usher(k))
             .collect();
         // What earlier jobs handed over (dotenv reports) comes after the YAML's, so it
-        // wins, as in GitLab: from every job of an earlier stage, or with `needs:` from
-        // the jobs named there. A job of the first stage without needs waits for none.
-        // Together they are held to one report's limits, so that many jobs handing over
-        // cannot make an environment too large to start a process in.
+        // wins, as in GitLab: from the jobs it takes artifacts from (every job of an
+        // earlier stage, or those of `needs:` or `dependencies:`). A job of the first
+        // stage without needs waits for none. Together they are held to one report's
+        // limits, so that many jobs handing over cannot make an environment too large to
+        // start a process in.
+        let mut dependencies = Vec::new();
         if stage_index > 0 || spec.job.needs.as_ref().is_some_and(|n| !n.is_empty()) {
             let mut handed = Vec::new();
             for earlier in self.store().handed_over(job.pipeline_id, job.id).await? {
-                let feeds = match &spec.job.needs {
-                    Some(needs) => needs.contains(&earlier.job),
-                    None => earlier.stage_index < stage_index,
-                };
-                if feeds {
+                if spec.job.takes_from(stage_index, &earlier.job, earlier.stage_index) {
                     handed.extend(earlier.variables);
                 }
             }
             variables.extend(usher_core::dotenv::accept(handed));
+            dependencies = self.dependency_artifacts(job.id, job.pipeline_id, &spec.job, stage_index).await?;
         }
         variables.extend([
             ("CI".to_string(), "true".to_string()),
@@ -189,6 +188,7 @@ impl Engine {
             image: spec.job.image,
             services: spec.job.services,
             masked,
+            dependencies,
         })
     }
 
@@ -217,9 +217,20 @@ impl Engine {
     /// (after an abort it is all the runner sends); the answer is the job's status.
     pub async fn finish_job(&self, runner_id: i64, job_id: i64, report: JobReport) -> Result<Status, EngineError> {
         let receipt = report.teardown.clone();
+        // Only a failed script's exit code can be one `allow_failure: exit_codes` allows.
+        let allowed_failure = match report.exit_code {
+            Some(code) if code != 0 && report.failure_reason.is_none() => {
+                self.store().job_spec(job_id).await?.job.allow_failure.exit_codes.contains(&code)
+            }
+            _ => false,
+        };
         let reported = Move {
             job_id,
-            event: Event::Report { runner_id, report },
+            event: Event::Report {
+                runner_id,
+                report,
+                allowed_failure,
+            },
             by: format!("runner:{runner_id}"),
         };
         let result = self.apply_to_job(&reported).await;

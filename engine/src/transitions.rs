@@ -58,13 +58,15 @@ impl Engine {
     }
 
     /// [`Engine::commit`], then schedules the pipeline when a job reached a terminal status
-    /// (a failed job its `retry:` allows is tried again first).
+    /// (a failed job its `retry:` allows is tried again first; one that failed for good
+    /// cancels the rest of a pipeline with `on_job_failure: all`).
     pub(crate) async fn apply(&self, change: Change<'_>) -> Result<Committed, EngineError> {
         let committed = self.commit(change).await?;
         let finished = committed.jobs.iter().find(|t| t.changed && t.job.status.is_terminal());
         if let Some(t) = finished {
-            if t.job.status == usher_core::status::Status::Failed {
-                Box::pin(self.retry_by_itself(&t.job)).await?;
+            if t.job.status == usher_core::status::Status::Failed && !Box::pin(self.retry_by_itself(&t.job)).await? && !t.job.allow_failure
+            {
+                Box::pin(self.cancel_after_job_failure(&t.job)).await?;
             }
             self.advance_pipeline(t.job.pipeline_id).await?;
         }

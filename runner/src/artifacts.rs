@@ -56,8 +56,14 @@ impl Uploader {
     }
 
     fn url(&self, job_id: i64, path: &str) -> String {
-        let encoded: Vec<String> = path.split('/').map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect();
-        format!("{}/api/runner/v1/jobs/{job_id}/artifacts/{}", self.base_url, encoded.join("/"))
+        format!("{}/api/runner/v1/jobs/{job_id}/artifacts/{}", self.base_url, encoded(path))
+    }
+
+    /// A GET of `/api/runner/v1/jobs/{job_id}/{what}/{path}` (`path` percent-encoded),
+    /// authenticated as this runner.
+    pub(crate) fn get(&self, job_id: i64, what: &str, path: &str) -> reqwest::RequestBuilder {
+        let url = format!("{}/api/runner/v1/jobs/{job_id}/{what}/{}", self.base_url, encoded(path));
+        self.client.get(url).bearer_auth(&self.token)
     }
 
     /// Uploads the job's artifacts from `build_dir`, noting progress and refusals in the log.
@@ -136,12 +142,24 @@ impl Uploader {
         if status.is_success() {
             return Ok(size);
         }
-        let text = response.text().await.unwrap_or_default();
-        let message = serde_json::from_str::<usher_core::api::ErrorBody>(&text)
-            .map(|b| b.error.message)
-            .unwrap_or(text);
-        Err((Some(status.as_u16()), format!("{status}: {message}")))
+        Err((Some(status.as_u16()), refusal(response).await))
     }
+}
+
+/// A path's segments, each percent-encoded.
+fn encoded(path: &str) -> String {
+    let segments: Vec<String> = path.split('/').map(|s| utf8_percent_encode(s, SEGMENT).to_string()).collect();
+    segments.join("/")
+}
+
+/// What the server said when it refused a request: its status and its error's message.
+pub(crate) async fn refusal(response: reqwest::Response) -> String {
+    let status = response.status();
+    let text = response.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<usher_core::api::ErrorBody>(&text)
+        .map(|b| b.error.message)
+        .unwrap_or(text);
+    format!("{status}: {message}")
 }
 
 /// The most files one job's artifacts may hold (the server's default limit too): a job

@@ -12,15 +12,20 @@
 //!   directory to walk) that the job's own user may read, and only then reopened for
 //!   reading through that same descriptor. A file swapped after it was listed is
 //!   either the job's own file or an error; never root's data, never a hang.
+//! - **Files the runner puts into the job's tree** (the artifacts of earlier jobs) are
+//!   created the same way: each directory on the way is opened beneath the one above it
+//!   without following links (created, and given to the job's user, if missing), a name
+//!   already there is unlinked (never written through) and the file is created with
+//!   `O_EXCL`, then given to the job's user.
 
 use std::ffi::OsStr;
 use std::io;
 use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
-use rustix::fs::{FileType, Mode, OFlags, ResolveFlags};
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, ResolveFlags};
 
 use crate::isolation::JobUser;
 
@@ -172,6 +177,84 @@ impl JobTree {
     }
 }
 
+impl JobTree {
+    /// Creates the file `rel` (a plain relative path) for the job, with the directories on
+    /// its way, and opens it for writing (see the module's words: nothing is followed,
+    /// nothing already there is written through, and what is created belongs to the job's
+    /// user when the tree has one).
+    pub fn create_file(&self, rel: &Path) -> io::Result<std::fs::File> {
+        let names = rel
+            .components()
+            .map(|c| match c {
+                Component::Normal(name) => Ok(name),
+                _ => Err(io::Error::other("not a plain relative path")),
+            })
+            .collect::<io::Result<Vec<&OsStr>>>()?;
+        let Some((file, dirs)) = names.split_last() else {
+            return Err(io::Error::other("an empty path"));
+        };
+        let mut dir = open_beneath(&self.root, ".".as_ref(), OFlags::RDONLY | OFlags::DIRECTORY)?;
+        for name in dirs {
+            dir = match open_beneath(&dir, name, OFlags::RDONLY | OFlags::DIRECTORY) {
+                Ok(fd) => fd,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    let created = match rustix::fs::mkdirat(&dir, *name, Mode::from_raw_mode(0o755)) {
+                        Ok(()) => true,
+                        Err(rustix::io::Errno::EXIST) => false,
+                        Err(e) => return Err(e.into()),
+                    };
+                    let fd = open_beneath(&dir, name, OFlags::RDONLY | OFlags::DIRECTORY)?;
+                    if created {
+                        self.give_to_job(&fd)?;
+                    }
+                    fd
+                }
+                Err(e) => return Err(e),
+            };
+        }
+        match rustix::fs::unlinkat(&dir, *file, AtFlags::empty()) {
+            Ok(()) | Err(rustix::io::Errno::NOENT) => {}
+            Err(rustix::io::Errno::ISDIR) => return Err(io::Error::other("a directory has its name")),
+            Err(e) => return Err(e.into()),
+        }
+        let fd = rustix::fs::openat2(
+            &dir,
+            *file,
+            OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::from_raw_mode(0o644),
+            CONFINED,
+        )?;
+        self.give_to_job(&fd)?;
+        Ok(fd.into())
+    }
+
+    /// Makes what `fd` holds the job user's (when the tree has one).
+    fn give_to_job(&self, fd: &OwnedFd) -> io::Result<()> {
+        if let Some(user) = &self.reader {
+            rustix::fs::fchown(
+                fd,
+                Some(rustix::fs::Uid::from_raw(user.uid)),
+                Some(rustix::fs::Gid::from_raw(user.gid)),
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Opens `name` beneath `dir` with `flags`, following no link.
+fn open_beneath(dir: impl AsFd, name: &OsStr, flags: OFlags) -> io::Result<OwnedFd> {
+    let link = || io::Error::other("it is or passes through a symbolic link, or leaves the build directory");
+    rustix::fs::openat2(&dir, name, flags | OFlags::NOFOLLOW | OFlags::CLOEXEC, Mode::empty(), CONFINED).map_err(|e| match e {
+        rustix::io::Errno::LOOP | rustix::io::Errno::XDEV => link(),
+        // A directory was asked for: say what is there instead.
+        rustix::io::Errno::NOTDIR => match rustix::fs::statat(&dir, name, AtFlags::SYMLINK_NOFOLLOW) {
+            Ok(stat) if FileType::from_raw_mode(stat.st_mode) == FileType::Symlink => link(),
+            _ => io::Error::other("a file is in the place of a directory on its way"),
+        },
+        e => e.into(),
+    })
+}
+
 /// Opens the very file an `O_PATH` descriptor holds, for reading: through
 /// `/proc/self/fd`, which names that descriptor's inode, not a path the job can change.
 fn reopen(fd: impl AsFd, flags: OFlags) -> io::Result<OwnedFd> {
@@ -282,5 +365,39 @@ mod tests {
         create_new(dir.path(), "script.sh", b"echo hi", None).unwrap();
         assert_eq!(std::fs::read_to_string(dir.path().join("script.sh")).unwrap(), "echo hi");
         assert!(create_new(dir.path(), "script.sh", b"again", None).is_err(), "O_EXCL");
+    }
+
+    /// The artifacts of earlier jobs land beneath the build directory whatever the
+    /// checkout planted: a link on the way (to a directory or in the file's place) is
+    /// refused or replaced, never followed, and a file already there is replaced, not
+    /// written through (it may be a hard link to another).
+    #[test]
+    fn files_put_into_the_tree_never_land_outside_it() {
+        let (dir, tree) = tree();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("target");
+        std::fs::write(&target, "root's").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("dirlink")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join("out/filelink")).unwrap();
+        std::fs::hard_link(&target, dir.path().join("out/hardlink")).unwrap();
+
+        let err = tree.create_file(Path::new("dirlink/target")).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        for name in ["out/filelink", "out/hardlink"] {
+            use std::io::Write;
+            tree.create_file(Path::new(name)).unwrap().write_all(b"artifact").unwrap();
+            assert_eq!(std::fs::read_to_string(dir.path().join(name)).unwrap(), "artifact");
+        }
+        assert_eq!(
+            std::fs::read_to_string(&target).unwrap(),
+            "root's",
+            "nothing was written through a link"
+        );
+        for bad in ["../escape", "/etc/x", "out/a.txt/below", ""] {
+            assert!(tree.create_file(Path::new(bad)).is_err(), "{bad} was created");
+        }
+        assert!(tree.create_file(Path::new("out/nested")).is_err(), "a directory is not replaced");
+        tree.create_file(Path::new("new/deep/c.txt")).unwrap();
+        assert!(dir.path().join("new/deep/c.txt").is_file());
     }
 }

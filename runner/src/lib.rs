@@ -12,6 +12,7 @@ pub mod config;
 pub mod container;
 pub mod control;
 pub mod defer_watch;
+pub mod dependencies;
 pub mod docker;
 pub mod docker_policy;
 pub mod docker_proxy;

@@ -74,7 +74,7 @@ async fn bench(name: &str, url: String) {
         for job in jobs {
             tokio::time::sleep(quiet).await;
             let at = Instant::now();
-            engine.cancel_job(&admin, job).await.unwrap();
+            engine.cancel_job(&admin, job, Default::default()).await.unwrap();
             us.push(at.elapsed().as_secs_f64() * 1e6);
         }
         let label = if quiet.is_zero() {

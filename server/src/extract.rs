@@ -35,6 +35,43 @@ where
     }
 }
 
+/// A JSON body that may be left out (an empty body is `T::default()`), with
+/// [`ApiJson`]'s refusals; the content type is not asked for, as a client that sends no
+/// body sends none either.
+pub struct OptionalApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalApiJson<T>
+where
+    T: Default + serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let bytes = match axum::body::Bytes::from_request(req, state).await {
+            Ok(bytes) => bytes,
+            Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "too_large",
+                    format!("the request body is over the limit of {BODY_LIMIT} bytes"),
+                ));
+            }
+            Err(rejection) => return Err(ApiError::new(StatusCode::BAD_REQUEST, "bad_request", rejection.body_text())),
+        };
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(OptionalApiJson(T::default()));
+        }
+        serde_json::from_slice(&bytes).map(OptionalApiJson).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_request",
+                format!("the body is not what this request takes: {e}"),
+            )
+        })
+    }
+}
+
 /// `Query` whose rejections use the API error shape (400 bad_request).
 pub struct ApiQuery<T>(pub T);
 

@@ -31,7 +31,10 @@ use crate::runner_hub::{Routed, RunnerHub};
 
 /// The routes runners use, with their descriptions (they join `openapi.json`).
 pub fn documented_routes() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().routes(routes!(connect)).routes(routes!(upload_artifact))
+    OpenApiRouter::new()
+        .routes(routes!(connect))
+        .routes(routes!(upload_artifact))
+        .routes(routes!(download_dependency_artifact))
 }
 
 /// Runner protocol v1 (docs/runner-protocol.md) over a websocket.
@@ -421,4 +424,27 @@ pub async fn upload_artifact(
         .store_artifact(token_id, job_id, &path, body.into_data_stream())
         .await?;
     Ok((axum::http::StatusCode::CREATED, axum::Json(artifact)).into_response())
+}
+
+/// An artifact file of an earlier job (`dependency`) for the runner holding job `id`,
+/// which gets that job's artifacts (see [`Engine::dependency_artifact_file`]).
+#[utoipa::path(get, path = "/api/runner/v1/jobs/{id}/dependencies/{dependency}/artifacts/{*path}", tag = "runners",
+    params(("id" = i64, Path, description = "The job the runner holds"), ("dependency" = i64, Path, description = "The earlier job whose artifact it gets"),
+        ("path" = String, Path, description = "The artifact's path, as listed in the job's `dependencies`")),
+    responses(
+        (status = 200, description = "The file", content_type = "application/octet-stream", body = String),
+        (status = 401, description = "No valid runner token", body = ErrorBody),
+        (status = 404, description = "No such job, or no such artifact of a job it gets artifacts from", body = ErrorBody),
+        (status = 409, description = "The job is not active or not held by this runner", body = ErrorBody)))]
+pub async fn download_dependency_artifact(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath((job, dependency, path)): ApiPath<(String, String, String)>,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
+    let token_id = state.engine.authenticate_runner(&token).await?;
+    let number = |text: &str| text.parse::<i64>().map_err(|_| EngineError::NotFound(format!("job {text}")));
+    let (job_id, dependency) = (number(&job)?, number(&dependency)?);
+    let (file, _) = state.engine.dependency_artifact_file(token_id, job_id, dependency, &path).await?;
+    crate::api::jobs::artifact_download(&file, &path, &headers).await
 }

@@ -370,3 +370,47 @@ async fn a_flooding_log_is_cut_at_its_limit_with_a_note() {
     assert!(!log.contains("line-2000-"), "nothing after the cut is kept");
     t.stop().await;
 }
+
+/// A cancel may say why: the words are kept with the pipeline's cancel and each job's,
+/// and end the jobs' timeline entries; words too long, with control characters, or a
+/// body of another shape are refused with 400 and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_keeps_the_words_it_was_given() {
+    let t = TestServer::start(1).await;
+    let pipeline = t
+        .pipeline("busy:\n  script: [echo started, sleep 1000]\nqueued:\n  script: [echo never]\n")
+        .await;
+    let path = format!("/api/v1/pipelines/{}/cancel", pipeline["id"]);
+    let (busy, queued) = (TestServer::job_id(&pipeline, "busy"), TestServer::job_id(&pipeline, "queued"));
+    t.wait_for_log(busy, "started").await;
+    let refused = [
+        serde_json::json!({"message": "x".repeat(501)}),
+        serde_json::json!({"message": "line one\nline two"}),
+        serde_json::json!({"message": "\u{1b}[31mred"}),
+        serde_json::json!({"reason": "not a field"}),
+    ];
+    for body in refused {
+        let (status, answer) = t.call("POST", &path, Some(body.clone())).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("bad_request")),
+            "{body}: {answer}"
+        );
+    }
+    assert_eq!(t.job(queued).await["status"], "pending", "a refused cancel changes nothing");
+
+    let words = "the deploy window closed — “retry tomorrow”";
+    let (status, p) = t.call("POST", &path, Some(serde_json::json!({"message": words}))).await;
+    assert_eq!(status, 200, "{p}");
+    assert_eq!(p["cancel"]["message"], words, "{p}");
+    for job in [busy, queued] {
+        let j = t.job(job).await;
+        assert_eq!(j["cancel"]["message"], words, "{j}");
+        let (_, events) = t.call("GET", &format!("/api/v1/jobs/{job}/events"), None).await;
+        let last = events.as_array().unwrap().last().cloned().unwrap();
+        assert!(last["detail"].as_str().unwrap_or_default().ends_with(words), "{events}");
+    }
+    t.wait_for_status(busy, "canceled").await;
+    assert_eq!(t.job(busy).await["cancel"]["message"], words, "the runner's report keeps the words");
+    t.stop().await;
+}

@@ -28,6 +28,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("post", "/api/v1/jobs/{id}/cancel"),
     ("post", "/api/v1/jobs/{id}/abort"),
     ("post", "/api/v1/jobs/{id}/retry"),
+    ("post", "/api/v1/jobs/{id}/play"),
     ("get", "/api/v1/jobs/{id}/log"),
     ("get", "/api/v1/jobs/{id}/events"),
     ("get", "/api/v1/jobs/{id}/artifacts"),
@@ -36,6 +37,7 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/v1/openapi.json"),
     ("get", "/api/runner/v1/connect"),
     ("put", "/api/runner/v1/jobs/{id}/artifacts/{path}"),
+    ("get", "/api/runner/v1/jobs/{id}/dependencies/{dependency}/artifacts/{path}"),
 ];
 
 fn properties(spec: &Value, schema: &str) -> Vec<String> {
@@ -82,7 +84,10 @@ async fn openapi_json_covers_every_public_route() {
             let url = format!(
                 "{}{}",
                 t.base,
-                path.replace("{id}", "999999").replace("{path}", "x.txt").replace("{key}", "KEY")
+                path.replace("{id}", "999999")
+                    .replace("{dependency}", "999998")
+                    .replace("{path}", "x.txt")
+                    .replace("{key}", "KEY")
             );
             let req = match method.as_str() {
                 "get" => t.client.get(&url),
@@ -126,7 +131,7 @@ async fn openapi_json_covers_every_public_route() {
         )
     );
     assert_eq!(properties(&spec, "Variable"), sorted("key, masked, created_at"));
-    assert_eq!(properties(&spec, "CancelInfo"), sorted("mode, requested_by, requested_at, reason"));
+    assert_eq!(properties(&spec, "CancelInfo"), sorted("mode, requested_by, requested_at, reason, message"));
     assert_eq!(properties(&spec, "AfterScriptResult"), sorted("exit_code, duration_ms, timed_out"));
     assert_eq!(
         properties(&spec, "TimelineEvent"),
@@ -149,7 +154,8 @@ async fn openapi_json_covers_every_public_route() {
             "success",
             "failed",
             "canceled",
-            "skipped"
+            "skipped",
+            "manual"
         ]
     );
     t.stop().await;

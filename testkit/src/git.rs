@@ -87,6 +87,21 @@ impl GitRepo {
         git(&work, &["rev-parse", "HEAD"])
     }
 
+    /// Commits a symbolic link `name` → `target` on `branch` (made from the current
+    /// branch if new); the commit id.
+    pub fn link(&self, branch: &str, name: &str, target: &Path, message: &str) -> String {
+        let work = self.work();
+        git(&work, &["checkout", "--quiet", "-B", branch]);
+        std::os::unix::fs::symlink(target, work.join(name)).unwrap();
+        git(&work, &["add", "-A"]);
+        git(&work, &["commit", "--quiet", "-m", message]);
+        git(
+            &work,
+            &["push", "--quiet", "--force", "origin", &format!("HEAD:refs/heads/{branch}")],
+        );
+        git(&work, &["rev-parse", "HEAD"])
+    }
+
     /// Deletes `name` on `branch` (made from the current branch if new) in a commit.
     pub fn remove(&self, branch: &str, name: &str, message: &str) -> String {
         let work = self.work();

@@ -8,12 +8,12 @@ use leptos_router::hooks::use_query_map;
 use usher_core::api::{EventFrame, Job, RunnerInfo};
 use usher_core::status::Status;
 
-use crate::components::{ErrorBox, Header, JobButtons, LiveDot, StatusBadge, job_actions, loaded, short_time};
+use crate::components::{ErrorBox, Header, JobActions, JobButtons, LiveDot, StatusBadge, job_actions, loaded, short_time};
 use crate::live::{Reloader, follow_events};
-use crate::server::{AbortJob, AdminJobsData, AdminRunnersData, CancelJob, admin_jobs, admin_runners};
+use crate::server::{AdminJobsData, AdminRunnersData, admin_jobs, admin_runners};
 
 /// The statuses the page offers as quick links.
-const STATUS_LINKS: [Status; 4] = [Status::Canceling, Status::Running, Status::Pending, Status::Created];
+const STATUS_LINKS: [Status; 5] = [Status::Canceling, Status::Running, Status::Pending, Status::Manual, Status::Created];
 
 #[component]
 pub fn AdminJobsPage() -> impl IntoView {
@@ -57,7 +57,7 @@ fn AdminJobs(data: AdminJobsData) -> impl IntoView {
         }
     });
     let error = RwSignal::new(None::<String>);
-    let (cancel, abort) = job_actions(error, move |_| reload());
+    let actions = job_actions(error, move |_| reload());
     let title = if status == Status::Canceling {
         "Cleanups in progress (canceling)".to_string()
     } else {
@@ -82,7 +82,7 @@ fn AdminJobs(data: AdminJobsData) -> impl IntoView {
                     <For
                         each=move || rows.get()
                         key=|j| (j.id, j.status)
-                        children=move |job| view! { <AdminJobRow job=job role=role cancel=cancel abort=abort/> }
+                        children=move |job| view! { <AdminJobRow job=job role=role actions=actions/> }
                     />
                 </tbody>
             </table>
@@ -94,7 +94,7 @@ fn AdminJobs(data: AdminJobsData) -> impl IntoView {
 }
 
 #[component]
-fn AdminJobRow(job: Job, role: usher_core::roles::Role, cancel: ServerAction<CancelJob>, abort: ServerAction<AbortJob>) -> impl IntoView {
+fn AdminJobRow(job: Job, role: usher_core::roles::Role, actions: JobActions) -> impl IntoView {
     let status = Signal::stored(job.status);
     let asked = job
         .cancel
@@ -108,7 +108,7 @@ fn AdminJobRow(job: Job, role: usher_core::roles::Role, cancel: ServerAction<Can
             <td><StatusBadge status=status/></td>
             <td>{job.started_at.as_deref().map(short_time).unwrap_or_default()}</td>
             <td>{asked}</td>
-            <td><JobButtons id=job.id status=status role=role cancel=cancel abort=abort/></td>
+            <td><JobButtons id=job.id status=status role=role actions=actions/></td>
         </tr>
     }
 }

@@ -9,7 +9,9 @@ use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
 
-use crate::components::{ErrorBox, Header, JobButtons, LiveDot, RetryJobButton, StatusBadge, job_actions, loaded, short_time};
+use crate::components::{
+    ErrorBox, Header, JobButtons, LiveDot, RetryJobButton, StatusBadge, cancel_words, job_actions, loaded, short_time,
+};
 use crate::live::follow_events;
 use crate::log_view::{JobLog, LogFeed, LogSpan};
 use crate::server::{JobPageData, job_artifacts, job_now, job_page, job_timeline};
@@ -107,7 +109,7 @@ fn JobView(data: JobPageData) -> impl IntoView {
     );
 
     let error = RwSignal::new(None::<String>);
-    let (cancel, abort) = job_actions(error, update_job);
+    let actions = job_actions(error, update_job);
     let status = Signal::derive(move || job.get().status);
 
     view! {
@@ -118,7 +120,7 @@ fn JobView(data: JobPageData) -> impl IntoView {
                 <h1>"Job " {first.name.clone()} " #" {id}</h1>
                 <StatusBadge status=status/>
                 <LiveDot connected=connected/>
-                <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
+                <JobButtons id=id status=status role=role actions=actions with_message=true/>
                 <RetryJobButton id=id status=status retried=Signal::derive(move || job.get().retried) role=role/>
             </div>
             {move || job.get().retried.then(|| view! { <p class="muted">"This attempt was retried; the pipeline follows the newest one."</p> })}
@@ -191,7 +193,7 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 if let Some(c) = j.coverage { rows.push(("Coverage", format!("{c}%"))); }
                 if j.allow_failure { rows.push(("Allowed to fail", "yes: a failure does not fail the pipeline".to_string())); }
                 if let Some(c) = &j.cancel {
-                    rows.push(("Cancel", format!("{} by {} at {} ({})", c.mode.as_str(), c.requested_by, short_time(&c.requested_at), c.reason.as_str())));
+                    rows.push(("Cancel", cancel_words(c)));
                 }
                 if !j.deferred.is_empty() && j.teardown.is_none() {
                     // Registered with usher-defer; they run when the job ends.

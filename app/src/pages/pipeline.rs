@@ -6,15 +6,16 @@ use leptos::prelude::*;
 use leptos::task::spawn_local;
 use leptos_router::hooks::use_params_map;
 use usher_core::api::{EventFrame, Job};
-use usher_core::pipeline::pipeline_status;
+use usher_core::pipeline::{counted, pipeline_status};
 use usher_core::roles::Role;
 use usher_core::status::Status;
 
 use crate::components::{
-    ErrorBox, Header, JobButtons, LiveDot, PipelineButtons, RetryJobButton, StatusBadge, job_actions, loaded, pipeline_actions,
+    ErrorBox, Header, JobActions, JobButtons, LiveDot, PipelineButtons, RetryJobButton, StatusBadge, cancel_words, job_actions, loaded,
+    pipeline_actions,
 };
 use crate::live::follow_events;
-use crate::server::{AbortJob, CancelJob, PipelinePageData, RetryPipeline, pipeline_page};
+use crate::server::{PipelinePageData, RetryPipeline, pipeline_page};
 
 #[component]
 pub fn PipelinePage() -> impl IntoView {
@@ -37,13 +38,18 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
     let project_id = pipeline.project_id;
     let role = viewer.role;
     let jobs = RwSignal::new(pipeline.jobs.clone().unwrap_or_default());
-    // Whether the pipeline was cancelled (then it is `canceling` while its cleanup jobs run).
-    let cancel = RwSignal::new(pipeline.cancel.as_ref().map(|c| c.mode));
+    // Whether the pipeline was cancelled (then it is `canceling` while its cleanup jobs
+    // run), by whom and why.
+    let cancel_info = RwSignal::new(pipeline.cancel.clone());
+    let cancel = Signal::derive(move || cancel_info.with(|c| c.as_ref().map(|c| c.mode)));
     // The badge is derived from the jobs and the cancel by the server's own rule, so it
     // can never disagree with them, whatever order frames and answers arrive in.
     // Only the newest attempt of each job counts, as on the server.
     let status = Signal::derive(move || {
-        jobs.with(|list| pipeline_status(list.iter().filter(|j| !j.retried).map(|j| (j.status, j.when)), cancel.get()))
+        jobs.with(|list| {
+            let newest = list.iter().filter(|j| !j.retried);
+            pipeline_status(newest.map(|j| (counted(j.status, j.allow_failure), j.when)), cancel.get())
+        })
     });
     let connected = RwSignal::new(false);
     // Frames, action answers and re-reads race; the more advanced snapshot of a job wins.
@@ -69,29 +75,29 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
         move || {
             spawn_local(async move {
                 if let Ok(fresh) = pipeline_page(pipeline_id).await {
-                    cancel.set(fresh.pipeline.cancel.as_ref().map(|c| c.mode));
+                    cancel_info.set(fresh.pipeline.cancel.clone());
                     fresh.pipeline.jobs.unwrap_or_default().into_iter().for_each(upsert);
                 }
             })
         },
         move |frame| match frame {
             EventFrame::Job { job } => upsert(job),
-            EventFrame::Pipeline { pipeline } => cancel.set(pipeline.cancel.map(|c| c.mode)),
+            EventFrame::Pipeline { pipeline } => cancel_info.set(pipeline.cancel),
             EventFrame::Log(_) => {}
         },
     );
 
     let error = RwSignal::new(None::<String>);
-    let (cancel_job, abort_job) = job_actions(error, upsert);
+    let job_buttons = job_actions(error, upsert);
     let (cancel_pipeline, abort_pipeline) = pipeline_actions(error, move |p| {
-        cancel.set(p.cancel.as_ref().map(|c| c.mode));
+        cancel_info.set(p.cancel.clone());
         p.jobs.unwrap_or_default().into_iter().for_each(upsert)
     });
     let retry_pipeline = ServerAction::<RetryPipeline>::new();
     Effect::new(move |_| match retry_pipeline.value().get() {
         Some(Ok(p)) => {
             // Retried, it is no longer a cancelled pipeline.
-            cancel.set(p.cancel.as_ref().map(|c| c.mode));
+            cancel_info.set(p.cancel.clone());
             p.jobs.unwrap_or_default().into_iter().for_each(upsert)
         }
         Some(Err(e)) => error.set(Some(e.to_string())),
@@ -138,6 +144,9 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
             {pipeline.sha.clone().map(|sha| view! {
                 <p class="commit">"Commit " <code title=sha.clone()>{usher_core::repository::short_sha(&sha).to_string()}</code> " " {pipeline.commit_title.clone().unwrap_or_default()}</p>
             })}
+            {move || cancel_info.get().map(|c| view! {
+                <p class="cancel-note muted" data-testid="pipeline-cancel">{cancel_words(&c)}</p>
+            })}
             <PipelineButtons id=pipeline_id status=status role=role cancel=cancel_pipeline abort=abort_pipeline/>
             <Show when=may_retry_pipeline>
                 <ActionForm action=retry_pipeline attr:class="inline">
@@ -155,7 +164,7 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
                             <h2>{stage}</h2>
                             <ul class="jobs">
                                 {ids.into_iter().map(|id| view! {
-                                    <JobRow id=id jobs=jobs needs=needs_of(id) role=role cancel=cancel_job abort=abort_job/>
+                                    <JobRow id=id jobs=jobs needs=needs_of(id) role=role actions=job_buttons/>
                                 }).collect_view()}
                             </ul>
                         </section>
@@ -167,14 +176,7 @@ fn PipelineView(data: PipelinePageData) -> impl IntoView {
 }
 
 #[component]
-fn JobRow(
-    id: i64,
-    jobs: RwSignal<Vec<Job>>,
-    needs: Option<Vec<String>>,
-    role: Role,
-    cancel: ServerAction<CancelJob>,
-    abort: ServerAction<AbortJob>,
-) -> impl IntoView {
+fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, needs: Option<Vec<String>>, role: Role, actions: JobActions) -> impl IntoView {
     let job = move || jobs.with(|l| l.iter().find(|j| j.id == id).cloned());
     let status = Signal::derive(move || job().map(|j| j.status).unwrap_or(Status::Created));
     let name = jobs
@@ -193,7 +195,7 @@ fn JobRow(
             <StatusBadge status=status/>
             {move || job().and_then(|j| finished_after(&j)).map(|d| view! { <span class="muted took" data-testid="job-took">{d}</span> })}
             {move || job().is_some_and(|j| j.retried).then(|| view! { <span class="muted">" (retried)"</span> })}
-            <JobButtons id=id status=status role=role cancel=cancel abort=abort/>
+            <JobButtons id=id status=status role=role actions=actions/>
             <RetryJobButton id=id status=status retried=Signal::derive(move || job().is_some_and(|j| j.retried)) role=role/>
             {needs.map(|needs| view! { <NeedsLine needs=needs jobs=jobs/> })}
         </li>

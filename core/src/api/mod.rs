@@ -99,8 +99,9 @@ pub struct Job {
     pub deferred: Vec<String>,
 }
 
-/// When a job runs, once the jobs it waits for have finished (`when:`). Every kind but
-/// `on_success` is a cleanup job: a graceful cancel of the pipeline leaves it to run.
+/// When a job runs, once the jobs it waits for have finished (`when:`). `on_failure`,
+/// `always` and `on_cancel` make cleanup jobs: a graceful cancel of the pipeline leaves
+/// them to run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
@@ -115,10 +116,12 @@ pub enum When {
     /// Only after a graceful cancel of the pipeline (a user's, the API's or an
     /// auto-cancel's), once no other job of the pipeline is running.
     OnCancel,
+    /// As `on_success`, and then it waits (`manual`) until someone plays it.
+    Manual,
 }
 
 impl When {
-    pub const ALL: [When; 4] = [When::OnSuccess, When::OnFailure, When::Always, When::OnCancel];
+    pub const ALL: [When; 5] = [When::OnSuccess, When::OnFailure, When::Always, When::OnCancel, When::Manual];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -126,6 +129,7 @@ impl When {
             When::OnFailure => "on_failure",
             When::Always => "always",
             When::OnCancel => "on_cancel",
+            When::Manual => "manual",
         }
     }
 
@@ -136,7 +140,7 @@ impl When {
     /// A job that runs when things went wrong: a graceful pipeline cancel leaves it
     /// alone, and it cannot itself be cancelled gracefully once its pipeline is.
     pub fn is_cleanup(self) -> bool {
-        self != When::OnSuccess
+        matches!(self, When::OnFailure | When::Always | When::OnCancel)
     }
 }
 
@@ -169,6 +173,10 @@ pub enum CancelReason {
     Superseded,
     CancelTimeout,
     RunnerLost,
+    /// Another job of the pipeline failed (`workflow: auto_cancel: on_job_failure: all`).
+    JobFailed,
+    /// The pipeline ran longer than its `workflow: timeout`.
+    Timeout,
 }
 
 impl CancelReason {
@@ -179,6 +187,8 @@ impl CancelReason {
             CancelReason::Superseded => "superseded",
             CancelReason::CancelTimeout => "cancel_timeout",
             CancelReason::RunnerLost => "runner_lost",
+            CancelReason::JobFailed => "job_failed",
+            CancelReason::Timeout => "timeout",
         }
     }
     pub fn parse(text: &str) -> Option<CancelReason> {
@@ -188,6 +198,8 @@ impl CancelReason {
             CancelReason::Superseded,
             CancelReason::CancelTimeout,
             CancelReason::RunnerLost,
+            CancelReason::JobFailed,
+            CancelReason::Timeout,
         ]
         .into_iter()
         .find(|r| r.as_str() == text)
@@ -213,10 +225,14 @@ pub enum FailureReason {
     CheckoutFailed,
     /// The docker executor could not find or pull the job's `image` or a service's.
     ImagePullFailed,
+    /// The artifacts of an earlier job it depends on could not be put into its build
+    /// directory (expired meanwhile, a link in the way, a full disk). GitLab's name.
+    #[serde(rename = "missing_dependency_failure")]
+    MissingDependency,
 }
 
 impl FailureReason {
-    pub const ALL: [FailureReason; 7] = [
+    pub const ALL: [FailureReason; 8] = [
         FailureReason::ScriptFailure,
         FailureReason::Timeout,
         FailureReason::RunnerLost,
@@ -224,6 +240,7 @@ impl FailureReason {
         FailureReason::RunnerSystemFailure,
         FailureReason::CheckoutFailed,
         FailureReason::ImagePullFailed,
+        FailureReason::MissingDependency,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -235,6 +252,7 @@ impl FailureReason {
             FailureReason::RunnerSystemFailure => "runner_system_failure",
             FailureReason::CheckoutFailed => "checkout_failed",
             FailureReason::ImagePullFailed => "image_pull_failed",
+            FailureReason::MissingDependency => "missing_dependency_failure",
         }
     }
 
@@ -257,6 +275,39 @@ pub struct CancelInfo {
     pub requested_by: String,
     pub requested_at: String,
     pub reason: CancelReason,
+    /// What the canceller said (at most [`CANCEL_MESSAGE_CHARS`] characters).
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+/// The longest cancel or abort message, in characters.
+pub const CANCEL_MESSAGE_CHARS: usize = 500;
+
+/// The body a cancel or abort may have: `{"message": "…"}`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct CancelRequest {
+    /// Why, in the canceller's words: kept with the cancel, shown on the job and pipeline
+    /// pages and in the job's log. At most 500 characters, no control characters.
+    #[serde(default)]
+    pub message: Option<String>,
+}
+
+impl CancelRequest {
+    /// The message as kept (trimmed; None when empty), or why it is refused.
+    pub fn message(&self) -> Result<Option<String>, String> {
+        let Some(text) = self.message.as_deref().map(str::trim).filter(|t| !t.is_empty()) else {
+            return Ok(None);
+        };
+        if text.chars().count() > CANCEL_MESSAGE_CHARS {
+            return Err(format!("a cancel message has at most {CANCEL_MESSAGE_CHARS} characters"));
+        }
+        if text.chars().any(char::is_control) {
+            return Err("a cancel message may not hold control characters (line breaks, escapes)".into());
+        }
+        Ok(Some(text.to_string()))
+    }
 }
 
 /// What after_script did, as the runner reported it.

@@ -49,10 +49,10 @@ pub(super) fn read_rules(source: &str, owner: &str, value: &Value) -> Result<Vec
                     let text = value.as_str().unwrap_or_default();
                     rule.when = match text {
                         "never" => RuleWhen::Never,
-                        "manual" | "delayed" => return Err(bad(format!("`when: {text}` is not supported yet: the job would run at once"))),
+                        "delayed" => return Err(bad("`when: delayed` is not supported yet: the job would run at once".into())),
                         _ => RuleWhen::Is(When::parse(text).ok_or_else(|| {
                             bad(format!(
-                                "`when: {text}` is not one of on_success, on_failure, always, on_cancel, never"
+                                "`when: {text}` is not one of on_success, on_failure, always, on_cancel, manual, never"
                             ))
                         })?),
                     };

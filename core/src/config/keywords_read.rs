@@ -212,15 +212,10 @@ pub(super) fn allow_failure(source: &str, job: &str, raw: Option<&Value>) -> Res
             any: *any,
             exit_codes: Vec::new(),
         },
-        Some(Value::Mapping(m)) => {
-            exit_codes(m.get("exit_codes")).ok_or_else(bad)?;
-            return Err(job_error(
-                source,
-                job,
-                "allow_failure",
-                "`allow_failure: exit_codes` is not supported yet: write `allow_failure: true`".into(),
-            ));
-        }
+        Some(Value::Mapping(m)) if m.len() == 1 => AllowFailure {
+            any: false,
+            exit_codes: exit_codes(m.get("exit_codes")).ok_or_else(bad)?,
+        },
         Some(_) => return Err(bad()),
     })
 }

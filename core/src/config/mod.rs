@@ -30,6 +30,12 @@ pub enum ArtifactsWhen {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CiConfig {
     pub auto_cancel: AutoCancel,
+    /// `workflow: auto_cancel: on_job_failure: all`: the first job that fails (and may
+    /// not) gracefully cancels the rest of the pipeline.
+    pub cancel_on_job_failure: bool,
+    /// `workflow: timeout`: how long the pipeline may run before it is cancelled
+    /// gracefully.
+    pub timeout_secs: Option<u64>,
     pub stages: Vec<String>,
     pub variables: Vec<(String, String)>,
     /// Jobs in file order (hidden `.name` jobs left out).
@@ -87,6 +93,10 @@ pub struct JobConfig {
     /// the pipeline.
     #[serde(default)]
     pub optional_needs: Vec<String>,
+    /// The `needs` that say `artifacts: false`: the job waits for them but gets neither
+    /// their artifacts nor their dotenv variables.
+    #[serde(default)]
+    pub needs_without_artifacts: Vec<String>,
     /// Top-level variables the job does not take (`inherit: variables`).
     #[serde(default)]
     pub without_variables: Vec<String>,
@@ -107,6 +117,22 @@ pub struct JobConfig {
     /// `environment: name`, as written (recorded, not acted on).
     #[serde(default)]
     pub environment: Option<String>,
+}
+
+impl JobConfig {
+    /// Whether the earlier job `name` (of stage `its_stage`) hands this job (of stage
+    /// `stage`) its artifacts and dotenv variables, as GitLab decides: the jobs
+    /// `dependencies:` names when it is given; else the jobs of `needs:` (but those with
+    /// `artifacts: false`); else every job of an earlier stage.
+    pub fn takes_from(&self, stage: usize, name: &str, its_stage: usize) -> bool {
+        if let Some(dependencies) = &self.dependencies {
+            return dependencies.iter().any(|d| d == name);
+        }
+        match &self.needs {
+            Some(needs) => needs.iter().any(|n| n == name) && !self.needs_without_artifacts.iter().any(|n| n == name),
+            None => its_stage < stage,
+        }
+    }
 }
 
 /// `allow_failure:` `true` (any failure), `false`, or `exit_codes: [..]` (only those).
@@ -153,6 +179,7 @@ impl Retry {
             Some(F::RunnerLost) => &["runner_system_failure", "stuck_or_timeout_failure"],
             Some(F::RunnerShutdown | F::RunnerSystemFailure) => &["runner_system_failure"],
             Some(F::CheckoutFailed | F::ImagePullFailed) => &["runner_system_failure", "unmet_prerequisites"],
+            Some(F::MissingDependency) => &["missing_dependency_failure"],
         };
         self.when.is_empty() || self.when.iter().any(|w| w == "always" || names.contains(&w.as_str()))
     }

@@ -10,8 +10,8 @@ use super::raw::{Inherit, Lines, RawEnvironment, RawImage, RawJob, RawNeed, RawW
 use super::refusals::{job_error, line_of_field, line_of_key, read_keys, refusal_error, syntax_error};
 use super::validate::{validate_dependencies, validate_needs};
 use super::{
-    AutoCancel, CiConfig, ConfigError, DEFAULT_AFTER_SCRIPT_TIMEOUT_SECS, DEFAULT_CANCEL_GRACE_SECS, DEFAULT_STAGES, DEFAULT_TIMEOUT_SECS,
-    JobConditions, JobConfig, limits,
+    AllowFailure, AutoCancel, CiConfig, ConfigError, DEFAULT_AFTER_SCRIPT_TIMEOUT_SECS, DEFAULT_CANCEL_GRACE_SECS, DEFAULT_STAGES,
+    DEFAULT_TIMEOUT_SECS, JobConditions, JobConfig, limits,
 };
 use crate::api::When;
 use serde_yaml_ng::Value;
@@ -175,20 +175,25 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
         None => Vec::new(),
         Some(v) => read_rules(source, "workflow", v)?,
     };
-    let auto_cancel = match workflow.auto_cancel {
-        None => AutoCancel::default(),
+    let (auto_cancel, cancel_on_job_failure) = match workflow.auto_cancel {
+        None => (AutoCancel::default(), false),
         Some(a) => {
-            if a.on_job_failure.as_deref().is_some_and(|f| f != "none") {
-                return Err(job_error(
-                    source,
-                    "workflow",
-                    "auto_cancel",
-                    "`on_job_failure: all` is not supported yet: the rest of a pipeline runs to its end when a job fails".into(),
-                ));
-            }
-            a.on_new_commit.unwrap_or_default()
+            let on_job_failure = match a.on_job_failure.as_deref() {
+                None | Some("none") => false,
+                Some("all") => true,
+                Some(other) => {
+                    return Err(job_error(
+                        source,
+                        "workflow",
+                        "auto_cancel",
+                        format!("`on_job_failure: {other}` is not one of all, none"),
+                    ));
+                }
+            };
+            (a.on_new_commit.unwrap_or_default(), on_job_failure)
         }
     };
+    let timeout_secs = Some(seconds(source, "workflow", "timeout", workflow.timeout, &None, 0)?).filter(|s| *s > 0);
     let mut stages = raw.stages.unwrap_or_else(|| DEFAULT_STAGES.iter().map(|s| s.to_string()).collect());
     let variables = raw.variables.map(|v| v.0).unwrap_or_default();
     let default = raw.default.unwrap_or_default();
@@ -277,15 +282,16 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
             None => When::default(),
             Some(text) => When::parse(text).ok_or_else(|| {
                 let message = match text {
-                    "manual" | "delayed" => format!("`when: {text}` is not supported yet: the job would run at once"),
+                    "delayed" => "`when: delayed` is not supported yet: the job would run at once".to_string(),
                     "never" => "`when: never` belongs in `rules:`".to_string(),
-                    _ => format!("`when: {text}` is not one of on_success, on_failure, always, on_cancel"),
+                    _ => format!("`when: {text}` is not one of on_success, on_failure, always, on_cancel, manual"),
                 };
                 job_error(source, at, "when", message)
             })?,
         };
         let mut needs = Vec::new();
         let mut optional_needs = Vec::new();
+        let mut needs_without_artifacts = Vec::new();
         for need in job.needs.clone().unwrap_or_default() {
             match need {
                 RawNeed::Name(n) => needs.push(n),
@@ -307,6 +313,9 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
                             continue;
                         }
                         optional_needs.push(n.clone());
+                    }
+                    if m.artifacts == Some(false) {
+                        needs_without_artifacts.push(n.clone());
                     }
                     needs.push(n);
                 }
@@ -388,8 +397,16 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
             when,
             node,
             optional_needs,
+            needs_without_artifacts,
             without_variables,
-            allow_failure: allow_failure(source, at, job.allow_failure.as_ref())?,
+            // GitLab: a manual job may fail unless it says otherwise.
+            allow_failure: match (job.allow_failure.as_ref(), when) {
+                (None, When::Manual) => AllowFailure {
+                    any: true,
+                    exit_codes: Vec::new(),
+                },
+                (raw, _) => allow_failure(source, at, raw)?,
+            },
             retry: retry(source, at, job.retry.as_ref().or(default.retry.as_ref()))?,
             coverage: coverage(source, at, job.coverage.clone())?,
             dependencies: job.dependencies.clone(),
@@ -411,6 +428,8 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
     validate_dependencies(source, &stages, &jobs)?;
     Ok(CiConfig {
         auto_cancel,
+        cancel_on_job_failure,
+        timeout_secs,
         stages,
         variables,
         jobs,

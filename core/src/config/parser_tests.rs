@@ -184,3 +184,30 @@ fn an_image_entrypoint_that_only_clears_or_names_a_shell_is_what_usher_does() {
     let e = parse("job:\n  image: {name: x, entrypoint: [/usr/bin/tool]}\n  script: [x]\n").unwrap_err();
     assert!(e.to_string().contains("`job.image`") && e.message.contains("entrypoint"), "{e}");
 }
+
+#[test]
+fn manual_jobs_are_optional_unless_they_say_otherwise() {
+    let cfg = parse("a:\n  when: manual\n  script: [x]\nb:\n  when: manual\n  allow_failure: false\n  script: [x]\n").unwrap();
+    let manual: Vec<(crate::api::When, bool)> = cfg.jobs.iter().map(|j| (j.when, j.allow_failure.any)).collect();
+    assert_eq!(manual, [(crate::api::When::Manual, true), (crate::api::When::Manual, false)]);
+    let err = parse("a:\n  when: delayed\n  start_in: 5m\n  script: [x]\n").unwrap_err();
+    assert!(err.message.contains("delayed"), "{err:?}");
+}
+
+#[test]
+fn which_earlier_jobs_hand_over_their_artifacts() {
+    let cfg = parse(
+        "stages: [build, test, deploy]\nb:\n  stage: build\n  script: [x]\nr:\n  stage: build\n  script: [x]\n\
+         all:\n  stage: test\n  script: [x]\nsome:\n  stage: test\n  dependencies: [r]\n  script: [x]\n\
+         none:\n  stage: test\n  dependencies: []\n  script: [x]\n\
+         needing:\n  stage: deploy\n  needs: [{job: b}, {job: r, artifacts: false}]\n  script: [x]\n",
+    )
+    .unwrap();
+    let job = |name: &str| cfg.jobs.iter().find(|j| j.name == name).unwrap();
+    let takes =
+        |name: &str, stage: usize| ["b", "r", "all"].map(|from| job(name).takes_from(stage, from, if from == "all" { 1 } else { 0 }));
+    assert_eq!(takes("all", 1), [true, true, false], "every job of an earlier stage");
+    assert_eq!(takes("some", 1), [false, true, false], "only what `dependencies` names");
+    assert_eq!(takes("none", 1), [false, false, false]);
+    assert_eq!(takes("needing", 2), [true, false, false], "`needs`, but not `artifacts: false`");
+}

@@ -318,6 +318,7 @@ pub(super) struct RawWorkflow {
     pub(super) auto_cancel: Option<RawAutoCancel>,
     pub(super) name: Option<String>,
     pub(super) rules: Option<Value>,
+    pub(super) timeout: Option<Duration>,
 }
 
 #[derive(Deserialize)]

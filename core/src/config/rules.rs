@@ -88,9 +88,12 @@ pub fn job_decision(
             RuleWhen::AsTheJob => own_when,
             RuleWhen::Is(w) => w,
         };
+        // GitLab: a rule that makes a job manual makes it blocking unless it says
+        // `allow_failure: true` (a job manual by its own `when` keeps its default).
+        let made_manual = when == When::Manual && own_when != When::Manual;
         return Some(Decision {
             when,
-            allow_failure: rule.allow_failure,
+            allow_failure: rule.allow_failure.or(made_manual.then_some(false)),
             variables: rule.variables.clone(),
         });
     }

@@ -8,6 +8,15 @@ use usher_core::status::Status;
 use super::{Store, bad_status};
 use crate::{EngineError, now};
 
+/// One kept artifact file of a pipeline's job (see [`Store::pipeline_artifacts`]).
+pub struct PipelineArtifact {
+    pub job_id: i64,
+    pub job_name: String,
+    pub stage_index: usize,
+    pub path: String,
+    pub size: u64,
+}
+
 impl Store {
     /// A job's status and the runner token of the runner holding it (if any).
     pub async fn job_holder_token(&self, job_id: i64) -> Result<Option<(Status, Option<i64>)>, EngineError> {
@@ -77,6 +86,30 @@ impl Store {
             .fetch_optional(&mut *self.conn().await?)
             .await?;
         Ok(row.map(|r| r.try_get::<i64, _>("size").map(|s| s.max(0) as u64)).transpose()?)
+    }
+
+    /// The kept artifact files of the newest attempt of every job of a pipeline but
+    /// `except`, by stage and job, each with its job's id, name and stage index.
+    pub async fn pipeline_artifacts(&self, pipeline_id: i64, except: i64) -> Result<Vec<PipelineArtifact>, EngineError> {
+        let rows = sqlx::query(
+            "SELECT j.id, j.name, j.stage_index, a.path, a.size FROM jobs j JOIN job_artifacts a ON a.job_id = j.id \
+             WHERE j.pipeline_id = $1 AND j.id <> $2 AND j.retried = 0 AND a.expired = 0 ORDER BY j.stage_index, j.id, a.path",
+        )
+        .bind(pipeline_id)
+        .bind(except)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(PipelineArtifact {
+                    job_id: r.try_get("id")?,
+                    job_name: r.try_get("name")?,
+                    stage_index: r.try_get::<i64, _>("stage_index")?.max(0) as usize,
+                    path: r.try_get("path")?,
+                    size: r.try_get::<i64, _>("size")?.max(0) as u64,
+                })
+            })
+            .collect()
     }
 
     /// Kept artifacts whose expiry is before `now`: (job, path).

@@ -15,6 +15,7 @@ pub struct PipelineCancel<'a> {
     pub mode: CancelMode,
     pub by: &'a str,
     pub reason: CancelReason,
+    pub message: Option<&'a str>,
 }
 
 /// A status change, as the gate accepts it.

@@ -275,6 +275,17 @@ impl Store {
         spec_from(id, &row)
     }
 
+    /// A job's definition, its pipeline and its stage's index.
+    pub async fn job_spec_and_place(&self, id: i64) -> Result<(StoredSpec, i64, usize), EngineError> {
+        let row = sqlx::query("SELECT spec, pipeline_id, stage_index FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?
+            .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
+        let stage_index = row.try_get::<i64, _>("stage_index")?.max(0) as usize;
+        Ok((spec_from(id, &row)?, row.try_get("pipeline_id")?, stage_index))
+    }
+
     /// `canceling` jobs whose cancel deadline is before `now`.
     pub async fn overdue_canceling_jobs(&self, now: &str) -> Result<Vec<i64>, EngineError> {
         let rows = sqlx::query("SELECT id FROM jobs WHERE status = $1 AND cancel_deadline < $2 ORDER BY id")

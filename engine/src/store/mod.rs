@@ -32,6 +32,7 @@ mod transitions;
 mod variables;
 mod writer;
 
+pub use artifacts::PipelineArtifact;
 pub use change::{CHANGES_CHANNEL, Change, ChangeNotice, Committed, PipelineCancel, Transitioned};
 pub use jobs::{AssignmentSource, DeferredLimits, HandedOver};
 pub use logs::LOGS_CHANNEL;
@@ -65,7 +66,7 @@ impl Store {
 }
 
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
-    finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, \
+    finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, cancel_message, \
     after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried, when_to_run, teardown, deferred, allow_failure, coverage";
 
 /// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
@@ -77,7 +78,7 @@ fn qualified(alias: &str, columns: &str) -> String {
 }
 
 const PIPELINE_COLUMNS: &str = "id, project_id, git_ref, status, created_at, started_at, finished_at, triggered_by, \
-    cancel_mode, cancel_by, cancel_at, cancel_reason, sha, commit_title";
+    cancel_mode, cancel_by, cancel_at, cancel_reason, cancel_message, sha, commit_title";
 
 /// `'running', 'canceling'`: the statuses of a group of core's, for an SQL `IN (…)`
 /// list. The SQL never names statuses itself; core's groups do.
@@ -114,6 +115,7 @@ fn cancel_info(row: &AnyRow) -> Result<Option<CancelInfo>, sqlx::Error> {
             .try_get::<Option<String>, _>("cancel_reason")?
             .and_then(|r| CancelReason::parse(&r))
             .unwrap_or(CancelReason::User),
+        message: row.try_get("cancel_message")?,
     }))
 }
 

@@ -176,12 +176,14 @@ const WRITTEN: &[(&str, ValueOf)] = &[
     ("cancel_by", |w| Value::Text(w.cancel_by.as_deref())),
     ("cancel_at", |w| Value::Text(w.cancel_at.as_deref())),
     ("cancel_reason", |w| Value::Text(w.cancel_reason)),
+    ("cancel_message", |w| Value::Text(w.cancel_message.as_deref())),
     ("cancel_deadline", |w| Value::Text(w.cancel_deadline.as_deref())),
     ("after_exit_code", |w| Value::Int(w.after_exit_code)),
     ("after_duration_ms", |w| Value::Int(w.after_duration_ms)),
     ("after_timed_out", |w| Value::Int(w.after_timed_out)),
     ("dotenv", |w| Value::Text(w.dotenv.as_deref())),
     ("teardown", |w| Value::Text(w.teardown.as_deref())),
+    ("allow_failure", |w| Value::Int(w.allow_failure)),
 ];
 
 /// How many parameters [`bind_write`] binds: the new status, [`WRITTEN`], the status the

@@ -34,6 +34,9 @@ pub struct StoredSpec {
     /// stored before it was kept.
     #[serde(default)]
     pub origin: Option<String>,
+    /// Its pipeline's `workflow: auto_cancel: on_job_failure: all`.
+    #[serde(default)]
+    pub cancel_on_job_failure: bool,
 }
 
 /// A pipeline to insert with its jobs.
@@ -44,6 +47,8 @@ pub struct NewPipeline<'a> {
     pub commit_title: Option<&'a str>,
     pub triggered_by: &'a str,
     pub jobs: &'a [NewJob],
+    /// When it has run too long (`workflow: timeout`), RFC 3339.
+    pub timeout_at: Option<String>,
 }
 
 /// A job as the scheduler needs it.
@@ -52,8 +57,10 @@ pub struct JobNodeRow {
     pub name: String,
     pub stage_index: usize,
     pub needs: Option<Vec<String>>,
+    /// As it is; the scheduler counts it with `allow_failure`.
     pub status: Status,
     pub when: When,
+    pub allow_failure: bool,
 }
 
 pub struct PipelineFilter {
@@ -80,8 +87,8 @@ impl Store {
         let t = now();
         let sql = self.writer.opening(
             tx,
-            "INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by, sha, commit_title) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id",
+            "INSERT INTO pipelines (project_id, git_ref, status, created_at, triggered_by, sha, commit_title, timeout_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
         );
         // All rows: a stream stopped at the first would leave the statement open.
         let row = sqlx::query(&sql)
@@ -92,6 +99,7 @@ impl Store {
             .bind(triggered_by)
             .bind(new.sha)
             .bind(new.commit_title)
+            .bind(new.timeout_at.as_deref())
             .fetch_all(&mut **tx)
             .await?
             .pop()
@@ -181,6 +189,19 @@ impl Store {
         Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
     }
 
+    /// Unfinished pipelines not cancelled yet whose `workflow: timeout` ran out before
+    /// `now`.
+    pub async fn timed_out_pipelines(&self, now: &str) -> Result<Vec<i64>, EngineError> {
+        let finished = sql_statuses(StatusGroup::Finished);
+        let rows = sqlx::query(&format!(
+            "SELECT id FROM pipelines WHERE timeout_at < $1 AND cancel_mode IS NULL AND status NOT IN ({finished}) ORDER BY id"
+        ))
+        .bind(now)
+        .fetch_all(&mut *self.conn().await?)
+        .await?;
+        Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+    }
+
     pub async fn jobs_of_pipeline(&self, pipeline_id: i64) -> Result<Vec<Job>, EngineError> {
         let rows = sqlx::query(&format!(
             "SELECT {JOB_COLUMNS} FROM jobs WHERE pipeline_id = $1 ORDER BY stage_index, id"
@@ -216,11 +237,8 @@ impl Store {
                     name: r.try_get("name")?,
                     stage_index: r.try_get::<i64, _>("stage_index")?.max(0) as usize,
                     needs: needs.and_then(|n| serde_json::from_str(&n).ok()),
-                    // As the pipeline counts it: an allowed failure as a success.
-                    status: usher_core::pipeline::counted(
-                        Status::parse(&status).ok_or_else(|| bad_status(&status))?,
-                        r.try_get::<i64, _>("allow_failure")? != 0,
-                    ),
+                    status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
+                    allow_failure: r.try_get::<i64, _>("allow_failure")? != 0,
                     when: {
                         let when: String = r.try_get("when_to_run")?;
                         When::parse(&when).unwrap_or_default()

@@ -227,22 +227,26 @@ impl Store {
     }
 
     async fn clear_pipeline_cancel(&self, tx: &mut Tx<'_>, pipeline_id: i64) -> Result<(), EngineError> {
-        sqlx::query("UPDATE pipelines SET cancel_mode = NULL, cancel_by = NULL, cancel_at = NULL, cancel_reason = NULL WHERE id = $1")
-            .bind(pipeline_id)
-            .execute(&mut **tx)
-            .await?;
+        sqlx::query(
+            "UPDATE pipelines SET cancel_mode = NULL, cancel_by = NULL, cancel_at = NULL, cancel_reason = NULL, cancel_message = NULL \
+             WHERE id = $1",
+        )
+        .bind(pipeline_id)
+        .execute(&mut **tx)
+        .await?;
         Ok(())
     }
 
     async fn record_pipeline_cancel(&self, tx: &mut Tx<'_>, pipeline_id: i64, cancel: &PipelineCancel<'_>) -> Result<(), EngineError> {
         sqlx::query(
-            "UPDATE pipelines SET cancel_mode = $1, cancel_by = $2, cancel_at = $3, cancel_reason = $4 \
-             WHERE id = $5 AND (cancel_mode IS NULL OR ($1 = 'abort' AND cancel_mode <> 'abort'))",
+            "UPDATE pipelines SET cancel_mode = $1, cancel_by = $2, cancel_at = $3, cancel_reason = $4, cancel_message = $5 \
+             WHERE id = $6 AND (cancel_mode IS NULL OR ($1 = 'abort' AND cancel_mode <> 'abort'))",
         )
         .bind(cancel.mode.as_str())
         .bind(cancel.by)
         .bind(now())
         .bind(cancel.reason.as_str())
+        .bind(cancel.message)
         .bind(pipeline_id)
         .execute(&mut **tx)
         .await?;

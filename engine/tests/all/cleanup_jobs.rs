@@ -51,7 +51,7 @@ async fn a_graceful_cancel_runs_the_teardown_and_ends_canceled() {
         let test = engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(test.name, "test");
 
-        let p = engine.cancel_pipeline(&admin, pipeline_id).await.unwrap();
+        let p = engine.cancel_pipeline(&admin, pipeline_id, Default::default()).await.unwrap();
         assert_eq!(p.status, Status::Canceling, "{}", db.name);
         assert_eq!(status_of(&engine, &admin, &jobs, "test").await, Status::Canceling);
         // The teardown waits for the job being cancelled.
@@ -70,9 +70,9 @@ async fn a_graceful_cancel_runs_the_teardown_and_ends_canceled() {
         let status = cleanup.variables.iter().find(|(k, _)| k == "CI_PIPELINE_STATUS");
         assert_eq!(status.map(|(_, v)| v.as_str()), Some("canceled"), "{}: {}", db.name, cleanup.name);
         // While it runs: a second graceful cancel, and a cancel of the cleanup job, are refused.
-        let again = engine.cancel_pipeline(&admin, pipeline_id).await;
+        let again = engine.cancel_pipeline(&admin, pipeline_id, Default::default()).await;
         assert!(matches!(again, Err(EngineError::InvalidTransition(_))), "{}: {again:?}", db.name);
-        let own = engine.cancel_job(&admin, cleanup.job_id).await;
+        let own = engine.cancel_job(&admin, cleanup.job_id, Default::default()).await;
         assert!(matches!(own, Err(EngineError::InvalidTransition(_))), "{}: {own:?}", db.name);
         // Nor may a retry of the cancelled test turn the teardown back into a run.
         let retry = engine.retry_job(&admin, test.job_id).await;
@@ -135,7 +135,7 @@ async fn an_abort_runs_no_cleanup_and_stops_a_running_one() {
         run_next(&engine, r, Some(0)).await;
         engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(
-            engine.abort_pipeline(&admin, aborted).await.unwrap().status,
+            engine.abort_pipeline(&admin, aborted, Default::default()).await.unwrap().status,
             Status::Canceled,
             "{}",
             db.name
@@ -153,11 +153,11 @@ async fn an_abort_runs_no_cleanup_and_stops_a_running_one() {
         let (p, _) = pipeline(&engine, &admin, CONFIG).await;
         run_next(&engine, r, Some(0)).await;
         let test = engine.claim_job(r, &[]).await.unwrap().unwrap();
-        engine.cancel_pipeline(&admin, p).await.unwrap();
+        engine.cancel_pipeline(&admin, p, Default::default()).await.unwrap();
         engine.finish_job(r, test.job_id, report(None)).await.unwrap();
         let cleanup = engine.claim_job(r, &[]).await.unwrap().unwrap();
         assert_eq!(
-            engine.abort_pipeline(&admin, p).await.unwrap().status,
+            engine.abort_pipeline(&admin, p, Default::default()).await.unwrap().status,
             Status::Canceled,
             "{}",
             db.name
@@ -174,7 +174,7 @@ async fn a_retried_pipeline_is_no_longer_cancelled() {
         let r = runner(&engine, "r").await;
         let (p, _) = pipeline(&engine, &admin, "a:\n  script: [x]\n").await;
         engine.claim_job(r, &[]).await.unwrap().unwrap();
-        engine.abort_pipeline(&admin, p).await.unwrap();
+        engine.abort_pipeline(&admin, p, Default::default()).await.unwrap();
         let retried = engine.retry_pipeline(&admin, p).await.unwrap();
         assert!(retried.cancel.is_none(), "{}: {:?}", db.name, retried.cancel);
         assert_eq!(retried.status, Status::Pending, "{}", db.name);
@@ -236,7 +236,7 @@ async fn a_job_with_many_deferred_commands_still_moves_and_is_published_whole() 
         assert!(engine.record_deferred(r, job.job_id, 3, "destroy 3 again").await.unwrap());
         assert!(!engine.record_deferred(r, job.job_id, 30, "a gap").await.unwrap());
         assert!(!engine.record_deferred(r + 1, job.job_id, 20, "not held").await.unwrap());
-        engine.cancel_job(&admin, job.job_id).await.unwrap();
+        engine.cancel_job(&admin, job.job_id, Default::default()).await.unwrap();
         let canceling = engine.get_job(&admin, jobs[0].id).await.unwrap();
         assert_eq!((canceling.status, canceling.deferred.len()), (Status::Canceling, 20), "{}", db.name);
         // The bus carries the canceling job with all its commands.

@@ -80,6 +80,7 @@ async fn a_change_cut_off_anywhere_leaves_all_of_it_or_nothing() {
                 reason: CancelReason::User,
                 deadline: "2099-01-01T00:00:00.000Z".into(),
                 detail: None,
+                message: None,
             },
             by: "admin".into(),
         };

@@ -81,20 +81,29 @@ async fn roles_are_enforced_by_the_engine() {
         let (viewer, developer, maintainer) = (token("v").await, token("d").await, token("m").await);
         let job = jobs[0].id;
         assert!(
-            matches!(engine.cancel_job(&viewer, job).await, Err(EngineError::Forbidden { .. })),
+            matches!(
+                engine.cancel_job(&viewer, job, Default::default()).await,
+                Err(EngineError::Forbidden { .. })
+            ),
             "{}",
             db.name
         );
         assert!(matches!(
-            engine.abort_job(&developer, job).await,
+            engine.abort_job(&developer, job, Default::default()).await,
             Err(EngineError::Forbidden { .. })
         ));
         assert!(matches!(
-            engine.abort_pipeline(&developer, pid).await,
+            engine.abort_pipeline(&developer, pid, Default::default()).await,
             Err(EngineError::Forbidden { .. })
         ));
-        assert_eq!(engine.cancel_job(&developer, job).await.unwrap().status, Status::Canceled);
-        assert_eq!(engine.abort_pipeline(&maintainer, pid).await.unwrap().status, Status::Canceled);
+        assert_eq!(
+            engine.cancel_job(&developer, job, Default::default()).await.unwrap().status,
+            Status::Canceled
+        );
+        assert_eq!(
+            engine.abort_pipeline(&maintainer, pid, Default::default()).await.unwrap().status,
+            Status::Canceled
+        );
         assert!(engine.get_job(&viewer, job).await.is_ok());
         engine.close().await;
     }
@@ -112,7 +121,7 @@ async fn an_overdue_cancel_is_reaped_and_the_runner_report_comes_too_late() {
         )
         .await;
         let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
-        let canceling = engine.cancel_job(&admin, job.job_id).await.unwrap();
+        let canceling = engine.cancel_job(&admin, job.job_id, Default::default()).await.unwrap();
         assert_eq!(canceling.status, Status::Canceling);
         assert_eq!(engine.reap_overdue_cancels().await.unwrap(), 0, "{}: not overdue yet", db.name);
         // Overdue after cancel_grace + after_script_timeout + the engine's 30 s margin.
@@ -257,10 +266,10 @@ async fn stress(db: &Db, operations: usize, seed: u64) {
                         }
                         None => Ok(()),
                     },
-                    63..=77 => engine.cancel_job(&admin, job.id).await.map(|_| ()),
-                    78..=85 => engine.abort_job(&admin, job.id).await.map(|_| ()),
-                    86..=90 => engine.cancel_pipeline(&admin, pid).await.map(|_| ()),
-                    91..=93 => engine.abort_pipeline(&admin, pid).await.map(|_| ()),
+                    63..=77 => engine.cancel_job(&admin, job.id, Default::default()).await.map(|_| ()),
+                    78..=85 => engine.abort_job(&admin, job.id, Default::default()).await.map(|_| ()),
+                    86..=90 => engine.cancel_pipeline(&admin, pid, Default::default()).await.map(|_| ()),
+                    91..=93 => engine.abort_pipeline(&admin, pid, Default::default()).await.map(|_| ()),
                     _ => engine.reap_overdue_cancels_as_of("2999-01-01T00:00:00.000Z").await.map(|_| ()),
                 };
                 match result {
@@ -408,7 +417,7 @@ async fn a_lost_runners_jobs_end_runner_lost() {
         let (_, _) = pipeline(&engine, &admin, "a:\n  script: [x]\nb:\n  script: [x]\n").await;
         let first = engine.claim_job(r, &[]).await.unwrap().unwrap();
         let second = engine.claim_job(r, &[]).await.unwrap().unwrap();
-        engine.cancel_job(&admin, second.job_id).await.unwrap();
+        engine.cancel_job(&admin, second.job_id, Default::default()).await.unwrap();
         assert_eq!(engine.reap_lost_runners().await.unwrap(), 0, "{}: just seen", db.name);
         assert_eq!(engine.reap_lost_runners_seen_before("2999-01-01T00:00:00.000Z").await.unwrap(), 2);
         let running = engine.get_job(&admin, first.job_id).await.unwrap();
@@ -432,7 +441,7 @@ async fn pipeline_cancel_winds_down_running_jobs_and_cancels_waiting_ones() {
         let r = runner(&engine, "r").await;
         let (pid, _) = pipeline(&engine, &admin, TWO_STAGES).await;
         let running = engine.claim_job(r, &[]).await.unwrap().unwrap();
-        let p = engine.cancel_pipeline(&admin, pid).await.unwrap();
+        let p = engine.cancel_pipeline(&admin, pid, Default::default()).await.unwrap();
         let jobs = p.jobs.unwrap();
         assert_eq!(status_of(&jobs, &running.name), Status::Canceling, "{}", db.name);
         for job in jobs.iter().filter(|j| j.id != running.job_id) {
@@ -455,7 +464,7 @@ async fn pipeline_cancel_winds_down_running_jobs_and_cancels_waiting_ones() {
         engine.add_user("dev2", Role::Developer, None).await.unwrap();
         let dev_token = engine.create_api_token("dev2").await.unwrap();
         let dev = engine.authenticate_token(&dev_token).await.unwrap();
-        let again = engine.cancel_pipeline(&dev, pid).await.unwrap();
+        let again = engine.cancel_pipeline(&dev, pid, Default::default()).await.unwrap();
         assert_eq!((again.status, again.cancel), (Status::Canceling, Some(first_cancel)), "{}", db.name);
         assert_eq!(engine.finish_job(r, running.job_id, report(0)).await.unwrap(), Status::Canceled);
         assert_eq!(engine.get_pipeline(&admin, pid).await.unwrap().status, Status::Canceled);

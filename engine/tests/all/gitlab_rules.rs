@@ -152,6 +152,18 @@ async fn an_allowed_failure_neither_fails_the_pipeline_nor_stops_later_stages() 
         assert_eq!(p.status, Status::Success, "{}", db.name);
         let notify = p.jobs.unwrap().into_iter().find(|j| j.name == "notify").unwrap();
         assert_eq!(notify.status, Status::Skipped, "{}: on_failure does not run", db.name);
+
+        // `exit_codes`: only those exits are allowed failures.
+        let config = "flaky:\n  allow_failure:\n    exit_codes: [3, 137]\n  script: [x]\n";
+        for (code, allowed, pipeline_status) in [(3, true, Status::Success), (1, false, Status::Failed)] {
+            let (pipeline_id, jobs) = pipeline(&engine, &admin, config).await;
+            assert!(!jobs[0].allow_failure, "{}: not known before it ends", db.name);
+            let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
+            assert_eq!(engine.finish_job(r, job.job_id, finish(code)).await.unwrap(), Status::Failed);
+            let p = engine.get_pipeline(&admin, pipeline_id).await.unwrap();
+            assert_eq!(p.status, pipeline_status, "{}: exit {code}", db.name);
+            assert_eq!(p.jobs.unwrap()[0].allow_failure, allowed, "{}: exit {code}", db.name);
+        }
         engine.close().await;
     }
 }
@@ -237,6 +249,239 @@ async fn coverage_comes_from_the_last_matching_line_of_the_log() {
         engine.finish_job(r, job.job_id, done).await.unwrap();
         let seen = engine.get_job(&admin, jobs[0].id).await.unwrap();
         assert_eq!(seen.coverage, Some(92.5), "{}", db.name);
+        engine.close().await;
+    }
+}
+
+/// `when: manual`: the job waits in `manual` once its turn comes, until someone who may
+/// play it does. An optional one (GitLab's default for `when: manual`) lets the next stage
+/// run and the pipeline succeed without it; one a rule makes manual blocks both.
+#[tokio::test]
+async fn manual_jobs_wait_to_be_played_optional_or_blocking() {
+    use usher_core::roles::Role;
+    use usher_core::status::Status;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let optional = "build:\n  stage: build\n  script: [b]\nreview:\n  stage: test\n  when: manual\n  script: [r]\nnotify:\n  stage: deploy\n  script: [n]\n";
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, optional).await;
+        let review = jobs.iter().find(|j| j.name == "review").unwrap();
+        assert!(review.allow_failure, "{}: a manual job may fail unless it says otherwise", db.name);
+        let r = runner(&engine, "r").await;
+        let build = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.finish_job(r, build.job_id, report(Some(0))).await.unwrap();
+        let notify = engine.claim_job(r, &[]).await.unwrap().expect("the next stage runs without review");
+        assert_eq!(notify.name, "notify", "{}", db.name);
+        engine.finish_job(r, notify.job_id, report(Some(0))).await.unwrap();
+        let p = engine.get_pipeline(&admin, pipeline_id).await.unwrap();
+        assert_eq!(p.status, Status::Success, "{}: nobody played review", db.name);
+        assert_eq!(engine.job_status(review.id).await.unwrap(), Status::Manual, "{}", db.name);
+
+        // Only a developer or more may play it, and only while it is manual.
+        engine.add_user("viewer", Role::Viewer, None).await.unwrap();
+        let viewer = engine
+            .authenticate_token(&engine.create_api_token("viewer").await.unwrap())
+            .await
+            .unwrap();
+        assert!(
+            matches!(engine.play_job(&viewer, review.id).await, Err(EngineError::Forbidden { .. })),
+            "{}",
+            db.name
+        );
+        assert!(
+            matches!(engine.play_job(&admin, build.job_id).await, Err(EngineError::InvalidTransition(_))),
+            "{}",
+            db.name
+        );
+        let played = engine.play_job(&admin, review.id).await.unwrap();
+        assert_eq!(played.status, Status::Pending, "{}", db.name);
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Running,
+            "{}",
+            db.name
+        );
+        let timeline = engine.job_timeline(&admin, review.id).await.unwrap();
+        let play = timeline
+            .iter()
+            .find(|e| e.to == Status::Pending)
+            .expect("the play is in the timeline");
+        assert_eq!(
+            (play.from, play.actor.as_str()),
+            (Some(Status::Manual), admin.name.as_str()),
+            "{}",
+            db.name
+        );
+        let claimed = engine.claim_job(r, &[]).await.unwrap().expect("a runner takes the played job");
+        assert_eq!(claimed.job_id, review.id, "{}", db.name);
+        engine.finish_job(r, review.id, report(Some(0))).await.unwrap();
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Success,
+            "{}",
+            db.name
+        );
+
+        // A rule's `when: manual` blocks: publish waits, the pipeline is `manual`.
+        let blocking = "build:\n  stage: build\n  script: [b]\nrelease:\n  stage: test\n  script: [r]\n  rules:\n    - when: manual\npublish:\n  stage: deploy\n  script: [p]\n";
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, blocking).await;
+        let release = jobs.iter().find(|j| j.name == "release").unwrap().id;
+        let build = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.finish_job(r, build.job_id, report(Some(0))).await.unwrap();
+        assert!(
+            engine.claim_job(r, &[]).await.unwrap().is_none(),
+            "{}: publish waits for release",
+            db.name
+        );
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Manual,
+            "{}",
+            db.name
+        );
+        engine.play_job(&admin, release).await.unwrap();
+        let claimed = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(claimed.job_id, release, "{}", db.name);
+        engine.finish_job(r, release, report(Some(0))).await.unwrap();
+        let publish = engine
+            .claim_job(r, &[])
+            .await
+            .unwrap()
+            .expect("publish runs once release succeeded");
+        assert_eq!(publish.name, "publish", "{}", db.name);
+        engine.finish_job(r, publish.job_id, report(Some(0))).await.unwrap();
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Success,
+            "{}",
+            db.name
+        );
+
+        // Cancelling a pipeline that waits for a manual job ends it: nothing is left waiting.
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, blocking).await;
+        let build = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.finish_job(r, build.job_id, report(Some(0))).await.unwrap();
+        let cancelled = engine.cancel_pipeline(&admin, pipeline_id, Default::default()).await.unwrap();
+        assert_eq!(cancelled.status, Status::Canceled, "{}", db.name);
+        let release = jobs.iter().find(|j| j.name == "release").unwrap().id;
+        assert_eq!(engine.job_status(release).await.unwrap(), Status::Canceled, "{}", db.name);
+        engine.close().await;
+    }
+}
+
+/// `workflow: auto_cancel: on_job_failure: all`: an allowed failure changes nothing; the
+/// first real failure cancels the rest gracefully (running jobs wind down, waiting ones
+/// end), and the cleanup job still runs; the pipeline ends `failed`.
+#[tokio::test]
+async fn on_job_failure_all_cancels_the_rest_and_cleanup_still_runs() {
+    use usher_core::api::CancelReason;
+    use usher_core::status::Status;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let config = "workflow:\n  auto_cancel:\n    on_job_failure: all\nlint:\n  stage: build\n  allow_failure: true\n  script: [l]\nunit:\n  stage: build\n  script: [u]\nslow:\n  stage: build\n  script: [s]\nintegration:\n  stage: test\n  script: [i]\nteardown:\n  stage: deploy\n  when: always\n  script: [t]\n";
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, config).await;
+        let id = |name: &str| jobs.iter().find(|j| j.name == name).unwrap().id;
+        let r = runner(&engine, "r").await;
+        let mut claimed = Vec::new();
+        for _ in 0..3 {
+            claimed.push(engine.claim_job(r, &[]).await.unwrap().unwrap().job_id);
+        }
+        assert_eq!(claimed, [id("lint"), id("unit"), id("slow")], "{}", db.name);
+        engine.finish_job(r, id("lint"), report(Some(1))).await.unwrap();
+        assert_eq!(
+            engine.job_status(id("slow")).await.unwrap(),
+            Status::Running,
+            "{}: an allowed failure",
+            db.name
+        );
+
+        engine.finish_job(r, id("unit"), report(Some(2))).await.unwrap();
+        let slow = engine.get_job(&admin, id("slow")).await.unwrap();
+        assert_eq!(slow.status, Status::Canceling, "{}", db.name);
+        assert_eq!(slow.cancel.as_ref().map(|c| c.reason), Some(CancelReason::JobFailed), "{}", db.name);
+        let timeline = engine.job_timeline(&admin, id("slow")).await.unwrap();
+        let detail = timeline.last().and_then(|e| e.detail.clone()).unwrap_or_default();
+        assert!(detail.contains("unit"), "{}: {detail}", db.name);
+        assert_eq!(engine.job_status(id("integration")).await.unwrap(), Status::Canceled, "{}", db.name);
+        assert_eq!(
+            engine.job_status(id("teardown")).await.unwrap(),
+            Status::Created,
+            "{}: waits for slow",
+            db.name
+        );
+
+        engine.finish_job(r, id("slow"), report(Some(0))).await.unwrap();
+        let teardown = engine.claim_job(r, &[]).await.unwrap().expect("the cleanup job runs");
+        assert_eq!(teardown.job_id, id("teardown"), "{}", db.name);
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Canceling,
+            "{}",
+            db.name
+        );
+        engine.finish_job(r, teardown.job_id, report(Some(0))).await.unwrap();
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Failed,
+            "{}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
+
+/// `workflow: timeout`: a pipeline still running when it runs out is cancelled
+/// gracefully (reason `timeout`); its cleanup job still runs; one without a timeout, or
+/// before it runs out, is left alone.
+#[tokio::test]
+async fn a_pipeline_past_its_workflow_timeout_is_cancelled_and_cleans_up() {
+    use usher_core::api::CancelReason;
+    use usher_core::status::Status;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let config = "workflow:\n  timeout: 1h\nwork:\n  script: [w]\nteardown:\n  stage: deploy\n  when: always\n  script: [t]\n";
+        let (pipeline_id, jobs) = pipeline(&engine, &admin, config).await;
+        let (untimed, _) = pipeline(&engine, &admin, "work:\n  script: [w]\n").await;
+        let r = runner(&engine, "r").await;
+        let work = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(work.job_id, jobs[0].id, "{}", db.name);
+        let in_30_minutes = usher_engine::format_time(chrono::Utc::now() + chrono::Duration::minutes(30));
+        assert_eq!(
+            engine.reap_timed_out_pipelines_as_of(&in_30_minutes).await.unwrap(),
+            0,
+            "{}",
+            db.name
+        );
+        let in_2_hours = usher_engine::format_time(chrono::Utc::now() + chrono::Duration::hours(2));
+        assert_eq!(
+            engine.reap_timed_out_pipelines_as_of(&in_2_hours).await.unwrap(),
+            1,
+            "{}: only the one with a timeout",
+            db.name
+        );
+        let p = engine.get_pipeline(&admin, pipeline_id).await.unwrap();
+        assert_eq!(p.cancel.as_ref().map(|c| c.reason), Some(CancelReason::Timeout), "{}", db.name);
+        assert_eq!(engine.job_status(work.job_id).await.unwrap(), Status::Canceling, "{}", db.name);
+        assert_eq!(engine.get_pipeline(&admin, untimed).await.unwrap().cancel, None, "{}", db.name);
+        engine.finish_job(r, work.job_id, report(Some(0))).await.unwrap();
+        // The other pipeline's job, then the cleanup job.
+        let mut names = Vec::new();
+        while let Some(job) = engine.claim_job(r, &[]).await.unwrap() {
+            names.push(job.name.clone());
+            engine.finish_job(r, job.job_id, report(Some(0))).await.unwrap();
+        }
+        assert!(names.contains(&"teardown".to_string()), "{}: {names:?}", db.name);
+        assert_eq!(
+            engine.get_pipeline(&admin, pipeline_id).await.unwrap().status,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        assert_eq!(
+            engine.reap_timed_out_pipelines_as_of(&in_2_hours).await.unwrap(),
+            0,
+            "{}: once",
+            db.name
+        );
         engine.close().await;
     }
 }

@@ -35,6 +35,7 @@ use crate::artifacts::{UploadOutcome, Uploader};
 use crate::checkout::{self, CheckoutEnd};
 use crate::control::Control;
 use crate::defer_watch::DeferWatch;
+use crate::dependencies::{self, DownloadEnd};
 use crate::docker::Docker;
 use crate::handover;
 use crate::isolation::{Confinement, JobCgroup, JobIsolation, SlotUser};
@@ -217,6 +218,36 @@ fn give_back_when_clear(slot: SlotUser, left: usize) {
     });
 }
 
+/// The report of a job stopped (cancel or shutdown) before its scripts started, `when`
+/// ("during the checkout"): nothing of the job ran, so after_script has nothing to clean.
+fn stopped_before_start(log: &LogHandle, stop: Control, when: &str) -> JobReport {
+    let shutdown = stop == Control::Shutdown;
+    log.note(&format!("Stopped {when}; after_script does not run (nothing of the job started)."));
+    JobReport {
+        exit_code: None,
+        failure_reason: shutdown.then_some(FailureReason::RunnerShutdown),
+        duration_ms: 0,
+        after_script: None,
+        dotenv: None,
+        teardown: None,
+        detail: Some(format!("{} {when}", if shutdown { "stopped" } else { "canceled" })),
+    }
+}
+
+/// The report of a job whose earlier jobs' artifacts could not be put in place (`why`).
+fn missing_dependency(log: &LogHandle, why: String) -> JobReport {
+    log.note(&format!("The artifacts of an earlier job could not be put in place: {why}"));
+    JobReport {
+        exit_code: None,
+        failure_reason: Some(FailureReason::MissingDependency),
+        duration_ms: 0,
+        after_script: None,
+        detail: Some(format!("missing dependency: {why}")),
+        dotenv: None,
+        teardown: None,
+    }
+}
+
 /// A report for a job the runner could not run (its duration is filled in later).
 fn system_failure() -> JobReport {
     JobReport {
@@ -259,36 +290,29 @@ async fn run_in_dirs(
                 });
             }
             CheckoutEnd::Stopped(Control::Abort) => return kill_everything(&run.marks, log, ABORTED).await,
-            CheckoutEnd::Stopped(stop) => {
-                // Nothing of the job ran yet, so there is nothing for after_script to clean.
-                let shutdown = stop == Control::Shutdown;
-                log.note("Stopped during the checkout; after_script does not run (nothing of the job started).");
-                return JobOutcome::Report(JobReport {
-                    exit_code: None,
-                    failure_reason: shutdown.then_some(FailureReason::RunnerShutdown),
-                    duration_ms: 0,
-                    after_script: None,
-                    dotenv: None,
-                    teardown: None,
-                    detail: Some(
-                        if shutdown {
-                            "stopped during the checkout"
-                        } else {
-                            "canceled during the checkout"
-                        }
-                        .into(),
-                    ),
-                });
+            CheckoutEnd::Stopped(stop) => return JobOutcome::Report(stopped_before_start(log, stop, "during the checkout")),
+        }
+    }
+    let reader = exec
+        .reads_artifacts_as_job_user()
+        .then(|| run.confinement.user().cloned())
+        .flatten();
+    if !job.dependencies.is_empty() {
+        let Some(server) = uploader else {
+            return JobOutcome::Report(missing_dependency(log, "this runner has no server to fetch them from".into()));
+        };
+        match dependencies::download(server, job.job_id, &job.dependencies, &run.build_dir, reader.clone(), log, control).await {
+            DownloadEnd::Done => {}
+            DownloadEnd::Failed(why) => return JobOutcome::Report(missing_dependency(log, why)),
+            DownloadEnd::Stopped(Control::Abort) => return kill_everything(&run.marks, log, ABORTED).await,
+            DownloadEnd::Stopped(stop) => {
+                return JobOutcome::Report(stopped_before_start(log, stop, "while fetching the artifacts of earlier jobs"));
             }
         }
     }
     if let Err(report) = exec.start(run).await {
         return JobOutcome::Report(report);
     }
-    let reader = exec
-        .reads_artifacts_as_job_user()
-        .then(|| run.confinement.user().cloned())
-        .flatten();
     // Until the deferred commands run, each one registered goes to the server at once.
     let state_dir = run.state_file.parent().unwrap_or(&run.meta_dir).to_path_buf();
     let watch = DeferWatch::start(job.job_id, state_dir, reader.clone(), log.clone());

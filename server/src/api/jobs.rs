@@ -6,12 +6,12 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use usher_core::api::{Artifact, ErrorBody, Job, TimelineEvent};
+use usher_core::api::{Artifact, CancelRequest, ErrorBody, Job, TimelineEvent};
 use usher_engine::{Engine, EngineError};
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiPath, ApiQuery, id};
+use crate::extract::{ApiPath, ApiQuery, OptionalApiJson, id};
 
 #[utoipa::path(get, path = "/jobs/{id}", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
     responses((status = 200, description = "The job", body = Job), (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody)))]
@@ -20,17 +20,31 @@ pub async fn get_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPat
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/cancel", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
-    responses((status = 200, description = "created/pending → canceled, running → canceling; unchanged if already canceling/canceled", body = Job),
+    request_body(content = Option<CancelRequest>, description = "Optional: `{\"message\": \"…\"}`, kept with the cancel", content_type = "application/json"),
+    responses((status = 200, description = "created/manual/pending → canceled, running → canceling; unchanged if already canceling/canceled", body = Job),
+        (status = 400, description = "A body that is not `{\"message\"}`, or a message over 500 characters or with control characters", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
-pub async fn cancel_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(engine.cancel_job(&actor, id(&p, "job")?).await?))
+pub async fn cancel_job(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    ApiPath(p): ApiPath<String>,
+    OptionalApiJson(request): OptionalApiJson<CancelRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.cancel_job(&actor, id(&p, "job")?, request).await?))
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/abort", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
+    request_body(content = Option<CancelRequest>, description = "Optional: `{\"message\": \"…\"}`, kept with the abort", content_type = "application/json"),
     responses((status = 200, description = "Killed at once: canceled; unchanged if already canceled", body = Job),
+        (status = 400, description = "A body that is not `{\"message\"}`, or a message over 500 characters or with control characters", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
-pub async fn abort_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<impl IntoResponse> {
-    Ok(Json(engine.abort_job(&actor, id(&p, "job")?).await?))
+pub async fn abort_job(
+    State(engine): State<Engine>,
+    Caller(actor): Caller,
+    ApiPath(p): ApiPath<String>,
+    OptionalApiJson(request): OptionalApiJson<CancelRequest>,
+) -> ApiResult<impl IntoResponse> {
+    Ok(Json(engine.abort_job(&actor, id(&p, "job")?, request).await?))
 }
 
 #[derive(Deserialize)]
@@ -111,7 +125,13 @@ pub async fn download_artifact(
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
     let (file_path, _size) = engine.artifact_file(&actor, id(&p, "job")?, &path).await?;
-    if !tokio::fs::try_exists(&file_path).await.unwrap_or(false) {
+    artifact_download(&file_path, &path, &headers).await
+}
+
+/// A stored artifact file as a download (`path`: its name as listed), answering `Range`
+/// and conditional requests.
+pub(crate) async fn artifact_download(file_path: &std::path::Path, path: &str, headers: &axum::http::HeaderMap) -> ApiResult<Response> {
+    if !tokio::fs::try_exists(file_path).await.unwrap_or(false) {
         return Err(EngineError::NotFound(format!("artifact {path:?}")).into());
     }
     // tower-http streams the file in chunks, each read only when the connection has room
@@ -130,7 +150,7 @@ pub async fn download_artifact(
         }
     }
     let served = tower::ServiceExt::oneshot(
-        tower_http::services::ServeFile::new(&file_path).with_buf_chunk_size(ARTIFACT_CHUNK_BYTES),
+        tower_http::services::ServeFile::new(file_path).with_buf_chunk_size(ARTIFACT_CHUNK_BYTES),
         request,
     )
     .await
@@ -156,4 +176,11 @@ pub async fn download_artifact(
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "Not finished, or retried already", body = ErrorBody)))]
 pub async fn retry_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<impl IntoResponse> {
     Ok((StatusCode::CREATED, Json(engine.retry_job(&actor, id(&p, "job")?).await?)))
+}
+
+#[utoipa::path(post, path = "/jobs/{id}/play", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
+    responses((status = 200, description = "The job, now `pending`: a runner takes it", body = Job),
+        (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such job", body = ErrorBody), (status = 409, description = "The job is not `manual`", body = ErrorBody)))]
+pub async fn play_job(State(engine): State<Engine>, Caller(actor): Caller, ApiPath(p): ApiPath<String>) -> ApiResult<Json<Job>> {
+    Ok(Json(engine.play_job(&actor, id(&p, "job")?).await?))
 }

@@ -32,6 +32,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::cancel_job))
         .routes(routes!(jobs::abort_job))
         .routes(routes!(jobs::retry_job))
+        .routes(routes!(jobs::play_job))
         .routes(routes!(jobs::job_log))
         .routes(routes!(jobs::job_events))
         .routes(routes!(jobs::list_artifacts))

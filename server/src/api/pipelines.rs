@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use serde::Deserialize;
-use usher_core::api::{CreatePipeline, ErrorBody, Pipeline};
+use usher_core::api::{CancelRequest, CreatePipeline, ErrorBody, Pipeline};
 use usher_core::status::Status;
 use usher_engine::{Engine, PipelineQuery};
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{ApiJson, ApiPath, ApiQuery, id, number_param};
+use crate::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, id, number_param};
 
 #[utoipa::path(post, path = "/projects/{id}/pipelines", tag = "pipelines", params(("id" = i64, Path, description = "The project id")), request_body = CreatePipeline,
     responses((status = 201, description = "Created, with its jobs; older pipelines on the ref are auto-cancelled per the config", body = Pipeline),
@@ -77,25 +77,31 @@ pub async fn get_pipeline(
 }
 
 #[utoipa::path(post, path = "/pipelines/{id}/cancel", tag = "pipelines", params(("id" = i64, Path, description = "The pipeline id")),
+    request_body(content = Option<CancelRequest>, description = "Optional: `{\"message\": \"…\"}`, kept with the pipeline's cancel and each job's", content_type = "application/json"),
     responses((status = 200, description = "Graceful: waiting jobs canceled, running ones canceling; unchanged if already canceling/canceled", body = Pipeline),
+        (status = 400, description = "A body that is not `{\"message\"}`, or a message over 500 characters or with control characters", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such pipeline", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
 pub async fn cancel_pipeline(
     State(engine): State<Engine>,
     Caller(actor): Caller,
     ApiPath(p): ApiPath<String>,
+    OptionalApiJson(request): OptionalApiJson<CancelRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(engine.cancel_pipeline(&actor, id(&p, "pipeline")?).await?))
+    Ok(Json(engine.cancel_pipeline(&actor, id(&p, "pipeline")?, request).await?))
 }
 
 #[utoipa::path(post, path = "/pipelines/{id}/abort", tag = "pipelines", params(("id" = i64, Path, description = "The pipeline id")),
+    request_body(content = Option<CancelRequest>, description = "Optional: `{\"message\": \"…\"}`, kept with the pipeline's cancel and each job's", content_type = "application/json"),
     responses((status = 200, description = "Every unfinished job canceled at once; unchanged if already canceled", body = Pipeline),
+        (status = 400, description = "A body that is not `{\"message\"}`, or a message over 500 characters or with control characters", body = ErrorBody),
         (status = 401, description = "No valid credentials", body = ErrorBody), (status = 403, description = "Role too low", body = ErrorBody), (status = 404, description = "No such pipeline", body = ErrorBody), (status = 409, description = "Not possible in the current status; the message names it", body = ErrorBody)))]
 pub async fn abort_pipeline(
     State(engine): State<Engine>,
     Caller(actor): Caller,
     ApiPath(p): ApiPath<String>,
+    OptionalApiJson(request): OptionalApiJson<CancelRequest>,
 ) -> ApiResult<impl IntoResponse> {
-    Ok(Json(engine.abort_pipeline(&actor, id(&p, "pipeline")?).await?))
+    Ok(Json(engine.abort_pipeline(&actor, id(&p, "pipeline")?, request).await?))
 }
 
 #[utoipa::path(post, path = "/pipelines/{id}/retry", tag = "pipelines", params(("id" = i64, Path, description = "The pipeline id")),
