@@ -13,6 +13,7 @@
 
 pub mod api;
 pub mod artifacts;
+pub mod cache;
 pub mod config;
 pub mod dotenv;
 pub mod masking;

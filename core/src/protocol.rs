@@ -135,6 +135,9 @@ pub struct JobAssignment {
     /// directory before the scripts run (version 4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<DependencyArtifacts>,
+    /// The job's caches, keys expanded and scoped to its project (version 4).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cache: Vec<crate::cache::CacheAssignment>,
 }
 
 /// The artifact files of one earlier job that a job gets, fetched with
@@ -165,6 +168,7 @@ impl std::fmt::Debug for JobAssignment {
             .field("image", &self.image)
             .field("masked", &self.masked.len())
             .field("dependencies", &self.dependencies.len())
+            .field("cache", &self.cache)
             .finish_non_exhaustive()
     }
 }

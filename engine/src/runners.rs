@@ -127,6 +127,7 @@ impl Engine {
             ("CI_PIPELINE_ID".to_string(), job.pipeline_id.to_string()),
             ("CI_PROJECT_NAME".to_string(), project_name.clone()),
             ("CI_COMMIT_REF_NAME".to_string(), git_ref.clone()),
+            ("CI_COMMIT_REF_SLUG".to_string(), usher_core::cache::ref_slug(&git_ref)),
             ("CI_JOB_NAME".to_string(), job.name.clone()),
             ("CI_JOB_STAGE".to_string(), job.stage.clone()),
         ]);
@@ -165,6 +166,12 @@ impl Engine {
             }
             _ => None,
         };
+        let cache = spec
+            .job
+            .cache
+            .iter()
+            .map(|c| usher_core::cache::assign(job.project_id, c, &variables))
+            .collect();
         Ok(JobAssignment {
             job_id: job.id,
             pipeline_id: job.pipeline_id,
@@ -189,6 +196,7 @@ impl Engine {
             services: spec.job.services,
             masked,
             dependencies,
+            cache,
         })
     }
 

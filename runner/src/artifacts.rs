@@ -83,7 +83,7 @@ impl Uploader {
                 return UploadOutcome::Done;
             }
         };
-        let files = collect_files(&tree, &spec.paths, log);
+        let files = collect_files(&tree, &spec.paths, "Artifact", log);
         if files.is_empty() {
             log.note("No artifact files to upload.");
             return UploadOutcome::Done;
@@ -167,13 +167,14 @@ pub(crate) async fn refusal(response: reqwest::Response) -> String {
 pub const MAX_FILES: usize = 10_000;
 
 /// The files named by `paths`, relative to the build directory, found beneath `tree`
-/// without following links (see `beneath`).
-pub fn collect_files(tree: &JobTree, paths: &[String], log: &LogHandle) -> Vec<String> {
+/// without following links (see `beneath`); `what` (`Artifact`, `Cache`) names them in
+/// the log's notes.
+pub fn collect_files(tree: &JobTree, paths: &[String], what: &str, log: &LogHandle) -> Vec<String> {
     let mut files: Vec<String> = Vec::new();
     for wanted in paths {
         let Some(rel) = normalize_path(wanted) else {
             log.note(&format!(
-                "Artifact path {wanted:?} is skipped: it must be a relative path inside the build directory."
+                "{what} path {wanted:?} is skipped: it must be a relative path inside the build directory."
             ));
             continue;
         };
@@ -181,20 +182,21 @@ pub fn collect_files(tree: &JobTree, paths: &[String], log: &LogHandle) -> Vec<S
             Ok(Entry::File) => files.push(rel),
             Ok(Entry::Dir) => match tree.files_below(Path::new(&rel)) {
                 Ok(below) => files.extend(below.iter().map(|p| p.to_string_lossy().into_owned())),
-                Err(e) => log.note(&format!("Artifact path {wanted} is skipped: {e}.")),
+                Err(e) => log.note(&format!("{what} path {wanted} is skipped: {e}.")),
             },
-            Ok(Entry::Other(what)) => log.note(&format!(
-                "Artifact path {wanted} is skipped: it is a {what} (artifacts are regular files and directories)."
+            Ok(Entry::Other(kind)) => log.note(&format!(
+                "{what} path {wanted} is skipped: it is a {kind} (only regular files and directories are kept)."
             )),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => log.note(&format!("Artifact path {wanted} does not exist.")),
-            Err(e) => log.note(&format!("Artifact path {wanted} is skipped: {e}.")),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => log.note(&format!("{what} path {wanted} does not exist.")),
+            Err(e) => log.note(&format!("{what} path {wanted} is skipped: {e}.")),
         }
     }
     files.sort();
     files.dedup();
     if files.len() > MAX_FILES {
         log.note(&format!(
-            "The artifacts name {} files; only the first {MAX_FILES} are uploaded.",
+            "The {} paths name {} files; only the first {MAX_FILES} are kept.",
+            what.to_lowercase(),
             files.len()
         ));
         files.truncate(MAX_FILES);

@@ -6,6 +6,7 @@
 pub mod after_script;
 pub mod artifacts;
 pub mod beneath;
+pub mod cache;
 pub mod checkout;
 pub mod clone3;
 pub mod config;

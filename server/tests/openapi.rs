@@ -131,7 +131,10 @@ async fn openapi_json_covers_every_public_route() {
         )
     );
     assert_eq!(properties(&spec, "Variable"), sorted("key, masked, created_at"));
-    assert_eq!(properties(&spec, "CancelInfo"), sorted("mode, requested_by, requested_at, reason, message"));
+    assert_eq!(
+        properties(&spec, "CancelInfo"),
+        sorted("mode, requested_by, requested_at, reason, message")
+    );
     assert_eq!(properties(&spec, "AfterScriptResult"), sorted("exit_code, duration_ms, timed_out"));
     assert_eq!(
         properties(&spec, "TimelineEvent"),

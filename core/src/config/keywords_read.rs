@@ -1,11 +1,11 @@
 //! One job keyword at a time, from its serde shape to Usher's model, with GitLab's
 //! meaning and defaults: durations, `inherit`, `$VARIABLE` expansion, artifacts and
-//! reports, `allow_failure`, `retry`, `coverage`, images and services; and the GitLab
+//! reports, caches, `allow_failure`, `retry`, `coverage`, images and services; and the GitLab
 //! keywords Usher refuses, each with what to do instead.
 
-use super::raw::{Duration, Inherit, RawArtifacts, RawJob, RawService, Variables};
+use super::raw::{Duration, Inherit, RawArtifacts, RawCaches, RawJob, RawService, Variables};
 use super::refusals::job_error;
-use super::{AllowFailure, ArtifactsConfig, ConfigError, Retry, Service, parse_duration};
+use super::{AllowFailure, ArtifactsConfig, ArtifactsWhen, CacheConfig, CachePolicy, ConfigError, Retry, Service, parse_duration};
 use serde_yaml_ng::Value;
 
 /// Seconds of a job's (or the default's) duration key, with a fallback.
@@ -195,6 +195,61 @@ pub(super) fn artifacts(source: &str, job: &str, raw: Option<RawArtifacts>) -> R
         when: a.when,
         dotenv: reports.dotenv.map(|l| l.0).unwrap_or_default(),
     }))
+}
+
+/// `cache:` entries: `key` (a string, or `files:` with an optional `prefix`, whose key
+/// is the prefix and the files' names: Usher does not hash their contents), `paths`,
+/// `policy` and `when`; `untracked` is refused, `fallback_keys` and `unprotect` are read.
+pub(super) fn caches(source: &str, job: &str, raw: Option<RawCaches>) -> Result<Vec<CacheConfig>, ConfigError> {
+    let bad = |why: String| job_error(source, job, "cache", why);
+    let list = match raw {
+        None => return Ok(Vec::new()),
+        Some(RawCaches::One(one)) => vec![one],
+        Some(RawCaches::Many(many)) => many,
+    };
+    let mut out = Vec::new();
+    for c in list {
+        if c.untracked == Some(true) {
+            return Err(bad("`cache: untracked` is not supported yet: list the `paths`".into()));
+        }
+        let key = match &c.key {
+            None | Some(Value::Null) => "default".to_string(),
+            Some(Value::String(s)) => s.clone(),
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::Bool(b)) => b.to_string(),
+            Some(Value::Mapping(m)) => {
+                let files = m
+                    .get("files")
+                    .and_then(|f| f.as_sequence())
+                    .map(|f| f.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(","))
+                    .ok_or_else(|| bad("`cache: key:` is a string, or a map with `files:` (and `prefix:`)".into()))?;
+                match m.get("prefix").and_then(|p| p.as_str()) {
+                    Some(prefix) => format!("{prefix}-{files}"),
+                    None => files,
+                }
+            }
+            Some(_) => return Err(bad("`cache: key:` is a string, or a map with `files:`".into())),
+        };
+        let policy = match c.policy.as_deref() {
+            None => CachePolicy::default(),
+            Some(text) => {
+                CachePolicy::parse(text).ok_or_else(|| bad(format!("`cache: policy: {text}` is not one of pull, push, pull-push")))?
+            }
+        };
+        let when = match c.when.as_deref() {
+            None | Some("on_success") => ArtifactsWhen::OnSuccess,
+            Some("on_failure") => ArtifactsWhen::OnFailure,
+            Some("always") => ArtifactsWhen::Always,
+            Some(text) => return Err(bad(format!("`cache: when: {text}` is not one of on_success, on_failure, always"))),
+        };
+        out.push(CacheConfig {
+            key,
+            paths: c.paths.unwrap_or_default(),
+            policy,
+            when,
+        });
+    }
+    Ok(out)
 }
 
 pub(super) fn allow_failure(source: &str, job: &str, raw: Option<&Value>) -> Result<AllowFailure, ConfigError> {

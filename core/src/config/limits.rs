@@ -90,6 +90,7 @@ const SET_BY_USHER: &[&str] = &[
     "CI",
     "CI_COMMIT_BRANCH",
     "CI_COMMIT_REF_NAME",
+    "CI_COMMIT_REF_SLUG",
     "CI_COMMIT_SHA",
     "CI_COMMIT_SHORT_SHA",
     "CI_COMMIT_TAG",

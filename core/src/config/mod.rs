@@ -103,6 +103,9 @@ pub struct JobConfig {
     /// `allow_failure`: a failure that does not fail the pipeline.
     #[serde(default)]
     pub allow_failure: AllowFailure,
+    /// `cache:` entries, their keys not expanded yet.
+    #[serde(default)]
+    pub cache: Vec<CacheConfig>,
     /// `retry`: how often a failed job is tried again by itself, and on which failures.
     #[serde(default)]
     pub retry: Option<Retry>,
@@ -206,6 +209,49 @@ pub struct ArtifactsConfig {
     /// pipeline get (see [`crate::dotenv`]).
     #[serde(default)]
     pub dotenv: Vec<String>,
+}
+
+/// Whether a job takes the cache at its start, keeps it at its end, or both.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CachePolicy {
+    #[default]
+    #[serde(rename = "pull-push")]
+    PullPush,
+    #[serde(rename = "pull")]
+    Pull,
+    #[serde(rename = "push")]
+    Push,
+}
+
+impl CachePolicy {
+    pub fn parse(text: &str) -> Option<CachePolicy> {
+        match text {
+            "pull-push" => Some(CachePolicy::PullPush),
+            "pull" => Some(CachePolicy::Pull),
+            "push" => Some(CachePolicy::Push),
+            _ => None,
+        }
+    }
+
+    pub fn pulls(self) -> bool {
+        self != CachePolicy::Push
+    }
+
+    pub fn pushes(self) -> bool {
+        self != CachePolicy::Pull
+    }
+}
+
+/// One `cache:` entry of a job, as written (the key not expanded yet; see
+/// `crate::cache`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheConfig {
+    pub key: String,
+    pub paths: Vec<String>,
+    #[serde(default)]
+    pub policy: CachePolicy,
+    #[serde(default)]
+    pub when: ArtifactsWhen,
 }
 
 /// A configuration that does not parse or validate.

@@ -211,3 +211,29 @@ fn which_earlier_jobs_hand_over_their_artifacts() {
     assert_eq!(takes("none", 1), [false, false, false]);
     assert_eq!(takes("needing", 2), [true, false, false], "`needs`, but not `artifacts: false`");
 }
+
+#[test]
+fn caches_are_read_with_gitlabs_keys_and_defaults() {
+    let cfg = parse(
+        "cache:\n  key: top-$CI_COMMIT_REF_SLUG\n  paths: [.m2/]\na:\n  script: [x]\nb:\n  cache:\n    - key: {files: [Cargo.lock], prefix: rust}\n      paths: [target/]\n      policy: pull\n      when: always\n  script: [x]\n",
+    )
+    .unwrap();
+    let a = &cfg.jobs[0].cache;
+    assert_eq!(
+        (a[0].key.as_str(), a[0].paths.as_slice()),
+        ("top-$CI_COMMIT_REF_SLUG", [".m2/".to_string()].as_slice())
+    );
+    assert_eq!(
+        (a[0].policy, a[0].when),
+        (crate::cache::CachePolicy::PullPush, ArtifactsWhen::OnSuccess)
+    );
+    let b = &cfg.jobs[1].cache[0];
+    assert_eq!(
+        (b.key.as_str(), b.policy, b.when),
+        ("rust-Cargo.lock", crate::cache::CachePolicy::Pull, ArtifactsWhen::Always)
+    );
+    let err = parse("a:\n  cache: {paths: [x], policy: sometimes}\n  script: [x]\n").unwrap_err();
+    assert!(err.message.contains("pull, push, pull-push"), "{err:?}");
+    let err = parse("a:\n  cache: {untracked: true}\n  script: [x]\n").unwrap_err();
+    assert!(err.message.contains("untracked"), "{err:?}");
+}

@@ -168,8 +168,7 @@ pub(super) struct RawImageMap {
     pub(super) docker: Option<Value>,
 }
 
-/// `cache:` (one or a list): accepted with GitLab's keys. Usher keeps no caches yet, so
-/// every job starts with a cache miss — which GitLab allows any job too.
+/// `cache:` (one or a list), with GitLab's keys (see `crate::cache`).
 // Some keys are read only to check their shape (GitLab's keys Usher does not act on).
 #[allow(dead_code)]
 #[derive(Deserialize, Clone)]

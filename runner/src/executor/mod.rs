@@ -32,6 +32,7 @@ use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
 
 use crate::after_script::{run_after_script, run_deferred};
 use crate::artifacts::{UploadOutcome, Uploader};
+use crate::cache;
 use crate::checkout::{self, CheckoutEnd};
 use crate::control::Control;
 use crate::defer_watch::DeferWatch;
@@ -310,6 +311,11 @@ async fn run_in_dirs(
             }
         }
     }
+    let caches = cache::root_of(run.build_dir.parent().unwrap_or(&run.build_dir));
+    for pulled in cache::pulled(&job.cache) {
+        let (root, pulled, build_dir, owner, log) = (caches.clone(), pulled.clone(), run.build_dir.clone(), reader.clone(), log.clone());
+        let _ = tokio::task::spawn_blocking(move || cache::pull(&root, &pulled, &build_dir, owner, &log)).await;
+    }
     if let Err(report) = exec.start(run).await {
         return JobOutcome::Report(report);
     }
@@ -354,7 +360,11 @@ async fn run_in_dirs(
             if killed > 0 {
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
-            if uploader.upload(job.job_id, spec, &run.build_dir, reader, log, control).await == UploadOutcome::Aborted {
+            if uploader
+                .upload(job.job_id, spec, &run.build_dir, reader.clone(), log, control)
+                .await
+                == UploadOutcome::Aborted
+            {
                 return kill_everything(&run.marks, log, "Aborted during the artifact upload.").await;
             }
         } else {
@@ -363,6 +373,16 @@ async fn run_in_dirs(
                 script.status,
                 spec.when.as_str()
             ));
+        }
+    }
+    let pushed: Vec<_> = cache::pushed(&job.cache, script.status == "success").cloned().collect();
+    if !pushed.is_empty() {
+        // Nothing of the job may still be writing while its files are read.
+        exec.quiesce().await;
+        procs::kill_all(&run.marks).await;
+        for cache in pushed {
+            let (root, build_dir, reader, log) = (caches.clone(), run.build_dir.clone(), reader.clone(), log.clone());
+            let _ = tokio::task::spawn_blocking(move || crate::cache::push(&root, &cache, &build_dir, reader, &log)).await;
         }
     }
     JobOutcome::Report(JobReport {
