@@ -100,17 +100,27 @@ pub struct JobNode<'a> {
 }
 
 impl JobNode<'_> {
+    /// The status this job counts as for a job waiting for it: as [`counted`], except
+    /// that a job that `needs` a manual job waits until it is played and has ended, as in
+    /// GitLab (only later stages go on without an optional one).
+    fn as_prerequisite(&self, by_needs: bool) -> Status {
+        match self.status {
+            Status::Manual if by_needs => Status::Manual,
+            status => counted(status, self.allow_failure),
+        }
+    }
+
     /// Whether this finished (or optional) job lets the jobs waiting for it go on as if it
-    /// succeeded: a cleanup job that had no reason to run (skipped), or an optional manual
-    /// job nobody played.
-    fn holds_nothing_up(&self) -> bool {
-        let counted = counted(self.status, self.allow_failure);
-        counted == Status::Skipped && (self.when.is_cleanup() || self.status == Status::Manual)
+    /// succeeded: a cleanup job that had no reason to run (skipped), or, for later
+    /// stages, an optional manual job nobody played.
+    fn holds_nothing_up(&self, by_needs: bool) -> bool {
+        self.as_prerequisite(by_needs) == Status::Skipped && (self.when.is_cleanup() || self.status == Status::Manual)
     }
 }
 
 /// For each `created` job whose prerequisites have all finished (an optional manual job
-/// nobody played counts as finished), whether it runs (`Enqueue`), waits to be played
+/// nobody played counts as finished for later stages, not for a job that `needs` it),
+/// whether it runs (`Enqueue`), waits to be played
 /// (`AwaitPlay`) or never runs (`Skip`), by its `when`:
 /// - `on_success`: runs if they all succeeded (an allowed failure counts as a success; a
 ///   cleanup job among them that was skipped, having had no reason to run, and an
@@ -129,14 +139,13 @@ pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<
         if job.status != Status::Created {
             continue;
         }
-        let prerequisites: Vec<Status> = prerequisites_of(jobs, i)
-            .map(|j| counted(jobs[j].status, jobs[j].allow_failure))
-            .collect();
+        let by_needs = job.needs.is_some();
+        let prerequisites: Vec<Status> = prerequisites_of(jobs, i).map(|j| jobs[j].as_prerequisite(by_needs)).collect();
         if !prerequisites.iter().all(|s| s.is_terminal()) {
             continue;
         }
-        let mut held_up_by = prerequisites_of(jobs, i).filter(|&j| !jobs[j].holds_nothing_up());
-        let all_succeeded = held_up_by.all(|j| counted(jobs[j].status, jobs[j].allow_failure) == Status::Success);
+        let mut held_up_by = prerequisites_of(jobs, i).filter(|&j| !jobs[j].holds_nothing_up(by_needs));
+        let all_succeeded = held_up_by.all(|j| jobs[j].as_prerequisite(by_needs) == Status::Success);
         let runs = match job.when {
             When::OnSuccess => all_succeeded,
             When::Manual => {
@@ -453,6 +462,19 @@ mod tests {
         let counted_jobs = [(S::Pending, When::Manual), (S::Created, When::OnSuccess)];
         assert_eq!(pipeline_status(counted_jobs, None), S::Pending);
         let jobs = [manual("deploy", 0, S::Success, false), node("notify", 1, None, S::Created)];
+        assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Enqueue)]);
+
+        // A job that `needs` an optional manual job waits until it is played and done.
+        let needs_deploy = vec!["deploy".to_string()];
+        let jobs = [
+            manual("deploy", 0, S::Manual, true),
+            node("smoke", 1, Some(&needs_deploy), S::Created),
+        ];
+        assert!(ready_decisions(&jobs, None).is_empty());
+        let jobs = [
+            manual("deploy", 0, S::Success, true),
+            node("smoke", 1, Some(&needs_deploy), S::Created),
+        ];
         assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Enqueue)]);
 
         // A manual job skipped for real (its stage's prerequisites failed) stops what needs it.

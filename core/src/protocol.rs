@@ -135,9 +135,23 @@ pub struct JobAssignment {
     /// directory before the scripts run (version 4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dependencies: Vec<DependencyArtifacts>,
+    /// How many files of those jobs were left out of `dependencies` for being over
+    /// [`MAX_DEPENDENCY_FILES`] or [`MAX_DEPENDENCY_BYTES`]: the runner then fails the
+    /// job before its scripts run instead of starting it without them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub dependencies_left_out: u64,
     /// The job's caches, keys expanded and scoped to its project (version 4).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cache: Vec<crate::cache::CacheAssignment>,
+}
+
+/// The most artifact files of earlier jobs one job gets (all jobs together).
+pub const MAX_DEPENDENCY_FILES: usize = 10_000;
+/// The most bytes of artifacts of earlier jobs one job gets (all jobs together).
+pub const MAX_DEPENDENCY_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The artifact files of one earlier job that a job gets, fetched with

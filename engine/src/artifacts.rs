@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use usher_core::api::Artifact;
 use usher_core::config::JobConfig;
-use usher_core::protocol::{DependencyArtifacts, DependencyFile};
+use usher_core::protocol::{DependencyArtifacts, DependencyFile, MAX_DEPENDENCY_BYTES, MAX_DEPENDENCY_FILES};
 
 use crate::{Actor, Engine, EngineError, format_time};
 
@@ -102,19 +102,28 @@ impl Engine {
     }
 
     /// The kept artifacts of the earlier jobs of its pipeline that job `job_id` (of stage
-    /// `stage_index`, defined by `job`) gets, by job (see [`JobConfig::takes_from`]).
+    /// `stage_index`, defined by `job`) gets, by job (see [`JobConfig::takes_from`]), at
+    /// most [`MAX_DEPENDENCY_FILES`] files and [`MAX_DEPENDENCY_BYTES`] in all; and how
+    /// many files were left out for that.
     pub(crate) async fn dependency_artifacts(
         &self,
         job_id: i64,
         pipeline_id: i64,
         job: &JobConfig,
         stage_index: usize,
-    ) -> Result<Vec<DependencyArtifacts>, EngineError> {
+    ) -> Result<(Vec<DependencyArtifacts>, u64), EngineError> {
         let mut out: Vec<DependencyArtifacts> = Vec::new();
+        let (mut files, mut bytes, mut left_out) = (0usize, 0u64, 0u64);
         for file in self.store().pipeline_artifacts(pipeline_id, job_id).await? {
             if !job.takes_from(stage_index, &file.job_name, file.stage_index) {
                 continue;
             }
+            if files + 1 > MAX_DEPENDENCY_FILES || bytes + file.size > MAX_DEPENDENCY_BYTES {
+                left_out += 1;
+                continue;
+            }
+            files += 1;
+            bytes += file.size;
             let entry = DependencyFile {
                 path: file.path,
                 size: file.size,
@@ -128,7 +137,7 @@ impl Engine {
                 }),
             }
         }
-        Ok(out)
+        Ok((out, left_out))
     }
 
     /// The stored file of an artifact of `dependency` and its size, for the runner (token
@@ -144,15 +153,17 @@ impl Engine {
         self.check_holder(token_id, job_id, "its dependencies' artifacts are given").await?;
         let not_found = || EngineError::NotFound(format!("artifact {path:?} of job {dependency} for job {job_id}"));
         let path = usher_core::artifacts::normalize_path(path).ok_or_else(not_found)?;
+        // The same rule as the assignment's listing, read for these two jobs only.
         let (spec, pipeline_id, stage_index) = self.store().job_spec_and_place(job_id).await?;
-        let dependencies = self.dependency_artifacts(job_id, pipeline_id, &spec.job, stage_index).await?;
-        let size = dependencies
-            .iter()
-            .filter(|d| d.job_id == dependency)
-            .flat_map(|d| &d.files)
-            .find(|f| f.path == path)
-            .map(|f| f.size)
-            .ok_or_else(not_found)?;
+        let earlier = self.store().job_place(dependency).await?.ok_or_else(not_found)?;
+        let depended_on = dependency != job_id
+            && earlier.pipeline_id == pipeline_id
+            && !earlier.retried
+            && spec.job.takes_from(stage_index, &earlier.name, earlier.stage_index);
+        if !depended_on {
+            return Err(not_found());
+        }
+        let size = self.store().artifact_size(dependency, &path).await?.ok_or_else(not_found)?;
         let root = self.inner.settings.artifacts_dir.as_ref().ok_or_else(not_found)?;
         Ok((root.join(format!("job-{dependency}")).join(&path), size))
     }

@@ -122,9 +122,15 @@ pub struct JobWrite {
     pub dotenv: Option<String>,
     /// The receipt of its teardown (JSON), from its runner's report.
     pub teardown: Option<String>,
-    /// 1 when its failure turned out to be allowed (`allow_failure: exit_codes`).
+    /// [`ALLOWED_BY_EXIT_CODE`] when its failure turned out to be allowed
+    /// (`allow_failure: exit_codes`).
     pub allow_failure: Option<i64>,
 }
+
+/// The `allow_failure` column of an attempt whose failure its exit code made allowed:
+/// true for this attempt (any value but 0 is), and not inherited by a retry of it, which
+/// starts again from its definition's `allow_failure` (1 or 0).
+pub const ALLOWED_BY_EXIT_CODE: i64 = 2;
 
 /// One entry of a job's timeline.
 #[derive(Clone, Debug, PartialEq)]
@@ -281,7 +287,7 @@ pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &
             .and_then(|r| r.teardown.as_ref())
             .map(|t| serde_json::to_string(&bounded(t)).unwrap_or_default()),
         allow_failure: matches!(mv.event, Event::Report { allowed_failure: true, .. })
-            .then_some(1)
+            .then_some(ALLOWED_BY_EXIT_CODE)
             .filter(|_| to == Status::Failed),
     };
     let audit = Audit {

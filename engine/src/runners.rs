@@ -1,7 +1,7 @@
 //! Runners: their tokens, registration and heartbeats, handing a pending job to a
 //! runner (with everything it needs to run it), and taking its final report.
 
-use usher_core::api::Job;
+use usher_core::api::{FailureReason, Job};
 use usher_core::protocol::{ArtifactsAssignment, Checkout, JobAssignment, JobReport};
 use usher_core::roles::Action;
 use usher_core::status::Status;
@@ -110,7 +110,7 @@ impl Engine {
         // stage without needs waits for none. Together they are held to one report's
         // limits, so that many jobs handing over cannot make an environment too large to
         // start a process in.
-        let mut dependencies = Vec::new();
+        let (mut dependencies, mut dependencies_left_out) = (Vec::new(), 0);
         if stage_index > 0 || spec.job.needs.as_ref().is_some_and(|n| !n.is_empty()) {
             let mut handed = Vec::new();
             for earlier in self.store().handed_over(job.pipeline_id, job.id).await? {
@@ -119,7 +119,7 @@ impl Engine {
                 }
             }
             variables.extend(usher_core::dotenv::accept(handed));
-            dependencies = self.dependency_artifacts(job.id, job.pipeline_id, &spec.job, stage_index).await?;
+            (dependencies, dependencies_left_out) = self.dependency_artifacts(job.id, job.pipeline_id, &spec.job, stage_index).await?;
         }
         variables.extend([
             ("CI".to_string(), "true".to_string()),
@@ -196,6 +196,7 @@ impl Engine {
             services: spec.job.services,
             masked,
             dependencies,
+            dependencies_left_out,
             cache,
         })
     }
@@ -225,11 +226,11 @@ impl Engine {
     /// (after an abort it is all the runner sends); the answer is the job's status.
     pub async fn finish_job(&self, runner_id: i64, job_id: i64, report: JobReport) -> Result<Status, EngineError> {
         let receipt = report.teardown.clone();
-        // Only a failed script's exit code can be one `allow_failure: exit_codes` allows.
+        // Only a failed script's exit code can be one `allow_failure: exit_codes` allows
+        // (a runner says `script_failure` for it; an older report may say nothing).
+        let script_failed = matches!(report.failure_reason, None | Some(FailureReason::ScriptFailure));
         let allowed_failure = match report.exit_code {
-            Some(code) if code != 0 && report.failure_reason.is_none() => {
-                self.store().job_spec(job_id).await?.job.allow_failure.exit_codes.contains(&code)
-            }
+            Some(code) if code != 0 && script_failed => self.store().job_spec(job_id).await?.job.allow_failure.exit_codes.contains(&code),
             _ => false,
         };
         let reported = Move {

@@ -41,13 +41,14 @@ pub enum UploadOutcome {
 impl Uploader {
     /// `tls`: the configuration for an `https://` server (see `crate::tls`).
     pub fn new(base_url: &str, token: &str, tls: Option<&std::sync::Arc<rustls::ClientConfig>>) -> Uploader {
+        // A server that does not answer at all is given up on soon; a slow transfer is
+        // not (each caller bounds its own stalls).
+        let builder = reqwest::Client::builder().connect_timeout(std::time::Duration::from_secs(15));
         let client = match tls {
-            Some(config) => reqwest::Client::builder()
-                .use_preconfigured_tls((**config).clone())
-                .build()
-                .unwrap_or_default(),
-            None => reqwest::Client::new(),
-        };
+            Some(config) => builder.use_preconfigured_tls((**config).clone()).build(),
+            None => builder.build(),
+        }
+        .unwrap_or_default();
         Uploader {
             client,
             base_url: base_url.trim_end_matches('/').to_string(),

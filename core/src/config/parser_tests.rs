@@ -237,3 +237,11 @@ fn caches_are_read_with_gitlabs_keys_and_defaults() {
     let err = parse("a:\n  cache: {untracked: true}\n  script: [x]\n").unwrap_err();
     assert!(err.message.contains("untracked"), "{err:?}");
 }
+
+#[test]
+fn dependencies_of_a_job_with_needs_are_among_its_needs() {
+    let err = parse("stages: [a, b]\nx:\n  stage: a\n  script: [x]\ny:\n  stage: a\n  script: [y]\nz:\n  stage: b\n  needs: [x]\n  dependencies: [y]\n  script: [z]\n")
+        .unwrap_err();
+    assert!(err.message.contains("not in the job's `needs`"), "{err:?}");
+    parse("stages: [a, b]\nx:\n  stage: a\n  script: [x]\nz:\n  stage: b\n  needs: [x]\n  dependencies: [x]\n  script: [z]\n").unwrap();
+}

@@ -18,6 +18,16 @@ pub(super) fn validate_dependencies(source: &str, stages: &[String], jobs: &[Job
                     format!("`dependencies` names `{dependency}`, which is not a job"),
                 ));
             };
+            // GitLab's rule too: a job with `needs` waits only for those, so it could not
+            // be sure to find the artifacts of another.
+            if job.needs.as_ref().is_some_and(|needs| !needs.contains(dependency)) {
+                return Err(job_error(
+                    source,
+                    &job.name,
+                    "dependencies",
+                    format!("`dependencies` names `{dependency}`, which is not in the job's `needs` (it would not wait for it)"),
+                ));
+            }
             if stage_of(&other.stage) >= stage_of(&job.stage) {
                 return Err(job_error(
                     source,

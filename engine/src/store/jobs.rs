@@ -38,6 +38,14 @@ pub struct DeferredLimits {
     pub bytes: usize,
 }
 
+/// Where a job is (see [`Store::job_place`]).
+pub struct JobPlace {
+    pub pipeline_id: i64,
+    pub name: String,
+    pub stage_index: usize,
+    pub retried: bool,
+}
+
 /// One job's handed-over variables (see [`Store::handed_over`]).
 pub struct HandedOver {
     pub job: String,
@@ -284,6 +292,21 @@ impl Store {
             .ok_or_else(|| EngineError::NotFound(format!("job {id}")))?;
         let stage_index = row.try_get::<i64, _>("stage_index")?.max(0) as usize;
         Ok((spec_from(id, &row)?, row.try_get("pipeline_id")?, stage_index))
+    }
+
+    /// Where a job is: its pipeline, name and stage index, and whether it was retried.
+    pub async fn job_place(&self, id: i64) -> Result<Option<JobPlace>, EngineError> {
+        let row = sqlx::query("SELECT pipeline_id, name, stage_index, retried FROM jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+        let Some(row) = row else { return Ok(None) };
+        Ok(Some(JobPlace {
+            pipeline_id: row.try_get("pipeline_id")?,
+            name: row.try_get("name")?,
+            stage_index: row.try_get::<i64, _>("stage_index")?.max(0) as usize,
+            retried: row.try_get::<i64, _>("retried")? != 0,
+        }))
     }
 
     /// `canceling` jobs whose cancel deadline is before `now`.

@@ -77,7 +77,12 @@ pub(super) fn rederive_pipeline(facts: PipelineFacts, t: &str) -> Option<Pipelin
 /// The write of a pipeline's re-derived status, its parameters numbered from `first`.
 pub(super) fn pipeline_status_sql(first: usize) -> String {
     let [status, started, finished, id] = [first, first + 1, first + 2, first + 3];
-    format!("UPDATE pipelines SET status = ${status}, started_at = ${started}, finished_at = ${finished} WHERE id = ${id}")
+    // A pipeline that has finished has no `workflow: timeout` left: a retry or a late
+    // Play runs it again without one.
+    format!(
+        "UPDATE pipelines SET status = ${status}, started_at = ${started}, finished_at = ${finished}, \
+         timeout_at = CASE WHEN ${finished} IS NULL THEN timeout_at ELSE NULL END WHERE id = ${id}"
+    )
 }
 
 pub(super) fn bind_pipeline_status<'q>(query: AnyQuery<'q>, pipeline: &'q Pipeline) -> AnyQuery<'q> {

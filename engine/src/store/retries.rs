@@ -27,12 +27,13 @@ impl Store {
             "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, \
              created_at, tags, retry_of, when_to_run, allow_failure) \
              SELECT pipeline_id, project_id, name, stage, stage_index, needs, $1, interruptible, spec, $2, tags, id, when_to_run, \
-             allow_failure \
+             CASE WHEN allow_failure = $4 THEN 0 ELSE allow_failure END \
              FROM jobs WHERE id = $3 RETURNING id",
         )
         .bind(Status::Created.as_str())
         .bind(&t)
         .bind(old)
+        .bind(crate::plan::ALLOWED_BY_EXIT_CODE)
         .fetch_one(&mut **tx)
         .await?;
         let id: i64 = row.try_get("id")?;

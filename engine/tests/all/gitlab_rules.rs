@@ -153,17 +153,32 @@ async fn an_allowed_failure_neither_fails_the_pipeline_nor_stops_later_stages() 
         let notify = p.jobs.unwrap().into_iter().find(|j| j.name == "notify").unwrap();
         assert_eq!(notify.status, Status::Skipped, "{}: on_failure does not run", db.name);
 
-        // `exit_codes`: only those exits are allowed failures.
+        // `exit_codes`: only those exits are allowed failures. Reports as a runner sends
+        // them: a non-zero exit says `script_failure`.
+        let script_failed = |code: i32| usher_core::protocol::JobReport {
+            failure_reason: Some(usher_core::api::FailureReason::ScriptFailure),
+            ..report(Some(code))
+        };
         let config = "flaky:\n  allow_failure:\n    exit_codes: [3, 137]\n  script: [x]\n";
         for (code, allowed, pipeline_status) in [(3, true, Status::Success), (1, false, Status::Failed)] {
             let (pipeline_id, jobs) = pipeline(&engine, &admin, config).await;
             assert!(!jobs[0].allow_failure, "{}: not known before it ends", db.name);
             let job = engine.claim_job(r, &[]).await.unwrap().unwrap();
-            assert_eq!(engine.finish_job(r, job.job_id, finish(code)).await.unwrap(), Status::Failed);
+            assert_eq!(engine.finish_job(r, job.job_id, script_failed(code)).await.unwrap(), Status::Failed);
             let p = engine.get_pipeline(&admin, pipeline_id).await.unwrap();
             assert_eq!(p.status, pipeline_status, "{}: exit {code}", db.name);
             assert_eq!(p.jobs.unwrap()[0].allow_failure, allowed, "{}: exit {code}", db.name);
         }
+        // The allowance is the attempt's: a retry after an allowed exit starts without it.
+        let config = "flaky:\n  retry: 1\n  allow_failure:\n    exit_codes: [3]\n  script: [x]\n";
+        let (pipeline_id, _) = pipeline(&engine, &admin, config).await;
+        let first = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.finish_job(r, first.job_id, script_failed(3)).await.unwrap();
+        let second = engine.claim_job(r, &[]).await.unwrap().expect("retried by its `retry:`");
+        assert!(!engine.get_job(&admin, second.job_id).await.unwrap().allow_failure, "{}", db.name);
+        engine.finish_job(r, second.job_id, script_failed(1)).await.unwrap();
+        let p = engine.get_pipeline(&admin, pipeline_id).await.unwrap();
+        assert_eq!(p.status, Status::Failed, "{}: the second attempt's exit 1 is not allowed", db.name);
         engine.close().await;
     }
 }
@@ -482,6 +497,10 @@ async fn a_pipeline_past_its_workflow_timeout_is_cancelled_and_cleans_up() {
             "{}: once",
             db.name
         );
+        // Finished, its timeout is spent: a retry runs without one.
+        engine.retry_pipeline(&admin, pipeline_id).await.unwrap();
+        let again = engine.reap_timed_out_pipelines_as_of(&in_2_hours).await.unwrap();
+        assert_eq!(again, 0, "{}: after a retry", db.name);
         engine.close().await;
     }
 }

@@ -298,11 +298,11 @@ async fn run_in_dirs(
         .reads_artifacts_as_job_user()
         .then(|| run.confinement.user().cloned())
         .flatten();
-    if !job.dependencies.is_empty() {
+    if !job.dependencies.is_empty() || job.dependencies_left_out > 0 {
         let Some(server) = uploader else {
             return JobOutcome::Report(missing_dependency(log, "this runner has no server to fetch them from".into()));
         };
-        match dependencies::download(server, job.job_id, &job.dependencies, &run.build_dir, reader.clone(), log, control).await {
+        match dependencies::download(server, job, &run.build_dir, reader.clone(), log, control).await {
             DownloadEnd::Done => {}
             DownloadEnd::Failed(why) => return JobOutcome::Report(missing_dependency(log, why)),
             DownloadEnd::Stopped(Control::Abort) => return kill_everything(&run.marks, log, ABORTED).await,
