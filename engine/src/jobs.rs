@@ -108,12 +108,15 @@ impl Engine {
         Ok(job)
     }
 
-    /// Sets `waiting_for` on pending jobs that no runner seen lately can take: none is
-    /// connected, or none has all of the job's tags.
+    /// Sets `waiting_for` on pending jobs that cannot start yet: another job holds their
+    /// `resource_group`, or no runner seen lately can take them (none is connected, or
+    /// none has all of the job's tags).
     pub(crate) async fn explain_waiting(&self, jobs: &mut [Job]) -> Result<(), EngineError> {
         if !jobs.iter().any(|j| j.status == Status::Pending) {
             return Ok(());
         }
+        let pending: Vec<i64> = jobs.iter().filter(|j| j.status == Status::Pending).map(|j| j.id).collect();
+        let held = self.store().resource_group_holders(&pending).await?;
         let since = chrono::Utc::now() - chrono::Duration::seconds(self.inner.settings.runner_lost_after_secs as i64);
         let runners = self.store().online_runner_tags(&format_time(since)).await?;
         for job in jobs.iter_mut().filter(|j| j.status == Status::Pending) {
@@ -123,6 +126,9 @@ impl Engine {
                 (false, true) => Some("a runner (none is connected)".into()),
                 (false, false) => Some(format!("a runner with tags {}", job.tags.join(", "))),
             };
+            if let Some((_, group, holder)) = held.iter().find(|(waiting, _, _)| *waiting == job.id) {
+                job.waiting_for = Some(format!("the resource group {group} (held by job #{holder})"));
+            }
         }
         Ok(())
     }

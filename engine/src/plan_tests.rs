@@ -34,6 +34,7 @@ fn job(id: i64, status: Status) -> Job {
         deferred: Vec::new(),
         allow_failure: false,
         coverage: None,
+        resource_group: None,
     }
 }
 

@@ -104,7 +104,10 @@ impl RunnerHub {
         let BusEvent::Job(job) = &change.event else {
             return;
         };
-        if job.status == Status::Pending {
+        // A job became pending, or one that held a resource group let it go: idle
+        // runners may now find something to take.
+        let frees_a_group = job.resource_group.is_some() && job.status.is_terminal();
+        if job.status == Status::Pending || frees_a_group {
             self.pending.send_modify(|n| *n = n.wrapping_add(1));
         }
         let routes = self.routes.lock().expect("hub lock");

@@ -127,7 +127,7 @@ async fn openapi_json_covers_every_public_route() {
         sorted(
             "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, finished_at, \
              runner_id, exit_code, failure_reason, cancel, after_script, tags, waiting_for, retry_of, retried, when, teardown, \
-             deferred, allow_failure, coverage"
+             deferred, allow_failure, coverage, resource_group"
         )
     );
     assert_eq!(properties(&spec, "Variable"), sorted("key, masked, created_at"));

@@ -93,6 +93,10 @@ pub struct Job {
     /// null without one, or until the job has finished.
     #[serde(default)]
     pub coverage: Option<f64>,
+    /// Its `resource_group`: while another job of the project with the same group runs or
+    /// cancels, this one waits in `pending` (`waiting_for` says which job holds it).
+    #[serde(default)]
+    pub resource_group: Option<String>,
     /// The teardown commands the job registered with `usher-defer`, in order, as the
     /// runner reported them while the job ran (masked); what each did is in `teardown`.
     #[serde(default)]

@@ -61,7 +61,6 @@ pub(super) fn instead(key: &str) -> &'static str {
         "dast_configuration" => "it configures GitLab's DAST scanner, which Usher does not have",
         "manual_confirmation" => "a confirmation message for manual jobs is not supported yet",
         "start_in" => "delayed jobs are not supported yet",
-        "resource_group" => "not supported yet: jobs of a group may overlap",
         "run" => "write the steps as `script` lines",
         _ => "see docs/ci-yaml.md for what Usher reads",
     }

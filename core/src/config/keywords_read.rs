@@ -36,7 +36,6 @@ pub(super) fn seconds(
 pub(super) fn refuse_unsupported(source: &str, job: &str, raw: &RawJob) -> Result<(), ConfigError> {
     let present = [
         ("start_in", raw.start_in.is_some()),
-        ("resource_group", raw.resource_group.is_some()),
         ("trigger", raw.trigger.is_some()),
         ("release", raw.release.is_some()),
         ("secrets", raw.secrets.is_some()),
@@ -195,6 +194,29 @@ pub(super) fn artifacts(source: &str, job: &str, raw: Option<RawArtifacts>) -> R
         when: a.when,
         dotenv: reports.dotenv.map(|l| l.0).unwrap_or_default(),
     }))
+}
+
+/// `resource_group: NAME` (the file's variables expanded): 1 to 255 characters, no
+/// control characters.
+pub(super) fn resource_group(
+    source: &str,
+    job: &str,
+    raw: Option<&Value>,
+    variables: &[(String, String)],
+) -> Result<Option<String>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    let bad = |why: &str| job_error(source, job, "resource_group", format!("`resource_group` {why}"));
+    let text = match raw {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return Err(bad("is a name")),
+    };
+    let name = expand_variables(source, job, "resource_group", &text, variables)?;
+    let name = name.trim();
+    if name.is_empty() || name.len() > 255 || name.chars().any(char::is_control) {
+        return Err(bad("is a name of 1 to 255 characters without control characters"));
+    }
+    Ok(Some(name.to_string()))
 }
 
 /// `cache:` entries: `key` (a string, or `files:` with an optional `prefix`, whose key

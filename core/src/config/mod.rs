@@ -103,6 +103,10 @@ pub struct JobConfig {
     /// `allow_failure`: a failure that does not fail the pipeline.
     #[serde(default)]
     pub allow_failure: AllowFailure,
+    /// `resource_group`: at most one job of the project with this group is running or
+    /// canceling at a time (the file's variables expanded).
+    #[serde(default)]
+    pub resource_group: Option<String>,
     /// `cache:` entries, their keys not expanded yet.
     #[serde(default)]
     pub cache: Vec<CacheConfig>,

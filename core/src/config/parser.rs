@@ -4,8 +4,8 @@
 use super::conditions::{read_ref_filter, read_rules};
 use super::expand::{Expanded, Refusal, expand};
 use super::keywords_read::{
-    allow_failure, artifacts, caches, container_image, coverage, defaults_taken, expand_variables, refuse_unsupported, retry, seconds,
-    services,
+    allow_failure, artifacts, caches, container_image, coverage, defaults_taken, expand_variables, refuse_unsupported, resource_group,
+    retry, seconds, services,
 };
 use super::raw::{Inherit, Lines, RawEnvironment, RawImage, RawJob, RawNeed, RawWorkflow, Variables};
 use super::refusals::{job_error, line_of_field, line_of_key, read_keys, refusal_error, syntax_error};
@@ -410,6 +410,7 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
             },
             retry: retry(source, at, job.retry.as_ref().or(default.retry.as_ref()))?,
             cache: caches(source, at, job.cache.clone().or_else(|| default.cache.clone()))?,
+            resource_group: resource_group(source, at, job.resource_group.as_ref(), &yaml_vars)?,
             coverage: coverage(source, at, job.coverage.clone())?,
             dependencies: job.dependencies.clone(),
             environment: job.environment.clone().map(|e| match e {

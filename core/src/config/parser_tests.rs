@@ -245,3 +245,11 @@ fn dependencies_of_a_job_with_needs_are_among_its_needs() {
     assert!(err.message.contains("not in the job's `needs`"), "{err:?}");
     parse("stages: [a, b]\nx:\n  stage: a\n  script: [x]\nz:\n  stage: b\n  needs: [x]\n  dependencies: [x]\n  script: [z]\n").unwrap();
 }
+
+#[test]
+fn a_resource_group_is_a_name_with_the_files_variables() {
+    let cfg = parse("variables:\n  ENV: production\ndeploy:\n  resource_group: deploy-$ENV\n  script: [x]\n").unwrap();
+    assert_eq!(cfg.jobs[0].resource_group.as_deref(), Some("deploy-production"));
+    let err = parse("deploy:\n  resource_group: [a]\n  script: [x]\n").unwrap_err();
+    assert_eq!(err.key.as_deref(), Some("deploy.resource_group"), "{err:?}");
+}

@@ -294,6 +294,30 @@ impl Store {
         Ok((spec_from(id, &row)?, row.try_get("pipeline_id")?, stage_index))
     }
 
+    /// Of the jobs `ids`, those whose `resource_group` another job of their project holds
+    /// (is running or canceling): (waiting job, group, holding job).
+    pub async fn resource_group_holders(&self, ids: &[i64]) -> Result<Vec<(i64, String, i64)>, EngineError> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let active = sql_statuses(StatusGroup::Active);
+        let sql = format!(
+            "SELECT w.id AS waiting, w.resource_group AS grp, MIN(h.id) AS holder FROM jobs w \
+             JOIN jobs h ON h.project_id = w.project_id AND h.resource_group = w.resource_group AND h.id <> w.id \
+             WHERE w.id IN ({}) AND h.status IN ({active}) GROUP BY w.id, w.resource_group",
+            placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        let rows = query.fetch_all(&mut *self.conn().await?).await?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("waiting")?, r.try_get("grp")?, r.try_get("holder")?)))
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(Into::into)
+    }
+
     /// Where a job is: its pipeline, name and stage index, and whether it was retried.
     pub async fn job_place(&self, id: i64) -> Result<Option<JobPlace>, EngineError> {
         let row = sqlx::query("SELECT pipeline_id, name, stage_index, retried FROM jobs WHERE id = $1")

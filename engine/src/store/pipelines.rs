@@ -107,7 +107,8 @@ impl Store {
         let pipeline_id: i64 = row.try_get("id")?;
         let insert_job = format!(
             "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags, \
-             when_to_run, allow_failure) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING {JOB_COLUMNS}"
+             when_to_run, allow_failure, resource_group) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             RETURNING {JOB_COLUMNS}"
         );
         let mut stored = Vec::with_capacity(jobs.len());
         for job in jobs {
@@ -127,6 +128,7 @@ impl Store {
                 .bind(tags_to(&job.spec.job.tags))
                 .bind(job.spec.job.when.as_str())
                 .bind(job.spec.job.allow_failure.any as i64)
+                .bind(job.spec.job.resource_group.as_deref())
                 .fetch_one(&mut **tx)
                 .await?;
             stored.push(job_from_row(&row)?);

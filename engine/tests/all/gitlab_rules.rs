@@ -504,3 +504,110 @@ async fn a_pipeline_past_its_workflow_timeout_is_cancelled_and_cleans_up() {
         engine.close().await;
     }
 }
+
+/// `resource_group`: across the pipelines of a project at most one job of a group runs;
+/// the others wait in `pending` (saying which job holds the group) while other jobs go
+/// on, and the oldest goes next. Another project's group of the same name is its own.
+/// On PostgreSQL, claimers on two replicas at once never start two of a group.
+#[tokio::test]
+async fn a_resource_group_runs_one_job_at_a_time_across_pipelines_and_replicas() {
+    use usher_core::status::Status;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        // Pipelines on one ref would supersede each other: not here.
+        let keep = "workflow:\n  auto_cancel:\n    on_new_commit: none\n";
+        let config = format!("{keep}deploy:\n  resource_group: production\n  script: [d]\nlint:\n  script: [l]\n");
+        let config = config.as_str();
+        let p = project(&engine, &admin, config).await;
+        run(&engine, &admin, p, "main", Origin::Api).await.unwrap();
+        run(&engine, &admin, p, "main", Origin::Api).await.unwrap();
+        let r = runner(&engine, "r").await;
+        let mut claimed = Vec::new();
+        while let Some(job) = engine.claim_job(r, &[]).await.unwrap() {
+            claimed.push((job.name.clone(), job.job_id, job.pipeline_id));
+        }
+        let names: Vec<&str> = claimed.iter().map(|(n, _, _)| n.as_str()).collect();
+        assert_eq!(names, ["deploy", "lint", "lint"], "{}: the second deploy waits", db.name);
+        let first_deploy = claimed[0].1;
+        let second_pipeline = claimed[2].2;
+        let waiting = engine.get_pipeline(&admin, second_pipeline).await.unwrap().jobs.unwrap();
+        let waiting = waiting.into_iter().find(|j| j.name == "deploy").unwrap();
+        assert_eq!(waiting.status, Status::Pending, "{}", db.name);
+        assert_eq!(
+            waiting.waiting_for.as_deref(),
+            Some(format!("the resource group production (held by job #{first_deploy})").as_str()),
+            "{}",
+            db.name
+        );
+        // Another project's `production` is another group.
+        let other = project(&engine, &admin, config).await;
+        run(&engine, &admin, other, "main", Origin::Api).await.unwrap();
+        let theirs = engine.claim_job(r, &[]).await.unwrap().expect("another project's group is free");
+        assert_eq!(theirs.name, "deploy", "{}", db.name);
+        engine.finish_job(r, theirs.job_id, report(Some(0))).await.unwrap();
+        // The rest of that project; this project's deploy still waits meanwhile.
+        while let Some(job) = engine.claim_job(r, &[]).await.unwrap() {
+            assert_ne!(job.job_id, waiting.id, "{}", db.name);
+            engine.finish_job(r, job.job_id, report(Some(0))).await.unwrap();
+        }
+        // Ended, the group goes to the oldest waiting job.
+        engine.finish_job(r, first_deploy, report(Some(0))).await.unwrap();
+        let next = engine.claim_job(r, &[]).await.unwrap().expect("the group is free again");
+        assert_eq!(next.job_id, waiting.id, "{}", db.name);
+        engine.finish_job(r, next.job_id, report(Some(0))).await.unwrap();
+        while let Some(job) = engine.claim_job(r, &[]).await.unwrap() {
+            engine.finish_job(r, job.job_id, report(Some(0))).await.unwrap();
+        }
+
+        if db.name == "postgres" {
+            // Two replicas, eight claimers at once: runners with tag `a` on one, with
+            // `b` on the other, and one deploy of the group for each tag — so each
+            // claimer sees a job of the group it may take. One starts, each round.
+            let replica = Engine::open(&db.url).await.unwrap();
+            let two = format!(
+                "{keep}deploy-a:\n  resource_group: production\n  tags: [a]\n  script: [d]\n\
+                 deploy-b:\n  resource_group: production\n  tags: [b]\n  script: [d]\n"
+            );
+            let single = project(&engine, &admin, &two).await;
+            let tagged = |e: Engine, name: &'static str| async move {
+                let token = e.create_runner_token().await.unwrap();
+                let token_id = e.authenticate_runner(&token).await.unwrap();
+                e.register_runner(name, token_id, None, &[name.to_string()]).await.unwrap()
+            };
+            let runners = [
+                (engine.clone(), tagged(engine.clone(), "a").await),
+                (replica.clone(), tagged(replica.clone(), "b").await),
+            ];
+            for round in 0..5 {
+                run(&engine, &admin, single, "main", Origin::Api).await.unwrap();
+                let mut claims = Vec::new();
+                for i in 0..8 {
+                    let (e, r) = runners[i % 2].clone();
+                    let tags = vec![if i % 2 == 0 { "a".to_string() } else { "b".to_string() }];
+                    claims.push(tokio::spawn(
+                        async move { e.claim_job(r, &tags).await.unwrap().map(|j| (r, j.job_id)) },
+                    ));
+                }
+                let mut got = Vec::new();
+                for claim in claims {
+                    got.extend(claim.await.unwrap());
+                }
+                assert_eq!(got.len(), 1, "round {round}: {got:?}");
+                let (r, job) = got[0];
+                engine.finish_job(r, job, report(Some(0))).await.unwrap();
+                // Then the round's other deploy, by whichever runner may take it.
+                let mut next = None;
+                for (e, r) in &runners {
+                    let tags = vec![if *r == runners[0].1 { "a".to_string() } else { "b".to_string() }];
+                    if let Some(j) = e.claim_job(*r, &tags).await.unwrap() {
+                        next = Some((*r, j.job_id));
+                    }
+                }
+                let (r, job) = next.expect("the other deploy of the round");
+                engine.finish_job(r, job, report(Some(0))).await.unwrap();
+            }
+            replica.close().await;
+        }
+        engine.close().await;
+    }
+}

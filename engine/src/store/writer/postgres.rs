@@ -72,6 +72,11 @@ pub(super) async fn pick_claim(tx: &mut Tx<'_>, candidates: Vec<Candidate>) -> R
         *JOB_COLUMNS_OF_J
     );
     for c in candidates {
+        if let Some(group) = &c.resource_group
+            && !hold_resource_group(tx, c.project, group).await?
+        {
+            continue;
+        }
         let row = sqlx::query(&sql)
             .bind(c.job)
             .bind(Status::Pending.as_str())
@@ -86,6 +91,29 @@ pub(super) async fn pick_claim(tx: &mut Tx<'_>, candidates: Vec<Candidate>) -> R
         }
     }
     Ok(None)
+}
+
+/// Whether this claim may take a job of `group` of `project`: it holds the group's
+/// transaction-scoped advisory lock (so no other claim, on any replica, decides about
+/// the group until this one commits) and, under that lock, no job of the group is
+/// running or canceling. Two groups whose names hash alike only take turns.
+async fn hold_resource_group(tx: &mut Tx<'_>, project: i64, group: &str) -> Result<bool, EngineError> {
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtextextended($1, 0))")
+        .bind(format!("usher resource_group {project} {group}"))
+        .fetch_one(&mut **tx)
+        .await?;
+    if !locked {
+        return Ok(false);
+    }
+    let active = crate::store::sql_statuses(usher_core::status::StatusGroup::Active);
+    let holder = sqlx::query(&format!(
+        "SELECT id FROM jobs WHERE project_id = $1 AND resource_group = $2 AND status IN ({active}) LIMIT 1"
+    ))
+    .bind(project)
+    .bind(group)
+    .fetch_optional(&mut **tx)
+    .await?;
+    Ok(holder.is_none())
 }
 
 /// One notice per moved job, then the pipeline's. The first statement also writes the
