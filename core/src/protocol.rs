@@ -71,9 +71,16 @@ pub enum ServerMessage {
     Job {
         job: JobAssignment,
     },
-    /// Graceful: stop the script (TERM, grace, KILL), run after_script, report.
+    /// Graceful: stop the script (TERM, grace, KILL), run after_script, report. Who
+    /// asked, why, and in what words (version 4), for the job's log.
     Cancel {
         job_id: i64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        requested_by: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        message: Option<String>,
     },
     /// Kill every process of the job now; no after_script, nothing more to report.
     Abort {
@@ -269,7 +276,12 @@ mod tests {
 
     #[test]
     fn frames_are_tagged_json() {
-        let m = ServerMessage::Cancel { job_id: 7 };
+        let m = ServerMessage::Cancel {
+            job_id: 7,
+            requested_by: None,
+            reason: None,
+            message: None,
+        };
         assert_eq!(serde_json::to_string(&m).unwrap(), r#"{"type":"cancel","job_id":7}"#);
         let r: RunnerMessage = serde_json::from_str(r#"{"type":"request_job"}"#).unwrap();
         assert_eq!(r, RunnerMessage::RequestJob);

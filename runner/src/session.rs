@@ -22,6 +22,7 @@ use crate::artifacts::Uploader;
 pub use crate::config::RunnerConfig;
 use crate::control::Control;
 use crate::executor::{JobHost, JobOutcome, run_job};
+use crate::logsink::LogHandle;
 
 /// What the runner's owner asks of it; the value only ever moves forward.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,10 +50,21 @@ const FIRST_RETRY: Duration = Duration::from_millis(100);
 const LONGEST_RETRY: Duration = Duration::from_secs(10);
 const GOOD_CONNECTION: Duration = Duration::from_secs(30);
 
-/// A job being worked on: the channel to its task, and the task.
+/// A job being worked on: the channel to its task, the task, and its log.
 struct HeldJob {
     control: mpsc::UnboundedSender<Control>,
     task: tokio::task::JoinHandle<()>,
+    log: LogHandle,
+}
+
+/// The log's line for a cancel: who asked, why, and their words (control characters,
+/// which the server refuses anyway, are left out).
+fn cancel_words(by: &str, reason: Option<&str>, message: Option<&str>) -> String {
+    let why = reason.map(|r| format!(" ({r})")).unwrap_or_default();
+    let said: String = message
+        .map(|m| format!(": “{}”", m.chars().filter(|c| !c.is_control()).collect::<String>()))
+        .unwrap_or_default();
+    format!("Cancel requested by {by}{why}{said}")
 }
 
 struct State {
@@ -341,14 +353,15 @@ fn start_job(host: &JobHost, state: &mut State, job: JobAssignment, internal_tx:
     // Log frames and the final Done share one channel, so the report can never overtake
     // the job's last lines.
     let forward = internal_tx.clone();
-    let out = move |m: RunnerMessage| {
+    let log = crate::logsink::spawn(job_id, job.masked.clone(), move |m: RunnerMessage| {
         let _ = forward.send(Internal::Send(m));
-    };
+    });
     let done = internal_tx.clone();
     let host = host.clone();
     let uploader = uploader.clone();
+    let job_log = log.clone();
     let task = tokio::spawn(async move {
-        let outcome = run_job(job, &host, Some(&uploader), control_rx, out).await;
+        let outcome = run_job(job, &host, Some(&uploader), control_rx, job_log).await;
         let report = match outcome {
             JobOutcome::Report(r) => Some(r),
             // The job is canceled on the server already: only its teardown receipt goes.
@@ -364,7 +377,14 @@ fn start_job(host: &JobHost, state: &mut State, job: JobAssignment, internal_tx:
         };
         let _ = done.send(Internal::Done { job_id, report });
     });
-    state.held.insert(job_id, HeldJob { control: control_tx, task });
+    state.held.insert(
+        job_id,
+        HeldJob {
+            control: control_tx,
+            task,
+            log,
+        },
+    );
     if state.draining {
         // Offered before the server knew: it stops at once.
         control(state, job_id, Control::Shutdown);
@@ -376,7 +396,17 @@ fn on_server_message(state: &mut State, msg: ServerMessage) -> bool {
     match msg {
         ServerMessage::Welcome { runner_id, .. } => state.runner_id = Some(runner_id),
         ServerMessage::Job { .. } => {}
-        ServerMessage::Cancel { job_id } => control(state, job_id, Control::Cancel),
+        ServerMessage::Cancel {
+            job_id,
+            requested_by,
+            reason,
+            message,
+        } => {
+            if let (Some(job), Some(by)) = (state.held.get(&job_id), requested_by) {
+                job.log.note(&cancel_words(&by, reason.as_deref(), message.as_deref()));
+            }
+            control(state, job_id, Control::Cancel)
+        }
         ServerMessage::Abort { job_id } => control(state, job_id, Control::Abort),
         ServerMessage::LogAck {
             job_id,

@@ -120,7 +120,7 @@ async fn bench(label: &str, database_url: String) {
         tokio::spawn(async move {
             let _ = go.recv().await;
             loop {
-                if let ServerMessage::Cancel { job_id: j } = next_message(&mut ws).await {
+                if let ServerMessage::Cancel { job_id: j, .. } = next_message(&mut ws).await {
                     assert_eq!(j, job_id);
                     told_tx.send(Instant::now()).unwrap();
                     break;

@@ -368,7 +368,13 @@ impl HeldBy {
         match event {
             Ok(BusEvent::Job(job)) if self.held.contains(&job.id) => match job.status.runner_command() {
                 Some(RunnerCommand::Cancel) => {
-                    send(socket, &ServerMessage::Cancel { job_id: job.id }).await?;
+                    let cancel = ServerMessage::Cancel {
+                        job_id: job.id,
+                        requested_by: job.cancel.as_ref().map(|c| c.requested_by.clone()),
+                        reason: job.cancel.as_ref().map(|c| c.reason.as_str().to_string()),
+                        message: job.cancel.as_ref().and_then(|c| c.message.clone()),
+                    };
+                    send(socket, &cancel).await?;
                     if let Some(cancel) = &job.cancel {
                         let waited = usher_engine::metrics::seconds_since(&cancel.requested_at);
                         self.engine.metrics().cancel_to_runner.observe(waited);

@@ -412,5 +412,10 @@ async fn a_cancel_keeps_the_words_it_was_given() {
     }
     t.wait_for_status(busy, "canceled").await;
     assert_eq!(t.job(busy).await["cancel"]["message"], words, "the runner's report keeps the words");
+    let log = t.wait_for_log(busy, "Cancel requested by").await;
+    assert!(
+        log.contains(&format!("Cancel requested by admin (pipeline): “{words}”")),
+        "the cancel line says who and why: {log}"
+    );
     t.stop().await;
 }

@@ -187,7 +187,7 @@ async fn cancelling_a_pipeline_held_by_many_runners_tells_each_its_own_job() {
         let told = tokio::time::timeout(Duration::from_secs(30), async {
             loop {
                 match next_server_message(ws).await {
-                    ServerMessage::Cancel { job_id: j } => return j,
+                    ServerMessage::Cancel { job_id: j, .. } => return j,
                     ServerMessage::Abort { job_id: j } => panic!("abort of job {j} on a graceful cancel"),
                     _ => continue,
                 }

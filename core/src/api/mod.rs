@@ -293,8 +293,8 @@ pub const CANCEL_MESSAGE_CHARS: usize = 500;
 #[serde(deny_unknown_fields)]
 pub struct CancelRequest {
     /// Why, in the canceller's words: kept with the cancel (of the pipeline and of each
-    /// job it stops), at the end of the timeline entry, and shown on the job and pipeline
-    /// pages. At most 500 characters, no control characters.
+    /// job it stops), at the end of the timeline entry, on the job and pipeline pages, and
+    /// in a running job's log. At most 500 characters, no control characters.
     #[serde(default)]
     pub message: Option<String>,
 }

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 use usher_core::api::{FailureReason, Teardown};
-use usher_core::protocol::{JobAssignment, JobReport, RunnerMessage};
+use usher_core::protocol::{JobAssignment, JobReport};
 
 use crate::after_script::{run_after_script, run_deferred};
 use crate::artifacts::{UploadOutcome, Uploader};
@@ -41,7 +41,7 @@ use crate::docker::Docker;
 use crate::handover;
 use crate::isolation::{Confinement, JobCgroup, JobIsolation, SlotUser};
 use crate::job_run::JobRun;
-use crate::logsink::{self, LogHandle};
+use crate::logsink::LogHandle;
 use crate::procs::{self, JobMarks};
 use crate::rooms::ReadyRooms;
 use crate::script::script_text;
@@ -99,10 +99,9 @@ pub async fn run_job(
     host: &JobHost,
     uploader: Option<&Uploader>,
     mut control: mpsc::UnboundedReceiver<Control>,
-    out: impl Fn(RunnerMessage) + Send + 'static,
+    log: LogHandle,
 ) -> JobOutcome {
     let started = Instant::now();
-    let log = logsink::spawn(job.job_id, job.masked.clone(), out);
     let cookie = format!("{}-{}-{}", std::process::id(), job.job_id, hex::encode(rand::random::<[u8; 8]>()));
     let build_dir = host.builds_dir.join(format!("job-{}", job.job_id));
     let meta_dir = host.builds_dir.join(format!("job-{}.usher", job.job_id));
