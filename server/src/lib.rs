@@ -6,6 +6,7 @@
 pub mod api;
 pub mod assets;
 pub mod caller;
+pub mod client;
 pub mod data_dir;
 pub mod demo;
 pub mod error;

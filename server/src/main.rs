@@ -77,10 +77,106 @@ enum Command {
         #[command(subcommand)]
         command: RunnerTokenCommand,
     },
+    /// Keep a server's URL and an API token (read from standard input) for the client
+    /// commands, in a file only you can read.
+    Login {
+        /// The server's URL, e.g. https://ci.example.com.
+        url: String,
+        /// PEM certificates of a private CA (or the server's own self-signed certificate).
+        #[arg(long, env = "USHER_CA_FILE")]
+        ca_file: Option<PathBuf>,
+    },
+    /// Pipelines on any Usher server (see `usher login`).
+    Pipeline {
+        #[command(subcommand)]
+        command: PipelineCommand,
+        #[command(flatten)]
+        client: usher_server::client::ClientArgs,
+    },
+    /// Jobs on any Usher server (see `usher login`).
+    Job {
+        #[command(subcommand)]
+        command: JobCommand,
+        #[command(flatten)]
+        client: usher_server::client::ClientArgs,
+    },
     /// Print a shell completion script for usher (e.g. `usher completions bash > /etc/bash_completion.d/usher`).
     Completions {
         #[arg(value_enum)]
         shell: clap_complete::Shell,
+    },
+}
+
+#[derive(Subcommand)]
+enum PipelineCommand {
+    /// A project's pipelines, newest first.
+    List {
+        #[arg(long)]
+        project: i64,
+        /// Only this branch or tag.
+        #[arg(long = "ref")]
+        git_ref: Option<String>,
+        /// Only pipelines in this status.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 20)]
+        per_page: u32,
+    },
+    /// A pipeline and its jobs.
+    Show { id: i64 },
+    /// Start a pipeline of a project.
+    Run {
+        #[arg(long)]
+        project: i64,
+        #[arg(long = "ref", default_value = "main")]
+        git_ref: String,
+        /// A commit of that ref (default: its newest).
+        #[arg(long)]
+        sha: Option<String>,
+    },
+    /// Cancel gracefully: running jobs clean up first.
+    Cancel {
+        id: i64,
+        /// Why (kept with the cancel, shown to everyone, at most 500 characters).
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Kill every unfinished job at once.
+    Abort {
+        id: i64,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// New attempts of the failed and canceled jobs.
+    Retry { id: i64 },
+}
+
+#[derive(Subcommand)]
+enum JobCommand {
+    /// A job's status and facts.
+    Show { id: i64 },
+    /// Cancel gracefully: the script is stopped and after_script runs.
+    Cancel {
+        id: i64,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// Kill the job at once (no after_script).
+    Abort {
+        id: i64,
+        #[arg(long)]
+        message: Option<String>,
+    },
+    /// A new attempt of a finished job.
+    Retry { id: i64 },
+    /// Start a manual job.
+    Play { id: i64 },
+    /// Print the job's log; with -f, follow it live and exit with the job's outcome
+    /// (0 success, 1 failed, 3 canceled or skipped).
+    Log {
+        id: i64,
+        #[arg(short, long)]
+        follow: bool,
     },
 }
 
@@ -212,6 +308,16 @@ async fn main() {
         );
         return;
     }
+    if matches!(cli.command, Command::Login { .. } | Command::Pipeline { .. } | Command::Job { .. }) {
+        let code = match client_command(cli.command).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("usher: {e}");
+                e.exit_code()
+            }
+        };
+        std::process::exit(code);
+    }
     match cli.command {
         Command::Serve {
             addr,
@@ -325,9 +431,58 @@ async fn main() {
                     engine.revoke_runner_token(&token_arg(token)).await.unwrap_or_else(|e| fail(e));
                     eprintln!("revoked the runner token");
                 }
-                Command::Serve { .. } | Command::Completions { .. } => unreachable!(),
+                Command::Serve { .. }
+                | Command::Completions { .. }
+                | Command::Login { .. }
+                | Command::Pipeline { .. }
+                | Command::Job { .. } => unreachable!(),
             }
             engine.close().await;
         }
     }
+}
+
+/// The client commands: they talk to a server over HTTP(S), not to a database.
+async fn client_command(command: Command) -> Result<i32, usher_server::client::ClientError> {
+    use usher_server::client::{Act, Client, login, read_token};
+    match command {
+        Command::Login { url, ca_file } => {
+            let token = read_token()?;
+            let path = login(&url, &token, ca_file.as_deref()).await?;
+            eprintln!("logged in to {url}; kept in {}", path.display());
+        }
+        Command::Pipeline { command, client } => {
+            let client = Client::new(&client)?;
+            match command {
+                PipelineCommand::List {
+                    project,
+                    git_ref,
+                    status,
+                    per_page,
+                } => {
+                    client
+                        .pipeline_list(project, git_ref.as_deref(), status.as_deref(), per_page)
+                        .await?
+                }
+                PipelineCommand::Show { id } => client.pipeline_show(id).await?,
+                PipelineCommand::Run { project, git_ref, sha } => client.pipeline_run(project, &git_ref, sha.as_deref()).await?,
+                PipelineCommand::Cancel { id, message } => client.pipeline_act(id, Act::Cancel { message }).await?,
+                PipelineCommand::Abort { id, message } => client.pipeline_act(id, Act::Abort { message }).await?,
+                PipelineCommand::Retry { id } => client.pipeline_act(id, Act::Retry).await?,
+            }
+        }
+        Command::Job { command, client } => {
+            let client = Client::new(&client)?;
+            match command {
+                JobCommand::Show { id } => client.job_show(id).await?,
+                JobCommand::Cancel { id, message } => client.job_act(id, Act::Cancel { message }).await?,
+                JobCommand::Abort { id, message } => client.job_act(id, Act::Abort { message }).await?,
+                JobCommand::Retry { id } => client.job_act(id, Act::Retry).await?,
+                JobCommand::Play { id } => client.job_act(id, Act::Play).await?,
+                JobCommand::Log { id, follow } => return client.job_log(id, follow).await,
+            }
+        }
+        _ => unreachable!("not a client command"),
+    }
+    Ok(0)
 }
