@@ -1,6 +1,7 @@
-// Manual jobs in the browser: on the pipeline page a `when: manual` job shows the
-// `manual` badge and a Play button; Play starts it and the page follows it live to
-// `success` (with JavaScript, and as a plain form post before hydration).
+// Jobs that wait for a person or may fail, in the browser: on the pipeline page a
+// `when: manual` job shows the `manual` badge and a Play button; Play starts it and the
+// page follows it live to `success` (with JavaScript, and as a plain form post before
+// hydration). An allowed failure says so, and its pipeline's badge stays `success`.
 import { test, expect } from '@playwright/test';
 import { api, base, signIn, trackPipelines } from './helpers.mjs';
 
@@ -40,3 +41,18 @@ deploy:
     await context.close();
   });
 }
+
+test('an allowed failure is marked so, and its pipeline still succeeds', async ({ page, request }) => {
+  const pipeline = await pipelines.create(request, `
+lint:
+  allow_failure:
+    exit_codes: [3]
+  script: ["exit 3"]
+`);
+  await signIn(page);
+  await page.goto(`${base()}/pipelines/${pipeline.id}`);
+  const job = page.locator('li.job[data-job-name="lint"]');
+  await expect(job.locator('.badge')).toHaveText('failed', { timeout: 30_000 });
+  await expect(job.getByTestId('job-allowed')).toHaveText('allowed to fail');
+  await expect(page.locator('.title-row .badge')).toHaveText('success');
+});

@@ -193,6 +193,9 @@ fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, needs: Option<Vec<String>>, role: R
             <a class="job-name" href=format!("/jobs/{id}")>{label}</a>
             {when}
             <StatusBadge status=status/>
+            {move || job().is_some_and(|j| j.allow_failure && j.status == Status::Failed).then(|| view! {
+                <span class="muted allowed" data-testid="job-allowed" title="allow_failure: the pipeline does not fail for it">"allowed to fail"</span>
+            })}
             {move || job().and_then(|j| finished_after(&j)).map(|d| view! { <span class="muted took" data-testid="job-took">{d}</span> })}
             {move || job().is_some_and(|j| j.retried).then(|| view! { <span class="muted">" (retried)"</span> })}
             <JobButtons id=id status=status role=role actions=actions/>
