@@ -148,10 +148,10 @@ impl Client {
         if let Some(body) = body {
             request = request.json(&body);
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| ClientError::Usage(usher_runner::tls::explain(&format!("cannot reach {}: {e}", self.base))))?;
+        let response = request.send().await.map_err(|e| {
+            let why = usher_runner::tls::with_causes(&e);
+            ClientError::Usage(usher_runner::tls::explain(&format!("cannot reach {}: {why}", self.base)))
+        })?;
         let status = response.status();
         let text = response.text().await.map_err(|e| ClientError::Usage(e.to_string()))?;
         if status.is_success() {
@@ -171,7 +171,7 @@ impl Client {
             .bearer_auth(&self.token)
             .send()
             .await
-            .map_err(|e| ClientError::Usage(format!("cannot reach {}: {e}", self.base)))?;
+            .map_err(|e| ClientError::Usage(format!("cannot reach {}: {}", self.base, usher_runner::tls::with_causes(&e))))?;
         if !response.status().is_success() {
             let status = response.status();
             return Err(ClientError::Refused(format!(

@@ -150,3 +150,72 @@ async fn local_runners_work_behind_tls() {
     t.wait_for_status(job, "success").await;
     assert!(t.log(job).await.0.contains("local over tls"));
 }
+
+/// The certificate most guides make (`openssl req -x509`: self-signed, and a CA by its
+/// basic constraints), given to the runner and to the `usher` client as `--ca-file`, is
+/// trusted as exactly itself; without it, or for another host name, the refusal names
+/// the real cause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_self_signed_certificate_given_as_ca_file_is_trusted_as_itself() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert_path, key_path) = (dir.path().join("self.pem"), dir.path().join("self-key.pem"));
+    std::fs::write(&cert_path, cert.pem()).unwrap();
+    std::fs::write(&key_path, key.serialize_pem()).unwrap();
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let (cert_s, key_s) = (cert_path.display().to_string(), key_path.display().to_string());
+    let (_server, base) = spawn_usher(
+        USHER,
+        data_dir.path(),
+        &format!("127.0.0.1:{port}"),
+        0,
+        &[("USHER_TLS_CERT", cert_s.as_str()), ("USHER_TLS_KEY", key_s.as_str())],
+    );
+    let runner_token = String::from_utf8(run_usher_cli(USHER, data_dir.path(), &["runner-token", "create"], "").stdout).unwrap();
+    let api_token = String::from_utf8(run_usher_cli(USHER, data_dir.path(), &["token", "create", "admin"], "").stdout).unwrap();
+    let mut t = TestServer::detached();
+    t.base = base.clone();
+    // The test's own client checks nothing; the runner and `usher` are what is tested.
+    t.client = reqwest::Client::builder().danger_accept_invalid_certs(true).build().unwrap();
+    let _runner = runner(
+        &base,
+        runner_token.trim(),
+        &cert_path,
+        &dir.path().join("b"),
+        &dir.path().join("runner.log"),
+    );
+    let pipeline = t.pipeline("pinned:\n  script: [\"echo over a pinned certificate\"]\n").await;
+    let job = TestServer::job_id(&pipeline, "pinned");
+    t.wait_for_status(job, "success").await;
+    assert!(t.log(job).await.0.contains("over a pinned certificate"));
+
+    let client = |url: &str, ca: Option<&Path>| {
+        let mut command = std::process::Command::new(USHER);
+        command.args(["job", "show", &job.to_string(), "--url", url]);
+        command.env("USHER_TOKEN", api_token.trim()).env("XDG_CONFIG_HOME", dir.path());
+        if let Some(ca) = ca {
+            command.arg("--ca-file").arg(ca);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        )
+    };
+    let (code, text) = client(&base, Some(&cert_path));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("success"), "{text}");
+    let (code, text) = client(&base, None);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(
+        text.contains("self-signed certificate: pass that certificate itself with --ca-file"),
+        "{text}"
+    );
+    let (code, text) = client(&format!("https://localhost:{port}"), Some(&cert_path));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("not for this host name"), "{text}");
+}
