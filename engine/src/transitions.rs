@@ -17,6 +17,7 @@ impl Engine {
         let committed = self.commit_and_publish(change).await?;
         for t in committed.jobs.iter().filter(|t| t.changed) {
             let job = &t.job;
+            self.inner.metrics.count_move(t.from, job);
             tracing::info!(job = job.id, pipeline = job.pipeline_id, from = %t.from, to = %job.status, "job {}", job.status);
             if let (Some(teardown), true) = (&job.teardown, job.status.is_terminal())
                 && teardown.leftovers > 0

@@ -79,7 +79,7 @@ async fn healthz(State(state): State<AppState>) -> Response {
 /// `GET /metrics`: Prometheus text format, counts and timings only (no sign-in needed).
 async fn metrics(State(state): State<AppState>) -> Response {
     match state.engine.metrics_text().await {
-        Ok(text) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response(),
+        Ok(text) => ([(header::CONTENT_TYPE, usher_engine::metrics::CONTENT_TYPE)], text).into_response(),
         Err(e) => ApiError::from(e).into_response(),
     }
 }

@@ -50,8 +50,28 @@ async fn healthz_and_metrics_answer_without_credentials() {
 
     let resp = plain.get(format!("{}/metrics", t.base)).send().await.unwrap();
     assert_eq!(resp.status(), 200);
-    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    // The body is OpenMetrics text (it ends with `# EOF`), and says so.
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/openmetrics-text")
+    );
     let text = resp.text().await.unwrap();
+    assert!(text.trim_end().ends_with("# EOF"), "{text}");
+    assert_eq!(metric(&text, "usher_jobs_finished_total{status=\"canceled\"}"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, "usher_cancels_total{mode=\"graceful\",reason=\"user\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(metric(&text, "usher_job_queue_seconds_count"), 1.0, "{text}");
+    assert_eq!(metric(&text, "usher_job_duration_seconds_count"), 1.0, "{text}");
+    assert_eq!(
+        metric(&text, &format!("usher_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))),
+        1.0,
+        "{text}"
+    );
     assert_eq!(metric(&text, "usher_jobs{status=\"canceled\"}"), 1.0, "{text}");
     assert_eq!(metric(&text, "usher_jobs{status=\"running\"}"), 0.0);
     assert_eq!(metric(&text, "usher_runners_connected"), 1.0);
