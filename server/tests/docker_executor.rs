@@ -5,7 +5,8 @@
 //! through the Docker API it was given (whose confinement docker_api.rs tests); a
 //! missing image fails the job as `image_pull_failed`; a job without `image:` runs in
 //! the runner's `--docker-image`; a runner killed with SIGKILL
-//! removes what its jobs left when it starts again.
+//! removes what its jobs left when it starts again; in containers too, a job finds the
+//! artifacts of the jobs before it and the project's cache.
 //!
 //! Runs under scripts/with-docker (make test does); without an engine the tests are
 //! reported ignored (usher-testkit's harness), unless USHER_REQUIRE_DOCKER=1 fails them.
@@ -30,6 +31,7 @@ fn main() -> std::process::ExitCode {
             a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_again,
             a_containers_root_cannot_plant_a_link_where_the_runner_writes,
             in_a_container_a_cancelled_job_hands_over_its_dotenv_and_runs_what_it_deferred,
+            in_containers_later_jobs_get_earlier_artifacts_and_the_cache,
         ];
     ])
 }
@@ -398,5 +400,36 @@ async fn in_a_container_a_cancelled_job_hands_over_its_dotenv_and_runs_what_it_d
     t.wait_for_status(destroy, "success").await;
     let (destroy_log, _) = t.log(destroy).await;
     assert_eq!(log_value(&destroy_log, "destroying"), format!("env-{provision}"), "{destroy_log}");
+    t.stop().await;
+}
+
+/// Artifacts and caches with the docker executor (busybox's sh): `use` finds `build`'s
+/// artifact in its container, and the next pipeline's `build` finds the cache the first
+/// one pushed.
+async fn in_containers_later_jobs_get_earlier_artifacts_and_the_cache() {
+    let host = engine();
+    let t = TestServer::start_docker(&host, 1).await;
+    let config = format!(
+        "workflow:\n  auto_cancel:\n    on_new_commit: none\nstages: [build, test]\nbuild:\n  stage: build\n  image: {BUSYBOX}\n  script:\n    - echo \"cached=$(cat deps/stamp 2>/dev/null || echo none)\"\n    - mkdir -p deps out && echo from-$CI_PIPELINE_ID > deps/stamp && echo built-$CI_JOB_ID > out/app\n  cache:\n    key: deps\n    paths: [deps/]\n  artifacts:\n    paths: [out/]\nuse:\n  stage: test\n  image: {BUSYBOX}\n  script: [\"echo got=$(cat out/app)\"]\n"
+    );
+    let first = t.pipeline(&config).await;
+    let (build, user) = (TestServer::job_id(&first, "build"), TestServer::job_id(&first, "use"));
+    t.wait_for_status(user, "success").await;
+    let (log, _) = t.log(user).await;
+    assert_eq!(log_value(&log, "got"), format!("built-{build}"), "{log}");
+    let (log, _) = t.log(build).await;
+    assert_eq!(log_value(&log, "cached"), "none", "{log}");
+    let (status, second) = t
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{}/pipelines", first["project_id"]),
+            Some(json!({"ref": "main"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{second}");
+    let build = TestServer::job_id(&second, "build");
+    t.wait_for_status(build, "success").await;
+    let (log, _) = t.log(build).await;
+    assert_eq!(log_value(&log, "cached"), format!("from-{}", first["id"]), "{log}");
     t.stop().await;
 }
