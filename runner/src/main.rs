@@ -41,6 +41,10 @@ struct Args {
     #[arg(long, env = "USHER_RUNNER_TAGS", value_delimiter = ',')]
     tags: Vec<String>,
     /// PEM certificates of a CA to trust for an https:// server, besides the system's.
+    /// On SIGQUIT the runner takes no new job and lets its running jobs finish; after
+    /// this long (`30m`, `2h`, seconds) it stops them gracefully, like SIGTERM.
+    #[arg(long, env = "USHER_RUNNER_DRAIN_TIMEOUT", default_value = "1h", value_parser = drain_timeout)]
+    drain_timeout: std::time::Duration,
     #[arg(long, env = "USHER_RUNNER_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// How jobs run: `shell` (bash on this machine) or `docker` (in a container of the job's image).
@@ -111,20 +115,8 @@ async fn main() {
             .map(|h| h.trim().to_string())
             .unwrap_or_else(|_| "runner".into())
     });
-    // First SIGTERM/SIGINT: finish (running jobs are stopped like a cancel, after_script
-    // runs, reports reach the server). Second: kill every job now.
     let (stop_tx, stop_rx) = watch::channel(usher_runner::Stop::No);
-    tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
-        for stop in [usher_runner::Stop::Drain, usher_runner::Stop::Now] {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            tracing::info!("stopping: {stop:?}");
-            let _ = stop_tx.send(stop);
-        }
-    });
+    tokio::spawn(usher_runner::session::follow_signals(stop_tx, args.drain_timeout));
     let tls = if url.starts_with("https://") {
         Some(usher_runner::tls::client_config(args.ca_file.as_deref()).unwrap_or_else(|e| {
             eprintln!("usher-runner: {e}");
@@ -164,4 +156,11 @@ async fn main() {
         stop_rx,
     )
     .await;
+}
+
+/// `--drain-timeout`: a duration as the CI YAML writes them.
+fn drain_timeout(text: &str) -> Result<std::time::Duration, String> {
+    usher_core::config::parse_duration(text)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a duration (write 30m, 1h, or seconds)"))
 }

@@ -29,10 +29,56 @@ use crate::logsink::LogHandle;
 pub enum Stop {
     /// Keep taking and running jobs.
     No,
-    /// Finish: no new jobs, running ones stopped gracefully and reported.
+    /// Finish what runs: no new jobs, running ones run to their end and are reported
+    /// (SIGQUIT; the owner moves on to `Drain` after its drain timeout).
+    Finish,
+    /// Finish now: no new jobs, running ones stopped gracefully and reported.
     Drain,
     /// Kill every job now and return.
     Now,
+}
+
+/// What the runner's signals ask, in order: SIGQUIT finishes what runs (and after
+/// `drain_timeout` stops it gracefully); a first SIGTERM/SIGINT stops running jobs like a
+/// cancel (after_script runs, reports reach the server); a second kills every job now.
+pub async fn follow_signals(stop: watch::Sender<Stop>, drain_timeout: Duration) {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut quit)) = (signal(SignalKind::terminate()), signal(SignalKind::quit())) else {
+        tracing::warn!("no signal handlers: the runner stops only when killed");
+        return;
+    };
+    let mut finish_by: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+    loop {
+        let now = *stop.borrow();
+        let harder = match now {
+            Stop::No | Stop::Finish => Stop::Drain,
+            Stop::Drain | Stop::Now => Stop::Now,
+        };
+        let next = tokio::select! {
+            _ = tokio::signal::ctrl_c() => harder,
+            _ = term.recv() => harder,
+            _ = quit.recv() => {
+                if now != Stop::No {
+                    continue;
+                }
+                finish_by = Some(Box::pin(tokio::time::sleep(drain_timeout)));
+                Stop::Finish
+            }
+            _ = async { finish_by.as_mut().expect("guarded").await }, if finish_by.is_some() => {
+                finish_by = None;
+                if now != Stop::Finish {
+                    continue;
+                }
+                tracing::info!("the drain timeout ran out: stopping the running jobs");
+                Stop::Drain
+            }
+        };
+        tracing::info!("stopping: {next:?}");
+        let _ = stop.send(next);
+        if next == Stop::Now {
+            return;
+        }
+    }
 }
 
 /// How long `run` waits, after `Stop::Now`, for job tasks to kill their processes.
@@ -77,6 +123,8 @@ struct State {
     unacked_logs: HashMap<i64, VecDeque<(u64, String)>>,
     /// `Stop::Drain` was asked: no new jobs; held ones are being stopped.
     draining: bool,
+    /// `Stop::Finish` was asked: no new jobs; held ones run to their end.
+    finishing: bool,
     /// Receipts of jobs a previous run of this runner left, not yet sent.
     recovered: Vec<(i64, usher_core::api::Teardown)>,
     /// The `deferred` frames of held jobs, sent again after a reconnect (the server
@@ -112,9 +160,14 @@ impl State {
         }
     }
 
-    /// Draining, and the server has every report: nothing left to do.
+    /// Taking no new job.
+    fn closing(&self) -> bool {
+        self.draining || self.finishing
+    }
+
+    /// Taking no new job, none left, and the server has every report: nothing to do.
     fn drained(&self) -> bool {
-        self.draining && self.held.is_empty() && self.unacked.is_empty()
+        self.closing() && self.held.is_empty() && self.unacked.is_empty()
     }
 
     fn start_draining(&mut self) {
@@ -137,6 +190,7 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         unacked: HashMap::new(),
         unacked_logs: HashMap::new(),
         draining: false,
+        finishing: false,
         recovered: host.recovered.clone(),
         deferred: HashMap::new(),
     };
@@ -145,6 +199,7 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         match *stop.borrow() {
             Stop::Now => break,
             Stop::Drain => state.start_draining(),
+            Stop::Finish => state.finishing = true,
             Stop::No => {}
         }
         if state.drained() {
@@ -256,7 +311,7 @@ async fn connect_and_serve(
                         state.unacked.insert(job_id, report.clone());
                         sink.send(frame(&RunnerMessage::Finished { job_id, report })).await.map_err(|e| e.to_string())?;
                     }
-                    if !state.draining {
+                    if !state.closing() {
                         sink.send(frame(&RunnerMessage::RequestJob)).await.map_err(|e| e.to_string())?;
                     } else if state.drained() {
                         let _ = sink.send(Message::Close(None)).await;
@@ -267,10 +322,12 @@ async fn connect_and_serve(
             _ = heartbeat.tick() => sink.send(frame(&RunnerMessage::Heartbeat)).await.map_err(|e| e.to_string())?,
             changed = stop.changed() => {
                 let wanted = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
-                if wanted == Stop::Drain {
-                    state.start_draining();
+                match wanted {
+                    Stop::Drain => state.start_draining(),
+                    Stop::Finish => state.finishing = true,
+                    Stop::No | Stop::Now => {}
                 }
-                if wanted == Stop::Now || (wanted == Stop::Drain && state.drained()) {
+                if wanted == Stop::Now || state.drained() {
                     let _ = sink.send(Message::Close(None)).await;
                     return Ok(());
                 }
@@ -334,7 +391,7 @@ async fn resume(config: &RunnerConfig, state: &mut State, sink: &mut Sink) -> Re
             .map_err(|e| e.to_string())?;
         state.recovered.pop();
     }
-    let free = if state.draining {
+    let free = if state.closing() {
         0
     } else {
         config.concurrency.saturating_sub(state.held.len() as u32)

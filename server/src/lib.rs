@@ -108,6 +108,19 @@ pub struct Server {
 impl Server {
     /// Lets the local runners finish: they take no new job, stop their running ones like
     /// a cancel (after_script runs), report them, and end. The server keeps serving.
+    /// SIGQUIT: local runners take no new job and let their running jobs finish; after
+    /// `timeout`, they stop them gracefully (as [`Server::drain_runners`]).
+    pub async fn finish_runners(&mut self, timeout: std::time::Duration) {
+        let _ = self.stop_runners.send(usher_runner::Stop::Finish);
+        let running = futures::future::join_all(self.runners.iter_mut().filter(|r| !r.is_finished()));
+        tokio::pin!(running);
+        if tokio::time::timeout(timeout, &mut running).await.is_err() {
+            tracing::info!("the drain timeout ran out: stopping the local runners' jobs");
+            let _ = self.stop_runners.send(usher_runner::Stop::Drain);
+            running.await;
+        }
+    }
+
     pub async fn drain_runners(&mut self) {
         let _ = self.stop_runners.send(usher_runner::Stop::Drain);
         futures::future::join_all(self.runners.iter_mut().filter(|r| !r.is_finished())).await;

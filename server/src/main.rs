@@ -61,6 +61,10 @@ enum Command {
         /// The image of a job without `image:` under `--executor docker` (default: none, such a job fails).
         #[arg(long, env = "USHER_DOCKER_IMAGE")]
         docker_image: Option<String>,
+        /// On SIGQUIT the local runners take no new job and let their running jobs
+        /// finish; after this long (`30m`, `2h`, seconds) they stop them gracefully.
+        #[arg(long, env = "USHER_DRAIN_TIMEOUT", default_value = "1h", value_parser = drain_timeout)]
+        drain_timeout: std::time::Duration,
     },
     /// Manage users.
     User {
@@ -331,6 +335,7 @@ async fn main() {
             executor,
             docker_host,
             docker_image,
+            drain_timeout,
         } => {
             // Everything the server creates (database, artifacts) is private to its user.
             // SAFETY: umask only changes this process's file-creation mask.
@@ -358,12 +363,22 @@ async fn main() {
             .unwrap_or_else(|e| fail(e));
             println!("Usher is serving {scheme}://{}", server.addr);
             let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal handler");
+            let mut quit = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::quit()).expect("signal handler");
             let mut server = server;
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
+            let finish = tokio::select! {
+                _ = tokio::signal::ctrl_c() => false,
+                _ = term.recv() => false,
+                _ = quit.recv() => true,
+            };
+            if finish {
+                eprintln!("usher: SIGQUIT: local runners take no new job and finish the ones they run (signal again to stop them)");
+                tokio::select! {
+                    _ = server.finish_runners(drain_timeout) => {}
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
             }
-            eprintln!("usher: shutting down; local runners finish their jobs first (signal again to kill them)");
+            eprintln!("usher: shutting down; local runners stop their jobs gracefully first (signal again to kill them)");
             tokio::select! {
                 _ = server.drain_runners() => {}
                 _ = tokio::signal::ctrl_c() => {}
@@ -485,4 +500,11 @@ async fn client_command(command: Command) -> Result<i32, usher_server::client::C
         _ => unreachable!("not a client command"),
     }
     Ok(0)
+}
+
+/// `--drain-timeout`: a duration as the CI YAML writes them.
+fn drain_timeout(text: &str) -> Result<std::time::Duration, String> {
+    usher_core::config::parse_duration(text)
+        .map(std::time::Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is not a duration (write 30m, 1h, or seconds)"))
 }

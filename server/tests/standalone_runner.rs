@@ -388,3 +388,67 @@ async fn a_runner_killed_with_sigkill_runs_its_jobs_deferred_commands_when_it_st
     stop(&mut runner);
     stop(&mut server);
 }
+
+/// SIGQUIT drains a runner: it takes no new job, lets the one it runs finish (its
+/// report reaches the server), and exits 0; a job created meanwhile waits for another
+/// runner. With a short `--drain-timeout`, a job that runs on is stopped gracefully
+/// (after_script runs) once the timeout is over.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigquit_lets_running_jobs_finish_and_takes_no_new_one() {
+    let mut t = TestServer::detached();
+    let data_dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut server = spawn_usher(USHER, data_dir.path(), &format!("127.0.0.1:{port}"), 0, &[]).0;
+    t.base = format!("http://127.0.0.1:{port}");
+    let token = runner_token(data_dir.path());
+    let shared = job_writable_dir();
+    let gate = shared.path().join("go");
+    let start_runner = |timeout: &str| {
+        OwnedChild::spawn(
+            runner_command(&t.base, "draining", &data_dir.path().join("builds"))
+                .env("USHER_RUNNER_TOKEN", &token)
+                .env("USHER_RUNNER_DRAIN_TIMEOUT", timeout),
+        )
+    };
+    let sigquit = |child: &Child| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGQUIT).unwrap();
+    };
+
+    let mut runner = start_runner("1h");
+    let waiting = format!(
+        "work:\n  script:\n    - echo ready\n    - while [ ! -e {} ]; do sleep 0.05; done\n    - echo finished-its-work\n",
+        gate.display()
+    );
+    let pipeline = t.pipeline(&waiting).await;
+    let work = TestServer::job_id(&pipeline, "work");
+    t.wait_for_log(work, "ready").await;
+    sigquit(&runner);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let later = t.pipeline("later:\n  script: [\"echo should wait\"]\n").await;
+    let later = TestServer::job_id(&later, "later");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(t.job(work).await["status"], "running", "the running job goes on");
+    std::fs::write(&gate, "").unwrap();
+    assert!(wait_exit(&mut runner).success(), "the drained runner exits 0");
+    let job = t.job(work).await;
+    assert_eq!(job["status"], "success", "finished and reported before the runner exited: {job}");
+    assert!(t.log(work).await.0.contains("finished-its-work"));
+    assert_eq!(t.job(later).await["status"], "pending", "a draining runner takes no new job");
+    t.call("POST", &format!("/api/v1/jobs/{later}/cancel"), None).await;
+
+    // Past the drain timeout, what still runs is stopped like a cancel.
+    let mut runner = start_runner("1s");
+    let pipeline = t.pipeline(STOPPED_JOB).await;
+    let late = TestServer::job_id(&pipeline, "late");
+    t.wait_for_log(late, "ready").await;
+    sigquit(&runner);
+    assert!(wait_exit(&mut runner).success(), "the runner exits 0 after the drain timeout");
+    let job = t.job(late).await;
+    assert_eq!(
+        (job["status"].as_str(), job["failure_reason"].as_str()),
+        (Some("failed"), Some("runner_shutdown")),
+        "{job}"
+    );
+    assert_eq!(log_value(&t.log(late).await.0, "late_after"), "failed", "after_script ran");
+    stop(&mut server);
+}
