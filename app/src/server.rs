@@ -364,6 +364,13 @@ pub async fn admin_runners() -> Result<AdminRunnersData, ServerFnError> {
     })
 }
 
+/// Pauses (`paused: true`) or resumes a runner (admin).
+#[server(prefix = "/ui")]
+pub async fn pause_runner(runner_id: i64, paused: bool) -> Result<RunnerInfo, ServerFnError> {
+    let (engine, actor) = ssr::actor().await?;
+    engine.pause_runner(&actor, runner_id, paused).await.map_err(ssr::fail)
+}
+
 #[server(prefix = "/ui")]
 pub async fn projects_page() -> Result<ProjectsData, ServerFnError> {
     let (engine, actor) = ssr::actor().await?;

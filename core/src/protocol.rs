@@ -28,9 +28,15 @@ pub enum RunnerMessage {
         /// Jobs with tags go only to runners that have every one of them.
         #[serde(default)]
         tags: Vec<String>,
+        /// How it runs jobs (`shell`, `docker`), for the admin's list (version 4).
+        #[serde(default)]
+        executor: Option<String>,
     },
     /// One more free slot: hand me a job when there is one.
     RequestJob,
+    /// It is draining: it asks for no more jobs and exits once its jobs are done
+    /// (version 4).
+    Draining,
     /// Log bytes of a job starting at byte `offset` (appended only if it is the current end).
     Log {
         job_id: i64,

@@ -71,3 +71,21 @@ build:
   expect(resp.headers()['content-type']).toBe('application/octet-stream');
   expect(errors).toEqual([]);
 });
+
+test('an admin pauses a runner from /admin/runners and resumes it', async ({ page, request }) => {
+  const errors = watchErrors(page);
+  await signIn(page);
+  await page.goto(`${base()}/admin/runners`);
+  await expect(page.locator('body[data-hydrated]')).toBeAttached();
+  const runner = page.locator('tr.runner[data-state="online"]').first();
+  const id = await runner.getAttribute('data-runner-id');
+  const row = page.locator(`tr.runner[data-runner-id="${id}"]`);
+  await row.getByRole('button', { name: 'Pause' }).click();
+  await expect(row).toHaveAttribute('data-state', 'paused');
+  const listed = await api(request, 'GET', '/api/v1/runners');
+  expect(listed.find((r) => String(r.id) === id).paused).toBe(true);
+  await row.getByRole('button', { name: 'Resume' }).click();
+  await expect(row).toHaveAttribute('data-state', 'online');
+  expect((await api(request, 'GET', '/api/v1/runners')).find((r) => String(r.id) === id).paused).toBe(false);
+  expect(errors).toEqual([]);
+});

@@ -123,7 +123,7 @@ impl Engine {
             let takeable = runners.iter().any(|have| job.tags.iter().all(|t| have.contains(t)));
             job.waiting_for = match (takeable, job.tags.is_empty()) {
                 (true, _) => None,
-                (false, true) => Some("a runner (none is connected)".into()),
+                (false, true) => Some("a runner (none is connected, or all are paused)".into()),
                 (false, false) => Some(format!("a runner with tags {}", job.tags.join(", "))),
             };
             if let Some((_, group, holder)) = held.iter().find(|(waiting, _, _)| *waiting == job.id) {

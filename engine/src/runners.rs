@@ -40,6 +40,32 @@ impl Engine {
         self.store().list_runners(&format_time(since)).await
     }
 
+    /// Pauses (`paused`) or resumes runner `id` (admin): a paused runner keeps its
+    /// running jobs and takes no new one. The runner as it is afterwards.
+    pub async fn pause_runner(&self, actor: &Actor, id: i64, paused: bool) -> Result<usher_core::api::RunnerInfo, EngineError> {
+        actor.require(Action::Administer)?;
+        if !self.store().set_runner_paused(id, paused).await? {
+            return Err(EngineError::NotFound(format!("runner {id}")));
+        }
+        tracing::info!(runner = id, paused, "runner {}", if paused { "paused" } else { "resumed" });
+        self.list_runners(actor)
+            .await?
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| EngineError::NotFound(format!("runner {id}")))
+    }
+
+    /// What a runner said when it connected (its executor); it is not draining.
+    pub async fn runner_said_hello(&self, runner_id: i64, executor: Option<&str>) -> Result<(), EngineError> {
+        self.store().runner_connected(runner_id, executor).await
+    }
+
+    /// The runner said it is draining (SIGQUIT).
+    pub async fn runner_draining(&self, runner_id: i64) -> Result<(), EngineError> {
+        tracing::info!(runner = runner_id, "runner draining");
+        self.store().set_runner_draining(runner_id).await
+    }
+
     /// The runner token's id, or 401.
     pub async fn authenticate_runner(&self, token: &str) -> Result<i64, EngineError> {
         self.store()
@@ -67,6 +93,9 @@ impl Engine {
 
     /// Hands the oldest pending job to this runner, if there is one.
     pub async fn claim_job(&self, runner_id: i64, runner_tags: &[String]) -> Result<Option<JobAssignment>, EngineError> {
+        if self.store().runner_paused(runner_id).await? {
+            return Ok(None);
+        }
         let claimed = self.commit(Change::Claim { runner_id, runner_tags }).await?;
         match claimed.jobs.first() {
             Some(t) => Ok(Some(self.assignment(&t.job).await?)),

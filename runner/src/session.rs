@@ -322,10 +322,14 @@ async fn connect_and_serve(
             _ = heartbeat.tick() => sink.send(frame(&RunnerMessage::Heartbeat)).await.map_err(|e| e.to_string())?,
             changed = stop.changed() => {
                 let wanted = if changed.is_ok() { *stop.borrow() } else { Stop::Now };
+                let was_closing = state.closing();
                 match wanted {
                     Stop::Drain => state.start_draining(),
                     Stop::Finish => state.finishing = true,
                     Stop::No | Stop::Now => {}
+                }
+                if state.closing() && !was_closing {
+                    sink.send(frame(&RunnerMessage::Draining)).await.map_err(|e| e.to_string())?;
                 }
                 if wanted == Stop::Now || state.drained() {
                     let _ = sink.send(Message::Close(None)).await;
@@ -356,8 +360,12 @@ async fn resume(config: &RunnerConfig, state: &mut State, sink: &mut Sink) -> Re
         held_jobs: state.held.keys().copied().chain(state.unacked.keys().copied()).collect(),
         runner_id: state.runner_id,
         tags: config.tags.clone(),
+        executor: Some(if config.docker.is_some() { "docker" } else { "shell" }.to_string()),
     };
     sink.send(send(&hello)).await.map_err(|e| e.to_string())?;
+    if state.closing() {
+        sink.send(send(&RunnerMessage::Draining)).await.map_err(|e| e.to_string())?;
+    }
     // Log frames the broken connection may have swallowed, then the reports that were
     // not acknowledged: logs first, since a finished job takes no more log.
     for (job_id, frames) in &state.unacked_logs {

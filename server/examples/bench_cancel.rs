@@ -37,6 +37,7 @@ async fn connect_runner(addr: &str, token: &str, name: String) -> Socket {
         held_jobs: vec![],
         runner_id: None,
         tags: vec![],
+        executor: None,
     };
     ws.send(Message::Text(serde_json::to_string(&hello).unwrap().into())).await.unwrap();
     ws

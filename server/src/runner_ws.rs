@@ -196,6 +196,7 @@ async fn handshake(engine: &Engine, token_id: i64, socket: &mut WebSocket) -> Re
         held_jobs,
         runner_id,
         tags,
+        executor,
         ..
     }) = recv(socket).await?
     else {
@@ -208,6 +209,10 @@ async fn handshake(engine: &Engine, token_id: i64, socket: &mut WebSocket) -> Re
     }
     let runner_id = engine
         .register_runner(&name, token_id, runner_id, &tags)
+        .await
+        .map_err(|e| e.to_string())?;
+    engine
+        .runner_said_hello(runner_id, executor.as_deref())
         .await
         .map_err(|e| e.to_string())?;
     send(
@@ -347,8 +352,12 @@ impl HeldBy {
                     let _ = socket.send(Message::Close(Some(close))).await;
                     return Err("runner token revoked".into());
                 }
-                engine.runner_seen(self.runner_id).await.map_err(|e| e.to_string())?
+                engine.runner_seen(self.runner_id).await.map_err(|e| e.to_string())?;
+                // A paused runner that was resumed meanwhile (perhaps on another
+                // replica) gets its jobs within a heartbeat.
+                return Ok(self.free_slots > 0);
             }
+            RunnerMessage::Draining => engine.runner_draining(self.runner_id).await.map_err(|e| e.to_string())?,
             RunnerMessage::Hello { .. } => {
                 send(
                     socket,

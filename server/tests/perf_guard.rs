@@ -136,6 +136,7 @@ async fn protocol_runner(base: &str, token: &str, name: String) -> RunnerSocket 
         held_jobs: vec![],
         runner_id: None,
         tags: vec![],
+        executor: None,
     };
     ws.send(Message::Text(serde_json::to_string(&hello).unwrap().into())).await.unwrap();
     assert!(matches!(next_server_message(&mut ws).await, ServerMessage::Welcome { .. }));

@@ -423,7 +423,16 @@ async fn sigquit_lets_running_jobs_finish_and_takes_no_new_one() {
     let work = TestServer::job_id(&pipeline, "work");
     t.wait_for_log(work, "ready").await;
     sigquit(&runner);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The admin's list says it drains.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, runners) = t.call("GET", "/api/v1/runners", None).await;
+        if runners[0]["draining"] == true {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not shown as draining: {runners}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let later = t.pipeline("later:\n  script: [\"echo should wait\"]\n").await;
     let later = TestServer::job_id(&later, "later");
     tokio::time::sleep(Duration::from_millis(500)).await;

@@ -10,7 +10,7 @@ use usher_core::status::Status;
 
 use crate::components::{ErrorBox, Header, JobActions, JobButtons, LiveDot, StatusBadge, job_actions, loaded, short_time};
 use crate::live::{Reloader, follow_events};
-use crate::server::{AdminJobsData, AdminRunnersData, admin_jobs, admin_runners};
+use crate::server::{AdminJobsData, AdminRunnersData, PauseRunner, admin_jobs, admin_runners};
 
 /// The statuses the page offers as quick links.
 const STATUS_LINKS: [Status; 5] = [Status::Canceling, Status::Running, Status::Pending, Status::Manual, Status::Created];
@@ -122,6 +122,7 @@ pub fn AdminRunnersPage() -> impl IntoView {
 #[component]
 fn AdminRunners(data: AdminRunnersData) -> impl IntoView {
     let AdminRunnersData { viewer, runners } = data;
+    let admin = viewer.role.may(usher_core::roles::Action::Administer);
     let rows = RwSignal::new(runners);
     let connected = RwSignal::new(false);
     let reload = move || {
@@ -131,6 +132,18 @@ fn AdminRunners(data: AdminRunnersData) -> impl IntoView {
             }
         })
     };
+    // A Pause or Resume answers with the runner as it is now.
+    let pause = ServerAction::<PauseRunner>::new();
+    let error = RwSignal::new(None::<String>);
+    Effect::new(move |_| match pause.value().get() {
+        Some(Ok(runner)) => rows.update(|list| {
+            if let Some(r) = list.iter_mut().find(|r| r.id == runner.id) {
+                *r = runner;
+            }
+        }),
+        Some(Err(e)) => error.set(Some(e.to_string())),
+        None => {}
+    });
     // Jobs starting and ending change what runners hold; heartbeats are re-read every 5 s.
     follow_events(String::new(), connected, reload, move |frame| {
         if matches!(frame, EventFrame::Job { .. }) {
@@ -149,10 +162,15 @@ fn AdminRunners(data: AdminRunnersData) -> impl IntoView {
                 <h1>"Runners"</h1>
                 <LiveDot connected=connected/>
             </div>
+            {move || error.get().map(|e| view! { <ErrorBox message=e/> })}
             <table class="runners" data-testid="runners">
                 <thead><tr><th>"Runner"</th><th>"State"</th><th>"Connected"</th><th>"Last seen"</th><th>"Active jobs"</th></tr></thead>
                 <tbody>
-                    <For each=move || rows.get() key=|r| (r.id, r.online, r.active_jobs.clone(), r.last_seen_at.clone()) children=|r| view! { <RunnerRow runner=r/> }/>
+                    <For
+                        each=move || rows.get()
+                        key=|r| (r.id, r.connected, r.paused, r.draining, r.active_jobs.clone(), r.last_seen_at.clone())
+                        children=move |r| view! { <RunnerRow runner=r admin=admin pause=pause/> }
+                    />
                 </tbody>
             </table>
             <Show when=move || rows.with(|r| r.is_empty())>
@@ -163,11 +181,30 @@ fn AdminRunners(data: AdminRunnersData) -> impl IntoView {
 }
 
 #[component]
-fn RunnerRow(runner: RunnerInfo) -> impl IntoView {
+fn RunnerRow(runner: RunnerInfo, admin: bool, pause: ServerAction<PauseRunner>) -> impl IntoView {
+    let state = match (runner.connected, runner.draining, runner.paused) {
+        (false, _, _) => "offline",
+        (true, true, _) => "draining",
+        (true, false, true) => "paused",
+        (true, false, false) => "online",
+    };
+    let id = runner.id;
+    let paused = runner.paused;
     view! {
-        <tr class="runner" data-runner-id=runner.id>
+        <tr class="runner" data-runner-id=runner.id data-state=state>
             <td>{runner.name.clone()} " #" {runner.id}</td>
-            <td>{if runner.online { "online" } else { "offline" }}</td>
+            <td>
+                {state}
+                {admin.then(|| view! {
+                    <ActionForm action=pause attr:class="inline">
+                        <input type="hidden" name="runner_id" value=id/>
+                        <input type="hidden" name="paused" value=if paused { "false" } else { "true" }/>
+                        <button type="submit" class="btn" title=if paused { "Let it take new jobs again" } else { "It keeps its running jobs and takes no new one" }>
+                            {if paused { "Resume" } else { "Pause" }}
+                        </button>
+                    </ActionForm>
+                })}
+            </td>
             <td>{short_time(&runner.connected_at)}</td>
             <td>{short_time(&runner.last_seen_at)}</td>
             <td>

@@ -352,15 +352,25 @@ pub struct Artifact {
     pub expired: bool,
 }
 
-/// A runner as the admin page shows it.
+/// A runner as the admin page and `GET /api/v1/runners` show it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RunnerInfo {
     pub id: i64,
     pub name: String,
+    /// What it advertised: jobs with tags go only to runners having all of them.
+    pub tags: Vec<String>,
+    /// `shell` or `docker`, as it said when it connected.
+    pub executor: Option<String>,
     pub connected_at: String,
     pub last_seen_at: String,
     /// Seen within the server's runner-lost window.
-    pub online: bool,
+    pub connected: bool,
+    /// An admin paused it: it keeps its running jobs and takes no new one.
+    pub paused: bool,
+    /// It was told to drain (SIGQUIT): it takes no new job and exits once its running
+    /// jobs have finished.
+    pub draining: bool,
     /// Its jobs that are `running` or `canceling`.
     pub active_jobs: Vec<i64>,
 }

@@ -9,9 +9,10 @@ use crate::{EngineError, now};
 use usher_core::status::StatusGroup;
 
 impl Store {
-    /// The tags of each runner seen at or after `seen_since` (the ones that may take jobs).
+    /// The tags of each runner seen at or after `seen_since` and not paused (the ones
+    /// that may take jobs).
     pub async fn online_runner_tags(&self, seen_since: &str) -> Result<Vec<Vec<String>>, EngineError> {
-        let rows = sqlx::query("SELECT tags FROM runners WHERE last_seen_at >= $1")
+        let rows = sqlx::query("SELECT tags FROM runners WHERE last_seen_at >= $1 AND paused = 0")
             .bind(seen_since)
             .fetch_all(&mut *self.conn().await?)
             .await?;
@@ -105,11 +106,49 @@ impl Store {
             .collect()
     }
 
-    /// Every runner, newest first, with its active jobs; `online` when seen at or after `seen_since`.
-    pub async fn list_runners(&self, seen_since: &str) -> Result<Vec<usher_core::api::RunnerInfo>, EngineError> {
-        let rows = sqlx::query("SELECT id, name, connected_at, last_seen_at FROM runners ORDER BY id DESC")
-            .fetch_all(&mut *self.conn().await?)
+    /// What a runner said when it (re)connected: its executor; and it is not draining
+    /// (a drained runner that comes back is a new start).
+    pub async fn runner_connected(&self, id: i64, executor: Option<&str>) -> Result<(), EngineError> {
+        sqlx::query("UPDATE runners SET executor = $1, draining = 0 WHERE id = $2")
+            .bind(executor)
+            .bind(id)
+            .execute(&mut *self.conn().await?)
             .await?;
+        Ok(())
+    }
+
+    pub async fn set_runner_draining(&self, id: i64) -> Result<(), EngineError> {
+        sqlx::query("UPDATE runners SET draining = 1 WHERE id = $1")
+            .bind(id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
+
+    /// Pauses or resumes a runner; false when there is no such runner.
+    pub async fn set_runner_paused(&self, id: i64, paused: bool) -> Result<bool, EngineError> {
+        let result = sqlx::query("UPDATE runners SET paused = $1 WHERE id = $2")
+            .bind(paused as i64)
+            .bind(id)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    pub async fn runner_paused(&self, id: i64) -> Result<bool, EngineError> {
+        let row = sqlx::query("SELECT paused FROM runners WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+        Ok(row.map(|r| r.try_get::<i64, _>("paused")).transpose()?.unwrap_or(0) != 0)
+    }
+
+    /// Every runner, newest first, with its active jobs; `connected` when seen at or after `seen_since`.
+    pub async fn list_runners(&self, seen_since: &str) -> Result<Vec<usher_core::api::RunnerInfo>, EngineError> {
+        let rows =
+            sqlx::query("SELECT id, name, tags, executor, paused, draining, connected_at, last_seen_at FROM runners ORDER BY id DESC")
+                .fetch_all(&mut *self.conn().await?)
+                .await?;
         let active = sqlx::query(&format!(
             "SELECT id, runner_id FROM jobs WHERE status IN ({}) AND runner_id IS NOT NULL ORDER BY id",
             sql_statuses(StatusGroup::Active)
@@ -127,8 +166,12 @@ impl Store {
                 Ok(usher_core::api::RunnerInfo {
                     id,
                     name: r.try_get("name")?,
+                    tags: strings_from(r.try_get("tags")?),
+                    executor: r.try_get("executor")?,
+                    paused: r.try_get::<i64, _>("paused")? != 0,
+                    draining: r.try_get::<i64, _>("draining")? != 0,
                     connected_at: r.try_get("connected_at")?,
-                    online: last_seen_at.as_str() >= seen_since,
+                    connected: last_seen_at.as_str() >= seen_since,
                     last_seen_at,
                     active_jobs: held.iter().filter(|(runner, _)| *runner == id).map(|(_, job)| *job).collect(),
                 })

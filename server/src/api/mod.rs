@@ -7,6 +7,7 @@ pub mod hooks;
 pub mod jobs;
 pub mod pipelines;
 pub mod projects;
+pub mod runners;
 pub mod variables;
 
 use utoipa_axum::router::OpenApiRouter;
@@ -37,5 +38,8 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(jobs::job_events))
         .routes(routes!(jobs::list_artifacts))
         .routes(routes!(jobs::download_artifact))
+        .routes(routes!(runners::list_runners))
+        .routes(routes!(runners::pause_runner))
+        .routes(routes!(runners::resume_runner))
         .routes(routes!(crate::events::events_ws))
 }
