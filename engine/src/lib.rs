@@ -27,7 +27,7 @@ pub mod retention;
 mod runners;
 pub mod service;
 pub mod store;
-mod throttle;
+pub mod throttle;
 mod transitions;
 mod variables;
 

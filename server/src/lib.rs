@@ -7,6 +7,7 @@ pub mod api;
 pub mod assets;
 pub mod caller;
 pub mod client;
+pub mod client_address;
 pub mod data_dir;
 pub mod demo;
 pub mod error;
@@ -39,6 +40,8 @@ pub struct AppState {
     pub secure_cookies: bool,
     /// Hands each runner session the changes of its own jobs.
     pub runner_hub: runner_hub::RunnerHub,
+    /// `--trusted-proxies`: whose forwarding headers name the client.
+    pub trusted_proxies: std::sync::Arc<client_address::TrustedProxies>,
 }
 
 pub struct ServeOptions {
@@ -68,6 +71,8 @@ pub struct ServeOptions {
     pub docker_host: Option<String>,
     /// `--docker-image`: the image of a job without `image:` under `--executor docker`.
     pub docker_image: Option<String>,
+    /// `--trusted-proxies`: whose `Forwarded`/`X-Forwarded-For` name the client.
+    pub trusted_proxies: client_address::TrustedProxies,
 }
 
 impl ServeOptions {
@@ -91,6 +96,7 @@ impl ServeOptions {
             executor: Default::default(),
             docker_host: None,
             docker_image: None,
+            trusted_proxies: Default::default(),
         }
     }
 }
@@ -215,6 +221,7 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
         shutdown: stop_rx.clone(),
         secure_cookies: tls.is_some() || opts.public_url.as_deref().is_some_and(|u| u.starts_with("https://")),
         runner_hub: runner_hub::RunnerHub::start(engine.bus(), stop_rx.clone()),
+        trusted_proxies: std::sync::Arc::new(opts.trusted_proxies.clone()),
     };
     let router = web::router(state);
     let reaper = engine.spawn_reaper(Duration::from_secs(1));

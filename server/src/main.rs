@@ -61,6 +61,10 @@ enum Command {
         /// The image of a job without `image:` under `--executor docker` (default: none, such a job fails).
         #[arg(long, env = "USHER_DOCKER_IMAGE")]
         docker_image: Option<String>,
+        /// Reverse proxies (addresses or networks, comma-separated) whose `Forwarded` or
+        /// `X-Forwarded-For` name the client (sign-in throttling); no one's by default.
+        #[arg(long, env = "USHER_TRUSTED_PROXIES", value_delimiter = ',')]
+        trusted_proxies: Vec<String>,
         /// On SIGQUIT the local runners take no new job and let their running jobs
         /// finish; after this long (`30m`, `2h`, seconds) they stop them gracefully.
         #[arg(long, env = "USHER_DRAIN_TIMEOUT", default_value = "1h", value_parser = drain_timeout)]
@@ -336,7 +340,9 @@ async fn main() {
             docker_host,
             docker_image,
             drain_timeout,
+            trusted_proxies,
         } => {
+            let trusted_proxies = usher_server::client_address::TrustedProxies::parse(&trusted_proxies).unwrap_or_else(|e| fail(e));
             // Everything the server creates (database, artifacts) is private to its user.
             // SAFETY: umask only changes this process's file-creation mask.
             unsafe { libc::umask(0o077) };
@@ -358,6 +364,7 @@ async fn main() {
                 executor,
                 docker_host,
                 docker_image,
+                trusted_proxies,
             })
             .await
             .unwrap_or_else(|e| fail(e));

@@ -182,7 +182,8 @@ async fn login(
     headers: axum::http::HeaderMap,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    match state.engine.login(&form.name, &form.password, Some(client.ip())).await {
+    let client = state.trusted_proxies.client(client.ip(), &headers);
+    match state.engine.login(&form.name, &form.password, Some(client)).await {
         Ok(session) => {
             let cookie = format!(
                 "{SESSION_COOKIE}={session}; Path=/; HttpOnly; SameSite=Lax; Max-Age={}{}",
