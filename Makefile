@@ -45,7 +45,7 @@ build-debug:
 test-rust: export RUSTFLAGS := --cfg erase_components
 test-rust:
 	cargo build -p usher-runner --bin usher-runner
-	USHER_REQUIRE_POSTGRES=1 USHER_REQUIRE_DOCKER=1 scripts/with-postgres scripts/with-docker \
+	USHER_REQUIRE_POSTGRES=1 USHER_REQUIRE_DOCKER=1 USHER_REQUIRE_NGINX=1 scripts/with-postgres scripts/with-docker \
 	  cargo test --workspace --exclude usher-frontend
 
 test-e2e:
