@@ -22,6 +22,7 @@ mod pipelines;
 pub mod plan;
 mod projects;
 mod reaper;
+mod remote_includes;
 mod repos;
 pub mod retention;
 mod runners;

@@ -166,28 +166,44 @@ impl Engine {
         Ok((pipeline_variables, chosen))
     }
 
-    /// The files the configuration includes (`include: local`, nested ones too), read from
-    /// the repository at the pipeline's commit: by path, None for a path it does not
-    /// have. Nothing without a repository (the parser then refuses the include).
+    /// The files the configuration includes (nested ones too): `include: local` ones read
+    /// from the repository at the pipeline's commit (None for a path it does not have, or
+    /// without a repository: the parser then refuses the include), `include: remote` ones
+    /// fetched (see [`crate::remote_includes`]; one that cannot be is refused here, with
+    /// why).
     pub(crate) async fn included_files(
         &self,
         project_id: i64,
         source: &PipelineSource,
-    ) -> std::collections::HashMap<String, Option<String>> {
+    ) -> Result<std::collections::HashMap<String, Option<String>>, EngineError> {
         let mut files = std::collections::HashMap::new();
-        let Some(commit) = &source.commit else { return files };
         let mut wanted = config::included_paths(&source.yaml);
         while let Some(path) = wanted.pop() {
             if files.contains_key(&path) || files.len() >= config::include::MAX_INCLUDES {
                 continue;
             }
-            let text = self.inner.repos.file(project_id, &commit.sha, &path).await;
+            let text = if config::include::is_url(&path) {
+                let allowed = self.inner.settings.remote_includes_local_network;
+                let text = crate::remote_includes::fetch(&path, allowed).await.map_err(|why| {
+                    EngineError::InvalidConfig(config::ConfigError {
+                        line: None,
+                        key: Some("include.remote".into()),
+                        message: format!("`{path}` cannot be included: {why}"),
+                    })
+                })?;
+                Some(text)
+            } else {
+                match &source.commit {
+                    Some(commit) => self.inner.repos.file(project_id, &commit.sha, &path).await,
+                    None => None,
+                }
+            };
             if let Some(text) = &text {
                 wanted.extend(config::included_paths(text));
             }
             files.insert(path, text);
         }
-        files
+        Ok(files)
     }
 
     /// Where a new pipeline's configuration comes from, and its commit.

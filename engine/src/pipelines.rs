@@ -46,7 +46,7 @@ impl Engine {
         names::check_ref(&git_ref).map_err(EngineError::BadRequest)?;
         let project = self.get_project(actor, project_id).await?;
         let source = self.pipeline_source(&project, &git_ref, &req).await?;
-        let included = self.included_files(project_id, &source).await;
+        let included = self.included_files(project_id, &source).await?;
         let cfg = config::parse_with(&source.yaml, &|path| included.get(path).cloned().flatten()).map_err(|mut e| {
             if let Some(file) = &source.file {
                 e.message = format!("{file}: {}", e.message);

@@ -31,6 +31,9 @@ pub struct Settings {
     /// The most bytes of logs and artifacts kept in all; past it the oldest artifacts,
     /// then the oldest finished jobs' logs, are removed. None: no cap.
     pub max_storage_bytes: Option<u64>,
+    /// Whether `include: remote` may fetch from loopback, private and link-local
+    /// addresses (an in-house server); off, so a CI file cannot read the server's network.
+    pub remote_includes_local_network: bool,
 }
 
 impl Default for Settings {
@@ -45,6 +48,7 @@ impl Default for Settings {
             max_pipeline_jobs: 2000,
             repos_dir: None,
             max_storage_bytes: None,
+            remote_includes_local_network: false,
         }
     }
 }

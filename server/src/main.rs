@@ -276,6 +276,13 @@ fn settings_from_env() -> usher_engine::Settings {
     if let Some(v) = read("USHER_MAX_STORAGE_BYTES") {
         settings.max_storage_bytes = Some(v);
     }
+    if let Ok(v) = std::env::var("USHER_REMOTE_INCLUDES_LOCAL_NETWORK") {
+        settings.remote_includes_local_network = match v.trim().to_ascii_lowercase().as_str() {
+            "1" | "true" | "yes" | "on" => true,
+            "0" | "false" | "no" | "off" | "" => false,
+            _ => fail("USHER_REMOTE_INCLUDES_LOCAL_NETWORK must be 1/0, yes/no or true/false"),
+        };
+    }
     settings
 }
 

@@ -70,8 +70,14 @@ async fn without_trusted_proxies_a_forwarding_header_changes_nothing() {
 /// client nginx names, the API answers, and the event websocket passes through.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn behind_a_real_nginx() {
-    let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"].into_iter().find(|p| std::path::Path::new(p).exists()) else {
-        assert!(std::env::var("USHER_REQUIRE_NGINX").is_err(), "USHER_REQUIRE_NGINX is set but nginx is not installed");
+    let Some(nginx) = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+        .into_iter()
+        .find(|p| std::path::Path::new(p).exists())
+    else {
+        assert!(
+            std::env::var("USHER_REQUIRE_NGINX").is_err(),
+            "USHER_REQUIRE_NGINX is set but nginx is not installed"
+        );
         eprintln!("skipped: nginx is not installed (scripts/setup --test installs it)");
         return;
     };
@@ -106,7 +112,11 @@ async fn behind_a_real_nginx() {
     );
     t.base = format!("http://127.0.0.1:{port}");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while reqwest::get(format!("{}/healthz", t.base)).await.map(|r| r.status() != 200).unwrap_or(true) {
+    while reqwest::get(format!("{}/healthz", t.base))
+        .await
+        .map(|r| r.status() != 200)
+        .unwrap_or(true)
+    {
         let log = std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default();
         assert!(std::time::Instant::now() < deadline, "nginx did not come up:\n{log}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;

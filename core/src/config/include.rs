@@ -1,9 +1,10 @@
-//! `include:` — other files of the repository (`local`), merged into the CI file before
-//! anything else is read, as GitLab does: the included files in order (a later one
-//! overriding an earlier one), then the file itself over them, maps merged deeply and
-//! anything else replaced; an included file may include others. The files come from
-//! the caller (the repository at the pipeline's commit); what GitLab fetches from
-//! elsewhere — another project, a template, a component, a URL — is refused by name.
+//! `include:` — other files of the repository (`local`) and files at `https://` URLs
+//! (`remote`), merged into the CI file before anything else is read, as GitLab does: the
+//! included files in order (a later one overriding an earlier one), then the file itself
+//! over them, maps merged deeply and anything else replaced; an included file may include
+//! others. The files come from the caller (the repository at the pipeline's commit, and
+//! what it fetched); what GitLab takes from itself — another project, a template, a
+//! component — is refused by name.
 
 use super::expand::deep_merge;
 use serde_yaml_ng::{Mapping, Value};
@@ -17,7 +18,8 @@ pub(super) struct IncludeError {
     pub(super) message: String,
 }
 
-/// The local paths `doc`'s `include:` names (not those of the files it includes).
+/// The files `doc`'s `include:` names (not those of the files it includes): repository
+/// paths, and `https://` URLs as written.
 pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
     let Some(include) = doc.get("include") else { return Ok(Vec::new()) };
     let entries = match include {
@@ -27,15 +29,18 @@ pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
     let mut paths = Vec::new();
     for entry in entries {
         let path = match &entry {
-            Value::String(s) if s.starts_with("https://") || s.starts_with("http://") => {
-                return Err(refused(
-                    "remote",
-                    "`include` of a URL is not supported yet: copy the file into the repository and include it with `local:`",
-                ));
-            }
+            Value::String(s) if is_url(s) => remote_url(s)?,
             Value::String(s) => s.clone(),
             Value::Mapping(m) => {
-                if let Some(local) = m.get("local").and_then(Value::as_str) {
+                if let Some(remote) = m.get("remote").and_then(Value::as_str) {
+                    if m.keys().any(|k| k.as_str() != Some("remote")) {
+                        return Err(refused(
+                            "remote",
+                            "`include: remote` with `rules`, `inputs`, `cache` or `integrity` is not supported yet",
+                        ));
+                    }
+                    remote_url(remote)?
+                } else if let Some(local) = m.get("local").and_then(Value::as_str) {
                     if m.keys().any(|k| k.as_str() != Some("local")) {
                         return Err(refused("local", "`include: local` with `rules` or `inputs` is not supported yet"));
                     }
@@ -55,17 +60,20 @@ pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
                                 "`include: template` names one of GitLab's own templates, which Usher does not have: copy what you need into the repository"
                             }
                             "component" => "`include: component` names a GitLab CI/CD component, which Usher does not have",
-                            "remote" => {
-                                "`include: remote` is not supported yet: copy the file into the repository and include it with `local:`"
-                            }
-                            _ => "each `include` entry is a path or a map with `local:`",
+                            "remote" => "`include: remote` is an https:// URL",
+                            _ => "each `include` entry is a path, a URL, or a map with `local:` or `remote:`",
                         },
                     ));
                 }
             }
-            _ => return Err(refused("", "each `include` entry is a path or a map with `local:`")),
+            _ => {
+                return Err(refused(
+                    "",
+                    "each `include` entry is a path, a URL, or a map with `local:` or `remote:`",
+                ));
+            }
         };
-        if path.contains(['*', '?', '[']) {
+        if !is_url(&path) && path.contains(['*', '?', '[']) {
             return Err(refused(
                 "local",
                 "`include: local` with a wildcard is not supported yet: name each file",
@@ -74,6 +82,19 @@ pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
         paths.push(normal(&path));
     }
     Ok(paths)
+}
+
+/// Whether an include names a URL rather than a file of the repository.
+pub fn is_url(path: &str) -> bool {
+    path.starts_with("https://") || path.starts_with("http://")
+}
+
+/// An `include: remote` URL: only `https://` ones are fetched.
+fn remote_url(url: &str) -> Result<String, IncludeError> {
+    if !url.starts_with("https://") {
+        return Err(refused("remote", &format!("`{url}`: only https:// URLs are included")));
+    }
+    Ok(url.to_string())
 }
 
 /// A repository path as `include: local` writes it (`/ci/build.yml` or `ci/build.yml`).
@@ -120,16 +141,15 @@ fn merged_at(
         if *seen > MAX_INCLUDES {
             return Err(refused("local", &format!("more than {MAX_INCLUDES} files are included")));
         }
+        let kind = if is_url(&path) { "remote" } else { "local" };
         let included = match read(&path) {
+            None if kind == "remote" => return Err(refused(kind, &format!("`{path}` could not be fetched"))),
             None => {
-                return Err(refused(
-                    "local",
-                    &format!("`{path}` is not a file of the repository at this commit"),
-                ));
+                return Err(refused(kind, &format!("`{path}` is not a file of the repository at this commit")));
             }
-            Some(Err(why)) => return Err(refused("local", &format!("`{path}`: {why}"))),
+            Some(Err(why)) => return Err(refused(kind, &format!("`{path}`: {why}"))),
             Some(Ok(v @ Value::Mapping(_))) => v,
-            Some(Ok(_)) => return Err(refused("local", &format!("`{path}` is not a map of keywords and jobs"))),
+            Some(Ok(_)) => return Err(refused(kind, &format!("`{path}` is not a map of keywords and jobs"))),
         };
         let Value::Mapping(included) = merged_at(included, read, seen, depth + 1)? else {
             unreachable!("a map stays a map")
@@ -173,7 +193,12 @@ mod tests {
         let none = |_: &str| None;
         for (doc, key, says) in [
             ("include: missing.yml\n", "include.local", "not a file of the repository"),
-            ("include: https://example.com/ci.yml\n", "include.remote", "URL"),
+            ("include: https://example.com/ci.yml\n", "include.remote", "could not be fetched"),
+            (
+                "include:\n  - remote: http://example.com/ci.yml\n",
+                "include.remote",
+                "only https://",
+            ),
             (
                 "include:\n  - project: group/x\n    file: a.yml\n",
                 "include.project",
