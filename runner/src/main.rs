@@ -40,11 +40,12 @@ struct Args {
     /// Tags this runner has: jobs with `tags:` run only on runners having all of them.
     #[arg(long, env = "USHER_RUNNER_TAGS", value_delimiter = ',')]
     tags: Vec<String>,
-    /// PEM certificates of a CA to trust for an https:// server, besides the system's.
     /// On SIGQUIT the runner takes no new job and lets its running jobs finish; after
     /// this long (`30m`, `2h`, seconds) it stops them gracefully, like SIGTERM.
     #[arg(long, env = "USHER_RUNNER_DRAIN_TIMEOUT", default_value = "1h", value_parser = drain_timeout)]
     drain_timeout: std::time::Duration,
+    /// PEM certificates to trust for an https:// server, besides the system's: a private
+    /// CA, or the server's own self-signed certificate (trusted as exactly itself).
     #[arg(long, env = "USHER_RUNNER_CA_FILE")]
     ca_file: Option<PathBuf>,
     /// How jobs run: `shell` (bash on this machine) or `docker` (in a container of the job's image).
