@@ -115,8 +115,13 @@ impl Engine {
         if !jobs.iter().any(|j| j.status == Status::Pending) {
             return Ok(());
         }
-        let pending: Vec<i64> = jobs.iter().filter(|j| j.status == Status::Pending).map(|j| j.id).collect();
-        let held = self.store().resource_group_holders(&pending).await?;
+        // Only jobs of a group can wait for one: most pipelines ask nothing more here.
+        let grouped: Vec<i64> = jobs
+            .iter()
+            .filter(|j| j.status == Status::Pending && j.resource_group.is_some())
+            .map(|j| j.id)
+            .collect();
+        let held = self.store().resource_group_holders(&grouped).await?;
         let since = chrono::Utc::now() - chrono::Duration::seconds(self.inner.settings.runner_lost_after_secs as i64);
         let runners = self.store().online_runner_tags(&format_time(since)).await?;
         for job in jobs.iter_mut().filter(|j| j.status == Status::Pending) {
