@@ -17,6 +17,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use usher_app::components::{cancel_words, short_time};
 use usher_core::api::{Job, Pipeline};
 use usher_core::status::Status;
 
@@ -285,7 +286,7 @@ impl Client {
         let p: Pipeline = decode(answer)?;
         println!("pipeline #{} on {}: {}", p.id, p.git_ref, p.status);
         if let Some(c) = &p.cancel {
-            println!("{}", cancel_line(c));
+            println!("{}", cancel_words(c));
         }
         let rows: Vec<Vec<String>> = p
             .jobs
@@ -341,7 +342,7 @@ impl Client {
             rows.push(("exit code", c.to_string()));
         }
         if let Some(c) = &j.cancel {
-            rows.push(("cancel", cancel_line(c)));
+            rows.push(("cancel", cancel_words(c)));
         }
         if let Some(t) = &j.started_at {
             rows.push(("started", short_time(t)));
@@ -436,17 +437,6 @@ fn verb_and_body(act: &Act) -> Result<(&'static str, Option<Value>)> {
     })
 }
 
-fn cancel_line(c: &usher_core::api::CancelInfo) -> String {
-    let said = c.message.as_ref().map(|m| format!(": “{m}”")).unwrap_or_default();
-    format!(
-        "{} by {} at {} ({}){said}",
-        c.mode.as_str(),
-        c.requested_by,
-        short_time(&c.requested_at),
-        c.reason.as_str()
-    )
-}
-
 fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
     serde_json::from_value(value).map_err(|e| ClientError::Refused(format!("an answer this client does not understand: {e}")))
 }
@@ -454,11 +444,6 @@ fn decode<T: serde::de::DeserializeOwned>(value: Value) -> Result<T> {
 fn print_json(value: &Value) -> Result<()> {
     println!("{}", serde_json::to_string_pretty(value).unwrap_or_default());
     Ok(())
-}
-
-/// `2026-11-27T19:20:36.123Z` → `2026-11-27 19:20:36`.
-fn short_time(t: &str) -> String {
-    t.get(..19).map(|s| s.replace('T', " ")).unwrap_or_else(|| t.to_string())
 }
 
 fn encode(text: &str) -> String {
