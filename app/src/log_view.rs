@@ -71,6 +71,12 @@ pub struct LogFeed {
     inner: send_wrapper::SendWrapper<std::rc::Rc<browser::Feed>>,
 }
 
+impl Default for LogFeed {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl LogFeed {
     pub fn new() -> LogFeed {
         LogFeed {

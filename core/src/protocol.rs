@@ -75,7 +75,7 @@ pub enum ServerMessage {
         version: u32,
     },
     Job {
-        job: JobAssignment,
+        job: Box<JobAssignment>,
     },
     /// Graceful: stop the script (TERM, grace, KILL), run after_script, report. Who
     /// asked, why, and in what words (version 4), for the job's log.

@@ -277,7 +277,8 @@ mod tests {
     /// has to change this test too.
     #[test]
     fn every_status_and_event() {
-        let expected: &[(Status, &[(JobEvent, Option<Outcome>)])] = &[
+        type Row = (Status, &'static [(JobEvent, Option<Outcome>)]);
+        let expected: &[Row] = &[
             (
                 S::Created,
                 &[

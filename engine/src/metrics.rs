@@ -150,10 +150,11 @@ fn long_buckets() -> impl Iterator<Item = f64> {
 impl Metrics {
     /// Counts one committed move of a job from `from` to where it is now.
     pub fn count_move(&self, from: Status, job: &Job) {
-        if job.status == Status::Running && from == Status::Pending {
-            if let Some(started) = &job.started_at {
-                self.queue_time.observe(seconds_between(&job.created_at, started));
-            }
+        if job.status == Status::Running
+            && from == Status::Pending
+            && let Some(started) = &job.started_at
+        {
+            self.queue_time.observe(seconds_between(&job.created_at, started));
         }
         // A cancel is counted when it is recorded: the move into `canceling`, or straight
         // into `canceled` from a status that was not winding down already.

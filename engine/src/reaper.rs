@@ -90,10 +90,10 @@ impl Engine {
             loop {
                 tick.tick().await;
                 // Retention at start, then about every ten seconds.
-                if ticks % 10 == 0 {
-                    if let Err(e) = engine.apply_retention().await {
-                        tracing::warn!("retention: {e}");
-                    }
+                if ticks.is_multiple_of(10)
+                    && let Err(e) = engine.apply_retention().await
+                {
+                    tracing::warn!("retention: {e}");
                 }
                 ticks += 1;
                 if let Err(e) = engine.reap_overdue_cancels().await {

@@ -78,10 +78,10 @@ impl Engine {
     /// the same token) keeps it, so the jobs it holds stay its own.
     /// `tags`: what the runner advertises (jobs with tags go only to runners having all).
     pub async fn register_runner(&self, name: &str, token_id: i64, previous_id: Option<i64>, tags: &[String]) -> Result<i64, EngineError> {
-        if let Some(id) = previous_id {
-            if self.store().touch_runner(id, token_id, tags).await? {
-                return Ok(id);
-            }
+        if let Some(id) = previous_id
+            && self.store().touch_runner(id, token_id, tags).await?
+        {
+            return Ok(id);
         }
         self.store().add_runner(name, token_id, tags).await
     }

@@ -178,8 +178,10 @@ async fn handle(mut req: Request<Incoming>, ctx: Arc<Ctx>) -> Result<Response<Bo
             task_ctx.creating.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             answer
         });
-        task.await
-            .unwrap_or_else(|_| Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "usher: the proxy failed")))
+        match task.await {
+            Ok(answer) => answer,
+            Err(_) => Err(refuse(StatusCode::INTERNAL_SERVER_ERROR, "usher: the proxy failed")),
+        }
     } else {
         // Boxed: the futures of the engine calls are large, and a debug build's worker
         // stack is not.

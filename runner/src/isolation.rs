@@ -378,10 +378,10 @@ impl Confinement {
                     }
                 }
                 libc::umask(0o022);
-                if let Some(user) = &this.user {
-                    if libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(user.gid) != 0 || libc::setuid(user.uid) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
+                if let Some(user) = &this.user
+                    && (libc::setgroups(0, std::ptr::null()) != 0 || libc::setgid(user.gid) != 0 || libc::setuid(user.uid) != 0)
+                {
+                    return Err(std::io::Error::last_os_error());
                 }
                 Ok(())
             });

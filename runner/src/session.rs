@@ -292,7 +292,7 @@ async fn connect_and_serve(
                     Err(e) => { tracing::warn!("unreadable frame from the server: {e}"); continue; }
                 };
                 if let ServerMessage::Job { job } = msg {
-                    start_job(host, state, job, internal_tx, &uploader);
+                    start_job(host, state, *job, internal_tx, &uploader);
                 } else if on_server_message(state, msg) {
                     let _ = sink.send(Message::Close(None)).await;
                     return Ok(());

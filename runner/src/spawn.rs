@@ -300,19 +300,18 @@ unsafe extern "C" fn exec_child(plan: *mut std::ffi::c_void) -> ! {
             std::ptr::null::<libc::sigset_t>(),
             8,
         );
-        if let Some(cwd) = &prepared.cwd {
-            if libc::chdir(cwd.as_ptr()) != 0 {
-                fail();
-            }
+        if let Some(cwd) = &prepared.cwd
+            && libc::chdir(cwd.as_ptr()) != 0
+        {
+            fail();
         }
         libc::umask(0o022);
-        if let Some((uid, gid)) = user {
-            if libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+        if let Some((uid, gid)) = user
+            && (libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
                 || libc::syscall(libc::SYS_setgid, gid) != 0
-                || libc::syscall(libc::SYS_setuid, uid) != 0
-            {
-                fail();
-            }
+                || libc::syscall(libc::SYS_setuid, uid) != 0)
+        {
+            fail();
         }
         libc::execve(prepared.program.as_ptr(), argv.as_ptr(), envp.as_ptr());
         fail()

@@ -80,10 +80,10 @@ impl Api {
         tokio::time::sleep(FIRST_LOOK).await;
         loop {
             let log = self.log(job).await;
-            if let Some(rest) = log.split(&needle).nth(1) {
-                if let Some(v) = rest.lines().next().and_then(|v| v.trim().parse().ok()) {
-                    return v;
-                }
+            if let Some(rest) = log.split(&needle).nth(1)
+                && let Some(v) = rest.lines().next().and_then(|v| v.trim().parse().ok())
+            {
+                return v;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -265,7 +265,7 @@ impl HeldBy {
                 Some(job) => {
                     self.free_slots -= 1;
                     self.held.insert(job.job_id);
-                    send(socket, &ServerMessage::Job { job }).await?;
+                    send(socket, &ServerMessage::Job { job: Box::new(job) }).await?;
                 }
                 None => break,
             }

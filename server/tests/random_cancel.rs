@@ -173,10 +173,10 @@ async fn cancel_once(t: &TestServer, phase: Phase, rng: &mut StdRng) -> Leaks {
         leaks.dirs += 1;
         let _ = std::fs::remove_dir_all(&res_dir);
     }
-    if let Some(port) = port {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            leaks.ports += 1;
-        }
+    if let Some(port) = port
+        && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+    {
+        leaks.ports += 1;
     }
     leaks
 }

@@ -81,13 +81,7 @@ async fn a_pipeline_retry_runs_the_failed_job_and_what_it_held_up() {
     let (status, retried) = t.call("POST", &format!("{path}/retry"), None).await;
     assert_eq!(status, 200, "{retried}");
     let jobs = retried["jobs"].as_array().unwrap();
-    let newest = |name: &str| -> Value {
-        jobs.iter()
-            .filter(|j| j["name"] == name && j["retried"] == false)
-            .last()
-            .cloned()
-            .unwrap()
-    };
+    let newest = |name: &str| -> Value { jobs.iter().rfind(|j| j["name"] == name && j["retried"] == false).cloned().unwrap() };
     assert_eq!(jobs.len(), 5, "two new attempts (build, deploy) beside three first ones: {retried}");
     assert_eq!(newest("lint")["retry_of"], Value::Null, "a successful job is not retried");
     let new_deploy = newest("deploy")["id"].as_i64().unwrap();

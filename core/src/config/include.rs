@@ -211,7 +211,7 @@ mod tests {
             ),
             ("include: 'ci/*.yml'\n", "include.local", "wildcard"),
         ] {
-            let e = merged(yaml(doc), &none).err().expect("refused");
+            let e = merged(yaml(doc), &none).expect_err("refused");
             assert!(e.key == key && e.message.contains(says), "{doc}: {} {}", e.key, e.message);
         }
         let circle = |_: &str| Some(Ok(yaml("include: a.yml\n")));

@@ -292,7 +292,7 @@ pub(super) struct RawJob {
 #[serde(untagged)]
 pub(super) enum RawService {
     Image(String),
-    Full(RawServiceMap),
+    Full(Box<RawServiceMap>),
 }
 
 // Some keys are read only to check their shape (GitLab's keys Usher does not act on).

@@ -160,7 +160,7 @@ impl Store {
             text: Some(added),
             ..piece
         };
-        self.writer.log_notice(&mut *tx, &piece).await?;
+        self.writer.log_notice(&mut tx, &piece).await?;
         tx.commit().await?;
         Ok((
             lengths,

@@ -110,7 +110,7 @@ async fn success_and_failure_run_their_own_cleanup_jobs() {
         let (failed, jobs) = pipeline(&engine, &admin, CONFIG).await;
         run_next(&engine, r, Some(0)).await;
         run_next(&engine, r, Some(3)).await;
-        let mut ran = vec![run_next(&engine, r, Some(0)).await, run_next(&engine, r, Some(0)).await];
+        let mut ran = [run_next(&engine, r, Some(0)).await, run_next(&engine, r, Some(0)).await];
         ran.sort();
         assert_eq!(
             ran.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(),

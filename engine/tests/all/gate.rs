@@ -257,9 +257,9 @@ async fn stress(db: &Db, operations: usize, seed: u64) {
                     8..=37 => engine.claim_job(runner, &[]).await.map(|_| ()),
                     38..=62 => match job.runner_id {
                         Some(holder) => {
-                            let code = if pick % 3 == 0 { 1 } else { 0 };
+                            let code = if pick.is_multiple_of(3) { 1 } else { 0 };
                             let mut r = report(code);
-                            if pick % 11 == 0 {
+                            if pick.is_multiple_of(11) {
                                 r.failure_reason = Some(usher_core::FailureReason::Timeout);
                             }
                             engine.finish_job(holder, job.id, r).await.map(|_| ())
