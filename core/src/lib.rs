@@ -19,6 +19,8 @@ pub mod dotenv;
 pub mod masking;
 pub mod names;
 pub mod pipeline;
+#[cfg(feature = "process-metrics")]
+pub mod process_metrics;
 pub mod protocol;
 #[cfg(feature = "parser")]
 pub mod push;

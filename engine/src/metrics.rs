@@ -6,7 +6,8 @@
 //! (`usher_cancel_to_runner_seconds`), and from the cancel request until the job is
 //! terminal (`usher_cancel_to_terminal_seconds`). Every committed move counts where it
 //! applies: jobs finished by status, cancels by mode and reason, and how long jobs
-//! waited for a runner and ran. Counters are this replica's since it started.
+//! waited for a runner and ran. Counters are this replica's since it started; the
+//! `process_*` metrics are this server process's.
 
 use std::sync::atomic::AtomicI64;
 
@@ -80,6 +81,7 @@ impl Default for Metrics {
             })
             .set(1);
         registry.register("usher_build_info", "The running version of Usher", build_info);
+        registry.register_collector(Box::new(usher_core::process_metrics::ProcessCollector));
         registry.register(
             "usher_jobs_finished",
             "Jobs that reached a final status, by that status",

@@ -21,4 +21,6 @@ pub struct RunnerConfig {
     pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
     /// `--executor docker`: the engine jobs run on. None: the shell executor.
     pub docker: Option<crate::docker::Docker>,
+    /// What `--metrics-addr` serves; counted whether or not anyone reads it.
+    pub metrics: std::sync::Arc<crate::metrics::RunnerMetrics>,
 }

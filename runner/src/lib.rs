@@ -24,6 +24,7 @@ pub mod isolation;
 pub mod job_run;
 pub mod logging;
 pub mod logsink;
+pub mod metrics;
 pub mod output;
 pub mod procs;
 pub mod programs;

@@ -57,6 +57,10 @@ struct Args {
     /// The image of a job without `image:` (`--executor docker`; default: none, such a job fails).
     #[arg(long, env = "USHER_DOCKER_IMAGE")]
     docker_image: Option<String>,
+    /// Serve Prometheus metrics (jobs running and finished, cancel handling time,
+    /// reconnects, process) at http://ADDR/metrics, e.g. 127.0.0.1:9252.
+    #[arg(long, env = "USHER_RUNNER_METRICS_ADDR", value_name = "ADDR")]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// How this runner writes its own log (to standard error).
     #[arg(long, env = "USHER_LOG_FORMAT", value_enum, default_value_t)]
     log_format: usher_runner::logging::LogFormat,
@@ -139,6 +143,18 @@ async fn main() {
             eprintln!("usher-runner: {e}");
             std::process::exit(2);
         });
+    let metrics = std::sync::Arc::new(usher_runner::metrics::RunnerMetrics::new());
+    if let Some(addr) = args.metrics_addr {
+        let listener = usher_runner::metrics::bind(addr).await.unwrap_or_else(|e| {
+            eprintln!("usher-runner: cannot serve metrics on --metrics-addr {addr}: {e}");
+            std::process::exit(2);
+        });
+        tracing::info!(
+            "metrics at http://{}/metrics",
+            listener.local_addr().map(|a| a.to_string()).unwrap_or_default()
+        );
+        tokio::spawn(usher_runner::metrics::serve(listener, metrics.clone()));
+    }
     // The runner's own files (job scripts before they are handed over) are private.
     // SAFETY: umask only changes this process's file-creation mask.
     unsafe { libc::umask(0o077) };
@@ -153,6 +169,7 @@ async fn main() {
             tags: args.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
             tls,
             docker,
+            metrics,
         },
         stop_rx,
     )

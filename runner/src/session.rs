@@ -87,7 +87,12 @@ const KILL_WAIT: Duration = Duration::from_secs(30);
 /// What job tasks tell the session.
 enum Internal {
     Send(RunnerMessage),
-    Done { job_id: i64, report: Option<JobReport> },
+    /// `outcome`: success, failed or aborted, for the metrics.
+    Done {
+        job_id: i64,
+        report: Option<JobReport>,
+        outcome: &'static str,
+    },
 }
 
 /// The reconnect backoff: the first wait, the longest, and how long a connection must
@@ -101,6 +106,8 @@ struct HeldJob {
     control: mpsc::UnboundedSender<Control>,
     task: tokio::task::JoinHandle<()>,
     log: LogHandle,
+    /// When the server's first cancel for it arrived (for the cancel-handling metric).
+    cancel_received: Option<std::time::Instant>,
 }
 
 /// The log's line for a cancel: who asked, why, and their words (control characters,
@@ -130,6 +137,8 @@ struct State {
     /// The `deferred` frames of held jobs, sent again after a reconnect (the server
     /// keeps each index once).
     deferred: HashMap<i64, Vec<RunnerMessage>>,
+    /// A connection has been made before (the next one is a reconnect).
+    connected_before: bool,
 }
 
 impl State {
@@ -193,6 +202,7 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         finishing: false,
         recovered: host.recovered.clone(),
         deferred: HashMap::new(),
+        connected_before: false,
     };
     let mut backoff = FIRST_RETRY;
     loop {
@@ -207,6 +217,7 @@ pub async fn run(config: RunnerConfig, mut stop: watch::Receiver<Stop>) {
         }
         let connected_at = std::time::Instant::now();
         let served = connect_and_serve(&config, &host, &mut state, &internal_tx, &mut internal_rx, &mut stop).await;
+        config.metrics.connection(false, false);
         // A connection that lasted was a good one: the next outage starts from the
         // shortest wait again.
         if connected_at.elapsed() >= GOOD_CONNECTION {
@@ -273,6 +284,8 @@ async fn connect_and_serve(
         .await
         .map_err(|e| crate::tls::explain(&e.to_string()))?;
     let (mut sink, mut stream) = ws.split();
+    config.metrics.connection(true, !state.connected_before);
+    state.connected_before = true;
     resume(config, state, &mut sink).await?;
     let uploader = Uploader::new(&config.url, &config.token, config.tls.as_ref());
     let mut heartbeat = tokio::time::interval(Duration::from_secs(10));
@@ -292,6 +305,7 @@ async fn connect_and_serve(
                     Err(e) => { tracing::warn!("unreadable frame from the server: {e}"); continue; }
                 };
                 if let ServerMessage::Job { job } = msg {
+                    config.metrics.job_started();
                     start_job(host, state, *job, internal_tx, &uploader);
                 } else if on_server_message(state, msg) {
                     let _ = sink.send(Message::Close(None)).await;
@@ -303,8 +317,10 @@ async fn connect_and_serve(
                     state.remember_log(&msg);
                     sink.send(frame(&msg)).await.map_err(|e| e.to_string())?
                 }
-                Internal::Done { job_id, report } => {
-                    state.held.remove(&job_id);
+                Internal::Done { job_id, report, outcome } => {
+                    let cancel_received = state.held.remove(&job_id).and_then(|job| job.cancel_received);
+                    let outcome = if cancel_received.is_some() && outcome != "aborted" { "canceled" } else { outcome };
+                    config.metrics.job_ended(outcome, cancel_received);
                     // Its report now carries what the deferred commands did.
                     state.deferred.remove(&job_id);
                     if let Some(report) = report {
@@ -427,6 +443,11 @@ fn start_job(host: &JobHost, state: &mut State, job: JobAssignment, internal_tx:
     let job_log = log.clone();
     let task = tokio::spawn(async move {
         let outcome = run_job(job, &host, Some(&uploader), control_rx, job_log).await;
+        let how = match &outcome {
+            JobOutcome::Report(r) if r.exit_code == Some(0) && r.failure_reason.is_none() => "success",
+            JobOutcome::Report(_) => "failed",
+            JobOutcome::Aborted(_) => "aborted",
+        };
         let report = match outcome {
             JobOutcome::Report(r) => Some(r),
             // The job is canceled on the server already: only its teardown receipt goes.
@@ -440,7 +461,11 @@ fn start_job(host: &JobHost, state: &mut State, job: JobAssignment, internal_tx:
                 teardown: Some(teardown),
             }),
         };
-        let _ = done.send(Internal::Done { job_id, report });
+        let _ = done.send(Internal::Done {
+            job_id,
+            report,
+            outcome: how,
+        });
     });
     state.held.insert(
         job_id,
@@ -448,6 +473,7 @@ fn start_job(host: &JobHost, state: &mut State, job: JobAssignment, internal_tx:
             control: control_tx,
             task,
             log,
+            cancel_received: None,
         },
     );
     if state.draining {
@@ -470,7 +496,7 @@ fn on_server_message(state: &mut State, msg: ServerMessage) -> bool {
             if let (Some(job), Some(by)) = (state.held.get(&job_id), requested_by) {
                 job.log.note(&cancel_words(&by, reason.as_deref(), message.as_deref()));
             }
-            control(state, job_id, Control::Cancel)
+            cancel(state, job_id)
         }
         ServerMessage::Abort { job_id } => control(state, job_id, Control::Abort),
         ServerMessage::LogAck {
@@ -498,12 +524,21 @@ fn on_server_message(state: &mut State, msg: ServerMessage) -> bool {
 }
 
 /// The fallback for a missed push: every answer carries the job's status.
-fn follow_status(state: &State, job_id: i64, status: Status) {
+fn follow_status(state: &mut State, job_id: i64, status: Status) {
     match status.runner_command() {
-        Some(RunnerCommand::Cancel) => control(state, job_id, Control::Cancel),
+        Some(RunnerCommand::Cancel) => cancel(state, job_id),
         Some(RunnerCommand::Abort) => control(state, job_id, Control::Abort),
         None => {}
     }
+}
+
+/// A cancel, by frame or by a status that says so; the first one starts the job's
+/// cancel-handling clock.
+fn cancel(state: &mut State, job_id: i64) {
+    if let Some(job) = state.held.get_mut(&job_id) {
+        job.cancel_received.get_or_insert_with(std::time::Instant::now);
+    }
+    control(state, job_id, Control::Cancel)
 }
 
 fn control(state: &State, job_id: i64, c: Control) {

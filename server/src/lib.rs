@@ -260,6 +260,9 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
                 tags: Vec::new(),
                 tls: None,
                 docker: docker.clone(),
+                // The server's /metrics covers its own process; local runners count
+                // for nobody (a separate `usher-runner` serves --metrics-addr).
+                metrics: Default::default(),
             };
             runners.push(tokio::spawn(usher_runner::run(config, runners_stop_rx.clone())));
         }

@@ -79,6 +79,11 @@ async fn healthz_and_metrics_answer_without_credentials() {
     assert_eq!(metric(&text, "usher_cancel_to_runner_seconds_count"), 1.0, "{text}");
     assert_eq!(metric(&text, "usher_cancel_to_terminal_seconds_count"), 1.0);
     assert!(
+        metric(&text, "process_resident_memory_bytes") > 1e6,
+        "the server's process metrics: {text}"
+    );
+    assert!(metric(&text, "process_open_fds") >= 3.0, "{text}");
+    assert!(
         metric(&text, "usher_cancel_to_runner_seconds_sum") < 1.0,
         "the runner heard of the cancel within a second"
     );

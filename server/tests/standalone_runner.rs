@@ -5,7 +5,9 @@
 //! cancel made before the runner is back is honoured when it reconnects, and a cancel
 //! after that reaches the runner. Stopping a runner (SIGTERM) stops its jobs like a
 //! cancel, runs their after_script and reports them before it exits; a second SIGTERM
-//! kills everything at once. Neither leaves a process behind.
+//! kills everything at once. Neither leaves a process behind. The runner's
+//! `--metrics-addr` counts what happened: the reconnect, the jobs by outcome, the two
+//! cancels' handling times.
 //!
 //! The runner binary is built by `make test` (`cargo build -p usher-runner`) next to
 //! the test binaries' directory.
@@ -45,6 +47,21 @@ fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
         }
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The runner's `/metrics` text, after checking its content type.
+async fn runner_metrics(port: u16) -> String {
+    let answer = reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap();
+    assert_eq!(answer.status(), 200);
+    let content_type = answer.headers()["content-type"].to_str().unwrap().to_string();
+    assert!(content_type.starts_with("application/openmetrics-text"), "{content_type}");
+    answer.text().await.unwrap()
+}
+
+fn metric_value(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{text}"))
 }
 
 const JOBS: &str = r#"
@@ -89,9 +106,11 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
     t.base = format!("http://127.0.0.1:{port}");
     let token = runner_token(data_dir.path());
     let builds = data_dir.path().join("standalone-builds");
+    let metrics_port = free_port();
     let mut runner = OwnedChild::spawn(
         runner_command(&t.base, "standalone", &builds)
             .args(["--concurrency", "3"])
+            .args(["--metrics-addr", &format!("127.0.0.1:{metrics_port}")])
             .env("USHER_RUNNER_TOKEN", &token),
     );
 
@@ -162,6 +181,26 @@ async fn a_standalone_runner_keeps_its_jobs_through_a_server_restart() {
         wait_until_gone(ticker, &t.run_marker).await.is_empty(),
         "no process of the job survives"
     );
+
+    let metrics = runner_metrics(metrics_port).await;
+    for (line, why) in [
+        ("usher_runner_reconnects_total ", "the server restart made one reconnect"),
+        ("usher_runner_connected 1", "connected again"),
+        ("usher_runner_jobs_running 0", "every job ended"),
+        ("usher_runner_jobs_finished_total{outcome=\"success\"} 1", "quick succeeded"),
+        (
+            "usher_runner_jobs_finished_total{outcome=\"canceled\"} 2",
+            "waiter and ticker were cancelled",
+        ),
+        ("usher_runner_cancel_handling_seconds_count 2", "two cancels were handled"),
+        ("process_resident_memory_bytes ", "the process's own numbers"),
+    ] {
+        assert!(metrics.contains(line), "{why}: no `{line}` in\n{metrics}");
+    }
+    let reconnects: f64 = metric_value(&metrics, "usher_runner_reconnects_total");
+    assert!(reconnects >= 1.0, "{metrics}");
+    let other = reqwest::get(format!("http://127.0.0.1:{metrics_port}/api/v1/jobs")).await.unwrap();
+    assert_eq!(other.status(), 404, "the metrics listener serves nothing else");
 
     assert!(stop(&mut runner).success(), "the runner stops cleanly on SIGTERM");
     stop(&mut server);
