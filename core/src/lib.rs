@@ -18,6 +18,8 @@ pub mod config;
 pub mod dotenv;
 pub mod masking;
 pub mod names;
+#[cfg(feature = "path-patterns")]
+pub mod path_pattern;
 pub mod pipeline;
 #[cfg(feature = "process-metrics")]
 pub mod process_metrics;

@@ -232,6 +232,9 @@ pub struct ArtifactsAssignment {
     /// aside), whatever `when` says.
     #[serde(default)]
     pub dotenv: Vec<String>,
+    /// `exclude:` patterns (files only, as in GitLab).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

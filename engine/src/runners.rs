@@ -219,6 +219,7 @@ impl Engine {
                 paths: a.paths,
                 when: a.when,
                 dotenv: a.dotenv,
+                exclude: a.exclude,
             }),
             checkout,
             image: spec.job.image,

@@ -10,7 +10,7 @@ use std::path::Path;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use tokio::sync::mpsc;
-use usher_core::artifacts::normalize_path;
+use usher_core::path_pattern::PathPattern;
 use usher_core::protocol::ArtifactsAssignment;
 
 use crate::beneath::{Entry, JobTree};
@@ -84,7 +84,7 @@ impl Uploader {
                 return UploadOutcome::Done;
             }
         };
-        let files = collect_files(&tree, &spec.paths, "Artifact", log);
+        let files = collect_files(&tree, &spec.paths, &spec.exclude, "Artifact", log);
         if files.is_empty() {
             log.note("No artifact files to upload.");
             return UploadOutcome::Done;
@@ -167,21 +167,33 @@ pub(crate) async fn refusal(response: reqwest::Response) -> String {
 /// that names more is told so, and the rest is not listed.
 pub const MAX_FILES: usize = 10_000;
 
-/// The files named by `paths`, relative to the build directory, found beneath `tree`
-/// without following links (see `beneath`); `what` (`Artifact`, `Cache`) names them in
-/// the log's notes.
-pub fn collect_files(tree: &JobTree, paths: &[String], what: &str, log: &LogHandle) -> Vec<String> {
+/// The files named by `paths` (plain paths or GitLab's glob patterns, see
+/// [`PathPattern`]) less those `exclude` matches, relative to the build directory, found
+/// beneath `tree` without following links (see `beneath`); `what` (`Artifact`, `Cache`)
+/// names them in the log's notes.
+pub fn collect_files(tree: &JobTree, paths: &[String], exclude: &[String], what: &str, log: &LogHandle) -> Vec<String> {
     let mut files: Vec<String> = Vec::new();
     for wanted in paths {
-        let Some(rel) = normalize_path(wanted) else {
-            log.note(&format!(
-                "{what} path {wanted:?} is skipped: it must be a relative path inside the build directory."
-            ));
+        let pattern = match PathPattern::parse(wanted) {
+            Ok(pattern) => pattern,
+            Err(why) => {
+                log.note(&format!("{what} path {wanted:?} is skipped: it {why}."));
+                continue;
+            }
+        };
+        let Some(rel) = pattern.literal() else {
+            let found = matching_files(tree, &pattern);
+            match found {
+                Ok(found) if found.is_empty() => log.note(&format!("{what} path {wanted} matches no file.")),
+                Ok(found) => files.extend(found),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => log.note(&format!("{what} path {wanted} matches no file.")),
+                Err(e) => log.note(&format!("{what} path {wanted} is skipped: {e}.")),
+            }
             continue;
         };
-        match tree.kind(Path::new(&rel)) {
-            Ok(Entry::File) => files.push(rel),
-            Ok(Entry::Dir) => match tree.files_below(Path::new(&rel)) {
+        match tree.kind(Path::new(rel)) {
+            Ok(Entry::File) => files.push(rel.to_string()),
+            Ok(Entry::Dir) => match tree.files_below(Path::new(rel)) {
                 Ok(below) => files.extend(below.iter().map(|p| p.to_string_lossy().into_owned())),
                 Err(e) => log.note(&format!("{what} path {wanted} is skipped: {e}.")),
             },
@@ -194,6 +206,14 @@ pub fn collect_files(tree: &JobTree, paths: &[String], what: &str, log: &LogHand
     }
     files.sort();
     files.dedup();
+    let exclude: Vec<PathPattern> = exclude.iter().filter_map(|e| PathPattern::parse(e).ok()).collect();
+    if !exclude.is_empty() {
+        let before = files.len();
+        files.retain(|f| !exclude.iter().any(|e| e.matches(f)));
+        if files.len() < before {
+            log.note(&format!("{} file(s) left out by `exclude`.", before - files.len()));
+        }
+    }
     if files.len() > MAX_FILES {
         log.note(&format!(
             "The {} paths name {} files; only the first {MAX_FILES} are kept.",
@@ -203,4 +223,15 @@ pub fn collect_files(tree: &JobTree, paths: &[String], what: &str, log: &LogHand
         files.truncate(MAX_FILES);
     }
     files
+}
+
+/// The files below the pattern's base directory that it takes (walked beneath the build
+/// directory: links are not followed, so a pattern cannot reach outside it).
+fn matching_files(tree: &JobTree, pattern: &PathPattern) -> std::io::Result<Vec<String>> {
+    Ok(tree
+        .files_below(Path::new(pattern.base()))?
+        .into_iter()
+        .map(|p| p.to_string_lossy().into_owned())
+        .filter(|f| pattern.takes(f))
+        .collect())
 }

@@ -248,3 +248,46 @@ async fn a_storage_cap_removes_the_oldest_first() {
     );
     t.stop().await;
 }
+
+const PATTERNS: &str = r#"
+stages: [test]
+patterns:
+  stage: test
+  artifacts:
+    paths: ["build/*.log", "build-*/meson-logs", "*.tgz", "keep/", "reports/**/TEST-*.xml", "none-*.txt", "[broken"]
+    exclude: ["keep/**/*.o"]
+  script:
+    - mkdir -p build/sub build-x86/meson-logs build-x86/other keep/deep reports/a/b
+    - echo a > build/a.log && echo b > build/sub/b.log && echo c > build/c.txt
+    - echo t > build-x86/meson-logs/testlog.txt && echo o > build-x86/other/no.txt
+    - echo z > dist.tgz && echo k > keep/y.c && echo o > keep/x.o && echo o > keep/deep/z.o
+    - echo x > reports/a/b/TEST-one.xml && echo x > reports/a/other.xml
+    # What a pattern must not reach: links, to a file outside and to a directory outside.
+    - ln -s /etc/passwd build/passwd.log && ln -s /etc build-etc
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn glob_patterns_and_exclude_pick_the_files_gitlab_would() {
+    let t = TestServer::start(1).await;
+    let pipeline = t.pipeline(PATTERNS).await;
+    let job_id = TestServer::job_id(&pipeline, "patterns");
+    t.wait_for_status(job_id, "success").await;
+    let (status, list) = t.call("GET", &format!("/api/v1/jobs/{job_id}/artifacts"), None).await;
+    assert_eq!(status, 200, "{list}");
+    let paths: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        [
+            "build-x86/meson-logs/testlog.txt",
+            "build/a.log",
+            "dist.tgz",
+            "keep/y.c",
+            "reports/a/b/TEST-one.xml",
+        ],
+        "`*` within one level, `**` across, a matched directory whole, `exclude` applied, links never followed"
+    );
+    let (log, _) = t.log(job_id).await;
+    assert!(log.contains("none-*.txt matches no file"), "{log}");
+    assert!(log.contains("\"[broken\" is skipped: it is not a valid pattern"), "{log}");
+    assert!(log.contains("2 file(s) left out by `exclude`"), "{log}");
+}

@@ -145,13 +145,10 @@ pub(super) fn artifacts(source: &str, job: &str, raw: Option<RawArtifacts>) -> R
             "`artifacts: untracked` is not supported yet: list the `paths`".into(),
         ));
     }
-    if a.exclude.as_ref().is_some_and(|e| !e.is_empty()) {
-        return Err(job_error(
-            source,
-            job,
-            "artifacts",
-            "`artifacts: exclude` is not supported yet".into(),
-        ));
+    let exclude = a.exclude.unwrap_or_default();
+    for pattern in &exclude {
+        crate::path_pattern::PathPattern::parse(pattern)
+            .map_err(|why| job_error(source, job, "artifacts", format!("`exclude: {pattern}`: it {why}")))?;
     }
     let expire_in_secs = match &a.expire_in {
         None => None,
@@ -193,6 +190,7 @@ pub(super) fn artifacts(source: &str, job: &str, raw: Option<RawArtifacts>) -> R
         paths,
         when: a.when,
         dotenv: reports.dotenv.map(|l| l.0).unwrap_or_default(),
+        exclude,
     }))
 }
 

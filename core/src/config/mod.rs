@@ -213,6 +213,9 @@ pub struct ArtifactsConfig {
     /// pipeline get (see [`crate::dotenv`]).
     #[serde(default)]
     pub dotenv: Vec<String>,
+    /// `exclude:` patterns: files the `paths` take that are left out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclude: Vec<String>,
 }
 
 /// Whether a job takes the cache at its start, keeps it at its end, or both.

@@ -253,3 +253,14 @@ fn a_resource_group_is_a_name_with_the_files_variables() {
     let err = parse("deploy:\n  resource_group: [a]\n  script: [x]\n").unwrap_err();
     assert_eq!(err.key.as_deref(), Some("deploy.resource_group"), "{err:?}");
 }
+
+#[test]
+fn artifacts_exclude_is_read_and_checked() {
+    let cfg = parse("a:\n  artifacts:\n    paths: ['build/']\n    exclude: ['build/**/*.o']\n  script: [x]\n").unwrap();
+    let artifacts = cfg.jobs[0].artifacts.as_ref().unwrap();
+    assert_eq!(artifacts.exclude, ["build/**/*.o"]);
+    let err = parse("a:\n  artifacts:\n    paths: ['build/']\n    exclude: ['../*.o']\n  script: [x]\n").unwrap_err();
+    assert!(err.message.contains("`exclude: ../*.o`: it must be a relative path"), "{err:?}");
+    let err = parse("a:\n  artifacts:\n    paths: ['build/']\n    exclude: ['[oops']\n  script: [x]\n").unwrap_err();
+    assert!(err.message.contains("not a valid pattern"), "{err:?}");
+}
