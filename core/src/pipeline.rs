@@ -11,6 +11,12 @@
 //! unfinished job and leaves them waiting; once the jobs they wait for have ended they
 //! run (or are skipped) by their own rule, the pipeline `canceling` meanwhile. An abort
 //! stops them too.
+//!
+//! An environment's stop job (the job another job's `environment: on_stop` names) is a
+//! cleanup job too once that job has started: a graceful cancel leaves it alone and runs
+//! it (plays it, if it waits to be played) when the other jobs have ended, so a cancelled
+//! pipeline does not leave the environment it began to make (see
+//! [`tears_down_an_environment`]).
 
 use crate::api::{CancelMode, When};
 use crate::config::AutoCancel;
@@ -97,6 +103,28 @@ pub struct JobNode<'a> {
     pub status: Status,
     pub when: When,
     pub allow_failure: bool,
+    /// `environment: on_stop`: the job that stops the environment this one makes.
+    pub on_stop: Option<&'a str>,
+    /// A runner has taken it at some point (it may have made something).
+    pub started: bool,
+}
+
+/// Whether job `i` is an environment's stop job whose environment a started job
+/// began to make: a graceful cancel of the pipeline must then run it, not stop it. A
+/// job that is a cleanup job by its own `when` is one already.
+pub fn tears_down_an_environment(jobs: &[JobNode<'_>], i: usize) -> bool {
+    let job = &jobs[i];
+    !job.when.is_cleanup() && jobs.iter().any(|starter| starter.on_stop == Some(job.name) && starter.started)
+}
+
+/// Whether every job of the pipeline that is not a cleanup job (nor a stop job that
+/// tears down an environment) has finished, except the jobs that wait for job `i`: when
+/// an `on_cancel` job, or a stop job after a cancel, may run.
+fn others_finished(jobs: &[JobNode<'_>], i: usize) -> bool {
+    let waiting = waiting_for(jobs, i);
+    (0..jobs.len())
+        .filter(|&j| j != i && !jobs[j].when.is_cleanup() && !waiting[j] && !tears_down_an_environment(jobs, j))
+        .all(|j| jobs[j].status.is_terminal())
 }
 
 impl JobNode<'_> {
@@ -132,10 +160,30 @@ impl JobNode<'_> {
 ///   has finished (except the jobs that wait for it, directly or not), then runs if the
 ///   pipeline was cancelled gracefully (`cancel`).
 ///
+/// After a graceful cancel, a stop job that [`tears_down_an_environment`] (`created`, or
+/// `manual` waiting to be played) waits as an `on_cancel` job does and then runs
+/// (`Enqueue`, or `Play`), whatever became of the jobs before it.
+///
 /// Returns indexes into `jobs`.
 pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<(usize, JobEvent)> {
     let mut out = Vec::new();
     for (i, job) in jobs.iter().enumerate() {
+        if cancel == Some(CancelMode::Graceful)
+            && matches!(job.status, Status::Created | Status::Manual)
+            && tears_down_an_environment(jobs, i)
+        {
+            if others_finished(jobs, i) {
+                out.push((
+                    i,
+                    if job.status == Status::Manual {
+                        JobEvent::Play
+                    } else {
+                        JobEvent::Enqueue
+                    },
+                ));
+            }
+            continue;
+        }
         if job.status != Status::Created {
             continue;
         }
@@ -155,13 +203,7 @@ pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<
             When::OnFailure => prerequisites.contains(&Status::Failed),
             When::Always => true,
             When::OnCancel => {
-                let waiting = waiting_for(jobs, i);
-                let others_finished = jobs
-                    .iter()
-                    .enumerate()
-                    .filter(|(j, other)| !other.when.is_cleanup() && !waiting[*j])
-                    .all(|(_, other)| other.status.is_terminal());
-                if !others_finished {
+                if !others_finished(jobs, i) {
                     continue;
                 }
                 cancel == Some(CancelMode::Graceful)
@@ -305,6 +347,8 @@ mod tests {
             status,
             when: When::OnSuccess,
             allow_failure: false,
+            on_stop: None,
+            started: status.has_started(),
         }
     }
 
@@ -385,6 +429,55 @@ mod tests {
             node("notify", 0, Some(&needs_report), S::Created),
         ];
         assert_eq!(ready_decisions(&jobs, None), vec![(1, JobEvent::Skip)]);
+    }
+
+    /// build → review (deploy_review, on_stop: stop_review; stop_review, manual) → test.
+    fn review_app<'a>(deploy: Status, stop: Status, test: Status) -> [JobNode<'a>; 4] {
+        [
+            node("build", 0, None, S::Success),
+            JobNode {
+                on_stop: Some("stop_review"),
+                ..node("deploy_review", 1, None, deploy)
+            },
+            manual("stop_review", 1, stop, true),
+            node("test", 2, None, test),
+        ]
+    }
+
+    #[test]
+    fn a_cancel_runs_the_stop_job_of_an_environment_a_started_job_made() {
+        let graceful = Some(CancelMode::Graceful);
+        // Not before deploy_review has started; and without a cancel it is a manual job
+        // like any other.
+        assert!(!tears_down_an_environment(&review_app(S::Pending, S::Manual, S::Created), 2));
+        assert!(ready_decisions(&review_app(S::Running, S::Manual, S::Created), None).is_empty());
+        // Cancelled while deploy_review runs: the stop job waits for it to end...
+        let jobs = review_app(S::Canceling, S::Manual, S::Canceled);
+        assert!(tears_down_an_environment(&jobs, 2));
+        assert!(ready_decisions(&jobs, graceful).is_empty());
+        // ...and is then played, whatever deploy_review ended as.
+        for deploy in [S::Canceled, S::Failed, S::Success] {
+            let jobs = review_app(deploy, S::Manual, S::Canceled);
+            assert_eq!(ready_decisions(&jobs, graceful), vec![(2, JobEvent::Play)], "{deploy}");
+        }
+        // A stop job in a later stage, still `created` when the cancel came, runs too.
+        let mut jobs = review_app(S::Canceled, S::Created, S::Canceled);
+        jobs[2].stage_index = 3;
+        assert_eq!(ready_decisions(&jobs, graceful), vec![(2, JobEvent::Enqueue)]);
+        // deploy_review never started: nothing to tear down, the cancel stops it as usual.
+        let jobs = review_app(S::Canceled, S::Manual, S::Canceled);
+        let jobs = [
+            jobs[0].clone(),
+            JobNode {
+                started: false,
+                ..jobs[1].clone()
+            },
+            jobs[2].clone(),
+            jobs[3].clone(),
+        ];
+        assert!(!tears_down_an_environment(&jobs, 2));
+        // An abort plays nothing.
+        assert!(ready_decisions(&review_app(S::Canceled, S::Manual, S::Canceled), Some(CancelMode::Abort)).is_empty());
     }
 
     #[test]

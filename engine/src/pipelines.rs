@@ -3,7 +3,7 @@
 //! (auto-cancel), and scheduling: moving waiting jobs on once what they need is done.
 
 use usher_core::api::{CancelMode, CancelReason, CancelRequest, CreatePipeline, Job, Pipeline};
-use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, cancel_stops, ready_decisions};
+use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, cancel_stops, ready_decisions, tears_down_an_environment};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status, next};
 use usher_core::{config, names};
@@ -128,7 +128,13 @@ impl Engine {
                     when: j.when,
                 })
                 .collect();
-            let targets = auto_cancel_targets(mode, &jobs);
+            let mut targets = auto_cancel_targets(mode, &jobs);
+            // Superseding the whole pipeline is a graceful cancel of it: the stop jobs of
+            // environments it began to make run as its teardown.
+            if mode == config::AutoCancel::Conservative && !targets.is_empty() {
+                let teardowns = self.environment_teardowns(older).await?;
+                targets.retain(|id| !teardowns.contains(id));
+            }
             if targets.is_empty() {
                 continue;
             }
@@ -319,9 +325,17 @@ impl Engine {
             )));
         }
         let jobs: Vec<Job> = pipeline.jobs.unwrap_or_default().into_iter().filter(|j| !j.retried).collect();
+        // The stop jobs of environments a started job began to make are cleanup jobs of
+        // a graceful cancel.
+        let teardowns = if mode == CancelMode::Graceful {
+            self.environment_teardowns(id).await?
+        } else {
+            Vec::new()
+        };
+        let cleans_up = |j: &Job| j.when.is_cleanup() || teardowns.contains(&j.id);
         // A cancelled pipeline's cleanup jobs are its teardown: a second graceful cancel
         // would stop nothing else, and must not be taken for having stopped them.
-        let cleaning_up = jobs.iter().any(|j| j.when.is_cleanup() && !j.status.is_terminal());
+        let cleaning_up = jobs.iter().any(|j| cleans_up(j) && !j.status.is_terminal());
         if mode == CancelMode::Graceful && pipeline.cancel.is_some() && cleaning_up {
             return Err(EngineError::InvalidTransition(format!(
                 "pipeline {id} is running its cleanup jobs after a cancel; only an abort stops them"
@@ -330,7 +344,7 @@ impl Engine {
         // A graceful cancel leaves the cleanup jobs to run; an abort stops them too.
         let unfinished: Vec<Job> = jobs
             .into_iter()
-            .filter(|j| !j.status.is_terminal() && cancel_stops(mode, j.when))
+            .filter(|j| !j.status.is_terminal() && cancel_stops(mode, j.when) && !teardowns.contains(&j.id))
             .collect();
         if unfinished.is_empty() {
             return self.pipeline_with_jobs(id).await;
@@ -355,6 +369,17 @@ impl Engine {
         self.pipeline_with_jobs(id).await
     }
 
+    /// The ids of the pipeline's stop jobs that a graceful cancel runs rather than stops
+    /// (core's `tears_down_an_environment`).
+    async fn environment_teardowns(&self, pipeline_id: i64) -> Result<Vec<i64>, EngineError> {
+        let (rows, _) = self.store().job_nodes(pipeline_id).await?;
+        let nodes: Vec<JobNode<'_>> = rows.iter().map(|r| r.node()).collect();
+        Ok((0..nodes.len())
+            .filter(|&i| tears_down_an_environment(&nodes, i))
+            .map(|i| rows[i].id)
+            .collect())
+    }
+
     /// Stores a new pipeline and, in the same commit, what [`Engine::advance_pipeline`]
     /// would do next: every job is `created`, so core's decisions come from the
     /// definitions in hand, and they can only enqueue jobs that wait for nothing, which
@@ -370,6 +395,8 @@ impl Engine {
                 status: Status::Created,
                 when: j.spec.job.when,
                 allow_failure: j.spec.job.allow_failure.any,
+                on_stop: j.spec.job.on_stop.as_deref(),
+                started: false,
             })
             .collect();
         let ready: Vec<(usize, Event)> = ready_decisions(&nodes, None)
@@ -392,17 +419,7 @@ impl Engine {
     pub(crate) async fn advance_pipeline(&self, pipeline_id: i64) -> Result<(), EngineError> {
         loop {
             let (rows, cancel) = self.store().job_nodes(pipeline_id).await?;
-            let nodes: Vec<JobNode<'_>> = rows
-                .iter()
-                .map(|r| JobNode {
-                    name: &r.name,
-                    stage_index: r.stage_index,
-                    needs: r.needs.as_deref(),
-                    status: r.status,
-                    when: r.when,
-                    allow_failure: r.allow_failure,
-                })
-                .collect();
+            let nodes: Vec<JobNode<'_>> = rows.iter().map(|r| r.node()).collect();
             let moves: Vec<Move> = ready_decisions(&nodes, cancel)
                 .into_iter()
                 .map(|(index, event)| Move {

@@ -64,6 +64,7 @@ impl Event {
         match event {
             JobEvent::Skip => Event::Skip,
             JobEvent::AwaitPlay => Event::AwaitPlay,
+            JobEvent::Play => Event::Play,
             _ => Event::Enqueue,
         }
     }

@@ -121,9 +121,16 @@ pub struct JobConfig {
     /// stages', GitLab's default).
     #[serde(default)]
     pub dependencies: Option<Vec<String>>,
-    /// `environment: name`, as written (recorded, not acted on).
+    /// `environment: name`, as written.
     #[serde(default)]
     pub environment: Option<String>,
+    /// `environment: on_stop`: the job that stops the environment this job makes (a
+    /// graceful cancel runs it once this job has started; see `pipeline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_stop: Option<String>,
+    /// `environment: action: stop`: this job stops its environment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub stops_environment: bool,
 }
 
 impl JobConfig {

@@ -9,7 +9,7 @@ use super::keywords_read::{
 };
 use super::raw::{Inherit, Lines, RawEnvironment, RawImage, RawJob, RawNeed, RawWorkflow, Variables};
 use super::refusals::{job_error, line_of_field, line_of_key, read_keys, refusal_error, syntax_error};
-use super::validate::{validate_dependencies, validate_needs};
+use super::validate::{validate_dependencies, validate_environments, validate_needs};
 use super::{
     AllowFailure, AutoCancel, CiConfig, ConfigError, DEFAULT_AFTER_SCRIPT_TIMEOUT_SECS, DEFAULT_CANCEL_GRACE_SECS, DEFAULT_STAGES,
     DEFAULT_TIMEOUT_SECS, JobConditions, JobConfig, limits,
@@ -413,10 +413,15 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
             resource_group: resource_group(source, at, job.resource_group.as_ref(), &yaml_vars)?,
             coverage: coverage(source, at, job.coverage.clone())?,
             dependencies: job.dependencies.clone(),
-            environment: job.environment.clone().map(|e| match e {
-                RawEnvironment::Name(n) => n,
-                RawEnvironment::Full(m) => m.name,
+            environment: job.environment.as_ref().map(|e| match e {
+                RawEnvironment::Name(n) => n.clone(),
+                RawEnvironment::Full(m) => m.name.clone(),
             }),
+            on_stop: match &job.environment {
+                Some(RawEnvironment::Full(m)) => m.on_stop.clone(),
+                _ => None,
+            },
+            stops_environment: matches!(&job.environment, Some(RawEnvironment::Full(m)) if m.action.as_deref() == Some("stop")),
             name,
         });
     }
@@ -429,6 +434,7 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
     }
     validate_needs(source, &stages, &jobs)?;
     validate_dependencies(source, &stages, &jobs)?;
+    validate_environments(source, &jobs)?;
     Ok(CiConfig {
         auto_cancel,
         cancel_on_job_failure,

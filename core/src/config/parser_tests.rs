@@ -264,3 +264,15 @@ fn artifacts_exclude_is_read_and_checked() {
     let err = parse("a:\n  artifacts:\n    paths: ['build/']\n    exclude: ['[oops']\n  script: [x]\n").unwrap_err();
     assert!(err.message.contains("not a valid pattern"), "{err:?}");
 }
+
+#[test]
+fn environment_on_stop_names_a_stop_job() {
+    let review = "deploy:\n  script: [up]\n  environment: {name: review, on_stop: stop}\nstop:\n  when: manual\n  script: [down]\n  environment: {name: review, action: stop}\n";
+    let cfg = parse(review).unwrap();
+    assert_eq!(cfg.jobs[0].on_stop.as_deref(), Some("stop"));
+    assert!(cfg.jobs[1].stops_environment && !cfg.jobs[0].stops_environment);
+    let err = parse("deploy:\n  script: [up]\n  environment: {name: review, on_stop: gone}\n").unwrap_err();
+    assert!(err.message.contains("names `gone`, which is not a job"), "{err:?}");
+    let err = parse(&review.replace(", action: stop", "")).unwrap_err();
+    assert!(err.message.contains("action: stop"), "{err:?}");
+}

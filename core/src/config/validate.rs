@@ -41,6 +41,28 @@ pub(super) fn validate_dependencies(source: &str, stages: &[String], jobs: &[Job
     Ok(())
 }
 
+/// `environment: on_stop` names a job of the file that stops an environment
+/// (`environment: action: stop`), as GitLab requires.
+pub(super) fn validate_environments(source: &str, jobs: &[JobConfig]) -> Result<(), ConfigError> {
+    for job in jobs {
+        let Some(stop) = &job.on_stop else { continue };
+        let refuse = |why: String| Err(job_error(source, &job.name, "environment", why));
+        match jobs.iter().find(|j| &j.name == stop) {
+            None => return refuse(format!("`environment: on_stop` names `{stop}`, which is not a job of this file")),
+            Some(other) if other.name == job.name => {
+                return refuse("`environment: on_stop` names the job itself: name the job that stops the environment".into());
+            }
+            Some(other) if !other.stops_environment => {
+                return refuse(format!(
+                    "`environment: on_stop` names `{stop}`, which needs `environment: {{name: …, action: stop}}` (GitLab's rule too)"
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
 pub(super) fn validate_needs(source: &str, stages: &[String], jobs: &[JobConfig]) -> Result<(), ConfigError> {
     let index: HashMap<&str, &JobConfig> = jobs.iter().map(|j| (j.name.as_str(), j)).collect();
     let stage_of = |j: &JobConfig| stages.iter().position(|s| *s == j.stage).unwrap_or(0);

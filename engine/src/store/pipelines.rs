@@ -61,6 +61,27 @@ pub struct JobNodeRow {
     pub status: Status,
     pub when: When,
     pub allow_failure: bool,
+    /// `environment: on_stop` (the stop job's name).
+    pub on_stop: Option<String>,
+    /// This attempt was taken by a runner, or an earlier one was (a retry follows an
+    /// attempt that may have made something).
+    pub started: bool,
+}
+
+impl JobNodeRow {
+    /// As core's scheduler sees it.
+    pub fn node(&self) -> usher_core::pipeline::JobNode<'_> {
+        usher_core::pipeline::JobNode {
+            name: &self.name,
+            stage_index: self.stage_index,
+            needs: self.needs.as_deref(),
+            status: self.status,
+            when: self.when,
+            allow_failure: self.allow_failure,
+            on_stop: self.on_stop.as_deref(),
+            started: self.started,
+        }
+    }
 }
 
 pub struct PipelineFilter {
@@ -107,7 +128,7 @@ impl Store {
         let pipeline_id: i64 = row.try_get("id")?;
         let insert_job = format!(
             "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags, \
-             when_to_run, allow_failure, resource_group) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) \
+             when_to_run, allow_failure, resource_group, on_stop) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
              RETURNING {JOB_COLUMNS}"
         );
         let mut stored = Vec::with_capacity(jobs.len());
@@ -129,6 +150,7 @@ impl Store {
                 .bind(job.spec.job.when.as_str())
                 .bind(job.spec.job.allow_failure.any as i64)
                 .bind(job.spec.job.resource_group.as_deref())
+                .bind(job.spec.job.on_stop.as_deref())
                 .fetch_one(&mut **tx)
                 .await?;
             stored.push(job_from_row(&row)?);
@@ -218,7 +240,8 @@ impl Store {
         // The newest attempt of each job: older ones no longer count. With the pipeline's
         // cancel, on every row.
         let rows = sqlx::query(
-            "SELECT j.id, j.name, j.stage_index, j.needs, j.status, j.when_to_run, j.allow_failure, p.cancel_mode \
+            "SELECT j.id, j.name, j.stage_index, j.needs, j.status, j.when_to_run, j.allow_failure, j.on_stop, \
+             CAST(CASE WHEN j.started_at IS NOT NULL OR j.retry_of IS NOT NULL THEN 1 ELSE 0 END AS BIGINT) AS started, p.cancel_mode \
              FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.pipeline_id = $1 AND j.retried = 0 \
              ORDER BY j.stage_index, j.id",
         )
@@ -241,6 +264,8 @@ impl Store {
                     needs: needs.and_then(|n| serde_json::from_str(&n).ok()),
                     status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
                     allow_failure: r.try_get::<i64, _>("allow_failure")? != 0,
+                    on_stop: r.try_get("on_stop")?,
+                    started: r.try_get::<i64, _>("started")? != 0,
                     when: {
                         let when: String = r.try_get("when_to_run")?;
                         When::parse(&when).unwrap_or_default()

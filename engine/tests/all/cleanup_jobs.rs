@@ -257,3 +257,160 @@ async fn a_job_with_many_deferred_commands_still_moves_and_is_published_whole() 
         engine.close().await;
     }
 }
+
+/// A review app: `deploy_review` makes an environment, `stop_review` (its `on_stop`, to
+/// be played by hand) removes it.
+const REVIEW_APP: &str = "stages: [build, review, test]
+build:
+  stage: build
+  interruptible: true
+  script: [b]
+deploy_review:
+  stage: review
+  interruptible: true
+  script: [deploy]
+  environment:
+    name: review/$CI_COMMIT_REF_SLUG
+    on_stop: stop_review
+stop_review:
+  stage: review
+  when: manual
+  script: [stop]
+  environment:
+    name: review/$CI_COMMIT_REF_SLUG
+    action: stop
+test:
+  stage: test
+  interruptible: true
+  script: [t]
+";
+
+/// A pipeline cancelled after its deploy job started plays the environment's stop job
+/// once the jobs being cancelled have ended, so the environment does not outlive it; a
+/// cancel before the deploy started, or an abort, runs nothing.
+#[tokio::test]
+async fn a_cancel_runs_the_stop_job_of_an_environment_the_pipeline_began() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+
+        // Cancelled during test, the deploy done: stop_review waits for test, then runs.
+        let (p, jobs) = pipeline(&engine, &admin, REVIEW_APP).await;
+        run_next(&engine, r, Some(0)).await;
+        assert_eq!(run_next(&engine, r, Some(0)).await.0, "deploy_review");
+        assert_eq!(status_of(&engine, &admin, &jobs, "stop_review").await, Status::Manual);
+        let test = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(test.name, "test");
+        let cancelled = engine.cancel_pipeline(&admin, p, Default::default()).await.unwrap();
+        assert_eq!(cancelled.status, Status::Canceling, "{}", db.name);
+        assert_eq!(
+            status_of(&engine, &admin, &jobs, "stop_review").await,
+            Status::Manual,
+            "{}",
+            db.name
+        );
+        assert!(
+            engine.claim_job(r, &[]).await.unwrap().is_none(),
+            "{}: not before test ends",
+            db.name
+        );
+        engine.finish_job(r, test.job_id, report(None)).await.unwrap();
+        let stop = engine.claim_job(r, &[]).await.unwrap().expect("the stop job runs");
+        assert_eq!(stop.name, "stop_review", "{}", db.name);
+        let timeline = engine.job_timeline(&admin, stop.job_id).await.unwrap();
+        assert!(
+            timeline.iter().any(|e| e.from == Some(Status::Manual) && e.to == Status::Pending),
+            "{}: played: {timeline:?}",
+            db.name
+        );
+        assert_eq!(engine.get_pipeline(&admin, p).await.unwrap().status, Status::Canceling);
+        engine.finish_job(r, stop.job_id, report(Some(0))).await.unwrap();
+        assert_eq!(
+            engine.get_pipeline(&admin, p).await.unwrap().status,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+
+        // Cancelled while the deploy runs: the stop job runs after it ends, whatever it
+        // made of the environment by then.
+        let (p, jobs) = pipeline(&engine, &admin, REVIEW_APP).await;
+        run_next(&engine, r, Some(0)).await;
+        let deploy = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(deploy.name, "deploy_review");
+        engine.cancel_pipeline(&admin, p, Default::default()).await.unwrap();
+        assert_eq!(status_of(&engine, &admin, &jobs, "test").await, Status::Canceled, "{}", db.name);
+        assert_eq!(status_of(&engine, &admin, &jobs, "stop_review").await, Status::Manual);
+        engine.finish_job(r, deploy.job_id, report(Some(1))).await.unwrap();
+        // It fails: a manual job may fail (GitLab's default), so the pipeline is canceled.
+        assert_eq!(run_next(&engine, r, Some(1)).await.0, "stop_review", "{}", db.name);
+        assert_eq!(status_of(&engine, &admin, &jobs, "stop_review").await, Status::Failed);
+        assert_eq!(
+            engine.get_pipeline(&admin, p).await.unwrap().status,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+
+        // Cancelled before the deploy started: there is nothing to stop.
+        let (p, jobs) = pipeline(&engine, &admin, REVIEW_APP).await;
+        let build = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.cancel_pipeline(&admin, p, Default::default()).await.unwrap();
+        engine.finish_job(r, build.job_id, report(None)).await.unwrap();
+        assert_eq!(
+            status_of(&engine, &admin, &jobs, "stop_review").await,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        assert!(engine.claim_job(r, &[]).await.unwrap().is_none());
+        assert_eq!(engine.get_pipeline(&admin, p).await.unwrap().status, Status::Canceled);
+
+        // Aborted after the deploy: an abort runs nothing.
+        let (p, jobs) = pipeline(&engine, &admin, REVIEW_APP).await;
+        run_next(&engine, r, Some(0)).await;
+        run_next(&engine, r, Some(0)).await;
+        engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.abort_pipeline(&admin, p, Default::default()).await.unwrap();
+        assert_eq!(
+            status_of(&engine, &admin, &jobs, "stop_review").await,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        assert!(engine.claim_job(r, &[]).await.unwrap().is_none());
+
+        // Superseded by a newer pipeline on its ref (workflow auto_cancel, conservative):
+        // the stop job runs as the superseded pipeline's teardown.
+        let config = format!("workflow:\n  auto_cancel:\n    on_new_commit: conservative\n{REVIEW_APP}");
+        let (old, jobs) = pipeline(&engine, &admin, &config).await;
+        run_next(&engine, r, Some(0)).await;
+        let deploy = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        let project = engine.get_pipeline(&admin, old).await.unwrap().project_id;
+        engine
+            .create_pipeline(
+                &admin,
+                project,
+                usher_core::api::CreatePipeline {
+                    git_ref: "main".into(),
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            engine.get_pipeline(&admin, old).await.unwrap().status,
+            Status::Canceling,
+            "{}",
+            db.name
+        );
+        engine.finish_job(r, deploy.job_id, report(None)).await.unwrap();
+        assert_eq!(
+            status_of(&engine, &admin, &jobs, "stop_review").await,
+            Status::Pending,
+            "{}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
