@@ -154,6 +154,7 @@ impl JobNode<'_> {
 ///   cleanup job among them that was skipped, having had no reason to run, and an
 ///   optional manual job nobody played do not count);
 /// - `manual`: as `on_success`, but waits to be played;
+/// - `delayed`: the same; Usher plays it after its `start_in` (the engine's reaper);
 /// - `on_failure`: runs if one of them failed;
 /// - `always`: runs;
 /// - `on_cancel`: waits also until every job of the pipeline that is not a cleanup job
@@ -196,7 +197,7 @@ pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<
         let all_succeeded = held_up_by.all(|j| jobs[j].as_prerequisite(by_needs) == Status::Success);
         let runs = match job.when {
             When::OnSuccess => all_succeeded,
-            When::Manual => {
+            When::Manual | When::Delayed => {
                 out.push((i, if all_succeeded { JobEvent::AwaitPlay } else { JobEvent::Skip }));
                 continue;
             }

@@ -121,6 +121,9 @@ impl Engine {
             };
             let mut job = job.clone();
             job.when = decision.when;
+            if decision.start_in.is_some() {
+                job.start_in = decision.start_in;
+            }
             if let Some(allowed) = decision.allow_failure {
                 job.allow_failure.any = allowed;
             }

@@ -126,6 +126,9 @@ pub struct JobWrite {
     /// [`ALLOWED_BY_EXIT_CODE`] when its failure turned out to be allowed
     /// (`allow_failure: exit_codes`).
     pub allow_failure: Option<i64>,
+    /// When the reaper plays a delayed job that now waits in `manual` (its `start_in`
+    /// after `t`).
+    pub play_at: Option<String>,
 }
 
 /// The `allow_failure` column of an attempt whose failure its exit code made allowed:
@@ -225,6 +228,12 @@ fn records(job: &Job, event: &Event) -> Records {
     }
 }
 
+/// `secs` seconds after the time `t` (RFC 3339).
+fn seconds_after(t: &str, secs: u64) -> Option<String> {
+    let t = chrono::DateTime::parse_from_rfc3339(t).ok()?.with_timezone(&chrono::Utc);
+    Some(crate::format_time(t + chrono::Duration::seconds(secs.min(i64::MAX as u64) as i64)))
+}
+
 /// The timeline's words for an after_script's end.
 fn after_script_words(a: &usher_core::api::AfterScriptResult) -> String {
     let how = match (a.timed_out, a.exit_code) {
@@ -290,6 +299,10 @@ pub fn plan_move(job: &Job, pipeline_cancel: Option<CancelMode>, mv: &Move, t: &
         allow_failure: matches!(mv.event, Event::Report { allowed_failure: true, .. })
             .then_some(ALLOWED_BY_EXIT_CODE)
             .filter(|_| to == Status::Failed),
+        play_at: job
+            .start_in
+            .filter(|_| event == JobEvent::AwaitPlay && job.when == When::Delayed)
+            .and_then(|secs| seconds_after(t, secs)),
     };
     let audit = Audit {
         job_id: job.id,

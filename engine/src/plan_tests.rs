@@ -35,6 +35,8 @@ fn job(id: i64, status: Status) -> Job {
         allow_failure: false,
         coverage: None,
         resource_group: None,
+        start_in: None,
+        play_at: None,
     }
 }
 

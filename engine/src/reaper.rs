@@ -1,7 +1,8 @@
 //! The reaper: ends what nobody else will. A `canceling` job whose runner never reported
 //! by the cancel deadline becomes `canceled` (`cancel_timeout`); the jobs of a runner
 //! that stopped heartbeating end with `runner_lost`; a pipeline that ran past its
-//! `workflow: timeout` is cancelled gracefully (`timeout`).
+//! `workflow: timeout` is cancelled gracefully (`timeout`); a delayed job whose
+//! `start_in` has passed is played.
 
 use std::time::Duration;
 
@@ -81,6 +82,26 @@ impl Engine {
         Ok(reaped)
     }
 
+    /// Plays the delayed jobs (`when: delayed`) whose `start_in` ran out before `as_of`
+    /// (RFC 3339), as `system`. Returns how many.
+    pub async fn play_due_delayed_jobs_as_of(&self, as_of: &str) -> Result<usize, EngineError> {
+        let mut played = 0;
+        for id in self.store().due_delayed_jobs(as_of).await? {
+            let play = Move {
+                job_id: id,
+                event: Event::Play,
+                by: "system".into(),
+            };
+            match self.apply_to_job(&play).await {
+                Ok(t) if t.changed => played += 1,
+                // Played or cancelled by someone in the meantime.
+                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(played)
+    }
+
     /// Runs the reapers every `every`, for as long as the task lives.
     pub fn spawn_reaper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let engine = self.clone();
@@ -103,6 +124,9 @@ impl Engine {
                     tracing::warn!("reaper: {e}");
                 }
                 if let Err(e) = engine.reap_timed_out_pipelines_as_of(&now()).await {
+                    tracing::warn!("reaper: {e}");
+                }
+                if let Err(e) = engine.play_due_delayed_jobs_as_of(&now()).await {
                     tracing::warn!("reaper: {e}");
                 }
             }

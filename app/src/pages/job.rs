@@ -185,6 +185,7 @@ fn JobFacts(job: RwSignal<Job>) -> impl IntoView {
                 let mut rows: Vec<(&'static str, String)> = Vec::new();
                 if let Some(w) = &j.waiting_for { rows.push(("Waiting for", w.clone())); }
                 if j.when.is_cleanup() { rows.push(("Runs", format!("when: {} (a cleanup job)", j.when.as_str()))); }
+                if let Some(t) = &j.play_at { rows.push(("Starts", format!("{} (when: delayed); Play starts it now", short_time(t)))); }
                 if !j.tags.is_empty() { rows.push(("Tags", j.tags.join(", "))); }
                 if let Some(t) = &j.started_at { rows.push(("Started", short_time(t))); }
                 if let Some(t) = &j.finished_at { rows.push(("Finished", short_time(t))); }

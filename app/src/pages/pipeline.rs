@@ -12,7 +12,7 @@ use usher_core::status::Status;
 
 use crate::components::{
     ErrorBox, Header, JobActions, JobButtons, LiveDot, PipelineButtons, RetryJobButton, StatusBadge, cancel_words, job_actions, loaded,
-    pipeline_actions,
+    pipeline_actions, short_time,
 };
 use crate::live::follow_events;
 use crate::server::{PipelinePageData, RetryPipeline, pipeline_page};
@@ -197,6 +197,9 @@ fn JobRow(id: i64, jobs: RwSignal<Vec<Job>>, needs: Option<Vec<String>>, role: R
                 <span class="muted allowed" data-testid="job-allowed" title="allow_failure: the pipeline does not fail for it">"allowed to fail"</span>
             })}
             {move || job().and_then(|j| finished_after(&j)).map(|d| view! { <span class="muted took" data-testid="job-took">{d}</span> })}
+            {move || job().and_then(|j| j.play_at).map(|t| view! {
+                <span class="muted starts" data-testid="job-starts" title="when: delayed: Usher plays it then; Play starts it now">{format!("starts {}", short_time(&t))}</span>
+            })}
             {move || job().is_some_and(|j| j.retried).then(|| view! { <span class="muted">" (retried)"</span> })}
             <JobButtons id=id status=status role=role actions=actions/>
             <RetryJobButton id=id status=status retried=Signal::derive(move || job().is_some_and(|j| j.retried)) role=role/>

@@ -85,6 +85,13 @@ pub struct Job {
     /// ran, until the runner has reported it).
     #[serde(default)]
     pub teardown: Option<Teardown>,
+    /// `when: delayed`: how many seconds it waits, once the jobs it waits for have
+    /// finished, before it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_in: Option<u64>,
+    /// A delayed job waiting in `manual`: when Usher plays it (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub play_at: Option<String>,
     /// `allow_failure: true` from the CI file: its failure neither fails the pipeline nor
     /// stops later stages.
     #[serde(default)]
@@ -122,10 +129,20 @@ pub enum When {
     OnCancel,
     /// As `on_success`, and then it waits (`manual`) until someone plays it.
     Manual,
+    /// As `on_success`, and then it waits (`manual`, its `play_at` set) for its
+    /// `start_in`, when Usher plays it; playing it sooner runs it at once.
+    Delayed,
 }
 
 impl When {
-    pub const ALL: [When; 5] = [When::OnSuccess, When::OnFailure, When::Always, When::OnCancel, When::Manual];
+    pub const ALL: [When; 6] = [
+        When::OnSuccess,
+        When::OnFailure,
+        When::Always,
+        When::OnCancel,
+        When::Manual,
+        When::Delayed,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -134,6 +151,7 @@ impl When {
             When::Always => "always",
             When::OnCancel => "on_cancel",
             When::Manual => "manual",
+            When::Delayed => "delayed",
         }
     }
 

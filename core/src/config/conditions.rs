@@ -28,6 +28,7 @@ pub(super) fn read_rules(source: &str, owner: &str, value: &Value) -> Result<Vec
             when: RuleWhen::AsTheJob,
             allow_failure: None,
             variables: Vec::new(),
+            start_in: None,
         };
         for (key, value) in entry {
             let key = key.as_str().unwrap_or_default();
@@ -49,10 +50,9 @@ pub(super) fn read_rules(source: &str, owner: &str, value: &Value) -> Result<Vec
                     let text = value.as_str().unwrap_or_default();
                     rule.when = match text {
                         "never" => RuleWhen::Never,
-                        "delayed" => return Err(bad("`when: delayed` is not supported yet: the job would run at once".into())),
                         _ => RuleWhen::Is(When::parse(text).ok_or_else(|| {
                             bad(format!(
-                                "`when: {text}` is not one of on_success, on_failure, always, on_cancel, manual, never"
+                                "`when: {text}` is not one of on_success, on_failure, always, on_cancel, manual, delayed, never"
                             ))
                         })?),
                     };
@@ -69,13 +69,26 @@ pub(super) fn read_rules(source: &str, owner: &str, value: &Value) -> Result<Vec
                         serde_yaml_ng::from_value(value.clone()).map_err(|e| bad(format!("a rule's `variables`: {e}")))?;
                     rule.variables = read.0;
                 }
-                "needs" | "start_in" => return Err(bad(format!("a rule's `{key}` is not supported yet"))),
+                "start_in" => {
+                    let text = value.as_str().map(str::to_string).or_else(|| value.as_u64().map(|n| n.to_string()));
+                    rule.start_in = Some(super::keywords_read::start_in(text.as_deref().unwrap_or_default()).map_err(bad)?);
+                }
+                "needs" => return Err(bad(format!("a rule's `{key}` is not supported yet"))),
                 other => {
                     return Err(bad(format!(
                         "`{other}` is not a keyword of a rule (if, changes, exists, when, allow_failure, variables)"
                     )));
                 }
             }
+        }
+        match (rule.when, rule.start_in) {
+            (RuleWhen::Is(When::Delayed), None) => {
+                return Err(bad(
+                    "a rule with `when: delayed` needs `start_in` (e.g. `start_in: 30 minutes`)".into()
+                ));
+            }
+            (RuleWhen::Is(When::Delayed), Some(_)) | (_, None) => {}
+            (_, Some(_)) => return Err(bad("a rule's `start_in` goes with `when: delayed`".into())),
         }
         rules.push(rule);
     }

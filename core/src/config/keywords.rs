@@ -60,7 +60,6 @@ pub(super) fn instead(key: &str) -> &'static str {
         "hooks" => "put the commands at the start of `before_script`",
         "dast_configuration" => "it configures GitLab's DAST scanner, which Usher does not have",
         "manual_confirmation" => "a confirmation message for manual jobs is not supported yet",
-        "start_in" => "delayed jobs are not supported yet",
         "run" => "write the steps as `script` lines",
         _ => "see docs/ci-yaml.md for what Usher reads",
     }

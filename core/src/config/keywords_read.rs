@@ -32,10 +32,24 @@ pub(super) fn seconds(
     })
 }
 
+/// Seconds of a `start_in:` (`when: delayed`): a duration of at most a week, as GitLab
+/// allows.
+pub(super) fn start_in(text: &str) -> Result<u64, String> {
+    const WEEK: u64 = 7 * 86_400;
+    match parse_duration(text) {
+        Some(secs) if secs <= WEEK => Ok(secs),
+        Some(_) => Err(format!(
+            "`start_in: {text}` is longer than a week, the longest a job may be delayed"
+        )),
+        None => Err(format!(
+            "`start_in: {text}` is not a duration (write 30 seconds, 10 minutes, 1 hour, 1 day)"
+        )),
+    }
+}
+
 /// Refuses the GitLab keywords Usher does not implement (yet), each with what to do.
 pub(super) fn refuse_unsupported(source: &str, job: &str, raw: &RawJob) -> Result<(), ConfigError> {
     let present = [
-        ("start_in", raw.start_in.is_some()),
         ("trigger", raw.trigger.is_some()),
         ("release", raw.release.is_some()),
         ("secrets", raw.secrets.is_some()),

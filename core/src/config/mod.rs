@@ -85,6 +85,9 @@ pub struct JobConfig {
     /// When it runs once the jobs it waits for have finished.
     #[serde(default)]
     pub when: crate::api::When,
+    /// `start_in` of a `when: delayed` job, in seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_in: Option<u64>,
     /// `parallel`: this copy's index (1-based) and how many copies there are
     /// (`CI_NODE_INDEX`, `CI_NODE_TOTAL`).
     #[serde(default)]

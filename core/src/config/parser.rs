@@ -283,12 +283,26 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
             None => When::default(),
             Some(text) => When::parse(text).ok_or_else(|| {
                 let message = match text {
-                    "delayed" => "`when: delayed` is not supported yet: the job would run at once".to_string(),
                     "never" => "`when: never` belongs in `rules:`".to_string(),
-                    _ => format!("`when: {text}` is not one of on_success, on_failure, always, on_cancel, manual"),
+                    _ => format!("`when: {text}` is not one of on_success, on_failure, always, on_cancel, manual, delayed"),
                 };
                 job_error(source, at, "when", message)
             })?,
+        };
+        let start_in = match (when, job.start_in.as_deref()) {
+            (When::Delayed, None) => {
+                return Err(job_error(
+                    source,
+                    at,
+                    "when",
+                    "`when: delayed` needs `start_in` (e.g. `start_in: 30 minutes`)".into(),
+                ));
+            }
+            (When::Delayed, Some(text)) => Some(super::keywords_read::start_in(text).map_err(|m| job_error(source, at, "start_in", m))?),
+            (_, Some(_)) => {
+                return Err(job_error(source, at, "start_in", "`start_in` goes with `when: delayed`".into()));
+            }
+            (_, None) => None,
         };
         let mut needs = Vec::new();
         let mut optional_needs = Vec::new();
@@ -396,6 +410,7 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
                 &yaml_vars,
             )?,
             when,
+            start_in,
             node,
             optional_needs,
             needs_without_artifacts,

@@ -190,8 +190,6 @@ fn manual_jobs_are_optional_unless_they_say_otherwise() {
     let cfg = parse("a:\n  when: manual\n  script: [x]\nb:\n  when: manual\n  allow_failure: false\n  script: [x]\n").unwrap();
     let manual: Vec<(crate::api::When, bool)> = cfg.jobs.iter().map(|j| (j.when, j.allow_failure.any)).collect();
     assert_eq!(manual, [(crate::api::When::Manual, true), (crate::api::When::Manual, false)]);
-    let err = parse("a:\n  when: delayed\n  start_in: 5m\n  script: [x]\n").unwrap_err();
-    assert!(err.message.contains("delayed"), "{err:?}");
 }
 
 #[test]
@@ -275,4 +273,34 @@ fn environment_on_stop_names_a_stop_job() {
     assert!(err.message.contains("names `gone`, which is not a job"), "{err:?}");
     let err = parse(&review.replace(", action: stop", "")).unwrap_err();
     assert!(err.message.contains("action: stop"), "{err:?}");
+}
+
+#[test]
+fn delayed_jobs_need_a_start_in_of_at_most_a_week() {
+    let cfg = parse("deploy:\n  when: delayed\n  start_in: 30 minutes\n  script: [d]\n").unwrap();
+    assert_eq!((cfg.jobs[0].when, cfg.jobs[0].start_in), (When::Delayed, Some(1800)));
+    // Not an optional job, unlike a manual one.
+    assert!(!cfg.jobs[0].allow_failure.any);
+    for (config, says) in [
+        ("deploy:\n  when: delayed\n  script: [d]\n", "needs `start_in`"),
+        ("deploy:\n  start_in: 10 seconds\n  script: [d]\n", "goes with `when: delayed`"),
+        (
+            "deploy:\n  when: delayed\n  start_in: 8 days\n  script: [d]\n",
+            "longer than a week",
+        ),
+        ("deploy:\n  when: delayed\n  start_in: soonish\n  script: [d]\n", "not a duration"),
+        ("deploy:\n  script: [d]\n  rules:\n    - when: delayed\n", "needs `start_in`"),
+        (
+            "deploy:\n  script: [d]\n  rules:\n    - start_in: 1 minute\n",
+            "goes with `when: delayed`",
+        ),
+    ] {
+        let err = parse(config).unwrap_err();
+        assert!(err.message.contains(says), "{config}: {err:?}");
+        assert!(err.to_string().contains("deploy."), "{err}");
+    }
+    let cfg =
+        parse("deploy:\n  script: [d]\n  rules:\n    - if: $CI_COMMIT_BRANCH == \"main\"\n      when: delayed\n      start_in: 1 hour\n")
+            .unwrap();
+    assert_eq!(cfg.conditions[0].rules.as_ref().unwrap()[0].start_in, Some(3600));
 }

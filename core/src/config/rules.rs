@@ -20,6 +20,8 @@ pub struct Rule {
     pub when: RuleWhen,
     pub allow_failure: Option<bool>,
     pub variables: Vec<(String, String)>,
+    /// `start_in` of a rule that says `when: delayed`, in seconds.
+    pub start_in: Option<u64>,
 }
 
 /// A rule's `when:`: as the job says (none given), never, or one of the job's own.
@@ -58,6 +60,8 @@ pub struct Decision {
     pub when: When,
     pub allow_failure: Option<bool>,
     pub variables: Vec<(String, String)>,
+    /// The rule's `start_in`, when the rule made the job delayed.
+    pub start_in: Option<u64>,
 }
 
 /// Whether the first rule that holds says to run (no rules: yes); its variables too.
@@ -95,6 +99,7 @@ pub fn job_decision(
             when,
             allow_failure: rule.allow_failure.or(made_manual.then_some(false)),
             variables: rule.variables.clone(),
+            start_in: rule.start_in,
         });
     }
     // GitLab's default `only` is `branches` and `tags`: every pipeline Usher makes.
@@ -105,6 +110,7 @@ pub fn job_decision(
         when: own_when,
         allow_failure: None,
         variables: Vec::new(),
+        start_in: None,
     })
 }
 
@@ -231,6 +237,7 @@ mod tests {
             when,
             allow_failure: None,
             variables: Vec::new(),
+            start_in: None,
         }
     }
 

@@ -343,6 +343,17 @@ impl Store {
         Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
     }
 
+    /// Delayed jobs waiting in `manual` whose `play_at` is not after `now`, the earliest
+    /// first.
+    pub async fn due_delayed_jobs(&self, now: &str) -> Result<Vec<i64>, EngineError> {
+        let rows = sqlx::query("SELECT id FROM jobs WHERE play_at <= $1 AND status = $2 ORDER BY play_at, id")
+            .bind(now)
+            .bind(Status::Manual.as_str())
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+        Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
+    }
+
     pub async fn timeline(&self, job_id: i64) -> Result<Vec<TimelineEvent>, EngineError> {
         let rows =
             sqlx::query("SELECT at, from_status, to_status, actor, mode, reason, detail FROM job_events WHERE job_id = $1 ORDER BY id")

@@ -67,7 +67,7 @@ impl Store {
 
 const JOB_COLUMNS: &str = "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, \
     finished_at, runner_id, exit_code, failure_reason, cancel_mode, cancel_by, cancel_at, cancel_reason, cancel_message, \
-    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried, when_to_run, teardown, deferred, allow_failure, coverage, resource_group";
+    after_exit_code, after_duration_ms, after_timed_out, tags, retry_of, retried, when_to_run, teardown, deferred, allow_failure, coverage, resource_group, start_in, play_at";
 
 /// [`JOB_COLUMNS`] of a query's `j` (a job joined with its pipeline).
 static JOB_COLUMNS_OF_J: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| qualified("j", JOB_COLUMNS));
@@ -162,6 +162,13 @@ fn job_from_row(row: &AnyRow) -> Result<Job, EngineError> {
         allow_failure: row.try_get::<i64, _>("allow_failure")? != 0,
         coverage: row.try_get("coverage")?,
         resource_group: row.try_get("resource_group")?,
+        start_in: row.try_get::<Option<i64>, _>("start_in")?.map(|s| s.max(0) as u64),
+        // Only while it waits: once played (or cancelled) it is history.
+        play_at: if status == Status::Manual.as_str() {
+            row.try_get("play_at")?
+        } else {
+            None
+        },
     })
 }
 

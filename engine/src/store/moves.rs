@@ -184,6 +184,7 @@ const WRITTEN: &[(&str, ValueOf)] = &[
     ("dotenv", |w| Value::Text(w.dotenv.as_deref())),
     ("teardown", |w| Value::Text(w.teardown.as_deref())),
     ("allow_failure", |w| Value::Int(w.allow_failure)),
+    ("play_at", |w| Value::Text(w.play_at.as_deref())),
 ];
 
 /// How many parameters [`bind_write`] binds: the new status, [`WRITTEN`], the status the

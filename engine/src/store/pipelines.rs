@@ -128,7 +128,7 @@ impl Store {
         let pipeline_id: i64 = row.try_get("id")?;
         let insert_job = format!(
             "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, created_at, tags, \
-             when_to_run, allow_failure, resource_group, on_stop) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+             when_to_run, allow_failure, resource_group, on_stop, start_in) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
              RETURNING {JOB_COLUMNS}"
         );
         let mut stored = Vec::with_capacity(jobs.len());
@@ -151,6 +151,7 @@ impl Store {
                 .bind(job.spec.job.allow_failure.any as i64)
                 .bind(job.spec.job.resource_group.as_deref())
                 .bind(job.spec.job.on_stop.as_deref())
+                .bind(job.spec.job.start_in.map(|s| s as i64))
                 .fetch_one(&mut **tx)
                 .await?;
             stored.push(job_from_row(&row)?);

@@ -25,9 +25,9 @@ impl Store {
         }
         let row = sqlx::query(
             "INSERT INTO jobs (pipeline_id, project_id, name, stage, stage_index, needs, status, interruptible, spec, \
-             created_at, tags, retry_of, when_to_run, allow_failure, resource_group, on_stop) \
+             created_at, tags, retry_of, when_to_run, allow_failure, resource_group, on_stop, start_in) \
              SELECT pipeline_id, project_id, name, stage, stage_index, needs, $1, interruptible, spec, $2, tags, id, when_to_run, \
-             CASE WHEN allow_failure = $4 THEN 0 ELSE allow_failure END, resource_group, on_stop \
+             CASE WHEN allow_failure = $4 THEN 0 ELSE allow_failure END, resource_group, on_stop, start_in \
              FROM jobs WHERE id = $3 RETURNING id",
         )
         .bind(Status::Created.as_str())

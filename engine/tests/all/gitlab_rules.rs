@@ -611,3 +611,95 @@ async fn a_resource_group_runs_one_job_at_a_time_across_pipelines_and_replicas()
         engine.close().await;
     }
 }
+
+/// `when: delayed`: once its stage comes, the job waits in `manual` with a `play_at`
+/// its `start_in` away, and the reaper plays it then; Play runs it sooner, a cancel
+/// ends the wait.
+#[tokio::test]
+async fn a_delayed_job_waits_its_start_in_then_runs() {
+    use usher_core::api::When;
+    use usher_core::status::Status;
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let config = "stages: [build, deploy, verify]\nbuild:\n  stage: build\n  script: [b]\ndeploy:\n  stage: deploy\n  when: delayed\n  start_in: 30 minutes\n  script: [d]\nverify:\n  stage: verify\n  script: [v]\n";
+        let (_, jobs) = pipeline(&engine, &admin, config).await;
+        let deploy = jobs.iter().find(|j| j.name == "deploy").unwrap().id;
+        let later = |minutes: i64| usher_engine::format_time(chrono::Utc::now() + chrono::Duration::minutes(minutes));
+
+        let before = later(0);
+        let build = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.finish_job(r, build.job_id, report(Some(0))).await.unwrap();
+        let waiting = engine.get_job(&admin, deploy).await.unwrap();
+        assert_eq!(
+            (waiting.status, waiting.when, waiting.start_in),
+            (Status::Manual, When::Delayed, Some(1800)),
+            "{}",
+            db.name
+        );
+        let play_at = waiting.play_at.clone().expect("a waiting delayed job says when it runs");
+        assert!(
+            play_at >= later(29) && play_at > before && play_at <= later(31),
+            "{}: {play_at}",
+            db.name
+        );
+        assert!(
+            engine.claim_job(r, &[]).await.unwrap().is_none(),
+            "{}: verify waits for deploy",
+            db.name
+        );
+
+        // Not yet; then, its time come, the reaper plays it as `system`.
+        assert_eq!(engine.play_due_delayed_jobs_as_of(&later(20)).await.unwrap(), 0, "{}", db.name);
+        assert_eq!(engine.get_job(&admin, deploy).await.unwrap().status, Status::Manual);
+        assert_eq!(engine.play_due_delayed_jobs_as_of(&later(31)).await.unwrap(), 1, "{}", db.name);
+        let played = engine.get_job(&admin, deploy).await.unwrap();
+        assert_eq!((played.status, played.play_at), (Status::Pending, None), "{}", db.name);
+        let timeline = engine.job_timeline(&admin, deploy).await.unwrap();
+        let play = timeline.iter().find(|e| e.to == Status::Pending).unwrap();
+        assert_eq!((play.from, play.actor.as_str()), (Some(Status::Manual), "system"), "{}", db.name);
+        assert_eq!(
+            engine.play_due_delayed_jobs_as_of(&later(31)).await.unwrap(),
+            0,
+            "{}: once",
+            db.name
+        );
+        let claimed = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(claimed.name, "deploy");
+        engine.finish_job(r, claimed.job_id, report(Some(0))).await.unwrap();
+        assert_eq!(engine.claim_job(r, &[]).await.unwrap().unwrap().name, "verify", "{}", db.name);
+
+        // Played sooner by a user: it runs at once, and the reaper has nothing left to do.
+        let (_, jobs) = pipeline(&engine, &admin, config).await;
+        let build = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.finish_job(r, build.job_id, report(Some(0))).await.unwrap();
+        let deploy = jobs.iter().find(|j| j.name == "deploy").unwrap().id;
+        assert_eq!(
+            engine.play_job(&admin, deploy).await.unwrap().status,
+            Status::Pending,
+            "{}",
+            db.name
+        );
+        assert_eq!(engine.play_due_delayed_jobs_as_of(&later(31)).await.unwrap(), 0, "{}", db.name);
+        engine
+            .abort_pipeline(&admin, jobs[0].pipeline_id, Default::default())
+            .await
+            .unwrap();
+
+        // Cancelled while it waits: it never runs.
+        let (p, jobs) = pipeline(&engine, &admin, config).await;
+        let build = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        engine.finish_job(r, build.job_id, report(Some(0))).await.unwrap();
+        engine.cancel_pipeline(&admin, p, Default::default()).await.unwrap();
+        let deploy = jobs.iter().find(|j| j.name == "deploy").unwrap().id;
+        assert_eq!(
+            engine.get_job(&admin, deploy).await.unwrap().status,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        assert_eq!(engine.play_due_delayed_jobs_as_of(&later(31)).await.unwrap(), 0, "{}", db.name);
+        assert!(engine.claim_job(r, &[]).await.unwrap().is_none());
+        engine.close().await;
+    }
+}

@@ -1,0 +1,5 @@
+-- `when: delayed`: the job's `start_in` (seconds), and, while it waits in `manual`, when
+-- the reaper plays it (RFC 3339, as every time column).
+ALTER TABLE jobs ADD COLUMN start_in BIGINT;
+ALTER TABLE jobs ADD COLUMN play_at TEXT;
+CREATE INDEX jobs_play_at ON jobs (play_at) WHERE play_at IS NOT NULL;
