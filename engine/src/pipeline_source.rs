@@ -169,23 +169,27 @@ impl Engine {
         Ok((pipeline_variables, chosen))
     }
 
-    /// The files the configuration includes (nested ones too): `include: local` ones read
-    /// from the repository at the pipeline's commit (None for a path it does not have, or
-    /// without a repository: the parser then refuses the include), `include: remote` ones
-    /// fetched (see [`crate::remote_includes`]; one that cannot be is refused here, with
-    /// why).
+    /// The files the configuration includes (nested ones too), by the address the parser
+    /// gives each: `include: local` ones read from the repository at the pipeline's commit
+    /// (None for a path it does not have, or without a repository: the parser then refuses
+    /// the include), `include: project` ones from that project's repository (see
+    /// [`Engine::project_file`]), `include: remote` ones fetched (see
+    /// [`crate::remote_includes`]; one that cannot be is refused here, with why).
     pub(crate) async fn included_files(
         &self,
         project_id: i64,
         source: &PipelineSource,
     ) -> Result<std::collections::HashMap<String, Option<String>>, EngineError> {
         let mut files = std::collections::HashMap::new();
-        let mut wanted = config::included_paths(&source.yaml);
+        let mut commits = std::collections::HashMap::new();
+        let mut wanted = config::included_paths(&source.yaml, "");
         while let Some(path) = wanted.pop() {
             if files.contains_key(&path) || files.len() >= config::include::MAX_INCLUDES {
                 continue;
             }
-            let text = if config::include::is_url(&path) {
+            let text = if let Some(file) = config::include::ProjectFile::from_address(&path) {
+                self.project_file(&file, &mut commits).await?
+            } else if config::include::is_url(&path) {
                 let allowed = self.inner.settings.remote_includes_local_network;
                 let text = crate::remote_includes::fetch(&path, allowed).await.map_err(|why| {
                     EngineError::InvalidConfig(config::ConfigError {
@@ -202,11 +206,72 @@ impl Engine {
                 }
             };
             if let Some(text) = &text {
-                wanted.extend(config::included_paths(text));
+                wanted.extend(config::included_paths(text, &path));
             }
             files.insert(path, text);
         }
         Ok(files)
+    }
+
+    /// An `include: project` file: of the Usher project with that name, at its `ref` (a
+    /// branch, tag or commit id; none: `main`, else `master`) as its repository has it now. None for
+    /// a file the commit does not have (the parser refuses it, naming it); a project that
+    /// does not exist or has no repository, or a ref it does not have, is refused here.
+    /// `commits` keeps each (project, ref)'s commit for the pipeline's other includes.
+    async fn project_file(
+        &self,
+        file: &config::include::ProjectFile,
+        commits: &mut std::collections::HashMap<(String, Option<String>), (i64, String)>,
+    ) -> Result<Option<String>, EngineError> {
+        let refuse = |message: String| {
+            EngineError::InvalidConfig(config::ConfigError {
+                line: None,
+                key: Some("include.project".into()),
+                message,
+            })
+        };
+        let key = (file.project.clone(), file.git_ref.clone());
+        if !commits.contains_key(&key) {
+            let project = self
+                .store()
+                .project_by_name(&file.project)
+                .await?
+                .ok_or_else(|| refuse(format!("`include: project`: there is no project named `{}`", file.project)))?;
+            let Some(url) = &project.repository_url else {
+                return Err(refuse(format!(
+                    "`include: project`: project `{}` has no repository to include files from",
+                    file.project
+                )));
+            };
+            let secrets = self.store().project_secrets(project.id).await?;
+            let refs: Vec<&str> = match &file.git_ref {
+                Some(r) => vec![r.as_str()],
+                None => vec!["main", "master"],
+            };
+            let mut found = None;
+            for git_ref in &refs {
+                // A commit id pins the file as GitLab allows; else a branch or tag.
+                let sha = (git_ref.len() >= 7 && git_ref.len() <= 64 && git_ref.bytes().all(|b| b.is_ascii_hexdigit())).then_some(*git_ref);
+                match self.inner.repos.resolve(project.id, url, &secrets, git_ref, sha).await {
+                    Ok(commit) => {
+                        found = Some(commit.sha);
+                        break;
+                    }
+                    Err(EngineError::InvalidRef(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let sha = found.ok_or_else(|| {
+                refuse(format!(
+                    "`include: project`: project `{}` has no branch or tag `{}`",
+                    file.project,
+                    refs.join("` or `")
+                ))
+            })?;
+            commits.insert(key.clone(), (project.id, sha));
+        }
+        let (project_id, sha) = &commits[&key];
+        Ok(self.inner.repos.file(*project_id, sha, &file.file).await)
     }
 
     /// Where a new pipeline's configuration comes from, and its commit.

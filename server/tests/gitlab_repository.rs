@@ -108,3 +108,80 @@ async fn included_files_and_exists_rules_read_the_commit() {
     assert!(body["error"]["message"].as_str().unwrap().contains("include: project"), "{body}");
     t.stop().await;
 }
+
+/// `include: project`: files of another Usher project's repository, at its `main` or at
+/// the `ref` given; that file's own `include: local` is a file of that project; a project,
+/// ref or file that is not there is refused, saying which.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn include_project_reads_another_projects_repository() {
+    let t = TestServer::start(1).await;
+    let templates = GitRepo::new();
+    templates.commit(
+        "main",
+        &[
+            (
+                "ci/base.yml",
+                b"include: /ci/vars.yml\n.greet:\n  script:\n    - echo \"hello from $WHERE\"\n",
+            ),
+            ("ci/vars.yml", b"variables:\n  WHERE: templates-main\n"),
+        ],
+        "Templates",
+    );
+    let v2 = templates.commit("v2", &[("ci/vars.yml", b"variables:\n  WHERE: templates-v2\n")], "V2");
+    let name = format!("ci templates {}", rand_suffix());
+    let body = json!({"name": name, "repository_url": templates.path().display().to_string()});
+    let (status, created) = t.call("POST", "/api/v1/projects", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+
+    let app = GitRepo::new();
+    // A file of the including repository with the same path: not the one that counts.
+    let ci = |git_ref: &str| format!("include:\n  - project: '{name}'\n{git_ref}    file: ci/base.yml\ngreet:\n  extends: .greet\n");
+    app.commit(
+        "main",
+        &[
+            (".gitlab-ci.yml", ci("").as_bytes()),
+            ("ci/vars.yml", b"variables:\n  WHERE: the-app\n"),
+        ],
+        "App",
+    );
+    app.commit("pinned", &[(".gitlab-ci.yml", ci("    ref: v2\n").as_bytes())], "Pinned");
+    app.commit(
+        "by-commit",
+        &[(".gitlab-ci.yml", ci(&format!("    ref: {v2}\n")).as_bytes())],
+        "By commit",
+    );
+    let project = git_project(&t, &app.path().display().to_string()).await;
+    for (git_ref, greeting) in [
+        ("main", "hello from templates-main"),
+        ("pinned", "hello from templates-v2"),
+        ("by-commit", "hello from templates-v2"),
+    ] {
+        let (status, pipeline) = run(&t, project, git_ref).await;
+        assert_eq!(status, 201, "{pipeline}");
+        let greet = TestServer::job_id(&pipeline, "greet");
+        t.wait_for_status(greet, "success").await;
+        let log = t.wait_for_log(greet, greeting).await;
+        assert!(log.contains(&format!("\n{greeting}\n")), "{git_ref}:\n{log}");
+    }
+
+    for (git_ref, ci, says) in [
+        (
+            "nobody",
+            "include:\n  - project: nobody-here\n    file: a.yml\nj:\n  script: [x]\n".to_string(),
+            "there is no project named `nobody-here`".to_string(),
+        ),
+        ("no-ref", ci("    ref: v9\n"), "has no branch or tag `v9`".to_string()),
+        (
+            "no-file",
+            format!("include:\n  - project: '{name}'\n    file: ci/gone.yml\nj:\n  script: [x]\n"),
+            format!("`ci/gone.yml` of project `{name}` is not a file of that repository"),
+        ),
+    ] {
+        app.commit(git_ref, &[(".gitlab-ci.yml", ci.as_bytes())], "Broken");
+        let (status, body) = run(&t, project, git_ref).await;
+        assert_eq!(status, 422, "{git_ref}: {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(&says), "{git_ref}: {message}");
+    }
+    t.stop().await;
+}

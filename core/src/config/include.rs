@@ -1,13 +1,57 @@
-//! `include:` — other files of the repository (`local`) and files at `https://` URLs
-//! (`remote`), merged into the CI file before anything else is read, as GitLab does: the
-//! included files in order (a later one overriding an earlier one), then the file itself
-//! over them, maps merged deeply and anything else replaced; an included file may include
-//! others. The files come from the caller (the repository at the pipeline's commit, and
-//! what it fetched); what GitLab takes from itself — another project, a template, a
-//! component — is refused by name.
+//! `include:` — other files of the repository (`local`), files of another Usher
+//! project's repository (`project`) and files at `https://` URLs (`remote`), merged into
+//! the CI file before anything else is read, as GitLab does: the included files in order
+//! (a later one overriding an earlier one), then the file itself over them, maps merged
+//! deeply and anything else replaced; an included file may include others (a `local`
+//! include of a project's file is a file of that project). The files come from the
+//! caller, by the address [`local_paths`] gives each (the repository at the pipeline's
+//! commit, other projects' repositories, what it fetched); what GitLab takes from itself
+//! — a template, a component — is refused by name.
 
 use super::expand::deep_merge;
+use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
+
+/// A file of another Usher project's repository (`include: project`), at a branch or
+/// tag (`ref`; none: the project's `main`, or `master` if it has no `main`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProjectFile {
+    pub project: String,
+    #[serde(rename = "ref")]
+    pub git_ref: Option<String>,
+    pub file: String,
+}
+
+/// How a [`ProjectFile`]'s address begins (no repository path does: [`local_paths`]
+/// refuses one that would).
+const PROJECT_ADDRESS: &str = "project:";
+
+impl ProjectFile {
+    /// The address [`local_paths`] gives it, which [`ProjectFile::from_address`] reads.
+    pub fn address(&self) -> String {
+        format!("{PROJECT_ADDRESS}{}", serde_json::to_string(self).expect("strings serialize"))
+    }
+
+    pub fn from_address(address: &str) -> Option<ProjectFile> {
+        serde_json::from_str(address.strip_prefix(PROJECT_ADDRESS)?).ok()
+    }
+
+    /// Another file of the same project at the same ref (its `include: local`).
+    fn sibling(&self, path: &str) -> ProjectFile {
+        ProjectFile {
+            file: normal(path),
+            ..self.clone()
+        }
+    }
+
+    /// For messages: `ci/a.yml` of project `templates` (at `v2`).
+    pub fn describe(&self) -> String {
+        match &self.git_ref {
+            Some(r) => format!("`{}` of project `{}` at `{r}`", self.file, self.project),
+            None => format!("`{}` of project `{}`", self.file, self.project),
+        }
+    }
+}
 
 /// GitLab's limit on included files, nested ones counted.
 pub const MAX_INCLUDES: usize = 150;
@@ -18,9 +62,11 @@ pub(super) struct IncludeError {
     pub(super) message: String,
 }
 
-/// The files `doc`'s `include:` names (not those of the files it includes): repository
-/// paths, and `https://` URLs as written.
-pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
+/// The files `doc`'s `include:` names (not those of the files it includes), each by its
+/// address: a repository path, an `https://` URL as written, or a [`ProjectFile`]'s
+/// address. `within`: the project whose file `doc` is, if it is one (its `local`
+/// includes are that project's files).
+pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>) -> Result<Vec<String>, IncludeError> {
     let Some(include) = doc.get("include") else { return Ok(Vec::new()) };
     let entries = match include {
         Value::Sequence(list) => list.clone(),
@@ -28,6 +74,12 @@ pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
     };
     let mut paths = Vec::new();
     for entry in entries {
+        if let Value::Mapping(m) = &entry
+            && m.contains_key("project")
+        {
+            paths.extend(project_files(m)?.iter().map(ProjectFile::address));
+            continue;
+        }
         let path = match &entry {
             Value::String(s) if is_url(s) => remote_url(s)?,
             Value::String(s) => s.clone(),
@@ -46,22 +98,19 @@ pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
                     }
                     local.to_string()
                 } else {
-                    let kind = ["project", "template", "component", "remote"]
+                    let kind = ["template", "component", "remote"]
                         .into_iter()
                         .find(|k| m.contains_key(*k))
                         .unwrap_or("");
                     return Err(refused(
                         kind,
                         match kind {
-                            "project" => {
-                                "`include: project` names a project of a GitLab server; Usher includes files of the project's own repository (`local:`)"
-                            }
                             "template" => {
                                 "`include: template` names one of GitLab's own templates, which Usher does not have: copy what you need into the repository"
                             }
                             "component" => "`include: component` names a GitLab CI/CD component, which Usher does not have",
                             "remote" => "`include: remote` is an https:// URL",
-                            _ => "each `include` entry is a path, a URL, or a map with `local:` or `remote:`",
+                            _ => "each `include` entry is a path, a URL, or a map with `local:`, `project:` or `remote:`",
                         },
                     ));
                 }
@@ -69,7 +118,7 @@ pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
             _ => {
                 return Err(refused(
                     "",
-                    "each `include` entry is a path, a URL, or a map with `local:` or `remote:`",
+                    "each `include` entry is a path, a URL, or a map with `local:`, `project:` or `remote:`",
                 ));
             }
         };
@@ -79,9 +128,60 @@ pub(super) fn local_paths(doc: &Value) -> Result<Vec<String>, IncludeError> {
                 "`include: local` with a wildcard is not supported yet: name each file",
             ));
         }
-        paths.push(normal(&path));
+        if path.starts_with(PROJECT_ADDRESS) {
+            return Err(refused("local", &format!("`{path}` is not a path Usher includes")));
+        }
+        paths.push(match within {
+            Some(project) if !is_url(&path) => project.sibling(&path).address(),
+            _ => normal(&path),
+        });
     }
     Ok(paths)
+}
+
+/// The files an `include: project` entry names: `project`, `file` (one or a list), `ref`.
+fn project_files(entry: &Mapping) -> Result<Vec<ProjectFile>, IncludeError> {
+    let bad = |why: &str| Err(refused("project", why));
+    let Some(project) = entry.get("project").and_then(Value::as_str).filter(|p| !p.trim().is_empty()) else {
+        return bad("`project:` names an Usher project by its name");
+    };
+    let git_ref = match entry.get("ref") {
+        None => None,
+        Some(Value::String(r)) => Some(r.clone()),
+        Some(_) => return bad("`ref:` is a branch or tag name"),
+    };
+    let files: Vec<String> = match entry.get("file") {
+        Some(Value::String(f)) => vec![f.clone()],
+        Some(Value::Sequence(list)) if !list.is_empty() => {
+            let mut files = Vec::new();
+            for f in list {
+                let Some(f) = f.as_str() else {
+                    return bad("`file:` is a path, or a list of paths");
+                };
+                files.push(f.to_string());
+            }
+            files
+        }
+        _ => return bad("`include: project` needs `file:` (a path, or a list of paths, in that project's repository)"),
+    };
+    if let Some(other) = entry
+        .keys()
+        .filter_map(Value::as_str)
+        .find(|k| !["project", "ref", "file"].contains(k))
+    {
+        return Err(refused(
+            "project",
+            &format!("`include: project` with `{other}` is not supported yet"),
+        ));
+    }
+    Ok(files
+        .iter()
+        .map(|f| ProjectFile {
+            project: project.trim().to_string(),
+            git_ref: git_ref.clone(),
+            file: normal(f),
+        })
+        .collect())
 }
 
 /// Whether an include names a URL rather than a file of the repository.
@@ -117,16 +217,17 @@ fn refused(kind: &str, message: &str) -> IncludeError {
 /// already parsed (None: no such file in the repository).
 pub(super) fn merged(doc: Value, read: &dyn Fn(&str) -> Option<Result<Value, String>>) -> Result<Value, IncludeError> {
     let mut seen = 0;
-    merged_at(doc, read, &mut seen, 0)
+    merged_at(doc, None, read, &mut seen, 0)
 }
 
 fn merged_at(
     doc: Value,
+    within: Option<&ProjectFile>,
     read: &dyn Fn(&str) -> Option<Result<Value, String>>,
     seen: &mut usize,
     depth: usize,
 ) -> Result<Value, IncludeError> {
-    let paths = local_paths(&doc)?;
+    let paths = local_paths(&doc, within)?;
     let Value::Mapping(mut own) = doc else { return Ok(doc) };
     own.remove("include");
     if paths.is_empty() {
@@ -141,17 +242,23 @@ fn merged_at(
         if *seen > MAX_INCLUDES {
             return Err(refused("local", &format!("more than {MAX_INCLUDES} files are included")));
         }
-        let kind = if is_url(&path) { "remote" } else { "local" };
-        let included = match read(&path) {
-            None if kind == "remote" => return Err(refused(kind, &format!("`{path}` could not be fetched"))),
-            None => {
-                return Err(refused(kind, &format!("`{path}` is not a file of the repository at this commit")));
-            }
-            Some(Err(why)) => return Err(refused(kind, &format!("`{path}`: {why}"))),
-            Some(Ok(v @ Value::Mapping(_))) => v,
-            Some(Ok(_)) => return Err(refused(kind, &format!("`{path}` is not a map of keywords and jobs"))),
+        let project = ProjectFile::from_address(&path);
+        let (kind, named) = match &project {
+            Some(p) => ("project", p.describe()),
+            None if is_url(&path) => ("remote", format!("`{path}`")),
+            None => ("local", format!("`{path}`")),
         };
-        let Value::Mapping(included) = merged_at(included, read, seen, depth + 1)? else {
+        let included = match read(&path) {
+            None if kind == "remote" => return Err(refused(kind, &format!("{named} could not be fetched"))),
+            None if kind == "project" => return Err(refused(kind, &format!("{named} is not a file of that repository"))),
+            None => {
+                return Err(refused(kind, &format!("{named} is not a file of the repository at this commit")));
+            }
+            Some(Err(why)) => return Err(refused(kind, &format!("{named}: {why}"))),
+            Some(Ok(v @ Value::Mapping(_))) => v,
+            Some(Ok(_)) => return Err(refused(kind, &format!("{named} is not a map of keywords and jobs"))),
+        };
+        let Value::Mapping(included) = merged_at(included, project.as_ref(), read, seen, depth + 1)? else {
             unreachable!("a map stays a map")
         };
         deep_merge(&mut base, included);
@@ -202,7 +309,13 @@ mod tests {
             (
                 "include:\n  - project: group/x\n    file: a.yml\n",
                 "include.project",
-                "GitLab server",
+                "`a.yml` of project `group/x` is not a file of that repository",
+            ),
+            ("include:\n  - project: group/x\n", "include.project", "needs `file:`"),
+            (
+                "include:\n  - project: x\n    file: a.yml\n    rules: []\n",
+                "include.project",
+                "with `rules`",
             ),
             (
                 "include:\n  - template: Auto-DevOps.gitlab-ci.yml\n",
@@ -216,5 +329,40 @@ mod tests {
         }
         let circle = |_: &str| Some(Ok(yaml("include: a.yml\n")));
         assert!(merged(yaml("include: a.yml\n"), &circle).is_err());
+    }
+
+    #[test]
+    fn a_project_file_includes_that_projects_files() {
+        let files = |address: &str| -> Option<Result<Value, String>> {
+            let file = ProjectFile::from_address(address)?;
+            Some(Ok(yaml(
+                match (file.project.as_str(), file.git_ref.as_deref(), file.file.as_str()) {
+                    ("ci templates", Some("v2"), "base.yml") => "include: /more.yml\n.base: {script: [from-base]}\n",
+                    ("ci templates", Some("v2"), "more.yml") => "variables: {FROM: templates-v2}\n",
+                    _ => return None,
+                },
+            )))
+        };
+        let doc = yaml("include:\n  - project: ci templates\n    ref: v2\n    file: [/base.yml]\njob: {extends: .base}\n");
+        let both = merged(doc, &files).unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(both["variables"]["FROM"].as_str(), Some("templates-v2"));
+        assert!(both.get(".base").is_some());
+        // Its `local` include is not a file of the including repository.
+        let mine = |address: &str| match ProjectFile::from_address(address) {
+            Some(file) if file.file == "base.yml" => Some(Ok(yaml("include: /more.yml\n"))),
+            Some(_) => None,
+            None => (address == "more.yml").then(|| Ok(yaml("variables: {FROM: mine}\n"))),
+        };
+        let doc = yaml("include:\n  - project: ci templates\n    ref: v2\n    file: base.yml\n");
+        let e = merged(doc, &mine).expect_err("more.yml of the project is missing");
+        assert!(e.message.contains("`more.yml` of project `ci templates` at `v2`"), "{}", e.message);
+        // An address is not a path one may write.
+        let address = ProjectFile {
+            project: "x".into(),
+            git_ref: None,
+            file: "a.yml".into(),
+        }
+        .address();
+        assert!(merged(yaml(&format!("include: '{address}'\n")), &files).is_err());
     }
 }

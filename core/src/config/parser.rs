@@ -136,12 +136,16 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
     parse_with(source, &|_| None)
 }
 
-/// The local paths a CI file's `include:` names (of it alone, not of what it includes;
-/// none if it does not read), so that the caller can fetch them for [`parse_with`].
-pub fn included_paths(source: &str) -> Vec<String> {
+/// The addresses of the files a CI file's `include:` names (of it alone, not of what it
+/// includes; none if it does not read), so that the caller can fetch them for
+/// [`parse_with`]: repository paths, `https://` URLs, and
+/// [`super::include::ProjectFile`] addresses. `from`: the address of the file `source`
+/// is (`""` for the pipeline's own CI file), whose project its `local` includes are of.
+pub fn included_paths(source: &str, from: &str) -> Vec<String> {
+    let within = super::include::ProjectFile::from_address(from);
     super::yaml::parse(source)
         .ok()
-        .and_then(|doc| super::include::local_paths(&doc).ok())
+        .and_then(|doc| super::include::local_paths(&doc, within.as_ref()).ok())
         .unwrap_or_default()
 }
 

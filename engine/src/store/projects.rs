@@ -88,6 +88,15 @@ impl Store {
         row.as_ref().map(project_from_row).transpose()
     }
 
+    /// The project named `name` exactly (names are unique), if there is one.
+    pub async fn project_by_name(&self, name: &str) -> Result<Option<Project>, EngineError> {
+        let row = sqlx::query(&format!("SELECT {PROJECT_COLUMNS} FROM projects WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(&mut *self.conn().await?)
+            .await?;
+        row.as_ref().map(project_from_row).transpose()
+    }
+
     pub async fn project_secrets(&self, id: i64) -> Result<ProjectSecrets, EngineError> {
         let row =
             sqlx::query("SELECT repository_username, repository_password, ssh_private_key, webhook_secret FROM projects WHERE id = $1")
