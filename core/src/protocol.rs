@@ -235,6 +235,10 @@ pub struct ArtifactsAssignment {
     /// `exclude:` patterns (files only, as in GitLab).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// `untracked: true`: the files of the build directory the checked-out commit does
+    /// not have are kept too (all of them without a checkout).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

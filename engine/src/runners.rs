@@ -220,6 +220,7 @@ impl Engine {
                 when: a.when,
                 dotenv: a.dotenv,
                 exclude: a.exclude,
+                untracked: a.untracked,
             }),
             checkout,
             image: spec.job.image,

@@ -6,6 +6,7 @@
 //! swaps in after the listing yields its own file or an error, never the runner's
 //! data. Only an abort interrupts an upload.
 
+use std::collections::HashSet;
 use std::path::Path;
 
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
@@ -67,13 +68,17 @@ impl Uploader {
         self.client.get(url).bearer_auth(&self.token)
     }
 
-    /// Uploads the job's artifacts from `build_dir`, noting progress and refusals in the log.
+    /// Uploads the job's artifacts from `build_dir`, noting progress and refusals in the
+    /// log; `tracked`: the files of the checked-out commit (`untracked: true` keeps the
+    /// others).
+    #[allow(clippy::too_many_arguments)]
     pub async fn upload(
         &self,
         job_id: i64,
         spec: &ArtifactsAssignment,
         build_dir: &Path,
         reader: Option<JobUser>,
+        tracked: &HashSet<String>,
         log: &LogHandle,
         control: &mut mpsc::UnboundedReceiver<Control>,
     ) -> UploadOutcome {
@@ -84,7 +89,8 @@ impl Uploader {
                 return UploadOutcome::Done;
             }
         };
-        let files = collect_files(&tree, &spec.paths, &spec.exclude, "Artifact", log);
+        let untracked = spec.untracked.then_some(tracked);
+        let files = collect_files(&tree, &spec.paths, untracked, &spec.exclude, "Artifact", log);
         if files.is_empty() {
             log.note("No artifact files to upload.");
             return UploadOutcome::Done;
@@ -168,11 +174,33 @@ pub(crate) async fn refusal(response: reqwest::Response) -> String {
 pub const MAX_FILES: usize = 10_000;
 
 /// The files named by `paths` (plain paths or GitLab's glob patterns, see
-/// [`PathPattern`]) less those `exclude` matches, relative to the build directory, found
-/// beneath `tree` without following links (see `beneath`); `what` (`Artifact`, `Cache`)
-/// names them in the log's notes.
-pub fn collect_files(tree: &JobTree, paths: &[String], exclude: &[String], what: &str, log: &LogHandle) -> Vec<String> {
+/// [`PathPattern`]) — and with `untracked` (the commit's files), every file that is not
+/// one of them, outside `.git` — less those `exclude` matches, relative to the build
+/// directory, found beneath `tree` without following links (see `beneath`); `what`
+/// (`Artifact`, `Cache`) names them in the log's notes.
+pub fn collect_files(
+    tree: &JobTree,
+    paths: &[String],
+    untracked: Option<&HashSet<String>>,
+    exclude: &[String],
+    what: &str,
+    log: &LogHandle,
+) -> Vec<String> {
     let mut files: Vec<String> = Vec::new();
+    if let Some(tracked) = untracked {
+        match tree.files_below(Path::new("")) {
+            Ok(all) => {
+                let before = files.len();
+                files.extend(
+                    all.iter()
+                        .map(|p| p.to_string_lossy().into_owned())
+                        .filter(|f| !tracked.contains(f) && f != ".git" && !f.starts_with(".git/")),
+                );
+                log.note(&format!("`untracked`: {} file(s) the commit does not have.", files.len() - before));
+            }
+            Err(e) => log.note(&format!("`untracked` files are skipped: {e}.")),
+        }
+    }
     for wanted in paths {
         let pattern = match PathPattern::parse(wanted) {
             Ok(pattern) => pattern,

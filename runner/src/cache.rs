@@ -104,7 +104,7 @@ pub fn push(root: &Path, cache: &CacheAssignment, build_dir: &Path, reader: Opti
             return;
         }
     };
-    let files = collect_files(&tree, &cache.paths, &[], "Cache", log);
+    let files = collect_files(&tree, &cache.paths, None, &[], "Cache", log);
     if let Err(e) = std::fs::create_dir_all(root).and_then(|()| std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))) {
         log.note(&format!("The cache {key} is not saved: {e}"));
         return;

@@ -187,6 +187,32 @@ async fn fetch(run: &JobRun<'_>, spec: &Checkout, cache: &Path, control: &mut mp
     }
 }
 
+/// The paths of the files of the checked-out commit (for `artifacts: untracked`), read
+/// from the runner's own cache of the repository — never from the build directory, whose
+/// `.git` the job could have changed. None if git cannot list them.
+pub(crate) async fn tracked_files(run: &JobRun<'_>, spec: &Checkout) -> Option<std::collections::HashSet<String>> {
+    let cache = run.caches.join(cache_name(&spec.url));
+    let out = tokio::process::Command::new("git")
+        .arg("-C")
+        .arg(&cache)
+        .args(["ls-tree", "-r", "--name-only", "-z", "--full-tree"])
+        .arg(&spec.sha)
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .ok()
+        .filter(|o| o.status.success())?;
+    Some(
+        out.stdout
+            .split(|b| *b == 0)
+            .filter(|p| !p.is_empty())
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .collect(),
+    )
+}
+
 /// Runs git to its end, or stops it as a cancel says: Ok(exited 0 or not), or Err with
 /// how the checkout was stopped.
 async fn git(

@@ -291,3 +291,48 @@ async fn glob_patterns_and_exclude_pick_the_files_gitlab_would() {
     assert!(log.contains("\"[broken\" is skipped: it is not a valid pattern"), "{log}");
     assert!(log.contains("2 file(s) left out by `exclude`"), "{log}");
 }
+
+/// `artifacts: untracked`: every file of the build directory the commit does not have,
+/// ignored ones included (GitLab's meaning), never `.git`; a tracked file the job changed
+/// is not taken, and `exclude` still applies. The commit's files come from the runner's
+/// own cache, so a job that rewrites `.git` changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untracked_artifacts_are_the_files_the_commit_does_not_have() {
+    let t = TestServer::start(1).await;
+    let repo = usher_testkit::git::GitRepo::new();
+    let ci = "build:\n  script:\n    - mkdir -p out\n    - echo new > out/new.txt\n    - echo log > build.log\n    - echo scratch > x.tmp\n    - echo changed >> tracked.txt\n    - rm -f .git/index\n  artifacts:\n    untracked: true\n    exclude: ['*.tmp']\n";
+    repo.commit(
+        "main",
+        &[
+            (".gitlab-ci.yml", ci.as_bytes()),
+            (".gitignore", b"*.log\n"),
+            ("tracked.txt", b"from the commit\n"),
+            ("src/lib.rs", b"// tracked\n"),
+        ],
+        "One",
+    );
+    let body = json!({"name": format!("untracked-{}", rand_suffix()), "repository_url": repo.path().display().to_string()});
+    let (status, project) = t.call("POST", "/api/v1/projects", Some(body)).await;
+    assert_eq!(status, 201, "{project}");
+    let (status, pipeline) = t
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{}/pipelines", project["id"]),
+            Some(json!({"ref": "main"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{pipeline}");
+    let job_id = TestServer::job_id(&pipeline, "build");
+    t.wait_for_status(job_id, "success").await;
+    let (status, list) = t.call("GET", &format!("/api/v1/jobs/{job_id}/artifacts"), None).await;
+    assert_eq!(status, 200, "{list}");
+    let paths: Vec<&str> = list.as_array().unwrap().iter().map(|a| a["path"].as_str().unwrap()).collect();
+    assert_eq!(
+        paths,
+        ["build.log", "out/new.txt"],
+        "ignored files count, tracked ones and .git do not"
+    );
+    let (log, _) = t.log(job_id).await;
+    assert!(log.contains("`untracked`: 3 file(s) the commit does not have"), "{log}");
+    t.stop().await;
+}

@@ -151,14 +151,6 @@ pub(super) fn expand_variables(
 
 pub(super) fn artifacts(source: &str, job: &str, raw: Option<RawArtifacts>) -> Result<Option<ArtifactsConfig>, ConfigError> {
     let Some(a) = raw else { return Ok(None) };
-    if a.untracked == Some(true) {
-        return Err(job_error(
-            source,
-            job,
-            "artifacts",
-            "`artifacts: untracked` is not supported yet: list the `paths`".into(),
-        ));
-    }
     let exclude = a.exclude.unwrap_or_default();
     for pattern in &exclude {
         crate::path_pattern::PathPattern::parse(pattern)
@@ -205,6 +197,7 @@ pub(super) fn artifacts(source: &str, job: &str, raw: Option<RawArtifacts>) -> R
         when: a.when,
         dotenv: reports.dotenv.map(|l| l.0).unwrap_or_default(),
         exclude,
+        untracked: a.untracked == Some(true),
     }))
 }
 

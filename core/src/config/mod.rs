@@ -226,6 +226,10 @@ pub struct ArtifactsConfig {
     /// `exclude:` patterns: files the `paths` take that are left out.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub exclude: Vec<String>,
+    /// `untracked: true`: every file of the build directory that the commit does not
+    /// have (its `.gitignore` notwithstanding, as in GitLab) is kept too.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
 }
 
 /// Whether a job takes the cache at its start, keeps it at its end, or both.

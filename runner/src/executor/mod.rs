@@ -274,8 +274,15 @@ async fn run_in_dirs(
         return JobOutcome::Report(system_failure());
     }
     log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, run.build_dir.display()));
+    // The commit's files, for `artifacts: untracked` (without a checkout, every file is
+    // untracked).
+    let mut tracked = std::collections::HashSet::new();
     if let Some(spec) = &job.checkout {
         match checkout::check_out(run, spec, control).await {
+            CheckoutEnd::Done if job.artifacts.as_ref().is_some_and(|a| a.untracked) => match checkout::tracked_files(run, spec).await {
+                Some(files) => tracked = files,
+                None => log.note("The commit's files cannot be listed: `untracked` will take every file."),
+            },
             CheckoutEnd::Done => {}
             CheckoutEnd::Failed(why) => {
                 log.note(&format!("The checkout failed: {why}"));
@@ -350,7 +357,7 @@ async fn run_in_dirs(
     }
     let dotenv = handover::read(dotenv_files, &run.build_dir, reader.clone(), log);
     if let (Some(spec), Some(uploader)) = (&job.artifacts, uploader)
-        && !spec.paths.is_empty()
+        && (!spec.paths.is_empty() || spec.untracked)
     {
         if spec.when.applies(script.status == "success") {
             // Nothing of the job may still be writing while its files are read.
@@ -360,7 +367,7 @@ async fn run_in_dirs(
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
             if uploader
-                .upload(job.job_id, spec, &run.build_dir, reader.clone(), log, control)
+                .upload(job.job_id, spec, &run.build_dir, reader.clone(), &tracked, log, control)
                 .await
                 == UploadOutcome::Aborted
             {
