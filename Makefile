@@ -5,7 +5,7 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # cargo-leptos writes the site (JS, WASM, CSS, assets) to <cargo target dir>/site.
 export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 
-.PHONY: run test lint build-release build-debug test-rust test-e2e test-fuzz screenshots bench bench-peers bench-browser clean
+.PHONY: run test lint build-release build-debug test-rust test-e2e test-fuzz screenshots bench bench-replicas bench-peers bench-browser clean
 
 ## Install what is missing, build in release mode, serve http://127.0.0.1:3000
 ## (SQLite under ./data, one local runner, the demo project). It serves its own copy of
@@ -71,6 +71,12 @@ screenshots: build-debug
 bench: build-release
 	cargo build --release -p usher --examples
 	scripts/with-postgres scripts/bench
+
+## S1 of docs/benchmarks.md: three replicas on one PostgreSQL, 150 runners, 5,000 jobs,
+## one replica killed with kill -9 in the middle of a pipeline cancel and restarted.
+bench-replicas: build-release
+	cargo build --release -p usher --example bench_replicas
+	scripts/with-postgres $(TARGET_DIR)/release/examples/bench_replicas
 
 ## P1 for Usher and Buildbot (PyPI, in a venv under the target dir) in one run, with the ratio.
 bench-peers: build-release
