@@ -10,6 +10,9 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 use usher_core::api::{EventFrame, Job, LogAppend, Pipeline};
 
+// Published once into an `Arc` (see [`Published`]) and shared by every subscriber: the
+// larger variant is never copied around, so it is not boxed.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug)]
 pub enum BusEvent {
     Job(Job),

@@ -203,16 +203,14 @@ async fn serve(ws: &mut Socket, state: &mut RunnerState, shared: &Shared) -> Res
                     send(ws, &RunnerMessage::RequestJob).await?;
                 }
             }
-            ServerMessage::JobStatus { job_id, status } if status.is_terminal() => {
-                if state.unacked.as_ref().is_some_and(|(id, _)| *id == job_id) {
-                    state.unacked = None;
-                }
+            ServerMessage::JobStatus { job_id, status }
+                if status.is_terminal() && state.unacked.as_ref().is_some_and(|(id, _)| *id == job_id) =>
+            {
+                state.unacked = None;
             }
-            ServerMessage::FinishedAck { job_id, .. } => {
-                if state.unacked.as_ref().is_some_and(|(id, _)| *id == job_id) {
-                    state.unacked = None;
-                    shared.finished.fetch_add(1, Ordering::Relaxed);
-                }
+            ServerMessage::FinishedAck { job_id, .. } if state.unacked.as_ref().is_some_and(|(id, _)| *id == job_id) => {
+                state.unacked = None;
+                shared.finished.fetch_add(1, Ordering::Relaxed);
             }
             _ => {}
         }

@@ -412,6 +412,9 @@ pub struct TokenInfo {
 }
 
 /// One text frame of the event websocket.
+// A frame is made, sent (or decoded and applied) and dropped: the size of its largest
+// variant costs nothing worth a box in every match on it.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "type", rename_all = "lowercase")]
