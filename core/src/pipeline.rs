@@ -113,17 +113,36 @@ pub struct JobNode<'a> {
 /// began to make: a graceful cancel of the pipeline must then run it, not stop it. A
 /// job that is a cleanup job by its own `when` is one already.
 pub fn tears_down_an_environment(jobs: &[JobNode<'_>], i: usize) -> bool {
-    let job = &jobs[i];
-    !job.when.is_cleanup() && jobs.iter().any(|starter| starter.on_stop == Some(job.name) && starter.started)
+    Teardowns::of(jobs).has(&jobs[i])
+}
+
+/// The indexes of the jobs that [`tears_down_an_environment`].
+pub fn environment_teardowns(jobs: &[JobNode<'_>]) -> Vec<usize> {
+    let teardowns = Teardowns::of(jobs);
+    (0..jobs.len()).filter(|&i| teardowns.has(&jobs[i])).collect()
+}
+
+/// The names of the stop jobs whose environments started jobs began to make, read once
+/// per decision (a pipeline may have thousands of jobs).
+struct Teardowns<'a>(std::collections::HashSet<&'a str>);
+
+impl<'a> Teardowns<'a> {
+    fn of(jobs: &[JobNode<'a>]) -> Teardowns<'a> {
+        Teardowns(jobs.iter().filter(|s| s.started).filter_map(|s| s.on_stop).collect())
+    }
+
+    fn has(&self, job: &JobNode<'_>) -> bool {
+        !job.when.is_cleanup() && self.0.contains(job.name)
+    }
 }
 
 /// Whether every job of the pipeline that is not a cleanup job (nor a stop job that
 /// tears down an environment) has finished, except the jobs that wait for job `i`: when
 /// an `on_cancel` job, or a stop job after a cancel, may run.
-fn others_finished(jobs: &[JobNode<'_>], i: usize) -> bool {
+fn others_finished(jobs: &[JobNode<'_>], teardowns: &Teardowns<'_>, i: usize) -> bool {
     let waiting = waiting_for(jobs, i);
     (0..jobs.len())
-        .filter(|&j| j != i && !jobs[j].when.is_cleanup() && !waiting[j] && !tears_down_an_environment(jobs, j))
+        .filter(|&j| j != i && !jobs[j].when.is_cleanup() && !waiting[j] && !teardowns.has(&jobs[j]))
         .all(|j| jobs[j].status.is_terminal())
 }
 
@@ -168,12 +187,10 @@ impl JobNode<'_> {
 /// Returns indexes into `jobs`.
 pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<(usize, JobEvent)> {
     let mut out = Vec::new();
+    let teardowns = Teardowns::of(jobs);
     for (i, job) in jobs.iter().enumerate() {
-        if cancel == Some(CancelMode::Graceful)
-            && matches!(job.status, Status::Created | Status::Manual)
-            && tears_down_an_environment(jobs, i)
-        {
-            if others_finished(jobs, i) {
+        if cancel == Some(CancelMode::Graceful) && matches!(job.status, Status::Created | Status::Manual) && teardowns.has(job) {
+            if others_finished(jobs, &teardowns, i) {
                 out.push((
                     i,
                     if job.status == Status::Manual {
@@ -204,7 +221,7 @@ pub fn ready_decisions(jobs: &[JobNode<'_>], cancel: Option<CancelMode>) -> Vec<
             When::OnFailure => prerequisites.contains(&Status::Failed),
             When::Always => true,
             When::OnCancel => {
-                if !others_finished(jobs, i) {
+                if !others_finished(jobs, &teardowns, i) {
                     continue;
                 }
                 cancel == Some(CancelMode::Graceful)
@@ -455,6 +472,7 @@ mod tests {
         // Cancelled while deploy_review runs: the stop job waits for it to end...
         let jobs = review_app(S::Canceling, S::Manual, S::Canceled);
         assert!(tears_down_an_environment(&jobs, 2));
+        assert_eq!(environment_teardowns(&jobs), [2]);
         assert!(ready_decisions(&jobs, graceful).is_empty());
         // ...and is then played, whatever deploy_review ended as.
         for deploy in [S::Canceled, S::Failed, S::Success] {

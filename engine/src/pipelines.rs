@@ -3,7 +3,7 @@
 //! (auto-cancel), and scheduling: moving waiting jobs on once what they need is done.
 
 use usher_core::api::{CancelMode, CancelReason, CancelRequest, CreatePipeline, Job, Pipeline};
-use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, cancel_stops, ready_decisions, tears_down_an_environment};
+use usher_core::pipeline::{JobNode, OlderJob, auto_cancel_targets, cancel_stops, ready_decisions};
 use usher_core::roles::Action;
 use usher_core::status::{JobEvent, Status, next};
 use usher_core::{config, names};
@@ -374,8 +374,8 @@ impl Engine {
     async fn environment_teardowns(&self, pipeline_id: i64) -> Result<Vec<i64>, EngineError> {
         let (rows, _) = self.store().job_nodes(pipeline_id).await?;
         let nodes: Vec<JobNode<'_>> = rows.iter().map(|r| r.node()).collect();
-        Ok((0..nodes.len())
-            .filter(|&i| tears_down_an_environment(&nodes, i))
+        Ok(usher_core::pipeline::environment_teardowns(&nodes)
+            .into_iter()
             .map(|i| rows[i].id)
             .collect())
     }
