@@ -214,7 +214,7 @@ impl Engine {
     }
 
     /// An `include: project` file: of the Usher project with that name, at its `ref` (a
-    /// branch, tag or commit id; none: `main`, else `master`) as its repository has it now. None for
+    /// branch, tag or commit id; none: the project's default branch) as its repository has it now. None for
     /// a file the commit does not have (the parser refuses it, naming it); a project that
     /// does not exist or has no repository, or a ref it does not have, is refused here.
     /// `commits` keeps each (project, ref)'s commit for the pipeline's other includes.
@@ -244,30 +244,19 @@ impl Engine {
                 )));
             };
             let secrets = self.store().project_secrets(project.id).await?;
-            let refs: Vec<&str> = match &file.git_ref {
-                Some(r) => vec![r.as_str()],
-                None => vec!["main", "master"],
-            };
-            let mut found = None;
-            for git_ref in &refs {
-                // A commit id pins the file as GitLab allows; else a branch or tag.
-                let sha = (git_ref.len() >= 7 && git_ref.len() <= 64 && git_ref.bytes().all(|b| b.is_ascii_hexdigit())).then_some(*git_ref);
-                match self.inner.repos.resolve(project.id, url, &secrets, git_ref, sha).await {
-                    Ok(commit) => {
-                        found = Some(commit.sha);
-                        break;
-                    }
-                    Err(EngineError::InvalidRef(_)) => continue,
-                    Err(e) => return Err(e),
+            let git_ref = file.git_ref.as_deref().unwrap_or(&project.default_branch);
+            // A commit id pins the file as GitLab allows; else a branch or tag.
+            let pinned = (git_ref.len() >= 7 && git_ref.len() <= 64 && git_ref.bytes().all(|b| b.is_ascii_hexdigit())).then_some(git_ref);
+            let sha = match self.inner.repos.resolve(project.id, url, &secrets, git_ref, pinned).await {
+                Ok(commit) => commit.sha,
+                Err(EngineError::InvalidRef(_)) => {
+                    return Err(refuse(format!(
+                        "`include: project`: project `{}` has no branch, tag or commit `{git_ref}`",
+                        file.project
+                    )));
                 }
-            }
-            let sha = found.ok_or_else(|| {
-                refuse(format!(
-                    "`include: project`: project `{}` has no branch or tag `{}`",
-                    file.project,
-                    refs.join("` or `")
-                ))
-            })?;
+                Err(e) => return Err(e),
+            };
             commits.insert(key.clone(), (project.id, sha));
         }
         let (project_id, sha) = &commits[&key];

@@ -170,7 +170,7 @@ async fn include_project_reads_another_projects_repository() {
             "include:\n  - project: nobody-here\n    file: a.yml\nj:\n  script: [x]\n".to_string(),
             "there is no project named `nobody-here`".to_string(),
         ),
-        ("no-ref", ci("    ref: v9\n"), "has no branch or tag `v9`".to_string()),
+        ("no-ref", ci("    ref: v9\n"), "has no branch, tag or commit `v9`".to_string()),
         (
             "no-file",
             format!("include:\n  - project: '{name}'\n    file: ci/gone.yml\nj:\n  script: [x]\n"),

@@ -130,7 +130,7 @@ async fn openapi_json_covers_every_public_route() {
         sorted(
             "id, pipeline_id, project_id, name, stage, status, interruptible, created_at, started_at, finished_at, \
              runner_id, exit_code, failure_reason, cancel, after_script, tags, waiting_for, retry_of, retried, when, teardown, \
-             deferred, allow_failure, coverage, resource_group"
+             deferred, allow_failure, coverage, resource_group, start_in, play_at"
         )
     );
     assert_eq!(properties(&spec, "Variable"), sorted("key, masked, created_at"));

@@ -12,8 +12,8 @@ use super::expand::deep_merge;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
-/// A file of another Usher project's repository (`include: project`), at a branch or
-/// tag (`ref`; none: the project's `main`, or `master` if it has no `main`).
+/// A file of another Usher project's repository (`include: project`), at a branch, tag
+/// or commit (`ref`; none: the project's default branch).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProjectFile {
     pub project: String,
