@@ -117,7 +117,9 @@ long:
   const shown = await log.locator('.line').count();
   expect(shown).toBeLessThan(1000);
 
-  // Each click puts the lines before above, keeping the view where it was.
+  // Each click puts the lines before above, keeping the view where it was — once the
+  // page's code runs: before, the button is a link that loads the page anew.
+  await expect(page.locator('body[data-hydrated]')).toBeAttached();
   const first = await log.locator('.line').first().getAttribute('id');
   const top = () => page.locator(`#${first}`).evaluate((el) => el.getBoundingClientRect().top);
   const before = await top();

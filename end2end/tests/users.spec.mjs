@@ -17,6 +17,9 @@ test('add a user and sign in as them; a token works until revoked', async ({ bro
   await expect(form.getByRole('status')).toContainText('Added');
 
   await page.goto(`${base()}/admin/users`);
+  // The new token is shown in the page by its code; a post before it runs reloads the
+  // page without it (slow machines hit this).
+  await expect(page.locator('body[data-hydrated]')).toBeAttached();
   const row = page.locator(`tr[data-user="${name}"]`);
   await row.getByRole('button', { name: 'New token' }).click();
   const token = await row.getByTestId('new-token').innerText();
