@@ -216,7 +216,8 @@ impl Engine {
     /// An `include: project` file: of the Usher project with that name, at its `ref` (a
     /// branch, tag or commit id; none: the project's default branch) as its repository has it now. None for
     /// a file the commit does not have (the parser refuses it, naming it); a project that
-    /// does not exist or has no repository, or a ref it does not have, is refused here.
+    /// does not exist, has no repository or reads it with credentials, or a ref it does not
+    /// have, is refused here.
     /// `commits` keeps each (project, ref)'s commit for the pipeline's other includes.
     async fn project_file(
         &self,
@@ -244,10 +245,27 @@ impl Engine {
                 )));
             };
             let secrets = self.store().project_secrets(project.id).await?;
+            // Whoever can push to this pipeline's repository could otherwise read a private
+            // repository through Usher's credentials for it: only repositories Usher reads
+            // without any are included.
+            if secrets.credentials.is_some() || secrets.ssh_private_key.is_some() {
+                return Err(refuse(format!(
+                    "`include: project`: project `{}` reads its repository with credentials, and its files are not given to other projects' pipelines; copy the file into this repository, or include it by URL",
+                    file.project
+                )));
+            }
             let git_ref = file.git_ref.as_deref().unwrap_or(&project.default_branch);
-            // A commit id pins the file as GitLab allows; else a branch or tag.
-            let pinned = (git_ref.len() >= 7 && git_ref.len() <= 64 && git_ref.bytes().all(|b| b.is_ascii_hexdigit())).then_some(git_ref);
-            let sha = match self.inner.repos.resolve(project.id, url, &secrets, git_ref, pinned).await {
+            // A branch or tag first; a ref that is neither may be a commit id, which pins
+            // the file as GitLab allows.
+            let resolved = match self.inner.repos.resolve(project.id, url, &secrets, git_ref, None).await {
+                Err(EngineError::InvalidRef(_))
+                    if git_ref.len() >= 7 && git_ref.len() <= 64 && git_ref.bytes().all(|b| b.is_ascii_hexdigit()) =>
+                {
+                    self.inner.repos.resolve(project.id, url, &secrets, git_ref, Some(git_ref)).await
+                }
+                other => other,
+            };
+            let sha = match resolved {
                 Ok(commit) => commit.sha,
                 Err(EngineError::InvalidRef(_)) => {
                     return Err(refuse(format!(

@@ -164,7 +164,18 @@ async fn include_project_reads_another_projects_repository() {
         assert!(log.contains(&format!("\n{greeting}\n")), "{git_ref}:\n{log}");
     }
 
+    // A repository Usher reads with credentials is not given to other projects' pipelines
+    // (whoever pushes to this one would read it).
+    let private = format!("private templates {}", rand_suffix());
+    let body = json!({"name": private, "repository_url": "https://bot:s3cret@git.invalid/templates.git"});
+    let (status, created) = t.call("POST", "/api/v1/projects", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
     for (git_ref, ci, says) in [
+        (
+            "private",
+            format!("include:\n  - project: '{private}'\n    file: a.yml\nj:\n  script: [x]\n"),
+            "reads its repository with credentials".to_string(),
+        ),
         (
             "nobody",
             "include:\n  - project: nobody-here\n    file: a.yml\nj:\n  script: [x]\n".to_string(),

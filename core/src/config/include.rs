@@ -128,7 +128,7 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>) -> Result<V
                 "`include: local` with a wildcard is not supported yet: name each file",
             ));
         }
-        if path.starts_with(PROJECT_ADDRESS) {
+        if normal(&path).starts_with(PROJECT_ADDRESS) {
             return Err(refused("local", &format!("`{path}` is not a path Usher includes")));
         }
         paths.push(match within {
@@ -364,5 +364,6 @@ mod tests {
         }
         .address();
         assert!(merged(yaml(&format!("include: '{address}'\n")), &files).is_err());
+        assert!(merged(yaml(&format!("include: '/{address}'\n")), &files).is_err());
     }
 }
