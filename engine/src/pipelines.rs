@@ -128,13 +128,9 @@ impl Engine {
                     when: j.when,
                 })
                 .collect();
-            let mut targets = auto_cancel_targets(mode, &jobs);
-            // Superseding the whole pipeline is a graceful cancel of it: the stop jobs of
-            // environments it began to make run as its teardown.
-            if mode == config::AutoCancel::Conservative && !targets.is_empty() {
-                let teardowns = self.environment_teardowns(older).await?;
-                targets.retain(|id| !teardowns.contains(id));
-            }
+            // The stop jobs of environments are cancelled too: the newer pipeline on the
+            // same ref deploys to the same environment, which they would tear down.
+            let targets = auto_cancel_targets(mode, &jobs);
             if targets.is_empty() {
                 continue;
             }
@@ -340,6 +336,16 @@ impl Engine {
             return Err(EngineError::InvalidTransition(format!(
                 "pipeline {id} is running its cleanup jobs after a cancel; only an abort stops them"
             )));
+        }
+        // A teardown stop job must run before the pipeline is over: an optional manual one
+        // would count as finished (skipped) and the pipeline would end before it ran.
+        let waiting_teardowns: Vec<i64> = jobs
+            .iter()
+            .filter(|j| teardowns.contains(&j.id) && !j.status.is_terminal() && j.allow_failure)
+            .map(|j| j.id)
+            .collect();
+        if !waiting_teardowns.is_empty() {
+            self.store().make_required(&waiting_teardowns).await?;
         }
         // A graceful cancel leaves the cleanup jobs to run; an abort stops them too.
         let unfinished: Vec<Job> = jobs

@@ -343,6 +343,21 @@ impl Store {
         Ok(rows.iter().map(|r| r.try_get("id")).collect::<Result<_, _>>()?)
     }
 
+    /// Makes these jobs count for their pipeline's status (`allow_failure` off): a stop
+    /// job that is a cancel's teardown keeps its pipeline `canceling` until it has run.
+    pub async fn make_required(&self, ids: &[i64]) -> Result<(), EngineError> {
+        let sql = format!(
+            "UPDATE jobs SET allow_failure = 0 WHERE id IN ({})",
+            super::placeholders(1, ids.len())
+        );
+        let mut query = sqlx::query(&sql);
+        for id in ids {
+            query = query.bind(*id);
+        }
+        query.execute(&mut *self.conn().await?).await?;
+        Ok(())
+    }
+
     /// Delayed jobs waiting in `manual` whose `play_at` is not after `now`, the earliest
     /// first.
     pub async fn due_delayed_jobs(&self, now: &str) -> Result<Vec<i64>, EngineError> {

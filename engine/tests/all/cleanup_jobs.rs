@@ -342,15 +342,18 @@ async fn a_cancel_runs_the_stop_job_of_an_environment_the_pipeline_began() {
         assert_eq!(status_of(&engine, &admin, &jobs, "test").await, Status::Canceled, "{}", db.name);
         assert_eq!(status_of(&engine, &admin, &jobs, "stop_review").await, Status::Manual);
         engine.finish_job(r, deploy.job_id, report(Some(1))).await.unwrap();
-        // It fails: a manual job may fail (GitLab's default), so the pipeline is canceled.
-        assert_eq!(run_next(&engine, r, Some(1)).await.0, "stop_review", "{}", db.name);
-        assert_eq!(status_of(&engine, &admin, &jobs, "stop_review").await, Status::Failed);
+        // The pipeline is not over before its teardown has run (the manual stop job is no
+        // longer optional); and a teardown that fails makes it failed: the environment
+        // may still be there.
         assert_eq!(
             engine.get_pipeline(&admin, p).await.unwrap().status,
-            Status::Canceled,
+            Status::Canceling,
             "{}",
             db.name
         );
+        assert_eq!(run_next(&engine, r, Some(1)).await.0, "stop_review", "{}", db.name);
+        assert_eq!(status_of(&engine, &admin, &jobs, "stop_review").await, Status::Failed);
+        assert_eq!(engine.get_pipeline(&admin, p).await.unwrap().status, Status::Failed, "{}", db.name);
 
         // Cancelled before the deploy started: there is nothing to stop.
         let (p, jobs) = pipeline(&engine, &admin, REVIEW_APP).await;
@@ -381,7 +384,7 @@ async fn a_cancel_runs_the_stop_job_of_an_environment_the_pipeline_began() {
         assert!(engine.claim_job(r, &[]).await.unwrap().is_none());
 
         // Superseded by a newer pipeline on its ref (workflow auto_cancel, conservative):
-        // the stop job runs as the superseded pipeline's teardown.
+        // the newer one deploys to the same environment, so the stop job does not run.
         let config = format!("workflow:\n  auto_cancel:\n    on_new_commit: conservative\n{REVIEW_APP}");
         let (old, jobs) = pipeline(&engine, &admin, &config).await;
         run_next(&engine, r, Some(0)).await;
@@ -404,10 +407,16 @@ async fn a_cancel_runs_the_stop_job_of_an_environment_the_pipeline_began() {
             "{}",
             db.name
         );
-        engine.finish_job(r, deploy.job_id, report(None)).await.unwrap();
         assert_eq!(
             status_of(&engine, &admin, &jobs, "stop_review").await,
-            Status::Pending,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        engine.finish_job(r, deploy.job_id, report(None)).await.unwrap();
+        assert_eq!(
+            engine.get_pipeline(&admin, old).await.unwrap().status,
+            Status::Canceled,
             "{}",
             db.name
         );
