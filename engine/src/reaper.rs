@@ -96,7 +96,8 @@ impl Engine {
                 Ok(t) if t.changed => played += 1,
                 // Played or cancelled by someone in the meantime.
                 Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
-                Err(e) => return Err(e),
+                // One job that cannot be played holds up none of the others.
+                Err(e) => tracing::warn!(job = id, "a delayed job could not be played: {e}"),
             }
         }
         Ok(played)

@@ -94,10 +94,13 @@ pub fn job_decision(
         };
         // GitLab: a rule that makes a job manual makes it blocking unless it says
         // `allow_failure: true` (a job manual by its own `when` keeps its default).
+        // A rule that makes a job delayed makes it required too: a manual job's optional
+        // default must not let the pipeline end before it has run.
         let made_manual = when == When::Manual && own_when != When::Manual;
+        let made_delayed = when == When::Delayed && own_when != When::Delayed;
         return Some(Decision {
             when,
-            allow_failure: rule.allow_failure.or(made_manual.then_some(false)),
+            allow_failure: rule.allow_failure.or((made_manual || made_delayed).then_some(false)),
             variables: rule.variables.clone(),
             start_in: rule.start_in,
         });
@@ -263,6 +266,14 @@ mod tests {
             None,
             "empty rules: never"
         );
+        // A rule that makes a (by default optional) manual job delayed makes it required,
+        // with the rule's start_in.
+        let delayed = Rule {
+            start_in: Some(60),
+            ..rule("$CI_COMMIT_BRANCH", RuleWhen::Is(When::Delayed))
+        };
+        let d = job_decision(Some(std::slice::from_ref(&delayed)), None, None, When::Manual, &[], &f).unwrap();
+        assert_eq!((d.when, d.allow_failure, d.start_in), (When::Delayed, Some(false), Some(60)));
         // The job's own variables are visible to its rules.
         let own = rule("$DEPLOY == \"yes\"", RuleWhen::AsTheJob);
         assert!(job_decision(Some(&[own]), None, None, When::OnSuccess, &[("DEPLOY".into(), "yes".into())], &f).is_some());
