@@ -70,7 +70,7 @@ impl Uploader {
 
     /// Uploads the job's artifacts from `build_dir`, noting progress and refusals in the
     /// log; `tracked`: the files of the checked-out commit (`untracked: true` keeps the
-    /// others).
+    /// others; None: they are not known, and `untracked` takes nothing).
     #[allow(clippy::too_many_arguments)]
     pub async fn upload(
         &self,
@@ -78,7 +78,7 @@ impl Uploader {
         spec: &ArtifactsAssignment,
         build_dir: &Path,
         reader: Option<JobUser>,
-        tracked: &HashSet<String>,
+        tracked: Option<&HashSet<String>>,
         log: &LogHandle,
         control: &mut mpsc::UnboundedReceiver<Control>,
     ) -> UploadOutcome {
@@ -89,7 +89,7 @@ impl Uploader {
                 return UploadOutcome::Done;
             }
         };
-        let untracked = spec.untracked.then_some(tracked);
+        let untracked = if spec.untracked { tracked } else { None };
         let files = collect_files(&tree, &spec.paths, untracked, &spec.exclude, "Artifact", log);
         if files.is_empty() {
             log.note("No artifact files to upload.");
@@ -175,7 +175,7 @@ pub const MAX_FILES: usize = 10_000;
 
 /// The files named by `paths` (plain paths or GitLab's glob patterns, see
 /// [`PathPattern`]) — and with `untracked` (the commit's files), every file that is not
-/// one of them, outside `.git` — less those `exclude` matches, relative to the build
+/// one of them, outside any `.git` — less those `exclude` matches, relative to the build
 /// directory, found beneath `tree` without following links (see `beneath`); `what`
 /// (`Artifact`, `Cache`) names them in the log's notes.
 pub fn collect_files(
@@ -194,7 +194,7 @@ pub fn collect_files(
                 files.extend(
                     all.iter()
                         .map(|p| p.to_string_lossy().into_owned())
-                        .filter(|f| !tracked.contains(f) && f != ".git" && !f.starts_with(".git/")),
+                        .filter(|f| !tracked.contains(f) && !f.split('/').any(|part| part == ".git")),
                 );
                 log.note(&format!("`untracked`: {} file(s) the commit does not have.", files.len() - before));
             }

@@ -275,13 +275,16 @@ async fn run_in_dirs(
     }
     log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, run.build_dir.display()));
     // The commit's files, for `artifacts: untracked` (without a checkout, every file is
-    // untracked).
-    let mut tracked = std::collections::HashSet::new();
+    // untracked; if they cannot be listed, `untracked` takes nothing).
+    let mut tracked = Some(std::collections::HashSet::new());
     if let Some(spec) = &job.checkout {
         match checkout::check_out(run, spec, control).await {
             CheckoutEnd::Done if job.artifacts.as_ref().is_some_and(|a| a.untracked) => match checkout::tracked_files(run, spec).await {
-                Some(files) => tracked = files,
-                None => log.note("The commit's files cannot be listed: `untracked` will take every file."),
+                Some(files) => tracked = Some(files),
+                None => {
+                    tracked = None;
+                    log.note("The commit's files cannot be listed: `untracked` takes no file.");
+                }
             },
             CheckoutEnd::Done => {}
             CheckoutEnd::Failed(why) => {
@@ -367,7 +370,7 @@ async fn run_in_dirs(
                 log.note(&format!("Killed {killed} leftover process(es) of the job."));
             }
             if uploader
-                .upload(job.job_id, spec, &run.build_dir, reader.clone(), &tracked, log, control)
+                .upload(job.job_id, spec, &run.build_dir, reader.clone(), tracked.as_ref(), log, control)
                 .await
                 == UploadOutcome::Aborted
             {
