@@ -17,20 +17,8 @@ impl Engine {
 
     /// The reaper's pass as if the time were `as_of` (RFC 3339), for tests that cannot wait.
     pub async fn reap_overdue_cancels_as_of(&self, as_of: &str) -> Result<usize, EngineError> {
-        let mut reaped = 0;
-        for id in self.store().overdue_canceling_jobs(as_of).await? {
-            let overdue = Move {
-                job_id: id,
-                event: Event::CancelDeadline,
-                by: "system".into(),
-            };
-            match self.apply_to_job(&overdue).await {
-                Ok(t) if t.changed => reaped += 1,
-                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(reaped)
+        let ids = self.store().overdue_canceling_jobs(as_of).await?;
+        Ok(self.move_as_system(ids, || Event::CancelDeadline).await)
     }
 
     /// Ends the jobs of runners not heard from within `runner_lost_after_secs`:
@@ -42,20 +30,13 @@ impl Engine {
 
     /// The lost-runner pass for runners last seen before `cutoff` (RFC 3339).
     pub async fn reap_lost_runners_seen_before(&self, cutoff: &str) -> Result<usize, EngineError> {
-        let mut reaped = 0;
-        for (job_id, _) in self.store().jobs_of_runners_seen_before(cutoff).await? {
-            let lost = Move {
-                job_id,
-                event: Event::RunnerLost,
-                by: "system".into(),
-            };
-            match self.apply_to_job(&lost).await {
-                Ok(t) if t.changed => reaped += 1,
-                Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(reaped)
+        let ids = self
+            .store()
+            .jobs_of_runners_seen_before(cutoff)
+            .await?
+            .into_iter()
+            .map(|(id, _)| id);
+        Ok(self.move_as_system(ids, || Event::RunnerLost).await)
     }
 
     /// Cancels gracefully (reason `timeout`) every pipeline whose `workflow: timeout` ran
@@ -85,22 +66,28 @@ impl Engine {
     /// Plays the delayed jobs (`when: delayed`) whose `start_in` ran out before `as_of`
     /// (RFC 3339), as `system`. Returns how many.
     pub async fn play_due_delayed_jobs_as_of(&self, as_of: &str) -> Result<usize, EngineError> {
-        let mut played = 0;
-        for id in self.store().due_delayed_jobs(as_of).await? {
-            let play = Move {
-                job_id: id,
-                event: Event::Play,
+        let ids = self.store().due_delayed_jobs(as_of).await?;
+        Ok(self.move_as_system(ids, || Event::Play).await)
+    }
+
+    /// Moves each job by `event` as `system`; how many moved. A job someone moved in the
+    /// meantime is left as it is, and one that cannot be moved holds up none of the
+    /// others (it is logged, and the next pass tries it again).
+    async fn move_as_system(&self, ids: impl IntoIterator<Item = i64>, event: impl Fn() -> Event) -> usize {
+        let mut moved = 0;
+        for job_id in ids {
+            let mv = Move {
+                job_id,
+                event: event(),
                 by: "system".into(),
             };
-            match self.apply_to_job(&play).await {
-                Ok(t) if t.changed => played += 1,
-                // Played or cancelled by someone in the meantime.
+            match self.apply_to_job(&mv).await {
+                Ok(t) if t.changed => moved += 1,
                 Ok(_) | Err(EngineError::InvalidTransition(_)) => {}
-                // One job that cannot be played holds up none of the others.
-                Err(e) => tracing::warn!(job = id, "a delayed job could not be played: {e}"),
+                Err(e) => tracing::warn!(job = job_id, "the reaper could not move the job: {e}"),
             }
         }
-        Ok(played)
+        moved
     }
 
     /// Runs the reapers every `every`, for as long as the task lives.
