@@ -311,17 +311,7 @@ async fn untracked_artifacts_are_the_files_the_commit_does_not_have() {
         ],
         "One",
     );
-    let body = json!({"name": format!("untracked-{}", rand_suffix()), "repository_url": repo.path().display().to_string()});
-    let (status, project) = t.call("POST", "/api/v1/projects", Some(body)).await;
-    assert_eq!(status, 201, "{project}");
-    let (status, pipeline) = t
-        .call(
-            "POST",
-            &format!("/api/v1/projects/{}/pipelines", project["id"]),
-            Some(json!({"ref": "main"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{pipeline}");
+    let pipeline = t.repository_pipeline("untracked", &repo.path().display().to_string()).await;
     let job_id = TestServer::job_id(&pipeline, "build");
     t.wait_for_status(job_id, "success").await;
     let (status, list) = t.call("GET", &format!("/api/v1/jobs/{job_id}/artifacts"), None).await;

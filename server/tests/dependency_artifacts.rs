@@ -100,22 +100,7 @@ use:
     repo.commit("main", &[(".usher-ci.yml", config.as_bytes())], "ci");
     repo.link("main", "out", secret.path(), "plant a link");
     let t = TestServer::start(1).await;
-    let (status, project) = t
-        .call(
-            "POST",
-            "/api/v1/projects",
-            Some(json!({"name": format!("links-{}", rand_suffix()), "repository_url": repo.path().display().to_string()})),
-        )
-        .await;
-    assert_eq!(status, 201, "{project}");
-    let (status, pipeline) = t
-        .call(
-            "POST",
-            &format!("/api/v1/projects/{}/pipelines", project["id"]),
-            Some(json!({"ref": "main"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{pipeline}");
+    let pipeline = t.repository_pipeline("links", &repo.path().display().to_string()).await;
     let (build, user) = (TestServer::job_id(&pipeline, "build"), TestServer::job_id(&pipeline, "use"));
     t.wait_for_status(build, "success").await;
     let job = t.wait_for_status(user, "failed").await;

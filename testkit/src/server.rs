@@ -143,6 +143,23 @@ impl TestServer {
         pipeline
     }
 
+    /// Creates a project on the git repository at `url` (named `name` and a suffix) and
+    /// a pipeline of its `main`.
+    pub async fn repository_pipeline(&self, name: &str, url: &str) -> Value {
+        let body = json!({"name": format!("{name}-{}", rand_suffix()), "repository_url": url});
+        let (status, project) = self.call("POST", "/api/v1/projects", Some(body)).await;
+        assert_eq!(status, 201, "{project}");
+        let (status, pipeline) = self
+            .call(
+                "POST",
+                &format!("/api/v1/projects/{}/pipelines", project["id"]),
+                Some(json!({"ref": "main"})),
+            )
+            .await;
+        assert_eq!(status, 201, "{pipeline}");
+        pipeline
+    }
+
     /// The event websocket with `query`, authenticated as admin.
     pub async fn events(&self, query: &str) -> EventSocket {
         let url = format!("ws://{}/api/v1/events?{query}", self.base.trim_start_matches("http://"));
