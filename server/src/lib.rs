@@ -4,6 +4,7 @@
 //! tests start it on a free port the same way.
 
 pub mod api;
+pub mod artifact_download;
 pub mod assets;
 pub mod caller;
 pub mod client;

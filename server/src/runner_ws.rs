@@ -461,5 +461,5 @@ pub async fn download_dependency_artifact(
     let number = |text: &str| text.parse::<i64>().map_err(|_| EngineError::NotFound(format!("job {text}")));
     let (job_id, dependency) = (number(&job)?, number(&dependency)?);
     let (file, _) = state.engine.dependency_artifact_file(token_id, job_id, dependency, &path).await?;
-    crate::api::jobs::artifact_download(&file, &path, &headers).await
+    crate::artifact_download::artifact_download(&file, &path, &headers).await
 }
