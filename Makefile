@@ -44,15 +44,16 @@ build-debug:
 	cargo leptos build --split
 
 # Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres), with a
-# private Docker engine for the docker executor (scripts/with-docker). The same
+# private Docker engine for the docker executor (scripts/with-docker) and an S3 server
+# for artifacts in object storage (scripts/with-s3: moto, from PyPI). The same
 # RUSTFLAGS as cargo-leptos's debug builds: the tests rebuild the `usher` binary, which
 # must render exactly what the WASM hydrates (and this way the two share artifacts).
 # The standalone-runner test runs the `usher-runner` binary, built first.
 test-rust: export RUSTFLAGS := --cfg erase_components
 test-rust:
 	cargo build -p usher-runner --bin usher-runner
-	USHER_REQUIRE_POSTGRES=1 USHER_REQUIRE_DOCKER=1 USHER_REQUIRE_NGINX=1 scripts/with-postgres scripts/with-docker \
-	  cargo test --workspace --exclude usher-frontend
+	USHER_REQUIRE_POSTGRES=1 USHER_REQUIRE_DOCKER=1 USHER_REQUIRE_NGINX=1 USHER_REQUIRE_S3=1 \
+	  scripts/with-postgres scripts/with-docker scripts/with-s3 cargo test --workspace --exclude usher-frontend
 
 test-e2e:
 	cd end2end && USHER_BIN=$(TARGET_DIR)/debug/usher npx playwright test

@@ -239,6 +239,11 @@ pub struct ArtifactsAssignment {
     /// not have are kept too (all of them without a checkout).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub untracked: bool,
+    /// The most bytes of artifacts the server keeps of this job: a file that would pass
+    /// it is not sent (the server refuses it anyway, but only once it has come, and a
+    /// refusal in the middle of a big upload reaches the runner as a broken connection).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_bytes: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -1,38 +1,31 @@
-//! Artifacts: files the runner uploads after after_script, streamed to a temporary file
-//! and kept under the data dir only when complete and within the job's allowance; and
+//! Artifacts: files the runner uploads after after_script, kept (in the directory or the
+//! bucket of `artifact_storage`) only when complete and within the job's allowance; and
 //! the ones a later job of the pipeline gets before its scripts run (its dependencies),
 //! which only the runner holding that job may fetch.
-
-use std::path::PathBuf;
 
 use usher_core::api::Artifact;
 use usher_core::config::JobConfig;
 use usher_core::protocol::{DependencyArtifacts, DependencyFile, MAX_DEPENDENCY_BYTES, MAX_DEPENDENCY_FILES};
 
+use crate::artifact_storage::{ArtifactStorage, StoredArtifact};
 use crate::{Actor, Engine, EngineError, format_time};
 
 impl Engine {
     /// Stores one artifact file uploaded by the runner holding job `job_id` (runner token
     /// `token_id`) while the job is still active: the body goes to a temporary file, and
     /// only a complete upload within the job's byte allowance replaces `path`.
-    pub async fn store_artifact<S, B, E>(&self, token_id: i64, job_id: i64, path: &str, mut body: S) -> Result<Artifact, EngineError>
+    pub async fn store_artifact<S, B, E>(&self, token_id: i64, job_id: i64, path: &str, body: S) -> Result<Artifact, EngineError>
     where
         S: futures_util::Stream<Item = Result<B, E>> + Unpin,
         B: AsRef<[u8]>,
         E: std::fmt::Display,
     {
-        use futures_util::StreamExt;
-        use tokio::io::AsyncWriteExt;
-
         let path = usher_core::artifacts::normalize_path(path)
             .ok_or_else(|| EngineError::BadRequest(format!("artifact path {path:?} is not a plain relative path")))?;
         self.check_holder(token_id, job_id, "artifacts are taken").await?;
-        let root = self
-            .inner
-            .settings
-            .artifacts_dir
-            .clone()
-            .ok_or_else(|| EngineError::Internal("this server keeps no artifacts (no artifacts dir)".into()))?;
+        let storage = self
+            .artifact_storage()
+            .ok_or_else(|| EngineError::Internal("this server keeps no artifacts (no artifacts storage)".into()))?;
         let max = self.inner.settings.max_artifact_bytes;
         let (bytes, files) = self.store().artifacts_besides(job_id, &path).await?;
         let max_files = self.inner.settings.max_artifact_files;
@@ -41,51 +34,34 @@ impl Engine {
                 "job {job_id} may keep at most {max_files} files of artifacts"
             )));
         }
-        let allowed = max.saturating_sub(bytes);
-        let job_dir = root.join(format!("job-{job_id}"));
-        let io = |e: std::io::Error| EngineError::Internal(format!("artifact storage: {e}"));
-        tokio::fs::create_dir_all(&job_dir).await.map_err(io)?;
-        let tmp = job_dir.join(format!(".upload-{}", hex::encode(rand::random::<[u8; 8]>())));
-        let result = async {
-            let mut file = tokio::fs::File::create(&tmp).await.map_err(io)?;
-            let mut size: u64 = 0;
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| EngineError::BadRequest(format!("the upload broke off: {e}")))?;
-                size += chunk.as_ref().len() as u64;
-                if size > allowed {
-                    return Err(EngineError::TooLarge(format!(
-                        "job {job_id}'s artifacts would exceed the limit of {max} bytes"
-                    )));
-                }
-                file.write_all(chunk.as_ref()).await.map_err(io)?;
-            }
-            file.flush().await.map_err(io)?;
-            // The job may have been aborted meanwhile: nothing more is kept then.
-            self.check_holder(token_id, job_id, "artifacts are taken").await?;
-            let target = job_dir.join(&path);
-            if let Some(parent) = target.parent() {
-                tokio::fs::create_dir_all(parent)
-                    .await
-                    .map_err(|e| EngineError::Conflict(format!("artifact {path} collides with another: {e}")))?;
-            }
-            tokio::fs::rename(&tmp, &target)
-                .await
-                .map_err(|e| EngineError::Conflict(format!("artifact {path} collides with another: {e}")))?;
-            let expire_in = self.store().job_spec(job_id).await?.job.artifacts.and_then(|a| a.expire_in_secs);
-            let expires_at = expire_in.map(|secs| format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64)));
-            self.store().put_artifact(job_id, &path, size, expires_at.as_deref()).await?;
-            Ok(Artifact {
-                path: path.clone(),
-                size,
-                expires_at,
-                expired: false,
-            })
+        let too_large = || EngineError::TooLarge(format!("job {job_id}'s artifacts would exceed the limit of {max} bytes"));
+        let (received, size) = storage.receive(job_id, &path, body, max.saturating_sub(bytes), too_large).await?;
+        // The job may have been aborted meanwhile: nothing more is kept then.
+        if let Err(e) = self.check_holder(token_id, job_id, "artifacts are taken").await {
+            received.discard().await;
+            return Err(e);
         }
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(&tmp).await;
+        received.keep(&path).await?;
+        let expire_in = self.store().job_spec(job_id).await?.job.artifacts.and_then(|a| a.expire_in_secs);
+        let expires_at = expire_in.map(|secs| format_time(chrono::Utc::now() + chrono::Duration::seconds(secs as i64)));
+        self.store().put_artifact(job_id, &path, size, expires_at.as_deref()).await?;
+        Ok(Artifact {
+            path,
+            size,
+            expires_at,
+            expired: false,
+        })
+    }
+
+    /// Where artifacts are kept: the bucket when there is one, else the directory; None
+    /// when neither is set (uploads are refused).
+    pub(crate) fn artifact_storage(&self) -> Option<ArtifactStorage<'_>> {
+        let settings = &self.inner.settings;
+        match (&settings.artifacts_bucket, &settings.artifacts_dir) {
+            (Some(bucket), _) => Some(ArtifactStorage::Bucket(bucket)),
+            (None, Some(dir)) => Some(ArtifactStorage::Dir(dir)),
+            (None, None) => None,
         }
-        result
     }
 
     /// Whether the runner with token `token_id` holds job `job_id` and the job is still
@@ -149,7 +125,7 @@ impl Engine {
         job_id: i64,
         dependency: i64,
         path: &str,
-    ) -> Result<(PathBuf, u64), EngineError> {
+    ) -> Result<(StoredArtifact, u64), EngineError> {
         self.check_holder(token_id, job_id, "its dependencies' artifacts are given").await?;
         let not_found = || EngineError::NotFound(format!("artifact {path:?} of job {dependency} for job {job_id}"));
         let path = usher_core::artifacts::normalize_path(path).ok_or_else(not_found)?;
@@ -164,8 +140,7 @@ impl Engine {
             return Err(not_found());
         }
         let size = self.store().artifact_size(dependency, &path).await?.ok_or_else(not_found)?;
-        let root = self.inner.settings.artifacts_dir.as_ref().ok_or_else(not_found)?;
-        Ok((root.join(format!("job-{dependency}")).join(&path), size))
+        Ok((self.artifact_storage().ok_or_else(not_found)?.locate(dependency, &path), size))
     }
 
     pub async fn list_artifacts(&self, actor: &Actor, job_id: i64) -> Result<Vec<Artifact>, EngineError> {
@@ -174,12 +149,11 @@ impl Engine {
     }
 
     /// The stored file of one artifact and its size.
-    pub async fn artifact_file(&self, actor: &Actor, job_id: i64, path: &str) -> Result<(PathBuf, u64), EngineError> {
+    pub async fn artifact_file(&self, actor: &Actor, job_id: i64, path: &str) -> Result<(StoredArtifact, u64), EngineError> {
         self.get_job(actor, job_id).await?;
         let not_found = || EngineError::NotFound(format!("artifact {path:?} of job {job_id}"));
         let path = usher_core::artifacts::normalize_path(path).ok_or_else(not_found)?;
         let size = self.store().artifact_size(job_id, &path).await?.ok_or_else(not_found)?;
-        let root = self.inner.settings.artifacts_dir.as_ref().ok_or_else(not_found)?;
-        Ok((root.join(format!("job-{job_id}")).join(&path), size))
+        Ok((self.artifact_storage().ok_or_else(not_found)?.locate(job_id, &path), size))
     }
 }

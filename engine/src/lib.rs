@@ -7,6 +7,7 @@
 //! [`bus`].
 
 mod accounts;
+pub mod artifact_storage;
 mod artifacts;
 pub mod auth;
 pub mod bus;

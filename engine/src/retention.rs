@@ -64,8 +64,10 @@ impl Engine {
     }
 
     async fn remove_artifact(&self, job_id: i64, path: &str) -> Result<(), EngineError> {
-        if let Some(root) = &self.inner.settings.artifacts_dir {
-            let _ = tokio::fs::remove_file(root.join(format!("job-{job_id}")).join(path)).await;
+        if let Some(storage) = self.artifact_storage() {
+            // A file that cannot be deleted now (the bucket unreachable, say) is tried
+            // again by the next pass: it stays unexpired until it is gone.
+            storage.remove(job_id, path).await?;
         }
         self.store().mark_artifact_expired(job_id, path).await
     }

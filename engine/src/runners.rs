@@ -221,6 +221,7 @@ impl Engine {
                 dotenv: a.dotenv,
                 exclude: a.exclude,
                 untracked: a.untracked,
+                max_bytes: Some(self.inner.settings.max_artifact_bytes),
             }),
             checkout,
             image: spec.job.image,

@@ -18,8 +18,11 @@ pub struct Settings {
     pub runner_lost_after_secs: u64,
     /// A job's log stops growing here, with a line saying so.
     pub max_log_bytes: u64,
-    /// Where artifact files are kept (`job-{id}/{path}` below it); None refuses uploads.
+    /// Where artifact files are kept (`job-{id}/{path}` below it) unless there is an
+    /// `artifacts_bucket`; with neither, uploads are refused.
     pub artifacts_dir: Option<PathBuf>,
+    /// S3-compatible storage for artifacts, shared by every replica (`--artifacts-url`).
+    pub artifacts_bucket: Option<crate::artifact_storage::Bucket>,
     /// The most bytes of artifacts one job may keep.
     pub max_artifact_bytes: u64,
     /// The most artifact files one job may keep (empty ones count too).
@@ -43,6 +46,7 @@ impl Default for Settings {
             runner_lost_after_secs: 60,
             max_log_bytes: 4 * 1024 * 1024,
             artifacts_dir: None,
+            artifacts_bucket: None,
             max_artifact_bytes: 100 * 1024 * 1024,
             max_artifact_files: 10_000,
             max_pipeline_jobs: 2000,

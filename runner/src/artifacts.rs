@@ -98,6 +98,17 @@ impl Uploader {
         log.note(&format!("Uploading {} artifact file(s)", files.len()));
         let (mut done, mut bytes) = (0, 0);
         for rel in files {
+            if let Some(max) = spec.max_bytes {
+                let size = tree.open_file(Path::new(&rel)).and_then(|f| f.metadata()).map(|m| m.len());
+                if let Ok(size) = size
+                    && bytes + size > max
+                {
+                    log.note(&format!(
+                        "Artifact {rel} was not uploaded: with its {size} bytes, the job's artifacts would exceed the limit of {max} bytes"
+                    ));
+                    break;
+                }
+            }
             let upload = self.upload_one(job_id, &rel, &tree);
             tokio::pin!(upload);
             let result = loop {

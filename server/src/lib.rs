@@ -175,6 +175,9 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     if settings.artifacts_dir.is_none() {
         settings.artifacts_dir = Some(std::path::absolute(opts.data_dir.join("artifacts")).map_err(|e| e.to_string())?);
     }
+    if let Some(bucket) = &settings.artifacts_bucket {
+        bucket.check().await?;
+    }
     if settings.repos_dir.is_none() {
         settings.repos_dir = Some(std::path::absolute(opts.data_dir.join("repos")).map_err(|e| e.to_string())?);
     }

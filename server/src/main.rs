@@ -69,6 +69,14 @@ enum Command {
         /// finish; after this long (`30m`, `2h`, seconds) they stop them gracefully.
         #[arg(long, env = "USHER_DRAIN_TIMEOUT", default_value = "1h", value_parser = drain_timeout)]
         drain_timeout: std::time::Duration,
+        /// Keep artifacts in S3-compatible storage (`s3://BUCKET/PREFIX`) instead of the
+        /// data dir, so every replica serves them; credentials and region from the
+        /// standard `AWS_*` variables.
+        #[arg(long, env = "USHER_ARTIFACTS_URL")]
+        artifacts_url: Option<String>,
+        /// The S3-compatible server of `--artifacts-url` (e.g. http://minio:9000; default AWS).
+        #[arg(long, env = "USHER_S3_ENDPOINT", requires = "artifacts_url")]
+        s3_endpoint: Option<String>,
     },
     /// Manage users.
     User {
@@ -348,12 +356,19 @@ async fn main() {
             docker_image,
             drain_timeout,
             trusted_proxies,
+            artifacts_url,
+            s3_endpoint,
         } => {
             let trusted_proxies = usher_server::client_address::TrustedProxies::parse(&trusted_proxies).unwrap_or_else(|e| fail(e));
             // Everything the server creates (database, artifacts) is private to its user.
             // SAFETY: umask only changes this process's file-creation mask.
             unsafe { libc::umask(0o077) };
             let scheme = if tls_cert.is_some() { "https" } else { "http" };
+            let mut settings = settings_from_env();
+            if let Some(url) = artifacts_url {
+                let aws = std::env::vars().chain(s3_endpoint.map(|e| ("AWS_ENDPOINT".to_string(), e)));
+                settings.artifacts_bucket = Some(usher_engine::artifact_storage::Bucket::open(&url, aws).unwrap_or_else(|e| fail(e)));
+            }
             let server = usher_server::start(usher_server::ServeOptions {
                 addr,
                 database_url,
@@ -362,7 +377,7 @@ async fn main() {
                 demo,
                 admin_token: std::env::var("USHER_ADMIN_TOKEN").ok(),
                 site_root: std::env::var("LEPTOS_SITE_ROOT").unwrap_or_else(|_| "target/site".into()),
-                settings: settings_from_env(),
+                settings,
                 job_user,
                 trust_jobs,
                 limits: Default::default(),

@@ -460,6 +460,6 @@ pub async fn download_dependency_artifact(
     let token_id = state.engine.authenticate_runner(&token).await?;
     let number = |text: &str| text.parse::<i64>().map_err(|_| EngineError::NotFound(format!("job {text}")));
     let (job_id, dependency) = (number(&job)?, number(&dependency)?);
-    let (file, _) = state.engine.dependency_artifact_file(token_id, job_id, dependency, &path).await?;
-    crate::artifact_download::artifact_download(&file, &path, &headers).await
+    let (stored, size) = state.engine.dependency_artifact_file(token_id, job_id, dependency, &path).await?;
+    crate::artifact_download::artifact_download(&stored, size, &path, &headers).await
 }

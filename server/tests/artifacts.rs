@@ -142,8 +142,10 @@ async fn uploads_are_limited_and_only_the_holding_runner_may_upload() {
         "the second file would pass 1000 bytes"
     );
     let (log, _) = t.log(job_id).await;
-    assert!(log.contains("Artifact b.bin was not uploaded: 413"), "{log}");
-    assert!(log.contains("exceed the limit of 1000 bytes"), "{log}");
+    assert!(
+        log.contains("Artifact b.bin was not uploaded: with its 600 bytes, the job's artifacts would exceed the limit of 1000 bytes"),
+        "the runner, told the limit, does not send a file the server would refuse:\n{log}"
+    );
 
     // Straight at the upload endpoint with another runner's token.
     let engine = &t.server.as_ref().unwrap().engine;

@@ -33,6 +33,9 @@ pub enum Needs {
     Docker,
     /// A PostgreSQL server (`TEST_DATABASE_URL`, set by scripts/with-postgres).
     Postgres,
+    /// An S3-compatible server (`USHER_TEST_S3_ENDPOINT`, set by scripts/with-s3) and a
+    /// PostgreSQL server (replicas sharing both).
+    ObjectStorage,
 }
 
 impl Needs {
@@ -45,6 +48,11 @@ impl Needs {
             Needs::Docker => Some("Docker (USHER_TEST_DOCKER_HOST not set; run under scripts/with-docker)"),
             Needs::Postgres if crate::db::postgres_url().is_some() || crate::db::postgres_required() => None,
             Needs::Postgres => Some("PostgreSQL (TEST_DATABASE_URL not set; run under scripts/with-postgres)"),
+            Needs::ObjectStorage if crate::s3::required() => None,
+            Needs::ObjectStorage if crate::s3::endpoint().is_none() => {
+                Some("S3-compatible storage (USHER_TEST_S3_ENDPOINT not set; run under scripts/with-s3)")
+            }
+            Needs::ObjectStorage => Needs::Postgres.missing(),
         }
     }
 }
@@ -84,7 +92,7 @@ where
 /// summary's.
 pub fn run(tests: Vec<Test>) -> ExitCode {
     let args = libtest_mimic::Arguments::from_args();
-    for needs in [Needs::Docker, Needs::Postgres] {
+    for needs in [Needs::Docker, Needs::Postgres, Needs::ObjectStorage] {
         let skipped = tests.iter().filter(|t| t.needs == needs).count();
         if let (Some(what), 1..) = (needs.missing(), skipped) {
             // Straight to the terminal, past any output capture.

@@ -3,7 +3,7 @@
 //! runners and their fixtures the same way. [`server`] runs Usher in the test's own
 //! process; [`process`] runs the real `usher` and `usher-runner` binaries; [`events`],
 //! [`procs`] and [`db`] watch what they do; [`runner_socket`] speaks a runner's protocol
-//! by hand; [`docker`] and [`git`] are the outside
+//! by hand; [`docker`], [`git`] and [`s3`] are the outside
 //! services jobs talk to; [`harness`] runs a test binary whose tests need a service
 //! that may be missing, and reports those tests as ignored instead of passed.
 //!
@@ -20,6 +20,7 @@ pub mod harness;
 pub mod process;
 pub mod procs;
 pub mod runner_socket;
+pub mod s3;
 pub mod server;
 
 pub use db::fresh_postgres;

@@ -519,7 +519,10 @@ async fn artifacts_are_taken_from_the_holding_runner_within_the_limit() {
         let list = engine.list_artifacts(&admin, job).await.unwrap();
         assert_eq!(list.len(), 1);
         assert_eq!((list[0].path.as_str(), list[0].size), ("out/a.txt", 8));
-        let (file, size) = engine.artifact_file(&admin, job, "out/a.txt").await.unwrap();
+        let (stored, size) = engine.artifact_file(&admin, job, "out/a.txt").await.unwrap();
+        let usher_engine::artifact_storage::StoredArtifact::File(file) = stored else {
+            panic!("{}: not kept in the artifacts dir: {stored:?}", db.name)
+        };
         assert_eq!((std::fs::read_to_string(file).unwrap().as_str(), size), ("abcdefgh", 8));
 
         engine.finish_job(r, job, report(0)).await.unwrap();

@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use usher_core::api::{Artifact, CancelRequest, ErrorBody, Job, TimelineEvent};
-use usher_engine::{Engine, EngineError};
+use usher_engine::Engine;
 
 use crate::caller::Caller;
 use crate::error::{ApiError, ApiResult};
@@ -119,8 +119,8 @@ pub async fn download_artifact(
     ApiPath((p, path)): ApiPath<(String, String)>,
     headers: axum::http::HeaderMap,
 ) -> ApiResult<Response> {
-    let (file_path, _size) = engine.artifact_file(&actor, id(&p, "job")?, &path).await?;
-    crate::artifact_download::artifact_download(&file_path, &path, &headers).await
+    let (stored, size) = engine.artifact_file(&actor, id(&p, "job")?, &path).await?;
+    crate::artifact_download::artifact_download(&stored, size, &path, &headers).await
 }
 
 #[utoipa::path(post, path = "/jobs/{id}/retry", tag = "jobs", params(("id" = i64, Path, description = "The job id")),
