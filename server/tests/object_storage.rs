@@ -19,6 +19,7 @@ fn main() -> std::process::ExitCode {
             an_upload_over_the_limit_leaves_nothing_in_the_bucket,
             expiry_and_the_storage_cap_delete_from_the_bucket,
             a_bucket_the_server_cannot_use_stops_the_start,
+            the_usher_command_takes_its_bucket_from_flags_and_aws_variables,
         ];
     ])
 }
@@ -284,4 +285,70 @@ async fn a_bucket_the_server_cannot_use_stops_the_start() {
         let error = usher_engine::artifact_storage::Bucket::open(bad, s3::settings()).unwrap_err();
         assert!(error.contains(bad) && error.contains("s3://BUCKET"), "{bad}: {error}");
     }
+}
+
+/// `usher serve` as an operator runs it: the bucket from `USHER_ARTIFACTS_URL` and
+/// `USHER_S3_ENDPOINT` (then from the flags), the credentials from the `AWS_*`
+/// variables — which jobs never see.
+async fn the_usher_command_takes_its_bucket_from_flags_and_aws_variables() {
+    let url = s3::fresh_url();
+    let prefix = url.trim_start_matches(&format!("s3://{}/", s3::BUCKET)).to_string();
+    let endpoint = s3::endpoint().unwrap();
+    let aws: Vec<(String, String)> = s3::settings().into_iter().filter(|(k, _)| k != "AWS_ENDPOINT").collect();
+    let mut env: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    env.push(("USHER_ARTIFACTS_URL", &url));
+    let dir = tempfile::tempdir().unwrap();
+    let usher = env!("CARGO_BIN_EXE_usher");
+    let addr = format!("127.0.0.1:{}", free_port());
+    let mut t = TestServer::detached();
+    env.push(("USHER_S3_ENDPOINT", &endpoint));
+    let (server, base) = spawn_usher(usher, dir.path(), &addr, 1, &env);
+    t.base = base;
+    let pipeline = t
+        .pipeline(&format!(
+            "keep:\n  variables:\n    USHER_TEST_RUN: \"{}\"\n  artifacts:\n    paths: [out.txt]\n  script:\n    - echo kept > out.txt\n    - echo \"aws_vars=$(env | grep -c '^AWS_' || true)\"\n",
+            t.run_marker
+        ))
+        .await;
+    let job = TestServer::job_id(&pipeline, "keep");
+    t.wait_for_status(job, "success").await;
+    let (log, _) = t.log(job).await;
+    assert_eq!(
+        log_value(&log, "aws_vars"),
+        "0",
+        "a job sees none of the server's AWS_* variables:\n{log}"
+    );
+    assert!(!log.contains("usher-test-secret"), "{log}");
+    assert_eq!(s3::keys_under(&prefix).await, [(format!("{prefix}/job-{job}/out.txt"), 5)]);
+    let body = download(&t, job, "out.txt", None).await.text().await.unwrap();
+    assert_eq!(body, "kept\n");
+    drop(server);
+
+    // A bucket that is not there: the command says why and exits 1.
+    let mut refused = OwnedChild::spawn(
+        std::process::Command::new(usher)
+            .args(["serve", "--addr", &format!("127.0.0.1:{}", free_port()), "--local-runners", "0"])
+            .args(["--artifacts-url", "s3://no-such-bucket/usher", "--s3-endpoint", &endpoint])
+            .env("USHER_DATA_DIR", dir.path().join("other"))
+            .env_remove("USHER_ARTIFACTS_URL")
+            .envs(aws.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped()),
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = refused.try_wait().unwrap() {
+            break status;
+        }
+        assert!(std::time::Instant::now() < deadline, "usher started with a missing bucket");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(refused.stderr.as_mut().unwrap(), &mut stderr).unwrap();
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("s3://no-such-bucket/usher") && stderr.contains("cannot write"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("usher-test-secret"), "{stderr}");
 }
