@@ -53,14 +53,15 @@ impl Engine {
         })
     }
 
-    /// Where artifacts are kept: the bucket when there is one, else the directory; None
-    /// when neither is set (uploads are refused).
+    /// Where artifacts are kept: the bucket when there is one (uploads are received into
+    /// the directory first), else the directory; None without a directory (uploads are
+    /// refused).
     pub(crate) fn artifact_storage(&self) -> Option<ArtifactStorage<'_>> {
         let settings = &self.inner.settings;
         match (&settings.artifacts_bucket, &settings.artifacts_dir) {
-            (Some(bucket), _) => Some(ArtifactStorage::Bucket(bucket)),
+            (Some(bucket), Some(dir)) => Some(ArtifactStorage::Bucket { bucket, spool: dir }),
             (None, Some(dir)) => Some(ArtifactStorage::Dir(dir)),
-            (None, None) => None,
+            (_, None) => None,
         }
     }
 

@@ -96,13 +96,20 @@ impl Engine {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             let mut ticks: u64 = 0;
+            // Retention runs beside the reapers (deleting from a slow bucket must not hold
+            // up cancels), one pass at a time; dropping the set stops it with the reaper.
+            let mut retention = tokio::task::JoinSet::new();
             loop {
                 tick.tick().await;
                 // Retention at start, then about every ten seconds.
-                if ticks.is_multiple_of(10)
-                    && let Err(e) = engine.apply_retention().await
-                {
-                    tracing::warn!("retention: {e}");
+                while retention.try_join_next().is_some() {}
+                if ticks.is_multiple_of(10) && retention.is_empty() {
+                    let engine = engine.clone();
+                    retention.spawn(async move {
+                        if let Err(e) = engine.apply_retention().await {
+                            tracing::warn!("retention: {e}");
+                        }
+                    });
                 }
                 ticks += 1;
                 if let Err(e) = engine.reap_overdue_cancels().await {

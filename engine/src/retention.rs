@@ -22,8 +22,9 @@ impl Engine {
     pub async fn apply_retention(&self) -> Result<Removed, EngineError> {
         let mut removed = Removed::default();
         for (job_id, path) in self.store().due_artifacts(&now()).await? {
-            self.remove_artifact(job_id, &path).await?;
-            removed.artifacts += 1;
+            if self.remove_artifact(job_id, &path).await {
+                removed.artifacts += 1;
+            }
         }
         let Some(cap) = self.inner.settings.max_storage_bytes else {
             return Ok(removed);
@@ -31,16 +32,21 @@ impl Engine {
         let (mut artifacts, mut logs) = self.store().stored_bytes().await?;
         while artifacts + logs > cap && artifacts > 0 {
             let oldest = self.store().oldest_artifacts(100).await?;
-            if oldest.is_empty() {
-                break;
-            }
+            let mut progressed = false;
             for (job_id, path, size) in oldest {
                 if artifacts + logs <= cap {
                     break;
                 }
-                self.remove_artifact(job_id, &path).await?;
-                artifacts = artifacts.saturating_sub(size);
-                removed.artifacts += 1;
+                if self.remove_artifact(job_id, &path).await {
+                    artifacts = artifacts.saturating_sub(size);
+                    removed.artifacts += 1;
+                    progressed = true;
+                }
+            }
+            // None of the oldest could be deleted (the storage is down, say): the next
+            // pass tries again; the logs below still make room meanwhile.
+            if !progressed {
+                break;
             }
         }
         while artifacts + logs > cap {
@@ -63,12 +69,22 @@ impl Engine {
         Ok(removed)
     }
 
-    async fn remove_artifact(&self, job_id: i64, path: &str) -> Result<(), EngineError> {
-        if let Some(storage) = self.artifact_storage() {
-            // A file that cannot be deleted now (the bucket unreachable, say) is tried
-            // again by the next pass: it stays unexpired until it is gone.
-            storage.remove(job_id, path).await?;
+    /// Deletes one artifact's file and marks it expired; whether it did. One that cannot
+    /// be deleted now (the bucket unreachable, say) is logged and stays as it is, for the
+    /// next pass; it holds up none of the others.
+    async fn remove_artifact(&self, job_id: i64, path: &str) -> bool {
+        if let Some(storage) = self.artifact_storage()
+            && let Err(e) = storage.remove(job_id, path).await
+        {
+            tracing::warn!(job = job_id, path, "retention could not delete an artifact: {e}");
+            return false;
         }
-        self.store().mark_artifact_expired(job_id, path).await
+        match self.store().mark_artifact_expired(job_id, path).await {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(job = job_id, path, "retention could not mark an artifact expired: {e}");
+                false
+            }
+        }
     }
 }

@@ -21,12 +21,16 @@ pub async fn artifact_download(stored: &StoredArtifact, size: u64, path: &str, h
     let mut response = match stored {
         StoredArtifact::File(file) => file_response(file, path, headers).await?,
         StoredArtifact::Object { bucket, key } => {
-            let range = headers
-                .get(header::RANGE)
-                .filter(|_| !headers.contains_key(header::IF_RANGE))
-                .map(|value| requested_range(value, size));
-            match range {
-                Some(None) => {
+            let asked = match headers.get(header::RANGE) {
+                // Without validators of ours, an `If-Range` cannot match: the whole file.
+                Some(_) if headers.contains_key(header::IF_RANGE) => Asked::Whole,
+                Some(value) => requested_range(value, size),
+                None => Asked::Whole,
+            };
+            let range = match asked {
+                Asked::Whole => None,
+                Asked::Part(range) => Some(*range.start()..range.end() + 1),
+                Asked::Unsatisfiable => {
                     let mut refused = Response::new(axum::body::Body::empty());
                     *refused.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
                     refused
@@ -34,25 +38,21 @@ pub async fn artifact_download(stored: &StoredArtifact, size: u64, path: &str, h
                         .insert(header::CONTENT_RANGE, header_value(&format!("bytes */{size}")));
                     return Ok(refused);
                 }
-                Some(Some(range)) => {
-                    let body = bucket.read(key, Some(*range.start()..range.end() + 1)).await?;
-                    let mut partial = Response::new(axum::body::Body::from_stream(body));
-                    *partial.status_mut() = StatusCode::PARTIAL_CONTENT;
-                    let h = partial.headers_mut();
-                    h.insert(
-                        header::CONTENT_RANGE,
-                        header_value(&format!("bytes {}-{}/{size}", range.start(), range.end())),
-                    );
-                    h.insert(header::CONTENT_LENGTH, header_value(&(range.end() - range.start() + 1).to_string()));
-                    partial
-                }
-                None => {
-                    let body = bucket.read(key, None).await?;
-                    let mut whole = Response::new(axum::body::Body::from_stream(body));
-                    whole.headers_mut().insert(header::CONTENT_LENGTH, header_value(&size.to_string()));
-                    whole
-                }
+            };
+            let partial = range.is_some();
+            // The headers say what the bucket sent, should the recorded size be stale.
+            let read = bucket.read(key, range).await?;
+            let length = read.range.end - read.range.start;
+            let mut response = Response::new(axum::body::Body::from_stream(read.body));
+            let h = response.headers_mut();
+            h.insert(header::CONTENT_LENGTH, header_value(&length.to_string()));
+            if partial {
+                *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+                let last = read.range.end.saturating_sub(1);
+                let content_range = format!("bytes {}-{last}/{}", read.range.start, read.size);
+                response.headers_mut().insert(header::CONTENT_RANGE, header_value(&content_range));
             }
+            response
         }
     };
     let name = path.rsplit('/').next().unwrap_or("artifact");
@@ -71,17 +71,31 @@ pub async fn artifact_download(stored: &StoredArtifact, size: u64, path: &str, h
     Ok(response)
 }
 
-/// The one range of a `Range` header within a file of `size` bytes; None when it is not
-/// satisfiable (or not understood), which is answered 416. Several ranges get the whole
-/// file, as HTTP allows (a download never needs a multipart answer).
-fn requested_range(value: &HeaderValue, size: u64) -> Option<std::ops::RangeInclusive<u64>> {
-    let ranges = http_range_header::parse_range_header(value.to_str().ok()?)
-        .ok()?
-        .validate(size)
-        .ok()?;
-    match ranges.as_slice() {
-        [one] => Some(one.clone()),
-        _ => Some(0..=size.saturating_sub(1)),
+/// What a `Range` header asks of a file of `size` bytes.
+enum Asked {
+    Whole,
+    Part(std::ops::RangeInclusive<u64>),
+    Unsatisfiable,
+}
+
+/// One satisfiable range is sent as asked; none is 416. A header that is not a byte
+/// range (or not understood), several ranges (a download never needs a multipart
+/// answer), or any range of an empty file get the whole file, as HTTP allows.
+fn requested_range(value: &axum::http::HeaderValue, size: u64) -> Asked {
+    let Some(parsed) = value
+        .to_str()
+        .ok()
+        .and_then(|text| http_range_header::parse_range_header(text).ok())
+    else {
+        return Asked::Whole;
+    };
+    if size == 0 {
+        return Asked::Whole;
+    }
+    match parsed.validate(size).as_deref() {
+        Ok([one]) => Asked::Part(one.clone()),
+        Ok(_) => Asked::Whole,
+        Err(_) => Asked::Unsatisfiable,
     }
 }
 

@@ -68,7 +68,7 @@ build:
   artifacts:
     paths: [out/, big.bin]
   script:
-    - mkdir -p out && echo hello > out/a.txt
+    - mkdir -p out && echo hello > out/a.txt && touch out/empty
     # 12 MiB: more than one part of a multipart upload.
     - head -c 12582912 /dev/urandom > big.bin
     - echo "built=$(sha256sum big.bin | cut -c1-64)"
@@ -104,6 +104,7 @@ async fn two_replicas_serve_each_others_artifacts_from_the_bucket() {
         json!([
             {"path": "big.bin", "size": 12582912, "expires_at": null, "expired": false},
             {"path": "out/a.txt", "size": 6, "expires_at": null, "expired": false},
+            {"path": "out/empty", "size": 0, "expires_at": null, "expired": false},
         ])
     );
     let prefix = url.trim_start_matches(&format!("s3://{}/", s3::BUCKET)).to_string();
@@ -114,6 +115,7 @@ async fn two_replicas_serve_each_others_artifacts_from_the_bucket() {
         [
             (format!("{prefix}/job-{build}/big.bin"), 12582912),
             (format!("{prefix}/job-{build}/out/a.txt"), 6),
+            (format!("{prefix}/job-{build}/out/empty"), 0),
         ],
         "the bucket holds exactly the artifacts"
     );
@@ -136,6 +138,24 @@ async fn two_replicas_serve_each_others_artifacts_from_the_bucket() {
     let outside = download(&b, build, "out/a.txt", Some("bytes=10-20")).await;
     assert_eq!(outside.status(), 416);
     assert_eq!(outside.headers()["content-range"], "bytes */6");
+    for (range, why) in [
+        ("bytes=0-1,3-4", "several ranges"),
+        ("lines=1-2", "not a byte range"),
+        ("bytes=x", "not understood"),
+    ] {
+        let whole = download(&b, build, "out/a.txt", Some(range)).await;
+        assert_eq!(
+            (whole.status().as_u16(), whole.text().await.unwrap()),
+            (200, "hello\n".to_string()),
+            "{why}"
+        );
+    }
+    let empty = download(&b, build, "out/empty", Some("bytes=0-")).await;
+    assert_eq!(
+        (empty.status().as_u16(), empty.text().await.unwrap()),
+        (200, String::new()),
+        "an empty file, whole"
+    );
     let big = download(&b, build, "big.bin", None).await;
     assert_eq!(big.status(), 200);
     assert_eq!(big.headers()["content-length"], "12582912");
