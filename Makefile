@@ -5,15 +5,21 @@ TARGET_DIR := $(or $(CARGO_TARGET_DIR),$(CURDIR)/target)
 # cargo-leptos writes the site (JS, WASM, CSS, assets) to <cargo target dir>/site.
 export LEPTOS_SITE_ROOT := $(TARGET_DIR)/site
 
-.PHONY: run test lint build-release build-debug test-rust test-e2e test-fuzz screenshots bench bench-replicas bench-peers bench-browser clean
+.PHONY: run test lint build-release build-debug build-debug-site test-rust test-e2e test-fuzz screenshots bench bench-replicas bench-peers bench-browser clean images test-images
 
-## Install what is missing, build in release mode, serve http://127.0.0.1:3000
-## (SQLite under ./data, one local runner, the demo project). It serves its own copy of
-## the site, so a `make test` meanwhile (which rebuilds target/site) cannot pull the
-## WASM from under the running pages.
-run: build-release
+## Install what is missing, build, serve http://127.0.0.1:3000 (SQLite under ./data, one
+## local runner, the demo project). It builds what `make test` tests (the debug build:
+## on a fresh 2-core machine it is 4 minutes where release takes 11, see README "First
+## start"); `make build-release` is the build to deploy. It serves its own copy of the
+## site, so a `make test` meanwhile (which rebuilds target/site) cannot pull the WASM
+## from under the running pages.
+run: build-debug-site
 	rm -rf $(TARGET_DIR)/site-run && cp -r $(TARGET_DIR)/site $(TARGET_DIR)/site-run
-	LEPTOS_SITE_ROOT=$(TARGET_DIR)/site-run $(TARGET_DIR)/release/usher serve --addr 127.0.0.1:3000 --data-dir ./data --local-runners 1 --demo
+	LEPTOS_SITE_ROOT=$(TARGET_DIR)/site-run $(TARGET_DIR)/debug/usher serve --addr 127.0.0.1:3000 --data-dir ./data --local-runners 1 --demo
+
+build-debug-site:
+	scripts/setup
+	cargo leptos build --split
 
 # `--split`: each page's code is a WASM chunk of its own, loaded when the page is shown
 # (app/src/page_chunks.rs); the WASM imports the chunk loader, so every build splits.
@@ -41,7 +47,7 @@ lint:
 
 build-debug:
 	scripts/setup --test
-	cargo leptos build --split
+	$(MAKE) build-debug-site
 
 # Against SQLite and a throwaway PostgreSQL cluster (scripts/with-postgres), with a
 # private Docker engine for the docker executor (scripts/with-docker) and an S3 server
@@ -90,3 +96,19 @@ bench-browser: build-release
 
 clean:
 	cargo clean
+
+## The container images (images/Dockerfile): usher:local (server and site) and
+## usher-runner:local (with the docker command line), built from source on top of
+## usher-base:local and usher-builder:local (debian:bookworm-slim and rust:1.95-bookworm
+## with the build tools). images/compose.yaml runs them with PostgreSQL.
+images:
+	docker build -t usher-base:local -f images/base.Dockerfile images
+	docker build -t usher-builder:local -f images/builder.Dockerfile images
+	docker build --target server -t usher:local -f images/Dockerfile .
+	docker build --target runner -t usher-runner:local -f images/Dockerfile .
+
+## The images built offline against a private Docker engine, from base images made of
+## Debian's packages, and a pipeline with a graceful cancel through images/compose.yaml
+## (scripts/test-images; ~25 minutes, so not part of `make test`).
+test-images:
+	scripts/test-images
