@@ -383,6 +383,28 @@ impl ArtifactStorage<'_> {
     }
 }
 
+/// Deletes what uploads cut short by a crash of this server left in the artifacts
+/// directory `dir` (temporary `.upload-*` files, in it and in its `job-*` directories);
+/// how many. Called at start, before any upload.
+pub fn remove_leftover_uploads(dir: &Path) -> usize {
+    let leftovers = |dir: &Path| -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with(".upload-"))
+            .map(|entry| entry.path())
+            .collect()
+    };
+    let mut found = leftovers(dir);
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if entry.file_name().to_string_lossy().starts_with("job-") && entry.path().is_dir() {
+            found.extend(leftovers(&entry.path()));
+        }
+    }
+    found.iter().filter(|file| std::fs::remove_file(file).is_ok()).count()
+}
+
 /// Writes `body` to a new file at `temporary`, refusing it with `too_large()` once it
 /// passes `allowed` bytes; its size.
 async fn write_limited<S, B, E>(
@@ -475,6 +497,19 @@ mod tests {
         assert!(!redacted.contains("41 57"), "{redacted}");
         assert!(redacted.contains("SignatureDoesNotMatch"), "the cause stays: {redacted}");
         assert!(!format!("{b:?}").contains("wJalr"), "Debug shows the URL only");
+    }
+
+    #[test]
+    fn uploads_a_crash_cut_short_are_removed_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let job = dir.path().join("job-3");
+        std::fs::create_dir_all(&job).unwrap();
+        for file in [".upload-ab12", "job-3/.upload-cd34", "job-3/kept.txt"] {
+            std::fs::write(dir.path().join(file), "x").unwrap();
+        }
+        assert_eq!(remove_leftover_uploads(dir.path()), 2);
+        assert!(job.join("kept.txt").exists(), "artifacts stay");
+        assert!(!dir.path().join(".upload-ab12").exists() && !job.join(".upload-cd34").exists());
     }
 
     #[test]

@@ -175,6 +175,12 @@ pub async fn start(opts: ServeOptions) -> Result<Server, String> {
     if settings.artifacts_dir.is_none() {
         settings.artifacts_dir = Some(std::path::absolute(opts.data_dir.join("artifacts")).map_err(|e| e.to_string())?);
     }
+    if let Some(dir) = &settings.artifacts_dir {
+        let removed = usher_engine::artifact_storage::remove_leftover_uploads(dir);
+        if removed > 0 {
+            tracing::info!(removed, "removed the temporary files of uploads cut short by an earlier stop");
+        }
+    }
     if let Some(bucket) = &settings.artifacts_bucket {
         bucket.check().await?;
     }
