@@ -12,13 +12,17 @@ use crate::error::ApiError;
 pub use usher_engine::auth::{SESSION_COOKIE, bearer, cookie};
 
 /// Whether a browser request comes from a page of this server: `Sec-Fetch-Site` says
-/// same-origin (or user-initiated), or `Origin` names this host. A request carrying
+/// same-origin (or user-initiated), or `Origin` names this host — the `Host` header, or
+/// over HTTP/2 (which has none) the request's `:authority`, in `uri`. A request carrying
 /// neither is refused, since every current browser sends at least one.
-pub fn is_same_origin(headers: &HeaderMap) -> bool {
+pub fn is_same_origin(headers: &HeaderMap, uri: &axum::http::Uri) -> bool {
     if let Some(site) = headers.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
         return site == "same-origin" || site == "none";
     }
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+    let host = headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| uri.authority().map(|a| a.as_str()));
     let origin = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok());
     match (origin, host) {
         (Some(origin), Some(host)) => origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://")) == Some(host),

@@ -64,13 +64,14 @@ const SEND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub async fn events_ws(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     ApiQuery(filter): ApiQuery<EventFilter>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let actor = state.engine.authenticate_request(&headers).await?;
     actor.require(usher_core::roles::Action::Read)?;
     // A cookie-authenticated socket must be opened by one of our own pages.
-    if bearer(&headers).is_none() && !is_same_origin(&headers) {
+    if bearer(&headers).is_none() && !is_same_origin(&headers, &uri) {
         return Err(ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-site websocket refused"));
     }
     let upgrade = upgrade.map_err(crate::error::not_a_websocket)?;

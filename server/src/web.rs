@@ -129,7 +129,7 @@ async fn refuse_cross_site(req: Request, next: Next) -> Response {
     let safe = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
     let browser_write =
         !safe && bearer(req.headers()).is_none() && (cookie(req.headers(), SESSION_COOKIE).is_some() || req.uri().path() == "/auth/login");
-    if browser_write && !is_same_origin(req.headers()) {
+    if browser_write && !is_same_origin(req.headers(), req.uri()) {
         return ApiError::new(StatusCode::FORBIDDEN, "forbidden", "cross-site request refused").into_response();
     }
     next.run(req).await

@@ -120,6 +120,9 @@ async fn a_remote_runner_over_tls_runs_and_cancels_a_job() {
         .send()
         .await
         .unwrap();
+    // Over HTTPS the client speaks HTTP/2, as browsers do, where there is no Host
+    // header: the same-origin check reads the request's authority instead.
+    assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     let cookie = resp.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.contains("; Secure"), "{cookie}");
 }
