@@ -107,7 +107,7 @@ async fn two_replicas_serve_each_others_artifacts_from_the_bucket() {
             {"path": "out/empty", "size": 0, "expires_at": null, "expired": false},
         ])
     );
-    let prefix = url.trim_start_matches(&format!("s3://{}/", s3::BUCKET)).to_string();
+    let prefix = s3::prefix_of(&url);
     let mut keys = s3::keys_under(&prefix).await;
     keys.sort();
     assert_eq!(
@@ -168,7 +168,7 @@ async fn two_replicas_serve_each_others_artifacts_from_the_bucket() {
 
 async fn an_upload_over_the_limit_leaves_nothing_in_the_bucket() {
     let url = s3::fresh_url();
-    let prefix = url.trim_start_matches(&format!("s3://{}/", s3::BUCKET)).to_string();
+    let prefix = s3::prefix_of(&url);
     let t = TestServer::start_with(
         None,
         0,
@@ -226,7 +226,7 @@ async fn an_upload_over_the_limit_leaves_nothing_in_the_bucket() {
 
 async fn expiry_and_the_storage_cap_delete_from_the_bucket() {
     let url = s3::fresh_url();
-    let prefix = url.trim_start_matches(&format!("s3://{}/", s3::BUCKET)).to_string();
+    let prefix = s3::prefix_of(&url);
     let t = TestServer::start_with(
         None,
         1,
@@ -312,7 +312,7 @@ async fn a_bucket_the_server_cannot_use_stops_the_start() {
 /// variables — which jobs never see.
 async fn the_usher_command_takes_its_bucket_from_flags_and_aws_variables() {
     let url = s3::fresh_url();
-    let prefix = url.trim_start_matches(&format!("s3://{}/", s3::BUCKET)).to_string();
+    let prefix = s3::prefix_of(&url);
     let endpoint = s3::endpoint().unwrap();
     let aws: Vec<(String, String)> = s3::settings().into_iter().filter(|(k, _)| k != "AWS_ENDPOINT").collect();
     let mut env: Vec<(&str, &str)> = aws.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

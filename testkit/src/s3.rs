@@ -38,6 +38,11 @@ pub fn fresh_url() -> String {
     format!("s3://{BUCKET}/test-{}", crate::rand_suffix())
 }
 
+/// The key prefix of a [`fresh_url`] (its part after the bucket).
+pub fn prefix_of(url: &str) -> String {
+    url.trim_start_matches(&format!("s3://{BUCKET}/")).to_string()
+}
+
 /// The bucket at `url` on the test server.
 pub fn bucket(url: &str) -> Bucket {
     Bucket::open(url, settings()).expect("the test bucket opens")

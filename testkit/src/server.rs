@@ -132,15 +132,7 @@ impl TestServer {
             .call("POST", "/api/v1/projects", Some(json!({"name": name, "ci_config": config})))
             .await;
         assert_eq!(status, 201, "{project}");
-        let (status, pipeline) = self
-            .call(
-                "POST",
-                &format!("/api/v1/projects/{}/pipelines", project["id"]),
-                Some(json!({"ref": "main"})),
-            )
-            .await;
-        assert_eq!(status, 201, "{pipeline}");
-        pipeline
+        self.pipeline_of_main(&project).await
     }
 
     /// Creates a project on the git repository at `url` (named `name` and a suffix) and
@@ -149,6 +141,11 @@ impl TestServer {
         let body = json!({"name": format!("{name}-{}", rand_suffix()), "repository_url": url});
         let (status, project) = self.call("POST", "/api/v1/projects", Some(body)).await;
         assert_eq!(status, 201, "{project}");
+        self.pipeline_of_main(&project).await
+    }
+
+    /// A new pipeline of `project`'s `main`.
+    async fn pipeline_of_main(&self, project: &Value) -> Value {
         let (status, pipeline) = self
             .call(
                 "POST",

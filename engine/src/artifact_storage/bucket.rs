@@ -80,20 +80,18 @@ impl Bucket {
             .filter(|(key, value)| (key == "AWS_SECRET_ACCESS_KEY" || key == "AWS_SESSION_TOKEN") && !value.is_empty())
             .map(|(_, value)| value.clone())
             .collect();
+        let allow_http = settings.iter().any(|(k, v)| k == "AWS_ENDPOINT" && v.starts_with("http://"));
         let build = |options: ClientOptions| {
             let mut builder = object_store::aws::AmazonS3Builder::new()
                 .with_bucket_name(name)
                 .with_virtual_hosted_style_request(false);
             for (key, value) in &settings {
-                if key == "AWS_ENDPOINT" && value.starts_with("http://") {
-                    builder = builder.with_allow_http(true);
-                }
                 if let Ok(config_key) = key.to_ascii_lowercase().parse() {
                     builder = builder.with_config(config_key, value);
                 }
             }
             builder
-                .with_client_options(options.with_allow_http(settings.iter().any(|(k, v)| k == "AWS_ENDPOINT" && v.starts_with("http://"))))
+                .with_client_options(options.with_allow_http(allow_http))
                 .build()
                 .map_err(|e| format!("artifacts URL {url:?}: {e}"))
         };
