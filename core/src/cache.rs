@@ -27,7 +27,7 @@ pub const MAX_KEY_BYTES: usize = 255;
 /// ones win): `$NAME` and `${NAME}` replaced by their values (an unset one by nothing,
 /// as GitLab does when a job runs), cut to [`MAX_KEY_BYTES`]; an empty key is `default`.
 pub fn assign(project_id: i64, config: &CacheConfig, variables: &[(String, String)]) -> CacheAssignment {
-    let mut key = expand(&config.key, variables);
+    let mut key = crate::variables::expand(&config.key, variables, crate::variables::Unset::Empty);
     if key.trim().is_empty() {
         key = "default".into();
     }
@@ -42,39 +42,6 @@ pub fn assign(project_id: i64, config: &CacheConfig, variables: &[(String, Strin
         policy: config.policy,
         when: config.when,
     }
-}
-
-/// `text` with `$NAME` and `${NAME}` replaced by the last value `variables` gives them.
-fn expand(text: &str, variables: &[(String, String)]) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let (name, consumed) = match after.strip_prefix('{') {
-            Some(inner) => match inner.find('}') {
-                Some(end) => (&inner[..end], end + 2),
-                None => ("", 0),
-            },
-            None => {
-                let end = after
-                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                    .unwrap_or(after.len());
-                (&after[..end], end)
-            }
-        };
-        if name.is_empty() {
-            out.push('$');
-            rest = after;
-            continue;
-        }
-        if let Some((_, value)) = variables.iter().rev().find(|(k, _)| k == name) {
-            out.push_str(value);
-        }
-        rest = &after[consumed..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// GitLab's `CI_COMMIT_REF_SLUG`: the ref lowercased, every character but `a-z` and

@@ -10,6 +10,7 @@
 //! - [`config`]: the CI YAML model (and, with the `parser` feature, its parser).
 //! - [`artifacts`]: when artifacts are kept and which paths are acceptable.
 //! - [`url`]: percent-encoding for the URLs Usher builds.
+//! - [`variables`]: `$NAME` expansion in the keys GitLab expands.
 
 pub mod api;
 pub mod artifacts;
@@ -30,6 +31,7 @@ pub mod repository;
 pub mod roles;
 pub mod status;
 pub mod url;
+pub mod variables;
 
 pub use api::FailureReason;
 pub use status::{JobEvent, Outcome, RunnerCommand, Status, StatusGroup};

@@ -105,48 +105,18 @@ pub(super) fn expand_variables(
     text: &str,
     variables: &[(String, String)],
 ) -> Result<String, ConfigError> {
-    if !text.contains('$') {
-        return Ok(text.to_string());
+    if let Some(name) = crate::variables::names(text)
+        .into_iter()
+        .find(|n| !variables.iter().any(|(k, _)| k == n))
+    {
+        return Err(job_error(
+            source,
+            job,
+            key,
+            format!("`{key}` uses `${name}`, which this file does not set (Usher expands only the file's own variables here)"),
+        ));
     }
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        let (name, consumed) = if let Some(inner) = after.strip_prefix('{') {
-            match inner.find('}') {
-                Some(end) => (&inner[..end], end + 2),
-                None => ("", 0),
-            }
-        } else {
-            let end = after
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(after.len());
-            (&after[..end], end)
-        };
-        if name.is_empty() {
-            out.push('$');
-            rest = after;
-            continue;
-        }
-        let value = variables
-            .iter()
-            .rev()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.clone())
-            .ok_or_else(|| {
-                job_error(
-                    source,
-                    job,
-                    key,
-                    format!("`{key}` uses `${name}`, which this file does not set (Usher expands only the file's own variables here)"),
-                )
-            })?;
-        out.push_str(&value);
-        rest = &after[consumed..];
-    }
-    out.push_str(rest);
-    Ok(out)
+    Ok(crate::variables::expand(text, variables, crate::variables::Unset::Empty))
 }
 
 pub(super) fn artifacts(source: &str, job: &str, raw: Option<RawArtifacts>) -> Result<Option<ArtifactsConfig>, ConfigError> {
