@@ -201,6 +201,20 @@ impl Engine {
             .iter()
             .map(|c| usher_core::cache::assign(job.project_id, c, &variables))
             .collect();
+        // What the file did not set in `image` and `services` (its project's variables,
+        // Usher's), as GitLab expands them when a job runs; a name nothing sets stays as
+        // written, and the runner refuses the image, naming it.
+        let unset = usher_core::variables::Unset::Kept;
+        let image = spec.job.image.map(|i| usher_core::variables::expand(&i, &variables, unset));
+        let services = spec
+            .job
+            .services
+            .into_iter()
+            .map(|s| usher_core::config::Service {
+                name: usher_core::variables::expand(&s.name, &variables, unset),
+                ..s
+            })
+            .collect();
         Ok(JobAssignment {
             job_id: job.id,
             pipeline_id: job.pipeline_id,
@@ -224,8 +238,8 @@ impl Engine {
                 max_bytes: Some(self.inner.settings.max_artifact_bytes),
             }),
             checkout,
-            image: spec.job.image,
-            services: spec.job.services,
+            image,
+            services,
             masked,
             dependencies,
             dependencies_left_out,

@@ -70,6 +70,15 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
     };
     for wanted in std::iter::once(image).chain(job.services.iter().map(|s| s.name.as_str())) {
         run.log.note(&format!("Using image {wanted}"));
+        // The server expanded the job's variables in it; one nothing set is still there,
+        // and whatever they were set to must not reach docker as anything but a name.
+        if !usher_core::config::is_image_name(wanted) {
+            let unset = usher_core::variables::names(wanted);
+            return Err(StartError::Image(match unset.first() {
+                Some(name) => format!("image {wanted} names `${name}`, which nothing sets: set it as a project variable"),
+                None => format!("{wanted} is not an image name (e.g. alpine:3.20)"),
+            }));
+        }
         docker
             .ensure_image(wanted)
             .await

@@ -27,6 +27,7 @@ fn main() -> std::process::ExitCode {
             an_aborted_job_leaves_nothing_and_runs_no_after_script,
             jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_pull_failed,
             a_job_without_image_runs_in_the_runners_default_image,
+            an_images_variables_are_the_jobs_and_one_nothing_sets_fails_the_job_naming_it,
             random_cancels_leave_no_docker_objects,
             a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_again,
             a_containers_root_cannot_plant_a_link_where_the_runner_writes,
@@ -218,6 +219,50 @@ async fn a_job_without_image_runs_in_the_runners_default_image() {
     let job = t.wait_for_status(own, "failed").await;
     assert_eq!(job["failure_reason"], "image_pull_failed", "{job}");
     for id in [plain, own] {
+        assert_nothing_left(&host, &runners, id).await;
+    }
+    t.stop().await;
+}
+
+/// GitLab files name their registry by `$CI_REGISTRY`, which Usher does not set: a
+/// project variable does, when the job is assigned; a name nothing sets fails the job
+/// naming it, and no value makes the name reach docker as a flag.
+async fn an_images_variables_are_the_jobs_and_one_nothing_sets_fails_the_job_naming_it() {
+    let host = engine();
+    let t = TestServer::start_docker(&host, 1).await;
+    let runners = local_runners(&t, 1);
+    let (registry, path) = BUSYBOX.split_once('/').unwrap();
+    let config = format!(
+        "stages: [a, b, c]\nvariables: {{IMAGE_PATH: \"{path}\"}}\nset:\n  stage: a\n  image: $CI_REGISTRY/$IMAGE_PATH\n  script: [\"echo ran-in=$CI_REGISTRY\"]\nunset:\n  stage: b\n  needs: []\n  image: ${{CI_REGISTRY_IMAGE}}/tool:1\n  script: [echo never]\nflag:\n  stage: c\n  needs: []\n  image: $LOOKS_LIKE_A_FLAG\n  script: [echo never]\n"
+    );
+    let body = json!({"name": format!("images-{}", rand_suffix()), "ci_config": config});
+    let (status, project) = t.call("POST", "/api/v1/projects", Some(body)).await;
+    assert_eq!(status, 201, "{project}");
+    let variables = format!("/api/v1/projects/{}/variables", project["id"]);
+    for (key, value) in [("CI_REGISTRY", registry), ("LOOKS_LIKE_A_FLAG", "--privileged")] {
+        let (status, answer) = t.call("POST", &variables, Some(json!({"key": key, "value": value}))).await;
+        assert_eq!(status, 201, "{key}: {answer}");
+    }
+    let pipeline = t.pipeline_of_main(&project).await;
+    let set = TestServer::job_id(&pipeline, "set");
+    t.wait_for_status(set, "success").await;
+    let (log, _) = t.log(set).await;
+    assert!(
+        log.contains(&format!("Using image {BUSYBOX}")) && log.contains(&format!("ran-in={registry}")),
+        "{log}"
+    );
+    for (name, why) in [
+        (
+            "unset",
+            "image ${CI_REGISTRY_IMAGE}/tool:1 names `$CI_REGISTRY_IMAGE`, which nothing sets",
+        ),
+        ("flag", "--privileged is not an image name"),
+    ] {
+        let id = TestServer::job_id(&pipeline, name);
+        let job = t.wait_for_status(id, "failed").await;
+        assert_eq!(job["failure_reason"], "image_pull_failed", "{job}");
+        let (log, _) = t.log(id).await;
+        assert!(log.contains(why), "{name}: {log}");
         assert_nothing_left(&host, &runners, id).await;
     }
     t.stop().await;

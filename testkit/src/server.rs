@@ -145,7 +145,7 @@ impl TestServer {
     }
 
     /// A new pipeline of `project`'s `main`.
-    async fn pipeline_of_main(&self, project: &Value) -> Value {
+    pub async fn pipeline_of_main(&self, project: &Value) -> Value {
         let (status, pipeline) = self
             .call(
                 "POST",

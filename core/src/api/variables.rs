@@ -16,7 +16,8 @@ pub struct Variable {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CreateVariable {
-    /// `[A-Za-z_][A-Za-z0-9_]*`, not `CI` or `CI_*`.
+    /// `[A-Za-z_][A-Za-z0-9_]*`, not one Usher sets for every job (`CI`, `CI_JOB_ID`…;
+    /// GitLab's others, like `CI_REGISTRY`, may be set).
     pub key: String,
     /// Write-only: no answer ever shows it.
     pub value: String,
@@ -34,8 +35,13 @@ impl CreateVariable {
         if !well_formed || self.key.len() > 255 {
             return Some("`key` must be letters, digits and `_` (at most 255), not starting with a digit".into());
         }
-        if crate::config::limits::is_reserved_variable(&self.key) {
-            return Some(format!("`{}` is set by Usher; variables named CI or CI_* cannot be set", self.key));
+        // GitLab's other `CI_*` names (`CI_REGISTRY`, `CI_SERVER_HOST`…), which Usher does
+        // not set, are the project's to set, as they are the CI file's.
+        if crate::config::limits::is_set_by_usher(&self.key) {
+            return Some(format!(
+                "`{}` is set by Usher for every job; it cannot be a project variable",
+                self.key
+            ));
         }
         if self.value.len() > 64 * 1024 {
             return Some("`value` is longer than 64 KiB".into());

@@ -96,7 +96,7 @@ pub(super) fn defaults_taken(all: &RawJob, inherit: &Option<Inherit>) -> RawJob 
 }
 
 /// `$NAME` and `${NAME}` in `text` replaced by the YAML variables' values (GitLab
-/// expands `image`, `services` and `tags` this way); a name the file does not set is
+/// expands `tags` and `resource_group` this way); a name the file does not set is
 /// refused, since Usher cannot know what GitLab would have put there.
 pub(super) fn expand_variables(
     source: &str,
@@ -347,10 +347,23 @@ pub(super) fn coverage(source: &str, job: &str, raw: Option<String>) -> Result<O
     Ok(Some(pattern.to_string()))
 }
 
-/// The job's image, checked to be an image name ([`super::is_image_name`]).
+/// An `image` or a service's name with the file's variables put in; a name the file does
+/// not set is kept as written, for the job's own variables (its project's, Usher's) to
+/// set when it is assigned, as GitLab expands them when a job runs.
+pub(super) fn expand_image(image: &str, variables: &[(String, String)]) -> String {
+    crate::variables::expand(image, variables, crate::variables::Unset::Kept)
+}
+
+/// The job's image, checked to be an image name ([`super::is_image_name`]) whatever the
+/// names still in it are set to (an image name's characters stand for them here: the
+/// engine checks the name again once they are set).
 pub(super) fn container_image(source: &str, job: &str, image: Option<String>) -> Result<Option<String>, ConfigError> {
     let Some(image) = image else { return Ok(None) };
-    if !super::is_image_name(&image) {
+    let placeholders: Vec<(String, String)> = crate::variables::names(&image)
+        .into_iter()
+        .map(|n| (n.to_string(), "x".to_string()))
+        .collect();
+    if !super::is_image_name(&crate::variables::expand(&image, &placeholders, crate::variables::Unset::Empty)) {
         return Err(job_error(
             source,
             job,
@@ -378,7 +391,7 @@ pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables:
                 (m.name, m.alias)
             }
         };
-        let name = expand_variables(source, job, "services", &name, variables)?;
+        let name = expand_image(&name, variables);
         let name = container_image(source, job, Some(name))?.unwrap_or_default();
         let alias = alias.unwrap_or_else(|| default_alias(&name));
         let valid_alias = !alias.is_empty()

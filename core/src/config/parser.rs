@@ -4,8 +4,8 @@
 use super::conditions::{read_ref_filter, read_rules};
 use super::expand::{Expanded, Refusal, expand};
 use super::keywords_read::{
-    allow_failure, artifacts, caches, container_image, coverage, defaults_taken, expand_variables, refuse_unsupported, resource_group,
-    retry, seconds, services,
+    allow_failure, artifacts, caches, container_image, coverage, defaults_taken, expand_image, expand_variables, refuse_unsupported,
+    resource_group, retry, seconds, services,
 };
 use super::raw::{Inherit, Lines, RawEnvironment, RawImage, RawJob, RawNeed, RawWorkflow, Variables};
 use super::refusals::{job_error, line_of_field, line_of_key, read_keys, refusal_error, syntax_error};
@@ -370,7 +370,7 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
                 Some(m.name)
             }
         };
-        let image = image.map(|i| expand_variables(source, at, "image", &i, &yaml_vars)).transpose()?;
+        let image = image.map(|i| expand_image(&i, &yaml_vars));
         let tags = job
             .tags
             .clone()

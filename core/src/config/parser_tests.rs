@@ -89,6 +89,22 @@ fn bad_duration() {
 }
 
 #[test]
+fn image_variables_the_file_sets_are_put_in_and_the_others_kept_for_the_job() {
+    let cfg = parse(
+        "variables: {TAG: \"1.2\", GROUP: tools}\njob:\n  image: $CI_REGISTRY/${GROUP}/builder:$TAG\n  services: [\"$CI_REGISTRY_IMAGE/db:${TAG}\"]\n  script: [x]\n",
+    )
+    .unwrap();
+    assert_eq!(cfg.jobs[0].image.as_deref(), Some("$CI_REGISTRY/tools/builder:1.2"));
+    assert_eq!(cfg.jobs[0].services[0].name, "$CI_REGISTRY_IMAGE/db:1.2");
+    assert_eq!(cfg.jobs[0].services[0].alias, "db");
+    // Whatever the names are set to, what is around them must make an image name.
+    for image in ["\"-$X\"", "\"$X bad\"", "\"/$X\""] {
+        let err = parse(&format!("a:\n  script: [x]\n  image: {image}\n")).unwrap_err();
+        assert!(err.to_string().contains("not an image name"), "{image}: {err}");
+    }
+}
+
+#[test]
 fn image_and_services() {
     let cfg = parse(
         "default:\n  image: alpine:3.20\nunit:\n  services:\n    - registry.example.com/db/postgres:16\n    - name: redis:7\n      alias: cache\n  script: [x]\nlint:\n  image: rust@sha256:abc\n  script: [x]\n",
