@@ -65,10 +65,7 @@ fn add(out: &mut Dotenv, name: &str, value: &str, line: usize) {
 
 /// Why `name` cannot be handed over, if it cannot.
 fn refusal(name: &str) -> Option<String> {
-    let mut chars = name.chars();
-    let well_formed =
-        chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if !well_formed {
+    if !crate::variables::is_name(name) {
         return Some(format!("`{}` is not a variable name", name.chars().take(40).collect::<String>()));
     }
     is_reserved_variable(name).then(|| format!("`{name}` is set by Usher and cannot be handed over"))

@@ -3,6 +3,13 @@
 //! the parser (the file's own variables) and the engine (all of a job's, when it is
 //! assigned). A `$` not followed by a name is kept as it is.
 
+/// Whether `name` is a variable name a shell and `docker run --env` take:
+/// `[A-Za-z_][A-Za-z0-9_]*`.
+pub fn is_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 /// What an expansion does with a name `variables` do not set.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Unset {
@@ -112,6 +119,16 @@ mod tests {
             expand("$REGISTRY/${IMAGE}:$HOST", &v, Unset::Kept),
             "$REGISTRY/${IMAGE}:registry.example"
         );
+    }
+
+    #[test]
+    fn names_a_shell_takes() {
+        for good in ["A", "_x1", "POSTGRES_DB"] {
+            assert!(is_name(good), "{good}");
+        }
+        for bad in ["", "1A", "A-B", "A=B", "A B", "É"] {
+            assert!(!is_name(bad), "{bad}");
+        }
     }
 
     #[test]

@@ -29,10 +29,7 @@ pub struct CreateVariable {
 impl CreateVariable {
     /// What is wrong with it, if anything.
     pub fn problem(&self) -> Option<String> {
-        let mut chars = self.key.chars();
-        let well_formed =
-            chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !well_formed || self.key.len() > 255 {
+        if !crate::variables::is_name(&self.key) || self.key.len() > 255 {
             return Some("`key` must be letters, digits and `_` (at most 255), not starting with a digit".into());
         }
         // GitLab's other `CI_*` names (`CI_REGISTRY`, `CI_SERVER_HOST`…), which Usher does
