@@ -122,16 +122,19 @@ impl Engine {
         // refuses configurations that set them; pipelines stored before that may).
         // The project's variables first: the YAML's of the same name win.
         let masked: Vec<String> = project_variables.iter().filter(|v| v.masked).map(|v| v.value.clone()).collect();
+        // The file's (and the pipeline's) variables, which its services get too.
+        let file_variables: Vec<(String, String)> = spec
+            .pipeline_variables
+            .into_iter()
+            .filter(|(k, _)| !spec.job.without_variables.contains(k))
+            .chain(spec.job.variables.clone())
+            .filter(|(k, _)| !usher_core::config::limits::is_set_by_usher(k))
+            .collect();
         let mut variables: Vec<(String, String)> = project_variables
             .into_iter()
             .map(|v| (v.key, v.value))
-            .chain(
-                spec.pipeline_variables
-                    .into_iter()
-                    .filter(|(k, _)| !spec.job.without_variables.contains(k)),
-            )
-            .chain(spec.job.variables.clone())
             .filter(|(k, _)| !usher_core::config::limits::is_set_by_usher(k))
+            .chain(file_variables.iter().cloned())
             .collect();
         // What earlier jobs handed over (dotenv reports) comes after the YAML's, so it
         // wins, as in GitLab: from the jobs it takes artifacts from (every job of an
@@ -212,6 +215,18 @@ impl Engine {
             .into_iter()
             .map(|s| usher_core::config::Service {
                 name: usher_core::variables::expand(&s.name, &variables, unset),
+                // Its own variables may name the job's (a project's variable handed to
+                // the service on purpose, as GitLab users do), expanded here.
+                variables: file_variables
+                    .iter()
+                    .cloned()
+                    .chain(s.variables.iter().map(|(k, v)| {
+                        (
+                            k.clone(),
+                            usher_core::variables::expand(v, &variables, usher_core::variables::Unset::Empty),
+                        )
+                    }))
+                    .collect(),
                 ..s
             })
             .collect();

@@ -112,7 +112,25 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
     for (i, service) in job.services.iter().enumerate() {
         run.log.note(&format!("Starting service {} as {}", service.name, service.alias));
         let mut args = detached(&format!("{network}-service-{}", i + 1));
-        args.extend(["--network-alias".to_string(), service.alias.clone(), service.name.clone()]);
+        args.extend(["--network-alias".to_string(), service.alias.clone()]);
+        // Its environment in a file only root reads (not on a command line others can
+        // read, nor in docker's own environment, where `PATH` or `LD_PRELOAD` would
+        // change what the runner runs as root).
+        let environment = service_environment(&service.variables, &run.log)
+            .map_err(|e| StartError::Engine(format!("service {}: its variables: {e}", service.name)))?;
+        args.push(format!("--env-file={}", environment.path().display()));
+        // An entrypoint of several words: the first replaces the image's, the others
+        // come before the command (what exec form does with them).
+        let (entrypoint, entrypoint_rest) = match service.entrypoint.as_deref() {
+            Some([first, rest @ ..]) => (Some(first), rest),
+            _ => (None, &[][..]),
+        };
+        if let Some(first) = entrypoint {
+            args.push(format!("--entrypoint={first}"));
+        }
+        args.push(service.name.clone());
+        args.extend(entrypoint_rest.iter().cloned());
+        args.extend(service.command.iter().flatten().cloned());
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         docker
             .run(&args)
@@ -157,6 +175,30 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
         docker: docker.clone(),
         name,
     })
+}
+
+/// A service's variables as a `docker run --env-file` (one `NAME=value` a line, read
+/// as written): a temporary file of the runner's, removed when dropped. A value with a
+/// line break cannot be written so; it is left out, and the log says so.
+fn service_environment(variables: &[(String, String)], log: &LogHandle) -> std::io::Result<tempfile::NamedTempFile> {
+    use std::io::Write;
+    let mut file = tempfile::NamedTempFile::new()?;
+    let mut text = String::new();
+    for (name, value) in variables {
+        if !usher_core::variables::is_name(name) {
+            continue;
+        }
+        if value.contains(['\n', '\r', '\0']) {
+            log.note(&format!(
+                "The service does not get `{name}`: its value has a line break, which docker cannot pass to a service."
+            ));
+            continue;
+        }
+        text.push_str(&format!("{name}={value}\n"));
+    }
+    file.write_all(text.as_bytes())?;
+    file.flush()?;
+    Ok(file)
 }
 
 impl JobContainer {

@@ -28,6 +28,7 @@ fn main() -> std::process::ExitCode {
             jobs_that_end_on_their_own_leave_nothing_and_a_missing_image_is_image_pull_failed,
             a_job_without_image_runs_in_the_runners_default_image,
             an_images_variables_are_the_jobs_and_one_nothing_sets_fails_the_job_naming_it,
+            a_service_gets_its_entrypoint_command_and_the_files_variables_and_its_own,
             random_cancels_leave_no_docker_objects,
             a_runner_killed_with_sigkill_removes_what_its_jobs_left_when_it_starts_again,
             a_containers_root_cannot_plant_a_link_where_the_runner_writes,
@@ -265,6 +266,64 @@ async fn an_images_variables_are_the_jobs_and_one_nothing_sets_fails_the_job_nam
         assert!(log.contains(why), "{name}: {log}");
         assert_nothing_left(&host, &runners, id).await;
     }
+    t.stop().await;
+}
+
+/// GitLab's service keys: `entrypoint` and `command` replace the image's; the container
+/// gets the file's variables and its own (which may hand a project variable on), never
+/// the project's otherwise. Its variables reach only the container: ones that would
+/// change what the runner's docker command does (`DOCKER_HOST`, `LD_PRELOAD`) do not.
+async fn a_service_gets_its_entrypoint_command_and_the_files_variables_and_its_own() {
+    let host = engine();
+    let t = TestServer::start_docker(&host, 1).await;
+    let runners = local_runners(&t, 1);
+    let config = format!(
+        r#"variables:
+  FROM_FILE: file-value
+job:
+  image: {BUSYBOX}
+  services:
+    - name: {BUSYBOX}
+      alias: envsvc
+      entrypoint: ["sh", "-c", "mkdir -p /www; env > /www/env; echo \"args=$0,$1\" > /www/args; exec httpd -f -p 80 -h /www"]
+      command: [first, second]
+      variables:
+        OWN: own-value
+        HANDED: "for-the-db-$DB_PASSWORD"
+        DOCKER_HOST: tcp://127.0.0.1:9
+        LD_PRELOAD: /nonexistent/evil.so
+        TWO_LINES: "a\nb"
+  script:
+    - for i in $(seq 100); do wget -qO- http://envsvc/env > env.txt && break; sleep 0.2; done
+    - sed 's/^/service-env /' env.txt
+    - wget -qO- http://envsvc/args
+"#
+    );
+    let body = json!({"name": format!("services-{}", rand_suffix()), "ci_config": config});
+    let (status, project) = t.call("POST", "/api/v1/projects", Some(body)).await;
+    assert_eq!(status, 201, "{project}");
+    let variables = format!("/api/v1/projects/{}/variables", project["id"]);
+    for (key, value) in [("DB_PASSWORD", "s3cret-value"), ("PROJECT_ONLY", "not-for-services")] {
+        let (status, answer) = t.call("POST", &variables, Some(json!({"key": key, "value": value}))).await;
+        assert_eq!(status, 201, "{key}: {answer}");
+    }
+    let pipeline = t.pipeline_of_main(&project).await;
+    let job = TestServer::job_id(&pipeline, "job");
+    t.wait_for_status(job, "success").await;
+    let (log, _) = t.log(job).await;
+    for line in [
+        "service-env FROM_FILE=file-value",
+        "service-env OWN=own-value",
+        "service-env HANDED=for-the-db-s3cret-value",
+        "service-env DOCKER_HOST=tcp://127.0.0.1:9",
+        "service-env LD_PRELOAD=/nonexistent/evil.so",
+        "args=first,second",
+        "The service does not get `TWO_LINES`",
+    ] {
+        assert!(log.contains(line), "{line} missing:\n{log}");
+    }
+    assert!(!log.contains("PROJECT_ONLY"), "a project variable reached the service:\n{log}");
+    assert_nothing_left(&host, &runners, job).await;
     t.stop().await;
 }
 

@@ -377,18 +377,19 @@ pub(super) fn container_image(source: &str, job: &str, image: Option<String>) ->
 pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables: &[(String, String)]) -> Result<Vec<Service>, ConfigError> {
     let mut out: Vec<Service> = Vec::new();
     for service in raw {
-        let (name, alias) = match service {
-            RawService::Image(name) => (name, None),
+        let (name, alias, entrypoint, command, own_variables) = match service {
+            RawService::Image(name) => (name, None, None, None, Vec::new()),
             RawService::Full(m) => {
-                if m.entrypoint.is_some() || m.command.is_some() || m.variables.is_some() {
+                let own = m.variables.map(|v| v.0).unwrap_or_default();
+                if let Some((bad, _)) = own.iter().find(|(k, _)| !crate::variables::is_name(k)) {
                     return Err(job_error(
                         source,
                         job,
                         "services",
-                        "a service's `entrypoint`, `command` and `variables` are not supported yet".into(),
+                        format!("service variable `{bad}` is not a variable name (letters, digits and `_`)"),
                     ));
                 }
-                (m.name, m.alias)
+                (m.name, m.alias, m.entrypoint, m.command, own)
             }
         };
         let name = expand_image(&name, variables);
@@ -409,7 +410,14 @@ pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables:
         if out.iter().any(|s| s.alias == alias) {
             return Err(job_error(source, job, "services", format!("two services have the alias `{alias}`")));
         }
-        out.push(Service { name, alias });
+        out.push(Service {
+            name,
+            alias,
+            // `entrypoint: []` is no change, as in GitLab.
+            entrypoint: entrypoint.filter(|e| !e.is_empty()),
+            command,
+            variables: own_variables,
+        });
     }
     Ok(out)
 }

@@ -202,7 +202,8 @@ impl Retry {
     }
 }
 
-/// A service container of a job: its image, and the host name the job reaches it by.
+/// A service container of a job: its image, the host name the job reaches it by, and
+/// how it is started.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Service {
     /// The image, e.g. `postgres:16`.
@@ -210,6 +211,17 @@ pub struct Service {
     /// The host name on the job's network (default: from the image, as GitLab does:
     /// `registry.example.com/tools/postgres:16` → `postgres`).
     pub alias: String,
+    /// The image's entrypoint replaced (`[""]`: none), as `docker run --entrypoint`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    /// The image's command replaced: the arguments after the image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Its environment. In the CI file, the service's own `variables:`; in a runner's
+    /// assignment, everything the container gets: the file's variables (as GitLab, not
+    /// the project's, which may be secrets the service has no need of), then its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variables: Vec<(String, String)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

@@ -89,6 +89,27 @@ fn bad_duration() {
 }
 
 #[test]
+fn a_services_entrypoint_command_and_variables_are_kept() {
+    let cfg = parse(
+        "job:\n  services:\n    - name: postgres:16\n      entrypoint: [docker-entrypoint.sh]\n      command: [postgres, -c, fsync=off]\n      variables: {POSTGRES_PASSWORD: $DB_PASSWORD, PGPORT: {value: \"5433\"}}\n    - name: redis:7\n      entrypoint: []\n  script: [x]\n",
+    )
+    .unwrap();
+    let [db, cache] = &cfg.jobs[0].services[..] else { panic!() };
+    assert_eq!(db.entrypoint.as_deref(), Some(&["docker-entrypoint.sh".to_string()][..]));
+    assert_eq!(db.command.as_ref().map(Vec::len), Some(3));
+    assert_eq!(
+        db.variables,
+        [
+            ("POSTGRES_PASSWORD".to_string(), "$DB_PASSWORD".to_string()),
+            ("PGPORT".to_string(), "5433".to_string())
+        ]
+    );
+    assert_eq!((cache.entrypoint.clone(), cache.command.clone()), (None, None));
+    let err = parse("job:\n  services: [{name: db:1, variables: {\"A-B\": x}}]\n  script: [x]\n").unwrap_err();
+    assert!(err.to_string().contains("`A-B` is not a variable name"), "{err}");
+}
+
+#[test]
 fn image_variables_the_file_sets_are_put_in_and_the_others_kept_for_the_job() {
     let cfg = parse(
         "variables: {TAG: \"1.2\", GROUP: tools}\njob:\n  image: $CI_REGISTRY/${GROUP}/builder:$TAG\n  services: [\"$CI_REGISTRY_IMAGE/db:${TAG}\"]\n  script: [x]\n",
