@@ -18,6 +18,9 @@ pub struct CacheAssignment {
     pub paths: Vec<String>,
     pub policy: CachePolicy,
     pub when: ArtifactsWhen,
+    /// Also every file of the build directory the checked-out commit does not have.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
 }
 
 /// The longest key, in bytes, after expansion.
@@ -41,6 +44,7 @@ pub fn assign(project_id: i64, config: &CacheConfig, variables: &[(String, Strin
         paths: config.paths.clone(),
         policy: config.policy,
         when: config.when,
+        untracked: config.untracked,
     }
 }
 
@@ -66,6 +70,7 @@ mod tests {
             paths: vec![".cargo/".into()],
             policy: CachePolicy::PullPush,
             when: ArtifactsWhen::OnSuccess,
+            untracked: false,
         }
     }
 

@@ -11,6 +11,7 @@
 //! into place, so a job that pulls while another pushes gets one whole copy. A cache is
 //! a speed-up: whatever goes wrong is a line in the log, never a failed job.
 
+use std::collections::HashSet;
 use std::io;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -94,8 +95,17 @@ pub fn pull(root: &Path, cache: &CacheAssignment, build_dir: &Path, owner: Optio
 }
 
 /// Keeps the files `cache.paths` name in `build_dir` (read with `reader`'s rights) as the
-/// new copy of the cache, noting in the log what it did.
-pub fn push(root: &Path, cache: &CacheAssignment, build_dir: &Path, reader: Option<JobUser>, log: &LogHandle) {
+/// new copy of the cache, noting in the log what it did; `tracked`: the files of the
+/// checked-out commit (`untracked: true` keeps the others; None: they are not known,
+/// and `untracked` takes nothing).
+pub fn push(
+    root: &Path,
+    cache: &CacheAssignment,
+    build_dir: &Path,
+    reader: Option<JobUser>,
+    tracked: Option<&HashSet<String>>,
+    log: &LogHandle,
+) {
     let key = shown_key(&cache.key);
     let tree = match JobTree::open(build_dir, reader) {
         Ok(tree) => tree,
@@ -104,7 +114,8 @@ pub fn push(root: &Path, cache: &CacheAssignment, build_dir: &Path, reader: Opti
             return;
         }
     };
-    let files = collect_files(&tree, &cache.paths, None, &[], "Cache", log);
+    let untracked = if cache.untracked { tracked } else { None };
+    let files = collect_files(&tree, &cache.paths, untracked, &[], "Cache", log);
     if let Err(e) = std::fs::create_dir_all(root).and_then(|()| std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))) {
         log.note(&format!("The cache {key} is not saved: {e}"));
         return;
@@ -183,6 +194,7 @@ mod tests {
             paths: paths.iter().map(|p| p.to_string()).collect(),
             policy: CachePolicy::PullPush,
             when: ArtifactsWhen::OnSuccess,
+            untracked: false,
         }
     }
 
@@ -200,7 +212,7 @@ mod tests {
         let secret = tempfile::NamedTempFile::new().unwrap();
         std::os::unix::fs::symlink(secret.path(), first.join("deps/link")).unwrap();
         let log = crate::logsink::spawn(1, Vec::new(), |_| {});
-        push(&root, &cache("7/deps", &["deps/"]), &first, None, &log);
+        push(&root, &cache("7/deps", &["deps/"]), &first, None, None, &log);
 
         std::fs::create_dir_all(&second).unwrap();
         pull(&root, &cache("7/deps", &[]), &second, None, &log);
@@ -217,13 +229,49 @@ mod tests {
 
         // A new push replaces the copy as a whole.
         std::fs::remove_file(first.join("deps/sub/lib.a")).unwrap();
-        push(&root, &cache("7/deps", &["deps/"]), &first, None, &log);
+        push(&root, &cache("7/deps", &["deps/"]), &first, None, None, &log);
         let fourth = builds.path().join("job-4");
         std::fs::create_dir_all(&fourth).unwrap();
         pull(&root, &cache("7/deps", &[]), &fourth, None, &log);
         assert!(fourth.join("deps/tool").exists() && !fourth.join("deps/sub/lib.a").exists());
         let leftovers: Vec<_> = std::fs::read_dir(&root).unwrap().flatten().map(|e| e.file_name()).collect();
         assert_eq!(leftovers.len(), 1, "only the current copy stays: {leftovers:?}");
+    }
+
+    /// `untracked: true` keeps what the commit does not have besides `paths`; the
+    /// commit's own files (changed or not) stay out, and nothing is taken when the
+    /// commit's files are not known.
+    #[tokio::test]
+    async fn an_untracked_cache_keeps_the_files_the_commit_does_not_have() {
+        let builds = tempfile::tempdir().unwrap();
+        let root = root_of(builds.path());
+        let job = builds.path().join("job-1");
+        std::fs::create_dir_all(job.join("target/debug")).unwrap();
+        for (file, text) in [
+            ("Cargo.toml", "changed"),
+            ("target/debug/app", "built"),
+            ("notes.txt", "new"),
+            ("vendor.lock", "x"),
+        ] {
+            std::fs::write(job.join(file), text).unwrap();
+        }
+        let tracked: HashSet<String> = ["Cargo.toml".to_string()].into();
+        let log = crate::logsink::spawn(1, Vec::new(), |_| {});
+        let mut untracked = cache("7/u", &["vendor.lock"]);
+        untracked.untracked = true;
+        push(&root, &untracked, &job, None, Some(&tracked), &log);
+        let mut kept = files_below(&dir_of(&root, "7/u")).unwrap();
+        kept.sort();
+        let kept: Vec<_> = kept.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+        assert_eq!(kept, ["notes.txt", "target/debug/app", "vendor.lock"]);
+
+        push(&root, &untracked, &job, None, None, &log);
+        let kept = files_below(&dir_of(&root, "7/u")).unwrap();
+        assert_eq!(
+            kept,
+            [std::path::PathBuf::from("vendor.lock")],
+            "commit's files unknown: only `paths`"
+        );
     }
 
     #[test]

@@ -196,7 +196,7 @@ pub(super) fn resource_group(
 
 /// `cache:` entries: `key` (a string, or `files:` with an optional `prefix`, whose key
 /// is the prefix and the files' names: Usher does not hash their contents), `paths`,
-/// `policy` and `when`; `untracked` is refused, `fallback_keys` and `unprotect` are read.
+/// `policy`, `when` and `untracked`; `fallback_keys` and `unprotect` are read.
 pub(super) fn caches(source: &str, job: &str, raw: Option<RawCaches>) -> Result<Vec<CacheConfig>, ConfigError> {
     let bad = |why: String| job_error(source, job, "cache", why);
     let list = match raw {
@@ -206,9 +206,6 @@ pub(super) fn caches(source: &str, job: &str, raw: Option<RawCaches>) -> Result<
     };
     let mut out = Vec::new();
     for c in list {
-        if c.untracked == Some(true) {
-            return Err(bad("`cache: untracked` is not supported yet: list the `paths`".into()));
-        }
         let key = match &c.key {
             None | Some(Value::Null) => "default".to_string(),
             Some(Value::String(s)) => s.clone(),
@@ -244,6 +241,7 @@ pub(super) fn caches(source: &str, job: &str, raw: Option<RawCaches>) -> Result<
             paths: c.paths.unwrap_or_default(),
             policy,
             when,
+            untracked: c.untracked == Some(true),
         });
     }
     Ok(out)

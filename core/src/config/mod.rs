@@ -285,6 +285,10 @@ pub struct CacheConfig {
     pub policy: CachePolicy,
     #[serde(default)]
     pub when: ArtifactsWhen,
+    /// `untracked: true`: also every file of the build directory the checked-out commit
+    /// does not have (as `artifacts: untracked`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub untracked: bool,
 }
 
 /// A configuration that does not parse or validate.

@@ -274,18 +274,20 @@ async fn run_in_dirs(
         return JobOutcome::Report(system_failure());
     }
     log.note(&format!("Running job {} ({}) in {}", job.job_id, job.name, run.build_dir.display()));
-    // The commit's files, for `artifacts: untracked` (without a checkout, every file is
+    // The commit's files, for `untracked` artifacts and caches (without a checkout, every file is
     // untracked; if they cannot be listed, `untracked` takes nothing).
     let mut tracked = Some(std::collections::HashSet::new());
     if let Some(spec) = &job.checkout {
         match checkout::check_out(run, spec, control).await {
-            CheckoutEnd::Done if job.artifacts.as_ref().is_some_and(|a| a.untracked) => match checkout::tracked_files(run, spec).await {
-                Some(files) => tracked = Some(files),
-                None => {
-                    tracked = None;
-                    log.note("The commit's files cannot be listed: `untracked` takes no file.");
+            CheckoutEnd::Done if job.artifacts.as_ref().is_some_and(|a| a.untracked) || job.cache.iter().any(|c| c.untracked) => {
+                match checkout::tracked_files(run, spec).await {
+                    Some(files) => tracked = Some(files),
+                    None => {
+                        tracked = None;
+                        log.note("The commit's files cannot be listed: `untracked` takes no file.");
+                    }
                 }
-            },
+            }
             CheckoutEnd::Done => {}
             CheckoutEnd::Failed(why) => {
                 log.note(&format!("The checkout failed: {why}"));
@@ -391,7 +393,9 @@ async fn run_in_dirs(
         procs::kill_all(&run.marks).await;
         for cache in pushed {
             let (root, build_dir, reader, log) = (caches.clone(), run.build_dir.clone(), reader.clone(), log.clone());
-            let _ = tokio::task::spawn_blocking(move || crate::cache::push(&root, &cache, &build_dir, reader, &log)).await;
+            let tracked = tracked.clone();
+            let _ =
+                tokio::task::spawn_blocking(move || crate::cache::push(&root, &cache, &build_dir, reader, tracked.as_ref(), &log)).await;
         }
     }
     JobOutcome::Report(JobReport {
