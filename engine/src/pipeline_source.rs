@@ -3,6 +3,8 @@
 //! made it ([`Origin`]), and which jobs the file's `workflow: rules` and each job's
 //! `rules`, `only` and `except` give it, with what variables.
 
+use std::collections::HashMap;
+
 use usher_core::api::{CreatePipeline, Project};
 use usher_core::config;
 use usher_core::repository::{CI_FILES, short_sha};
@@ -15,6 +17,31 @@ pub(crate) struct PipelineSource {
     pub yaml: String,
     pub file: Option<String>,
     pub commit: Option<Resolved>,
+}
+
+/// What a pipeline's `include:` entries are read with: see [`Engine::include_context`].
+pub(crate) struct IncludeContext {
+    variables: HashMap<String, String>,
+    /// The commit's files (none without a repository, or a file without `include`).
+    files: Vec<String>,
+    git_ref: String,
+    is_tag: bool,
+    origin: Origin,
+}
+
+impl IncludeContext {
+    /// `read` given the facts (made for the call: they borrow a closure, which must not
+    /// be held across an await).
+    pub(crate) fn with_facts<T>(&self, read: impl FnOnce(&config::include::IncludeFacts) -> T) -> T {
+        let exists = |glob: &str| config::rules::glob_regex(glob).is_some_and(|re| self.files.iter().any(|f| re.is_match(f)));
+        read(&config::rules::PipelineFacts {
+            variables: &self.variables,
+            git_ref: &self.git_ref,
+            is_tag: self.is_tag,
+            source: self.origin.as_str(),
+            exists: &exists,
+        })
+    }
 }
 
 /// What made a pipeline (`CI_PIPELINE_SOURCE`, and what `rules`/`only`/`except` see).
@@ -52,28 +79,7 @@ impl Engine {
         use config::rules::{PipelineFacts, job_decision, workflow_decision};
         let commit = source.commit.as_ref();
         let is_tag = commit.is_some_and(|c| c.is_tag);
-        let mut variables: std::collections::HashMap<String, String> = std::collections::HashMap::new();
-        for v in self.store().variable_values(project.id).await? {
-            variables.insert(v.key, v.value);
-        }
-        variables.extend(cfg.variables.iter().cloned());
-        let predefined = [
-            ("CI", Some("true".to_string())),
-            ("CI_PIPELINE_SOURCE", Some(origin.as_str().to_string())),
-            ("CI_COMMIT_REF_NAME", Some(git_ref.to_string())),
-            ("CI_COMMIT_BRANCH", (!is_tag).then(|| git_ref.to_string())),
-            ("CI_COMMIT_TAG", is_tag.then(|| git_ref.to_string())),
-            ("CI_DEFAULT_BRANCH", Some(project.default_branch.clone())),
-            ("CI_PROJECT_NAME", Some(project.name.clone())),
-            ("CI_COMMIT_SHA", commit.map(|c| c.sha.clone())),
-            ("CI_COMMIT_TITLE", commit.map(|c| c.title.clone())),
-        ];
-        for (k, v) in predefined {
-            match v {
-                Some(v) => variables.insert(k.to_string(), v),
-                None => variables.remove(k),
-            };
-        }
+        let mut variables = self.variables_of_pipeline(project, git_ref, source, origin, &cfg.variables).await?;
         // `exists:` reads the commit's files, only if a rule asks.
         let wants_files = cfg
             .workflow_rules
@@ -169,6 +175,67 @@ impl Engine {
         Ok((pipeline_variables, chosen))
     }
 
+    /// The variables a pipeline's expressions see: the project's, then `file_variables`
+    /// (the CI file's top-level ones), then Usher's predefined `CI_*` ones, which only the
+    /// pipeline sets (or leaves unset: `CI_COMMIT_TAG` of a branch).
+    async fn variables_of_pipeline(
+        &self,
+        project: &Project,
+        git_ref: &str,
+        source: &PipelineSource,
+        origin: Origin,
+        file_variables: &[(String, String)],
+    ) -> Result<HashMap<String, String>, EngineError> {
+        let commit = source.commit.as_ref();
+        let is_tag = commit.is_some_and(|c| c.is_tag);
+        let mut variables = HashMap::new();
+        for v in self.store().variable_values(project.id).await? {
+            variables.insert(v.key, v.value);
+        }
+        variables.extend(file_variables.iter().cloned());
+        let predefined = [
+            ("CI", Some("true".to_string())),
+            ("CI_PIPELINE_SOURCE", Some(origin.as_str().to_string())),
+            ("CI_COMMIT_REF_NAME", Some(git_ref.to_string())),
+            ("CI_COMMIT_BRANCH", (!is_tag).then(|| git_ref.to_string())),
+            ("CI_COMMIT_TAG", is_tag.then(|| git_ref.to_string())),
+            ("CI_DEFAULT_BRANCH", Some(project.default_branch.clone())),
+            ("CI_PROJECT_NAME", Some(project.name.clone())),
+            ("CI_COMMIT_SHA", commit.map(|c| c.sha.clone())),
+            ("CI_COMMIT_TITLE", commit.map(|c| c.title.clone())),
+        ];
+        for (k, v) in predefined {
+            match v {
+                Some(v) => variables.insert(k.to_string(), v),
+                None => variables.remove(k),
+            };
+        }
+        Ok(variables)
+    }
+
+    /// What the pipeline's `include:` entries are read with (GitLab's: the project's
+    /// variables and the predefined ones, not the file's), and the commit's files for
+    /// their `rules: exists` when the file includes anything.
+    pub(crate) async fn include_context(
+        &self,
+        project: &Project,
+        git_ref: &str,
+        source: &PipelineSource,
+        origin: Origin,
+    ) -> Result<IncludeContext, EngineError> {
+        let files = match &source.commit {
+            Some(c) if source.yaml.contains("include") => self.inner.repos.files(project.id, &c.sha).await,
+            _ => Vec::new(),
+        };
+        Ok(IncludeContext {
+            variables: self.variables_of_pipeline(project, git_ref, source, origin, &[]).await?,
+            files,
+            git_ref: git_ref.to_string(),
+            is_tag: source.commit.as_ref().is_some_and(|c| c.is_tag),
+            origin,
+        })
+    }
+
     /// The files the configuration includes (nested ones too), by the address the parser
     /// gives each: `include: local` ones read from the repository at the pipeline's commit
     /// (None for a path it does not have, or without a repository: the parser then refuses
@@ -179,10 +246,12 @@ impl Engine {
         &self,
         project_id: i64,
         source: &PipelineSource,
-    ) -> Result<std::collections::HashMap<String, Option<String>>, EngineError> {
-        let mut files = std::collections::HashMap::new();
-        let mut commits = std::collections::HashMap::new();
-        let mut wanted = config::included_paths(&source.yaml, "");
+        context: &IncludeContext,
+    ) -> Result<HashMap<String, Option<String>>, EngineError> {
+        let mut files = HashMap::new();
+        let mut commits = HashMap::new();
+        let paths_of = |text: &str, from: &str| context.with_facts(|facts| config::included_paths(text, from, Some(facts)));
+        let mut wanted = paths_of(&source.yaml, "");
         while let Some(path) = wanted.pop() {
             if files.contains_key(&path) || files.len() >= config::include::MAX_INCLUDES {
                 continue;
@@ -206,7 +275,7 @@ impl Engine {
                 }
             };
             if let Some(text) = &text {
-                wanted.extend(config::included_paths(text, &path));
+                wanted.extend(paths_of(text, &path));
             }
             files.insert(path, text);
         }
@@ -222,7 +291,7 @@ impl Engine {
     async fn project_file(
         &self,
         file: &config::include::ProjectFile,
-        commits: &mut std::collections::HashMap<(String, Option<String>), (i64, String)>,
+        commits: &mut HashMap<(String, Option<String>), (i64, String)>,
     ) -> Result<Option<String>, EngineError> {
         let refuse = |message: String| {
             EngineError::InvalidConfig(config::ConfigError {

@@ -46,13 +46,17 @@ impl Engine {
         names::check_ref(&git_ref).map_err(EngineError::BadRequest)?;
         let project = self.get_project(actor, project_id).await?;
         let source = self.pipeline_source(&project, &git_ref, &req).await?;
-        let included = self.included_files(project_id, &source).await?;
-        let cfg = config::parse_with(&source.yaml, &|path| included.get(path).cloned().flatten()).map_err(|mut e| {
-            if let Some(file) = &source.file {
-                e.message = format!("{file}: {}", e.message);
-            }
-            EngineError::InvalidConfig(e)
-        })?;
+        let context = self.include_context(&project, &git_ref, &source, origin).await?;
+        let included = self.included_files(project_id, &source, &context).await?;
+        let read = |path: &str| included.get(path).cloned().flatten();
+        let cfg = context
+            .with_facts(|facts| config::parse_for_pipeline(&source.yaml, &read, facts))
+            .map_err(|mut e| {
+                if let Some(file) = &source.file {
+                    e.message = format!("{file}: {}", e.message);
+                }
+                EngineError::InvalidConfig(e)
+            })?;
         let max = self.inner.settings.max_pipeline_jobs;
         if cfg.jobs.len() > max {
             return Err(EngineError::InvalidConfig(config::ConfigError {

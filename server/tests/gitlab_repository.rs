@@ -1,6 +1,7 @@
 //! A GitLab file in a real repository: `include: local` files read at the pipeline's
 //! commit (nested, merged under the file), `rules: exists` against that commit's files,
-//! and the refusals when an included file is missing or comes from elsewhere.
+//! an include's own `rules` and `$NAMES`, and the refusals when an included file is
+//! missing or comes from elsewhere.
 
 use serde_json::{Value, json};
 use usher_testkit::git::GitRepo;
@@ -194,5 +195,98 @@ async fn include_project_reads_another_projects_repository() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(&says), "{git_ref}: {message}");
     }
+    t.stop().await;
+}
+
+/// `include:` with GitLab's `rules` (`if` over the pipeline's variables, `exists` over
+/// the commit's files, `when: never`) and `$NAMES` in an entry: the project's variables
+/// and Usher's `CI_*` ones, not the file's own (they are not known yet, as in GitLab).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn includes_follow_their_rules_and_the_pipelines_variables() {
+    let t = TestServer::start(1).await;
+    let repo = GitRepo::new();
+    let main = r#"
+variables:
+  FILE_ONLY: jobs
+include:
+  - local: ci/on-$CI_COMMIT_REF_NAME.yml
+  - local: ci/$KIND.yml
+  - local: ci/release.yml
+    rules:
+      - if: $CI_COMMIT_BRANCH == "release"
+  - local: ci/docs.yml
+    rules:
+      - exists: ["docs/*.md"]
+  - local: ci/never.yml
+    rules:
+      - if: $CI_COMMIT_REF_NAME
+        when: never
+      - when: always
+build:
+  script: [echo build]
+"#;
+    let job = |name: &str| format!("{name}:\n  script: [echo {name}]\n");
+    let files = [
+        (".gitlab-ci.yml", main.to_string()),
+        ("ci/on-main.yml", job("on-main")),
+        ("ci/on-release.yml", job("on-release")),
+        ("ci/lint.yml", job("lint")),
+        ("ci/release.yml", job("publish")),
+        ("ci/docs.yml", job("docs")),
+        ("ci/never.yml", job("never")),
+    ];
+    let files: Vec<(&str, &[u8])> = files.iter().map(|(p, text)| (*p, text.as_bytes())).collect();
+    repo.commit("main", &files, "One");
+    repo.commit("release", &[("VERSION", b"1.0\n")], "Release");
+    let project = git_project(&t, &repo.path().display().to_string()).await;
+    let (status, answer) = run(&t, project, "main").await;
+    assert_eq!(status, 422, "{answer}");
+    let message = answer["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("`ci/$KIND.yml`") && message.contains("`$KIND` is not set"),
+        "an unset name is named: {message}"
+    );
+    let (status, variable) = t
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{project}/variables"),
+            Some(json!({"key": "KIND", "value": "lint"})),
+        )
+        .await;
+    assert_eq!(status, 201, "{variable}");
+    let names = |pipeline: &Value| {
+        let mut names: Vec<String> = pipeline["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|j| j["name"].as_str().unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let (status, pipeline) = run(&t, project, "main").await;
+    assert_eq!(status, 201, "{pipeline}");
+    assert_eq!(names(&pipeline), ["build", "lint", "on-main"]);
+    let (status, pipeline) = run(&t, project, "release").await;
+    assert_eq!(status, 201, "{pipeline}");
+    assert_eq!(names(&pipeline), ["build", "lint", "on-release", "publish"]);
+    repo.commit("main", &[("docs/index.md", b"# Docs\n")], "Docs");
+    let (_, pipeline) = run(&t, project, "main").await;
+    assert_eq!(names(&pipeline), ["build", "docs", "lint", "on-main"]);
+    // The file's own variables are not the include's: `$FILE_ONLY` stays unset there.
+    repo.commit(
+        "main",
+        &[(
+            ".gitlab-ci.yml",
+            b"variables:\n  FILE_ONLY: jobs\ninclude: ci/$FILE_ONLY.yml\nbuild:\n  script: [x]\n",
+        )],
+        "Own",
+    );
+    let (status, answer) = run(&t, project, "main").await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(
+        answer["error"]["message"].as_str().unwrap().contains("`$FILE_ONLY` is not set"),
+        "{answer}"
+    );
     t.stop().await;
 }

@@ -9,6 +9,7 @@
 //! — a template, a component — is refused by name.
 
 use super::expand::deep_merge;
+use super::rules::PipelineFacts;
 use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
 
@@ -65,15 +66,33 @@ pub(super) struct IncludeError {
 /// The files `doc`'s `include:` names (not those of the files it includes), each by its
 /// address: a repository path, an `https://` URL as written, or a [`ProjectFile`]'s
 /// address. `within`: the project whose file `doc` is, if it is one (its `local`
-/// includes are that project's files).
-pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>) -> Result<Vec<String>, IncludeError> {
+/// includes are that project's files). `facts`: the pipeline being made, whose
+/// variables are put in for `$NAME` in an entry and whose `rules:` decide whether it
+/// counts (see [`IncludeFacts`]); None: every entry counts, its names as written.
+pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Option<&PipelineFacts>) -> Result<Vec<String>, IncludeError> {
     let Some(include) = doc.get("include") else { return Ok(Vec::new()) };
     let entries = match include {
         Value::Sequence(list) => list.clone(),
         one => vec![one.clone()],
     };
+    let variables: Vec<(String, String)> = facts
+        .map(|f| f.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
     let mut paths = Vec::new();
     for entry in entries {
+        let entry = match entry {
+            Value::Mapping(mut m) => {
+                if let Some(rules) = m.remove("rules") {
+                    let rules = super::conditions::read_rules("", "include", &rules).map_err(|e| refused("rules", &e.message))?;
+                    if facts.is_some_and(|f| super::rules::workflow_decision(&rules, f).is_none()) {
+                        continue;
+                    }
+                }
+                Value::Mapping(m)
+            }
+            other => other,
+        };
+        let entry = expanded(entry, &variables);
         if let Value::Mapping(m) = &entry
             && m.contains_key("project")
         {
@@ -88,13 +107,13 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>) -> Result<V
                     if m.keys().any(|k| k.as_str() != Some("remote")) {
                         return Err(refused(
                             "remote",
-                            "`include: remote` with `rules`, `inputs`, `cache` or `integrity` is not supported yet",
+                            "`include: remote` with `inputs`, `cache` or `integrity` is not supported yet",
                         ));
                     }
                     remote_url(remote)?
                 } else if let Some(local) = m.get("local").and_then(Value::as_str) {
                     if m.keys().any(|k| k.as_str() != Some("local")) {
-                        return Err(refused("local", "`include: local` with `rules` or `inputs` is not supported yet"));
+                        return Err(refused("local", "`include: local` with `inputs` is not supported yet"));
                     }
                     local.to_string()
                 } else {
@@ -137,6 +156,41 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>) -> Result<V
         });
     }
     Ok(paths)
+}
+
+/// What an `include:` is read with when a pipeline is made: GitLab's — the pipeline's
+/// variables (the project's and the predefined `CI_*` ones; not the file's own, which
+/// are not known yet) for `$NAME` in an entry's paths, URLs, project and ref, and for
+/// its `rules: if`, and the commit's files for `rules: exists`.
+pub type IncludeFacts<'a> = PipelineFacts<'a>;
+
+/// An include entry with `$NAME` in its strings replaced by the pipeline's variables
+/// (a name they do not set stays as written, and the message about the file shows it).
+fn expanded(entry: Value, variables: &[(String, String)]) -> Value {
+    let put = |s: &str| crate::variables::expand(s, variables, crate::variables::Unset::Kept);
+    match entry {
+        Value::String(s) => Value::String(put(&s)),
+        Value::Mapping(m) => Value::Mapping(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let v = match v {
+                        Value::String(s) => Value::String(put(&s)),
+                        Value::Sequence(list) => Value::Sequence(
+                            list.into_iter()
+                                .map(|item| match item {
+                                    Value::String(s) => Value::String(put(&s)),
+                                    other => other,
+                                })
+                                .collect(),
+                        ),
+                        other => other,
+                    };
+                    (k, v)
+                })
+                .collect(),
+        ),
+        other => other,
+    }
 }
 
 /// The files an `include: project` entry names: `project`, `file` (one or a list), `ref`.
@@ -214,20 +268,26 @@ fn refused(kind: &str, message: &str) -> IncludeError {
 }
 
 /// `doc` with its includes merged under it; `read` gives an included file's YAML,
-/// already parsed (None: no such file in the repository).
-pub(super) fn merged(doc: Value, read: &dyn Fn(&str) -> Option<Result<Value, String>>) -> Result<Value, IncludeError> {
+/// already parsed (None: no such file in the repository); `facts` as [`local_paths`]
+/// takes them.
+pub(super) fn merged(
+    doc: Value,
+    read: &dyn Fn(&str) -> Option<Result<Value, String>>,
+    facts: Option<&IncludeFacts>,
+) -> Result<Value, IncludeError> {
     let mut seen = 0;
-    merged_at(doc, None, read, &mut seen, 0)
+    merged_at(doc, None, read, facts, &mut seen, 0)
 }
 
 fn merged_at(
     doc: Value,
     within: Option<&ProjectFile>,
     read: &dyn Fn(&str) -> Option<Result<Value, String>>,
+    facts: Option<&IncludeFacts>,
     seen: &mut usize,
     depth: usize,
 ) -> Result<Value, IncludeError> {
-    let paths = local_paths(&doc, within)?;
+    let paths = local_paths(&doc, within, facts)?;
     let Value::Mapping(mut own) = doc else { return Ok(doc) };
     own.remove("include");
     if paths.is_empty() {
@@ -248,6 +308,12 @@ fn merged_at(
             None if is_url(&path) => ("remote", format!("`{path}`")),
             None => ("local", format!("`{path}`")),
         };
+        // A name the pipeline does not set, still in the address, is the likely cause.
+        let unset = crate::variables::names(&path)
+            .first()
+            .map(|n| format!(" (`${n}` is not set: `include` takes the project's variables and Usher's `CI_*` ones)"))
+            .unwrap_or_default();
+        let named = format!("{named}{unset}");
         let included = match read(&path) {
             None if kind == "remote" => return Err(refused(kind, &format!("{named} could not be fetched"))),
             None if kind == "project" => return Err(refused(kind, &format!("{named} is not a file of that repository"))),
@@ -258,7 +324,7 @@ fn merged_at(
             Some(Ok(v @ Value::Mapping(_))) => v,
             Some(Ok(_)) => return Err(refused(kind, &format!("{named} is not a map of keywords and jobs"))),
         };
-        let Value::Mapping(included) = merged_at(included, project.as_ref(), read, seen, depth + 1)? else {
+        let Value::Mapping(included) = merged_at(included, project.as_ref(), read, facts, seen, depth + 1)? else {
             unreachable!("a map stays a map")
         };
         deep_merge(&mut base, included);
@@ -286,13 +352,52 @@ mod tests {
             })))
         };
         let doc = yaml("include:\n  - local: /ci/base.yml\n  - ci/more.yml\nvariables: {A: own}\njob: {extends: .tmpl}\n");
-        let merged = merged(doc, &files).unwrap_or_else(|e| panic!("{}", e.message));
+        let merged = merged(doc, &files, None).unwrap_or_else(|e| panic!("{}", e.message));
         let v = &merged["variables"];
         assert_eq!(
             (v["A"].as_str(), v["B"].as_str(), v["D"].as_str()),
             (Some("own"), Some("more"), Some("deep"))
         );
         assert!(merged.get("lint").is_some() && merged.get(".tmpl").is_some() && merged.get("include").is_none());
+    }
+
+    #[test]
+    fn with_a_pipelines_facts_rules_choose_entries_and_names_are_put_in() {
+        let doc = yaml(
+            "include:\n  - local: ci/$KIND.yml\n    rules: [{if: $CI_COMMIT_BRANCH == \"main\"}]\n  - project: $GROUP/templates\n    ref: $CI_COMMIT_REF_NAME\n    file: [a.yml, $KIND/b.yml]\n  - local: never.yml\n    rules: [{exists: [nothing/*]}]\n  - https://example.com/$UNSET.yml\n",
+        );
+        let variables: std::collections::HashMap<String, String> = [
+            ("KIND", "lint"),
+            ("GROUP", "infra"),
+            ("CI_COMMIT_BRANCH", "dev"),
+            ("CI_COMMIT_REF_NAME", "dev"),
+        ]
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .into();
+        let exists = |_: &str| false;
+        let facts = PipelineFacts {
+            variables: &variables,
+            git_ref: "dev",
+            is_tag: false,
+            source: "push",
+            exists: &exists,
+        };
+        let paths = local_paths(&doc, None, Some(&facts)).unwrap_or_else(|e| panic!("{}", e.message));
+        let project = |file: &str| ProjectFile {
+            project: "infra/templates".into(),
+            git_ref: Some("dev".into()),
+            file: file.into(),
+        };
+        assert_eq!(
+            paths,
+            [
+                project("a.yml").address(),
+                project("lint/b.yml").address(),
+                "https://example.com/$UNSET.yml".into()
+            ]
+        );
+        // Without facts (a file checked on its own) every entry counts, as written.
+        assert_eq!(local_paths(&doc, None, None).unwrap_or_else(|e| panic!("{}", e.message)).len(), 5);
     }
 
     #[test]
@@ -313,9 +418,14 @@ mod tests {
             ),
             ("include:\n  - project: group/x\n", "include.project", "needs `file:`"),
             (
-                "include:\n  - project: x\n    file: a.yml\n    rules: []\n",
+                "include:\n  - project: x\n    file: a.yml\n    inputs: {a: 1}\n",
                 "include.project",
-                "with `rules`",
+                "with `inputs`",
+            ),
+            (
+                "include:\n  - local: a.yml\n    rules: [{if: \"$A ==\"}]\n",
+                "include.rules",
+                "`if`",
             ),
             (
                 "include:\n  - template: Auto-DevOps.gitlab-ci.yml\n",
@@ -324,11 +434,11 @@ mod tests {
             ),
             ("include: 'ci/*.yml'\n", "include.local", "wildcard"),
         ] {
-            let e = merged(yaml(doc), &none).expect_err("refused");
+            let e = merged(yaml(doc), &none, None).expect_err("refused");
             assert!(e.key == key && e.message.contains(says), "{doc}: {} {}", e.key, e.message);
         }
         let circle = |_: &str| Some(Ok(yaml("include: a.yml\n")));
-        assert!(merged(yaml("include: a.yml\n"), &circle).is_err());
+        assert!(merged(yaml("include: a.yml\n"), &circle, None).is_err());
     }
 
     #[test]
@@ -344,7 +454,7 @@ mod tests {
             )))
         };
         let doc = yaml("include:\n  - project: ci templates\n    ref: v2\n    file: [/base.yml]\njob: {extends: .base}\n");
-        let both = merged(doc, &files).unwrap_or_else(|e| panic!("{}", e.message));
+        let both = merged(doc, &files, None).unwrap_or_else(|e| panic!("{}", e.message));
         assert_eq!(both["variables"]["FROM"].as_str(), Some("templates-v2"));
         assert!(both.get(".base").is_some());
         // Its `local` include is not a file of the including repository.
@@ -354,7 +464,7 @@ mod tests {
             None => (address == "more.yml").then(|| Ok(yaml("variables: {FROM: mine}\n"))),
         };
         let doc = yaml("include:\n  - project: ci templates\n    ref: v2\n    file: base.yml\n");
-        let e = merged(doc, &mine).expect_err("more.yml of the project is missing");
+        let e = merged(doc, &mine, None).expect_err("more.yml of the project is missing");
         assert!(e.message.contains("`more.yml` of project `ci templates` at `v2`"), "{}", e.message);
         // An address is not a path one may write.
         let address = ProjectFile {
@@ -363,7 +473,7 @@ mod tests {
             file: "a.yml".into(),
         }
         .address();
-        assert!(merged(yaml(&format!("include: '{address}'\n")), &files).is_err());
-        assert!(merged(yaml(&format!("include: '/{address}'\n")), &files).is_err());
+        assert!(merged(yaml(&format!("include: '{address}'\n")), &files, None).is_err());
+        assert!(merged(yaml(&format!("include: '/{address}'\n")), &files, None).is_err());
     }
 }

@@ -374,7 +374,7 @@ pub fn parse_duration(text: &str) -> Option<u64> {
 }
 
 #[cfg(feature = "parser")]
-pub use parser::{included_paths, parse, parse_with};
+pub use parser::{included_paths, parse, parse_for_pipeline, parse_with};
 
 #[cfg(feature = "parser")]
 mod conditions;

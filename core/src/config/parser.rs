@@ -136,22 +136,43 @@ pub fn parse(source: &str) -> Result<CiConfig, ConfigError> {
     parse_with(source, &|_| None)
 }
 
+/// [`parse_with`] for a pipeline being made: its `facts` decide which `include:`
+/// entries count and what `$NAME` in them is (see [`super::include::IncludeFacts`]).
+pub fn parse_for_pipeline(
+    source: &str,
+    file: &dyn Fn(&str) -> Option<String>,
+    facts: &super::include::IncludeFacts,
+) -> Result<CiConfig, ConfigError> {
+    parse_including(source, file, Some(facts))
+}
+
 /// The addresses of the files a CI file's `include:` names (of it alone, not of what it
 /// includes; none if it does not read), so that the caller can fetch them for
 /// [`parse_with`]: repository paths, `https://` URLs, and
 /// [`super::include::ProjectFile`] addresses. `from`: the address of the file `source`
 /// is (`""` for the pipeline's own CI file), whose project its `local` includes are of.
-pub fn included_paths(source: &str, from: &str) -> Vec<String> {
+/// `facts`: the pipeline's, as [`parse_for_pipeline`] takes them (None: as
+/// [`parse_with`] reads the file).
+pub fn included_paths(source: &str, from: &str, facts: Option<&super::include::IncludeFacts>) -> Vec<String> {
     let within = super::include::ProjectFile::from_address(from);
     super::yaml::parse(source)
         .ok()
-        .and_then(|doc| super::include::local_paths(&doc, within.as_ref()).ok())
+        .and_then(|doc| super::include::local_paths(&doc, within.as_ref(), facts).ok())
         .unwrap_or_default()
 }
 
 /// Parses and validates a CI configuration whose `include: local` files `file` gives
-/// (by repository path, without a leading `/`; None: not in the repository).
+/// (by repository path, without a leading `/`; None: not in the repository), every
+/// `include:` entry counting whatever its `rules:` (a file checked on its own).
 pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result<CiConfig, ConfigError> {
+    parse_including(source, file, None)
+}
+
+fn parse_including(
+    source: &str,
+    file: &dyn Fn(&str) -> Option<String>,
+    facts: Option<&super::include::IncludeFacts>,
+) -> Result<CiConfig, ConfigError> {
     limits::check_shape(source)?;
     let mut doc: Value = super::yaml::parse(source).map_err(|e| syntax_error(source, e))?;
     // Before anything that the included files might define.
@@ -162,7 +183,7 @@ pub fn parse_with(source: &str, file: &dyn Fn(&str) -> Option<String>) -> Result
                 super::yaml::parse(&text).map_err(|e| format!("this is not valid YAML: {e}"))
             })
         };
-        doc = super::include::merged(doc, &read).map_err(|e| {
+        doc = super::include::merged(doc, &read, facts).map_err(|e| {
             refusal_error(
                 source,
                 Refusal {
