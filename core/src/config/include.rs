@@ -311,15 +311,13 @@ fn merged_at(
         // A name the pipeline does not set, still in the address, is the likely cause.
         let unset = crate::variables::names(&path)
             .first()
-            .map(|n| format!(" (`${n}` is not set: `include` takes the project's variables and Usher's `CI_*` ones)"))
+            .map(|n| format!(": `${n}` is not set (`include` takes the project's variables and Usher's `CI_*` ones)"))
             .unwrap_or_default();
-        let named = format!("{named}{unset}");
+        let fail = |why: &str| Err(refused(kind, &format!("{named} {why}{unset}")));
         let included = match read(&path) {
-            None if kind == "remote" => return Err(refused(kind, &format!("{named} could not be fetched"))),
-            None if kind == "project" => return Err(refused(kind, &format!("{named} is not a file of that repository"))),
-            None => {
-                return Err(refused(kind, &format!("{named} is not a file of the repository at this commit")));
-            }
+            None if kind == "remote" => return fail("could not be fetched"),
+            None if kind == "project" => return fail("is not a file of that repository"),
+            None => return fail("is not a file of the repository at this commit"),
             Some(Err(why)) => return Err(refused(kind, &format!("{named}: {why}"))),
             Some(Ok(v @ Value::Mapping(_))) => v,
             Some(Ok(_)) => return Err(refused(kind, &format!("{named} is not a map of keywords and jobs"))),

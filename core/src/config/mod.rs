@@ -339,7 +339,7 @@ pub fn parse_duration(text: &str) -> Option<u64> {
     while let Some(c) = chars.next() {
         if c.is_ascii_digit() {
             number.push(c);
-        } else if c.is_whitespace() {
+        } else if c.is_whitespace() || c == ',' {
             continue;
         } else {
             let mut unit = String::from(c);
@@ -351,13 +351,17 @@ pub fn parse_duration(text: &str) -> Option<u64> {
                     break;
                 }
             }
+            // GitLab's words (ChronicDuration's): `2 hrs`, `1 day and 3 hours`, `1 wk, 2 days`.
+            if unit == "and" && number.is_empty() && saw_unit {
+                continue;
+            }
             let factor = match unit.as_str() {
                 "s" | "sec" | "secs" | "second" | "seconds" => 1,
                 "m" | "min" | "mins" | "minute" | "minutes" => 60,
-                "h" | "hr" | "hour" | "hours" => 3600,
+                "h" | "hr" | "hrs" | "hour" | "hours" => 3600,
                 "d" | "day" | "days" => 86_400,
-                "w" | "week" | "weeks" => 604_800,
-                "mo" | "mon" | "month" | "months" => 30 * 86_400,
+                "w" | "wk" | "wks" | "week" | "weeks" => 604_800,
+                "mo" | "mon" | "mos" | "month" | "months" => 30 * 86_400,
                 "y" | "yr" | "yrs" | "year" | "years" => 365 * 86_400,
                 _ => return None,
             };
@@ -413,6 +417,11 @@ mod tests {
         assert_eq!(parse_duration("1h 30m"), Some(5400));
         assert_eq!(parse_duration("45"), Some(45));
         assert_eq!(parse_duration("soon"), None);
+        assert_eq!(parse_duration("2 hrs"), Some(7200));
+        assert_eq!(parse_duration("1 day and 3 hours"), Some(97_200));
+        assert_eq!(parse_duration("1 wk, 2 days"), Some(777_600));
+        assert_eq!(parse_duration("and 3 hours"), None);
+        assert_eq!(parse_duration("3 and hours"), None);
         assert_eq!(parse_duration("10"), Some(10));
         assert_eq!(parse_duration("5 m"), Some(300));
         assert_eq!(parse_duration("m"), None);
