@@ -30,16 +30,14 @@ pub(crate) struct IncludeContext {
 }
 
 impl IncludeContext {
-    /// `read` given the facts (made for the call: they borrow a closure, which must not
-    /// be held across an await).
+    /// `read` given the facts.
     pub(crate) fn with_facts<T>(&self, read: impl FnOnce(&config::include::IncludeFacts) -> T) -> T {
-        let exists = |glob: &str| config::rules::glob_regex(glob).is_some_and(|re| self.files.iter().any(|f| re.is_match(f)));
         read(&config::rules::PipelineFacts {
             variables: &self.variables,
             git_ref: &self.git_ref,
             is_tag: self.is_tag,
             source: self.origin.as_str(),
-            exists: &exists,
+            files: &self.files,
         })
     }
 }
@@ -90,13 +88,12 @@ impl Engine {
             (true, Some(c)) => self.inner.repos.files(project.id, &c.sha).await,
             _ => Vec::new(),
         };
-        let exists = |glob: &str| config::rules::glob_regex(glob).is_some_and(|re| files.iter().any(|f| re.is_match(f)));
         let facts = PipelineFacts {
             variables: &variables,
             git_ref,
             is_tag,
             source: origin.as_str(),
-            exists: &exists,
+            files: &files,
         };
         let Some(workflow_variables) = workflow_decision(&cfg.workflow_rules, &facts) else {
             return Err(EngineError::NoPipeline(format!(
@@ -111,7 +108,7 @@ impl Engine {
             git_ref,
             is_tag,
             source: origin.as_str(),
-            exists: &exists,
+            files: &files,
         };
         let mut chosen = Vec::new();
         for (job, conditions) in cfg.jobs.iter().zip(&cfg.conditions) {

@@ -199,8 +199,9 @@ async fn include_project_reads_another_projects_repository() {
 }
 
 /// `include:` with GitLab's `rules` (`if` over the pipeline's variables, `exists` over
-/// the commit's files, `when: never`) and `$NAMES` in an entry: the project's variables
-/// and Usher's `CI_*` ones, not the file's own (they are not known yet, as in GitLab).
+/// the commit's files, `when: never`), `$NAMES` in an entry (the project's variables and
+/// Usher's `CI_*` ones, not the file's own: they are not known yet, as in GitLab), and
+/// wildcards (`**` any depth).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn includes_follow_their_rules_and_the_pipelines_variables() {
     let t = TestServer::start(1).await;
@@ -222,6 +223,7 @@ include:
       - if: $CI_COMMIT_REF_NAME
         when: never
       - when: always
+  - local: /ci/extra/**.yml
 build:
   script: [echo build]
 "#;
@@ -234,6 +236,9 @@ build:
         ("ci/release.yml", job("publish")),
         ("ci/docs.yml", job("docs")),
         ("ci/never.yml", job("never")),
+        ("ci/extra/x.yml", job("extra-x")),
+        ("ci/extra/more/y.yml", job("extra-y")),
+        ("ci/extra/notes.txt", "not: [yaml\n".to_string()),
     ];
     let files: Vec<(&str, &[u8])> = files.iter().map(|(p, text)| (*p, text.as_bytes())).collect();
     repo.commit("main", &files, "One");
@@ -266,13 +271,13 @@ build:
     };
     let (status, pipeline) = run(&t, project, "main").await;
     assert_eq!(status, 201, "{pipeline}");
-    assert_eq!(names(&pipeline), ["build", "lint", "on-main"]);
+    assert_eq!(names(&pipeline), ["build", "extra-x", "extra-y", "lint", "on-main"]);
     let (status, pipeline) = run(&t, project, "release").await;
     assert_eq!(status, 201, "{pipeline}");
-    assert_eq!(names(&pipeline), ["build", "lint", "on-release", "publish"]);
+    assert_eq!(names(&pipeline), ["build", "extra-x", "extra-y", "lint", "on-release", "publish"]);
     repo.commit("main", &[("docs/index.md", b"# Docs\n")], "Docs");
     let (_, pipeline) = run(&t, project, "main").await;
-    assert_eq!(names(&pipeline), ["build", "docs", "lint", "on-main"]);
+    assert_eq!(names(&pipeline), ["build", "docs", "extra-x", "extra-y", "lint", "on-main"]);
     // The file's own variables are not the include's: `$FILE_ONLY` stays unset there.
     repo.commit(
         "main",

@@ -141,11 +141,29 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Opti
                 ));
             }
         };
-        if !is_url(&path) && path.contains(['*', '?', '[']) {
+        if !is_url(&path) && path.contains(['?', '[']) {
             return Err(refused(
                 "local",
-                "`include: local` with a wildcard is not supported yet: name each file",
+                &format!("`{path}`: `include: local` takes the wildcards `*` (within a directory) and `**` (any depth), no others"),
             ));
+        }
+        // GitLab's wildcards: every file of the commit the pattern names, in order.
+        if !is_url(&path) && path.contains('*') {
+            if within.is_some() {
+                return Err(refused(
+                    "local",
+                    &format!("`{path}`: a wildcard in another project's file is not supported: name each file"),
+                ));
+            }
+            let found = facts.map(|f| f.files_matching(&normal(&path))).unwrap_or_default();
+            if found.is_empty() {
+                return Err(refused(
+                    "local",
+                    &format!("`{path}` names no file of the repository at this commit"),
+                ));
+            }
+            paths.extend(found.into_iter().map(normal));
+            continue;
         }
         if normal(&path).starts_with(PROJECT_ADDRESS) {
             return Err(refused("local", &format!("`{path}` is not a path Usher includes")));
@@ -372,13 +390,12 @@ mod tests {
         ]
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .into();
-        let exists = |_: &str| false;
         let facts = PipelineFacts {
             variables: &variables,
             git_ref: "dev",
             is_tag: false,
             source: "push",
-            exists: &exists,
+            files: &[],
         };
         let paths = local_paths(&doc, None, Some(&facts)).unwrap_or_else(|e| panic!("{}", e.message));
         let project = |file: &str| ProjectFile {
@@ -394,6 +411,12 @@ mod tests {
                 "https://example.com/$UNSET.yml".into()
             ]
         );
+        let files = ["ci/a.yml", "ci/b.yml", "ci/deep/c.yml", "ci/d.txt", "other.yml"].map(String::from);
+        let facts = PipelineFacts { files: &files, ..facts };
+        let wild = |pattern: &str| local_paths(&yaml(&format!("include: '{pattern}'\n")), None, Some(&facts)).map_err(|e| e.message);
+        assert_eq!(wild("ci/*.yml").unwrap(), ["ci/a.yml", "ci/b.yml"]);
+        assert_eq!(wild("/ci/**.yml").unwrap(), ["ci/a.yml", "ci/b.yml", "ci/deep/c.yml"]);
+        assert!(wild("nothing/*.yml").unwrap_err().contains("names no file"));
         // Without facts (a file checked on its own) every entry counts, as written.
         assert_eq!(local_paths(&doc, None, None).unwrap_or_else(|e| panic!("{}", e.message)).len(), 5);
     }
@@ -430,7 +453,8 @@ mod tests {
                 "include.template",
                 "templates",
             ),
-            ("include: 'ci/*.yml'\n", "include.local", "wildcard"),
+            ("include: 'ci/*.yml'\n", "include.local", "names no file"),
+            ("include: 'ci/?.yml'\n", "include.local", "no others"),
         ] {
             let e = merged(yaml(doc), &none, None).expect_err("refused");
             assert!(e.key == key && e.message.contains(says), "{doc}: {} {}", e.key, e.message);

@@ -50,8 +50,24 @@ pub struct PipelineFacts<'a> {
     pub is_tag: bool,
     /// `push`, `web`, `api`, `schedule`, `trigger`.
     pub source: &'a str,
-    /// Whether a glob names a file of the commit (`exists:`); None without a repository.
-    pub exists: &'a dyn Fn(&str) -> bool,
+    /// The commit's files (for `exists:` and wildcard includes); none without a
+    /// repository, or when nothing asks.
+    pub files: &'a [String],
+}
+
+impl PipelineFacts<'_> {
+    /// The commit's files a glob (`**` any depth, `*` within a name) names, in order.
+    pub fn files_matching(&self, glob: &str) -> Vec<&str> {
+        let Some(re) = glob_regex(glob) else { return Vec::new() };
+        let mut found: Vec<&str> = self.files.iter().map(String::as_str).filter(|f| re.is_match(f)).collect();
+        found.sort_unstable();
+        found
+    }
+
+    /// Whether a glob names a file of the commit (`exists:`).
+    pub fn exists(&self, glob: &str) -> bool {
+        glob_regex(glob).is_some_and(|re| self.files.iter().any(|f| re.is_match(f)))
+    }
 }
 
 /// A job's part in a pipeline, when it has one.
@@ -119,7 +135,7 @@ pub fn job_decision(
 
 fn holds(rule: &Rule, facts: &PipelineFacts, variables: &HashMap<String, String>) -> bool {
     rule.condition.as_ref().is_none_or(|c| c.evaluate(variables))
-        && (rule.exists.is_empty() || rule.exists.iter().any(|glob| (facts.exists)(glob)))
+        && (rule.exists.is_empty() || rule.exists.iter().any(|glob| facts.exists(glob)))
 }
 
 impl RefFilter {
@@ -229,7 +245,7 @@ mod tests {
             git_ref,
             is_tag,
             source,
-            exists: &|glob: &str| glob_regex(glob).is_some_and(|re| re.is_match("docs/index.md")),
+            files: Box::leak(Box::new(["docs/index.md".to_string()])),
         }
     }
 
