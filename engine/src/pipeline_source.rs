@@ -233,28 +233,65 @@ impl Engine {
         })
     }
 
-    /// The files the configuration includes (nested ones too), by the address the parser
-    /// gives each: `include: local` ones read from the repository at the pipeline's commit
-    /// (None for a path it does not have, or without a repository: the parser then refuses
-    /// the include), `include: project` ones from that project's repository (see
-    /// [`Engine::project_file`]), `include: remote` ones fetched (see
-    /// [`crate::remote_includes`]; one that cannot be is refused here, with why).
-    pub(crate) async fn included_files(
+    /// The pipeline's configuration, its includes read with `context`: the files the
+    /// parser will ask for are fetched first ([`config::included_paths`], nested ones
+    /// too); one it asks for that was not foreseen (a path an including entry's `inputs`
+    /// make) is fetched and the file parsed again, a few rounds at most.
+    pub(crate) async fn parsed_config(
         &self,
         project_id: i64,
         source: &PipelineSource,
         context: &IncludeContext,
-    ) -> Result<HashMap<String, Option<String>>, EngineError> {
-        let mut files = HashMap::new();
-        let mut commits = HashMap::new();
+    ) -> Result<Result<config::CiConfig, config::ConfigError>, EngineError> {
+        const ROUNDS: usize = 5;
+        let (mut files, mut commits) = (HashMap::new(), HashMap::new());
+        let first = context.with_facts(|facts| config::included_paths(&source.yaml, "", Some(facts)));
+        self.fetch_included(project_id, source, context, first, &mut files, &mut commits)
+            .await?;
+        for round in 0.. {
+            let (parsed, asked) = {
+                let asked = std::cell::RefCell::new(Vec::new());
+                let read = |path: &str| match files.get(path) {
+                    Some(text) => text.clone(),
+                    None => {
+                        asked.borrow_mut().push(path.to_string());
+                        None
+                    }
+                };
+                let parsed = context.with_facts(|facts| config::parse_for_pipeline(&source.yaml, &read, facts));
+                (parsed, asked.into_inner())
+            };
+            if parsed.is_ok() || asked.is_empty() || round == ROUNDS {
+                return Ok(parsed);
+            }
+            self.fetch_included(project_id, source, context, asked, &mut files, &mut commits)
+                .await?;
+        }
+        unreachable!("the loop returns")
+    }
+
+    /// Adds to `files` the included files `wanted` names and those they include, by the
+    /// address the parser gives each: `include: local` ones read from the repository at
+    /// the pipeline's commit (None for a path it does not have, or without a repository:
+    /// the parser then refuses the include), `include: project` ones from that project's
+    /// repository (see [`Engine::project_file`]), `include: remote` ones fetched (see
+    /// [`crate::remote_includes`]; one that cannot be is refused here, with why).
+    async fn fetch_included(
+        &self,
+        project_id: i64,
+        source: &PipelineSource,
+        context: &IncludeContext,
+        mut wanted: Vec<String>,
+        files: &mut HashMap<String, Option<String>>,
+        commits: &mut HashMap<(String, Option<String>), (i64, String)>,
+    ) -> Result<(), EngineError> {
         let paths_of = |text: &str, from: &str| context.with_facts(|facts| config::included_paths(text, from, Some(facts)));
-        let mut wanted = paths_of(&source.yaml, "");
         while let Some(path) = wanted.pop() {
-            if files.contains_key(&path) || files.len() >= config::include::MAX_INCLUDES {
+            if files.contains_key(&path) || files.len() >= config::include::MAX_INCLUDES * 2 {
                 continue;
             }
             let text = if let Some(file) = config::include::ProjectFile::from_address(&path) {
-                self.project_file(&file, &mut commits).await?
+                self.project_file(&file, commits).await?
             } else if config::include::is_url(&path) {
                 let allowed = self.inner.settings.remote_includes_local_network;
                 let text = crate::remote_includes::fetch(&path, allowed).await.map_err(|why| {
@@ -276,7 +313,7 @@ impl Engine {
             }
             files.insert(path, text);
         }
-        Ok(files)
+        Ok(())
     }
 
     /// An `include: project` file: of the Usher project with that name, at its `ref` (a

@@ -47,16 +47,12 @@ impl Engine {
         let project = self.get_project(actor, project_id).await?;
         let source = self.pipeline_source(&project, &git_ref, &req).await?;
         let context = self.include_context(&project, &git_ref, &source, origin).await?;
-        let included = self.included_files(project_id, &source, &context).await?;
-        let read = |path: &str| included.get(path).cloned().flatten();
-        let cfg = context
-            .with_facts(|facts| config::parse_for_pipeline(&source.yaml, &read, facts))
-            .map_err(|mut e| {
-                if let Some(file) = &source.file {
-                    e.message = format!("{file}: {}", e.message);
-                }
-                EngineError::InvalidConfig(e)
-            })?;
+        let cfg = self.parsed_config(project_id, &source, &context).await?.map_err(|mut e| {
+            if let Some(file) = &source.file {
+                e.message = format!("{file}: {}", e.message);
+            }
+            EngineError::InvalidConfig(e)
+        })?;
         let max = self.inner.settings.max_pipeline_jobs;
         if cfg.jobs.len() > max {
             return Err(EngineError::InvalidConfig(config::ConfigError {

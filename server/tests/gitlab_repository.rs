@@ -295,3 +295,66 @@ build:
     );
     t.stop().await;
 }
+
+/// GitLab's CI/CD components and inputs: `include: component: HOST/PROJECT/NAME@VERSION`
+/// is the Usher project's `templates/NAME.yml` (or `templates/NAME/template.yml`) at that
+/// version, given the entry's `inputs`; a local file declares inputs too, and a path an
+/// input makes is read as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn components_and_inputs_make_jobs_from_their_templates() {
+    let t = TestServer::start(1).await;
+    let kit = GitRepo::new();
+    kit.commit(
+        "main",
+        &[(
+            "templates/lint/template.yml",
+            b"spec:\n  inputs:\n    stage:\n      default: test\n    level:\n      type: number\n---\nlint-$[[ inputs.level ]]:\n  stage: $[[ inputs.stage ]]\n  script:\n    - echo \"lint level $[[ inputs.level ]] in $[[ inputs.stage ]]\"\n",
+        )],
+        "Kit",
+    );
+    kit.tag("1.0");
+    kit.commit("main", &[("templates/lint/template.yml", b"broken: [\n")], "Later");
+    let name = format!("group/kit-{}", rand_suffix());
+    let body = json!({"name": name, "repository_url": kit.path().display().to_string()});
+    let (status, created) = t.call("POST", "/api/v1/projects", Some(body)).await;
+    assert_eq!(status, 201, "{created}");
+
+    let app = GitRepo::new();
+    let ci = format!(
+        "stages: [test, check]\ninclude:\n  - component: gitlab.example.com/{name}/lint@1.0\n    inputs:\n      level: 3\n      stage: check\n  - local: ci/wrapper.yml\n    inputs:\n      target: ci/chosen.yml\n"
+    );
+    app.commit(
+        "main",
+        &[
+            (".gitlab-ci.yml", ci.as_bytes()),
+            (
+                "ci/wrapper.yml",
+                b"spec:\n  inputs:\n    target:\n      default: ci/default.yml\n---\ninclude:\n  - local: $[[ inputs.target ]]\n",
+            ),
+            ("ci/chosen.yml", b"chosen:\n  script: [echo chosen]\n"),
+            ("ci/default.yml", b"default-file:\n  script: [echo default]\n"),
+        ],
+        "App",
+    );
+    let project = git_project(&t, &app.path().display().to_string()).await;
+    let (status, pipeline) = run(&t, project, "main").await;
+    assert_eq!(status, 201, "{pipeline}");
+    let mut names: Vec<&str> = pipeline["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["chosen", "lint-3"], "the component at 1.0 and the file the input names");
+    let lint = TestServer::job_id(&pipeline, "lint-3");
+    t.wait_for_status(lint, "success").await;
+    let log = t.wait_for_log(lint, "lint level").await;
+    assert!(log.contains("\nlint level 3 in check\n"), "{log}");
+
+    // A required input missing: refused, naming it.
+    app.commit(
+        "missing",
+        &[(".gitlab-ci.yml", format!("include:\n  - component: h/{name}/lint@1.0\n").as_bytes())],
+        "Missing",
+    );
+    let (status, body) = run(&t, project, "missing").await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["error"]["message"].as_str().unwrap().contains("input `level` is required"), "{body}");
+    t.stop().await;
+}

@@ -65,11 +65,24 @@ pub(super) struct IncludeError {
 
 /// The files `doc`'s `include:` names (not those of the files it includes), each by its
 /// address: a repository path, an `https://` URL as written, or a [`ProjectFile`]'s
-/// address. `within`: the project whose file `doc` is, if it is one (its `local`
-/// includes are that project's files). `facts`: the pipeline being made, whose
-/// variables are put in for `$NAME` in an entry and whose `rules:` decide whether it
-/// counts (see [`IncludeFacts`]); None: every entry counts, its names as written.
+/// address (a component: both files it may be). `within`: the project whose file `doc`
+/// is, if it is one (its `local` includes are that project's files). `facts`: the
+/// pipeline being made, whose variables are put in for `$NAME` in an entry and whose
+/// `rules:` decide whether it counts (see [`IncludeFacts`]); None: every entry counts,
+/// its names as written.
 pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Option<&PipelineFacts>) -> Result<Vec<String>, IncludeError> {
+    Ok(entries(doc, within, facts)?.into_iter().flat_map(|e| e.addresses).collect())
+}
+
+/// One file an `include:` entry names: where it is (a component: the two files it may
+/// be, in the order GitLab looks), and the `inputs` the entry gives it.
+pub(super) struct Included {
+    pub(super) addresses: Vec<String>,
+    pub(super) inputs: Option<Mapping>,
+}
+
+/// The files `doc`'s `include:` names, as [`local_paths`] says.
+fn entries(doc: &Value, within: Option<&ProjectFile>, facts: Option<&PipelineFacts>) -> Result<Vec<Included>, IncludeError> {
     let Some(include) = doc.get("include") else { return Ok(Vec::new()) };
     let entries = match include {
         Value::Sequence(list) => list.clone(),
@@ -78,8 +91,9 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Opti
     let variables: Vec<(String, String)> = facts
         .map(|f| f.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default();
-    let mut paths = Vec::new();
+    let mut found = Vec::new();
     for entry in entries {
+        let mut inputs = None;
         let entry = match entry {
             Value::Mapping(mut m) => {
                 if let Some(rules) = m.remove("rules") {
@@ -88,15 +102,33 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Opti
                         continue;
                     }
                 }
+                match m.remove("inputs") {
+                    None | Some(Value::Null) => {}
+                    Some(Value::Mapping(given)) => inputs = Some(given),
+                    Some(_) => return Err(refused("inputs", "`inputs` is a map of input names to values")),
+                }
                 Value::Mapping(m)
             }
             other => other,
         };
         let entry = expanded(entry, &variables);
+        let one = |address: String| Included {
+            addresses: vec![address],
+            inputs: inputs.clone(),
+        };
         if let Value::Mapping(m) = &entry
             && m.contains_key("project")
         {
-            paths.extend(project_files(m)?.iter().map(ProjectFile::address));
+            found.extend(project_files(m)?.iter().map(|f| one(f.address())));
+            continue;
+        }
+        if let Value::Mapping(m) = &entry
+            && let Some(component) = m.get("component")
+        {
+            found.push(Included {
+                addresses: component_files(m, component)?.iter().map(ProjectFile::address).collect(),
+                inputs: inputs.clone(),
+            });
             continue;
         }
         let path = match &entry {
@@ -107,29 +139,25 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Opti
                     if m.keys().any(|k| k.as_str() != Some("remote")) {
                         return Err(refused(
                             "remote",
-                            "`include: remote` with `inputs`, `cache` or `integrity` is not supported yet",
+                            "`include: remote` with `cache` or `integrity` is not supported yet",
                         ));
                     }
                     remote_url(remote)?
                 } else if let Some(local) = m.get("local").and_then(Value::as_str) {
-                    if m.keys().any(|k| k.as_str() != Some("local")) {
-                        return Err(refused("local", "`include: local` with `inputs` is not supported yet"));
+                    if let Some(other) = m.keys().filter_map(Value::as_str).find(|k| *k != "local") {
+                        return Err(refused("local", &format!("`include: local` with `{other}` is not supported")));
                     }
                     local.to_string()
                 } else {
-                    let kind = ["template", "component", "remote"]
-                        .into_iter()
-                        .find(|k| m.contains_key(*k))
-                        .unwrap_or("");
+                    let kind = ["template", "remote"].into_iter().find(|k| m.contains_key(*k)).unwrap_or("");
                     return Err(refused(
                         kind,
                         match kind {
                             "template" => {
                                 "`include: template` names one of GitLab's own templates, which Usher does not have: copy what you need into the repository"
                             }
-                            "component" => "`include: component` names a GitLab CI/CD component, which Usher does not have",
                             "remote" => "`include: remote` is an https:// URL",
-                            _ => "each `include` entry is a path, a URL, or a map with `local:`, `project:` or `remote:`",
+                            _ => "each `include` entry is a path, a URL, or a map with `local:`, `project:`, `remote:` or `component:`",
                         },
                     ));
                 }
@@ -137,7 +165,7 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Opti
             _ => {
                 return Err(refused(
                     "",
-                    "each `include` entry is a path, a URL, or a map with `local:`, `project:` or `remote:`",
+                    "each `include` entry is a path, a URL, or a map with `local:`, `project:`, `remote:` or `component:`",
                 ));
             }
         };
@@ -155,25 +183,60 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Opti
                     &format!("`{path}`: a wildcard in another project's file is not supported: name each file"),
                 ));
             }
-            let found = facts.map(|f| f.files_matching(&normal(&path))).unwrap_or_default();
-            if found.is_empty() {
+            let matching = facts.map(|f| f.files_matching(&normal(&path))).unwrap_or_default();
+            if matching.is_empty() {
                 return Err(refused(
                     "local",
                     &format!("`{path}` names no file of the repository at this commit"),
                 ));
             }
-            paths.extend(found.into_iter().map(normal));
+            found.extend(matching.into_iter().map(|f| one(normal(f))));
             continue;
         }
         if normal(&path).starts_with(PROJECT_ADDRESS) {
             return Err(refused("local", &format!("`{path}` is not a path Usher includes")));
         }
-        paths.push(match within {
+        found.push(one(match within {
             Some(project) if !is_url(&path) => project.sibling(&path).address(),
             _ => normal(&path),
-        });
+        }));
     }
-    Ok(paths)
+    Ok(found)
+}
+
+/// The two files a component (`HOST/PROJECT PATH/NAME@VERSION`) may be, as GitLab
+/// looks for them: `templates/NAME.yml`, then `templates/NAME/template.yml`, of the
+/// Usher project named by the path, at the version (a tag, branch or commit). The host
+/// is not read: a team moving to Usher keeps its component addresses, and the project
+/// of that name (with the repository) serves them.
+fn component_files(entry: &Mapping, component: &Value) -> Result<[ProjectFile; 2], IncludeError> {
+    let bad = |why: String| Err(refused("component", &why));
+    if let Some(other) = entry.keys().filter_map(Value::as_str).find(|k| *k != "component") {
+        return bad(format!("`include: component` with `{other}` is not supported"));
+    }
+    let Some(address) = component.as_str() else {
+        return bad("`component:` is `host/group/project/name@version`".into());
+    };
+    let Some((location, version)) = address.rsplit_once('@') else {
+        return bad(format!("`{address}`: a component is named `host/group/project/name@version`"));
+    };
+    if version.is_empty() || version.starts_with('~') {
+        return bad(format!(
+            "`{address}`: name the component's version (a tag, a branch or a commit); `{version}` is not one Usher resolves"
+        ));
+    }
+    let parts: Vec<&str> = location.split('/').collect();
+    if parts.len() < 3 || parts.iter().any(|p| p.is_empty()) {
+        return bad(format!("`{address}`: a component is named `host/group/project/name@version`"));
+    }
+    let (project, name) = (parts[1..parts.len() - 1].join("/"), parts[parts.len() - 1]);
+    Ok(
+        [format!("templates/{name}.yml"), format!("templates/{name}/template.yml")].map(|file| ProjectFile {
+            project: project.clone(),
+            git_ref: Some(version.to_string()),
+            file,
+        }),
+    )
 }
 
 /// What an `include:` is read with when a pipeline is made: GitLab's — the pipeline's
@@ -285,14 +348,14 @@ fn refused(kind: &str, message: &str) -> IncludeError {
     }
 }
 
-/// `doc` with its includes merged under it; `read` gives an included file's YAML,
-/// already parsed (None: no such file in the repository); `facts` as [`local_paths`]
-/// takes them.
-pub(super) fn merged(
-    doc: Value,
-    read: &dyn Fn(&str) -> Option<Result<Value, String>>,
-    facts: Option<&IncludeFacts>,
-) -> Result<Value, IncludeError> {
+/// How [`merged`] reads an included file: its YAML documents, already parsed (None: no
+/// such file; an error: why it does not read).
+pub(super) type ReadFile<'a> = dyn Fn(&str) -> Option<Result<Vec<Value>, String>> + 'a;
+
+/// `doc` with its includes merged under it; `read` gives an included file's YAML
+/// documents, already parsed (None: no such file); `facts` as [`local_paths`] takes
+/// them.
+pub(super) fn merged(doc: Value, read: &ReadFile, facts: Option<&IncludeFacts>) -> Result<Value, IncludeError> {
     let mut seen = 0;
     merged_at(doc, None, read, facts, &mut seen, 0)
 }
@@ -300,28 +363,46 @@ pub(super) fn merged(
 fn merged_at(
     doc: Value,
     within: Option<&ProjectFile>,
-    read: &dyn Fn(&str) -> Option<Result<Value, String>>,
+    read: &ReadFile,
     facts: Option<&IncludeFacts>,
     seen: &mut usize,
     depth: usize,
 ) -> Result<Value, IncludeError> {
-    let paths = local_paths(&doc, within, facts)?;
+    let included_files = entries(&doc, within, facts)?;
     let Value::Mapping(mut own) = doc else { return Ok(doc) };
     own.remove("include");
-    if paths.is_empty() {
+    if included_files.is_empty() {
         return Ok(Value::Mapping(own));
     }
     if depth >= MAX_INCLUDES {
         return Err(refused("local", "`include` goes round in a circle (or nests too deeply)"));
     }
+    let variables: Vec<(String, String)> = facts
+        .map(|f| f.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+        .unwrap_or_default();
     let mut base = Mapping::new();
-    for path in paths {
+    for Included { addresses, inputs } in included_files {
         *seen += 1;
         if *seen > MAX_INCLUDES {
             return Err(refused("local", &format!("more than {MAX_INCLUDES} files are included")));
         }
+        // The first of its addresses that is a file (a component's second is a fallback).
+        let path = addresses
+            .iter()
+            .find(|a| read(a).is_some())
+            .or(addresses.first())
+            .cloned()
+            .unwrap_or_default();
         let project = ProjectFile::from_address(&path);
         let (kind, named) = match &project {
+            Some(p) if addresses.len() > 1 => {
+                let others: Vec<String> = addresses
+                    .iter()
+                    .filter(|a| **a != path)
+                    .filter_map(|a| ProjectFile::from_address(a).map(|f| f.file))
+                    .collect();
+                ("component", format!("{} (nor `{}`)", p.describe(), others.join("`, `")))
+            }
             Some(p) => ("project", p.describe()),
             None if is_url(&path) => ("remote", format!("`{path}`")),
             None => ("local", format!("`{path}`")),
@@ -332,14 +413,19 @@ fn merged_at(
             .map(|n| format!(": `${n}` is not set (`include` takes the project's variables and Usher's `CI_*` ones)"))
             .unwrap_or_default();
         let fail = |why: &str| Err(refused(kind, &format!("{named} {why}{unset}")));
-        let included = match read(&path) {
+        let documents = match read(&path) {
             None if kind == "remote" => return fail("could not be fetched"),
-            None if kind == "project" => return fail("is not a file of that repository"),
+            None if kind == "project" || kind == "component" => return fail("is not a file of that repository"),
             None => return fail("is not a file of the repository at this commit"),
             Some(Err(why)) => return Err(refused(kind, &format!("{named}: {why}"))),
-            Some(Ok(v @ Value::Mapping(_))) => v,
-            Some(Ok(_)) => return Err(refused(kind, &format!("{named} is not a map of keywords and jobs"))),
+            Some(Ok(documents)) => documents,
         };
+        let included = super::inputs::split(documents)
+            .and_then(|(header, body)| super::inputs::apply(header.as_ref(), inputs.as_ref(), body, &variables))
+            .map_err(|why| refused(kind, &format!("{named}: {why}")))?;
+        if !included.is_mapping() {
+            return Err(refused(kind, &format!("{named} is not a map of keywords and jobs")));
+        }
         let Value::Mapping(included) = merged_at(included, project.as_ref(), read, facts, seen, depth + 1)? else {
             unreachable!("a map stays a map")
         };
@@ -357,6 +443,15 @@ mod tests {
         crate::config::yaml::parse(text).unwrap()
     }
 
+    /// [`merged`] with files of one document each.
+    fn merged_values(
+        doc: Value,
+        read: &dyn Fn(&str) -> Option<Result<Value, String>>,
+        facts: Option<&IncludeFacts>,
+    ) -> Result<Value, IncludeError> {
+        merged(doc, &|a| read(a).map(|r| r.map(|v| vec![v])), facts)
+    }
+
     #[test]
     fn included_files_merge_under_the_file_in_order_and_nest() {
         let files = |path: &str| -> Option<Result<Value, String>> {
@@ -368,7 +463,7 @@ mod tests {
             })))
         };
         let doc = yaml("include:\n  - local: /ci/base.yml\n  - ci/more.yml\nvariables: {A: own}\njob: {extends: .tmpl}\n");
-        let merged = merged(doc, &files, None).unwrap_or_else(|e| panic!("{}", e.message));
+        let merged = merged_values(doc, &files, None).unwrap_or_else(|e| panic!("{}", e.message));
         let v = &merged["variables"];
         assert_eq!(
             (v["A"].as_str(), v["B"].as_str(), v["D"].as_str()),
@@ -439,10 +534,21 @@ mod tests {
             ),
             ("include:\n  - project: group/x\n", "include.project", "needs `file:`"),
             (
-                "include:\n  - project: x\n    file: a.yml\n    inputs: {a: 1}\n",
-                "include.project",
-                "with `inputs`",
+                "include:\n  - component: gitlab.example.com/group/templates/lint@~latest\n",
+                "include.component",
+                "name the component's version",
             ),
+            (
+                "include:\n  - component: lint@1.0\n",
+                "include.component",
+                "host/group/project/name@version",
+            ),
+            (
+                "include:\n  - component: host/g/p/lint@1.0\n",
+                "include.component",
+                "`templates/lint.yml` of project `g/p` at `1.0` (nor `templates/lint/template.yml`) is not a file",
+            ),
+            ("include:\n  - local: a.yml\n    inputs: [a]\n", "include.inputs", "a map"),
             (
                 "include:\n  - local: a.yml\n    rules: [{if: \"$A ==\"}]\n",
                 "include.rules",
@@ -456,11 +562,62 @@ mod tests {
             ("include: 'ci/*.yml'\n", "include.local", "names no file"),
             ("include: 'ci/?.yml'\n", "include.local", "no others"),
         ] {
-            let e = merged(yaml(doc), &none, None).expect_err("refused");
+            let e = merged_values(yaml(doc), &none, None).expect_err("refused");
             assert!(e.key == key && e.message.contains(says), "{doc}: {} {}", e.key, e.message);
         }
         let circle = |_: &str| Some(Ok(yaml("include: a.yml\n")));
-        assert!(merged(yaml("include: a.yml\n"), &circle, None).is_err());
+        assert!(merged_values(yaml("include: a.yml\n"), &circle, None).is_err());
+    }
+
+    /// A component is a project's `templates/NAME.yml` or `templates/NAME/template.yml` at
+    /// its version, given its inputs; a local file takes inputs too.
+    #[test]
+    fn components_and_inputs() {
+        let files = |address: &str| -> Option<Result<Vec<Value>, String>> {
+            let text = match ProjectFile::from_address(address) {
+                Some(f)
+                    if (f.project.as_str(), f.git_ref.as_deref(), f.file.as_str())
+                        == ("ci/kit", Some("2.1"), "templates/lint/template.yml") =>
+                {
+                    "spec:\n  inputs:\n    stage: {default: test}\n    level: {type: number}\n---\nlint-$[[ inputs.level ]]:\n  stage: $[[ inputs.stage ]]\n  script:\n    - lint --level $[[ inputs.level ]]\n"
+                }
+                Some(_) => return None,
+                None if address == "ci/job.yml" => "spec:\n  inputs:\n    name:\n---\n$[[ inputs.name ]]: {script: [x]}\n",
+                None => return None,
+            };
+            Some(crate::config::yaml::parse_documents(text).map_err(|e| e.to_string()))
+        };
+        let doc = yaml(
+            "include:\n  - component: gitlab.example.com/ci/kit/lint@2.1\n    inputs: {level: 3}\n  - local: ci/job.yml\n    inputs: {name: build}\n",
+        );
+        let v = merged(doc, &files, None).unwrap_or_else(|e| panic!("{}", e.message));
+        assert_eq!(v["lint-3"]["stage"].as_str(), Some("test"));
+        assert_eq!(v["lint-3"]["script"][0].as_str(), Some("lint --level 3"));
+        assert!(v.get("build").is_some(), "{v:?}");
+        let e = merged(yaml("include:\n  - component: h/ci/kit/lint@2.1\n"), &files, None).unwrap_err();
+        assert!(
+            e.key == "include.component" && e.message.contains("input `level` is required"),
+            "{}",
+            e.message
+        );
+        let expected = [
+            ProjectFile {
+                project: "ci/kit".into(),
+                git_ref: Some("2.1".into()),
+                file: "templates/lint.yml".into(),
+            }
+            .address(),
+            ProjectFile {
+                project: "ci/kit".into(),
+                git_ref: Some("2.1".into()),
+                file: "templates/lint/template.yml".into(),
+            }
+            .address(),
+        ];
+        assert_eq!(
+            local_paths(&yaml("include:\n  - component: h/ci/kit/lint@2.1\n"), None, None).unwrap_or_default(),
+            expected
+        );
     }
 
     #[test]
@@ -476,7 +633,7 @@ mod tests {
             )))
         };
         let doc = yaml("include:\n  - project: ci templates\n    ref: v2\n    file: [/base.yml]\njob: {extends: .base}\n");
-        let both = merged(doc, &files, None).unwrap_or_else(|e| panic!("{}", e.message));
+        let both = merged_values(doc, &files, None).unwrap_or_else(|e| panic!("{}", e.message));
         assert_eq!(both["variables"]["FROM"].as_str(), Some("templates-v2"));
         assert!(both.get(".base").is_some());
         // Its `local` include is not a file of the including repository.
@@ -486,7 +643,7 @@ mod tests {
             None => (address == "more.yml").then(|| Ok(yaml("variables: {FROM: mine}\n"))),
         };
         let doc = yaml("include:\n  - project: ci templates\n    ref: v2\n    file: base.yml\n");
-        let e = merged(doc, &mine, None).expect_err("more.yml of the project is missing");
+        let e = merged_values(doc, &mine, None).expect_err("more.yml of the project is missing");
         assert!(e.message.contains("`more.yml` of project `ci templates` at `v2`"), "{}", e.message);
         // An address is not a path one may write.
         let address = ProjectFile {
@@ -495,7 +652,7 @@ mod tests {
             file: "a.yml".into(),
         }
         .address();
-        assert!(merged(yaml(&format!("include: '{address}'\n")), &files, None).is_err());
-        assert!(merged(yaml(&format!("include: '/{address}'\n")), &files, None).is_err());
+        assert!(merged_values(yaml(&format!("include: '{address}'\n")), &files, None).is_err());
+        assert!(merged_values(yaml(&format!("include: '/{address}'\n")), &files, None).is_err());
     }
 }

@@ -389,6 +389,8 @@ pub mod expression;
 #[cfg(feature = "parser")]
 pub mod include;
 #[cfg(feature = "parser")]
+mod inputs;
+#[cfg(feature = "parser")]
 mod keywords;
 #[cfg(feature = "parser")]
 mod keywords_read;

@@ -153,11 +153,25 @@ pub fn parse_for_pipeline(
 /// is (`""` for the pipeline's own CI file), whose project its `local` includes are of.
 /// `facts`: the pipeline's, as [`parse_for_pipeline`] takes them (None: as
 /// [`parse_with`] reads the file).
+/// A file with a `spec: inputs` header is read with its defaults (what its includer
+/// gives it is not known here: the caller fetches what else the parse asks for).
 pub fn included_paths(source: &str, from: &str, facts: Option<&super::include::IncludeFacts>) -> Vec<String> {
     let within = super::include::ProjectFile::from_address(from);
-    super::yaml::parse(source)
-        .ok()
-        .and_then(|doc| super::include::local_paths(&doc, within.as_ref(), facts).ok())
+    let Ok((header, body)) = super::yaml::parse_documents(source)
+        .map_err(|e| e.to_string())
+        .and_then(super::inputs::split)
+    else {
+        return Vec::new();
+    };
+    let variables = variables_of(facts);
+    let doc = super::inputs::apply(header.as_ref(), None, body.clone(), &variables).unwrap_or(body);
+    super::include::local_paths(&doc, within.as_ref(), facts).unwrap_or_default()
+}
+
+/// The pipeline's variables as `include` sees them (none without facts).
+fn variables_of(facts: Option<&super::include::IncludeFacts>) -> Vec<(String, String)> {
+    facts
+        .map(|f| f.variables.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
         .unwrap_or_default()
 }
 
@@ -174,13 +188,22 @@ fn parse_including(
     facts: Option<&super::include::IncludeFacts>,
 ) -> Result<CiConfig, ConfigError> {
     limits::check_shape(source)?;
-    let mut doc: Value = super::yaml::parse(source).map_err(|e| syntax_error(source, e))?;
+    let documents = super::yaml::parse_documents(source).map_err(|e| syntax_error(source, e))?;
+    // The pipeline's own file may declare inputs too: it gets their defaults (Usher
+    // takes no inputs when a pipeline is made).
+    let mut doc = super::inputs::split(documents)
+        .and_then(|(header, body)| super::inputs::apply(header.as_ref(), None, body, &variables_of(facts)))
+        .map_err(|message| ConfigError {
+            line: None,
+            key: Some("spec".into()),
+            message,
+        })?;
     // Before anything that the included files might define.
     if doc.get("include").is_some() {
         let read = |path: &str| {
             file(path).map(|text| {
                 limits::check_shape(&text).map_err(|e| e.to_string())?;
-                super::yaml::parse(&text).map_err(|e| format!("this is not valid YAML: {e}"))
+                super::yaml::parse_documents(&text).map_err(|e| format!("this is not valid YAML: {e}"))
             })
         };
         doc = super::include::merged(doc, &read, facts).map_err(|e| {

@@ -21,10 +21,20 @@ thread_local! {
     static NODES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
 }
 
-/// Parses `source` as GitLab would (see the module's paragraph).
+/// Parses `source`, one document, as GitLab would (see the module's paragraph).
+#[cfg(test)]
 pub(super) fn parse(source: &str) -> Result<Value, serde_yaml_ng::Error> {
     NODES.with(|n| n.set(0));
     serde_yaml_ng::from_str::<Lenient>(source).map(|l| l.0)
+}
+
+/// Parses every document of `source` (`---` between them), each as [`parse`] does; the
+/// node limit counts them all together.
+pub(super) fn parse_documents(source: &str) -> Result<Vec<Value>, serde_yaml_ng::Error> {
+    NODES.with(|n| n.set(0));
+    serde_yaml_ng::Deserializer::from_str(source)
+        .map(|document| Lenient::deserialize(document).map(|l| l.0))
+        .collect()
 }
 
 /// Counts one more value; an error once there are more than [`MAX_NODES`].
@@ -194,6 +204,14 @@ mod tests {
         let aliases = format!("[{}]", vec!["*a"; 1000].join(","));
         let e = parse(&format!("a: &a {list}\nb: {aliases}\n")).unwrap_err();
         assert!(e.to_string().contains("aliases are replayed"), "{e}");
+    }
+
+    #[test]
+    fn documents_are_read_one_by_one() {
+        let docs = parse_documents("spec:\n  inputs: {a: }\n---\njob: {script: x}\n").unwrap();
+        assert_eq!(docs.len(), 2);
+        assert!(docs[0]["spec"]["inputs"].as_mapping().is_some() && docs[1]["job"].is_mapping());
+        assert_eq!(parse_documents("a: 1\n").unwrap().len(), 1);
     }
 
     #[test]
