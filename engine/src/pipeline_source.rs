@@ -264,8 +264,13 @@ impl Engine {
             if parsed.is_ok() || asked.is_empty() || round == ROUNDS {
                 return Ok(parsed);
             }
+            let known = files.len();
             self.fetch_included(project_id, source, context, asked, &mut files, &mut commits)
                 .await?;
+            // Nothing new (past the limit): another parse would say the same.
+            if files.len() == known {
+                return Ok(parsed);
+            }
         }
         unreachable!("the loop returns")
     }

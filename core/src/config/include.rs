@@ -78,7 +78,8 @@ pub(super) fn local_paths(doc: &Value, within: Option<&ProjectFile>, facts: Opti
 /// be, in the order GitLab looks), and the `inputs` the entry gives it.
 pub(super) struct Included {
     pub(super) addresses: Vec<String>,
-    pub(super) inputs: Option<Mapping>,
+    /// Shared by the files of one entry (a wildcard's, a project's list).
+    pub(super) inputs: Option<std::rc::Rc<Mapping>>,
 }
 
 /// The files `doc`'s `include:` names, as [`local_paths`] says.
@@ -104,7 +105,7 @@ fn entries(doc: &Value, within: Option<&ProjectFile>, facts: Option<&PipelineFac
                 }
                 match m.remove("inputs") {
                     None | Some(Value::Null) => {}
-                    Some(Value::Mapping(given)) => inputs = Some(given),
+                    Some(Value::Mapping(given)) => inputs = Some(std::rc::Rc::new(given)),
                     Some(_) => return Err(refused("inputs", "`inputs` is a map of input names to values")),
                 }
                 Value::Mapping(m)
@@ -120,6 +121,7 @@ fn entries(doc: &Value, within: Option<&ProjectFile>, facts: Option<&PipelineFac
             && m.contains_key("project")
         {
             found.extend(project_files(m)?.iter().map(|f| one(f.address())));
+            too_many(found.len())?;
             continue;
         }
         if let Value::Mapping(m) = &entry
@@ -184,6 +186,7 @@ fn entries(doc: &Value, within: Option<&ProjectFile>, facts: Option<&PipelineFac
                 ));
             }
             let matching = facts.map(|f| f.files_matching(&normal(&path))).unwrap_or_default();
+            too_many(found.len() + matching.len())?;
             if matching.is_empty() {
                 return Err(refused(
                     "local",
@@ -200,8 +203,18 @@ fn entries(doc: &Value, within: Option<&ProjectFile>, facts: Option<&PipelineFac
             Some(project) if !is_url(&path) => project.sibling(&path).address(),
             _ => normal(&path),
         }));
+        too_many(found.len())?;
     }
     Ok(found)
+}
+
+/// Refused once one file's entries name more files than a pipeline may include (before
+/// anything is read: a wildcard may name every file of the repository).
+fn too_many(count: usize) -> Result<(), IncludeError> {
+    if count > MAX_INCLUDES {
+        return Err(refused("local", &format!("more than {MAX_INCLUDES} files are included")));
+    }
+    Ok(())
 }
 
 /// The two files a component (`HOST/PROJECT PATH/NAME@VERSION`) may be, as GitLab
@@ -355,9 +368,14 @@ pub(super) type ReadFile<'a> = dyn Fn(&str) -> Option<Result<Vec<Value>, String>
 /// `doc` with its includes merged under it; `read` gives an included file's YAML
 /// documents, already parsed (None: no such file); `facts` as [`local_paths`] takes
 /// them.
-pub(super) fn merged(doc: Value, read: &ReadFile, facts: Option<&IncludeFacts>) -> Result<Value, IncludeError> {
+pub(super) fn merged(
+    doc: Value,
+    read: &ReadFile,
+    facts: Option<&IncludeFacts>,
+    budget: &mut super::inputs::Budget,
+) -> Result<Value, IncludeError> {
     let mut seen = 0;
-    merged_at(doc, None, read, facts, &mut seen, 0)
+    merged_at(doc, None, read, facts, budget, &mut seen, 0)
 }
 
 fn merged_at(
@@ -365,6 +383,7 @@ fn merged_at(
     within: Option<&ProjectFile>,
     read: &ReadFile,
     facts: Option<&IncludeFacts>,
+    budget: &mut super::inputs::Budget,
     seen: &mut usize,
     depth: usize,
 ) -> Result<Value, IncludeError> {
@@ -387,12 +406,10 @@ fn merged_at(
             return Err(refused("local", &format!("more than {MAX_INCLUDES} files are included")));
         }
         // The first of its addresses that is a file (a component's second is a fallback).
-        let path = addresses
+        let (path, documents) = addresses
             .iter()
-            .find(|a| read(a).is_some())
-            .or(addresses.first())
-            .cloned()
-            .unwrap_or_default();
+            .find_map(|a| read(a).map(|d| (a.clone(), Some(d))))
+            .unwrap_or_else(|| (addresses.first().cloned().unwrap_or_default(), None));
         let project = ProjectFile::from_address(&path);
         let (kind, named) = match &project {
             Some(p) if addresses.len() > 1 => {
@@ -413,7 +430,7 @@ fn merged_at(
             .map(|n| format!(": `${n}` is not set (`include` takes the project's variables and Usher's `CI_*` ones)"))
             .unwrap_or_default();
         let fail = |why: &str| Err(refused(kind, &format!("{named} {why}{unset}")));
-        let documents = match read(&path) {
+        let documents = match documents {
             None if kind == "remote" => return fail("could not be fetched"),
             None if kind == "project" || kind == "component" => return fail("is not a file of that repository"),
             None => return fail("is not a file of the repository at this commit"),
@@ -421,12 +438,12 @@ fn merged_at(
             Some(Ok(documents)) => documents,
         };
         let included = super::inputs::split(documents)
-            .and_then(|(header, body)| super::inputs::apply(header.as_ref(), inputs.as_ref(), body, &variables))
+            .and_then(|(header, body)| super::inputs::apply(header.as_ref(), inputs.as_deref(), body, &variables, budget))
             .map_err(|why| refused(kind, &format!("{named}: {why}")))?;
         if !included.is_mapping() {
             return Err(refused(kind, &format!("{named} is not a map of keywords and jobs")));
         }
-        let Value::Mapping(included) = merged_at(included, project.as_ref(), read, facts, seen, depth + 1)? else {
+        let Value::Mapping(included) = merged_at(included, project.as_ref(), read, facts, budget, seen, depth + 1)? else {
             unreachable!("a map stays a map")
         };
         deep_merge(&mut base, included);

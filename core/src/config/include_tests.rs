@@ -11,7 +11,12 @@ fn merged_values(
     read: &dyn Fn(&str) -> Option<Result<Value, String>>,
     facts: Option<&IncludeFacts>,
 ) -> Result<Value, IncludeError> {
-    merged(doc, &|a| read(a).map(|r| r.map(|v| vec![v])), facts)
+    merged(
+        doc,
+        &|a| read(a).map(|r| r.map(|v| vec![v])),
+        facts,
+        &mut super::super::inputs::Budget::new(),
+    )
 }
 
 #[test]
@@ -74,6 +79,13 @@ fn with_a_pipelines_facts_rules_choose_entries_and_names_are_put_in() {
     assert_eq!(wild("ci/*.yml").unwrap(), ["ci/a.yml", "ci/b.yml"]);
     assert_eq!(wild("/ci/**.yml").unwrap(), ["ci/a.yml", "ci/b.yml", "ci/deep/c.yml"]);
     assert!(wild("nothing/*.yml").unwrap_err().contains("names no file"));
+    // A wildcard naming more files than a pipeline may include is refused before any is read.
+    let many: Vec<String> = (0..200).map(|i| format!("ci/many/{i}.yml")).collect();
+    let facts = PipelineFacts { files: &many, ..facts };
+    let e = local_paths(&yaml("include: 'ci/**.yml'\n"), None, Some(&facts))
+        .map_err(|e| e.message)
+        .unwrap_err();
+    assert!(e.contains("more than 150 files"), "{e}");
     // Without facts (a file checked on its own) every entry counts, as written.
     assert_eq!(local_paths(&doc, None, None).unwrap_or_else(|e| panic!("{}", e.message)).len(), 5);
 }
@@ -152,11 +164,17 @@ fn components_and_inputs() {
     let doc = yaml(
         "include:\n  - component: gitlab.example.com/ci/kit/lint@2.1\n    inputs: {level: 3}\n  - local: ci/job.yml\n    inputs: {name: build}\n",
     );
-    let v = merged(doc, &files, None).unwrap_or_else(|e| panic!("{}", e.message));
+    let v = merged(doc, &files, None, &mut super::super::inputs::Budget::new()).unwrap_or_else(|e| panic!("{}", e.message));
     assert_eq!(v["lint-3"]["stage"].as_str(), Some("test"));
     assert_eq!(v["lint-3"]["script"][0].as_str(), Some("lint --level 3"));
     assert!(v.get("build").is_some(), "{v:?}");
-    let e = merged(yaml("include:\n  - component: h/ci/kit/lint@2.1\n"), &files, None).unwrap_err();
+    let e = merged(
+        yaml("include:\n  - component: h/ci/kit/lint@2.1\n"),
+        &files,
+        None,
+        &mut super::super::inputs::Budget::new(),
+    )
+    .unwrap_err();
     assert!(
         e.key == "include.component" && e.message.contains("input `level` is required"),
         "{}",

@@ -12,6 +12,52 @@ use serde_yaml_ng::{Mapping, Value};
 /// The most functions one block may apply (GitLab's limit).
 const MAX_FUNCTIONS: usize = 3;
 
+/// The longest string a block may make (GitLab's limit).
+const MAX_STRING_BYTES: usize = 1 << 20;
+
+/// What interpolation may add in one parse, whatever the number of files and blocks: a
+/// block repeated, or a list given as an input and used many times, must not make a
+/// small file a huge one.
+pub(super) struct Budget {
+    bytes: usize,
+    nodes: usize,
+}
+
+impl Budget {
+    /// 4 MiB of text and 100,000 values copied in.
+    pub(super) fn new() -> Budget {
+        Budget {
+            bytes: 4 << 20,
+            nodes: 100_000,
+        }
+    }
+
+    fn spend(&mut self, value: &Value) -> Result<(), String> {
+        let (bytes, nodes) = size_of(value);
+        match (self.bytes.checked_sub(bytes), self.nodes.checked_sub(nodes)) {
+            (Some(b), Some(n)) => {
+                (self.bytes, self.nodes) = (b, n);
+                Ok(())
+            }
+            _ => Err("its inputs would make it too large (at most 4 MiB of text and 100,000 values put in, in all)".into()),
+        }
+    }
+}
+
+/// A value's text bytes and number of values.
+fn size_of(value: &Value) -> (usize, usize) {
+    match value {
+        Value::String(s) => (s.len(), 1),
+        Value::Sequence(items) => items.iter().map(size_of).fold((0, 1), |(b, n), (ib, inn)| (b + ib, n + inn)),
+        Value::Mapping(map) => map.iter().fold((0, 1), |(b, n), (k, v)| {
+            let ((kb, kn), (vb, vn)) = (size_of(k), size_of(v));
+            (b + kb + vb, n + kn + vn)
+        }),
+        Value::Tagged(t) => size_of(&t.value),
+        _ => (8, 1),
+    }
+}
+
 /// A file's documents as a header (`spec:`) and the file itself.
 pub(super) fn split(mut documents: Vec<Value>) -> Result<(Option<Value>, Value), String> {
     match documents.len() {
@@ -33,7 +79,13 @@ fn is_header(document: &Value) -> bool {
 /// without `inputs:`, or is the pipeline's own file, so defaults only), checked against
 /// the header; `variables` for `expand_vars`. A file without a header takes no inputs,
 /// and its `$[[ ]]` stay as written (GitLab's rule).
-pub(super) fn apply(header: Option<&Value>, given: Option<&Mapping>, body: Value, variables: &[(String, String)]) -> Result<Value, String> {
+pub(super) fn apply(
+    header: Option<&Value>,
+    given: Option<&Mapping>,
+    body: Value,
+    variables: &[(String, String)],
+    budget: &mut Budget,
+) -> Result<Value, String> {
     let Some(header) = header else {
         return match given {
             Some(g) if !g.is_empty() => Err("`inputs` are given, but the file has no `spec: inputs` header to take them".into()),
@@ -74,7 +126,7 @@ pub(super) fn apply(header: Option<&Value>, given: Option<&Mapping>, body: Value
         check(name, &spec, &value)?;
         values.push((name.to_string(), value));
     }
-    interpolate(body, &values, variables)
+    interpolate(body, &values, variables, budget)
 }
 
 /// Whether `value` is what the input's spec allows.
@@ -106,7 +158,12 @@ fn check(name: &str, spec: &Mapping, value: &Value) -> Result<(), String> {
     }
     if let Some(pattern) = spec.get("regex").and_then(Value::as_str) {
         let pattern = pattern.strip_prefix('/').and_then(|p| p.strip_suffix('/')).unwrap_or(pattern);
-        let re = regex::Regex::new(pattern).map_err(|e| format!("input `{name}`: `regex` does not read: {e}"))?;
+        // An untrusted pattern: small, or refused.
+        let re = regex::RegexBuilder::new(pattern)
+            .size_limit(1 << 18)
+            .dfa_size_limit(1 << 18)
+            .build()
+            .map_err(|e| format!("input `{name}`: `regex` does not read: {e}"))?;
         if !re.is_match(&text_of(value)) {
             return Err(format!("input `{name}` is `{}`, which its `regex` does not match", text_of(value)));
         }
@@ -114,28 +171,28 @@ fn check(name: &str, spec: &Mapping, value: &Value) -> Result<(), String> {
     Ok(())
 }
 
-fn interpolate(value: Value, inputs: &[(String, Value)], variables: &[(String, String)]) -> Result<Value, String> {
+fn interpolate(value: Value, inputs: &[(String, Value)], variables: &[(String, String)], budget: &mut Budget) -> Result<Value, String> {
     Ok(match value {
-        Value::String(s) => put_in(&s, inputs, variables)?,
+        Value::String(s) => put_in(&s, inputs, variables, budget)?,
         Value::Sequence(items) => Value::Sequence(
             items
                 .into_iter()
-                .map(|v| interpolate(v, inputs, variables))
+                .map(|v| interpolate(v, inputs, variables, budget))
                 .collect::<Result<_, _>>()?,
         ),
         Value::Mapping(map) => {
             let mut out = Mapping::new();
             for (k, v) in map {
                 let k = match k {
-                    Value::String(s) => Value::String(text_of(&put_in(&s, inputs, variables)?)),
+                    Value::String(s) => Value::String(text_of(&put_in(&s, inputs, variables, budget)?)),
                     other => other,
                 };
-                out.insert(k, interpolate(v, inputs, variables)?);
+                out.insert(k, interpolate(v, inputs, variables, budget)?);
             }
             Value::Mapping(out)
         }
         Value::Tagged(mut tagged) => {
-            tagged.value = interpolate(tagged.value, inputs, variables)?;
+            tagged.value = interpolate(tagged.value, inputs, variables, budget)?;
             Value::Tagged(tagged)
         }
         other => other,
@@ -143,7 +200,7 @@ fn interpolate(value: Value, inputs: &[(String, Value)], variables: &[(String, S
 }
 
 /// A string with its blocks replaced: the value itself when one block is all of it.
-fn put_in(text: &str, inputs: &[(String, Value)], variables: &[(String, String)]) -> Result<Value, String> {
+fn put_in(text: &str, inputs: &[(String, Value)], variables: &[(String, String)], budget: &mut Budget) -> Result<Value, String> {
     if !text.contains("$[[") {
         return Ok(Value::String(text.to_string()));
     }
@@ -155,11 +212,15 @@ fn put_in(text: &str, inputs: &[(String, Value)], variables: &[(String, String)]
             return Err(format!("`{text}`: a `$[[` without its `]]`"));
         };
         let value = block(&rest[at + 3..at + end], inputs, variables)?;
+        budget.spend(&value)?;
         if at == 0 && at + end + 2 == rest.len() && out.is_empty() {
             whole = Some(value.clone());
         }
         out.push_str(&rest[..at]);
         out.push_str(&text_of(&value));
+        if out.len() > MAX_STRING_BYTES {
+            return Err(format!("a value its inputs make is longer than {MAX_STRING_BYTES} bytes"));
+        }
         rest = &rest[at + end + 2..];
     }
     out.push_str(rest);
@@ -287,7 +348,13 @@ mod tests {
 
     fn applied(inputs: &str) -> Result<Value, String> {
         let (header, body) = split(doc(FILE)).unwrap();
-        apply(header.as_ref(), Some(&given(inputs)), body, &[("V".into(), "v7".into())])
+        apply(
+            header.as_ref(),
+            Some(&given(inputs)),
+            body,
+            &[("V".into(), "v7".into())],
+            &mut Budget::new(),
+        )
     }
 
     #[test]
@@ -310,7 +377,14 @@ mod tests {
         assert_eq!(job["retry"], Value::Number(1.into()));
         // expand_vars puts the pipeline's variables in.
         let (header, body) = split(doc(FILE)).unwrap();
-        let v = apply(header.as_ref(), Some(&given("stage: test\nversion: v9\n")), body, &[]).unwrap();
+        let v = apply(
+            header.as_ref(),
+            Some(&given("stage: test\nversion: v9\n")),
+            body,
+            &[],
+            &mut Budget::new(),
+        )
+        .unwrap();
         assert!(v["release"]["script"][0].as_str().unwrap().ends_with("v9"));
     }
 
@@ -327,18 +401,39 @@ mod tests {
             let e = applied(inputs).unwrap_err();
             assert!(e.contains(says), "{inputs}: {e}");
         }
-        let e = apply(None, Some(&given("a: 1")), Value::Null, &[]).unwrap_err();
+        let e = apply(None, Some(&given("a: 1")), Value::Null, &[], &mut Budget::new()).unwrap_err();
         assert!(e.contains("no `spec: inputs` header"), "{e}");
         let body = crate::config::yaml::parse("a: $[[ inputs.x | shout ]]\n").unwrap();
         let header = crate::config::yaml::parse("spec: {inputs: {x: {default: y}}}\n").unwrap();
-        let e = apply(Some(&header), None, body, &[]).unwrap_err();
+        let e = apply(Some(&header), None, body, &[], &mut Budget::new()).unwrap_err();
         assert!(e.contains("`shout` is not a function"), "{e}");
+    }
+
+    /// A block repeated, or a list used many times, cannot make a small file huge.
+    #[test]
+    fn what_inputs_put_in_is_bounded() {
+        let blocks = "$[[ inputs.x ]]".repeat(100);
+        let file = format!(
+            "spec:\n  inputs:\n    x:\n      default: \"{}\"\n---\na: \"{blocks}\"\n",
+            "A".repeat(20_000)
+        );
+        let (header, body) = split(doc(&file)).unwrap();
+        let e = apply(header.as_ref(), None, body, &[], &mut Budget::new()).unwrap_err();
+        assert!(e.contains("longer than"), "{e}");
+        let uses = "  - $[[ inputs.list ]]\n".repeat(200);
+        let file = format!("spec:\n  inputs:\n    list:\n      type: array\n---\na:\n{uses}");
+        let list = format!("list: [{}]\n", vec!["x"; 1000].join(", "));
+        let (header, body) = split(doc(&file)).unwrap();
+        let e = apply(header.as_ref(), Some(&given(&list)), body, &[], &mut Budget::new()).unwrap_err();
+        assert!(e.contains("too large"), "{e}");
+        let e = check("p", &given("regex: \"(a{1000}){1000}\""), &Value::String("a".into())).unwrap_err();
+        assert!(e.contains("does not read"), "{e}");
     }
 
     #[test]
     fn a_file_without_a_header_keeps_its_blocks_and_three_documents_are_refused() {
         let body = crate::config::yaml::parse("a: $[[ inputs.x ]]\n").unwrap();
-        assert_eq!(apply(None, None, body.clone(), &[]).unwrap(), body);
+        assert_eq!(apply(None, None, body.clone(), &[], &mut Budget::new()).unwrap(), body);
         assert!(split(doc("a: 1\n---\nb: 2\n")).is_err(), "two documents without a spec header");
         assert!(split(doc("spec: {}\n---\nb: 2\n---\nc: 3\n")).is_err());
     }

@@ -157,6 +157,10 @@ pub fn parse_for_pipeline(
 /// gives it is not known here: the caller fetches what else the parse asks for).
 pub fn included_paths(source: &str, from: &str, facts: Option<&super::include::IncludeFacts>) -> Vec<String> {
     let within = super::include::ProjectFile::from_address(from);
+    // The parse refuses what fails the shape check; nothing is worth reading in it here.
+    if limits::check_shape(source).is_err() {
+        return Vec::new();
+    }
     let Ok((header, body)) = super::yaml::parse_documents(source)
         .map_err(|e| e.to_string())
         .and_then(super::inputs::split)
@@ -164,7 +168,7 @@ pub fn included_paths(source: &str, from: &str, facts: Option<&super::include::I
         return Vec::new();
     };
     let variables = variables_of(facts);
-    let doc = super::inputs::apply(header.as_ref(), None, body.clone(), &variables).unwrap_or(body);
+    let doc = super::inputs::apply(header.as_ref(), None, body.clone(), &variables, &mut super::inputs::Budget::new()).unwrap_or(body);
     super::include::local_paths(&doc, within.as_ref(), facts).unwrap_or_default()
 }
 
@@ -191,8 +195,9 @@ fn parse_including(
     let documents = super::yaml::parse_documents(source).map_err(|e| syntax_error(source, e))?;
     // The pipeline's own file may declare inputs too: it gets their defaults (Usher
     // takes no inputs when a pipeline is made).
+    let mut budget = super::inputs::Budget::new();
     let mut doc = super::inputs::split(documents)
-        .and_then(|(header, body)| super::inputs::apply(header.as_ref(), None, body, &variables_of(facts)))
+        .and_then(|(header, body)| super::inputs::apply(header.as_ref(), None, body, &variables_of(facts), &mut budget))
         .map_err(|message| ConfigError {
             line: None,
             key: Some("spec".into()),
@@ -206,7 +211,7 @@ fn parse_including(
                 super::yaml::parse_documents(&text).map_err(|e| format!("this is not valid YAML: {e}"))
             })
         };
-        doc = super::include::merged(doc, &read, facts).map_err(|e| {
+        doc = super::include::merged(doc, &read, facts, &mut budget).map_err(|e| {
             refusal_error(
                 source,
                 Refusal {
