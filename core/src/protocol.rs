@@ -140,6 +140,10 @@ pub struct JobAssignment {
     pub image: Option<String>,
     #[serde(default)]
     pub services: Vec<crate::config::Service>,
+    /// What every service container gets in its environment before its own
+    /// `variables`: the CI file's variables (sent once, not once a service).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_variables: Vec<(String, String)>,
     /// Values the job's log must not show: each becomes `[MASKED]` (see
     /// `crate::masking`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

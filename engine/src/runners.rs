@@ -209,25 +209,35 @@ impl Engine {
         // written, and the runner refuses the image, naming it.
         let unset = usher_core::variables::Unset::Kept;
         let image = spec.job.image.map(|i| usher_core::variables::expand(&i, &variables, unset));
-        let services = spec
+        let services: Vec<usher_core::config::Service> = spec
             .job
             .services
             .into_iter()
-            .map(|s| usher_core::config::Service {
-                name: usher_core::variables::expand(&s.name, &variables, unset),
-                // Its own variables may name the job's (a project's variable handed to
-                // the service on purpose, as GitLab users do), expanded here.
-                variables: file_variables
-                    .iter()
-                    .cloned()
-                    .chain(s.variables.iter().map(|(k, v)| {
-                        (
-                            k.clone(),
-                            usher_core::variables::expand(v, &variables, usher_core::variables::Unset::Empty),
-                        )
-                    }))
-                    .collect(),
-                ..s
+            .map(|s| {
+                let name = usher_core::variables::expand(&s.name, &variables, unset);
+                usher_core::config::Service {
+                    // One the parser could not name: its default alias, from the name now.
+                    alias: if s.alias.is_empty() {
+                        usher_core::config::default_service_alias(&name)
+                    } else {
+                        s.alias
+                    },
+                    name,
+                    // Its own variables may name the job's (a project's variable handed
+                    // to the service on purpose, as GitLab users do), expanded here.
+                    variables: s
+                        .variables
+                        .iter()
+                        .map(|(k, v)| {
+                            (
+                                k.clone(),
+                                usher_core::variables::expand(v, &variables, usher_core::variables::Unset::Empty),
+                            )
+                        })
+                        .collect(),
+                    entrypoint: s.entrypoint,
+                    command: s.command,
+                }
             })
             .collect();
         Ok(JobAssignment {
@@ -254,6 +264,8 @@ impl Engine {
             }),
             checkout,
             image,
+            // Only when there are services to give them to.
+            service_variables: if services.is_empty() { Vec::new() } else { file_variables },
             services,
             masked,
             dependencies,

@@ -116,7 +116,7 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
         // Its environment in a file only root reads (not on a command line others can
         // read, nor in docker's own environment, where `PATH` or `LD_PRELOAD` would
         // change what the runner runs as root).
-        let environment = service_environment(&service.variables, &run.log)
+        let environment = service_environment(job.service_variables.iter().chain(&service.variables), &run.log)
             .map_err(|e| StartError::Engine(format!("service {}: its variables: {e}", service.name)))?;
         args.push(format!("--env-file={}", environment.path().display()));
         // An entrypoint of several words: the first replaces the image's, the others
@@ -177,12 +177,19 @@ pub(crate) async fn start(run: &JobRun<'_>, docker: &Docker, proxy_socket: Optio
     })
 }
 
+/// The longest line of an `--env-file` docker reads.
+const ENV_FILE_LINE_BYTES: usize = 64 * 1024;
+
 /// A service's variables as a `docker run --env-file` (one `NAME=value` a line, read
 /// as written): a temporary file of the runner's, removed when dropped. A value with a
-/// line break cannot be written so; it is left out, and the log says so.
-fn service_environment(variables: &[(String, String)], log: &LogHandle) -> std::io::Result<tempfile::NamedTempFile> {
+/// line break, or too long for docker to read, cannot be written so; it is left out,
+/// and the log says so.
+fn service_environment<'a>(
+    variables: impl Iterator<Item = &'a (String, String)>,
+    log: &LogHandle,
+) -> std::io::Result<tempfile::NamedTempFile> {
     use std::io::Write;
-    let mut file = tempfile::NamedTempFile::new()?;
+    let mut file = tempfile::NamedTempFile::new_in(crate::docker::private_dir())?;
     let mut text = String::new();
     for (name, value) in variables {
         if !usher_core::variables::is_name(name) {
@@ -191,6 +198,13 @@ fn service_environment(variables: &[(String, String)], log: &LogHandle) -> std::
         if value.contains(['\n', '\r', '\0']) {
             log.note(&format!(
                 "The service does not get `{name}`: its value has a line break, which docker cannot pass to a service."
+            ));
+            continue;
+        }
+        // docker reads the file a line at a time, 64 KiB at most.
+        if name.len() + value.len() + 2 > ENV_FILE_LINE_BYTES {
+            log.note(&format!(
+                "The service does not get `{name}`: its value is longer than docker passes to a service ({ENV_FILE_LINE_BYTES} bytes a variable)."
             ));
             continue;
         }

@@ -63,6 +63,18 @@ impl ExecutorKind {
     }
 }
 
+/// A directory of the runner's own, made at first use with a random name and mode 0700:
+/// the `docker` command's configuration (`DOCKER_CONFIG`: at a path others can guess in
+/// a shared /tmp, another local user could write a `config.json` that makes the
+/// runner's docker run plugins or hooks as the runner) and the services' environment
+/// files. Without one (no temporary directory can be made), a path nobody can create.
+pub(crate) fn private_dir() -> &'static std::path::Path {
+    static DIR: std::sync::OnceLock<Option<tempfile::TempDir>> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::Builder::new().prefix("usher-runner-").tempdir().ok())
+        .as_ref()
+        .map_or(std::path::Path::new("/dev/null/usher-runner"), |d| d.path())
+}
+
 /// A Docker engine reached over its unix socket.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Docker {
@@ -152,7 +164,7 @@ impl Docker {
         cmd.env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_else(|| "/usr/bin:/bin".into()))
             .env("DOCKER_HOST", self.host())
-            .env("DOCKER_CONFIG", std::env::temp_dir().join("usher-docker-config"))
+            .env("DOCKER_CONFIG", private_dir().join("docker-config"))
             .stdin(Stdio::null())
             .kill_on_drop(true);
         cmd

@@ -293,17 +293,23 @@ job:
         DOCKER_HOST: tcp://127.0.0.1:9
         LD_PRELOAD: /nonexistent/evil.so
         TWO_LINES: "a\nb"
+    - $PROJECT_SERVICE
   script:
     - for i in $(seq 100); do wget -qO- http://envsvc/env > env.txt && break; sleep 0.2; done
     - sed 's/^/service-env /' env.txt
     - wget -qO- http://envsvc/args
+    - for i in $(seq 100); do wget -qO- http://service/ && break; sleep 0.2; done
 "#
     );
     let body = json!({"name": format!("services-{}", rand_suffix()), "ci_config": config});
     let (status, project) = t.call("POST", "/api/v1/projects", Some(body)).await;
     assert_eq!(status, 201, "{project}");
     let variables = format!("/api/v1/projects/{}/variables", project["id"]);
-    for (key, value) in [("DB_PASSWORD", "s3cret-value"), ("PROJECT_ONLY", "not-for-services")] {
+    for (key, value) in [
+        ("DB_PASSWORD", "s3cret-value"),
+        ("PROJECT_ONLY", "not-for-services"),
+        ("PROJECT_SERVICE", SERVICE),
+    ] {
         let (status, answer) = t.call("POST", &variables, Some(json!({"key": key, "value": value}))).await;
         assert_eq!(status, 201, "{key}: {answer}");
     }
@@ -318,6 +324,8 @@ job:
         "service-env DOCKER_HOST=tcp://127.0.0.1:9",
         "service-env LD_PRELOAD=/nonexistent/evil.so",
         "args=first,second",
+        // The service a project variable names, reached by its default alias.
+        "hello from the service",
         "The service does not get `TWO_LINES`",
     ] {
         assert!(log.contains(line), "{line} missing:\n{log}");

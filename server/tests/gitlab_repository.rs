@@ -339,7 +339,12 @@ async fn components_and_inputs_make_jobs_from_their_templates() {
     let project = git_project(&t, &app.path().display().to_string()).await;
     let (status, pipeline) = run(&t, project, "main").await;
     assert_eq!(status, 201, "{pipeline}");
-    let mut names: Vec<&str> = pipeline["jobs"].as_array().unwrap().iter().map(|j| j["name"].as_str().unwrap()).collect();
+    let mut names: Vec<&str> = pipeline["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap())
+        .collect();
     names.sort();
     assert_eq!(names, ["chosen", "lint-3"], "the component at 1.0 and the file the input names");
     let lint = TestServer::job_id(&pipeline, "lint-3");
@@ -355,6 +360,9 @@ async fn components_and_inputs_make_jobs_from_their_templates() {
     );
     let (status, body) = run(&t, project, "missing").await;
     assert_eq!(status, 422, "{body}");
-    assert!(body["error"]["message"].as_str().unwrap().contains("input `level` is required"), "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("input `level` is required"),
+        "{body}"
+    );
     t.stop().await;
 }

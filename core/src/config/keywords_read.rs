@@ -372,7 +372,18 @@ pub(super) fn container_image(source: &str, job: &str, image: Option<String>) ->
     Ok(Some(image))
 }
 
+/// The most services a job may have: each is a container the runner starts.
+pub(super) const MAX_SERVICES: usize = 32;
+
 pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables: &[(String, String)]) -> Result<Vec<Service>, ConfigError> {
+    if raw.len() > MAX_SERVICES {
+        return Err(job_error(
+            source,
+            job,
+            "services",
+            format!("a job may have at most {MAX_SERVICES} services, not {}", raw.len()),
+        ));
+    }
     let mut out: Vec<Service> = Vec::new();
     for service in raw {
         let (name, alias, entrypoint, command, own_variables) = match service {
@@ -392,11 +403,21 @@ pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables:
         };
         let name = expand_image(&name, variables);
         let name = container_image(source, job, Some(name))?.unwrap_or_default();
-        let alias = alias.unwrap_or_else(|| default_alias(&name));
-        let valid_alias = !alias.is_empty()
-            && alias.len() <= 63
-            && !alias.starts_with('-')
-            && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+        // A name the job's variables complete gets its alias when it is assigned (its
+        // default alias depends on them).
+        let deferred = alias.is_none() && !crate::variables::names(&name).is_empty();
+        let alias = alias.unwrap_or_else(|| {
+            if deferred {
+                String::new()
+            } else {
+                super::default_service_alias(&name)
+            }
+        });
+        let valid_alias = deferred
+            || !alias.is_empty()
+                && alias.len() <= 63
+                && !alias.starts_with('-')
+                && alias.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
         if !valid_alias {
             return Err(job_error(
                 source,
@@ -405,7 +426,7 @@ pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables:
                 format!("service alias `{alias}` is not a host name (letters, digits and `-`)"),
             ));
         }
-        if out.iter().any(|s| s.alias == alias) {
+        if !deferred && out.iter().any(|s| s.alias == alias) {
             return Err(job_error(source, job, "services", format!("two services have the alias `{alias}`")));
         }
         out.push(Service {
@@ -418,12 +439,4 @@ pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables:
         });
     }
     Ok(out)
-}
-
-/// The host name GitLab gives a service without an alias: the image's last path part
-/// without tag or digest, with characters a host name cannot hold made `-`.
-pub(super) fn default_alias(image: &str) -> String {
-    let last = image.rsplit('/').next().unwrap_or(image);
-    let bare = last.split(['@', ':']).next().unwrap_or(last);
-    bare.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }

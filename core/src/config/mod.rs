@@ -217,9 +217,8 @@ pub struct Service {
     /// The image's command replaced: the arguments after the image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<Vec<String>>,
-    /// Its environment. In the CI file, the service's own `variables:`; in a runner's
-    /// assignment, everything the container gets: the file's variables (as GitLab, not
-    /// the project's, which may be secrets the service has no need of), then its own.
+    /// Its own `variables:` (in a runner's assignment, with the job's variables put in;
+    /// the container gets the assignment's `service_variables` first, then these).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub variables: Vec<(String, String)>,
 }
@@ -321,6 +320,14 @@ pub fn is_image_name(image: &str) -> bool {
         && image.len() <= 255
         && !image.starts_with(['-', '.', '/', ':', '@'])
         && image.chars().all(|c| c.is_ascii_alphanumeric() || "._-/:@".contains(c))
+}
+
+/// The host name GitLab gives a service without an alias: the image's last path part
+/// without tag or digest, with characters a host name cannot hold made `-`.
+pub fn default_service_alias(image: &str) -> String {
+    let last = image.rsplit('/').next().unwrap_or(image);
+    let bare = last.split(['@', ':']).next().unwrap_or(last);
+    bare.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).collect()
 }
 
 /// Parses durations like `90s`, `10m`, `1h 30m`, `2h`, or a plain number of seconds.

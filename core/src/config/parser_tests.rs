@@ -107,6 +107,12 @@ fn a_services_entrypoint_command_and_variables_are_kept() {
     assert_eq!((cache.entrypoint.clone(), cache.command.clone()), (None, None));
     let err = parse("job:\n  services: [{name: db:1, variables: {\"A-B\": x}}]\n  script: [x]\n").unwrap_err();
     assert!(err.to_string().contains("`A-B` is not a variable name"), "{err}");
+    // A name the job's variables complete gets its default alias when assigned.
+    let cfg = parse("job:\n  services: [\"$DB_IMAGE\", \"$CACHE_IMAGE\"]\n  script: [x]\n").unwrap();
+    assert_eq!(cfg.jobs[0].services[0].alias, "");
+    let many = (0..33).map(|i| format!("db{i}:1")).collect::<Vec<_>>().join(", ");
+    let err = parse(&format!("job:\n  services: [{many}]\n  script: [x]\n")).unwrap_err();
+    assert!(err.to_string().contains("at most 32 services"), "{err}");
 }
 
 #[test]
