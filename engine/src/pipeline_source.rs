@@ -19,6 +19,13 @@ pub(crate) struct PipelineSource {
     pub commit: Option<Resolved>,
 }
 
+/// Whether [`Engine::variables_of_pipeline`] gives the project's masked variables.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Masked {
+    Included,
+    Left,
+}
+
 /// What a pipeline's `include:` entries are read with: see [`Engine::include_context`].
 pub(crate) struct IncludeContext {
     variables: HashMap<String, String>,
@@ -77,7 +84,9 @@ impl Engine {
         use config::rules::{PipelineFacts, job_decision, workflow_decision};
         let commit = source.commit.as_ref();
         let is_tag = commit.is_some_and(|c| c.is_tag);
-        let mut variables = self.variables_of_pipeline(project, git_ref, source, origin, &cfg.variables).await?;
+        let mut variables = self
+            .variables_of_pipeline(project, git_ref, source, origin, &cfg.variables, Masked::Included)
+            .await?;
         // `exists:` reads the commit's files, only if a rule asks.
         let wants_files = cfg
             .workflow_rules
@@ -182,12 +191,15 @@ impl Engine {
         source: &PipelineSource,
         origin: Origin,
         file_variables: &[(String, String)],
+        masked: Masked,
     ) -> Result<HashMap<String, String>, EngineError> {
         let commit = source.commit.as_ref();
         let is_tag = commit.is_some_and(|c| c.is_tag);
         let mut variables = HashMap::new();
         for v in self.store().variable_values(project.id).await? {
-            variables.insert(v.key, v.value);
+            if !v.masked || masked == Masked::Included {
+                variables.insert(v.key, v.value);
+            }
         }
         variables.extend(file_variables.iter().cloned());
         let predefined = [
@@ -225,7 +237,11 @@ impl Engine {
             _ => Vec::new(),
         };
         Ok(IncludeContext {
-            variables: self.variables_of_pipeline(project, git_ref, source, origin, &[]).await?,
+            // A masked value put into an include's path, an error about it, or the file
+            // (`expand_vars`) would be shown to every viewer: `include` does not get them.
+            variables: self
+                .variables_of_pipeline(project, git_ref, source, origin, &[], Masked::Left)
+                .await?,
             files,
             git_ref: git_ref.to_string(),
             is_tag: source.commit.as_ref().is_some_and(|c| c.is_tag),

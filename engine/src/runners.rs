@@ -111,6 +111,7 @@ impl Engine {
             sha,
             commit_title,
             project_name,
+            default_branch,
             repository_url,
             credentials,
             ssh_private_key,
@@ -158,6 +159,7 @@ impl Engine {
             ("CI_JOB_ID".to_string(), job.id.to_string()),
             ("CI_PIPELINE_ID".to_string(), job.pipeline_id.to_string()),
             ("CI_PROJECT_NAME".to_string(), project_name.clone()),
+            ("CI_DEFAULT_BRANCH".to_string(), default_branch),
             ("CI_COMMIT_REF_NAME".to_string(), git_ref.clone()),
             ("CI_COMMIT_REF_SLUG".to_string(), usher_core::cache::ref_slug(&git_ref)),
             ("CI_JOB_NAME".to_string(), job.name.clone()),
@@ -297,7 +299,14 @@ impl Engine {
     /// The runner's final report. A job that was aborted or reaped meanwhile stays as it
     /// is (the report is late, not wrong), but the teardown receipt it carries is kept
     /// (after an abort it is all the runner sends); the answer is the job's status.
-    pub async fn finish_job(&self, runner_id: i64, job_id: i64, report: JobReport) -> Result<Status, EngineError> {
+    pub async fn finish_job(&self, runner_id: i64, job_id: i64, mut report: JobReport) -> Result<Status, EngineError> {
+        // What went wrong is shown to every viewer of the job: never a masked value (an
+        // image name a project variable completed, a runner's error quoting it).
+        if let Some(detail) = &report.detail
+            && let Some(job) = self.store().get_job(job_id).await?
+        {
+            report.detail = Some(self.masker_of(job.project_id).await?.mask(detail));
+        }
         let receipt = report.teardown.clone();
         // Only a failed script's exit code can be one `allow_failure: exit_codes` allows
         // (a runner says `script_failure` for it; an older report may say nothing).

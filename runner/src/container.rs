@@ -52,7 +52,7 @@ impl StartError {
             failure_reason: Some(reason),
             duration_ms: 0,
             after_script: None,
-            detail: Some(why),
+            detail: Some(log.mask(&why)),
             dotenv: None,
             teardown: None,
         }

@@ -7,6 +7,7 @@ use usher_testkit::*;
 const FILLS_THE_CACHE: &str = r#"
 fill:
   script:
+    - echo "default-branch=$CI_DEFAULT_BRANCH"
     - if [ -f .deps/data ]; then echo "found=$(cat .deps/data)"; else echo found=none; fi
     - mkdir -p .deps && echo "from-$CI_PIPELINE_ID" > .deps/data
   cache:
@@ -22,6 +23,7 @@ async fn the_next_pipeline_of_the_project_finds_the_cache_and_no_other_project_d
     t.wait_for_status(job, "success").await;
     let log = t.wait_for_log(job, "Saved the cache").await;
     assert_eq!(log_value(&log, "found"), "none", "{log}");
+    assert_eq!(log_value(&log, "default-branch"), "main", "{log}");
     assert!(log.contains("No cache for key deps-main yet."), "{log}");
     assert!(log.contains("Saved the cache deps-main: 1 file(s)"), "{log}");
 

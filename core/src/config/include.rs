@@ -427,7 +427,7 @@ fn merged_at(
         // A name the pipeline does not set, still in the address, is the likely cause.
         let unset = crate::variables::names(&path)
             .first()
-            .map(|n| format!(": `${n}` is not set (`include` takes the project's variables and Usher's `CI_*` ones)"))
+            .map(|n| format!(": `${n}` is not set (`include` takes the project's variables, not masked ones, and Usher's `CI_*` ones)"))
             .unwrap_or_default();
         let fail = |why: &str| Err(refused(kind, &format!("{named} {why}{unset}")));
         let documents = match documents {

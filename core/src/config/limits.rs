@@ -95,6 +95,7 @@ const SET_BY_USHER: &[&str] = &[
     "CI_COMMIT_SHORT_SHA",
     "CI_COMMIT_TAG",
     "CI_COMMIT_TITLE",
+    "CI_DEFAULT_BRANCH",
     "CI_JOB_ID",
     "CI_JOB_NAME",
     "CI_JOB_STAGE",

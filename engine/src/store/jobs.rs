@@ -23,6 +23,7 @@ pub struct AssignmentSource {
     pub sha: Option<String>,
     pub commit_title: Option<String>,
     pub project_name: String,
+    pub default_branch: String,
     /// Without credentials.
     pub repository_url: Option<String>,
     pub credentials: Option<RepoCredentials>,
@@ -113,11 +114,11 @@ impl Store {
     pub async fn assignment_source(&self, id: i64) -> Result<AssignmentSource, EngineError> {
         let rows = sqlx::query(
             "SELECT 0 AS part, j.spec, j.stage_index, p.git_ref, p.sha, p.commit_title, pr.name AS project_name, \
-             pr.repository_url, pr.repository_username, pr.repository_password, pr.ssh_private_key, \
+             pr.default_branch, pr.repository_url, pr.repository_username, pr.repository_password, pr.ssh_private_key, \
              NULL AS key, NULL AS value, NULL AS masked \
              FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id JOIN projects pr ON pr.id = j.project_id WHERE j.id = $1 \
              UNION ALL \
-             SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, v.key, v.value, v.masked \
+             SELECT 1, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, v.key, v.value, v.masked \
              FROM project_variables v WHERE v.project_id = (SELECT project_id FROM jobs WHERE id = $1) \
              ORDER BY part, key",
         )
@@ -146,6 +147,7 @@ impl Store {
             sha: row.try_get("sha")?,
             commit_title: row.try_get("commit_title")?,
             project_name: row.try_get("project_name")?,
+            default_branch: row.try_get("default_branch")?,
             repository_url: row.try_get("repository_url")?,
             credentials: super::projects::repo_credentials(row)?,
             ssh_private_key: row.try_get("ssh_private_key")?,
