@@ -253,19 +253,24 @@ impl Engine {
     /// parser will ask for are fetched first ([`config::included_paths`], nested ones
     /// too); one it asks for that was not foreseen (a path an including entry's `inputs`
     /// make) is fetched and the file parsed again, a few rounds at most.
+    /// The parsing itself runs on a blocking thread: a large file with many includes
+    /// must not hold up the server's other work.
     pub(crate) async fn parsed_config(
         &self,
         project_id: i64,
         source: &PipelineSource,
-        context: &IncludeContext,
+        context: IncludeContext,
     ) -> Result<Result<config::CiConfig, config::ConfigError>, EngineError> {
         const ROUNDS: usize = 5;
+        let context = std::sync::Arc::new(context);
+        let yaml: std::sync::Arc<str> = source.yaml.as_str().into();
         let (mut files, mut commits) = (HashMap::new(), HashMap::new());
         let first = context.with_facts(|facts| config::included_paths(&source.yaml, "", Some(facts)));
-        self.fetch_included(project_id, source, context, first, &mut files, &mut commits)
+        self.fetch_included(project_id, source, &context, first, &mut files, &mut commits)
             .await?;
         for round in 0.. {
-            let (parsed, asked) = {
+            let (context_now, yaml_now) = (context.clone(), yaml.clone());
+            let (parsed, asked, returned) = tokio::task::spawn_blocking(move || {
                 let asked = std::cell::RefCell::new(Vec::new());
                 let read = |path: &str| match files.get(path) {
                     Some(text) => text.clone(),
@@ -274,14 +279,17 @@ impl Engine {
                         None
                     }
                 };
-                let parsed = context.with_facts(|facts| config::parse_for_pipeline(&source.yaml, &read, facts));
-                (parsed, asked.into_inner())
-            };
+                let parsed = context_now.with_facts(|facts| config::parse_for_pipeline(&yaml_now, &read, facts));
+                (parsed, asked.into_inner(), files)
+            })
+            .await
+            .map_err(|e| EngineError::Internal(format!("parsing the CI file: {e}")))?;
+            files = returned;
             if parsed.is_ok() || asked.is_empty() || round == ROUNDS {
                 return Ok(parsed);
             }
             let known = files.len();
-            self.fetch_included(project_id, source, context, asked, &mut files, &mut commits)
+            self.fetch_included(project_id, source, &context, asked, &mut files, &mut commits)
                 .await?;
             // Nothing new (past the limit): another parse would say the same.
             if files.len() == known {

@@ -47,7 +47,7 @@ impl Engine {
         let project = self.get_project(actor, project_id).await?;
         let source = self.pipeline_source(&project, &git_ref, &req).await?;
         let context = self.include_context(&project, &git_ref, &source, origin).await?;
-        let cfg = self.parsed_config(project_id, &source, &context).await?.map_err(|mut e| {
+        let cfg = self.parsed_config(project_id, &source, context).await?.map_err(|mut e| {
             if let Some(file) = &source.file {
                 e.message = format!("{file}: {}", e.message);
             }

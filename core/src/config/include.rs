@@ -193,6 +193,9 @@ fn entries(doc: &Value, within: Option<&ProjectFile>, facts: Option<&PipelineFac
                     &format!("`{path}` names no file of the repository at this commit"),
                 ));
             }
+            if let Some(f) = matching.iter().find(|f| f.starts_with(PROJECT_ADDRESS)) {
+                return Err(refused("local", &format!("`{f}` is not a path Usher includes")));
+            }
             found.extend(matching.into_iter().map(|f| one(normal(f))));
             continue;
         }

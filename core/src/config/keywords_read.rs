@@ -405,7 +405,7 @@ pub(super) fn services(source: &str, job: &str, raw: Vec<RawService>, variables:
         let name = container_image(source, job, Some(name))?.unwrap_or_default();
         // A name the job's variables complete gets its alias when it is assigned (its
         // default alias depends on them).
-        let deferred = alias.is_none() && !crate::variables::names(&name).is_empty();
+        let deferred = alias.is_none() && name.rsplit('/').next().is_some_and(|last| last.contains('$'));
         let alias = alias.unwrap_or_else(|| {
             if deferred {
                 String::new()
