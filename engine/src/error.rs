@@ -28,6 +28,10 @@ pub enum EngineError {
     InvalidConfig(#[from] ConfigError),
     #[error("{0}")]
     Conflict(String),
+    /// What a change was decided from no longer holds (see the store's `Change::Batch`):
+    /// the caller decides again; a 409 if it gives up.
+    #[error("{0}; try again")]
+    Outdated(String),
     #[error("{0}")]
     TooLarge(String),
     #[error("{0}")]
@@ -47,7 +51,7 @@ impl EngineError {
             EngineError::NotFound(_) => "not_found",
             EngineError::InvalidTransition(_) => "invalid_transition",
             EngineError::InvalidConfig(_) => "invalid_config",
-            EngineError::Conflict(_) => "conflict",
+            EngineError::Conflict(_) | EngineError::Outdated(_) => "conflict",
             EngineError::TooLarge(_) => "too_large",
             EngineError::TooManyRequests(_) => "too_many_requests",
             EngineError::InvalidRef(_) => "invalid_ref",
@@ -61,7 +65,7 @@ impl EngineError {
             EngineError::Unauthorized => 401,
             EngineError::Forbidden { .. } => 403,
             EngineError::NotFound(_) => 404,
-            EngineError::InvalidTransition(_) | EngineError::Conflict(_) => 409,
+            EngineError::InvalidTransition(_) | EngineError::Conflict(_) | EngineError::Outdated(_) => 409,
             EngineError::InvalidConfig(_) | EngineError::InvalidRef(_) => 422,
             EngineError::TooLarge(_) => 413,
             EngineError::TooManyRequests(_) => 429,

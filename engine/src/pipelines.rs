@@ -149,6 +149,7 @@ impl Engine {
                 pipeline_id: older,
                 moves: &moves,
                 cancel,
+                teardowns: None,
             })
             .await?;
         }
@@ -305,6 +306,18 @@ impl Engine {
     }
 
     pub(crate) async fn stop_pipeline(&self, actor: &Actor, id: i64, mode: CancelMode, why: Stop) -> Result<Pipeline, EngineError> {
+        // Which stop jobs run is decided from the jobs that have started; one starting
+        // between that and the commit makes the commit refuse, and it is decided again.
+        let mut attempts = 0;
+        loop {
+            match self.stop_pipeline_once(actor, id, mode, why.clone()).await {
+                Err(EngineError::Outdated(_)) if attempts < 5 => attempts += 1,
+                other => return other,
+            }
+        }
+    }
+
+    async fn stop_pipeline_once(&self, actor: &Actor, id: i64, mode: CancelMode, why: Stop) -> Result<Pipeline, EngineError> {
         let Stop { reason, detail, message } = why;
         let pipeline = self.pipeline_with_jobs(id).await?;
         // A pipeline answers a cancel or abort as a job in its status would (core's table).
@@ -370,6 +383,7 @@ impl Engine {
             pipeline_id: id,
             moves: &moves,
             cancel: Some(cancel),
+            teardowns: (mode == CancelMode::Graceful).then_some(&teardowns[..]),
         })
         .await?;
         self.pipeline_with_jobs(id).await
@@ -442,6 +456,7 @@ impl Engine {
                     pipeline_id,
                     moves: &moves,
                     cancel: None,
+                    teardowns: None,
                 })
                 .await?;
             if committed.jobs.is_empty() {
@@ -453,6 +468,7 @@ impl Engine {
 
 /// Why a pipeline is stopped: the reason each job's cancel records, Usher's words on
 /// its timeline, and the canceller's message.
+#[derive(Clone)]
 pub(crate) struct Stop {
     pub reason: CancelReason,
     pub detail: Option<String>,

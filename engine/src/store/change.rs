@@ -33,6 +33,11 @@ pub enum Change<'a> {
         pipeline_id: i64,
         moves: &'a [Move],
         cancel: Option<PipelineCancel<'a>>,
+        /// The environments' stop jobs the moves leave to run (a graceful cancel's
+        /// teardown), as the caller found them: when the pipeline's jobs make another set
+        /// by the time its lock is held (a job started meanwhile), the change is refused
+        /// with [`crate::EngineError::Outdated`], for the caller to decide again.
+        teardowns: Option<&'a [i64]>,
     },
     /// New attempts of finished jobs of one pipeline: each becomes a new `created` job with
     /// the same definition (`retry_of` the old one), the old ones are marked retried and

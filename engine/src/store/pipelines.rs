@@ -238,42 +238,50 @@ impl Store {
     }
 
     pub async fn job_nodes(&self, pipeline_id: i64) -> Result<(Vec<JobNodeRow>, Option<CancelMode>), EngineError> {
-        // The newest attempt of each job: older ones no longer count. With the pipeline's
-        // cancel, on every row.
-        let rows = sqlx::query(
-            "SELECT j.id, j.name, j.stage_index, j.needs, j.status, j.when_to_run, j.allow_failure, j.on_stop, \
+        job_nodes_on(&mut *self.conn().await?, pipeline_id).await
+    }
+}
+
+/// [`Store::job_nodes`] on `conn` (inside a change's transaction, say).
+pub(super) async fn job_nodes_on(
+    conn: &mut sqlx::AnyConnection,
+    pipeline_id: i64,
+) -> Result<(Vec<JobNodeRow>, Option<CancelMode>), EngineError> {
+    // The newest attempt of each job: older ones no longer count. With the pipeline's
+    // cancel, on every row.
+    let rows = sqlx::query(
+        "SELECT j.id, j.name, j.stage_index, j.needs, j.status, j.when_to_run, j.allow_failure, j.on_stop, \
              CAST(CASE WHEN j.started_at IS NOT NULL OR j.retry_of IS NOT NULL THEN 1 ELSE 0 END AS BIGINT) AS started, p.cancel_mode \
              FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.pipeline_id = $1 AND j.retried = 0 \
              ORDER BY j.stage_index, j.id",
-        )
-        .bind(pipeline_id)
-        .fetch_all(&mut *self.conn().await?)
-        .await?;
-        let cancel = match rows.first() {
-            Some(r) => r.try_get::<Option<String>, _>("cancel_mode")?.and_then(|m| CancelMode::parse(&m)),
-            None => None,
-        };
-        let nodes = rows
-            .iter()
-            .map(|r| {
-                let status: String = r.try_get("status")?;
-                let needs: Option<String> = r.try_get("needs")?;
-                Ok(JobNodeRow {
-                    id: r.try_get("id")?,
-                    name: r.try_get("name")?,
-                    stage_index: r.try_get::<i64, _>("stage_index")?.max(0) as usize,
-                    needs: needs.and_then(|n| serde_json::from_str(&n).ok()),
-                    status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
-                    allow_failure: r.try_get::<i64, _>("allow_failure")? != 0,
-                    on_stop: r.try_get("on_stop")?,
-                    started: r.try_get::<i64, _>("started")? != 0,
-                    when: {
-                        let when: String = r.try_get("when_to_run")?;
-                        When::parse(&when).unwrap_or_default()
-                    },
-                })
+    )
+    .bind(pipeline_id)
+    .fetch_all(&mut *conn)
+    .await?;
+    let cancel = match rows.first() {
+        Some(r) => r.try_get::<Option<String>, _>("cancel_mode")?.and_then(|m| CancelMode::parse(&m)),
+        None => None,
+    };
+    let nodes = rows
+        .iter()
+        .map(|r| {
+            let status: String = r.try_get("status")?;
+            let needs: Option<String> = r.try_get("needs")?;
+            Ok(JobNodeRow {
+                id: r.try_get("id")?,
+                name: r.try_get("name")?,
+                stage_index: r.try_get::<i64, _>("stage_index")?.max(0) as usize,
+                needs: needs.and_then(|n| serde_json::from_str(&n).ok()),
+                status: Status::parse(&status).ok_or_else(|| bad_status(&status))?,
+                allow_failure: r.try_get::<i64, _>("allow_failure")? != 0,
+                on_stop: r.try_get("on_stop")?,
+                started: r.try_get::<i64, _>("started")? != 0,
+                when: {
+                    let when: String = r.try_get("when_to_run")?;
+                    When::parse(&when).unwrap_or_default()
+                },
             })
-            .collect::<Result<_, EngineError>>()?;
-        Ok((nodes, cancel))
-    }
+        })
+        .collect::<Result<_, EngineError>>()?;
+    Ok((nodes, cancel))
 }

@@ -128,8 +128,22 @@ impl Store {
                 pipeline_id,
                 moves,
                 cancel,
+                teardowns,
             } => {
                 self.writer.lock_pipeline(tx, *pipeline_id).await?;
+                if let Some(expected) = teardowns {
+                    let (rows, _) = super::pipelines::job_nodes_on(tx, *pipeline_id).await?;
+                    let nodes: Vec<_> = rows.iter().map(|r| r.node()).collect();
+                    let now: Vec<i64> = usher_core::pipeline::environment_teardowns(&nodes)
+                        .into_iter()
+                        .map(|i| rows[i].id)
+                        .collect();
+                    if now != *expected {
+                        return Err(EngineError::Outdated(format!(
+                            "pipeline {pipeline_id} changed while it was being cancelled (a job started)"
+                        )));
+                    }
+                }
                 // A cancel is recorded on the pipeline after the moves: its facts are
                 // read after that.
                 let facts_of = cancel.is_none().then_some(*pipeline_id);

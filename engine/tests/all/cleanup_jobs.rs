@@ -423,3 +423,52 @@ async fn a_cancel_runs_the_stop_job_of_an_environment_the_pipeline_began() {
         engine.close().await;
     }
 }
+
+/// The cancel decides which stop jobs run from the jobs that have started; a deploy
+/// that a runner claims at the same moment must not leave its environment behind (its
+/// stop job cancelled because the deploy had not started when the cancel looked). Each
+/// round races a claim of the deploy against the cancel; whenever the deploy started,
+/// its stop job must still be there to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deploy_starting_as_the_pipeline_is_cancelled_still_gets_its_stop_job() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (mut started, mut not_started) = (0, 0);
+        for _ in 0..60 {
+            let (p, jobs) = pipeline(&engine, &admin, REVIEW_APP).await;
+            run_next(&engine, r, Some(0)).await;
+            let (claimer, canceller) = (engine.clone(), engine.clone());
+            let admin_now = admin.clone();
+            // The claim lands anywhere from before the cancel starts to after it ends.
+            let delay = std::time::Duration::from_micros(rand::random::<u64>() % 400);
+            let cancel = tokio::spawn(async move { canceller.cancel_pipeline(&admin_now, p, Default::default()).await });
+            let claim = tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                claimer.claim_job(r, &[]).await.unwrap()
+            });
+            let (claimed, cancelled) = (claim.await.unwrap(), cancel.await.unwrap());
+            cancelled.unwrap_or_else(|e| panic!("{}: {e}", db.name));
+            let deploy = status_of(&engine, &admin, &jobs, "deploy_review").await;
+            let stop = status_of(&engine, &admin, &jobs, "stop_review").await;
+            if deploy == Status::Canceling {
+                started += 1;
+                assert_eq!(stop, Status::Manual, "{}: the deploy started, so its stop job must run", db.name);
+            } else {
+                not_started += 1;
+                assert_eq!((deploy, stop), (Status::Canceled, Status::Canceled), "{}", db.name);
+            }
+            if let Some(job) = claimed {
+                engine.finish_job(r, job.job_id, report(Some(0))).await.unwrap();
+            }
+            while let Some(job) = engine.claim_job(r, &[]).await.unwrap() {
+                engine.finish_job(r, job.job_id, report(Some(0))).await.unwrap();
+            }
+        }
+        println!(
+            "{}: the deploy started first {started} times, the cancel {not_started} times",
+            db.name
+        );
+        engine.close().await;
+    }
+}
