@@ -16,6 +16,7 @@ pub mod events;
 pub mod extract;
 pub mod listener;
 pub mod openapi;
+pub mod runner_files;
 pub mod runner_hub;
 pub mod runner_ws;
 pub mod tls;
