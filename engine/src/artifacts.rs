@@ -67,7 +67,7 @@ impl Engine {
 
     /// Whether the runner with token `token_id` holds job `job_id` and the job is still
     /// active (`what` says what is allowed only then).
-    async fn check_holder(&self, token_id: i64, job_id: i64, what: &str) -> Result<(), EngineError> {
+    pub(crate) async fn check_holder(&self, token_id: i64, job_id: i64, what: &str) -> Result<(), EngineError> {
         match self.store().job_holder_token(job_id).await? {
             None => Err(EngineError::NotFound(format!("job {job_id}"))),
             Some((_, holder)) if holder != Some(token_id) => Err(EngineError::Conflict(format!("job {job_id} is not held by this runner"))),

@@ -11,6 +11,7 @@ pub mod artifact_storage;
 mod artifacts;
 pub mod auth;
 pub mod bus;
+mod caches;
 mod cancel_windows;
 pub mod error;
 pub mod hooks;

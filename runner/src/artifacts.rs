@@ -64,8 +64,17 @@ impl Uploader {
     /// A GET of `/api/runner/v1/jobs/{job_id}/{what}/{path}` (`path` percent-encoded),
     /// authenticated as this runner.
     pub(crate) fn get(&self, job_id: i64, what: &str, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::GET, job_id, what, path)
+    }
+
+    /// A PUT of `/api/runner/v1/jobs/{job_id}/{what}/{path}`, as [`Uploader::get`].
+    pub(crate) fn put(&self, job_id: i64, what: &str, path: &str) -> reqwest::RequestBuilder {
+        self.request(reqwest::Method::PUT, job_id, what, path)
+    }
+
+    fn request(&self, method: reqwest::Method, job_id: i64, what: &str, path: &str) -> reqwest::RequestBuilder {
         let url = format!("{}/api/runner/v1/jobs/{job_id}/{what}/{}", self.base_url, encoded(path));
-        self.client.get(url).bearer_auth(&self.token)
+        self.client.request(method, url).bearer_auth(&self.token)
     }
 
     /// Uploads the job's artifacts from `build_dir`, noting progress and refusals in the

@@ -33,8 +33,11 @@ pub fn root_of(builds_dir: &Path) -> PathBuf {
     builds_dir.join(".usher-job-caches")
 }
 
+/// The most files one cache may hold (as artifacts).
+pub const MAX_CACHE_FILES: usize = crate::artifacts::MAX_FILES;
+
 /// The directory of one cache: the key is hashed, so no key names a path.
-fn dir_of(root: &Path, key: &str) -> PathBuf {
+pub(crate) fn dir_of(root: &Path, key: &str) -> PathBuf {
     root.join(hex::encode(Sha256::digest(key.as_bytes())))
 }
 
@@ -97,7 +100,7 @@ pub fn pull(root: &Path, cache: &CacheAssignment, build_dir: &Path, owner: Optio
 /// Keeps the files `cache.paths` name in `build_dir` (read with `reader`'s rights) as the
 /// new copy of the cache, noting in the log what it did; `tracked`: the files of the
 /// checked-out commit (`untracked: true` keeps the others; None: they are not known,
-/// and `untracked` takes nothing).
+/// and `untracked` takes nothing). Whether it was saved.
 pub fn push(
     root: &Path,
     cache: &CacheAssignment,
@@ -105,20 +108,20 @@ pub fn push(
     reader: Option<JobUser>,
     tracked: Option<&HashSet<String>>,
     log: &LogHandle,
-) {
+) -> bool {
     let key = shown_key(&cache.key);
     let tree = match JobTree::open(build_dir, reader) {
         Ok(tree) => tree,
         Err(e) => {
             log.note(&format!("The cache {key} is not saved: the build directory cannot be opened: {e}"));
-            return;
+            return false;
         }
     };
     let untracked = if cache.untracked { tracked } else { None };
     let files = collect_files(&tree, &cache.paths, untracked, &[], "Cache", log);
-    if let Err(e) = std::fs::create_dir_all(root).and_then(|()| std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))) {
+    if let Err(e) = prepare_root(root) {
         log.note(&format!("The cache {key} is not saved: {e}"));
-        return;
+        return false;
     }
     let fresh = root.join(format!(".new-{}", hex::encode(rand::random::<[u8; 8]>())));
     let written = (|| -> io::Result<(usize, u64)> {
@@ -140,31 +143,54 @@ pub fn push(
         }
         Ok((files.len(), bytes))
     })();
-    match written {
-        Ok((count, bytes)) => {
-            let dir = dir_of(root, &cache.key);
-            let old = root.join(format!(".old-{}", hex::encode(rand::random::<[u8; 8]>())));
-            let had_one = std::fs::rename(&dir, &old).is_ok();
-            match std::fs::rename(&fresh, &dir) {
-                Ok(()) => log.note(&format!("Saved the cache {key}: {count} file(s), {bytes} bytes.")),
-                Err(e) => log.note(&format!("The cache {key} is not saved: {e}")),
+    let saved = match written {
+        Ok((count, bytes)) => match replace_copy(root, &cache.key, fresh.clone()) {
+            Ok(()) => {
+                log.note(&format!("Saved the cache {key}: {count} file(s), {bytes} bytes."));
+                true
             }
-            if had_one {
-                let _ = std::fs::remove_dir_all(&old);
+            Err(e) => {
+                log.note(&format!("The cache {key} is not saved: {e}"));
+                false
             }
+        },
+        Err(e) => {
+            log.note(&format!("The cache {key} is not saved: {e}"));
+            false
         }
-        Err(e) => log.note(&format!("The cache {key} is not saved: {e}")),
-    }
+    };
     let _ = std::fs::remove_dir_all(&fresh);
+    saved
+}
+
+/// Makes `root`, where the runner keeps its caches, readable only by the runner.
+pub(crate) fn prepare_root(root: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(root).and_then(|()| std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700)))
+}
+
+/// Makes the directory `fresh` (of `root`) the runner's copy of cache `key`, in place
+/// of the one before.
+pub(crate) fn replace_copy(root: &Path, key: &str, fresh: PathBuf) -> io::Result<()> {
+    let dir = dir_of(root, key);
+    let old = root.join(format!(".old-{}", hex::encode(rand::random::<[u8; 8]>())));
+    let had_one = std::fs::rename(&dir, &old).is_ok();
+    let moved = std::fs::rename(&fresh, &dir);
+    if had_one {
+        let _ = std::fs::remove_dir_all(&old);
+    }
+    if moved.is_err() {
+        let _ = std::fs::remove_dir_all(&fresh);
+    }
+    moved
 }
 
 /// The key as the job's author wrote it (without the project scope).
-fn shown_key(key: &str) -> &str {
+pub(crate) fn shown_key(key: &str) -> &str {
     key.split_once('/').map_or(key, |(_, k)| k)
 }
 
 /// Every regular file below `dir` (the runner's own directory), relative to it.
-fn files_below(dir: &Path) -> io::Result<Vec<PathBuf>> {
+pub(crate) fn files_below(dir: &Path) -> io::Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     let mut dirs = vec![PathBuf::new()];
     while let Some(rel) = dirs.pop() {

@@ -32,6 +32,7 @@ pub mod recovery;
 pub mod rooms;
 pub mod script;
 pub mod session;
+pub mod shared_cache;
 pub mod spawn;
 pub mod supervise;
 pub mod tls;

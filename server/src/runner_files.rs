@@ -1,6 +1,6 @@
 //! The files runners move over plain HTTP beside their protocol's websocket (docs/
 //! runner-protocol.md): a job's artifacts up, the artifacts of the earlier jobs it gets
-//! down. Only the runner holding the job, while it is active.
+//! down, and its caches both ways. Only the runner holding the job, while it is active.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -21,6 +21,7 @@ pub fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(upload_artifact))
         .routes(routes!(download_dependency_artifact))
+        .routes(routes!(upload_cache, download_cache))
 }
 
 /// One artifact file from the runner holding the job, streamed to disk (see
@@ -72,4 +73,52 @@ pub async fn download_dependency_artifact(
     let (job_id, dependency) = (number(&job)?, number(&dependency)?);
     let (stored, size) = state.engine.dependency_artifact_file(token_id, job_id, dependency, &path).await?;
     crate::artifact_download::artifact_download(&stored, size, &path, &headers).await
+}
+
+/// The archive of a cache the runner holding the job saved (a tar of the cache's files),
+/// kept by the server for every runner of the project (see [`Engine::store_cache`]).
+///
+/// [`Engine::store_cache`]: usher_engine::Engine::store_cache
+#[utoipa::path(put, path = "/api/runner/v1/jobs/{id}/caches/{*key}", tag = "runners",
+    params(("id" = i64, Path, description = "The job id"), ("key" = String, Path, description = "The cache's key as the assignment gave it (`<project id>/<key>`)")),
+    request_body(content = String, content_type = "application/x-tar", description = "The cache's files, as a tar archive"),
+    responses(
+        (status = 204, description = "Kept"),
+        (status = 400, description = "A key of another project", body = ErrorBody),
+        (status = 401, description = "No valid runner token", body = ErrorBody),
+        (status = 404, description = "No such job", body = ErrorBody),
+        (status = 409, description = "The job is not active or not held by this runner", body = ErrorBody),
+        (status = 413, description = "Larger than the server keeps", body = ErrorBody)))]
+pub async fn upload_cache(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath((job, key)): ApiPath<(String, String)>,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
+    let token_id = state.engine.authenticate_runner(&token).await?;
+    let job_id: i64 = job.parse().map_err(|_| EngineError::NotFound(format!("job {job}")))?;
+    state.engine.store_cache(token_id, job_id, &key, body.into_data_stream()).await?;
+    Ok(axum::http::StatusCode::NO_CONTENT.into_response())
+}
+
+/// The archive of a cache the server keeps, for the runner holding a job of its project.
+#[utoipa::path(get, path = "/api/runner/v1/jobs/{id}/caches/{*key}", tag = "runners",
+    params(("id" = i64, Path, description = "The job the runner holds"), ("key" = String, Path, description = "The cache's key as the assignment gave it (`<project id>/<key>`)")),
+    responses(
+        (status = 200, description = "The archive", content_type = "application/x-tar", body = String),
+        (status = 400, description = "A key of another project", body = ErrorBody),
+        (status = 401, description = "No valid runner token", body = ErrorBody),
+        (status = 404, description = "No such job, or the server keeps no such cache", body = ErrorBody),
+        (status = 409, description = "The job is not active or not held by this runner", body = ErrorBody)))]
+pub async fn download_cache(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath((job, key)): ApiPath<(String, String)>,
+) -> Result<Response, ApiError> {
+    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
+    let token_id = state.engine.authenticate_runner(&token).await?;
+    let job_id: i64 = job.parse().map_err(|_| EngineError::NotFound(format!("job {job}")))?;
+    let (stored, size) = state.engine.cache_file(token_id, job_id, &key).await?;
+    crate::artifact_download::artifact_download(&stored, size, "cache.tar", &headers).await
 }

@@ -3,7 +3,8 @@
 //! uploaded through one replica is downloaded (whole and by range) through the other and
 //! handed to a later job by it; nothing lands on either replica's disk; an upload over
 //! the limit leaves nothing in the bucket; expiry and the storage cap delete from the
-//! bucket; and a bucket the server cannot write stops it from starting. What is in the
+//! bucket; a cache saved by one replica's runner is found by another's; and a bucket the
+//! server cannot write stops it from starting. What is in the
 //! bucket is read behind Usher's back, with a client of our own.
 
 use serde_json::json;
@@ -20,6 +21,7 @@ fn main() -> std::process::ExitCode {
             expiry_and_the_storage_cap_delete_from_the_bucket,
             a_bucket_the_server_cannot_use_stops_the_start,
             the_usher_command_takes_its_bucket_from_flags_and_aws_variables,
+            a_cache_saved_through_one_replica_is_found_through_another,
         ];
     ])
 }
@@ -371,4 +373,50 @@ async fn the_usher_command_takes_its_bucket_from_flags_and_aws_variables() {
         "{stderr}"
     );
     assert!(!stderr.contains("usher-test-secret"), "{stderr}");
+}
+
+/// A cache a job saved on replica A's runner is in the bucket; with A gone, replica B's
+/// runner, which never had a copy, finds it there.
+async fn a_cache_saved_through_one_replica_is_found_through_another() {
+    let database = fresh_postgres().await;
+    let url = s3::fresh_url();
+    let config = |marker: &str| {
+        format!(
+            "fill:\n  variables:\n    USHER_TEST_RUN: \"{marker}\"\n  script:\n    - echo \"found=$(cat deps/data 2>/dev/null || echo none)\"\n    - mkdir -p deps && echo from-$CI_PIPELINE_ID > deps/data\n  cache:\n    key: deps\n    paths: [deps/]\n"
+        )
+    };
+    let a = TestServer::start_with(Some(database.clone()), 1, settings(&url)).await;
+    let body = json!({"name": format!("cached-{}", rand_suffix()), "ci_config": config(&a.run_marker)});
+    let (status, project) = a.call("POST", "/api/v1/projects", Some(body)).await;
+    assert_eq!(status, 201, "{project}");
+    let first = a.pipeline_of_main(&project).await;
+    let job = TestServer::job_id(&first, "fill");
+    a.wait_for_status(job, "success").await;
+    let log = a.wait_for_log(job, "to the server").await;
+    assert!(log.contains("Sent the cache deps to the server"), "{log}");
+    let prefix = s3::prefix_of(&url);
+    let keys = s3::keys_under(&format!("{prefix}/caches")).await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert!(
+        keys[0].0.starts_with(&format!("{prefix}/caches/project-{}/", project["id"])) && keys[0].0.ends_with(".tar"),
+        "{keys:?}"
+    );
+    a.stop().await;
+
+    let b = TestServer::start_with(Some(database), 1, settings(&url)).await;
+    let (status, second) = b
+        .call(
+            "POST",
+            &format!("/api/v1/projects/{}/pipelines", project["id"]),
+            Some(json!({"ref": "main", "ci_config": config(&b.run_marker)})),
+        )
+        .await;
+    assert_eq!(status, 201, "{second}");
+    let job = TestServer::job_id(&second, "fill");
+    b.wait_for_status(job, "success").await;
+    let log = b.wait_for_log(job, "found=").await;
+    assert!(log.contains("Fetched the cache deps from the server"), "{log}");
+    assert_eq!(log_value(&log, "found"), format!("from-{}", first["id"]), "{log}");
+    assert_eq!(files_on_disk(&b), Vec::<std::path::PathBuf>::new(), "nothing on B's disk");
+    b.stop().await;
 }

@@ -41,6 +41,8 @@ const CONTRACT: &[(&str, &str)] = &[
     ("get", "/api/runner/v1/connect"),
     ("put", "/api/runner/v1/jobs/{id}/artifacts/{path}"),
     ("get", "/api/runner/v1/jobs/{id}/dependencies/{dependency}/artifacts/{path}"),
+    ("put", "/api/runner/v1/jobs/{id}/caches/{key}"),
+    ("get", "/api/runner/v1/jobs/{id}/caches/{key}"),
 ];
 
 fn properties(spec: &Value, schema: &str) -> Vec<String> {

@@ -132,6 +132,11 @@ impl Bucket {
         }
     }
 
+    /// The key of project `project_id`'s cache archive `name`.
+    pub fn cache_key(&self, project_id: i64, name: &str) -> Key {
+        self.prefix.child("caches").child(format!("project-{project_id}")).child(name)
+    }
+
     /// The key of artifact `path` (normalized: relative, no `..`) of job `job_id`.
     pub fn key(&self, job_id: i64, path: &str) -> Key {
         path.split('/')

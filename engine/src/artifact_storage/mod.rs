@@ -84,14 +84,10 @@ impl ArtifactStorage<'_> {
         B: AsRef<[u8]>,
         E: std::fmt::Display,
     {
-        let io = |e: std::io::Error| EngineError::Internal(format!("artifact storage: {e}"));
-        let name = format!(".upload-{}", hex::encode(rand::random::<[u8; 8]>()));
-        // Where the file goes once kept: a path of the directory, or a key of the bucket.
-        let (temporary, destination) = match self {
+        let (destination, temporary_dir) = match self {
             ArtifactStorage::Dir(root) => {
                 let job_dir = root.join(format!("job-{job_id}"));
-                tokio::fs::create_dir_all(&job_dir).await.map_err(io)?;
-                (job_dir.join(name), Err(job_dir.join(path)))
+                (Err(job_dir.join(path)), job_dir)
             }
             ArtifactStorage::Bucket { bucket, spool } => {
                 let key = bucket.key(job_id, path);
@@ -100,43 +96,118 @@ impl ArtifactStorage<'_> {
                         "artifact path {path:?} is too long for object storage (keys are at most {MAX_KEY_BYTES} bytes)"
                     )));
                 }
-                tokio::fs::create_dir_all(spool).await.map_err(io)?;
-                (spool.join(name), Ok((bucket.clone(), key)))
+                (Ok((bucket.clone(), key)), spool.to_path_buf())
             }
         };
-        let size = match write_limited(&temporary, body, allowed, too_large).await {
-            Ok(size) => size,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&temporary).await;
-                return Err(e);
-            }
-        };
-        let received = match destination {
-            Ok((bucket, key)) => Received::Object {
-                temporary,
-                size,
-                bucket,
-                key,
+        receive_to(destination, &temporary_dir, body, allowed, too_large).await
+    }
+
+    /// Where project `project_id`'s cache archive `name` (a name [`cache_name`] made) is.
+    pub fn locate_cache(self, project_id: i64, name: &str) -> StoredArtifact {
+        match self {
+            ArtifactStorage::Dir(root) => StoredArtifact::File(root.join(CACHES).join(format!("project-{project_id}")).join(name)),
+            ArtifactStorage::Bucket { bucket, .. } => StoredArtifact::Object {
+                bucket: bucket.clone(),
+                key: bucket.cache_key(project_id, name),
             },
-            Err(target) => Received::File { temporary, target },
+        }
+    }
+
+    /// [`ArtifactStorage::receive`] of a cache archive of project `project_id`.
+    pub async fn receive_cache<S, B, E>(
+        self,
+        project_id: i64,
+        name: &str,
+        body: S,
+        allowed: u64,
+        too_large: impl Fn() -> EngineError,
+    ) -> Result<(Received, u64), EngineError>
+    where
+        S: Stream<Item = Result<B, E>> + Unpin,
+        B: AsRef<[u8]>,
+        E: std::fmt::Display,
+    {
+        let (destination, temporary_dir) = match (self.locate_cache(project_id, name), self) {
+            (StoredArtifact::File(file), _) => {
+                let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
+                (Err(file), dir)
+            }
+            (StoredArtifact::Object { bucket, key }, ArtifactStorage::Bucket { spool, .. }) => (Ok((bucket, key)), spool.to_path_buf()),
+            (StoredArtifact::Object { .. }, ArtifactStorage::Dir(_)) => unreachable!("an object only with a bucket"),
         };
-        Ok((received, size))
+        receive_to(destination, &temporary_dir, body, allowed, too_large).await
+    }
+
+    /// Deletes project `project_id`'s cache archive `name`; one already gone is no error.
+    pub async fn remove_cache(self, project_id: i64, name: &str) -> Result<(), EngineError> {
+        remove_stored(self.locate_cache(project_id, name)).await
     }
 
     /// Deletes artifact `path` of job `job_id`; one already gone is no error.
     pub async fn remove(self, job_id: i64, path: &str) -> Result<(), EngineError> {
-        match self.locate(job_id, path) {
-            StoredArtifact::File(file) => match tokio::fs::remove_file(&file).await {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngineError::Internal(format!("artifact storage: {e}"))),
-                _ => Ok(()),
-            },
-            StoredArtifact::Object { bucket, key } => bucket.delete(&key).await,
+        remove_stored(self.locate(job_id, path)).await
+    }
+}
+
+/// `body` into a temporary file of `temporary_dir`, refused past `allowed` bytes; to
+/// become `destination` (a file of the directory, or a key of a bucket) when kept.
+async fn receive_to<S, B, E>(
+    destination: Result<(Bucket, Key), PathBuf>,
+    temporary_dir: &Path,
+    body: S,
+    allowed: u64,
+    too_large: impl Fn() -> EngineError,
+) -> Result<(Received, u64), EngineError>
+where
+    S: Stream<Item = Result<B, E>> + Unpin,
+    B: AsRef<[u8]>,
+    E: std::fmt::Display,
+{
+    let io = |e: std::io::Error| EngineError::Internal(format!("artifact storage: {e}"));
+    tokio::fs::create_dir_all(temporary_dir).await.map_err(io)?;
+    let temporary = temporary_dir.join(format!(".upload-{}", hex::encode(rand::random::<[u8; 8]>())));
+    let size = match write_limited(&temporary, body, allowed, too_large).await {
+        Ok(size) => size,
+        Err(e) => {
+            let _ = tokio::fs::remove_file(&temporary).await;
+            return Err(e);
         }
+    };
+    let received = match destination {
+        Ok((bucket, key)) => Received::Object {
+            temporary,
+            size,
+            bucket,
+            key,
+        },
+        Err(target) => Received::File { temporary, target },
+    };
+    Ok((received, size))
+}
+
+/// Where the server's copies of caches are, below the directory or the bucket's prefix.
+const CACHES: &str = "caches";
+
+/// The name a cache archive is kept under: its key's SHA-256 (a key is any text).
+pub fn cache_name(key: &str) -> String {
+    use sha2::Digest;
+    format!("{}.tar", hex::encode(sha2::Sha256::digest(key.as_bytes())))
+}
+
+/// Deletes a stored file or object; one already gone is no error.
+async fn remove_stored(stored: StoredArtifact) -> Result<(), EngineError> {
+    match stored {
+        StoredArtifact::File(file) => match tokio::fs::remove_file(&file).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(EngineError::Internal(format!("artifact storage: {e}"))),
+            _ => Ok(()),
+        },
+        StoredArtifact::Object { bucket, key } => bucket.delete(&key).await,
     }
 }
 
 /// Deletes what uploads cut short by a crash of this server left in the artifacts
-/// directory `dir` (temporary `.upload-*` files, in it and in its `job-*` directories);
+/// directory `dir` (temporary `.upload-*` files, in it, in its `job-*` directories and
+/// in those of the caches);
 /// how many. Called at start, before any upload.
 pub fn remove_leftover_uploads(dir: &Path) -> usize {
     let leftovers = |dir: &Path| -> Vec<PathBuf> {
@@ -151,6 +222,11 @@ pub fn remove_leftover_uploads(dir: &Path) -> usize {
     let mut found = leftovers(dir);
     for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
         if entry.file_name().to_string_lossy().starts_with("job-") && entry.path().is_dir() {
+            found.extend(leftovers(&entry.path()));
+        }
+    }
+    for entry in std::fs::read_dir(dir.join(CACHES)).into_iter().flatten().flatten() {
+        if entry.path().is_dir() {
             found.extend(leftovers(&entry.path()));
         }
     }

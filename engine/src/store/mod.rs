@@ -16,6 +16,7 @@ use crate::{Actor, EngineError};
 
 mod accounts;
 mod artifacts;
+mod caches;
 mod change;
 mod claims;
 mod connections;

@@ -324,6 +324,9 @@ async fn run_in_dirs(
     }
     let caches = cache::root_of(run.build_dir.parent().unwrap_or(&run.build_dir));
     for pulled in cache::pulled(&job.cache) {
+        if let Some(uploader) = uploader {
+            crate::shared_cache::fetch(uploader, job.job_id, &caches, pulled, log).await;
+        }
         let (root, pulled, build_dir, owner, log) = (caches.clone(), pulled.clone(), run.build_dir.clone(), reader.clone(), log.clone());
         let _ = tokio::task::spawn_blocking(move || cache::pull(&root, &pulled, &build_dir, owner, &log)).await;
     }
@@ -392,10 +395,15 @@ async fn run_in_dirs(
         exec.quiesce().await;
         procs::kill_all(&run.marks).await;
         for cache in pushed {
-            let (root, build_dir, reader, log) = (caches.clone(), run.build_dir.clone(), reader.clone(), log.clone());
-            let tracked = tracked.clone();
-            let _ =
-                tokio::task::spawn_blocking(move || crate::cache::push(&root, &cache, &build_dir, reader, tracked.as_ref(), &log)).await;
+            let (root, build_dir, reader, log_now) = (caches.clone(), run.build_dir.clone(), reader.clone(), log.clone());
+            let (tracked, saving) = (tracked.clone(), cache.clone());
+            let saved =
+                tokio::task::spawn_blocking(move || crate::cache::push(&root, &saving, &build_dir, reader, tracked.as_ref(), &log_now))
+                    .await;
+            // Saved here, it goes to the server too, for the project's other runners.
+            if let (Ok(true), Some(uploader)) = (saved, uploader) {
+                crate::shared_cache::send(uploader, job.job_id, &caches, &cache, log).await;
+            }
         }
     }
     JobOutcome::Report(JobReport {
