@@ -67,8 +67,7 @@ impl Engine {
             .is_some_and(|rest| !rest.is_empty() && rest.len() <= usher_core::cache::MAX_KEY_BYTES);
         if !scoped {
             return Err(EngineError::BadRequest(format!(
-                "cache key {key:?} is not one of job {job_id}'s project (`{}/…`)",
-                job.project_id
+                "cache key {key:?} is not one of job {job_id}'s project"
             )));
         }
         Ok(job.project_id)

@@ -308,10 +308,12 @@ impl Engine {
     pub(crate) async fn stop_pipeline(&self, actor: &Actor, id: i64, mode: CancelMode, why: Stop) -> Result<Pipeline, EngineError> {
         // Which stop jobs run is decided from the jobs that have started; one starting
         // between that and the commit makes the commit refuse, and it is decided again.
+        // Each refusal means another job started, and a pipeline has a bounded number of
+        // them (a cancelled one retries none): this ends; the bound is for safety only.
         let mut attempts = 0;
         loop {
             match self.stop_pipeline_once(actor, id, mode, why.clone()).await {
-                Err(EngineError::Outdated(_)) if attempts < 5 => attempts += 1,
+                Err(EngineError::Outdated(_)) if attempts < 1000 => attempts += 1,
                 other => return other,
             }
         }

@@ -4,27 +4,49 @@
 //! finished jobs are removed until logs and artifacts together fit under it. Expiry
 //! times and what was removed are in the database, so both survive restarts; the reaper
 //! applies them once at start and every ten seconds. An expired artifact stays listed
-//! (`expired: true`); a removed log becomes one line saying so.
+//! (`expired: true`); a removed log becomes one line saying so. A cache the server keeps
+//! goes once nobody has saved it for [`CACHE_KEPT_DAYS`] days.
 
-use crate::{Engine, EngineError, now};
+use crate::{Engine, EngineError};
 
 /// What one pass removed.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Removed {
     pub artifacts: usize,
     pub logs: usize,
+    pub caches: usize,
 }
+
+/// How long the server keeps a cache nobody saves again.
+pub const CACHE_KEPT_DAYS: i64 = 14;
 
 const LOG_REMOVED: &str = "\u{1b}[33;1m[usher] This log was removed to keep Usher's storage under its cap.\u{1b}[0m\n";
 
 impl Engine {
     /// One retention pass (see the module comment).
     pub async fn apply_retention(&self) -> Result<Removed, EngineError> {
+        self.apply_retention_at(std::time::SystemTime::now()).await
+    }
+
+    /// [`Engine::apply_retention`] as if it were `at` (for tests of what time does).
+    pub async fn apply_retention_at(&self, at: std::time::SystemTime) -> Result<Removed, EngineError> {
+        let at = chrono::DateTime::<chrono::Utc>::from(at);
         let mut removed = Removed::default();
-        for (job_id, path) in self.store().due_artifacts(&now()).await? {
+        for (job_id, path) in self.store().due_artifacts(&crate::format_time(at)).await? {
             if self.remove_artifact(job_id, &path).await {
                 removed.artifacts += 1;
             }
+        }
+        let stale = crate::format_time(at - chrono::Duration::days(CACHE_KEPT_DAYS));
+        for (project_id, name) in self.store().caches_saved_before(&stale).await? {
+            if let Some(storage) = self.artifact_storage()
+                && let Err(e) = storage.remove_cache(project_id, &name).await
+            {
+                tracing::warn!(project = project_id, cache = %name, "retention could not delete a cache: {e}");
+                continue;
+            }
+            self.store().forget_cache(project_id, &name).await?;
+            removed.caches += 1;
         }
         let Some(cap) = self.inner.settings.max_storage_bytes else {
             return Ok(removed);
@@ -64,7 +86,12 @@ impl Engine {
             }
         }
         if removed != Removed::default() {
-            tracing::info!(artifacts = removed.artifacts, logs = removed.logs, "retention removed old files");
+            tracing::info!(
+                artifacts = removed.artifacts,
+                logs = removed.logs,
+                caches = removed.caches,
+                "retention removed old files"
+            );
         }
         Ok(removed)
     }

@@ -22,6 +22,10 @@ use crate::logsink::LogHandle;
 /// Characters left as they are in a path segment of the upload URL.
 const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
+/// Characters left as they are in a name sent as one segment: not `.` (no name may be
+/// `..`) nor `/`.
+const NAME: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'~');
+
 /// Where uploads go and how the runner proves who it is.
 #[derive(Clone)]
 pub struct Uploader {
@@ -57,23 +61,38 @@ impl Uploader {
         }
     }
 
-    fn url(&self, job_id: i64, path: &str) -> String {
-        format!("{}/api/runner/v1/jobs/{job_id}/artifacts/{}", self.base_url, encoded(path))
-    }
-
     /// A GET of `/api/runner/v1/jobs/{job_id}/{what}/{path}` (`path` percent-encoded),
     /// authenticated as this runner.
     pub(crate) fn get(&self, job_id: i64, what: &str, path: &str) -> reqwest::RequestBuilder {
         self.request(reqwest::Method::GET, job_id, what, path)
     }
 
-    /// A PUT of `/api/runner/v1/jobs/{job_id}/{what}/{path}`, as [`Uploader::get`].
-    pub(crate) fn put(&self, job_id: i64, what: &str, path: &str) -> reqwest::RequestBuilder {
-        self.request(reqwest::Method::PUT, job_id, what, path)
+    /// A GET of `/api/runner/v1/jobs/{job_id}/{what}/{name}`, `name` one segment
+    /// whatever it holds (a cache's key: `/` and `.` percent-encoded too).
+    pub(crate) fn get_named(&self, job_id: i64, what: &str, name: &str) -> reqwest::RequestBuilder {
+        self.request_url(reqwest::Method::GET, job_id, what, &utf8_percent_encode(name, NAME).to_string())
+    }
+
+    /// A PUT as [`Uploader::get_named`].
+    pub(crate) fn put_named(&self, job_id: i64, what: &str, name: &str) -> reqwest::RequestBuilder {
+        self.request_url(reqwest::Method::PUT, job_id, what, &utf8_percent_encode(name, NAME).to_string())
     }
 
     fn request(&self, method: reqwest::Method, job_id: i64, what: &str, path: &str) -> reqwest::RequestBuilder {
-        let url = format!("{}/api/runner/v1/jobs/{job_id}/{what}/{}", self.base_url, encoded(path));
+        self.request_url(method, job_id, what, &encoded(path))
+    }
+
+    /// The request, with the runner's token only when the URL, as the client will read
+    /// it, is still below the job's `what`: a URL parser resolves `..` (and `%2e%2e`)
+    /// segments, and a name a job chose must not make the token reach another job's
+    /// routes. Otherwise a request that cannot be sent.
+    fn request_url(&self, method: reqwest::Method, job_id: i64, what: &str, tail: &str) -> reqwest::RequestBuilder {
+        let below = format!("{}/api/runner/v1/jobs/{job_id}/{what}/", self.base_url);
+        let url = format!("{below}{tail}");
+        let stays = reqwest::Url::parse(&url).is_ok_and(|parsed| parsed.as_str().starts_with(&below));
+        if !stays {
+            return self.client.request(method, "invalid:path-leaves-the-job");
+        }
         self.client.request(method, url).bearer_auth(&self.token)
     }
 
@@ -157,9 +176,7 @@ impl Uploader {
         let file = tokio::io::AsyncReadExt::take(tokio::fs::File::from_std(file), size);
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let response = self
-            .client
-            .put(self.url(job_id, rel))
-            .bearer_auth(&self.token)
+            .request(reqwest::Method::PUT, job_id, "artifacts", rel)
             .header(reqwest::header::CONTENT_LENGTH, size)
             .body(body)
             .send()
@@ -282,4 +299,29 @@ fn matching_files(tree: &JobTree, pattern: &PathPattern) -> std::io::Result<Vec<
         .map(|p| p.to_string_lossy().into_owned())
         .filter(|f| pattern.takes(f))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A name a job chose (a cache key) is one segment, whatever it holds; a path that a
+    /// URL parser would take out of the job's routes gets no token and cannot be sent.
+    #[test]
+    fn names_stay_below_the_jobs_routes_and_the_token_never_leaves_them() {
+        let uploader = Uploader::new("http://127.0.0.1:9", "runner-token", None);
+        let request = uploader.get_named(5, "caches", "7/../../../9/caches/8/deps").build().unwrap();
+        assert_eq!(
+            request.url().path(),
+            "/api/runner/v1/jobs/5/caches/7%2F%2E%2E%2F%2E%2E%2F%2E%2E%2F9%2Fcaches%2F8%2Fdeps"
+        );
+        assert!(request.headers().contains_key(reqwest::header::AUTHORIZATION));
+        for path in ["../../9/artifacts/x", "a/%2e%2e/%2e%2e/%2e%2e/9/x"] {
+            let built = uploader.request_url(reqwest::Method::GET, 5, "artifacts", path).build();
+            assert!(built.is_err(), "{path}: {built:?}");
+        }
+        // Plain paths are as they were.
+        let request = uploader.get(5, "artifacts", "out/a b.txt").build().unwrap();
+        assert_eq!(request.url().path(), "/api/runner/v1/jobs/5/artifacts/out/a%20b.txt");
+    }
 }

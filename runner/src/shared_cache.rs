@@ -31,7 +31,7 @@ pub async fn send(uploader: &Uploader, job_id: i64, root: &Path, cache: &CacheAs
         let size = file.metadata().await.map_err(|e| e.to_string())?.len();
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let response = uploader
-            .put(job_id, "caches", &cache.key)
+            .put_named(job_id, "caches", &cache.key)
             .header(reqwest::header::CONTENT_LENGTH, size)
             .header(reqwest::header::CONTENT_TYPE, "application/x-tar")
             .body(body)
@@ -55,7 +55,11 @@ pub async fn send(uploader: &Uploader, job_id: i64, root: &Path, cache: &CacheAs
 pub async fn fetch(uploader: &Uploader, job_id: i64, root: &Path, cache: &CacheAssignment, log: &LogHandle) {
     let key = shown_key(&cache.key);
     let fetched = async {
-        let response = uploader.get(job_id, "caches", &cache.key).send().await.map_err(|e| e.to_string())?;
+        let response = uploader
+            .get_named(job_id, "caches", &cache.key)
+            .send()
+            .await
+            .map_err(|e| e.to_string())?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
         }

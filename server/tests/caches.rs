@@ -124,6 +124,22 @@ async fn a_runner_without_its_own_copy_gets_the_cache_from_the_server() {
     assert!(log.contains("Fetched the cache deps-main from the server: 1 file(s)"), "{log}");
     assert_eq!(log_value(&log, "found"), format!("from-{}", first["id"]), "{log}");
 
+    // Nobody saves it again for two weeks: the server lets it go.
+    let engine = &t.server.as_ref().unwrap().engine;
+    let soon = engine
+        .apply_retention_at(std::time::SystemTime::now() + std::time::Duration::from_secs(13 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(soon.caches, 0);
+    let later = engine
+        .apply_retention_at(std::time::SystemTime::now() + std::time::Duration::from_secs(15 * 86_400))
+        .await
+        .unwrap();
+    assert_eq!(later.caches, 1);
+    assert!(
+        walk(&t.data_dir.path().join("artifacts/caches")).is_empty(),
+        "the archive is deleted"
+    );
     t.stop().await;
 }
 

@@ -48,4 +48,23 @@ impl Store {
             .await?;
         Ok(row.map(|r| r.try_get::<i64, _>("size").map(|s| s.max(0) as u64)).transpose()?)
     }
+
+    /// The caches nobody has saved since `before` (RFC 3339), oldest first, at most 100.
+    pub async fn caches_saved_before(&self, before: &str) -> Result<Vec<(i64, String)>, EngineError> {
+        let rows = sqlx::query("SELECT project_id, name FROM caches WHERE saved_at < $1 ORDER BY saved_at LIMIT 100")
+            .bind(before)
+            .fetch_all(&mut *self.conn().await?)
+            .await?;
+        rows.iter().map(|r| Ok((r.try_get("project_id")?, r.try_get("name")?))).collect()
+    }
+
+    /// Forgets project `project_id`'s cache `name` (its archive is deleted already).
+    pub async fn forget_cache(&self, project_id: i64, name: &str) -> Result<(), EngineError> {
+        sqlx::query("DELETE FROM caches WHERE project_id = $1 AND name = $2")
+            .bind(project_id)
+            .bind(name)
+            .execute(&mut *self.conn().await?)
+            .await?;
+        Ok(())
+    }
 }
