@@ -20,6 +20,7 @@ mod logs;
 pub mod metrics;
 mod password_checks;
 mod pipeline_source;
+mod pipeline_stop;
 mod pipelines;
 pub mod plan;
 mod projects;

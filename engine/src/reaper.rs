@@ -45,7 +45,7 @@ impl Engine {
     pub async fn reap_timed_out_pipelines_as_of(&self, as_of: &str) -> Result<usize, EngineError> {
         let mut reaped = 0;
         for id in self.store().timed_out_pipelines(as_of).await? {
-            let why = crate::pipelines::Stop {
+            let why = crate::pipeline_stop::Stop {
                 reason: usher_core::api::CancelReason::Timeout,
                 detail: Some("the pipeline ran longer than its `workflow: timeout`".into()),
                 message: None,
