@@ -68,6 +68,7 @@ impl Engine {
         detached(async move {
             let committed = engine
                 .apply(Change::Retry {
+                    keep_cancel: false,
                     pipeline_id: job.pipeline_id,
                     job_ids: &targets,
                     actor: &actor.name,

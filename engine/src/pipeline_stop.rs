@@ -152,7 +152,7 @@ impl Engine {
 
     /// The ids of the pipeline's stop jobs that a graceful cancel runs rather than stops
     /// (core's `tears_down_an_environment`).
-    async fn environment_teardowns(&self, pipeline_id: i64) -> Result<Vec<i64>, EngineError> {
+    pub(crate) async fn environment_teardowns(&self, pipeline_id: i64) -> Result<Vec<i64>, EngineError> {
         let (rows, _) = self.store().job_nodes(pipeline_id).await?;
         let nodes: Vec<JobNode<'_>> = rows.iter().map(|r| r.node()).collect();
         Ok(usher_core::pipeline::environment_teardowns(&nodes)

@@ -233,6 +233,7 @@ impl Engine {
         detached(async move {
             engine
                 .apply(Change::Retry {
+                    keep_cancel: false,
                     pipeline_id: id,
                     job_ids: &targets,
                     actor: &actor.name,

@@ -84,8 +84,10 @@ impl Engine {
         if !retry.applies(job.failure_reason, job.exit_code, attempts) {
             return Ok(false);
         }
+        // In a cancelled pipeline only its cleanup is tried again (an `on_cancel` job, a
+        // stop job tearing down an environment): the rest is being stopped.
         let cancelled = self.store().get_pipeline(job.pipeline_id).await?.is_none_or(|p| p.cancel.is_some());
-        if cancelled {
+        if cancelled && !job.when.is_cleanup() && !self.environment_teardowns(job.pipeline_id).await?.contains(&job.id) {
             return Ok(false);
         }
         tracing::info!(job = job.id, attempts, "job failed; its `retry:` tries it again");
@@ -93,6 +95,7 @@ impl Engine {
             pipeline_id: job.pipeline_id,
             job_ids: &[job.id],
             actor: "retry",
+            keep_cancel: cancelled,
         })
         .await?;
         Ok(true)

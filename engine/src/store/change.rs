@@ -42,11 +42,14 @@ pub enum Change<'a> {
     /// New attempts of finished jobs of one pipeline: each becomes a new `created` job with
     /// the same definition (`retry_of` the old one), the old ones are marked retried and
     /// stop counting for the pipeline's status; a cancel recorded on the pipeline is
-    /// cleared (it runs again). A job retried already is refused.
+    /// cleared (it runs again) unless `keep_cancel`. A job retried already is refused.
     Retry {
         pipeline_id: i64,
         job_ids: &'a [i64],
         actor: &'a str,
+        /// The cancel stays: a cleanup job of a cancelled pipeline tried again by its
+        /// `retry:` is part of the cancel, not a new run.
+        keep_cancel: bool,
     },
     /// A new pipeline and its jobs, all `created`, and in the same transaction the first
     /// moves core decided from their definitions (`ready`: an index into `new.jobs` and

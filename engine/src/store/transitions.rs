@@ -94,6 +94,7 @@ impl Store {
                 pipeline_id,
                 job_ids,
                 actor,
+                keep_cancel,
             } => {
                 self.writer.lock_pipeline(tx, *pipeline_id).await?;
                 let mut attempts = Vec::with_capacity(job_ids.len());
@@ -102,7 +103,9 @@ impl Store {
                 }
                 // Retried, the pipeline runs again: it is no longer a cancelled one (whose
                 // status would stay `canceling` while anything runs).
-                self.clear_pipeline_cancel(tx, *pipeline_id).await?;
+                if !keep_cancel {
+                    self.clear_pipeline_cancel(tx, *pipeline_id).await?;
+                }
                 (*pipeline_id, attempts)
             }
             Change::Create { new, ready, by } => {

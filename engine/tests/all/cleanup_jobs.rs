@@ -472,3 +472,48 @@ async fn a_deploy_starting_as_the_pipeline_is_cancelled_still_gets_its_stop_job(
         engine.close().await;
     }
 }
+
+/// A cancelled pipeline's cleanup is tried again by its `retry:` as any job is, and
+/// stays a cancel: a stop job (or an `on_cancel` job) that fails once runs again, and the
+/// pipeline ends `canceled`. Its other jobs are never retried during the cancel.
+#[tokio::test]
+async fn a_cancels_cleanup_jobs_are_retried_by_their_retry() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let config = REVIEW_APP.replace("stop_review:\n  stage: review\n", "stop_review:\n  stage: review\n  retry: 1\n")
+            + "notify:\n  stage: test\n  when: on_cancel\n  retry: 1\n  script: [n]\n";
+        let (p, jobs) = pipeline(&engine, &admin, &config).await;
+        run_next(&engine, r, Some(0)).await;
+        let deploy = engine.claim_job(r, &[]).await.unwrap().unwrap();
+        assert_eq!(deploy.name, "deploy_review");
+        engine.cancel_pipeline(&admin, p, Default::default()).await.unwrap();
+        // The deploy ends as it is cancelled: not retried.
+        engine.finish_job(r, deploy.job_id, report(Some(1))).await.unwrap();
+        let mut ran = Vec::new();
+        while let Some(job) = engine.claim_job(r, &[]).await.unwrap() {
+            // Each cleanup job fails its first time.
+            let first = !ran.contains(&job.name);
+            ran.push(job.name.clone());
+            engine
+                .finish_job(r, job.job_id, report(Some(if first { 1 } else { 0 })))
+                .await
+                .unwrap();
+        }
+        ran.sort();
+        assert_eq!(ran, ["notify", "notify", "stop_review", "stop_review"], "{}", db.name);
+        assert_eq!(
+            engine.get_pipeline(&admin, p).await.unwrap().status,
+            Status::Canceled,
+            "{}: still a cancel, its cleanup done",
+            db.name
+        );
+        assert_eq!(
+            status_of(&engine, &admin, &jobs, "deploy_review").await,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
