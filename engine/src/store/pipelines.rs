@@ -63,8 +63,8 @@ pub struct JobNodeRow {
     pub allow_failure: bool,
     /// `environment: on_stop` (the stop job's name).
     pub on_stop: Option<String>,
-    /// This attempt was taken by a runner, or an earlier one was (a retry follows an
-    /// attempt that may have made something).
+    /// This attempt or an earlier one of the same job was taken by a runner (and may
+    /// have made something); a retry of one that never ran has not.
     pub started: bool,
 }
 
@@ -251,8 +251,10 @@ pub(super) async fn job_nodes_on(
     // cancel, on every row.
     let rows = sqlx::query(
         "SELECT j.id, j.name, j.stage_index, j.needs, j.status, j.when_to_run, j.allow_failure, j.on_stop, \
-             CAST(CASE WHEN j.started_at IS NOT NULL OR j.retry_of IS NOT NULL THEN 1 ELSE 0 END AS BIGINT) AS started, p.cancel_mode \
-             FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id WHERE j.pipeline_id = $1 AND j.retried = 0 \
+             CAST(CASE WHEN s.name IS NOT NULL THEN 1 ELSE 0 END AS BIGINT) AS started, p.cancel_mode \
+             FROM jobs j JOIN pipelines p ON p.id = j.pipeline_id \
+             LEFT JOIN (SELECT DISTINCT name FROM jobs WHERE pipeline_id = $1 AND started_at IS NOT NULL) s ON s.name = j.name \
+             WHERE j.pipeline_id = $1 AND j.retried = 0 \
              ORDER BY j.stage_index, j.id",
     )
     .bind(pipeline_id)

@@ -517,3 +517,32 @@ async fn a_cancels_cleanup_jobs_are_retried_by_their_retry() {
         engine.close().await;
     }
 }
+
+/// A deploy that never ran made nothing, even after a retry: cancelled before it started,
+/// retried, and cancelled again before the new attempt started, the pipeline runs no
+/// stop job (an attempt that started is another matter: see above).
+#[tokio::test]
+async fn a_retry_of_a_deploy_that_never_ran_began_no_environment() {
+    for db in databases().await {
+        let (engine, admin) = engine(&db).await;
+        let r = runner(&engine, "r").await;
+        let (p, _) = pipeline(&engine, &admin, REVIEW_APP).await;
+        run_next(&engine, r, Some(0)).await;
+        engine.cancel_pipeline(&admin, p, Default::default()).await.unwrap();
+        assert!(engine.claim_job(r, &[]).await.unwrap().is_none(), "{}", db.name);
+        engine.retry_pipeline(&admin, p).await.unwrap();
+        engine.cancel_pipeline(&admin, p, Default::default()).await.unwrap();
+        assert!(
+            engine.claim_job(r, &[]).await.unwrap().is_none(),
+            "{}: nothing was deployed, nothing to tear down",
+            db.name
+        );
+        assert_eq!(
+            engine.get_pipeline(&admin, p).await.unwrap().status,
+            Status::Canceled,
+            "{}",
+            db.name
+        );
+        engine.close().await;
+    }
+}
