@@ -81,7 +81,7 @@ pub async fn download_dependency_artifact(
 /// [`Engine::store_cache`]: usher_engine::Engine::store_cache
 #[utoipa::path(put, path = "/api/runner/v1/jobs/{id}/caches/{*key}", tag = "runners",
     params(("id" = i64, Path, description = "The job id"), ("key" = String, Path, description = "The cache's key as the assignment gave it (`<project id>/<key>`)")),
-    request_body(content = String, content_type = "application/x-tar", description = "The cache's files, as a tar archive"),
+    request_body(content = String, content_type = "application/octet-stream", description = "The cache's files, as a tar archive"),
     responses(
         (status = 204, description = "Kept"),
         (status = 400, description = "A key of another project", body = ErrorBody),
@@ -106,7 +106,7 @@ pub async fn upload_cache(
 #[utoipa::path(get, path = "/api/runner/v1/jobs/{id}/caches/{*key}", tag = "runners",
     params(("id" = i64, Path, description = "The job the runner holds"), ("key" = String, Path, description = "The cache's key as the assignment gave it (`<project id>/<key>`)")),
     responses(
-        (status = 200, description = "The archive", content_type = "application/x-tar", body = String),
+        (status = 200, description = "The archive (a tar)", content_type = "application/octet-stream", body = String),
         (status = 400, description = "A key of another project", body = ErrorBody),
         (status = 401, description = "No valid runner token", body = ErrorBody),
         (status = 404, description = "No such job, or the server keeps no such cache", body = ErrorBody),
