@@ -15,6 +15,12 @@ use crate::artifacts::{Uploader, refusal};
 use crate::cache::{MAX_CACHE_BYTES, MAX_CACHE_FILES, dir_of, files_below, prepare_root, replace_copy, shown_key};
 use crate::logsink::LogHandle;
 
+/// How long a transfer may send or receive nothing before it is given up.
+const STALL: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The longest a cache may take to send (at the default 100 MiB limit, 170 KB/s).
+const SEND_LIMIT: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// Sends this runner's copy of `cache` to the server, for job `job_id`.
 pub async fn send(uploader: &Uploader, job_id: i64, root: &Path, cache: &CacheAssignment, log: &LogHandle) {
     let key = shown_key(&cache.key);
@@ -44,7 +50,10 @@ pub async fn send(uploader: &Uploader, job_id: i64, root: &Path, cache: &CacheAs
             Err(refusal(response).await)
         }
     };
-    match sent.await {
+    let sent = tokio::time::timeout(SEND_LIMIT, sent)
+        .await
+        .unwrap_or_else(|_| Err(format!("sending it took more than {} s", SEND_LIMIT.as_secs())));
+    match sent {
         Ok(size) => log.note(&format!("Sent the cache {key} to the server ({size} bytes), for every runner.")),
         Err(why) => log.note(&format!("The cache {key} stays on this runner only: {why}")),
     }
@@ -55,10 +64,9 @@ pub async fn send(uploader: &Uploader, job_id: i64, root: &Path, cache: &CacheAs
 pub async fn fetch(uploader: &Uploader, job_id: i64, root: &Path, cache: &CacheAssignment, log: &LogHandle) {
     let key = shown_key(&cache.key);
     let fetched = async {
-        let response = uploader
-            .get_named(job_id, "caches", &cache.key)
-            .send()
+        let response = tokio::time::timeout(STALL, uploader.get_named(job_id, "caches", &cache.key).send())
             .await
+            .map_err(|_| format!("the server did not answer within {} s", STALL.as_secs()))?
             .map_err(|e| e.to_string())?;
         if response.status() == reqwest::StatusCode::NOT_FOUND {
             return Ok(None);
@@ -71,7 +79,11 @@ pub async fn fetch(uploader: &Uploader, job_id: i64, root: &Path, cache: &CacheA
         let mut out = tokio::fs::File::from_std(file.reopen().map_err(|e| e.to_string())?);
         let mut stream = response.bytes_stream();
         let mut size = 0u64;
-        while let Some(chunk) = futures::StreamExt::next(&mut stream).await {
+        loop {
+            let next = tokio::time::timeout(STALL, futures::StreamExt::next(&mut stream))
+                .await
+                .map_err(|_| format!("the server sent nothing for {} s", STALL.as_secs()))?;
+            let Some(chunk) = next else { break };
             let chunk = chunk.map_err(|e| e.to_string())?;
             size += chunk.len() as u64;
             if size > MAX_CACHE_BYTES {
