@@ -16,6 +16,17 @@ use crate::caller::bearer;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 
+/// The id of the runner token the request carries, or 401.
+async fn runner_token(state: &AppState, headers: &HeaderMap) -> Result<i64, EngineError> {
+    let token = bearer(headers).ok_or(EngineError::Unauthorized)?;
+    state.engine.authenticate_runner(&token).await
+}
+
+/// A job id of the path; a path segment that is not one names no job.
+fn job_number(text: &str) -> Result<i64, EngineError> {
+    text.parse().map_err(|_| EngineError::NotFound(format!("job {text}")))
+}
+
 /// The routes, with their descriptions (they join `openapi.json`).
 pub fn documented_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
@@ -42,9 +53,8 @@ pub async fn upload_artifact(
     ApiPath((job, path)): ApiPath<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
-    let token_id = state.engine.authenticate_runner(&token).await?;
-    let job_id: i64 = job.parse().map_err(|_| EngineError::NotFound(format!("job {job}")))?;
+    let token_id = runner_token(&state, &headers).await?;
+    let job_id = job_number(&job)?;
     let artifact = state
         .engine
         .store_artifact(token_id, job_id, &path, body.into_data_stream())
@@ -67,10 +77,8 @@ pub async fn download_dependency_artifact(
     headers: HeaderMap,
     ApiPath((job, dependency, path)): ApiPath<(String, String, String)>,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
-    let token_id = state.engine.authenticate_runner(&token).await?;
-    let number = |text: &str| text.parse::<i64>().map_err(|_| EngineError::NotFound(format!("job {text}")));
-    let (job_id, dependency) = (number(&job)?, number(&dependency)?);
+    let token_id = runner_token(&state, &headers).await?;
+    let (job_id, dependency) = (job_number(&job)?, job_number(&dependency)?);
     let (stored, size) = state.engine.dependency_artifact_file(token_id, job_id, dependency, &path).await?;
     crate::artifact_download::artifact_download(&stored, size, &path, &headers).await
 }
@@ -95,9 +103,8 @@ pub async fn upload_cache(
     ApiPath((job, key)): ApiPath<(String, String)>,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
-    let token_id = state.engine.authenticate_runner(&token).await?;
-    let job_id: i64 = job.parse().map_err(|_| EngineError::NotFound(format!("job {job}")))?;
+    let token_id = runner_token(&state, &headers).await?;
+    let job_id = job_number(&job)?;
     state.engine.store_cache(token_id, job_id, &key, body.into_data_stream()).await?;
     Ok(axum::http::StatusCode::NO_CONTENT.into_response())
 }
@@ -116,9 +123,8 @@ pub async fn download_cache(
     headers: HeaderMap,
     ApiPath((job, key)): ApiPath<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let token = bearer(&headers).ok_or(EngineError::Unauthorized)?;
-    let token_id = state.engine.authenticate_runner(&token).await?;
-    let job_id: i64 = job.parse().map_err(|_| EngineError::NotFound(format!("job {job}")))?;
+    let token_id = runner_token(&state, &headers).await?;
+    let job_id = job_number(&job)?;
     let (stored, size) = state.engine.cache_file(token_id, job_id, &key).await?;
     crate::artifact_download::artifact_download(&stored, size, "cache.tar", &headers).await
 }

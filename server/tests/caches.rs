@@ -30,14 +30,7 @@ async fn the_next_pipeline_of_the_project_finds_the_cache_and_no_other_project_d
     assert!(log.contains("No cache for key deps-main yet."), "{log}");
     assert!(log.contains("Saved the cache deps-main: 1 file(s)"), "{log}");
 
-    let (status, second) = t
-        .call(
-            "POST",
-            &format!("/api/v1/projects/{}/pipelines", first["project_id"]),
-            Some(serde_json::json!({"ref": "main"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{second}");
+    let second = t.next_pipeline(&first).await;
     let job = TestServer::job_id(&second, "fill");
     t.wait_for_status(job, "success").await;
     let log = t.wait_for_log(job, "found=").await;
@@ -77,14 +70,7 @@ async fn an_untracked_cache_keeps_what_the_build_made_and_not_the_commits_files(
     t.wait_for_status(job, "success").await;
     let log = t.wait_for_log(job, "Saved the cache").await;
     assert!(log.contains("Saved the cache build: 1 file(s)"), "{log}");
-    let (status, second) = t
-        .call(
-            "POST",
-            &format!("/api/v1/projects/{}/pipelines", first["project_id"]),
-            Some(serde_json::json!({"ref": "main"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{second}");
+    let second = t.next_pipeline(&first).await;
     let job = TestServer::job_id(&second, "build");
     t.wait_for_status(job, "success").await;
     let log = t.wait_for_log(job, "found=").await;
@@ -110,14 +96,7 @@ async fn a_runner_without_its_own_copy_gets_the_cache_from_the_server() {
 
     // The runner's own copy is gone: the server's is fetched.
     std::fs::remove_dir_all(usher_runner::cache::root_of(&t.builds_dir())).unwrap();
-    let (status, second) = t
-        .call(
-            "POST",
-            &format!("/api/v1/projects/{}/pipelines", first["project_id"]),
-            Some(serde_json::json!({"ref": "main"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{second}");
+    let second = t.next_pipeline(&first).await;
     let job = TestServer::job_id(&second, "fill");
     t.wait_for_status(job, "success").await;
     let log = t.wait_for_log(job, "found=").await;

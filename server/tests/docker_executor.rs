@@ -531,14 +531,7 @@ async fn in_containers_later_jobs_get_earlier_artifacts_and_the_cache() {
     assert_eq!(log_value(&log, "got"), format!("built-{build}"), "{log}");
     let (log, _) = t.log(build).await;
     assert_eq!(log_value(&log, "cached"), "none", "{log}");
-    let (status, second) = t
-        .call(
-            "POST",
-            &format!("/api/v1/projects/{}/pipelines", first["project_id"]),
-            Some(json!({"ref": "main"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{second}");
+    let second = t.next_pipeline(&first).await;
     let build = TestServer::job_id(&second, "build");
     t.wait_for_status(build, "success").await;
     let (log, _) = t.log(build).await;

@@ -23,6 +23,18 @@ async fn run(t: &TestServer, project: i64, git_ref: &str) -> (u16, Value) {
     .await
 }
 
+/// The names of a pipeline's jobs, sorted.
+fn job_names(pipeline: &Value) -> Vec<String> {
+    let mut names: Vec<String> = pipeline["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|j| j["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    names
+}
+
 const MAIN: &str = r#"
 include:
   - local: /ci/templates.yml
@@ -57,13 +69,7 @@ async fn included_files_and_exists_rules_read_the_commit() {
     let project = git_project(&t, &repo.path().display().to_string()).await;
     let (status, pipeline) = run(&t, project, "main").await;
     assert_eq!(status, 201, "{pipeline}");
-    let mut names: Vec<&str> = pipeline["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["name"].as_str().unwrap())
-        .collect();
-    names.sort();
+    let names = job_names(&pipeline);
     assert_eq!(names, ["build", "test"], "no docs/ yet: `docs` is left out");
     let build = TestServer::job_id(&pipeline, "build");
     t.wait_for_status(build, "success").await;
@@ -259,25 +265,18 @@ build:
         )
         .await;
     assert_eq!(status, 201, "{variable}");
-    let names = |pipeline: &Value| {
-        let mut names: Vec<String> = pipeline["jobs"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|j| j["name"].as_str().unwrap().to_string())
-            .collect();
-        names.sort();
-        names
-    };
     let (status, pipeline) = run(&t, project, "main").await;
     assert_eq!(status, 201, "{pipeline}");
-    assert_eq!(names(&pipeline), ["build", "extra-x", "extra-y", "lint", "on-main"]);
+    assert_eq!(job_names(&pipeline), ["build", "extra-x", "extra-y", "lint", "on-main"]);
     let (status, pipeline) = run(&t, project, "release").await;
     assert_eq!(status, 201, "{pipeline}");
-    assert_eq!(names(&pipeline), ["build", "extra-x", "extra-y", "lint", "on-release", "publish"]);
+    assert_eq!(
+        job_names(&pipeline),
+        ["build", "extra-x", "extra-y", "lint", "on-release", "publish"]
+    );
     repo.commit("main", &[("docs/index.md", b"# Docs\n")], "Docs");
     let (_, pipeline) = run(&t, project, "main").await;
-    assert_eq!(names(&pipeline), ["build", "docs", "extra-x", "extra-y", "lint", "on-main"]);
+    assert_eq!(job_names(&pipeline), ["build", "docs", "extra-x", "extra-y", "lint", "on-main"]);
     // The file's own variables are not the include's: `$FILE_ONLY` stays unset there.
     repo.commit(
         "main",
@@ -339,13 +338,7 @@ async fn components_and_inputs_make_jobs_from_their_templates() {
     let project = git_project(&t, &app.path().display().to_string()).await;
     let (status, pipeline) = run(&t, project, "main").await;
     assert_eq!(status, 201, "{pipeline}");
-    let mut names: Vec<&str> = pipeline["jobs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|j| j["name"].as_str().unwrap())
-        .collect();
-    names.sort();
+    let names = job_names(&pipeline);
     assert_eq!(names, ["chosen", "lint-3"], "the component at 1.0 and the file the input names");
     let lint = TestServer::job_id(&pipeline, "lint-3");
     t.wait_for_status(lint, "success").await;

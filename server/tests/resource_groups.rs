@@ -27,14 +27,7 @@ deploy:
     let first = t.pipeline(&yaml).await;
     let first_deploy = TestServer::job_id(&first, "deploy");
     t.wait_for_log(first_deploy, "start").await;
-    let (status, second) = t
-        .call(
-            "POST",
-            &format!("/api/v1/projects/{}/pipelines", first["project_id"]),
-            Some(serde_json::json!({"ref": "main"})),
-        )
-        .await;
-    assert_eq!(status, 201, "{second}");
+    let second = t.next_pipeline(&first).await;
     let second_deploy = TestServer::job_id(&second, "deploy");
     // A runner is free, and still the second deploy waits.
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;

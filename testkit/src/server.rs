@@ -144,6 +144,11 @@ impl TestServer {
         self.pipeline_of_main(&project).await
     }
 
+    /// A new pipeline of `main` of the project `pipeline` is of.
+    pub async fn next_pipeline(&self, pipeline: &Value) -> Value {
+        self.pipeline_of_main(&json!({"id": pipeline["project_id"]})).await
+    }
+
     /// A new pipeline of `project`'s `main`.
     pub async fn pipeline_of_main(&self, project: &Value) -> Value {
         let (status, pipeline) = self

@@ -84,20 +84,18 @@ impl ArtifactStorage<'_> {
         B: AsRef<[u8]>,
         E: std::fmt::Display,
     {
-        let (destination, temporary_dir) = match self {
-            ArtifactStorage::Dir(root) => {
-                let job_dir = root.join(format!("job-{job_id}"));
-                (Err(job_dir.join(path)), job_dir)
-            }
-            ArtifactStorage::Bucket { bucket, spool } => {
-                let key = bucket.key(job_id, path);
-                if key.as_ref().len() > MAX_KEY_BYTES {
-                    return Err(EngineError::BadRequest(format!(
-                        "artifact path {path:?} is too long for object storage (keys are at most {MAX_KEY_BYTES} bytes)"
-                    )));
-                }
-                (Ok((bucket.clone(), key)), spool.to_path_buf())
-            }
+        let destination = self.locate(job_id, path);
+        if let StoredArtifact::Object { key, .. } = &destination
+            && key.as_ref().len() > MAX_KEY_BYTES
+        {
+            return Err(EngineError::BadRequest(format!(
+                "artifact path {path:?} is too long for object storage (keys are at most {MAX_KEY_BYTES} bytes)"
+            )));
+        }
+        // In the directory, beside the job's other files (a crash's leftovers are found there).
+        let temporary_dir = match self {
+            ArtifactStorage::Dir(root) => root.join(format!("job-{job_id}")),
+            ArtifactStorage::Bucket { spool, .. } => spool.to_path_buf(),
         };
         receive_to(destination, &temporary_dir, body, allowed, too_large).await
     }
@@ -127,13 +125,11 @@ impl ArtifactStorage<'_> {
         B: AsRef<[u8]>,
         E: std::fmt::Display,
     {
-        let (destination, temporary_dir) = match (self.locate_cache(project_id, name), self) {
-            (StoredArtifact::File(file), _) => {
-                let dir = file.parent().map(Path::to_path_buf).unwrap_or_default();
-                (Err(file), dir)
-            }
-            (StoredArtifact::Object { bucket, key }, ArtifactStorage::Bucket { spool, .. }) => (Ok((bucket, key)), spool.to_path_buf()),
-            (StoredArtifact::Object { .. }, ArtifactStorage::Dir(_)) => unreachable!("an object only with a bucket"),
+        let destination = self.locate_cache(project_id, name);
+        let temporary_dir = match (self, &destination) {
+            (ArtifactStorage::Bucket { spool, .. }, _) => spool.to_path_buf(),
+            (ArtifactStorage::Dir(_), StoredArtifact::File(file)) => file.parent().map(Path::to_path_buf).unwrap_or_default(),
+            (ArtifactStorage::Dir(root), StoredArtifact::Object { .. }) => root.to_path_buf(),
         };
         receive_to(destination, &temporary_dir, body, allowed, too_large).await
     }
@@ -150,9 +146,9 @@ impl ArtifactStorage<'_> {
 }
 
 /// `body` into a temporary file of `temporary_dir`, refused past `allowed` bytes; to
-/// become `destination` (a file of the directory, or a key of a bucket) when kept.
+/// become `destination` when kept.
 async fn receive_to<S, B, E>(
-    destination: Result<(Bucket, Key), PathBuf>,
+    destination: StoredArtifact,
     temporary_dir: &Path,
     body: S,
     allowed: u64,
@@ -174,13 +170,13 @@ where
         }
     };
     let received = match destination {
-        Ok((bucket, key)) => Received::Object {
+        StoredArtifact::Object { bucket, key } => Received::Object {
             temporary,
             size,
             bucket,
             key,
         },
-        Err(target) => Received::File { temporary, target },
+        StoredArtifact::File(target) => Received::File { temporary, target },
     };
     Ok((received, size))
 }
