@@ -15,6 +15,7 @@ mod caches;
 mod cancel_windows;
 pub mod error;
 pub mod hooks;
+mod includes;
 mod jobs;
 mod logs;
 pub mod metrics;
