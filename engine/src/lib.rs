@@ -9,6 +9,7 @@
 mod accounts;
 pub mod artifact_storage;
 mod artifacts;
+mod assignment;
 pub mod auth;
 pub mod bus;
 mod caches;
