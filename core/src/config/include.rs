@@ -9,50 +9,11 @@
 //! — a template, a component — is refused by name.
 
 use super::expand::deep_merge;
+use super::project_file::PROJECT_ADDRESS;
+pub use super::project_file::ProjectFile;
+pub use super::project_file::normal;
 use super::rules::PipelineFacts;
-use serde::{Deserialize, Serialize};
 use serde_yaml_ng::{Mapping, Value};
-
-/// A file of another Usher project's repository (`include: project`), at a branch, tag
-/// or commit (`ref`; none: the project's default branch).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ProjectFile {
-    pub project: String,
-    #[serde(rename = "ref")]
-    pub git_ref: Option<String>,
-    pub file: String,
-}
-
-/// How a [`ProjectFile`]'s address begins (no repository path does: [`local_paths`]
-/// refuses one that would).
-const PROJECT_ADDRESS: &str = "project:";
-
-impl ProjectFile {
-    /// The address [`local_paths`] gives it, which [`ProjectFile::from_address`] reads.
-    pub fn address(&self) -> String {
-        format!("{PROJECT_ADDRESS}{}", serde_json::to_string(self).expect("strings serialize"))
-    }
-
-    pub fn from_address(address: &str) -> Option<ProjectFile> {
-        serde_json::from_str(address.strip_prefix(PROJECT_ADDRESS)?).ok()
-    }
-
-    /// Another file of the same project at the same ref (its `include: local`).
-    fn sibling(&self, path: &str) -> ProjectFile {
-        ProjectFile {
-            file: normal(path),
-            ..self.clone()
-        }
-    }
-
-    /// For messages: `ci/a.yml` of project `templates` (at `v2`).
-    pub fn describe(&self) -> String {
-        match &self.git_ref {
-            Some(r) => format!("`{}` of project `{}` at `{r}`", self.file, self.project),
-            None => format!("`{}` of project `{}`", self.file, self.project),
-        }
-    }
-}
 
 /// GitLab's limit on included files, nested ones counted.
 pub const MAX_INCLUDES: usize = 150;
@@ -346,11 +307,6 @@ fn remote_url(url: &str) -> Result<String, IncludeError> {
         return Err(refused("remote", &format!("`{url}`: only https:// URLs are included")));
     }
     Ok(url.to_string())
-}
-
-/// A repository path as `include: local` writes it (`/ci/build.yml` or `ci/build.yml`).
-pub fn normal(path: &str) -> String {
-    path.trim_start_matches('/').to_string()
 }
 
 fn refused(kind: &str, message: &str) -> IncludeError {

@@ -405,6 +405,8 @@ pub mod limits;
 #[cfg(feature = "parser")]
 mod parser;
 #[cfg(feature = "parser")]
+mod project_file;
+#[cfg(feature = "parser")]
 mod raw;
 #[cfg(feature = "parser")]
 mod refusals;
